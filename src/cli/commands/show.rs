@@ -1,0 +1,70 @@
+//! `capi show [CLUSTER]`: the state in text or JSON, secrets masked.
+
+use serde_json::{json, Value};
+
+use crate::state::{Resource, State, StateStore};
+
+use super::super::args::GlobalArgs;
+use super::super::output::Printer;
+use super::super::CliError;
+
+/// A resource as shown to people and programs: sensitive values masked.
+pub fn public_resource(r: &Resource) -> Value {
+    let mut v = serde_json::to_value(r).expect("json");
+    if let Some(obj) = v.as_object_mut() {
+        if let Some(Value::Object(s)) = obj.get_mut("sensitive") {
+            for val in s.values_mut() {
+                *val = json!("(sensitive)");
+            }
+        }
+    }
+    v
+}
+
+fn summary_line(r: &Resource) -> String {
+    let extra = match (r.observed.get("ip"), r.observed.get("endpoint")) {
+        (_, Some(e)) => format!(" endpoint={}", e.as_str().unwrap_or_default()),
+        (Some(ip), _) => format!(" ip={}", ip.as_str().unwrap_or_default()),
+        _ => String::new(),
+    };
+    let version = r.attributes.as_machine().map(|m| format!(" {}", m.version)).unwrap_or_default();
+    format!("{:<60} {:<9} {:<8}{version}{extra}", r.address.to_string(), r.provider.as_str(), r.status.as_str())
+}
+
+pub fn select<'a>(state: &'a State, cluster: Option<&'a str>) -> Vec<&'a Resource> {
+    state
+        .resources
+        .iter()
+        .filter(|r| cluster.is_none_or(|c| r.address.cluster_key() == c))
+        .collect()
+}
+
+pub fn run(g: &GlobalArgs, cluster: Option<&str>, p: &Printer) -> Result<u8, CliError> {
+    let Some(state) = StateStore::new(&g.state).load()? else {
+        p.message(&format!("No state at {}: nothing has been applied yet.", g.state.display()));
+        return Ok(0);
+    };
+    let rs = select(&state, cluster);
+    if let Some(c) = cluster {
+        if rs.is_empty() {
+            return Err(CliError::Usage(format!("no cluster {c:?} in the state; clusters: {}", state.cluster_keys().join(", "))));
+        }
+    }
+    if p.json {
+        p.event(&json!({
+            "type": "state",
+            "lineage": state.lineage,
+            "serial": state.serial,
+            "capi_version": state.capi_version,
+            "resources": rs.iter().map(|r| public_resource(r)).collect::<Vec<_>>(),
+        }));
+    } else {
+        let mut out = format!("# state {} (lineage {}, serial {})\n", g.state.display(), state.lineage, state.serial);
+        for r in rs {
+            out.push_str(&summary_line(r));
+            out.push('\n');
+        }
+        p.data(&out);
+    }
+    Ok(0)
+}

@@ -1,0 +1,86 @@
+//! The one output gate: data on stdout, messages and progress on stderr,
+//! colours only on a terminal and never with NO_COLOR or --no-color.
+
+use std::io::{IsTerminal, Write};
+
+use serde_json::Value;
+
+use crate::plan::render::Style;
+
+#[derive(Debug, Clone)]
+pub struct Printer {
+    pub color: bool,
+    pub json: bool,
+    pub stderr_tty: bool,
+    pub stdin_tty: bool,
+}
+
+impl Printer {
+    pub fn new(no_color: bool, json: bool) -> Printer {
+        let no_color_env = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        Printer {
+            color: !no_color && !no_color_env && !json && std::io::stdout().is_terminal(),
+            json,
+            stderr_tty: std::io::stderr().is_terminal(),
+            stdin_tty: std::io::stdin().is_terminal(),
+        }
+    }
+
+    pub fn style(&self) -> Style {
+        Style { color: self.color }
+    }
+
+    /// Data: the plan, the state, the graph.
+    pub fn data(&self, s: &str) {
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(s.as_bytes());
+        let _ = out.flush();
+    }
+
+    /// One JSON event per line on stdout.
+    pub fn event(&self, v: &Value) {
+        self.data(&format!("{}\n", serde_json::to_string(v).expect("json")));
+    }
+
+    /// Messages for people (stderr).
+    pub fn message(&self, s: &str) {
+        let mut err = std::io::stderr().lock();
+        let _ = writeln!(err, "{s}");
+    }
+
+    pub fn warning(&self, s: &str) {
+        let tag = if self.color_stderr() { "\x1b[33mWarning:\x1b[0m" } else { "Warning:" };
+        self.message(&format!("{tag} {s}"));
+    }
+
+    pub fn error(&self, s: &str) {
+        let tag = if self.color_stderr() { "\x1b[31mError:\x1b[0m" } else { "Error:" };
+        self.message(&format!("{tag} {s}"));
+    }
+
+    pub fn color_stderr(&self) -> bool {
+        let no_color_env = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        self.stderr_tty && !no_color_env && self.color_allowed()
+    }
+
+    fn color_allowed(&self) -> bool {
+        // --no-color turns both streams off; `color` is false then.
+        self.color || !std::io::stdout().is_terminal()
+    }
+
+    /// Render a miette diagnostic on stderr.
+    pub fn diagnostic(&self, d: &dyn miette::Diagnostic) {
+        let handler = if self.color_stderr() {
+            miette::GraphicalReportHandler::new_themed(miette::GraphicalTheme::unicode())
+        } else {
+            miette::GraphicalReportHandler::new_themed(miette::GraphicalTheme::unicode_nocolor())
+        }
+        .with_context_lines(1)
+        .with_width(100);
+        let mut s = String::new();
+        if handler.render_report(&mut s, d).is_ok() {
+            let mut err = std::io::stderr().lock();
+            let _ = err.write_all(s.as_bytes());
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! `capi`: Terraform's plan/apply workflow for Kubernetes Cluster API manifests.
+//!
+//! Data flows one way: [`manifest`] → [`graph`] → [`plan`] → [`apply`] →
+//! [`state`]. Only `apply`, `provider`, `state` (store and lock) and `cli` do I/O.
+
+pub mod bootstrap;
+pub mod manifest;
+pub mod resource;
+pub mod state;
+pub mod util;
+pub mod graph;
+pub mod plan;
+pub mod provider;
+pub mod apply;
+pub mod cli;

@@ -1,0 +1,291 @@
+//! Reading manifests: sources → variable substitution → YAML → normalised
+//! objects → validation. Pure except for [`read_sources`], which reads files.
+
+pub mod error;
+pub mod model;
+pub mod normalize;
+pub mod raw;
+pub mod validate;
+pub mod vars;
+pub mod yaml;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use error::{ManifestError, Problem, ProblemReport, Severity};
+pub use model::*;
+pub use vars::Variables;
+
+/// A manifest input before substitution.
+#[derive(Debug, Clone)]
+pub struct RawSource {
+    pub name: String,
+    pub text: String,
+}
+
+/// Read `-f` arguments: files, directories (every `*.yaml`/`*.yml`, sorted) and
+/// `-` for standard input.
+pub fn read_sources(args: &[PathBuf], stdin: &mut dyn std::io::Read) -> Result<Vec<RawSource>, ManifestError> {
+    let mut out = Vec::new();
+    for arg in args {
+        if arg.as_os_str() == "-" {
+            let mut text = String::new();
+            stdin.read_to_string(&mut text).map_err(|e| ManifestError::Read {
+                path: "<stdin>".into(),
+                source: e,
+            })?;
+            out.push(RawSource {
+                name: "<stdin>".into(),
+                text,
+            });
+            continue;
+        }
+        let meta = std::fs::metadata(arg).map_err(|e| ManifestError::Read {
+            path: arg.display().to_string(),
+            source: e,
+        })?;
+        if meta.is_dir() {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(arg)
+                .map_err(|e| ManifestError::Read {
+                    path: arg.display().to_string(),
+                    source: e,
+                })?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.is_file()
+                        && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+                })
+                .collect();
+            files.sort();
+            if files.is_empty() {
+                return Err(ManifestError::NoManifests(format!(
+                    "directory {} has no *.yaml or *.yml files",
+                    arg.display()
+                )));
+            }
+            for f in files {
+                out.push(read_file(&f)?);
+            }
+        } else {
+            out.push(read_file(arg)?);
+        }
+    }
+    Ok(out)
+}
+
+fn read_file(path: &Path) -> Result<RawSource, ManifestError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ManifestError::Read {
+        path: path.display().to_string(),
+        source: e,
+    })?;
+    Ok(RawSource {
+        name: path.display().to_string(),
+        text,
+    })
+}
+
+/// Parsed, validated manifests.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    pub files: Vec<SourceFile>,
+    pub objects: Vec<Object>,
+    /// Warnings (ignored kinds, ...); errors never reach a `Manifest`.
+    pub warnings: Vec<Problem>,
+    /// Variables that were substituted, with their values.
+    pub variables: BTreeMap<String, String>,
+    index: BTreeMap<ObjectKey, usize>,
+}
+
+impl Manifest {
+    pub fn get(&self, kind: Kind, namespace: &str, name: &str) -> Option<&Object> {
+        self.index
+            .get(&ObjectKey {
+                kind,
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+            })
+            .map(|&i| &self.objects[i])
+    }
+
+    /// Resolve a reference made by `from` (same namespace).
+    pub fn resolve(&self, from: &Object, r: &ObjectRef) -> Option<&Object> {
+        let kind = Kind::parse(&r.kind)?;
+        self.get(kind, &from.key.namespace, &r.name)
+    }
+
+    pub fn of_kind(&self, kind: Kind) -> impl Iterator<Item = &Object> {
+        self.objects.iter().filter(move |o| o.key.kind == kind)
+    }
+
+    pub fn file_name(&self, o: &Object) -> &str {
+        &self.files[o.origin.file].name
+    }
+
+    /// A stable digest of everything that was read (after substitution), for
+    /// saved-plan staleness checks.
+    pub fn digest(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for f in &self.files {
+            h.update(f.name.as_bytes());
+            h.update([0]);
+            h.update(f.text.as_bytes());
+            h.update([0]);
+        }
+        hex::encode(h.finalize())
+    }
+}
+
+/// Substitute variables in every source, then parse and validate. All missing
+/// variables are reported together before anything else; then all problems
+/// (errors and warnings) of all files together.
+pub fn load(sources: Vec<RawSource>, vars: &Variables) -> Result<Manifest, ManifestError> {
+    let mut missing = Vec::new();
+    let mut used = BTreeMap::new();
+    let mut files = Vec::with_capacity(sources.len());
+    for src in sources {
+        let s = vars::substitute(&src.name, &src.text, vars);
+        missing.extend(s.missing);
+        used.extend(s.used);
+        files.push(SourceFile {
+            name: src.name,
+            text: Arc::from(s.text),
+        });
+    }
+    if !missing.is_empty() {
+        missing.sort();
+        return Err(ManifestError::MissingVariables(missing));
+    }
+    parse(files, used)
+}
+
+/// Parse already-substituted files.
+pub fn parse(files: Vec<SourceFile>, variables: BTreeMap<String, String>) -> Result<Manifest, ManifestError> {
+    let mut problems = Vec::new();
+    let mut objects = Vec::new();
+    for (fi, file) in files.iter().enumerate() {
+        match yaml::parse_documents(&file.text) {
+            Ok(docs) => {
+                for doc in &docs {
+                    if let Some(o) = normalize::parse_document(fi, &file.name, doc, &mut problems) {
+                        objects.push(o);
+                    }
+                }
+            }
+            Err(e) => problems.push(Problem::error(
+                fi,
+                &file.name,
+                e.pos,
+                format!("YAML syntax error: {}", e.message),
+                "fix the YAML syntax (indentation, quotes, brackets) at this line",
+            )),
+        }
+    }
+    if files.iter().all(|f| f.text.trim().is_empty()) && problems.is_empty() {
+        return Err(ManifestError::NoManifests("the manifests are empty".into()));
+    }
+
+    let mut index = BTreeMap::new();
+    let mut kept = Vec::with_capacity(objects.len());
+    for o in objects {
+        if let Some(&first) = index.get(&o.key) {
+            let f: &Object = &kept[first];
+            problems.push(Problem::error(
+                o.origin.file,
+                &files[o.origin.file].name,
+                o.origin.pos,
+                format!("duplicate object: {} is defined twice", o.key),
+                format!(
+                    "it is first defined at {}:{}; remove one of the two or rename it",
+                    files[f.origin.file].name, f.origin.pos.line
+                ),
+            ));
+            continue;
+        }
+        index.insert(o.key.clone(), kept.len());
+        kept.push(o);
+    }
+    let mut manifest = Manifest {
+        files,
+        objects: kept,
+        warnings: Vec::new(),
+        variables,
+        index,
+    };
+    validate::validate(&manifest, &mut problems);
+    problems.sort_by(|a, b| {
+        (a.severity, a.file_index, a.pos.line, a.pos.col, &a.message).cmp(&(
+            b.severity,
+            b.file_index,
+            b.pos.line,
+            b.pos.col,
+            &b.message,
+        ))
+    });
+    problems.dedup();
+    if problems.iter().any(Problem::is_error) {
+        return Err(ManifestError::Invalid {
+            problems,
+            files: manifest.files,
+        });
+    }
+    manifest.warnings = problems;
+    Ok(manifest)
+}
+
+/// Load from in-memory text (tests, `generate`).
+pub fn load_str(name: &str, text: &str, vars: &Variables) -> Result<Manifest, ManifestError> {
+    load(
+        vec![RawSource {
+            name: name.to_string(),
+            text: text.to_string(),
+        }],
+        vars,
+    )
+}
+
+#[cfg(test)]
+mod fixture_tests {
+    use super::*;
+
+    fn capo_vars() -> Variables {
+        let mut v = Variables::new();
+        for (k, val) in [
+            ("CLUSTER_NAME", "capo"),
+            ("OPENSTACK_CLOUD_CACERT_B64", "Y2E="),
+            ("OPENSTACK_CLOUD_YAML_B64", "Y2xvdWRzOiB7fQ=="),
+            ("WORKER_MACHINE_COUNT", "2"),
+            ("OPENSTACK_FAILURE_DOMAIN", "nova"),
+            ("KUBERNETES_VERSION", "v1.31.2"),
+            ("CONTROL_PLANE_MACHINE_COUNT", "3"),
+            ("OPENSTACK_EXTERNAL_NETWORK_ID", "ext"),
+            ("OPENSTACK_CLOUD", "devcloud"),
+            ("OPENSTACK_DNS_NAMESERVERS", "8.8.8.8"),
+            ("OPENSTACK_CONTROL_PLANE_MACHINE_FLAVOR", "m1.small"),
+            ("OPENSTACK_NODE_MACHINE_FLAVOR", "m1.small"),
+            ("OPENSTACK_IMAGE_NAME", "tiny"),
+            ("OPENSTACK_IMAGE_NAME_UPGRADE_FROM", "tiny"),
+            ("OPENSTACK_SSH_KEY_NAME", "key"),
+        ] {
+            v.set(k, val);
+        }
+        v
+    }
+
+    #[test]
+    fn upstream_fixtures_probe() {
+        let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/upstream");
+        if !base.exists() {
+            return;
+        }
+        for f in ["cluster-api/simple-cluster.yaml", "cluster-api-provider-openstack/cluster-template.yaml", "cluster-api-provider-openstack/cluster-template-capi-v1beta1.yaml"] {
+            let srcs = read_sources(&[base.join(f)], &mut std::io::empty()).unwrap();
+            match load(srcs, &capo_vars()) {
+                Ok(m) => eprintln!("{f}: {} objects, {} warnings", m.objects.len(), m.warnings.len()),
+                Err(ManifestError::Invalid { problems, .. }) => panic!("{f}: {problems:#?}"),
+                Err(e) => panic!("{f}: {e}"),
+            }
+        }
+    }
+}

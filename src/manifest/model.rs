@@ -1,0 +1,607 @@
+//! The internal model: every supported kind, in both API generations,
+//! normalised to one shape with defaults filled in. Two manifests that mean the
+//! same thing (a default written out or left implicit, a v1beta1 map or a
+//! v1beta2 list of extra args) produce equal models, so they never diff.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::raw;
+use super::yaml::{Pos, SpanMap};
+
+/// The kinds `capi` understands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Kind {
+    Cluster,
+    KubeadmControlPlane,
+    MachineDeployment,
+    MachineSet,
+    Machine,
+    KubeadmConfig,
+    KubeadmConfigTemplate,
+    DockerCluster,
+    DockerMachineTemplate,
+    DockerMachine,
+    DevCluster,
+    DevMachineTemplate,
+    DevMachine,
+    OpenStackCluster,
+    OpenStackMachineTemplate,
+    MachineHealthCheck,
+    Secret,
+    ConfigMap,
+}
+
+impl Kind {
+    pub fn parse(kind: &str) -> Option<Kind> {
+        Some(match kind {
+            "Cluster" => Kind::Cluster,
+            "KubeadmControlPlane" => Kind::KubeadmControlPlane,
+            "MachineDeployment" => Kind::MachineDeployment,
+            "MachineSet" => Kind::MachineSet,
+            "Machine" => Kind::Machine,
+            "KubeadmConfig" => Kind::KubeadmConfig,
+            "KubeadmConfigTemplate" => Kind::KubeadmConfigTemplate,
+            "DockerCluster" => Kind::DockerCluster,
+            "DockerMachineTemplate" => Kind::DockerMachineTemplate,
+            "DockerMachine" => Kind::DockerMachine,
+            "DevCluster" => Kind::DevCluster,
+            "DevMachineTemplate" => Kind::DevMachineTemplate,
+            "DevMachine" => Kind::DevMachine,
+            "OpenStackCluster" => Kind::OpenStackCluster,
+            "OpenStackMachineTemplate" => Kind::OpenStackMachineTemplate,
+            "MachineHealthCheck" => Kind::MachineHealthCheck,
+            "Secret" => Kind::Secret,
+            "ConfigMap" => Kind::ConfigMap,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Cluster => "Cluster",
+            Kind::KubeadmControlPlane => "KubeadmControlPlane",
+            Kind::MachineDeployment => "MachineDeployment",
+            Kind::MachineSet => "MachineSet",
+            Kind::Machine => "Machine",
+            Kind::KubeadmConfig => "KubeadmConfig",
+            Kind::KubeadmConfigTemplate => "KubeadmConfigTemplate",
+            Kind::DockerCluster => "DockerCluster",
+            Kind::DockerMachineTemplate => "DockerMachineTemplate",
+            Kind::DockerMachine => "DockerMachine",
+            Kind::DevCluster => "DevCluster",
+            Kind::DevMachineTemplate => "DevMachineTemplate",
+            Kind::DevMachine => "DevMachine",
+            Kind::OpenStackCluster => "OpenStackCluster",
+            Kind::OpenStackMachineTemplate => "OpenStackMachineTemplate",
+            Kind::MachineHealthCheck => "MachineHealthCheck",
+            Kind::Secret => "Secret",
+            Kind::ConfigMap => "ConfigMap",
+        }
+    }
+
+    /// The API group a kind belongs to (`""` for the core group).
+    pub fn group(self) -> &'static str {
+        match self {
+            Kind::Cluster
+            | Kind::MachineDeployment
+            | Kind::MachineSet
+            | Kind::Machine
+            | Kind::MachineHealthCheck => "cluster.x-k8s.io",
+            Kind::KubeadmControlPlane => "controlplane.cluster.x-k8s.io",
+            Kind::KubeadmConfig | Kind::KubeadmConfigTemplate => "bootstrap.cluster.x-k8s.io",
+            Kind::DockerCluster
+            | Kind::DockerMachineTemplate
+            | Kind::DockerMachine
+            | Kind::DevCluster
+            | Kind::DevMachineTemplate
+            | Kind::DevMachine
+            | Kind::OpenStackCluster
+            | Kind::OpenStackMachineTemplate => "infrastructure.cluster.x-k8s.io",
+            Kind::Secret | Kind::ConfigMap => "",
+        }
+    }
+
+    /// API versions served for this kind.
+    pub fn versions(self) -> &'static [&'static str] {
+        match self {
+            Kind::Secret | Kind::ConfigMap => &["v1"],
+            _ => &["v1beta1", "v1beta2"],
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which API generation an object was written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApiGen {
+    V1beta1,
+    V1beta2,
+    V1,
+}
+
+/// (kind, namespace, name): unique within a manifest set.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ObjectKey {
+    pub kind: Kind,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.namespace == DEFAULT_NAMESPACE {
+            write!(f, "{} {:?}", self.kind, self.name)
+        } else {
+            write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+        }
+    }
+}
+
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// A reference from one object to another, in the referrer's namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectRef {
+    pub kind: String,
+    pub name: String,
+    /// JSON pointer of the reference inside the referring object (for errors).
+    #[serde(skip)]
+    pub path: String,
+}
+
+/// A Kubernetes version, `v`-prefixed semver (`v1.31.2`, `v1.37.0-rc.1`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub struct Version {
+    pub major: u64,
+    pub minor: u64,
+    pub patch: u64,
+    pub pre: String,
+    pub build: String,
+}
+
+impl Version {
+    /// Parse like the Cluster API webhooks: a missing leading `v` is added.
+    pub fn parse(s: &str) -> Result<Version, String> {
+        let t = s.trim();
+        let body = t.strip_prefix('v').unwrap_or(t);
+        let (core, build) = match body.split_once('+') {
+            Some((c, b)) => (c, b.to_string()),
+            None => (body, String::new()),
+        };
+        let (core, pre) = match core.split_once('-') {
+            Some((c, p)) => (c, p.to_string()),
+            None => (core, String::new()),
+        };
+        let parts: Vec<&str> = core.split('.').collect();
+        if parts.len() != 3 {
+            return Err(format!("{s:?} is not a semantic version of the form vMAJOR.MINOR.PATCH"));
+        }
+        let num = |p: &str| -> Result<u64, String> {
+            if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) || (p.len() > 1 && p.starts_with('0')) {
+                Err(format!("{s:?} is not a semantic version: {p:?} is not a number"))
+            } else {
+                p.parse::<u64>().map_err(|e| e.to_string())
+            }
+        };
+        let ok_ident = |x: &str| x.split('.').all(|i| !i.is_empty() && i.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+        if !pre.is_empty() && !ok_ident(&pre) {
+            return Err(format!("{s:?} has a malformed pre-release part {pre:?}"));
+        }
+        if !build.is_empty() && !ok_ident(&build) {
+            return Err(format!("{s:?} has malformed build metadata {build:?}"));
+        }
+        Ok(Version {
+            major: num(parts[0])?,
+            minor: num(parts[1])?,
+            patch: num(parts[2])?,
+            pre,
+            build,
+        })
+    }
+
+    pub fn minor_key(&self) -> (u64, u64) {
+        (self.major, self.minor)
+    }
+}
+
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "v{}.{}.{}", self.major, self.minor, self.patch)?;
+        if !self.pre.is_empty() {
+            write!(f, "-{}", self.pre)?;
+        }
+        if !self.build.is_empty() {
+            write!(f, "+{}", self.build)?;
+        }
+        Ok(())
+    }
+}
+
+impl From<Version> for String {
+    fn from(v: Version) -> String {
+        v.to_string()
+    }
+}
+
+impl TryFrom<String> for Version {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        Version::parse(&s)
+    }
+}
+
+impl PartialOrd for Version {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Version {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.major, self.minor, self.patch)
+            .cmp(&(other.major, other.minor, other.patch))
+            .then_with(|| match (self.pre.is_empty(), other.pre.is_empty()) {
+                (true, true) => std::cmp::Ordering::Equal,
+                (true, false) => std::cmp::Ordering::Greater,
+                (false, true) => std::cmp::Ordering::Less,
+                (false, false) => self.pre.cmp(&other.pre),
+            })
+    }
+}
+
+/// Kubernetes' IntOrString as used by `maxSurge`, `maxUnavailable`, `maxUnhealthy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IntOrPercent {
+    Int(i64),
+    Percent(i64),
+}
+
+impl IntOrPercent {
+    /// Resolve against a total. Percentages round up or down as Kubernetes does.
+    pub fn resolve(self, total: u32, round_up: bool) -> i64 {
+        match self {
+            IntOrPercent::Int(i) => i,
+            IntOrPercent::Percent(p) => {
+                let num = p * total as i64;
+                if round_up {
+                    (num + 99).div_euclid(100)
+                } else {
+                    num.div_euclid(100)
+                }
+            }
+        }
+    }
+
+    pub fn is_zero(self) -> bool {
+        matches!(self, IntOrPercent::Int(0) | IntOrPercent::Percent(0))
+    }
+}
+
+impl fmt::Display for IntOrPercent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IntOrPercent::Int(i) => write!(f, "{i}"),
+            IntOrPercent::Percent(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
+impl Serialize for IntOrPercent {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            IntOrPercent::Int(i) => s.serialize_i64(*i),
+            IntOrPercent::Percent(_) => s.serialize_str(&self.to_string()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for IntOrPercent {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = Value::deserialize(d)?;
+        match &v {
+            Value::Number(n) => n
+                .as_i64()
+                .map(IntOrPercent::Int)
+                .ok_or_else(|| serde::de::Error::custom(format!("{n} is not an integer"))),
+            Value::String(s) => {
+                let t = s.trim();
+                if let Some(p) = t.strip_suffix('%') {
+                    p.parse::<i64>()
+                        .map(IntOrPercent::Percent)
+                        .map_err(|_| serde::de::Error::custom(format!("{s:?} is not a percentage like \"25%\"")))
+                } else {
+                    Err(serde::de::Error::custom(format!(
+                        "{s:?} is neither an integer nor a percentage like \"25%\""
+                    )))
+                }
+            }
+            other => Err(serde::de::Error::custom(format!(
+                "expected an integer or a percentage, found {other}"
+            ))),
+        }
+    }
+}
+
+/// Extra arguments: a `map[string]string` in v1beta1, `[{name, value}]` in
+/// v1beta2. Normalised to a list; a map is sorted by key (as Go marshals it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Args(pub Vec<(String, String)>);
+
+impl Args {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+}
+
+impl Serialize for Args {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        for (n, v) in &self.0 {
+            let mut m = BTreeMap::new();
+            m.insert("name", n.as_str());
+            m.insert("value", v.as_str());
+            seq.serialize_element(&m)?;
+        }
+        seq.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Args {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = Value::deserialize(d)?;
+        let scalar = |v: &Value| -> Result<String, D::Error> {
+            match v {
+                Value::String(s) => Ok(s.clone()),
+                Value::Number(n) => Ok(n.to_string()),
+                Value::Bool(b) => Ok(b.to_string()),
+                Value::Null => Ok(String::new()),
+                other => Err(serde::de::Error::custom(format!("argument value must be a string, found {other}"))),
+            }
+        };
+        match v {
+            Value::Null => Ok(Args::default()),
+            Value::Object(m) => {
+                let mut out = Vec::new();
+                for (k, val) in m {
+                    out.push((k, scalar(&val)?));
+                }
+                out.sort();
+                Ok(Args(out))
+            }
+            Value::Array(items) => {
+                let mut out = Vec::new();
+                for item in items {
+                    let Value::Object(m) = item else {
+                        return Err(serde::de::Error::custom("each argument must be {name: ..., value: ...}"));
+                    };
+                    for k in m.keys() {
+                        if k != "name" && k != "value" {
+                            return Err(serde::de::Error::custom(format!(
+                                "unknown field `{k}` in an argument, expected `name` or `value`"
+                            )));
+                        }
+                    }
+                    let name = match m.get("name") {
+                        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+                        _ => return Err(serde::de::Error::custom("an argument is missing its `name`")),
+                    };
+                    let value = scalar(m.get("value").unwrap_or(&Value::Null))?;
+                    out.push((name, value));
+                }
+                Ok(Args(out))
+            }
+            other => Err(serde::de::Error::custom(format!(
+                "expected a map (v1beta1) or a list of {{name, value}} (v1beta2), found {other}"
+            ))),
+        }
+    }
+}
+
+// ------------------------------------------------------------- objects
+
+/// One manifest file after variable substitution.
+#[derive(Debug, Clone)]
+pub struct SourceFile {
+    /// As the user named it (`examples/sim/cluster.yaml`, `<stdin>`).
+    pub name: String,
+    /// The text that was parsed (after substitution): line numbers refer to it.
+    pub text: Arc<str>,
+}
+
+/// Where an object came from.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    pub file: usize,
+    pub pos: Pos,
+    pub spans: Arc<SpanMap>,
+}
+
+impl Origin {
+    /// Position of the field at `pointer`, or of its nearest recorded ancestor.
+    pub fn pos_of(&self, pointer: &str) -> Pos {
+        let mut p = pointer;
+        loop {
+            if let Some(pos) = self.spans.get(p) {
+                return *pos;
+            }
+            match p.rfind('/') {
+                Some(i) => p = &p[..i],
+                None => return self.pos,
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Object {
+    pub key: ObjectKey,
+    pub api_version: String,
+    pub api_gen: ApiGen,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    pub origin: Origin,
+    pub body: Body,
+}
+
+#[derive(Debug, Clone)]
+pub enum Body {
+    Cluster(Cluster),
+    KubeadmControlPlane(KubeadmControlPlane),
+    MachineDeployment(MachineDeployment),
+    MachineSet(MachineSet),
+    Machine(Machine),
+    KubeadmConfig(raw::KubeadmConfigSpec),
+    KubeadmConfigTemplate(raw::KubeadmConfigSpec),
+    InfraCluster(InfraCluster),
+    InfraMachineTemplate(InfraMachine),
+    InfraMachine(InfraMachine),
+    MachineHealthCheck(MachineHealthCheck),
+    Secret(BTreeMap<String, Vec<u8>>),
+    ConfigMap(BTreeMap<String, String>),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClusterNetwork {
+    pub api_server_port: u16,
+    pub services: Vec<String>,
+    pub pods: Vec<String>,
+    pub service_domain: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    pub network: ClusterNetwork,
+    pub control_plane_endpoint: Option<raw::Endpoint>,
+    pub control_plane_ref: Option<ObjectRef>,
+    pub infrastructure_ref: Option<ObjectRef>,
+    pub paused: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct KubeadmControlPlane {
+    pub replicas: i64,
+    pub version: Result<Version, String>,
+    pub infrastructure_ref: Option<ObjectRef>,
+    pub kubeadm_config_spec: raw::KubeadmConfigSpec,
+    pub max_surge: Option<IntOrPercent>,
+    pub rollout_after: Option<String>,
+    pub machine_labels: BTreeMap<String, String>,
+    pub machine_annotations: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DeletionOrder {
+    Random,
+    Newest,
+    Oldest,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Strategy {
+    RollingUpdate {
+        max_surge: IntOrPercent,
+        max_unavailable: IntOrPercent,
+    },
+    OnDelete,
+}
+
+/// The machine template shared by MachineDeployment, MachineSet and Machine.
+#[derive(Debug, Clone)]
+pub struct MachineTemplate {
+    pub cluster_name: String,
+    pub version: Option<Result<Version, String>>,
+    pub bootstrap_ref: Option<ObjectRef>,
+    pub data_secret_name: Option<String>,
+    pub infrastructure_ref: Option<ObjectRef>,
+    pub failure_domain: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct MachineDeployment {
+    pub cluster_name: String,
+    pub replicas: i64,
+    pub template: MachineTemplate,
+    pub strategy: Strategy,
+    pub deletion_order: DeletionOrder,
+    pub rollout_after: Option<String>,
+    pub paused: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct MachineSet {
+    pub cluster_name: String,
+    pub replicas: i64,
+    pub template: MachineTemplate,
+    pub deletion_order: DeletionOrder,
+}
+
+#[derive(Debug, Clone)]
+pub struct Machine {
+    pub template: MachineTemplate,
+    pub control_plane: bool,
+}
+
+/// Infrastructure cluster kinds, normalised.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "backend", rename_all = "camelCase")]
+pub enum InfraCluster {
+    /// DockerCluster, or DevCluster with the `docker` backend.
+    Docker(raw::DockerClusterSpec),
+    /// DevCluster with the `inMemory` backend.
+    InMemory,
+    /// OpenStackCluster (spec kept as written; the provider interprets it).
+    OpenStack(Value),
+}
+
+/// Infrastructure machine (template) specs, normalised.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "backend", rename_all = "camelCase")]
+pub enum InfraMachine {
+    Docker(raw::DockerMachineSpec),
+    InMemory(raw::InMemoryMachineSpec),
+    OpenStack(Value),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HealthCondition {
+    pub kind: String,
+    pub status: String,
+    pub timeout_seconds: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub enum TriggerIf {
+    /// Remediate only while unhealthy machines ≤ this (int or percent of targets).
+    AtMost(IntOrPercent),
+    /// Remediate only while the unhealthy count is within `[min-max]`.
+    InRange(u32, u32),
+    Always,
+}
+
+#[derive(Debug, Clone)]
+pub struct MachineHealthCheck {
+    pub cluster_name: String,
+    pub selector: BTreeMap<String, String>,
+    pub node_startup_timeout_seconds: i64,
+    pub unhealthy_node_conditions: Vec<HealthCondition>,
+    pub unhealthy_machine_conditions: Vec<HealthCondition>,
+    pub trigger_if: TriggerIf,
+}

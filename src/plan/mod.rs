@@ -1,0 +1,249 @@
+//! The planner: a pure function from (desired clusters, state, options) to a
+//! plan. The plan lists *changes* (what a person reviews: one per resource,
+//! each with a reason) and *steps* (what the executor runs: provider
+//! operations with explicit dependencies). No clock, randomness or I/O: the
+//! current time is an input, and the same inputs give a byte-identical plan.
+
+pub mod check;
+pub mod order;
+pub mod planner;
+pub mod render;
+pub mod rollout;
+pub mod skew;
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::resource::{Address, ProviderKind, ResourceKind, Spec};
+
+pub use planner::{plan, PlanError, PlanOptions};
+
+pub const PLAN_FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Create,
+    Update,
+    /// Create the replacement, then delete (or, where the rollout asks for
+    /// it, delete first).
+    Replace,
+    Delete,
+}
+
+impl Action {
+    pub fn symbol(self) -> &'static str {
+        match self {
+            Action::Create => "+",
+            Action::Update => "~",
+            Action::Replace => "+/-",
+            Action::Delete => "-",
+        }
+    }
+
+    /// Terraform's JSON action list.
+    pub fn terraform_actions(self) -> &'static [&'static str] {
+        match self {
+            Action::Create => &["create"],
+            Action::Update => &["update"],
+            Action::Replace => &["create", "delete"],
+            Action::Delete => &["delete"],
+        }
+    }
+}
+
+/// Why a change is planned (machine-readable; `Change::reason` is the sentence).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReasonCode {
+    /// Not in state yet.
+    New,
+    /// More replicas requested.
+    ScaleUp,
+    /// Fewer replicas requested.
+    ScaleDown,
+    /// What the machine was created from changed; machines are immutable.
+    Outdated,
+    /// The resource failed; machines are replaced, never repaired.
+    Failed,
+    /// Missing or stopped at the provider (drift).
+    Drifted,
+    /// Mutable fields changed.
+    InPlace,
+    /// A previous apply was interrupted while working on it.
+    Interrupted,
+    /// No longer in the manifests.
+    Removed,
+    /// The bootstrap token expired or is about to.
+    TokenExpired,
+    /// `--replace` asked for it.
+    Requested,
+    /// `capi destroy`.
+    Destroy,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct AttributeChange {
+    pub path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<Value>,
+}
+
+/// One reviewed change to one resource.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Change {
+    pub address: Address,
+    #[serde(rename = "type")]
+    pub kind: ResourceKind,
+    pub provider: ProviderKind,
+    pub action: Action,
+    pub reason_code: ReasonCode,
+    pub reason: String,
+    /// For replacements: the resource that replaces this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replacement: Option<Address>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<Spec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<Spec>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attributes: Vec<AttributeChange>,
+    /// Unified diff of the bootstrap cloud-config (replacements).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bootstrap_diff: Option<String>,
+    /// Bootstrap data is reviewed with its machine: the machine's address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part_of: Option<Address>,
+    /// The machine group (`MachineDeployment/md-0`) and rollout wave.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wave: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Op {
+    Create,
+    Update,
+    Delete,
+}
+
+/// One provider operation, with the steps it must wait for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Step {
+    pub id: usize,
+    pub op: Op,
+    pub address: Address,
+    pub provider: ProviderKind,
+    /// The desired spec (create and update).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec: Option<Spec>,
+    /// The resource's dependencies, recorded in state.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dependencies: Vec<Address>,
+    /// Steps (by id) that must finish first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<usize>,
+    /// For machine creates in a rollout: wait until the machine is healthy
+    /// before dependents start.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub health_gate: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Operation {
+    Apply,
+    Destroy,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Summary {
+    pub add: usize,
+    pub change: usize,
+    pub replace: usize,
+    pub destroy: usize,
+}
+
+/// Something observed at the provider that differs from state (drift).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct DriftEntry {
+    pub address: Address,
+    /// `missing`, `stopped`, `failed`, `changed`, `unmanaged`.
+    pub kind: String,
+    pub detail: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attributes: Vec<AttributeChange>,
+}
+
+/// One wave of a group's rollout: machines created and deleted together.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Wave {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub create: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub delete: Vec<String>,
+}
+
+/// The ordered waves of one machine group (each waits for the previous).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Rollout {
+    pub cluster: String,
+    /// `MachineDeployment/md-0`.
+    pub group: String,
+    pub waves: Vec<Wave>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Plan {
+    pub format_version: u32,
+    pub capi_version: String,
+    pub operation: Operation,
+    /// The state the plan was made against.
+    pub prior_lineage: String,
+    pub prior_serial: u64,
+    pub changes: Vec<Change>,
+    pub steps: Vec<Step>,
+    /// Machine groups that change, as ordered waves.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rollouts: Vec<Rollout>,
+    /// Bootstrap documents the steps create, by SHA-256 (references only).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub documents: BTreeMap<String, String>,
+    /// Changes made outside capi, found by refresh.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drift: Vec<DriftEntry>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+    pub summary: Summary,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty()
+    }
+
+    /// Changes a person reviews (bootstrap data is reviewed with its machine).
+    pub fn reviewed_changes(&self) -> impl Iterator<Item = &Change> {
+        self.changes.iter().filter(|c| c.part_of.is_none())
+    }
+
+    pub fn compute_summary(changes: &[Change]) -> Summary {
+        let mut s = Summary::default();
+        for c in changes.iter().filter(|c| c.part_of.is_none()) {
+            match c.action {
+                Action::Create => s.add += 1,
+                Action::Update => s.change += 1,
+                Action::Replace => s.replace += 1,
+                Action::Delete => s.destroy += 1,
+            }
+        }
+        s
+    }
+}

@@ -1,0 +1,200 @@
+//! Turning proto-steps into ordered steps: dependency edges from the resource
+//! graph (creates after what they depend on, deletes before what they depend
+//! on), a deterministic topological order, and `--target` filtering.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+
+use crate::resource::{Address, ProviderKind, Spec};
+use crate::state::State;
+
+use super::{Change, Op, PlanError, Step};
+
+#[derive(Debug, Clone)]
+pub struct ProtoStep {
+    pub op: Op,
+    pub address: Address,
+    pub provider: ProviderKind,
+    pub spec: Option<Spec>,
+    /// Resource dependencies (recorded in state).
+    pub deps: Vec<Address>,
+    /// Extra ordering constraints (indices into the proto-step list).
+    pub after: Vec<usize>,
+    pub health_gate: bool,
+}
+
+impl ProtoStep {
+    pub fn create(address: Address, provider: ProviderKind, spec: Spec, deps: Vec<Address>) -> Self {
+        ProtoStep { op: Op::Create, address, provider, spec: Some(spec), deps, after: vec![], health_gate: false }
+    }
+    pub fn update(address: Address, provider: ProviderKind, spec: Spec, deps: Vec<Address>) -> Self {
+        ProtoStep { op: Op::Update, address, provider, spec: Some(spec), deps, after: vec![], health_gate: false }
+    }
+    pub fn delete(address: Address, provider: ProviderKind) -> Self {
+        ProtoStep { op: Op::Delete, address, provider, spec: None, deps: vec![], after: vec![], health_gate: false }
+    }
+}
+
+pub fn finalize(changes: Vec<Change>, mut protos: Vec<ProtoStep>, state: &State, targets: &[Address]) -> Result<(Vec<Change>, Vec<Step>), PlanError> {
+    let mut writes: BTreeMap<&Address, usize> = BTreeMap::new();
+    let mut deletes: BTreeMap<&Address, usize> = BTreeMap::new();
+    for (i, p) in protos.iter().enumerate() {
+        match p.op {
+            Op::Delete => {
+                deletes.insert(&p.address, i);
+            }
+            _ => {
+                writes.insert(&p.address, i);
+            }
+        }
+    }
+    // Who depends on whom, in state.
+    let mut dependents: BTreeMap<&Address, Vec<&Address>> = BTreeMap::new();
+    for r in &state.resources {
+        for d in &r.dependencies {
+            dependents.entry(d).or_default().push(&r.address);
+        }
+    }
+    let mut extra: Vec<Vec<usize>> = vec![Vec::new(); protos.len()];
+    for (i, p) in protos.iter().enumerate() {
+        match p.op {
+            Op::Create | Op::Update => {
+                for d in &p.deps {
+                    if let Some(&j) = writes.get(d) {
+                        if j != i {
+                            extra[i].push(j);
+                        }
+                    }
+                }
+                if let Some(&j) = deletes.get(&p.address) {
+                    extra[i].push(j);
+                }
+            }
+            Op::Delete => {
+                for x in dependents.get(&p.address).into_iter().flatten() {
+                    if let Some(&j) = deletes.get(x) {
+                        if j != i {
+                            extra[i].push(j);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for (i, e) in extra.into_iter().enumerate() {
+        protos[i].after.extend(e);
+    }
+
+    // --target: keep the targets and everything they wait for.
+    let keep: Vec<bool> = if targets.is_empty() {
+        vec![true; protos.len()]
+    } else {
+        let target_set: BTreeSet<&Address> = targets.iter().collect();
+        let mut keep = vec![false; protos.len()];
+        let mut stack: Vec<usize> = protos
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| {
+                target_set.contains(&p.address)
+                    || target_set.iter().any(|t| t.kind().is_some_and(|k| !k.is_named()) && p.address == **t)
+                    || p.spec.as_ref().and_then(Spec::as_bootstrap).is_some_and(|b| target_set.iter().any(|t| t.name() == Some(b.machine.as_str()) && t.cluster_key() == p.address.cluster_key()))
+            })
+            .map(|(i, _)| i)
+            .collect();
+        while let Some(i) = stack.pop() {
+            if keep[i] {
+                continue;
+            }
+            keep[i] = true;
+            stack.extend(protos[i].after.iter().copied());
+        }
+        keep
+    };
+
+    // Kahn's algorithm; ties broken by creation order of the proto-steps.
+    let n = protos.len();
+    let mut indegree = vec![0usize; n];
+    let mut out: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for (i, p) in protos.iter().enumerate() {
+        if !keep[i] {
+            continue;
+        }
+        let mut seen = BTreeSet::new();
+        for &j in &p.after {
+            if keep[j] && seen.insert(j) {
+                indegree[i] += 1;
+                out[j].push(i);
+            }
+        }
+    }
+    let mut heap: BinaryHeap<Reverse<usize>> = (0..n).filter(|&i| keep[i] && indegree[i] == 0).map(Reverse).collect();
+    let mut order = Vec::with_capacity(n);
+    while let Some(Reverse(i)) = heap.pop() {
+        order.push(i);
+        for &k in &out[i] {
+            indegree[k] -= 1;
+            if indegree[k] == 0 {
+                heap.push(Reverse(k));
+            }
+        }
+    }
+    let kept_count = keep.iter().filter(|k| **k).count();
+    if order.len() != kept_count {
+        let stuck: Vec<String> = (0..n)
+            .filter(|&i| keep[i] && indegree[i] > 0)
+            .map(|i| format!("{} ({:?})", protos[i].address, protos[i].op))
+            .take(8)
+            .collect();
+        return Err(PlanError::Cycle(stuck.join(", ")));
+    }
+    let mut new_id = vec![usize::MAX; n];
+    for (pos, &i) in order.iter().enumerate() {
+        new_id[i] = pos;
+    }
+    let steps: Vec<Step> = order
+        .iter()
+        .enumerate()
+        .map(|(pos, &i)| {
+            let p = &protos[i];
+            let mut after: Vec<usize> = p.after.iter().filter(|&&j| keep[j]).map(|&j| new_id[j]).collect();
+            after.sort_unstable();
+            after.dedup();
+            Step {
+                id: pos,
+                op: p.op,
+                address: p.address.clone(),
+                provider: p.provider,
+                spec: p.spec.clone(),
+                dependencies: p.deps.clone(),
+                after,
+                health_gate: p.health_gate,
+            }
+        })
+        .collect();
+    let kept_addresses: BTreeSet<&Address> = steps.iter().map(|s| &s.address).collect();
+    let changes = changes
+        .into_iter()
+        .filter(|c| kept_addresses.contains(&c.address) || c.replacement.as_ref().is_some_and(|r| kept_addresses.contains(r)))
+        .collect();
+    Ok((changes, steps))
+}
+
+/// Order changes like their first step, so the plan reads in execution order.
+pub fn sort_changes(changes: &mut [Change], steps: &[Step]) {
+    let mut first: BTreeMap<&Address, usize> = BTreeMap::new();
+    for s in steps {
+        first.entry(&s.address).or_insert(s.id);
+    }
+    let pos = |c: &Change| -> (usize, String) {
+        let own = first.get(&c.address).copied().unwrap_or(usize::MAX);
+        let rep = c.replacement.as_ref().and_then(|r| first.get(r).copied()).unwrap_or(usize::MAX);
+        let anchor = c.part_of.as_ref().and_then(|p| first.get(p).copied()).unwrap_or(usize::MAX);
+        (own.min(rep).min(anchor), c.address.to_string())
+    };
+    let keyed: Vec<((usize, String), Change)> = changes.iter().map(|c| (pos(c), c.clone())).collect();
+    let mut keyed = keyed;
+    keyed.sort_by(|a, b| a.0.cmp(&b.0));
+    for (slot, (_, c)) in changes.iter_mut().zip(keyed) {
+        *slot = c;
+    }
+}

@@ -1,0 +1,248 @@
+//! Plan text in Terraform's conventions: `+` create, `~` update in place,
+//! `+/-` replace, `-` destroy, attribute-level before/after, and the summary
+//! `Plan: N to add, N to change, N to replace, N to destroy.`
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use serde_json::Value;
+
+use crate::resource::{ResourceKind, Spec};
+
+use super::{Action, Change, Plan};
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Style {
+    pub color: bool,
+}
+
+impl Style {
+    fn paint(&self, code: &str, s: &str) -> String {
+        if self.color {
+            format!("\x1b[{code}m{s}\x1b[0m")
+        } else {
+            s.to_string()
+        }
+    }
+    fn action(&self, a: Action) -> String {
+        let code = match a {
+            Action::Create => "32",
+            Action::Update => "33",
+            Action::Replace => "35",
+            Action::Delete => "31",
+        };
+        self.paint(code, a.symbol())
+    }
+    pub fn bold(&self, s: &str) -> String {
+        self.paint("1", s)
+    }
+}
+
+fn value(v: &Value) -> String {
+    match v {
+        Value::String(s) => serde_json::to_string(s).unwrap_or_default(),
+        Value::Null => "null".into(),
+        other => other.to_string(),
+    }
+}
+
+/// Machine attributes shown by default; the rest are counted as hidden.
+const MACHINE_SHOWN: &[&str] = &[
+    "version",
+    "role",
+    "owner.kind",
+    "owner.name",
+    "failure_domain",
+    "infra.kind",
+    "infra.name",
+    "bootstrap_template",
+];
+
+fn attrs_of(spec: &Spec) -> BTreeMap<String, Value> {
+    spec.flatten()
+}
+
+fn bootstrap_line(spec: &Spec) -> Option<String> {
+    let b = spec.as_bootstrap()?;
+    Some(format!("{} ({}), sha256:{}", b.role.as_str(), b.kubeadm_api, &b.sha256[..12.min(b.sha256.len())]))
+}
+
+pub fn render_plan(plan: &Plan, style: Style) -> String {
+    let mut out = String::new();
+    if !plan.drift.is_empty() {
+        out.push_str(&style.bold("Note: Objects have changed outside capi"));
+        out.push_str("\n\ncapi detected the following changes made outside capi since the last \"capi apply\":\n\n");
+        for d in &plan.drift {
+            let _ = writeln!(out, "  # {} {}: {}", d.address, d.kind, d.detail);
+            for a in &d.attributes {
+                let _ = writeln!(
+                    out,
+                    "      ~ {} = {} -> {}",
+                    a.path,
+                    a.before.as_ref().map(value).unwrap_or_else(|| "null".into()),
+                    a.after.as_ref().map(value).unwrap_or_else(|| "null".into())
+                );
+            }
+        }
+        out.push('\n');
+    }
+    if plan.is_empty() {
+        out.push_str(&style.bold("No changes."));
+        out.push_str(" Your infrastructure matches the configuration.\n");
+        render_warnings(plan, &mut out, style);
+        return out;
+    }
+    let used: Vec<Action> = {
+        let mut v: Vec<Action> = plan.reviewed_changes().map(|c| c.action).collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    out.push_str("capi will perform the following actions. Resource actions are indicated with the following symbols:\n");
+    for a in &used {
+        let text = match a {
+            Action::Create => "create",
+            Action::Update => "update in-place",
+            Action::Replace => "create replacement and then destroy",
+            Action::Delete => "destroy",
+        };
+        let _ = writeln!(out, "  {} {text}", style.action(*a));
+    }
+    out.push('\n');
+    let bootstrap_of: BTreeMap<String, &Change> = plan
+        .changes
+        .iter()
+        .filter(|c| c.kind == ResourceKind::Bootstrap && c.part_of.is_some())
+        .map(|c| (c.part_of.as_ref().unwrap().to_string(), c))
+        .collect();
+    for c in plan.reviewed_changes() {
+        render_change(c, bootstrap_of.get(c.address.as_str()).copied(), &mut out, style);
+    }
+    render_rollout(plan, &mut out);
+    let s = &plan.summary;
+    let _ = writeln!(
+        out,
+        "{} {} to add, {} to change, {} to replace, {} to destroy.",
+        style.bold("Plan:"),
+        s.add,
+        s.change,
+        s.replace,
+        s.destroy
+    );
+    render_warnings(plan, &mut out, style);
+    out
+}
+
+fn render_warnings(plan: &Plan, out: &mut String, style: Style) {
+    for w in &plan.warnings {
+        let _ = writeln!(out, "\n{} {w}", style.paint("33", "Warning:"));
+    }
+}
+
+fn render_change(c: &Change, bootstrap: Option<&Change>, out: &mut String, style: Style) {
+    let verb = match c.action {
+        Action::Create => "will be created".to_string(),
+        Action::Update => "will be updated in-place".to_string(),
+        Action::Replace => match &c.replacement {
+            Some(r) if *r != c.address => format!("will be replaced by {r}"),
+            _ => "must be replaced".to_string(),
+        },
+        Action::Delete => "will be destroyed".to_string(),
+    };
+    let _ = writeln!(out, "  # {} {verb}", c.address);
+    let mut note = c.reason.clone();
+    if let Some(g) = &c.group {
+        if let Some(w) = c.wave {
+            note = format!("{note} [{g}, wave {w}]");
+        }
+    }
+    let _ = writeln!(out, "  # ({note})");
+    let kind = c.kind.as_str();
+    let _ = writeln!(out, "{:>3} {kind} \"{}\" {{", style.action(c.action), c.address.name().unwrap_or(kind));
+    let is_machine = c.kind == ResourceKind::Machine;
+    match c.action {
+        Action::Create => {
+            let attrs = c.after.as_ref().map(attrs_of).unwrap_or_default();
+            let mut hidden = 0;
+            for (k, v) in &attrs {
+                if is_machine && !MACHINE_SHOWN.contains(&k.as_str()) {
+                    hidden += 1;
+                    continue;
+                }
+                let _ = writeln!(out, "      {} {k} = {}", style.action(Action::Create), value(v));
+            }
+            if c.kind == ResourceKind::Pki {
+                let _ = writeln!(out, "      {} keys = (sensitive, generated during apply)", style.action(Action::Create));
+            }
+            if c.kind == ResourceKind::Token {
+                let _ = writeln!(out, "      {} token = (sensitive, generated during apply)", style.action(Action::Create));
+            }
+            if let Some(b) = bootstrap.and_then(|b| b.after.as_ref()).and_then(bootstrap_line) {
+                let _ = writeln!(out, "      {} bootstrap = \"{b}\"", style.action(Action::Create));
+            }
+            if hidden > 0 {
+                let _ = writeln!(out, "        # ({hidden} more attributes hidden; see --json)");
+            }
+        }
+        Action::Update | Action::Replace => {
+            for a in &c.attributes {
+                let before = a.before.as_ref().map(value).unwrap_or_else(|| "null".into());
+                let after = a.after.as_ref().map(value).unwrap_or_else(|| "null".into());
+                let _ = writeln!(out, "      {} {} = {before} -> {after}", style.action(Action::Update), a.path);
+            }
+            if c.action == Action::Replace {
+                if let Some(b) = bootstrap.and_then(|b| b.after.as_ref()).and_then(bootstrap_line) {
+                    let _ = writeln!(out, "      {} bootstrap = \"{b}\"", style.action(Action::Update));
+                }
+            }
+            if let Some(d) = &c.bootstrap_diff {
+                out.push_str("      # bootstrap cloud-config:\n");
+                for line in d.lines() {
+                    let painted = if line.starts_with('+') && !line.starts_with("+++") {
+                        style.paint("32", line)
+                    } else if line.starts_with('-') && !line.starts_with("---") {
+                        style.paint("31", line)
+                    } else {
+                        line.to_string()
+                    };
+                    let _ = writeln!(out, "        {painted}");
+                }
+            }
+        }
+        Action::Delete => {
+            if let Some(spec) = &c.before {
+                let attrs = attrs_of(spec);
+                for k in ["version", "owner.kind", "owner.name", "name"] {
+                    if let Some(v) = attrs.get(k) {
+                        let _ = writeln!(out, "      {} {k} = {}", style.action(Action::Delete), value(v));
+                    }
+                }
+            }
+        }
+    }
+    out.push_str("    }\n\n");
+}
+
+/// Machine rollouts as ordered waves, per group (groups with one wave are
+/// plain scale-ups and need no explanation).
+fn render_rollout(plan: &Plan, out: &mut String) {
+    let interesting: Vec<_> = plan.rollouts.iter().filter(|r| r.waves.len() > 1).collect();
+    if interesting.is_empty() {
+        return;
+    }
+    out.push_str("Rollout order (each wave starts when the previous one is done and healthy):\n");
+    for r in interesting {
+        let _ = writeln!(out, "  {}/{}:", r.cluster, r.group);
+        for (i, w) in r.waves.iter().enumerate() {
+            let mut parts = Vec::new();
+            if !w.create.is_empty() {
+                parts.push(format!("create {}", w.create.join(", ")));
+            }
+            if !w.delete.is_empty() {
+                parts.push(format!("delete {}", w.delete.join(", ")));
+            }
+            let _ = writeln!(out, "    wave {}: {}", i + 1, parts.join("; "));
+        }
+    }
+    out.push('\n');
+}

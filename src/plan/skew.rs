@@ -1,0 +1,77 @@
+//! Version skew rules, enforced at plan time:
+//! - the control plane moves at most one minor version per step;
+//! - workers are never newer than the control plane, nor more than three
+//!   minors older;
+//! - a joining worker must match the control plane's minor (kubeadm joins
+//!   only at its own minor).
+
+use crate::graph::desired::{DesiredCluster, MachineGroup};
+use crate::manifest::Version;
+use crate::resource::Role;
+use crate::state::State;
+
+use super::PlanError;
+
+/// The lowest version among the cluster's control-plane machines in state.
+pub fn current_control_plane_version(state: &State, dc: &DesiredCluster) -> Option<Version> {
+    state
+        .cluster_resources(&dc.id.key())
+        .filter_map(|r| r.attributes.as_machine())
+        .filter(|m| m.role == Role::ControlPlane)
+        .filter_map(|m| Version::parse(&m.version).ok())
+        .min()
+}
+
+pub fn check(state: &State, dc: &DesiredCluster) -> Result<(), PlanError> {
+    let Some(cp) = dc.control_plane_groups().next() else { return Ok(()) };
+    if let Some(cur) = current_control_plane_version(state, dc) {
+        if cp.version.major != cur.major || cp.version.minor > cur.minor + 1 {
+            let next = format!("v{}.{}", cur.major, cur.minor + 1);
+            return Err(PlanError::VersionSkew {
+                message: format!(
+                    "{}: the control plane cannot move from {cur} to {} in one step (at most one minor version at a time)",
+                    cp.owner, cp.version
+                ),
+                help: format!("upgrade to {next}.x first (`capi upgrade --to {next}.<patch>` chains the steps for you)"),
+                file: cp.source.file.clone(),
+                line: cp.source.line,
+            });
+        }
+    }
+    for g in dc.groups.iter().filter(|g| g.role == Role::Worker) {
+        if g.version.major == cp.version.major && g.version.minor > cp.version.minor {
+            return Err(PlanError::VersionSkew {
+                message: format!("{}: workers at {} would be newer than the control plane at {}", g.owner, g.version, cp.version),
+                help: format!("upgrade the control plane to v{}.{} first, or keep the workers at {}", g.version.major, g.version.minor, cp.version),
+                file: g.source.file.clone(),
+                line: g.source.line,
+            });
+        }
+        if g.version.major == cp.version.major && g.version.minor + 3 < cp.version.minor {
+            return Err(PlanError::VersionSkew {
+                message: format!("{}: workers at {} are more than three minor versions older than the control plane at {}", g.owner, g.version, cp.version),
+                help: "upgrade the workers one minor at a time alongside the control plane".into(),
+                file: g.source.file.clone(),
+                line: g.source.line,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// New worker machines join with kubeadm, which requires the control plane's minor.
+pub fn check_join(dc: &DesiredCluster, g: &MachineGroup) -> Result<(), PlanError> {
+    let Some(cp) = dc.control_plane_groups().next() else { return Ok(()) };
+    if g.role == Role::Worker && (g.version.major, g.version.minor) != (cp.version.major, cp.version.minor) {
+        return Err(PlanError::VersionSkew {
+            message: format!(
+                "{}: new machines at {} cannot join a control plane at {} (kubeadm joins only at the control plane's minor version)",
+                g.owner, g.version, cp.version
+            ),
+            help: format!("set the {} version to v{}.{}.x", g.owner.kind, cp.version.major, cp.version.minor),
+            file: g.source.file.clone(),
+            line: g.source.line,
+        });
+    }
+    Ok(())
+}

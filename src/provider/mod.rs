@@ -1,0 +1,180 @@
+//! Everything that touches infrastructure, behind one trait. A provider is a
+//! folder here plus one line in [`registry`].
+
+pub mod cloudinit;
+pub mod sim;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+use crate::plan::planner::Observation;
+use crate::resource::{Address, ClusterId, ProviderKind, Spec};
+use crate::state::Resource;
+
+/// Labels every provider puts on what it creates, so that a resource created
+/// just before a crash (before state recorded it) is found and adopted.
+pub const LABEL_LINEAGE: &str = "capi.x-k8s.io/lineage";
+pub const LABEL_ADDRESS: &str = "capi.x-k8s.io/address";
+pub const LABEL_IDENTITY: &str = "capi.x-k8s.io/identity";
+
+/// Secret strings that must never appear in messages.
+#[derive(Debug, Clone, Default)]
+pub struct Redactor {
+    secrets: Vec<String>,
+}
+
+impl Redactor {
+    pub fn new(secrets: impl IntoIterator<Item = String>) -> Self {
+        let mut secrets: Vec<String> = secrets.into_iter().filter(|s| s.len() >= 6).collect();
+        // Multi-line PEM blocks: also hide each line, as outputs may wrap.
+        let mut extra = Vec::new();
+        for s in &secrets {
+            if s.contains('\n') {
+                extra.extend(s.lines().filter(|l| l.len() >= 16 && !l.starts_with("-----")).map(str::to_string));
+            }
+        }
+        secrets.extend(extra);
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        Redactor { secrets }
+    }
+
+    /// Add more secret values.
+    pub fn add(&mut self, values: impl IntoIterator<Item = String>) {
+        let old = std::mem::take(&mut self.secrets);
+        *self = Redactor::new(old.into_iter().chain(values));
+    }
+
+    pub fn redact(&self, text: &str) -> String {
+        let mut t = text.to_string();
+        for s in &self.secrets {
+            if t.contains(s.as_str()) {
+                t = t.replace(s.as_str(), "(sensitive)");
+            }
+        }
+        t
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ProviderError {
+    /// The operation failed; nothing more to say than the message.
+    #[error("{0}")]
+    Failed(String),
+    /// A bootstrap command failed on the machine.
+    #[error("bootstrap failed: command {command:?} exited with {exit_code}{}", if output_tail.is_empty() { String::new() } else { format!("; output ends with:\n{output_tail}") })]
+    Bootstrap {
+        command: String,
+        exit_code: i64,
+        output_tail: String,
+        /// Observed attributes of the machine that exists but failed.
+        observed: BTreeMap<String, Value>,
+    },
+    /// The provider cannot be reached at all (no engine, no credentials).
+    #[error("{0}")]
+    Unavailable(String),
+    /// Something exists that carries another state's labels.
+    #[error("{0}")]
+    Conflict(String),
+}
+
+/// What an operation needs besides the spec.
+pub struct OpInput<'a> {
+    pub address: &'a Address,
+    pub cluster: &'a ClusterId,
+    pub lineage: &'a str,
+    pub spec: &'a Spec,
+    /// Resources this one depends on, as recorded in state (network, load
+    /// balancer...), by kind.
+    pub deps: Vec<&'a Resource>,
+    /// For machines: the cloud-config with every reference resolved.
+    pub bootstrap: Option<&'a str>,
+    /// For tokens: the token and its expiry (unix seconds).
+    pub token: Option<(&'a str, i64)>,
+    pub redactor: &'a Redactor,
+}
+
+impl OpInput<'_> {
+    pub fn dep(&self, kind: crate::resource::ResourceKind) -> Option<&Resource> {
+        self.deps.iter().copied().find(|r| r.kind == kind)
+    }
+}
+
+/// The result of a create or update: what the provider reports.
+pub type Observed = BTreeMap<String, Value>;
+
+/// One resource as refresh found it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refreshed {
+    pub address: Address,
+    /// `None`: matches state.
+    pub observation: Option<Observation>,
+}
+
+/// Something carrying this state's labels that state does not know.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unmanaged {
+    pub address: Address,
+    pub detail: String,
+}
+
+#[async_trait]
+pub trait Provider: Send + Sync {
+    fn kind(&self) -> ProviderKind;
+
+    /// Create the resource, or adopt it when it already exists with this
+    /// state's lineage and this address (a crash between create and state
+    /// write). Machine creates return once the machine is bootstrapped.
+    async fn create(&self, input: &OpInput<'_>) -> Result<Observed, ProviderError>;
+
+    /// Update mutable attributes in place.
+    async fn update(&self, input: &OpInput<'_>, current: &Resource) -> Result<Observed, ProviderError>;
+
+    /// Delete; deleting what is already gone succeeds.
+    async fn delete(&self, resource: &Resource, lineage: &str, redactor: &Redactor) -> Result<(), ProviderError>;
+
+    /// Read back resources and compare with state.
+    async fn refresh(&self, resources: &[&Resource], lineage: &str) -> Result<Vec<Refreshed>, ProviderError>;
+
+    /// Resources labelled with this lineage that state does not know.
+    async fn unmanaged(&self, known: &[&Resource], lineage: &str) -> Result<Vec<Unmanaged>, ProviderError>;
+}
+
+/// Settings for building providers (from the CLI).
+#[derive(Debug, Clone, Default)]
+pub struct ProviderSettings {
+    /// The simulator's directory.
+    pub sim_dir: std::path::PathBuf,
+    /// `--sim-latency`: overrides the manifests' startup durations.
+    pub sim_latency: Option<std::time::Duration>,
+}
+
+/// The provider registry: one line per provider.
+pub fn registry(kind: ProviderKind, settings: &ProviderSettings) -> Result<Arc<dyn Provider>, ProviderError> {
+    match kind {
+        ProviderKind::Sim => Ok(Arc::new(sim::SimProvider::open(&settings.sim_dir, settings.sim_latency)?)),
+        ProviderKind::Docker => Err(ProviderError::Unavailable(
+            "the Docker provider is not available in this build yet; rehearse with --provider sim".into(),
+        )),
+        ProviderKind::Openstack => Err(ProviderError::Unavailable(
+            "the OpenStack provider is not available in this build yet; rehearse with --provider sim".into(),
+        )),
+        ProviderKind::Local => Err(ProviderError::Failed("local resources have no provider".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redaction() {
+        let r = Redactor::new(["abcdef.0123456789abcdef".to_string()]);
+        let mut r = r;
+        assert_eq!(r.redact("token abcdef.0123456789abcdef used"), "token (sensitive) used");
+        r.add(["second-secret".to_string()]);
+        assert_eq!(r.redact("abcdef.0123456789abcdef second-secret"), "(sensitive) (sensitive)");
+    }
+}

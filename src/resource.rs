@@ -1,0 +1,448 @@
+//! The vocabulary shared by the graph, the planner, the state and the
+//! providers: resource addresses, kinds and the desired specification of each
+//! kind. Everything here is plain data: serialisable, comparable, no I/O.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// A resource address: `<cluster>/<type>[/<name>]`, where `<cluster>` is the
+/// Cluster's name, prefixed with `<namespace>:` outside the default namespace.
+/// Examples: `dev/network`, `dev/machine/dev-md-0-7k2x9-0`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(transparent)]
+pub struct Address(pub String);
+
+impl Address {
+    pub fn new(cluster: &ClusterId, kind: ResourceKind, name: Option<&str>) -> Address {
+        match name {
+            Some(n) => Address(format!("{}/{}/{}", cluster.key(), kind.as_str(), n)),
+            None => Address(format!("{}/{}", cluster.key(), kind.as_str())),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The `<cluster>` part.
+    pub fn cluster_key(&self) -> &str {
+        self.0.split('/').next().unwrap_or("")
+    }
+
+    pub fn kind(&self) -> Option<ResourceKind> {
+        self.0.split('/').nth(1).and_then(ResourceKind::parse)
+    }
+
+    /// The `<name>` part, for machines and bootstrap data.
+    pub fn name(&self) -> Option<&str> {
+        self.0.splitn(3, '/').nth(2)
+    }
+
+    /// Parse and check the shape of a user-supplied address.
+    pub fn parse(s: &str) -> Result<Address, String> {
+        let parts: Vec<&str> = s.splitn(3, '/').collect();
+        if parts.len() < 2 || parts[0].is_empty() {
+            return Err(format!("{s:?} is not an address; addresses look like <cluster>/<type>[/<name>], e.g. dev/machine/dev-md-0-7k2x9-0"));
+        }
+        let Some(kind) = ResourceKind::parse(parts[1]) else {
+            return Err(format!(
+                "{s:?}: unknown resource type {:?}; types are {}",
+                parts[1],
+                ResourceKind::ALL.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ")
+            ));
+        };
+        match (kind.is_named(), parts.get(2)) {
+            (true, None) | (true, Some(&"")) => Err(format!("{s:?}: a {} address needs a name: <cluster>/{}/<name>", kind.as_str(), kind.as_str())),
+            (false, Some(_)) => Err(format!("{s:?}: a {} address has no name part: <cluster>/{}", kind.as_str(), kind.as_str())),
+            _ => Ok(Address(s.to_string())),
+        }
+    }
+}
+
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A Cluster's identity: namespace and name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+pub struct ClusterId {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl ClusterId {
+    pub fn new(namespace: &str, name: &str) -> Self {
+        ClusterId {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        }
+    }
+
+    /// The form used in addresses.
+    pub fn key(&self) -> String {
+        if self.namespace == crate::manifest::DEFAULT_NAMESPACE {
+            self.name.clone()
+        } else {
+            format!("{}:{}", self.namespace, self.name)
+        }
+    }
+}
+
+impl fmt::Display for ClusterId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.key())
+    }
+}
+
+/// The kinds of resources `capi` manages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ResourceKind {
+    /// The cluster's certificate authorities and service-account key (local).
+    Pki,
+    /// The infrastructure network.
+    Network,
+    /// The control-plane endpoint.
+    Loadbalancer,
+    /// The kubeadm bootstrap token used by joining machines.
+    Token,
+    /// One machine's rendered bootstrap data (local).
+    Bootstrap,
+    /// One machine.
+    Machine,
+}
+
+impl ResourceKind {
+    pub const ALL: [ResourceKind; 6] = [
+        ResourceKind::Pki,
+        ResourceKind::Network,
+        ResourceKind::Loadbalancer,
+        ResourceKind::Token,
+        ResourceKind::Bootstrap,
+        ResourceKind::Machine,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResourceKind::Pki => "pki",
+            ResourceKind::Network => "network",
+            ResourceKind::Loadbalancer => "loadbalancer",
+            ResourceKind::Token => "token",
+            ResourceKind::Bootstrap => "bootstrap",
+            ResourceKind::Machine => "machine",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ResourceKind> {
+        ResourceKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    pub fn is_named(self) -> bool {
+        matches!(self, ResourceKind::Bootstrap | ResourceKind::Machine)
+    }
+
+    /// Resources `capi` computes itself, without a provider call.
+    pub fn is_local(self) -> bool {
+        matches!(self, ResourceKind::Pki | ResourceKind::Bootstrap)
+    }
+}
+
+/// Which provider executes a resource's operations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    /// Computed by `capi` itself (certificates, bootstrap data).
+    Local,
+    /// The embedded simulated infrastructure.
+    Sim,
+    Docker,
+    Openstack,
+}
+
+impl ProviderKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Local => "local",
+            ProviderKind::Sim => "sim",
+            ProviderKind::Docker => "docker",
+            ProviderKind::Openstack => "openstack",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ProviderKind> {
+        match s {
+            "local" => Some(ProviderKind::Local),
+            "sim" => Some(ProviderKind::Sim),
+            "docker" => Some(ProviderKind::Docker),
+            "openstack" => Some(ProviderKind::Openstack),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for ProviderKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    ControlPlane,
+    Worker,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::ControlPlane => "control-plane",
+            Role::Worker => "worker",
+        }
+    }
+}
+
+/// What a machine belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+pub struct Owner {
+    /// `KubeadmControlPlane`, `MachineDeployment`, `MachineSet` or `Machine`.
+    pub kind: String,
+    pub name: String,
+}
+
+impl fmt::Display for Owner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.kind, self.name)
+    }
+}
+
+/// Which of CABPK's three renderings a bootstrap document is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum BootstrapRole {
+    /// The first control-plane machine: `kubeadm init`.
+    Init,
+    /// Further control-plane machines: `kubeadm join --control-plane`.
+    JoinControlPlane,
+    /// Workers: `kubeadm join`.
+    JoinWorker,
+}
+
+impl BootstrapRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BootstrapRole::Init => "init",
+            BootstrapRole::JoinControlPlane => "join-control-plane",
+            BootstrapRole::JoinWorker => "join-worker",
+        }
+    }
+}
+
+/// Provider-specific infrastructure settings, as normalised from the manifest's
+/// infrastructure objects. The `--provider sim` override keeps them (so a plan
+/// rehearsed on the simulator shows the same settings) but runs them on the
+/// simulator.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InfraSpec {
+    /// `DockerCluster`, `DevCluster`, `OpenStackCluster`, `DockerMachineTemplate`, ...
+    pub kind: String,
+    /// The object's name.
+    pub name: String,
+    /// Backend: `docker`, `inMemory` or `openstack`.
+    pub backend: String,
+    /// The normalised spec.
+    #[schemars(with = "Value")]
+    pub spec: Value,
+}
+
+/// Certificate authorities and service-account key of a cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PkiSpec {
+    /// `RSA-2048` (default), `RSA-3072`, `RSA-4096`, `ECDSA-P256`, `ECDSA-P384`.
+    pub encryption_algorithm: String,
+    pub ca_validity_days: u32,
+    /// With external etcd, no etcd CA is generated.
+    pub external_etcd: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkSpec {
+    /// The network's name at the provider (`kind` for Docker).
+    pub name: String,
+    pub infra: InfraSpec,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LoadBalancerSpec {
+    /// The API server port behind the endpoint.
+    pub port: u16,
+    /// An endpoint the manifests fix in advance (`Cluster.spec.controlPlaneEndpoint`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fixed_endpoint: Option<String>,
+    pub infra: InfraSpec,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenSpec {
+    pub ttl_seconds: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BootstrapSpec {
+    pub machine: String,
+    pub role: BootstrapRole,
+    /// `kubeadm.k8s.io/v1beta3` or `v1beta4`.
+    pub kubeadm_api: String,
+    /// SHA-256 of the rendered document, with secrets and values known only
+    /// after apply replaced by stable references (`<capi:...>`).
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MachineSpec {
+    pub name: String,
+    pub role: Role,
+    pub owner: Owner,
+    pub version: String,
+    /// What the machine was created from, hashed (version, infrastructure
+    /// template and content, bootstrap template and content, failure domain).
+    pub identity: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_domain: Option<String>,
+    pub infra: InfraSpec,
+    /// `KubeadmConfigTemplate/<name>` or `KubeadmControlPlane/<name>`.
+    pub bootstrap_template: String,
+    /// Machine labels and annotations: updated in place, never a replacement.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// The desired specification of a resource (its "attributes" in state).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Spec {
+    Pki(PkiSpec),
+    Network(NetworkSpec),
+    Loadbalancer(LoadBalancerSpec),
+    Token(TokenSpec),
+    Bootstrap(BootstrapSpec),
+    Machine(MachineSpec),
+}
+
+impl Spec {
+    pub fn kind(&self) -> ResourceKind {
+        match self {
+            Spec::Pki(_) => ResourceKind::Pki,
+            Spec::Network(_) => ResourceKind::Network,
+            Spec::Loadbalancer(_) => ResourceKind::Loadbalancer,
+            Spec::Token(_) => ResourceKind::Token,
+            Spec::Bootstrap(_) => ResourceKind::Bootstrap,
+            Spec::Machine(_) => ResourceKind::Machine,
+        }
+    }
+
+    pub fn as_machine(&self) -> Option<&MachineSpec> {
+        match self {
+            Spec::Machine(m) => Some(m),
+            _ => None,
+        }
+    }
+
+    pub fn as_bootstrap(&self) -> Option<&BootstrapSpec> {
+        match self {
+            Spec::Bootstrap(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    /// Flatten to `path = value` pairs for attribute-level diffs.
+    pub fn flatten(&self) -> BTreeMap<String, Value> {
+        let mut out = BTreeMap::new();
+        let v = serde_json::to_value(self).unwrap_or(Value::Null);
+        flatten_into("", &v, &mut out);
+        out.remove("kind");
+        out
+    }
+}
+
+pub fn flatten_into(prefix: &str, v: &Value, out: &mut BTreeMap<String, Value>) {
+    match v {
+        Value::Object(m) if !m.is_empty() => {
+            for (k, val) in m {
+                let p = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                flatten_into(&p, val, out);
+            }
+        }
+        Value::Array(items) if !items.is_empty() && items.iter().any(|i| i.is_object() || i.is_array()) => {
+            for (i, val) in items.iter().enumerate() {
+                flatten_into(&format!("{prefix}[{i}]"), val, out);
+            }
+        }
+        other => {
+            out.insert(prefix.to_string(), other.clone());
+        }
+    }
+}
+
+/// SHA-256 of a value's canonical JSON (object keys sorted), hex encoded.
+pub fn hash_json(v: &impl Serialize) -> String {
+    use sha2::{Digest, Sha256};
+    let value = serde_json::to_value(v).expect("serialisable");
+    let bytes = serde_json::to_vec(&value).expect("serialisable");
+    hex::encode(Sha256::digest(&bytes))
+}
+
+/// A short, readable, lower-case base-36 rendering of a hex hash (for names).
+pub fn short_hash(hex_hash: &str, len: usize) -> String {
+    const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut n = u64::from_str_radix(&hex_hash[..15.min(hex_hash.len())], 16).unwrap_or(0);
+    let mut out = String::with_capacity(len);
+    for _ in 0..len {
+        out.push(ALPHABET[(n % 36) as usize] as char);
+        n /= 36;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses() {
+        let c = ClusterId::new("default", "dev");
+        let a = Address::new(&c, ResourceKind::Machine, Some("dev-md-0-abc12-0"));
+        assert_eq!(a.as_str(), "dev/machine/dev-md-0-abc12-0");
+        assert_eq!(a.cluster_key(), "dev");
+        assert_eq!(a.kind(), Some(ResourceKind::Machine));
+        assert_eq!(a.name(), Some("dev-md-0-abc12-0"));
+        let n = Address::new(&ClusterId::new("team", "x"), ResourceKind::Network, None);
+        assert_eq!(n.as_str(), "team:x/network");
+        assert!(Address::parse("dev/machine").is_err());
+        assert!(Address::parse("dev/network/x").is_err());
+        assert!(Address::parse("dev/bogus").is_err());
+        assert!(Address::parse("dev/machine/a").is_ok());
+    }
+
+    #[test]
+    fn short_hashes_are_stable() {
+        let h = hash_json(&serde_json::json!({"a": 1}));
+        assert_eq!(short_hash(&h, 5), short_hash(&h, 5));
+        assert_eq!(short_hash(&h, 5).len(), 5);
+    }
+}

@@ -1,0 +1,244 @@
+//! The state lock: a kernel `flock` on `<state>.lock`, held for the whole
+//! command, plus `<state>.lock.info` describing the holder. The kernel drops
+//! the lock when the process dies, so a lock can never outlive its holder; the
+//! info file of a dead holder is simply overwritten by the next one.
+
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::util;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockInfo {
+    #[serde(rename = "ID")]
+    pub id: String,
+    #[serde(rename = "Operation")]
+    pub operation: String,
+    #[serde(rename = "Who")]
+    pub who: String,
+    #[serde(rename = "Host")]
+    pub host: String,
+    #[serde(rename = "Pid")]
+    pub pid: u32,
+    #[serde(rename = "Version")]
+    pub version: String,
+    #[serde(rename = "Created")]
+    pub created: String,
+    #[serde(rename = "Path")]
+    pub path: String,
+}
+
+impl std::fmt::Display for LockInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "ID {}, operation {:?}, held by {} (pid {} on {}) since {}",
+            self.id, self.operation, self.who, self.pid, self.host, self.created
+        )
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("the state {path} is locked by another capi: {}.\n  Wait for it to finish, or retry with --lock-timeout 60s to wait", info.as_ref().map(|i| i.to_string()).unwrap_or_else(|| "holder unknown".into()))]
+    Held { path: String, info: Option<LockInfo> },
+    #[error("timed out after {waited:?} waiting for the state lock on {path}, held by: {}", info.as_ref().map(|i| i.to_string()).unwrap_or_else(|| "unknown".into()))]
+    Timeout {
+        path: String,
+        waited: Duration,
+        info: Option<LockInfo>,
+    },
+    #[error("cannot lock {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("no lock with ID {id:?} is recorded for {path}{}", current.as_ref().map(|i| format!(" (the recorded lock is {})", i.id)).unwrap_or_default())]
+    WrongId {
+        id: String,
+        path: String,
+        current: Option<LockInfo>,
+    },
+    #[error("refusing to unlock: the lock is held by a live process ({info}); stop it first (kernel locks are released when their process exits)")]
+    HolderAlive { info: LockInfo },
+}
+
+#[derive(Debug)]
+pub struct StateLock {
+    file: File,
+    info_path: PathBuf,
+    pub info: LockInfo,
+}
+
+pub fn lock_paths(state: &Path) -> (PathBuf, PathBuf) {
+    let mut l = state.as_os_str().to_owned();
+    l.push(".lock");
+    let mut i = l.clone();
+    i.push(".info");
+    (PathBuf::from(l), PathBuf::from(i))
+}
+
+fn try_flock(f: &File) -> std::io::Result<bool> {
+    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc == 0 {
+        return Ok(true);
+    }
+    let e = std::io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Ok(false)
+    } else {
+        Err(e)
+    }
+}
+
+pub fn read_info(info_path: &Path) -> Option<LockInfo> {
+    serde_json::from_slice(&fs::read(info_path).ok()?).ok()
+}
+
+impl StateLock {
+    /// Take the lock, waiting up to `timeout` (zero: fail at once).
+    pub fn acquire(state: &Path, operation: &str, timeout: Duration) -> Result<StateLock, LockError> {
+        let (lock_path, info_path) = lock_paths(state);
+        let io = |e| LockError::Io {
+            path: lock_path.display().to_string(),
+            source: e,
+        };
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(io)?;
+        let start = Instant::now();
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            if try_flock(&file).map_err(io)? {
+                break;
+            }
+            let info = read_info(&info_path);
+            if start.elapsed() >= timeout {
+                return Err(if timeout.is_zero() {
+                    LockError::Held {
+                        path: state.display().to_string(),
+                        info,
+                    }
+                } else {
+                    LockError::Timeout {
+                        path: state.display().to_string(),
+                        waited: start.elapsed(),
+                        info,
+                    }
+                });
+            }
+            std::thread::sleep(backoff.min(timeout.saturating_sub(start.elapsed())).max(Duration::from_millis(10)));
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+        let info = LockInfo {
+            id: uuid::Uuid::new_v4().to_string(),
+            operation: operation.to_string(),
+            who: format!("{}@{}", util::current_user(), util::hostname()),
+            host: util::hostname(),
+            pid: std::process::id(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            created: util::time::format_rfc3339(util::time::now_unix()),
+            path: state.display().to_string(),
+        };
+        let tmp = {
+            let mut t = info_path.as_os_str().to_owned();
+            t.push(".tmp");
+            PathBuf::from(t)
+        };
+        let write = || -> std::io::Result<()> {
+            let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+            std::io::Write::write_all(&mut f, &serde_json::to_vec_pretty(&info).expect("serialises"))?;
+            fs::rename(&tmp, &info_path)
+        };
+        write().map_err(io)?;
+        Ok(StateLock {
+            file,
+            info_path,
+            info,
+        })
+    }
+
+    /// Remove a stale lock-info file recorded under `id`. Refuses while the
+    /// kernel lock is held by a live process.
+    pub fn force_unlock(state: &Path, id: &str) -> Result<LockInfo, LockError> {
+        let (lock_path, info_path) = lock_paths(state);
+        let current = read_info(&info_path);
+        match &current {
+            Some(info) if info.id == id => {}
+            _ => {
+                return Err(LockError::WrongId {
+                    id: id.to_string(),
+                    path: state.display().to_string(),
+                    current,
+                })
+            }
+        }
+        let info = current.expect("checked");
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(|e| LockError::Io {
+                path: lock_path.display().to_string(),
+                source: e,
+            })?;
+        let got = try_flock(&file).map_err(|e| LockError::Io {
+            path: lock_path.display().to_string(),
+            source: e,
+        })?;
+        if !got {
+            return Err(LockError::HolderAlive { info });
+        }
+        let _ = fs::remove_file(&info_path);
+        Ok(info)
+    }
+}
+
+impl Drop for StateLock {
+    fn drop(&mut self) {
+        // Remove the info only if it is still ours, then release the lock.
+        if read_info(&self.info_path).is_some_and(|i| i.id == self.info.id) {
+            let _ = fs::remove_file(&self.info_path);
+        }
+        unsafe {
+            libc::flock(self.file.as_raw_fd(), libc::LOCK_UN);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_lock_in_same_process_is_refused_then_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("s.json");
+        let l1 = StateLock::acquire(&state, "apply", Duration::ZERO).unwrap();
+        let err = StateLock::acquire(&state, "plan", Duration::ZERO).unwrap_err();
+        match &err {
+            LockError::Held { info: Some(i), .. } => assert_eq!(i.id, l1.info.id),
+            other => panic!("{other:?}"),
+        }
+        assert!(err.to_string().contains("apply"));
+        let id = l1.info.id.clone();
+        assert!(matches!(StateLock::force_unlock(&state, &id), Err(LockError::HolderAlive { .. })));
+        drop(l1);
+        assert!(!lock_paths(&state).1.exists());
+        let _l2 = StateLock::acquire(&state, "plan", Duration::ZERO).unwrap();
+    }
+}

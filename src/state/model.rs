@@ -1,0 +1,192 @@
+//! State types. The JSON Schema in `state-schema/` is generated from these.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::resource::{Address, ProviderKind, ResourceKind, Spec};
+
+/// Bumped when the file format changes incompatibly.
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct State {
+    pub format_version: u32,
+    /// Incremented on every write that changes the content.
+    pub serial: u64,
+    /// Random id fixed when the state is created; a saved plan or backup from
+    /// another lineage is a different state.
+    pub lineage: String,
+    /// Version of the `capi` that wrote the file.
+    pub capi_version: String,
+    /// Next creation sequence number (orders machines oldest → newest).
+    pub next_sequence: u64,
+    /// Sorted by address.
+    pub resources: Vec<Resource>,
+    /// Rendered bootstrap documents by SHA-256, with secrets as `<capi:...>`
+    /// references (never secret material).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub documents: BTreeMap<String, String>,
+    /// `sha256:<hex>` of the file's content before this field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Created and (for machines) bootstrapped.
+    Ready,
+    /// Journalled before the provider was asked to create it: the operation may
+    /// or may not have happened. The next plan resolves it (adopt or create).
+    Creating,
+    /// Journalled before an in-place update.
+    Updating,
+    /// Journalled before a delete.
+    Deleting,
+    /// The operation failed; see `error`. Failed machines are replaced.
+    Failed,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ready => "ready",
+            Status::Creating => "creating",
+            Status::Updating => "updating",
+            Status::Deleting => "deleting",
+            Status::Failed => "failed",
+        }
+    }
+
+    pub fn is_pending(self) -> bool {
+        matches!(self, Status::Creating | Status::Updating | Status::Deleting)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorRecord {
+    pub message: String,
+    /// For bootstrap failures: the command that failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i64>,
+    /// The end of the failing command's output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_tail: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Resource {
+    pub address: Address,
+    #[serde(rename = "type")]
+    pub kind: ResourceKind,
+    pub provider: ProviderKind,
+    pub status: Status,
+    /// The desired specification it was created (or last updated) from.
+    pub attributes: Spec,
+    /// What the provider reported (ids, addresses, image, ...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub observed: BTreeMap<String, Value>,
+    /// Secret material (CA keys, token). Never printed; the state file is 0600.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sensitive: BTreeMap<String, String>,
+    /// Direct dependencies (not transitive).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dependencies: Vec<Address>,
+    /// Creation order within this state (oldest = smallest).
+    pub sequence: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorRecord>,
+}
+
+impl State {
+    pub fn new(lineage: String) -> State {
+        State {
+            format_version: FORMAT_VERSION,
+            serial: 0,
+            lineage,
+            capi_version: env!("CARGO_PKG_VERSION").to_string(),
+            next_sequence: 1,
+            resources: Vec::new(),
+            documents: BTreeMap::new(),
+            checksum: None,
+        }
+    }
+
+    /// An empty state with no lineage yet (nothing has been written).
+    pub fn empty() -> State {
+        State::new(String::new())
+    }
+
+    pub fn get(&self, address: &Address) -> Option<&Resource> {
+        self.resources
+            .binary_search_by(|r| r.address.cmp(address))
+            .ok()
+            .map(|i| &self.resources[i])
+    }
+
+    pub fn get_mut(&mut self, address: &Address) -> Option<&mut Resource> {
+        self.resources
+            .binary_search_by(|r| r.address.cmp(address))
+            .ok()
+            .map(move |i| &mut self.resources[i])
+    }
+
+    /// Insert or replace, keeping resources sorted by address.
+    pub fn upsert(&mut self, r: Resource) {
+        match self.resources.binary_search_by(|x| x.address.cmp(&r.address)) {
+            Ok(i) => self.resources[i] = r,
+            Err(i) => self.resources.insert(i, r),
+        }
+    }
+
+    pub fn remove(&mut self, address: &Address) -> Option<Resource> {
+        match self.resources.binary_search_by(|x| x.address.cmp(address)) {
+            Ok(i) => Some(self.resources.remove(i)),
+            Err(_) => None,
+        }
+    }
+
+    pub fn take_sequence(&mut self) -> u64 {
+        let s = self.next_sequence;
+        self.next_sequence += 1;
+        s
+    }
+
+    /// Drop documents no bootstrap resource refers to.
+    pub fn gc_documents(&mut self) {
+        let used: std::collections::BTreeSet<&str> = self
+            .resources
+            .iter()
+            .filter_map(|r| r.attributes.as_bootstrap().map(|b| b.sha256.as_str()))
+            .collect();
+        self.documents.retain(|k, _| used.contains(k.as_str()));
+    }
+
+    /// Resources of one cluster (by address prefix).
+    pub fn cluster_resources<'a>(&'a self, cluster_key: &'a str) -> impl Iterator<Item = &'a Resource> + 'a {
+        self.resources
+            .iter()
+            .filter(move |r| r.address.cluster_key() == cluster_key)
+    }
+
+    /// The distinct cluster keys in this state, sorted.
+    pub fn cluster_keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self
+            .resources
+            .iter()
+            .map(|r| r.address.cluster_key().to_string())
+            .collect();
+        keys.dedup();
+        keys.sort();
+        keys.dedup();
+        keys
+    }
+}
