@@ -260,6 +260,10 @@ pub struct InfraSpec {
     /// The normalised spec.
     #[schemars(with = "Value")]
     pub spec: Value,
+    /// `capi.x-k8s.io/*` annotations of the infrastructure object: settings
+    /// capi adds to the upstream kinds (e.g. `capi.x-k8s.io/docker-privileged`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub options: BTreeMap<String, String>,
 }
 
 /// Certificate authorities and service-account key of a cluster.

@@ -22,12 +22,17 @@ pub struct GraphOptions {
     /// (`DOCKER_NETWORK`, default `kind`).
     pub docker_network: String,
     pub token_ttl_seconds: u64,
+    /// Options applied to infrastructure objects that do not set them (from
+    /// the environment, e.g. `CAPI_DOCKER_PRIVILEGED=false` →
+    /// `capi.x-k8s.io/docker-privileged: "false"`). Recorded in the plan.
+    pub default_options: BTreeMap<String, String>,
 }
 
 impl Default for GraphOptions {
     fn default() -> Self {
         GraphOptions {
             provider_override: None,
+            default_options: BTreeMap::new(),
             docker_network: "kind".into(),
             token_ttl_seconds: bootstrap::DEFAULT_TOKEN_TTL_SECONDS,
         }
@@ -176,25 +181,38 @@ impl Builder<'_> {
     }
 }
 
+/// Annotation prefix for capi's own settings on upstream kinds.
+pub const OPTION_PREFIX: &str = "capi.x-k8s.io/";
+
 fn infra_spec(o: &Object, backend: &str, spec: Value) -> InfraSpec {
     InfraSpec {
         kind: o.key.kind.to_string(),
         name: o.key.name.clone(),
         backend: backend.to_string(),
         spec,
+        options: o
+            .annotations
+            .iter()
+            .filter(|(k, _)| k.starts_with(OPTION_PREFIX))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
     }
 }
 
-fn machine_infra(o: &Object) -> Option<InfraSpec> {
+fn machine_infra(o: &Object, defaults: &BTreeMap<String, String>) -> Option<InfraSpec> {
     let im = match &o.body {
         Body::InfraMachineTemplate(im) | Body::InfraMachine(im) => im,
         _ => return None,
     };
-    Some(match im {
+    let mut spec = match im {
         InfraMachine::Docker(d) => infra_spec(o, "docker", serde_json::to_value(d).unwrap_or(Value::Null)),
         InfraMachine::InMemory(m) => infra_spec(o, "inMemory", serde_json::to_value(m).unwrap_or(Value::Null)),
         InfraMachine::OpenStack(v) => infra_spec(o, "openstack", v.clone()),
-    })
+    };
+    for (k, v) in defaults {
+        spec.options.entry(k.clone()).or_insert_with(|| v.clone());
+    }
+    Some(spec)
 }
 
 /// The parts of a KubeadmControlPlane spec that decide whether a machine is up
@@ -280,7 +298,10 @@ fn build_cluster(b: &mut Builder<'_>, o: &Object) -> Option<DesiredCluster> {
         InfraCluster::OpenStack(v) => (ProviderKind::Openstack, "openstack", v.clone()),
     };
     let provider = b.opts.provider_override.unwrap_or(native);
-    let cluster_infra = infra_spec(infra_obj, backend, infra_value);
+    let mut cluster_infra = infra_spec(infra_obj, backend, infra_value);
+    for (k, v) in &b.opts.default_options {
+        cluster_infra.options.entry(k.clone()).or_insert_with(|| v.clone());
+    }
     let network_name = match ic {
         InfraCluster::Docker(_) => infra_obj
             .annotations
@@ -320,7 +341,7 @@ fn build_cluster(b: &mut Builder<'_>, o: &Object) -> Option<DesiredCluster> {
         let Body::KubeadmControlPlane(kk) = &k.body else { return None };
         let version = kk.version.clone().ok()?;
         let infra_tpl = kk.infrastructure_ref.as_ref().and_then(|r| m.resolve(k, r))?;
-        let infra = machine_infra(infra_tpl)?;
+        let infra = machine_infra(infra_tpl, &b.opts.default_options)?;
         kcp_spec = Some(kk.kubeadm_config_spec.clone());
         let identity = hash_json(&serde_json::json!({
             "version": version.to_string(),
@@ -411,7 +432,7 @@ fn build_cluster(b: &mut Builder<'_>, o: &Object) -> Option<DesiredCluster> {
         };
         let Some(Ok(version)) = template.version.clone() else { continue };
         let Some(infra_obj) = template.infrastructure_ref.as_ref().and_then(|r| m.resolve(w, r)) else { continue };
-        let Some(infra) = machine_infra(infra_obj) else { continue };
+        let Some(infra) = machine_infra(infra_obj, &b.opts.default_options) else { continue };
         let role = if cp { Role::ControlPlane } else { Role::Worker };
         let (bootstrap_kind, bootstrap_name, spec, spec_base): (String, String, Option<KubeadmConfigSpec>, String) =
             match (&template.bootstrap_ref, &template.data_secret_name) {

@@ -277,6 +277,18 @@ pub fn validate(m: &Manifest, out: &mut Vec<Problem>) {
         }
     }
 
+    // Provider-specific checks of specs capi keeps as written.
+    for o in &m.objects {
+        let (problems, base) = match &o.body {
+            Body::InfraCluster(InfraCluster::OpenStack(spec)) => (crate::provider::openstack::validate_cluster_spec(spec), "/spec"),
+            Body::InfraMachineTemplate(InfraMachine::OpenStack(spec)) => (crate::provider::openstack::validate_machine_spec(spec), "/spec/template/spec"),
+            _ => continue,
+        };
+        for (pointer, message, help) in problems {
+            v.err(o, &format!("{base}{pointer}"), format!("{}: {message}", o.key), help);
+        }
+    }
+
     // Infrastructure clusters that no Cluster uses are almost always a mistake.
     for o in &m.objects {
         if matches!(o.body, Body::InfraCluster(_)) && !infra_owner.contains_key(&o.key) {

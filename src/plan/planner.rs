@@ -247,6 +247,9 @@ fn singleton(b: &mut Builder<'_>, dc: &DesiredCluster, kind: ResourceKind, spec:
                     let mut s = ProtoStep::create(addr.clone(), provider, spec.clone(), deps.clone());
                     s.after.push(d);
                     b.step(s);
+                } else if r.attributes != spec && in_place_infra(&r.attributes, &spec) {
+                    b.change(mk(Action::Update, ReasonCode::InPlace, "mutable infrastructure settings changed: updated in place".into(), Some(r.attributes.clone())));
+                    b.step(ProtoStep::update(addr.clone(), provider, spec.clone(), deps.clone()));
                 } else if r.attributes != spec {
                     let diff = attribute_diff(Some(&r.attributes), Some(&spec));
                     let first = diff.first().cloned().unwrap_or(AttributeChange { path: "spec".into(), before: None, after: None });
@@ -274,6 +277,16 @@ fn singleton(b: &mut Builder<'_>, dc: &DesiredCluster, kind: ResourceKind, spec:
         },
     }
     Ok(())
+}
+
+/// Network and load balancer changes the provider can apply in place.
+fn in_place_infra(before: &Spec, after: &Spec) -> bool {
+    let (b, a) = match (before, after) {
+        (Spec::Network(b), Spec::Network(a)) if b.name == a.name => (&b.infra, &a.infra),
+        (Spec::Loadbalancer(b), Spec::Loadbalancer(a)) if b.port == a.port && b.fixed_endpoint == a.fixed_endpoint => (&b.infra, &a.infra),
+        _ => return false,
+    };
+    matches!(crate::provider::classify_infra_change(b, a), crate::provider::InfraChange::InPlace)
 }
 
 fn cluster_initialized(b: &Builder<'_>, dc: &DesiredCluster) -> bool {

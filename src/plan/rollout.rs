@@ -296,7 +296,7 @@ mod tests {
             name_prefix: "md-new".into(),
             fixed_name: None,
             failure_domains: vec![None],
-            infra: InfraSpec { kind: "DevMachineTemplate".into(), name: "t".into(), backend: "inMemory".into(), spec: serde_json::json!({}) },
+            infra: InfraSpec { kind: "DevMachineTemplate".into(), name: "t".into(), backend: "inMemory".into(), spec: serde_json::json!({}), options: Default::default() },
             bootstrap_template: "KubeadmConfigTemplate/t".into(),
             init_document: None,
             join_document: ("x".into(), "kubeadm.k8s.io/v1beta4"),

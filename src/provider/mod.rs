@@ -2,6 +2,8 @@
 //! folder here plus one line in [`registry`].
 
 pub mod cloudinit;
+pub mod docker;
+pub mod openstack;
 pub mod sim;
 
 use std::collections::BTreeMap;
@@ -149,18 +151,36 @@ pub struct ProviderSettings {
     pub sim_dir: std::path::PathBuf,
     /// `--sim-latency`: overrides the manifests' startup durations.
     pub sim_latency: Option<std::time::Duration>,
+    pub docker: docker::DockerSettings,
+    pub openstack: openstack::OpenStackSettings,
+    /// Secrets from the manifests by (namespace, name): credentials such as
+    /// an OpenStackCluster's `identityRef`. Never written to state.
+    pub secrets: BTreeMap<(String, String), BTreeMap<String, Vec<u8>>>,
+}
+
+/// How a change of a cluster's infrastructure spec (network, load balancer)
+/// is applied: in place, or refused because the field is immutable.
+pub enum InfraChange {
+    InPlace,
+    /// (field path, why, how to proceed)
+    Immutable(String, String),
+}
+
+/// Pure: classify a change of a network/load balancer spec. Providers whose
+/// infrastructure has mutable fields answer for their backend.
+pub fn classify_infra_change(before: &crate::resource::InfraSpec, after: &crate::resource::InfraSpec) -> InfraChange {
+    match after.backend.as_str() {
+        "openstack" => openstack::classify_infra_change(before, after),
+        _ => InfraChange::Immutable(String::new(), String::new()),
+    }
 }
 
 /// The provider registry: one line per provider.
-pub fn registry(kind: ProviderKind, settings: &ProviderSettings) -> Result<Arc<dyn Provider>, ProviderError> {
+pub async fn registry(kind: ProviderKind, settings: &ProviderSettings) -> Result<Arc<dyn Provider>, ProviderError> {
     match kind {
         ProviderKind::Sim => Ok(Arc::new(sim::SimProvider::open(&settings.sim_dir, settings.sim_latency)?)),
-        ProviderKind::Docker => Err(ProviderError::Unavailable(
-            "the Docker provider is not available in this build yet; rehearse with --provider sim".into(),
-        )),
-        ProviderKind::Openstack => Err(ProviderError::Unavailable(
-            "the OpenStack provider is not available in this build yet; rehearse with --provider sim".into(),
-        )),
+        ProviderKind::Docker => docker::connect(&settings.docker).await,
+        ProviderKind::Openstack => openstack::connect(&settings.openstack).await,
         ProviderKind::Local => Err(ProviderError::Failed("local resources have no provider".into())),
     }
 }

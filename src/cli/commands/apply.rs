@@ -32,7 +32,7 @@ pub async fn run(g: &GlobalArgs, margs: &ManifestArgs, run: &RunArgs, a: &ApplyA
         return Ok(1);
     }
     let kinds: BTreeSet<_> = pl.steps.iter().map(|s| s.provider).collect();
-    let providers = providers_for(&kinds, &provider_settings(g, Some(run)))?;
+    let providers = providers_for(&kinds, &provider_settings(g, Some(run), Some(&m))).await?;
     let report = execute(&pl, state, store, providers, manifest_secrets(&m), a.parallelism, p).await;
     Ok(report_outcome(&report, &pl, "apply", p))
 }

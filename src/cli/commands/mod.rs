@@ -76,7 +76,12 @@ pub fn load_manifests(args: &ManifestArgs, p: &Printer) -> Result<Manifest, CliE
 }
 
 pub fn graph_options(args: &ManifestArgs) -> GraphOptions {
+    let mut default_options = BTreeMap::new();
+    if let Ok(v) = std::env::var("CAPI_DOCKER_PRIVILEGED") {
+        default_options.insert("capi.x-k8s.io/docker-privileged".to_string(), v);
+    }
     GraphOptions {
+        default_options,
         provider_override: args.provider.map(|o| match o {
             ProviderOverride::Sim => ProviderKind::Sim,
         }),
@@ -106,10 +111,15 @@ pub fn sim_dir(state: &Path) -> PathBuf {
     state.with_file_name(format!("{stem}.sim"))
 }
 
-pub fn provider_settings(g: &GlobalArgs, run: Option<&RunArgs>) -> ProviderSettings {
+pub fn provider_settings(g: &GlobalArgs, run: Option<&RunArgs>, manifest: Option<&Manifest>) -> ProviderSettings {
     ProviderSettings {
+        secrets: manifest.map(manifest_secrets).unwrap_or_default(),
         sim_dir: sim_dir(&g.state),
         sim_latency: run.and_then(|r| r.sim_latency),
+        docker: crate::provider::docker::DockerSettings {
+            host: std::env::var("DOCKER_HOST").ok().filter(|s| !s.is_empty()),
+        },
+        openstack: Default::default(),
     }
 }
 
@@ -121,13 +131,13 @@ pub fn lock(g: &GlobalArgs, operation: &str, run: &RunArgs) -> Result<StateLock,
     Ok(StateLock::acquire(&g.state, operation, run.lock_timeout)?)
 }
 
-pub fn providers_for(kinds: &BTreeSet<ProviderKind>, settings: &ProviderSettings) -> Result<BTreeMap<ProviderKind, Arc<dyn Provider>>, CliError> {
+pub async fn providers_for(kinds: &BTreeSet<ProviderKind>, settings: &ProviderSettings) -> Result<BTreeMap<ProviderKind, Arc<dyn Provider>>, CliError> {
     let mut out = BTreeMap::new();
     for k in kinds {
         if *k == ProviderKind::Local {
             continue;
         }
-        out.insert(*k, provider::registry(*k, settings)?);
+        out.insert(*k, provider::registry(*k, settings).await?);
     }
     Ok(out)
 }

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The whole test suite, with everything it needs set up first.
+#
+#   ./scripts/test.sh            on a laptop: Docker/OpenStack tests skip visibly when unavailable
+#   CAPI_CI=1 ./scripts/test.sh  in CI: a missing Docker Engine is an error, not a skip
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "==> building"
+cargo build --all-targets --locked
+
+echo "==> tests"
+cargo test --locked -- --test-threads "${CAPI_TEST_THREADS:-4}" "$@"

@@ -1,0 +1,94 @@
+//! Helpers shared by the integration tests.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn example(rel: &str) -> PathBuf {
+    repo().join("examples").join(rel)
+}
+
+/// A file under `../shared` (upstream fixtures, briefs). `None`, with a
+/// visible message, when the project is used outside its workplace.
+pub fn shared(rel: &str) -> Option<PathBuf> {
+    let p = repo().join("..").join("shared").join(rel);
+    if p.exists() {
+        Some(p)
+    } else {
+        eprintln!("SKIPPED: {} is absent (../shared is only present in the development workplace)", p.display());
+        None
+    }
+}
+
+/// The `capi` binary, run in `dir`, with colours off and a clean environment
+/// for the variables capi reads.
+pub fn capi(dir: &Path) -> assert_cmd::Command {
+    let mut c = assert_cmd::Command::cargo_bin("capi").expect("capi binary");
+    c.current_dir(dir)
+        .env("NO_COLOR", "1")
+        .env_remove("CAPI_STATE")
+        .env_remove("CAPI_SIM_FAIL")
+        .env_remove("CAPI_SIM_FAIL_RATE")
+        .env_remove("DOCKER_NETWORK");
+    c
+}
+
+/// Same, as a std process (for tests that kill or race processes).
+pub fn capi_process(dir: &Path) -> std::process::Command {
+    let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("capi"));
+    c.current_dir(dir)
+        .env("NO_COLOR", "1")
+        .env_remove("CAPI_STATE")
+        .env_remove("CAPI_SIM_FAIL")
+        .env_remove("CAPI_SIM_FAIL_RATE");
+    c
+}
+
+pub fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Replace what legitimately varies between runs (lineage, serial, hashes of
+/// generated material, timings) so snapshots compare structure.
+pub fn scrub(s: &str) -> String {
+    let mut out = s.to_string();
+    let re_like = |text: &str, prefix: &str, len: usize, repl: &str| -> String {
+        let mut o = String::new();
+        let mut rest = text;
+        while let Some(i) = rest.find(prefix) {
+            o.push_str(&rest[..i]);
+            let after = &rest[i + prefix.len()..];
+            let n = after.bytes().take_while(|b| b.is_ascii_hexdigit() || *b == b'-').count();
+            if n >= len {
+                o.push_str(repl);
+                rest = &after[n..];
+            } else {
+                o.push_str(prefix);
+                rest = after;
+            }
+        }
+        o.push_str(rest);
+        o
+    };
+    out = re_like(&out, "lineage ", 36, "lineage [LINEAGE]");
+    out = re_like(&out, "after ", 0, "after ");
+    // elapsed times like "after 0.1s"
+    let mut o = String::new();
+    for line in out.lines() {
+        let l = match line.find(" after ") {
+            Some(i) if line[i + 7..].ends_with('s') && line[i + 7..line.len() - 1].parse::<f64>().is_ok() => format!("{} after [T]s", &line[..i]),
+            _ => line.to_string(),
+        };
+        o.push_str(&l);
+        o.push('\n');
+    }
+    o
+}

@@ -1,0 +1,1 @@
+//! Tests against a real Docker Engine (see docs/providers/docker.md).

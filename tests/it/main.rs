@@ -1,0 +1,8 @@
+//! The integration-test binary: CLI snapshot tests, scenario folders, crash
+//! and lock tests against real processes, and the real-provider tests.
+
+mod common;
+
+mod cli;
+mod docker;
+mod openstack;

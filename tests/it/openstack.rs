@@ -1,0 +1,1 @@
+//! Tests against real OpenStack services (see docs/providers/openstack.md).
