@@ -6,6 +6,7 @@
 //! in flight finish. Apply makes no decision the plan did not record.
 
 pub mod journal;
+pub mod refresh;
 
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -65,6 +65,9 @@ pub struct RunArgs {
     /// Provisioning time of simulated machines (overrides the manifests).
     #[arg(long, value_parser = parse_duration)]
     pub sim_latency: Option<std::time::Duration>,
+    /// Read real infrastructure back before planning (--refresh=false skips it).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub refresh: bool,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -373,7 +373,7 @@ fn plan_cluster(b: &mut Builder<'_>, dc: &DesiredCluster) -> Result<(), PlanErro
                 let m = r.attributes.as_machine().expect("machine");
                 let fd_ok = g.failure_domains.contains(&m.failure_domain);
                 let unhealthy = r.status == Status::Failed
-                    || matches!(b.observation(&r.address), Some(Observation::Missing | Observation::Stopped(_)));
+                    || matches!(b.observation(&r.address), Some(Observation::Missing | Observation::Stopped(_) | Observation::Changed(_)));
                 Existing {
                     name: m.name.clone(),
                     sequence: r.sequence,
@@ -732,6 +732,10 @@ fn delete_reason(b: &Builder<'_>, g: &MachineGroup, r: &Resource, code: ReasonCo
                 let what = match b.observation(&r.address) {
                     Some(Observation::Missing) => "was deleted outside capi".to_string(),
                     Some(Observation::Stopped(s)) => format!("is {s} (changed outside capi)"),
+                    Some(Observation::Changed(a)) => format!(
+                        "was changed outside capi ({})",
+                        a.iter().map(|c| c.path.as_str()).collect::<Vec<_>>().join(", ")
+                    ),
                     _ => "is unhealthy".to_string(),
                 };
                 (format!("the machine {what}: it is replaced (Cluster API replaces, never repairs)"), ReasonCode::Drifted)

@@ -142,6 +142,26 @@ pub async fn providers_for(kinds: &BTreeSet<ProviderKind>, settings: &ProviderSe
     Ok(out)
 }
 
+/// Refresh what the state knows (unless --refresh=false) and put the
+/// observations into the plan options. Returns the drift to show.
+pub async fn refresh_into(opts: &mut PlanOptions, state: &State, g: &GlobalArgs, run: &RunArgs, m: Option<&Manifest>, p: &Printer) -> Result<Vec<crate::plan::DriftEntry>, CliError> {
+    if !run.refresh || state.resources.is_empty() {
+        return Ok(Vec::new());
+    }
+    let kinds = crate::apply::refresh::providers_in(state);
+    let providers = providers_for(&kinds, &provider_settings(g, Some(run), m)).await.map_err(|e| {
+        CliError::Message(format!("{e}\n  (refreshing the state needs the provider; plan without it with --refresh=false)"))
+    })?;
+    let r = crate::apply::refresh::refresh(state, &providers).await?;
+    for (kind, n, t) in &r.stats {
+        if !p.json {
+            p.message(&format!("Refreshed {n} {kind} resource(s) in {:.2}s", t.as_secs_f64()));
+        }
+    }
+    opts.observations = r.observations;
+    Ok(r.drift)
+}
+
 pub fn plan_options(now: i64) -> PlanOptions {
     PlanOptions {
         now_unix: now,

@@ -22,7 +22,9 @@ pub async fn run(g: &GlobalArgs, margs: &ManifestArgs, run: &RunArgs, targets: &
     let state = load_state(&store)?;
     let mut opts = plan_options(crate::util::time::now_unix());
     target_options(&mut opts, targets);
-    let pl = plan::plan(&desired, &state, &opts)?;
+    let drift = refresh_into(&mut opts, &state, g, run, Some(&m), p).await?;
+    let mut pl = plan::plan(&desired, &state, &opts)?;
+    pl.drift = drift;
     if p.json {
         json::emit_plan(p, &pl, "plan");
     } else {

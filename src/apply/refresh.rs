@@ -1,0 +1,79 @@
+//! Refresh: ask each provider to read back what the state knows (one batched
+//! call per provider, providers in parallel) and turn the answers into
+//! observations for the planner and drift entries for people.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use serde_json::json;
+
+use crate::plan::planner::Observation;
+use crate::plan::{AttributeChange, DriftEntry};
+use crate::provider::{Provider, ProviderError};
+use crate::resource::{Address, ProviderKind};
+use crate::state::{State, Status};
+
+#[derive(Debug, Default, Clone)]
+pub struct Refresh {
+    pub observations: BTreeMap<Address, Observation>,
+    pub drift: Vec<DriftEntry>,
+    /// Per provider: resources read and time taken.
+    pub stats: Vec<(ProviderKind, usize, std::time::Duration)>,
+}
+
+/// Provider kinds that hold something in this state.
+pub fn providers_in(state: &State) -> BTreeSet<ProviderKind> {
+    state
+        .resources
+        .iter()
+        .map(|r| r.provider)
+        .filter(|p| *p != ProviderKind::Local)
+        .collect()
+}
+
+pub async fn refresh(state: &State, providers: &BTreeMap<ProviderKind, Arc<dyn Provider>>) -> Result<Refresh, ProviderError> {
+    let mut tasks = Vec::new();
+    for (kind, p) in providers {
+        let resources: Vec<crate::state::Resource> = state
+            .resources
+            .iter()
+            .filter(|r| r.provider == *kind && !matches!(r.status, Status::Creating | Status::Deleting))
+            .filter(|r| crate::provider::sim::refreshable(r.kind))
+            .cloned()
+            .collect();
+        let all_known: Vec<crate::state::Resource> = state.resources.iter().filter(|r| r.provider == *kind).cloned().collect();
+        let p = p.clone();
+        let kind = *kind;
+        let lineage = state.lineage.clone();
+        tasks.push(tokio::spawn(async move {
+            let start = std::time::Instant::now();
+            let refs: Vec<&crate::state::Resource> = resources.iter().collect();
+            let refreshed = p.refresh(&refs, &lineage).await?;
+            let known: Vec<&crate::state::Resource> = all_known.iter().collect();
+            let unmanaged = if lineage.is_empty() { Vec::new() } else { p.unmanaged(&known, &lineage).await? };
+            Ok::<_, ProviderError>((kind, resources.len(), start.elapsed(), refreshed, unmanaged))
+        }));
+    }
+    let mut out = Refresh::default();
+    for t in tasks {
+        let (kind, n, elapsed, refreshed, unmanaged) = t
+            .await
+            .map_err(|e| ProviderError::Failed(format!("refresh task failed: {e}")))??;
+        out.stats.push((kind, n, elapsed));
+        for r in refreshed {
+            let Some(obs) = r.observation else { continue };
+            let (kind, detail, attributes) = match &obs {
+                Observation::Missing => ("missing", "no longer exists at the provider".to_string(), vec![]),
+                Observation::Stopped(s) => ("stopped", format!("is {s}"), vec![AttributeChange { path: "status".into(), before: Some(json!("running")), after: Some(json!(s)) }]),
+                Observation::Changed(a) => ("changed", "attributes differ from what capi created".to_string(), a.clone()),
+            };
+            out.drift.push(DriftEntry { address: r.address.clone(), kind: kind.into(), detail, attributes });
+            out.observations.insert(r.address, obs);
+        }
+        for u in unmanaged {
+            out.drift.push(DriftEntry { address: u.address, kind: "unmanaged".into(), detail: u.detail, attributes: vec![] });
+        }
+    }
+    out.drift.sort_by(|a, b| a.address.cmp(&b.address));
+    Ok(out)
+}
