@@ -154,11 +154,22 @@ pub enum Command {
     /// Inspect the state.
     #[command(subcommand)]
     State(StateCommand),
+    /// Print a JSON Schema: the state file or the plan.
+    Schema {
+        #[arg(value_enum)]
+        which: SchemaKind,
+    },
     /// Remove a stale lock record; refused while its holder is alive.
     ForceUnlock {
         /// The lock ID printed by the command that holds it.
         id: String,
     },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum SchemaKind {
+    State,
+    Plan,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

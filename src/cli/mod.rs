@@ -99,6 +99,14 @@ async fn dispatch(cli: Cli, p: &Printer) -> Result<u8, CliError> {
         Command::Show { cluster } => commands::show::run(g, cluster.as_deref(), p),
         Command::State(StateCommand::List) => commands::state::list(g, p),
         Command::State(StateCommand::Show { address }) => commands::state::show(g, &address, p),
+        Command::Schema { which } => {
+            let v = match which {
+                args::SchemaKind::State => crate::state::schema::state_schema(),
+                args::SchemaKind::Plan => crate::state::schema::plan_schema(),
+            };
+            p.data(&crate::state::schema::to_file_text(&v));
+            Ok(0)
+        }
         Command::ForceUnlock { id } => commands::force_unlock::run(g, &id, p),
     }
 }

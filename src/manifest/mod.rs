@@ -95,6 +95,9 @@ pub struct Manifest {
     /// Variables that were substituted, with their values.
     pub variables: BTreeMap<String, String>,
     index: BTreeMap<ObjectKey, usize>,
+    /// Objects that were reported as invalid (their references are not
+    /// reported a second time).
+    broken: std::collections::BTreeSet<ObjectKey>,
 }
 
 impl Manifest {
@@ -106,6 +109,15 @@ impl Manifest {
                 name: name.to_string(),
             })
             .map(|&i| &self.objects[i])
+    }
+
+    /// Is this object present but invalid (already reported)?
+    pub fn is_broken(&self, kind: Kind, namespace: &str, name: &str) -> bool {
+        self.broken.contains(&ObjectKey {
+            kind,
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        })
     }
 
     /// Resolve a reference made by `from` (same namespace).
@@ -164,12 +176,17 @@ pub fn load(sources: Vec<RawSource>, vars: &Variables) -> Result<Manifest, Manif
 pub fn parse(files: Vec<SourceFile>, variables: BTreeMap<String, String>) -> Result<Manifest, ManifestError> {
     let mut problems = Vec::new();
     let mut objects = Vec::new();
+    let mut broken = std::collections::BTreeSet::new();
     for (fi, file) in files.iter().enumerate() {
         match yaml::parse_documents(&file.text) {
             Ok(docs) => {
                 for doc in &docs {
-                    if let Some(o) = normalize::parse_document(fi, &file.name, doc, &mut problems) {
-                        objects.push(o);
+                    match normalize::parse_document(fi, &file.name, doc, &mut problems) {
+                        normalize::Parsed::Object(o) => objects.push(o),
+                        normalize::Parsed::Broken(k) => {
+                            broken.insert(k);
+                        }
+                        normalize::Parsed::Skip => {}
                     }
                 }
             }
@@ -194,7 +211,7 @@ pub fn parse(files: Vec<SourceFile>, variables: BTreeMap<String, String>) -> Res
             problems.push(Problem::error(
                 o.origin.file,
                 &files[o.origin.file].name,
-                o.origin.pos,
+                o.origin.pos_of("/metadata/name"),
                 format!("duplicate object: {} is defined twice", o.key),
                 format!(
                     "it is first defined at {}:{}; remove one of the two or rename it",
@@ -212,6 +229,7 @@ pub fn parse(files: Vec<SourceFile>, variables: BTreeMap<String, String>) -> Res
         warnings: Vec::new(),
         variables,
         index,
+        broken,
     };
     validate::validate(&manifest, &mut problems);
     problems.sort_by(|a, b| {

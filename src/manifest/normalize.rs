@@ -194,12 +194,31 @@ pub fn prune(v: Value) -> Value {
 
 /// Parse one YAML document into an object. Returns `None` (with problems or a
 /// warning recorded) when the document is not a usable object.
+/// What a document turned out to be.
+pub enum Parsed {
+    Object(Object),
+    /// A known kind whose body has errors (already reported): other objects
+    /// may still refer to it without a second, misleading error.
+    Broken(ObjectKey),
+    /// Ignored (warning) or not an object at all (error reported).
+    Skip,
+}
+
 pub fn parse_document(
     file_index: usize,
     file: &str,
     doc: &Document,
     problems: &mut Vec<Problem>,
-) -> Option<Object> {
+) -> Parsed {
+    parse_document_inner(file_index, file, doc, problems)
+}
+
+fn parse_document_inner(
+    file_index: usize,
+    file: &str,
+    doc: &Document,
+    problems: &mut Vec<Problem>,
+) -> Parsed {
     let mut spans = SpanMap::new();
     let root = yaml::to_json(&doc.root, &mut spans);
     let origin = Origin {
@@ -230,7 +249,7 @@ pub fn parse_document(
 
     if !root.is_object() {
         ctx.error("", "a manifest document must be a mapping with apiVersion, kind and metadata", "remove the stray document or fix its indentation");
-        return None;
+        return Parsed::Skip;
     }
     let api_version = root.get("apiVersion").and_then(Value::as_str).unwrap_or("");
     let kind_str = root.get("kind").and_then(Value::as_str).unwrap_or("");
@@ -243,7 +262,7 @@ pub fn parse_document(
             ),
             "every object needs `apiVersion`, `kind` and `metadata.name`",
         );
-        return None;
+        return Parsed::Skip;
     }
     let name = root
         .pointer("/metadata/name")
@@ -261,7 +280,7 @@ pub fn parse_document(
             format!("{kind_str} {name:?}: ClusterClass and managed topologies are not supported yet"),
             "write the Cluster's objects out explicitly (Cluster, KubeadmControlPlane, MachineDeployment, templates) instead of using a ClusterClass",
         );
-        return None;
+        return Parsed::Skip;
     }
     let Some(kind) = Kind::parse(kind_str) else {
         ctx.warning(
@@ -269,7 +288,7 @@ pub fn parse_document(
             format!("{kind_str} {name:?} ({api_version}) is not a kind capi manages; it is ignored"),
             "remove it from the manifests passed to capi, or ignore this warning",
         );
-        return None;
+        return Parsed::Skip;
     };
     ctx.what = format!("{kind} {name:?}");
     if group != kind.group() {
@@ -278,7 +297,7 @@ pub fn parse_document(
             format!("{kind} {name:?}: apiVersion {api_version:?} has the wrong group"),
             format!("{kind} belongs to the API group {:?}", kind.group()),
         );
-        return None;
+        return Parsed::Skip;
     }
     if !kind.versions().contains(&version) {
         ctx.error(
@@ -286,7 +305,7 @@ pub fn parse_document(
             format!("{kind} {name:?}: API version {version:?} is not supported"),
             format!("use one of: {}", kind.versions().iter().map(|v| format!("{}/{}", kind.group(), v)).collect::<Vec<_>>().join(", ")).replace("\"/", "\""),
         );
-        return None;
+        return Parsed::Skip;
     }
     let api_gen = match version {
         "v1beta1" => ApiGen::V1beta1,
@@ -295,7 +314,7 @@ pub fn parse_document(
     };
     if name.is_empty() {
         ctx.error("/metadata", format!("{kind} has no metadata.name"), "give the object a name under metadata.name");
-        return None;
+        return Parsed::Skip;
     }
     if let Err(why) = check_dns_name(&name) {
         ctx.error("/metadata/name", format!("{kind} name {name:?} is invalid: {why}"), "use lower-case letters, digits, '-' and '.', starting and ending with a letter or digit (at most 253 characters)");
@@ -323,8 +342,15 @@ pub fn parse_document(
         }
     }
 
-    let body = parse_body(&mut ctx, kind, api_gen, &root, &name, &meta)?;
-    Some(Object {
+    let key = ObjectKey {
+        kind,
+        namespace: namespace.clone(),
+        name: name.clone(),
+    };
+    let Some(body) = parse_body(&mut ctx, kind, api_gen, &root, &name, &meta) else {
+        return Parsed::Broken(key);
+    };
+    Parsed::Object(Object {
         key: ObjectKey {
             kind,
             namespace,

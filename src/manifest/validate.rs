@@ -59,6 +59,9 @@ impl V<'_> {
             return None;
         }
         if self.m.resolve(from, r).is_none() {
+            if self.m.is_broken(kind, &from.key.namespace, &r.name) {
+                return None;
+            }
             let names = self.names_of(kind, &from.key.namespace);
             self.err(
                 from,
@@ -150,7 +153,7 @@ pub fn validate(m: &Manifest, out: &mut Vec<Problem>) {
         }
     }
 
-    let cluster_exists = |ns: &str, name: &str| m.get(Kind::Cluster, ns, name).is_some();
+    let cluster_exists = |ns: &str, name: &str| m.get(Kind::Cluster, ns, name).is_some() || m.is_broken(Kind::Cluster, ns, name);
     let clusters_hint = |v: &V<'_>, ns: &str| v.names_of(Kind::Cluster, ns);
 
     for o in &m.objects {

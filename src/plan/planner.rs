@@ -726,7 +726,13 @@ fn delete_reason(b: &Builder<'_>, g: &MachineGroup, r: &Resource, code: ReasonCo
     match code {
         ReasonCode::Failed => {
             if r.status == Status::Failed {
-                let why = r.error.as_ref().map(|e| e.message.clone()).unwrap_or_else(|| "unknown error".into());
+                let why = match &r.error {
+                    Some(e) => match (&e.command, e.exit_code) {
+                        (Some(_), Some(code)) => format!("its bootstrap failed, exit code {code}; see `capi state show {}`", r.address),
+                        _ => short(&e.message, 100),
+                    },
+                    None => "unknown error".into(),
+                };
                 (format!("the machine failed ({why}): machines are replaced, never repaired"), ReasonCode::Failed)
             } else {
                 let what = match b.observation(&r.address) {
@@ -767,6 +773,16 @@ fn delete_reason(b: &Builder<'_>, g: &MachineGroup, r: &Resource, code: ReasonCo
         }
         ReasonCode::ScaleDown => (format!("{} scaled down to {} replicas", g.owner, g.replicas), ReasonCode::ScaleDown),
         other => ("no longer wanted".into(), other),
+    }
+}
+
+/// The first line of a message, at most `n` characters.
+fn short(s: &str, n: usize) -> String {
+    let line = s.lines().next().unwrap_or_default();
+    if line.chars().count() > n {
+        format!("{}…", line.chars().take(n).collect::<String>())
+    } else {
+        line.to_string()
     }
 }
 
@@ -843,6 +859,7 @@ fn pair_replacements(
     group: &str,
 ) {
     let mut olds = replaced.iter();
+    let mut shown: BTreeMap<(String, String), String> = BTreeMap::new();
     for (addr, reason, wave, spec, sha) in created {
         let name = addr.name().unwrap_or_default().to_string();
         let cluster_key = addr.cluster_key().to_string();
@@ -870,9 +887,17 @@ fn pair_replacements(
                 let old_bs = b.state.get(&Address(format!("{cluster_key}/bootstrap/{old_name}")));
                 if let Some(ob) = old_bs.and_then(|r| r.attributes.as_bootstrap()) {
                     if ob.sha256 != *sha {
-                        let before = b.state.documents.get(&ob.sha256).cloned().unwrap_or_default();
-                        let after = b.documents.get(sha).cloned().unwrap_or_default();
-                        bootstrap_diff = Some(unified_diff(&before, &after, old_name, &name));
+                        match shown.get(&(ob.sha256.clone(), sha.clone())) {
+                            Some(first) => {
+                                bootstrap_diff = Some(format!("(same bootstrap change as {first})\n"));
+                            }
+                            None => {
+                                let before = b.state.documents.get(&ob.sha256).cloned().unwrap_or_default();
+                                let after = b.documents.get(sha).cloned().unwrap_or_default();
+                                bootstrap_diff = Some(unified_diff(&before, &after, old_name, &name));
+                                shown.insert((ob.sha256.clone(), sha.clone()), old_addr.to_string());
+                            }
+                        }
                     }
                 }
                 if let Some(c) = b.changes.iter_mut().find(|c| &c.address == old_addr) {

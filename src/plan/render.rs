@@ -185,7 +185,8 @@ fn render_change(c: &Change, bootstrap: Option<&Change>, out: &mut String, style
             }
         }
         Action::Update | Action::Replace => {
-            for a in &c.attributes {
+            // The identity hash is derived; the reason says what changed.
+            for a in c.attributes.iter().filter(|a| a.path != "identity") {
                 let before = a.before.as_ref().map(value).unwrap_or_else(|| "null".into());
                 let after = a.after.as_ref().map(value).unwrap_or_else(|| "null".into());
                 let _ = writeln!(out, "      {} {} = {before} -> {after}", style.action(Action::Update), a.path);

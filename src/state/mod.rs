@@ -6,6 +6,7 @@
 
 pub mod lock;
 pub mod model;
+pub mod schema;
 pub mod store;
 
 pub use lock::{LockError, LockInfo, StateLock};

@@ -5,4 +5,7 @@ mod common;
 
 mod cli;
 mod docker;
+mod manifests;
 mod openstack;
+mod scenarios;
+mod schema;

@@ -16,7 +16,7 @@ pub async fn run(g: &GlobalArgs, margs: &ManifestArgs, run: &RunArgs, a: &ApplyA
     let _lock = lock(g, "apply", run)?;
     let store = StateStore::new(&g.state);
     let state = load_state(&store)?;
-    let mut opts = plan_options(crate::util::time::now_unix());
+    let mut opts = plan_options(now());
     super::plan::target_options(&mut opts, targets);
     let drift = refresh_into(&mut opts, &state, g, run, Some(&m), p).await?;
     let mut pl = plan::plan(&desired, &state, &opts)?;

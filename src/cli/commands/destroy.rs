@@ -16,7 +16,7 @@ pub async fn run(g: &GlobalArgs, margs: &ManifestArgs, run: &RunArgs, a: &ApplyA
     let _lock = lock(g, "destroy", run)?;
     let store = StateStore::new(&g.state);
     let state = load_state(&store)?;
-    let mut opts = plan_options(crate::util::time::now_unix());
+    let mut opts = plan_options(now());
     opts.operation = Operation::Destroy;
     let pl = plan::plan(&Default::default(), &state, &opts)?;
     if p.json {

@@ -162,6 +162,15 @@ pub async fn refresh_into(opts: &mut PlanOptions, state: &State, g: &GlobalArgs,
     Ok(r.drift)
 }
 
+/// The current time for planning: the clock, or `CAPI_NOW` (unix seconds or
+/// RFC 3339) so that plans can be reproduced exactly (tests, reviews).
+pub fn now() -> i64 {
+    std::env::var("CAPI_NOW")
+        .ok()
+        .and_then(|v| v.parse::<i64>().ok().or_else(|| crate::util::time::parse_rfc3339(&v)))
+        .unwrap_or_else(crate::util::time::now_unix)
+}
+
 pub fn plan_options(now: i64) -> PlanOptions {
     PlanOptions {
         now_unix: now,

@@ -20,7 +20,7 @@ pub async fn run(g: &GlobalArgs, margs: &ManifestArgs, run: &RunArgs, targets: &
     let _lock = lock(g, "plan", run)?;
     let store = StateStore::new(&g.state);
     let state = load_state(&store)?;
-    let mut opts = plan_options(crate::util::time::now_unix());
+    let mut opts = plan_options(now());
     target_options(&mut opts, targets);
     let drift = refresh_into(&mut opts, &state, g, run, Some(&m), p).await?;
     let mut pl = plan::plan(&desired, &state, &opts)?;

@@ -1,0 +1,21 @@
+//! JSON Schemas generated from the Rust types: the state file (checked in
+//! under `state-schema/`; a test fails when it is stale) and the plan.
+
+use serde_json::Value;
+
+use super::State;
+
+pub fn state_schema() -> Value {
+    serde_json::to_value(schemars::schema_for!(State)).expect("schema serialises")
+}
+
+pub fn plan_schema() -> Value {
+    serde_json::to_value(schemars::schema_for!(crate::plan::Plan)).expect("schema serialises")
+}
+
+/// Pretty JSON with a trailing newline, as checked in.
+pub fn to_file_text(v: &Value) -> String {
+    let mut s = serde_json::to_string_pretty(v).expect("json");
+    s.push('\n');
+    s
+}
