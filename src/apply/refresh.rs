@@ -37,7 +37,7 @@ pub async fn refresh(state: &State, providers: &BTreeMap<ProviderKind, Arc<dyn P
         let resources: Vec<crate::state::Resource> = state
             .resources
             .iter()
-            .filter(|r| r.provider == *kind && !matches!(r.status, Status::Creating | Status::Deleting))
+            .filter(|r| r.provider == *kind && r.status != Status::Deleting)
             .filter(|r| crate::provider::sim::refreshable(r.kind))
             .cloned()
             .collect();

@@ -372,8 +372,14 @@ fn plan_cluster(b: &mut Builder<'_>, dc: &DesiredCluster) -> Result<(), PlanErro
             .map(|r| {
                 let m = r.attributes.as_machine().expect("machine");
                 let fd_ok = g.failure_domains.contains(&m.failure_domain);
+                // A pending create that is missing was simply never made: it is
+                // resumed, not replaced.
                 let unhealthy = r.status == Status::Failed
-                    || matches!(b.observation(&r.address), Some(Observation::Missing | Observation::Stopped(_) | Observation::Changed(_)));
+                    || match b.observation(&r.address) {
+                        Some(Observation::Missing) => r.status != Status::Creating,
+                        Some(Observation::Stopped(_) | Observation::Changed(_)) => true,
+                        None => false,
+                    };
                 Existing {
                     name: m.name.clone(),
                     sequence: r.sequence,

@@ -4,7 +4,9 @@
 mod common;
 
 mod cli;
+mod crash;
 mod docker;
+mod lock;
 mod manifests;
 mod openstack;
 mod scenarios;

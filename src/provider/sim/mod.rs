@@ -563,6 +563,9 @@ impl Provider for SimProvider {
                 Spec::Machine(m) => match read_json::<SimMachine>(&self.machine_path(cluster, &m.name))? {
                     None => Some(Observation::Missing),
                     Some(sm) if sm.status != "running" && sm.status != "provisioning" => Some(Observation::Stopped(sm.status.clone())),
+                    Some(sm) if sm.bootstrap.started && !sm.bootstrap.succeeded => {
+                        Some(Observation::Stopped("unusable: its bootstrap was interrupted or failed, and bootstrap never runs twice".into()))
+                    }
                     Some(sm) => {
                         let mut diffs = Vec::new();
                         if sm.version != m.version {
