@@ -9,5 +9,6 @@ mod docker;
 mod lock;
 mod manifests;
 mod openstack;
+mod proptests;
 mod scenarios;
 mod schema;
