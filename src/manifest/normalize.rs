@@ -35,7 +35,9 @@ impl DocCtx<'_> {
     }
 
     /// Deserialize the value at `pointer` into `T`, turning a serde error into a
-    /// problem located at the failing field.
+    /// problem located at the failing field. Unknown fields are reported and
+    /// dropped, and parsing continues, so that one typo does not hide the
+    /// other problems of the object.
     pub fn typed<T: DeserializeOwned + Default>(&mut self, root: &Value, pointer: &str) -> Option<T> {
         let Some(v) = root.pointer(pointer) else {
             return Some(T::default());
@@ -43,60 +45,68 @@ impl DocCtx<'_> {
         if v.is_null() {
             return Some(T::default());
         }
-        let v = prune(v.clone());
-        match serde_path_to_error::deserialize::<_, T>(v) {
-            Ok(t) => Some(t),
-            Err(e) => {
-                let mut path = pointer.to_string();
-                let mut unknown_parent = path.clone();
-                for seg in e.path().iter() {
-                    use serde_path_to_error::Segment;
-                    unknown_parent = path.clone();
-                    match seg {
-                        Segment::Seq { index } => path.push_str(&format!("/{index}")),
-                        Segment::Map { key } => {
-                            path.push('/');
-                            path.push_str(&yaml::escape_pointer(key));
-                        }
-                        Segment::Enum { variant } => {
-                            path.push('/');
-                            path.push_str(variant);
-                        }
-                        Segment::Unknown => {}
+        let mut v = prune(v.clone());
+        for _ in 0..64 {
+            let e = match serde_path_to_error::deserialize::<_, T>(v.clone()) {
+                Ok(t) => return Some(t),
+                Err(e) => e,
+            };
+            let mut path = String::new();
+            let mut unknown_parent = String::new();
+            for seg in e.path().iter() {
+                use serde_path_to_error::Segment;
+                unknown_parent = path.clone();
+                match seg {
+                    Segment::Seq { index } => path.push_str(&format!("/{index}")),
+                    Segment::Map { key } => {
+                        path.push('/');
+                        path.push_str(&yaml::escape_pointer(key));
                     }
+                    Segment::Enum { variant } => {
+                        path.push('/');
+                        path.push_str(variant);
+                    }
+                    Segment::Unknown => {}
                 }
-                let inner = e.into_inner().to_string();
-                let dotted = pointer_to_dotted(&path);
-                if let Some(field) = unknown_field(&inner) {
-                    let expected = inner
-                        .split_once(", expected ")
-                        .map(|(_, rest)| rest.to_string())
-                        .unwrap_or_default();
-                    let suggestion = suggest(&field, &expected);
-                    let at = format!("{unknown_parent}/{}", yaml::escape_pointer(&field));
-                    let at = if self.origin.spans.contains_key(&at) { at } else { path.clone() };
-                    let mut help = match suggestion {
-                        Some(s) => format!("did you mean `{s}`? "),
-                        None => String::new(),
-                    };
-                    if !expected.is_empty() {
-                        help.push_str(&format!("valid fields here: {expected}"));
-                    }
-                    self.error(
-                        &at,
-                        format!("{}: unknown field `{field}` in {}", self.what, pointer_to_dotted(&unknown_parent)),
-                        help,
-                    );
+            }
+            let inner = e.into_inner().to_string();
+            let Some(field) = unknown_field(&inner) else {
+                let full = format!("{pointer}{path}");
+                let help = if inner.contains("expected a string") && !inner.contains("invalid type: string") {
+                    "this field is a string: quote the value (YAML reads 1.31 or true as a number or a boolean)".to_string()
                 } else {
-                    self.error(
-                        &path,
-                        format!("{}: invalid value at {dotted}: {inner}", self.what),
-                        "fix the value's type or format (see the Cluster API reference for this field)",
-                    );
-                }
-                None
+                    "fix the value's type or format (see the Cluster API reference for this field)".to_string()
+                };
+                self.error(&full, format!("{}: invalid value at {}: {inner}", self.what, pointer_to_dotted(&full)), help);
+                return None;
+            };
+            let expected = inner.split_once(", expected ").map(|(_, rest)| rest.to_string()).unwrap_or_default();
+            let suggestion = suggest(&field, &expected);
+            let rel = format!("{unknown_parent}/{}", yaml::escape_pointer(&field));
+            let at = format!("{pointer}{rel}");
+            let at = if self.origin.spans.contains_key(&at) { at } else { format!("{pointer}{path}") };
+            let mut help = match suggestion {
+                Some(s) => format!("did you mean `{s}`? "),
+                None => String::new(),
+            };
+            if !expected.is_empty() {
+                help.push_str(&format!("valid fields here: {expected}"));
+            }
+            self.error(
+                &at,
+                format!("{}: unknown field `{field}` in {}", self.what, pointer_to_dotted(&format!("{pointer}{unknown_parent}"))),
+                help,
+            );
+            // Drop the unknown field and keep checking the rest.
+            let removed = match v.pointer_mut(&unknown_parent) {
+                Some(Value::Object(m)) => m.remove(&field).is_some(),
+                _ => false,
+            };
+            if !removed {
+                return None;
             }
         }
+        None
     }
 }
 
