@@ -5,6 +5,7 @@
 //! finish. Cancellation (the first Ctrl-C) stops new steps and lets the ones
 //! in flight finish. Apply makes no decision the plan did not record.
 
+pub mod health;
 pub mod journal;
 pub mod refresh;
 
@@ -32,6 +33,7 @@ pub enum Event {
     Finished { id: usize, address: Address, op: Op, elapsed: Duration, error: Option<String> },
     Skipped { id: usize, address: Address, op: Op, because: Address },
     Interrupted,
+    HealthCheck(health::Attempt),
 }
 
 #[derive(Clone, Default)]
@@ -55,6 +57,8 @@ pub struct Executor {
     pub secrets: ManifestSecrets,
     pub cancel: Cancel,
     pub events: Option<mpsc::UnboundedSender<Event>>,
+    /// `--health-check`: run between rollout steps.
+    pub health: Option<health::HealthCheck>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -90,6 +94,12 @@ struct Ctx {
     secrets: ManifestSecrets,
     documents: BTreeMap<String, String>,
     redactor: RwLock<Redactor>,
+    health: Option<health::HealthCheck>,
+    gates: health::Gates,
+    events: Option<mpsc::UnboundedSender<Event>>,
+    /// Admin kubeconfigs for health checks, written on first use.
+    kubeconfigs: tokio::sync::Mutex<BTreeMap<String, std::path::PathBuf>>,
+    scratch: tempfile::TempDir,
 }
 
 impl Ctx {
@@ -139,6 +149,11 @@ pub async fn apply(plan: &Plan, state: State, store: StateStore, exec: Executor)
         secrets: exec.secrets,
         documents: plan.documents.clone(),
         redactor: RwLock::new(Redactor::new(secret_values)),
+        health: exec.health,
+        gates: health::Gates::default(),
+        events: exec.events.clone(),
+        kubeconfigs: tokio::sync::Mutex::new(BTreeMap::new()),
+        scratch: tempfile::tempdir().expect("a temporary directory"),
     });
     let n = plan.steps.len();
     let mut outcomes = vec![Outcome::NotStarted; n];
@@ -468,7 +483,15 @@ async fn run_step(ctx: &Ctx, step: &Step) -> Result<(), String> {
                                 r.observed = observed;
                                 r.error = None;
                             })
-                            .await
+                            .await?;
+                            // The machine is recorded as ready; a failing health
+                            // gate stops the rollout without undoing it.
+                            if step.health_gate {
+                                if let Some(hc) = &ctx.health {
+                                    health_gate(ctx, hc, &step.address).await?;
+                                }
+                            }
+                            Ok(())
                         }
                         Err((msg, record, observed)) => {
                             finish(ctx, &step.address, move |r| {
@@ -486,6 +509,56 @@ async fn run_step(ctx: &Ctx, step: &Step) -> Result<(), String> {
             }
         }
     }
+}
+
+async fn health_gate(ctx: &Ctx, hc: &health::HealthCheck, machine: &Address) -> Result<(), String> {
+    let ready_at = Instant::now();
+    let key = machine.cluster_key().to_string();
+    let kubeconfig = {
+        let mut k = ctx.kubeconfigs.lock().await;
+        match k.get(&key) {
+            Some(p) => p.clone(),
+            None => {
+                let text = ctx.journal.read(|s| admin_kubeconfig(s, &key))?;
+                let path = ctx.scratch.path().join(format!("{}.kubeconfig", key.replace(':', "_")));
+                use std::os::unix::fs::OpenOptionsExt;
+                let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&path).map_err(|e| e.to_string())?;
+                std::io::Write::write_all(&mut f, text.as_bytes()).map_err(|e| e.to_string())?;
+                k.insert(key.clone(), path.clone());
+                path
+            }
+        }
+    };
+    let events = ctx.events.clone();
+    let report = move |a: health::Attempt| {
+        if let Some(tx) = &events {
+            let _ = tx.send(Event::HealthCheck(a));
+        }
+    };
+    let cluster = cluster_of(machine).name;
+    ctx.gates
+        .gate(hc, &cluster, machine.name().unwrap_or_default(), &kubeconfig, ready_at, &report)
+        .await
+        .map_err(|e| ctx.redact(&e))
+}
+
+/// An admin kubeconfig for a cluster from the state (CA and endpoint).
+pub fn admin_kubeconfig(state: &State, cluster_key: &str) -> Result<String, String> {
+    let pki = state.get(&Address(format!("{cluster_key}/pki"))).ok_or("the cluster has no certificates in the state")?;
+    let endpoint = state
+        .get(&Address(format!("{cluster_key}/loadbalancer")))
+        .and_then(|r| r.observed.get("endpoint"))
+        .and_then(|v| v.as_str())
+        .ok_or("the cluster has no control-plane endpoint yet")?;
+    let ca = pki.observed.get("ca.crt").and_then(|v| v.as_str()).ok_or("the cluster CA certificate is missing")?;
+    let key = pki.sensitive.get("ca.key").ok_or("the cluster CA key is missing")?;
+    let alg = match &pki.attributes {
+        Spec::Pki(p) => p.encryption_algorithm.clone(),
+        _ => String::new(),
+    };
+    let not_before = pki.observed.get("not_before").and_then(|v| v.as_i64()).unwrap_or_else(now_unix);
+    let name = cluster_key.rsplit(':').next().unwrap_or(cluster_key);
+    bootstrap::pki::admin_kubeconfig(name, endpoint, ca, key, &alg, not_before, now_unix()).map_err(|e| e.to_string())
 }
 
 type MachineErr = (String, ErrorRecord, Option<BTreeMap<String, Value>>);

@@ -81,6 +81,55 @@ pub struct ApplyArgs {
 }
 
 #[derive(Debug, Args, Clone)]
+pub struct UpgradeArgs {
+    /// The Kubernetes version to reach.
+    #[arg(long, value_name = "VERSION")]
+    pub to: String,
+    /// The cluster (required when the manifests hold several).
+    pub cluster: Option<String>,
+    /// Only these MachineDeployments (default: all of the cluster). Repeatable.
+    #[arg(long = "md", value_name = "NAME")]
+    pub md: Vec<String>,
+    /// Intermediate version for a minor of a chained upgrade (default vX.Y.0). Repeatable.
+    #[arg(long, value_name = "VERSION")]
+    pub via: Vec<String>,
+    /// Show the steps and waves only.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Write the new versions into the manifest files (nothing else changes in them).
+    #[arg(long)]
+    pub write: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct HealthArgs {
+    /// A command that must pass between rollout steps (with CAPI_CLUSTER,
+    /// CAPI_MACHINE and KUBECONFIG set); a failure stops the rollout.
+    #[arg(long, value_name = "CMD")]
+    pub health_check: Option<String>,
+    /// Consecutive passes required.
+    #[arg(long, default_value_t = 2)]
+    pub health_check_count: u32,
+    /// Time between attempts.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub health_check_interval: std::time::Duration,
+    /// Give up after this long.
+    #[arg(long, default_value = "15m", value_parser = parse_duration)]
+    pub health_check_timeout: std::time::Duration,
+}
+
+impl HealthArgs {
+    pub fn check(&self) -> Option<crate::apply::health::HealthCheck> {
+        self.health_check.as_ref().map(|c| crate::apply::health::HealthCheck {
+            command: c.clone(),
+            count: self.health_check_count.max(1),
+            interval: self.health_check_interval,
+            timeout: self.health_check_timeout,
+        })
+    }
+}
+
+#[derive(Debug, Args, Clone)]
 pub struct TargetArgs {
     /// Only this resource and what it depends on. Repeatable.
     #[arg(long = "target", value_name = "ADDRESS")]
@@ -113,9 +162,16 @@ pub enum Command {
         /// Exit 0 when there are no changes, 2 when there are, 1 on error.
         #[arg(long)]
         detailed_exitcode: bool,
+        /// Save the plan to FILE; `capi apply FILE` applies exactly it (also `-out FILE`).
+        #[arg(long = "out", value_name = "FILE")]
+        out: Option<PathBuf>,
     },
-    /// Apply the manifests: plan, ask for approval, execute.
+    /// Apply the manifests: plan, ask for approval, execute. With a saved
+    /// plan FILE: apply exactly that plan, without asking.
     Apply {
+        /// A plan saved with `capi plan -out FILE`.
+        #[arg(value_name = "PLAN_FILE")]
+        plan_file: Option<PathBuf>,
         #[command(flatten)]
         manifests: ManifestArgs,
         #[command(flatten)]
@@ -124,6 +180,22 @@ pub enum Command {
         apply: ApplyArgs,
         #[command(flatten)]
         targets: TargetArgs,
+        #[command(flatten)]
+        health: HealthArgs,
+    },
+    /// Rolling Kubernetes upgrade: the control plane, then the
+    /// MachineDeployments, one minor version per step.
+    Upgrade {
+        #[command(flatten)]
+        upgrade: UpgradeArgs,
+        #[command(flatten)]
+        manifests: ManifestArgs,
+        #[command(flatten)]
+        run: RunArgs,
+        #[command(flatten)]
+        apply: ApplyArgs,
+        #[command(flatten)]
+        health: HealthArgs,
     },
     /// Delete everything in the state, in reverse dependency order.
     Destroy {
@@ -134,6 +206,20 @@ pub enum Command {
         #[command(flatten)]
         apply: ApplyArgs,
     },
+    /// Compare real infrastructure with the state (read-only, no lock).
+    /// Exit 0: no drift; 2: drift; 1: error.
+    Drift {
+        #[command(flatten)]
+        manifests: ManifestArgs,
+        #[command(flatten)]
+        run: RunArgs,
+        /// Ignore a resource (ADDRESS) or one attribute (ADDRESS.ATTRIBUTE). Repeatable.
+        #[arg(long = "ignore", value_name = "ADDRESS[.ATTRIBUTE]")]
+        ignore: Vec<String>,
+    },
+    /// Render manifests from a template.
+    #[command(subcommand)]
+    Generate(GenerateCommand),
     /// Check the manifests and report every problem.
     Validate {
         #[command(flatten)]
@@ -146,6 +232,9 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "dot")]
         format: GraphFormat,
     },
+    /// Describe a cluster as a tree (like `clusterctl describe cluster`).
+    #[command(subcommand)]
+    Describe(DescribeCommand),
     /// Show the state, or one cluster's part of it.
     Show {
         /// Only this cluster.
@@ -154,6 +243,14 @@ pub enum Command {
     /// Inspect the state.
     #[command(subcommand)]
     State(StateCommand),
+    /// Write an admin kubeconfig for a cluster (like `clusterctl get kubeconfig`).
+    Kubeconfig {
+        /// The cluster (as in addresses: `name`, or `namespace:name`).
+        cluster: String,
+        /// Write to this file (mode 0600) instead of stdout.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
     /// Print a JSON Schema: the state file or the plan.
     Schema {
         #[arg(value_enum)]
@@ -164,6 +261,58 @@ pub enum Command {
         /// The lock ID printed by the command that holds it.
         id: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DescribeCommand {
+    /// The cluster, its infrastructure, control plane and MachineDeployments,
+    /// with READY and UP TO DATE counts (UP TO DATE needs -f manifests).
+    Cluster {
+        cluster: String,
+        #[command(flatten)]
+        manifests: ManifestArgs,
+        /// Collapse identical ready machines into one row (--grouping=false lists them all).
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+        grouping: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GenerateCommand {
+    /// A cluster from a flavor (sim, docker, openstack) or --from TEMPLATE,
+    /// with clusterctl's variables; prints to stdout.
+    Cluster(GenerateArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct GenerateArgs {
+    /// The cluster's name (CLUSTER_NAME).
+    pub name: Option<String>,
+    /// Built-in template: sim (default), docker, openstack.
+    #[arg(long)]
+    pub flavor: Option<String>,
+    /// A template file (or - for stdin) instead of a flavor.
+    #[arg(long, value_name = "TEMPLATE")]
+    pub from: Option<PathBuf>,
+    /// KUBERNETES_VERSION.
+    #[arg(long)]
+    pub kubernetes_version: Option<String>,
+    /// CONTROL_PLANE_MACHINE_COUNT (default 1).
+    #[arg(long)]
+    pub control_plane_machine_count: Option<u32>,
+    /// WORKER_MACHINE_COUNT (default 0).
+    #[arg(long)]
+    pub worker_machine_count: Option<u32>,
+    /// NAMESPACE (default: $NAMESPACE, else default).
+    #[arg(long, short = 'n')]
+    pub target_namespace: Option<String>,
+    /// List the template's variables instead of rendering it.
+    #[arg(long)]
+    pub list_variables: bool,
+    #[arg(long = "var", value_name = "KEY=VALUE")]
+    pub vars: Vec<String>,
+    #[arg(long = "var-file", value_name = "FILE")]
+    pub var_files: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

@@ -80,6 +80,11 @@ pub fn apply_summary(r: &ApplyReport, operation: &str) -> Value {
 /// Emit a plan as events: version, diagnostics, planned changes, the plan, the summary.
 pub fn emit_plan(printer: &super::output::Printer, p: &Plan, operation: &str) {
     printer.event(&version());
+    emit_plan_body(printer, p, operation);
+}
+
+/// The plan events without the leading version line.
+pub fn emit_plan_body(printer: &super::output::Printer, p: &Plan, operation: &str) {
     for w in &p.warnings {
         printer.event(&warning(w));
     }

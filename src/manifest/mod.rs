@@ -1,6 +1,7 @@
 //! Reading manifests: sources → variable substitution → YAML → normalised
 //! objects → validation. Pure except for [`read_sources`], which reads files.
 
+pub mod edit;
 pub mod error;
 pub mod model;
 pub mod normalize;
@@ -94,6 +95,8 @@ pub struct Manifest {
     pub warnings: Vec<Problem>,
     /// Variables that were substituted, with their values.
     pub variables: BTreeMap<String, String>,
+    /// SHA-256 of the sources as written (before substitution).
+    pub source_digest: String,
     index: BTreeMap<ObjectKey, usize>,
     /// Objects that were reported as invalid (their references are not
     /// reported a second time).
@@ -134,18 +137,9 @@ impl Manifest {
         &self.files[o.origin.file].name
     }
 
-    /// A stable digest of everything that was read (after substitution), for
-    /// saved-plan staleness checks.
-    pub fn digest(&self) -> String {
-        use sha2::{Digest, Sha256};
-        let mut h = Sha256::new();
-        for f in &self.files {
-            h.update(f.name.as_bytes());
-            h.update([0]);
-            h.update(f.text.as_bytes());
-            h.update([0]);
-        }
-        hex::encode(h.finalize())
+    /// SHA-256 of the variables used, with their values.
+    pub fn variables_digest(&self) -> String {
+        crate::resource::hash_json(&self.variables)
     }
 }
 
@@ -153,6 +147,17 @@ impl Manifest {
 /// variables are reported together before anything else; then all problems
 /// (errors and warnings) of all files together.
 pub fn load(sources: Vec<RawSource>, vars: &Variables) -> Result<Manifest, ManifestError> {
+    let source_digest = {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for s in &sources {
+            h.update(s.name.as_bytes());
+            h.update([0]);
+            h.update(s.text.as_bytes());
+            h.update([0]);
+        }
+        hex::encode(h.finalize())
+    };
     let mut missing = Vec::new();
     let mut used = BTreeMap::new();
     let mut files = Vec::with_capacity(sources.len());
@@ -169,7 +174,9 @@ pub fn load(sources: Vec<RawSource>, vars: &Variables) -> Result<Manifest, Manif
         missing.sort();
         return Err(ManifestError::MissingVariables(missing));
     }
-    parse(files, used)
+    let mut m = parse(files, used)?;
+    m.source_digest = source_digest;
+    Ok(m)
 }
 
 /// Parse already-substituted files.
@@ -228,6 +235,7 @@ pub fn parse(files: Vec<SourceFile>, variables: BTreeMap<String, String>) -> Res
         objects: kept,
         warnings: Vec::new(),
         variables,
+        source_digest: String::new(),
         index,
         broken,
     };

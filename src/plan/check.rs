@@ -74,11 +74,12 @@ pub fn check(plan: &Plan, state: &State) -> Result<(), String> {
             return Err(format!("step for {} has no change explaining it", s.address));
         }
     }
+    let stepped: BTreeSet<&Address> = plan.steps.iter().map(|s| &s.address).collect();
     for c in &plan.changes {
         if c.reason.trim().is_empty() {
             return Err(format!("change of {} has no reason", c.address));
         }
-        let has_step = plan.steps.iter().any(|s| s.address == c.address || Some(&s.address) == c.replacement.as_ref());
+        let has_step = stepped.contains(&c.address) || c.replacement.as_ref().is_some_and(|r| stepped.contains(r));
         if !has_step {
             return Err(format!("change of {} has no step", c.address));
         }

@@ -5,10 +5,12 @@
 //! current time is an input, and the same inputs give a byte-identical plan.
 
 pub mod check;
+pub mod file;
 pub mod order;
 pub mod planner;
 pub mod render;
 pub mod rollout;
+pub mod simulate;
 pub mod skew;
 
 use std::collections::BTreeMap;

@@ -405,6 +405,10 @@ fn plan_cluster(b: &mut Builder<'_>, dc: &DesiredCluster) -> Result<(), PlanErro
             }
         }
 
+        // A rollout (machines replaced) gates each new machine on health.
+        let rolling = sched.waves.iter().flatten().any(|o| {
+            matches!(o, GroupOp::Delete { reason: ReasonCode::Outdated | ReasonCode::Failed | ReasonCode::Drifted | ReasonCode::Requested, .. })
+        });
         // Materialise waves into steps.
         let mut prev_wave: Vec<usize> = Vec::new();
         let mut pending_replacements: Vec<(Address, ReasonCode)> = Vec::new();
@@ -488,7 +492,7 @@ fn plan_cluster(b: &mut Builder<'_>, dc: &DesiredCluster) -> Result<(), PlanErro
                         let mut ms = ProtoStep::create(m_addr.clone(), dc.provider, mspec.clone(), mdeps);
                         ms.after.push(bs_id);
                         ms.after.extend(prev_wave.iter().copied());
-                        ms.health_gate = true;
+                        ms.health_gate = rolling;
                         if g.role == Role::ControlPlane {
                             if let Some(p) = last_cp_step {
                                 ms.after.push(p);
@@ -557,8 +561,7 @@ fn plan_cluster(b: &mut Builder<'_>, dc: &DesiredCluster) -> Result<(), PlanErro
                 c.before = None;
                 c.after = Some(r.attributes.clone());
                 b.change(c);
-                let mut s = ProtoStep::create(r.address.clone(), r.provider, r.attributes.clone(), r.dependencies.clone());
-                s.health_gate = true;
+                let s = ProtoStep::create(r.address.clone(), r.provider, r.attributes.clone(), r.dependencies.clone());
                 let id = b.step(s);
                 if g.role == Role::Worker {
                     worker_step_ids.push(id);
@@ -866,11 +869,23 @@ fn pair_replacements(
 ) {
     let mut olds = replaced.iter();
     let mut shown: BTreeMap<(String, String), String> = BTreeMap::new();
+    if created.is_empty() {
+        return;
+    }
+    // Index the steps and delete changes this group produced (the tail of the lists).
+    let step_index: BTreeMap<Address, usize> = b.steps.iter().enumerate().map(|(i, s)| (s.address.clone(), i)).collect();
+    let delete_change: BTreeMap<Address, usize> = b
+        .changes
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.action == Action::Delete)
+        .map(|(i, c)| (c.address.clone(), i))
+        .collect();
     for (addr, reason, wave, spec, sha) in created {
         let name = addr.name().unwrap_or_default().to_string();
         let cluster_key = addr.cluster_key().to_string();
         let bs_addr = Address(format!("{cluster_key}/bootstrap/{name}"));
-        let bs_spec = b.steps.iter().find(|s| s.address == bs_addr).and_then(|s| s.spec.clone());
+        let bs_spec = step_index.get(&bs_addr).and_then(|&i| b.steps[i].spec.clone());
         let paired = if matches!(reason, ReasonCode::Outdated | ReasonCode::Failed | ReasonCode::Drifted | ReasonCode::Requested) {
             olds.next()
         } else {
@@ -881,7 +896,7 @@ fn pair_replacements(
             Some((old_addr, code)) => {
                 // The delete change of the old machine becomes a replacement.
                 let old_spec = b.state.get(old_addr).map(|r| r.attributes.clone());
-                if let Some(c) = b.changes.iter_mut().find(|c| &c.address == old_addr && c.action == Action::Delete) {
+                if let Some(c) = delete_change.get(old_addr).map(|&i| &mut b.changes[i]) {
                     c.action = Action::Replace;
                     c.reason_code = *code;
                     c.replacement = Some(addr.clone());
@@ -906,8 +921,8 @@ fn pair_replacements(
                         }
                     }
                 }
-                if let Some(c) = b.changes.iter_mut().find(|c| &c.address == old_addr) {
-                    c.bootstrap_diff = bootstrap_diff.clone();
+                if let Some(&i) = delete_change.get(old_addr) {
+                    b.changes[i].bootstrap_diff = bootstrap_diff.clone();
                 }
                 b.changes.push(Change {
                     address: bs_addr.clone(),
@@ -933,7 +948,7 @@ fn pair_replacements(
                     ReasonCode::Outdated => "new machine of the rollout".into(),
                     _ => "new machine".into(),
                 };
-                let code = if *reason == ReasonCode::ScaleUp && b.state.resources.iter().all(|r| r.address.cluster_key() != cluster_key) {
+                let code = if *reason == ReasonCode::ScaleUp && b.state.cluster_resources(&cluster_key).next().is_none() {
                     ReasonCode::New
                 } else {
                     *reason
@@ -941,7 +956,7 @@ fn pair_replacements(
                 b.changes.push(Change {
                     address: addr.clone(),
                     kind: ResourceKind::Machine,
-                    provider: b.steps.iter().find(|s| &s.address == addr).map(|s| s.provider).unwrap_or(ProviderKind::Sim),
+                    provider: step_index.get(addr).map(|&i| b.steps[i].provider).unwrap_or(ProviderKind::Sim),
                     action: Action::Create,
                     reason_code: code,
                     reason: text,

@@ -22,8 +22,28 @@ pub fn current_control_plane_version(state: &State, dc: &DesiredCluster) -> Opti
         .min()
 }
 
+/// The highest version among the cluster's control-plane machines in state.
+pub fn newest_control_plane_version(state: &State, dc: &DesiredCluster) -> Option<Version> {
+    state
+        .cluster_resources(&dc.id.key())
+        .filter_map(|r| r.attributes.as_machine())
+        .filter(|m| m.role == Role::ControlPlane)
+        .filter_map(|m| Version::parse(&m.version).ok())
+        .max()
+}
+
 pub fn check(state: &State, dc: &DesiredCluster) -> Result<(), PlanError> {
     let Some(cp) = dc.control_plane_groups().next() else { return Ok(()) };
+    if let Some(newest) = newest_control_plane_version(state, dc) {
+        if cp.version < newest && (cp.version.major, cp.version.minor) != (newest.major, newest.minor) {
+            return Err(PlanError::VersionSkew {
+                message: format!("{}: the manifests ask for {} but the control plane runs {newest}; capi does not downgrade a control plane", cp.owner, cp.version),
+                help: format!("set the version back to {newest} (after `capi upgrade`, use --write or edit the manifests)"),
+                file: cp.source.file.clone(),
+                line: cp.source.line,
+            });
+        }
+    }
     if let Some(cur) = current_control_plane_version(state, dc) {
         if cp.version.major != cur.major || cp.version.minor > cur.minor + 1 {
             let next = format!("v{}.{}", cur.major, cur.minor + 1);

@@ -170,11 +170,13 @@ fn with_suffix(p: &Path, suffix: &str) -> PathBuf {
 pub fn encode(state: &State) -> Vec<u8> {
     let mut st = state.clone();
     st.checksum = None;
-    encode_unchecked(&st)
+    encode_checksummed(&st)
 }
 
-fn encode_unchecked(state: &State) -> Vec<u8> {
-    let mut body = serde_json::to_vec_pretty(state).expect("state serialises");
+/// Pretty JSON of `value` (whose own `checksum` field must be unset) followed
+/// by `"checksum": "sha256:<hex of everything before it>"` as the last field.
+pub fn encode_checksummed(value: &impl serde::Serialize) -> Vec<u8> {
+    let mut body = serde_json::to_vec_pretty(value).expect("serialises");
     // body ends with "\n}"; its hash covers exactly these bytes.
     let sum = hex::encode(Sha256::digest(&body));
     body.truncate(body.len() - 2);
@@ -187,6 +189,26 @@ fn encode_unchecked(state: &State) -> Vec<u8> {
 
 /// Verify the checksum and parse.
 pub fn decode(bytes: &[u8]) -> Result<State, String> {
+    let text = verify_checksummed(bytes)?;
+    match serde_json::from_str::<State>(text) {
+        Ok(s) if s.format_version <= FORMAT_VERSION => Ok(s),
+        Ok(s) => Err(format!("future:{}", s.format_version)),
+        Err(e) => {
+            // A newer format may not parse: say so rather than "corrupt".
+            #[derive(serde::Deserialize)]
+            struct Version {
+                format_version: u32,
+            }
+            match serde_json::from_str::<Version>(text) {
+                Ok(v) if v.format_version > FORMAT_VERSION => Err(format!("future:{}", v.format_version)),
+                _ => Err(format!("it does not match the state format ({e})")),
+            }
+        }
+    }
+}
+
+/// Check the trailing checksum written by [`encode_checksummed`]; returns the text.
+pub fn verify_checksummed(bytes: &[u8]) -> Result<&str, String> {
     if bytes.is_empty() {
         return Err("the file is empty (0 bytes)".into());
     }
@@ -212,12 +234,7 @@ pub fn decode(bytes: &[u8]) -> Result<State, String> {
     if actual != stated {
         return Err(format!("checksum mismatch (the file says {stated}, its content hashes to {actual}); it was modified or damaged"));
     }
-    let v: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("it is not valid JSON ({e})"))?;
-    let fv = v.get("format_version").and_then(|f| f.as_u64()).unwrap_or(0) as u32;
-    if fv > FORMAT_VERSION {
-        return Err(format!("future:{fv}"));
-    }
-    serde_json::from_value(v).map_err(|e| format!("it does not match the state format ({e})"))
+    Ok(text)
 }
 
 #[cfg(test)]

@@ -30,7 +30,7 @@ fn plan_json_events() {
     std::fs::write(dir.path().join("c.yaml"), BASE).unwrap();
     let out = capi(dir.path()).args(["plan", "--json", "-f", "c.yaml"]).env("CAPI_NOW", NOW).output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
-    let events: Vec<serde_json::Value> = stdout(&out).lines().map(|l| serde_json::from_str(l).expect("one JSON object per line")).collect();
+    let events = json_events(&stdout(&out));
     let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
     assert_eq!(types.first(), Some(&"version"));
     assert_eq!(types.last(), Some(&"change_summary"));

@@ -92,3 +92,19 @@ pub fn scrub(s: &str) -> String {
     }
     o
 }
+
+/// Parse a `--json` stream and validate every line against
+/// docs/json-output.schema.json.
+pub fn json_events(stdout: &str) -> Vec<serde_json::Value> {
+    let schema: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(repo().join("docs/json-output.schema.json")).unwrap()).unwrap();
+    let v = jsonschema::validator_for(&schema).expect("the event schema compiles");
+    stdout
+        .lines()
+        .map(|l| {
+            let e: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|err| panic!("not one JSON object per line ({err}): {l}"));
+            let errors: Vec<String> = v.iter_errors(&e).map(|x| format!("{x} at {}", x.instance_path())).collect();
+            assert!(errors.is_empty(), "event does not match docs/json-output.schema.json: {l}\n{}", errors.join("\n"));
+            e
+        })
+        .collect()
+}

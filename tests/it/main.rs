@@ -3,6 +3,8 @@
 
 mod common;
 
+mod bootstrap;
+mod ci;
 mod cli;
 mod crash;
 mod docker;

@@ -179,6 +179,7 @@ fn run(p: &Plan, state: State, dir: &std::path::Path) -> State {
             secrets: Default::default(),
             cancel: Cancel::default(),
             events: None,
+            health: None,
         };
         let report = apply::apply(p, state, StateStore::new(dir.join("state.json")), exec).await;
         assert!(report.ok(), "apply failed: {:?}", report.failures);

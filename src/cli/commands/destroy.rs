@@ -33,6 +33,6 @@ pub async fn run(g: &GlobalArgs, margs: &ManifestArgs, run: &RunArgs, a: &ApplyA
     }
     let kinds: BTreeSet<_> = pl.steps.iter().map(|s| s.provider).collect();
     let providers = providers_for(&kinds, &provider_settings(g, Some(run), m.as_ref())).await?;
-    let report = execute(&pl, state, store, providers, Default::default(), a.parallelism, p).await;
+    let report = execute(&pl, state, store, providers, Default::default(), a.parallelism, None, p).await;
     Ok(report_outcome(&report, &pl, "destroy", p))
 }

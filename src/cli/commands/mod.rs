@@ -3,12 +3,17 @@
 //! running the executor with progress output.
 
 pub mod apply;
+pub mod describe;
 pub mod destroy;
+pub mod drift;
 pub mod force_unlock;
+pub mod generate;
 pub mod graph;
+pub mod kubeconfig;
 pub mod plan;
 pub mod show;
 pub mod state;
+pub mod upgrade;
 pub mod validate;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -193,7 +198,8 @@ pub fn confirm(p: &Printer, what: &str) -> Result<bool, CliError> {
 }
 
 /// Run a plan with progress output and Ctrl-C handling.
-pub async fn execute(plan: &Plan, state: State, store: StateStore, providers: BTreeMap<ProviderKind, Arc<dyn Provider>>, secrets: ManifestSecrets, parallelism: usize, p: &Printer) -> ApplyReport {
+#[allow(clippy::too_many_arguments)]
+pub async fn execute(plan: &Plan, state: State, store: StateStore, providers: BTreeMap<ProviderKind, Arc<dyn Provider>>, secrets: ManifestSecrets, parallelism: usize, health: Option<crate::apply::health::HealthCheck>, p: &Printer) -> ApplyReport {
     let cancel = Cancel::default();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
     let sig_cancel = cancel.clone();
@@ -278,6 +284,17 @@ pub async fn execute(plan: &Plan, state: State, store: StateStore, providers: BT
                         printer.event(&serde_json::json!({"type": "interrupted"}));
                     }
                 }
+                Event::HealthCheck(a) => {
+                    if printer.json {
+                        printer.event(&serde_json::json!({"type": "health_check", "cluster": a.cluster, "after": a.machine, "attempt": a.attempt, "passed": a.passed, "output": a.output}));
+                    }
+                    let line = format!("health check after {} (attempt {}): {}", a.machine, a.attempt, if a.passed { "passed" } else { "failed" });
+                    match &bar {
+                        Some(b) => b.println(line),
+                        None if !printer.json => printer.message(&line),
+                        None => {}
+                    }
+                }
             }
         }
         if let Some(b) = bar {
@@ -290,6 +307,7 @@ pub async fn execute(plan: &Plan, state: State, store: StateStore, providers: BT
         secrets,
         cancel,
         events: Some(tx),
+        health,
     };
     let report = crate::apply::apply(plan, state, store, exec).await;
     let _ = progress.await;

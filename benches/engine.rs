@@ -1,0 +1,234 @@
+//! The engine benchmark: `cargo bench --bench engine` (add `-- --quick` for a
+//! short run). It runs the release `capi` binary as a user would and reports
+//! wall time and peak memory (from `wait4`). Figures go to
+//! docs/performance.md. Nothing here asserts a timing.
+//!
+//! 1. No-op plan of one cluster with 3 control-plane machines and N workers
+//!    (100 MachineDeployments) against its own applied state, for N = 1k,
+//!    10k, 100k; and the same with one MachineDeployment's version changed.
+//! 2. Apply of 1,000 simulated machines with 0 latency, and with 20 ms at
+//!    parallelism 10 and 50, against the lower bound (critical path plus
+//!    machines ÷ parallelism × latency).
+//!
+//! States for (1) are built from the plan without running providers (each
+//! create step recorded as done), which is what an apply leaves behind; the
+//! plan does not refresh (`--refresh=false`), so what is measured is reading,
+//! validating, rendering, planning and printing.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use capi::plan::{self, PlanOptions};
+use capi::state::{State, StateStore};
+
+fn manifest(mds: usize, replicas: usize, md0_version: &str, latency: Option<&str>) -> String {
+    let provisioning = latency
+        .map(|l| format!("{{vm: {{provisioning: {{startupDuration: {l}}}}}}}"))
+        .unwrap_or_else(|| "{}".into());
+    let mut s = format!(
+        r#"apiVersion: cluster.x-k8s.io/v1beta2
+kind: Cluster
+metadata: {{name: bench}}
+spec:
+  controlPlaneRef: {{apiGroup: controlplane.cluster.x-k8s.io, kind: KubeadmControlPlane, name: bench-cp}}
+  infrastructureRef: {{apiGroup: infrastructure.cluster.x-k8s.io, kind: DevCluster, name: bench}}
+---
+apiVersion: infrastructure.cluster.x-k8s.io/v1beta2
+kind: DevCluster
+metadata: {{name: bench}}
+spec: {{backend: {{inMemory: {{}}}}}}
+---
+apiVersion: controlplane.cluster.x-k8s.io/v1beta2
+kind: KubeadmControlPlane
+metadata: {{name: bench-cp}}
+spec:
+  replicas: 3
+  version: v1.31.2
+  machineTemplate:
+    spec:
+      infrastructureRef: {{apiGroup: infrastructure.cluster.x-k8s.io, kind: DevMachineTemplate, name: bench-m}}
+  kubeadmConfigSpec:
+    clusterConfiguration: {{encryptionAlgorithm: ECDSA-P256}}
+---
+apiVersion: infrastructure.cluster.x-k8s.io/v1beta2
+kind: DevMachineTemplate
+metadata: {{name: bench-m}}
+spec: {{template: {{spec: {{backend: {{inMemory: {provisioning}}}}}}}}}
+---
+apiVersion: bootstrap.cluster.x-k8s.io/v1beta2
+kind: KubeadmConfigTemplate
+metadata: {{name: bench-w}}
+spec: {{template: {{spec: {{}}}}}}
+"#
+    );
+    for i in 0..mds {
+        let version = if i == 0 { md0_version } else { "v1.31.2" };
+        s.push_str(&format!(
+            r#"---
+apiVersion: cluster.x-k8s.io/v1beta2
+kind: MachineDeployment
+metadata: {{name: md-{i}}}
+spec:
+  clusterName: bench
+  replicas: {replicas}
+  template:
+    spec:
+      clusterName: bench
+      version: {version}
+      bootstrap: {{configRef: {{apiGroup: bootstrap.cluster.x-k8s.io, kind: KubeadmConfigTemplate, name: bench-w}}}}
+      infrastructureRef: {{apiGroup: infrastructure.cluster.x-k8s.io, kind: DevMachineTemplate, name: bench-m}}
+"#
+        ));
+    }
+    s
+}
+
+/// The state an apply of `text` leaves behind, built from the plan.
+fn synthetic_state(text: &str) -> State {
+    let m = capi::manifest::load_str("bench.yaml", text, &Default::default()).unwrap();
+    let d = capi::graph::build(&m, &Default::default()).unwrap();
+    let now = capi::util::time::now_unix();
+    let p = plan::plan(&d, &State::empty(), &PlanOptions { now_unix: now, ..Default::default() }).unwrap();
+    // A token valid for a long time, so later plans need no rotation.
+    plan::simulate::simulate(&State::empty(), &p, now + 10 * 365 * 86_400)
+}
+
+struct Run {
+    wall: Duration,
+    max_rss_kb: i64,
+    status: i32,
+    stdout: String,
+}
+
+/// Run the capi binary, measuring wall time and peak RSS.
+fn run_capi(bin: &Path, dir: &Path, args: &[&str]) -> Run {
+    use std::os::unix::process::ExitStatusExt;
+    let start = Instant::now();
+    let child = std::process::Command::new(bin)
+        .args(args)
+        .current_dir(dir)
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run capi");
+    let pid = child.id() as libc::pid_t;
+    let mut out = child.stdout.expect("stdout");
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut out, &mut text).unwrap();
+    let mut status = 0;
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    Run {
+        wall: start.elapsed(),
+        max_rss_kb: usage.ru_maxrss,
+        status: std::process::ExitStatus::from_raw(status).code().unwrap_or(-1),
+        stdout: text,
+    }
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn plan_bench(bin: &Path, work: &Path, workers: usize, repeats: usize, report: &mut Vec<String>) {
+    let mds = 100.min(workers);
+    let replicas = workers / mds;
+    let dir = work.join(format!("plan-{workers}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = manifest(mds, replicas, "v1.31.2", None);
+    std::fs::write(dir.join("bench.yaml"), &text).unwrap();
+    let t = Instant::now();
+    let st = synthetic_state(&text);
+    let build = t.elapsed();
+    StateStore::new(dir.join("capi.state.json")).save(&st).unwrap();
+    let size = std::fs::metadata(dir.join("capi.state.json")).unwrap().len();
+    std::fs::write(dir.join("changed.yaml"), manifest(mds, replicas, "v1.31.3", None)).unwrap();
+
+    let mut noop = Vec::new();
+    let mut rss = 0;
+    for _ in 0..repeats {
+        let r = run_capi(bin, &dir, &["plan", "--refresh=false", "--detailed-exitcode", "-f", "bench.yaml"]);
+        assert_eq!(r.status, 0, "the no-op plan has changes:\n{}", r.stdout);
+        noop.push(r.wall);
+        rss = rss.max(r.max_rss_kb);
+    }
+    let mut changed = Vec::new();
+    let mut changed_rss = 0;
+    let mut changes = String::new();
+    for _ in 0..repeats {
+        let r = run_capi(bin, &dir, &["plan", "--refresh=false", "--detailed-exitcode", "-f", "changed.yaml"]);
+        assert_eq!(r.status, 2);
+        changes = r.stdout.lines().rev().find(|l| l.starts_with("Plan:")).unwrap_or_default().to_string();
+        changed.push(r.wall);
+        changed_rss = changed_rss.max(r.max_rss_kb);
+    }
+    let line = format!(
+        "plan, 3 control-plane + {workers} workers ({mds} MachineDeployments × {replicas}), state {:.1} MB ({} resources; built in {}): no-op {} (peak {:.0} MB); one MachineDeployment's version changed {} (peak {:.0} MB; {changes})",
+        size as f64 / 1e6,
+        st.resources.len(),
+        ms(build),
+        ms(median(noop)),
+        rss as f64 / 1024.0,
+        ms(median(changed)),
+        changed_rss as f64 / 1024.0,
+    );
+    println!("{line}");
+    report.push(line);
+}
+
+fn apply_bench(bin: &Path, work: &Path, latency_ms: u64, parallelism: usize, report: &mut Vec<String>) {
+    let dir = work.join(format!("apply-{latency_ms}ms-p{parallelism}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    // 3 control-plane + 997 workers = 1,000 machines.
+    let mut text = manifest(1, 997, "v1.31.2", None);
+    text = text.replace("replicas: 997", "replicas: 997");
+    std::fs::write(dir.join("bench.yaml"), &text).unwrap();
+    let lat = format!("{latency_ms}ms");
+    let par = parallelism.to_string();
+    let r = run_capi(bin, &dir, &["apply", "--auto-approve", "--sim-latency", &lat, "--parallelism", &par, "-f", "bench.yaml"]);
+    assert_eq!(r.status, 0, "apply failed");
+    // Lower bound: the critical path (pki, then network → lb → the 3
+    // control-plane machines one after another → token) plus the workers
+    // spread over the parallel slots.
+    let l = Duration::from_millis(latency_ms);
+    let workers = 997u32;
+    let waves = workers.div_ceil(parallelism as u32);
+    let bound = l * 3 + l * waves;
+    let line = format!(
+        "apply of 1,000 simulated machines, latency {latency_ms} ms, parallelism {parallelism}: {} (lower bound {}, ratio {}) , peak {:.0} MB",
+        ms(r.wall),
+        ms(bound),
+        if bound.is_zero() { "n/a".to_string() } else { format!("{:.2}", r.wall.as_secs_f64() / bound.as_secs_f64()) },
+        r.max_rss_kb as f64 / 1024.0
+    );
+    println!("{line}");
+    report.push(line);
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let status = std::process::Command::new("cargo").args(["build", "--release", "--bin", "capi"]).current_dir(&root).status().unwrap();
+    assert!(status.success());
+    let bin = root.join("target/release/capi");
+    let work = root.join("target/bench-work");
+    std::fs::create_dir_all(&work).unwrap();
+    let mut report = Vec::new();
+    let sizes: &[usize] = if quick { &[1_000, 10_000] } else { &[1_000, 10_000, 100_000] };
+    for &n in sizes {
+        plan_bench(&bin, &work, n, if n >= 100_000 { 3 } else { 7 }, &mut report);
+    }
+    apply_bench(&bin, &work, 0, 10, &mut report);
+    apply_bench(&bin, &work, 20, 10, &mut report);
+    apply_bench(&bin, &work, 20, 50, &mut report);
+    let _ = std::fs::write(work.join("report.txt"), report.join("\n") + "\n");
+    println!("report: {}", work.join("report.txt").display());
+}

@@ -1,0 +1,82 @@
+//! `capi generate cluster NAME`: render a cluster template with clusterctl's
+//! variable rules and names, ready for `capi plan -f -`.
+
+use crate::manifest::{self, vars, RawSource};
+
+use super::super::args::{GenerateArgs, ManifestArgs};
+use super::super::output::Printer;
+use super::super::CliError;
+use super::*;
+
+/// The built-in flavors (also in examples/templates/).
+pub const FLAVORS: &[(&str, &str)] = &[
+    ("sim", include_str!("../../../examples/templates/cluster-template-sim.yaml")),
+    ("docker", include_str!("../../../examples/templates/cluster-template-docker.yaml")),
+    ("openstack", include_str!("../../../examples/templates/cluster-template-openstack.yaml")),
+];
+
+fn template(a: &GenerateArgs) -> Result<(String, String), CliError> {
+    if let Some(from) = &a.from {
+        if from.as_os_str() == "-" {
+            let mut t = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut t).map_err(|e| CliError::Message(e.to_string()))?;
+            return Ok(("<stdin>".into(), t));
+        }
+        let t = std::fs::read_to_string(from).map_err(|e| CliError::Usage(format!("cannot read --from {}: {e}", from.display())))?;
+        return Ok((from.display().to_string(), t));
+    }
+    let flavor = a.flavor.as_deref().unwrap_or("sim");
+    FLAVORS
+        .iter()
+        .find(|(n, _)| *n == flavor)
+        .map(|(n, t)| (format!("cluster-template-{n}.yaml"), t.to_string()))
+        .ok_or_else(|| {
+            CliError::Usage(format!(
+                "unknown flavor {flavor:?}; built-in flavors: {} (or --from FILE)",
+                FLAVORS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+            ))
+        })
+}
+
+pub fn run(a: &GenerateArgs, p: &Printer) -> Result<u8, CliError> {
+    let (name, text) = template(a)?;
+    if a.list_variables {
+        let mut out = String::from("Required variables:\n");
+        let vs = vars::list_variables(&text);
+        for v in vs.iter().filter(|v| !v.has_default) {
+            out.push_str(&format!("  - {}\n", v.name));
+        }
+        out.push_str("\nOptional variables (with a default):\n");
+        for v in vs.iter().filter(|v| v.has_default) {
+            out.push_str(&format!("  - {}\n", v.name));
+        }
+        p.data(&out);
+        return Ok(0);
+    }
+    let cluster = a.name.clone().ok_or_else(|| CliError::Usage("capi generate cluster needs the cluster NAME".into()))?;
+    if a.control_plane_machine_count == Some(0) {
+        return Err(CliError::Usage("--control-plane-machine-count must be at least 1".into()));
+    }
+    // clusterctl's rules: flags win; the environment (and --var) fill the rest.
+    let margs = ManifestArgs {
+        vars: a.vars.clone(),
+        var_files: a.var_files.clone(),
+        ..Default::default()
+    };
+    let mut v = variables(&margs)?;
+    v.set("CLUSTER_NAME", &cluster);
+    v.set("NAMESPACE", a.target_namespace.clone().or_else(|| std::env::var("NAMESPACE").ok()).unwrap_or_else(|| "default".into()));
+    if let Some(k) = &a.kubernetes_version {
+        v.set("KUBERNETES_VERSION", k);
+    }
+    let cp = a.control_plane_machine_count.map(|n| n.to_string()).or_else(|| std::env::var("CONTROL_PLANE_MACHINE_COUNT").ok()).unwrap_or_else(|| "1".into());
+    let workers = a.worker_machine_count.map(|n| n.to_string()).or_else(|| std::env::var("WORKER_MACHINE_COUNT").ok()).unwrap_or_else(|| "0".into());
+    v.set("CONTROL_PLANE_MACHINE_COUNT", cp);
+    v.set("WORKER_MACHINE_COUNT", workers);
+    let sources = vec![RawSource { name: name.clone(), text: text.clone() }];
+    // Check that the result is a valid manifest before printing it.
+    manifest::load(sources, &v)?;
+    let rendered = vars::substitute(&name, &text, &v).text;
+    p.data(&rendered);
+    Ok(0)
+}
