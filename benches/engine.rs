@@ -218,8 +218,9 @@ fn main() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let status = std::process::Command::new("cargo").args(["build", "--release", "--bin", "capi"]).current_dir(&root).status().unwrap();
     assert!(status.success());
-    let bin = root.join("target/release/capi");
-    let work = root.join("target/bench-work");
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
+    let bin = target.join("release/capi");
+    let work = target.join("bench-work");
     std::fs::create_dir_all(&work).unwrap();
     let mut report = Vec::new();
     let sizes: &[usize] = if quick { &[1_000, 10_000] } else { &[1_000, 10_000, 100_000] };
