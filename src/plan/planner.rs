@@ -359,11 +359,20 @@ fn plan_cluster(b: &mut Builder<'_>, dc: &DesiredCluster) -> Result<(), PlanErro
             .cluster_resources(&key)
             .filter(|r| r.attributes.as_machine().is_some_and(|m| m.owner == g.owner))
             .collect();
-        // Interrupted deletes are finished first.
+        // Interrupted deletes are finished first: the machines still exist
+        // until then, so the rollout's first wave waits for them.
+        let mut interrupted: Vec<usize> = Vec::new();
         for r in in_state.iter().filter(|r| r.status == Status::Deleting) {
-            let id = delete_machine(b, dc, r, ReasonCode::Interrupted, "a previous apply was interrupted while deleting it".into(), Some(&group_label), None, None);
+            let chain = if g.role == Role::ControlPlane { Some((vec![], last_cp_step)) } else { None };
+            let id = delete_machine(b, dc, r, ReasonCode::Interrupted, "a previous apply was interrupted while deleting it".into(), Some(&group_label), None, chain);
+            interrupted.extend(id);
             if g.role == Role::Worker {
                 worker_step_ids.extend(id);
+            } else if id.is_some() {
+                // Finishing a control-plane delete is part of its rollout:
+                // workers wait for it (ControlPlaneIsStable).
+                last_cp_step = id;
+                cp_rollout_end = id;
             }
         }
         let live: Vec<&Resource> = in_state.iter().copied().filter(|r| r.status != Status::Deleting).collect();
@@ -409,8 +418,42 @@ fn plan_cluster(b: &mut Builder<'_>, dc: &DesiredCluster) -> Result<(), PlanErro
         let rolling = sched.waves.iter().flatten().any(|o| {
             matches!(o, GroupOp::Delete { reason: ReasonCode::Outdated | ReasonCode::Failed | ReasonCode::Drifted | ReasonCode::Requested, .. })
         });
+        // Interrupted creates of machines the rollout keeps are resumed
+        // first: the rollout counts them as available, so its first wave
+        // waits for them.
+        let scheduled_deletes: BTreeSet<&str> = sched
+            .waves
+            .iter()
+            .flatten()
+            .filter_map(|o| match o {
+                GroupOp::Delete { name, .. } => Some(name.as_str()),
+                _ => None,
+            })
+            .collect();
+        let mut resumed: Vec<usize> = Vec::new();
+        for r in live.iter().filter(|r| r.status == Status::Creating) {
+            let m = r.attributes.as_machine().expect("machine");
+            if scheduled_deletes.contains(m.name.as_str()) {
+                continue;
+            }
+            let mut c = machine_change(r, Action::Create, ReasonCode::Interrupted, "a previous apply was interrupted while creating it: capi will adopt the machine if it exists, or create it".into(), Some(&group_label), None);
+            c.before = None;
+            c.after = Some(r.attributes.clone());
+            b.change(c);
+            let mut s = ProtoStep::create(r.address.clone(), r.provider, r.attributes.clone(), r.dependencies.clone());
+            if g.role == Role::ControlPlane {
+                s.after.extend(last_cp_step);
+            }
+            let id = b.step(s);
+            if g.role == Role::Worker {
+                worker_step_ids.push(id);
+            } else {
+                last_cp_step = Some(id);
+            }
+            resumed.push(id);
+        }
         // Materialise waves into steps.
-        let mut prev_wave: Vec<usize> = Vec::new();
+        let mut prev_wave: Vec<usize> = resumed.iter().chain(interrupted.iter()).copied().collect();
         let mut pending_replacements: Vec<(Address, ReasonCode)> = Vec::new();
         let mut created: Vec<(Address, ReasonCode, Option<u32>, Spec, String)> = Vec::new();
         let mut deleted_names: BTreeSet<String> = BTreeSet::new();
@@ -541,7 +584,7 @@ fn plan_cluster(b: &mut Builder<'_>, dc: &DesiredCluster) -> Result<(), PlanErro
         if !waves_record.is_empty() {
             b.rollouts.push(Rollout { cluster: key.clone(), group: group_label.clone(), waves: waves_record });
         }
-        if g.role == Role::ControlPlane && sched.waves.iter().flatten().any(|o| matches!(o, GroupOp::Delete { reason: ReasonCode::Outdated | ReasonCode::Failed, .. })) {
+        if g.role == Role::ControlPlane && (cp_rollout_end.is_some() || sched.waves.iter().flatten().any(|o| matches!(o, GroupOp::Delete { reason: ReasonCode::Outdated | ReasonCode::Failed, .. }))) {
             cp_rollout_end = last_cp_step;
         }
 
@@ -557,17 +600,6 @@ fn plan_cluster(b: &mut Builder<'_>, dc: &DesiredCluster) -> Result<(), PlanErro
             kept.insert(r.address.clone());
             kept.insert(dc.address(ResourceKind::Bootstrap, Some(&m.name)));
             if r.status == Status::Creating {
-                let mut c = machine_change(r, Action::Create, ReasonCode::Interrupted, "a previous apply was interrupted while creating it: capi will adopt the machine if it exists, or create it".into(), Some(&group_label), None);
-                c.before = None;
-                c.after = Some(r.attributes.clone());
-                b.change(c);
-                let s = ProtoStep::create(r.address.clone(), r.provider, r.attributes.clone(), r.dependencies.clone());
-                let id = b.step(s);
-                if g.role == Role::Worker {
-                    worker_step_ids.push(id);
-                } else {
-                    last_cp_step = Some(id);
-                }
                 continue;
             }
             let desired_labels = {
@@ -1078,3 +1110,4 @@ mod scratch {
         for s in &p.steps { println!("{} {:?} {} after {:?}", s.id, s.op, s.address, s.after); }
     }
 }
+

@@ -12,5 +12,6 @@ mod lock;
 pub mod manifests;
 mod openstack;
 mod proptests;
+mod rollout;
 mod scenarios;
 pub mod schema;

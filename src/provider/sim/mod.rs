@@ -219,9 +219,16 @@ impl SimProvider {
     }
 
     /// Append an event to `ops.log` (used by tests to watch the simulated cloud).
-    fn log(&self, event: &str, address: &Address, group: &str) {
+    fn log(&self, event: &str, address: &Address, group: &str, version: &str) {
+        self.log_with(event, address, group, version, false)
+    }
+
+    /// The log is conservative across crashes: a creation is logged before
+    /// the machine exists, a deletion after it is gone (again on every retry),
+    /// so a reader never misses a machine that exists.
+    fn log_with(&self, event: &str, address: &Address, group: &str, version: &str, already_gone: bool) {
         let seq = self.log_seq.fetch_add(1, Ordering::SeqCst);
-        let line = json!({"seq": seq, "pid": std::process::id(), "event": event, "address": address, "group": group}).to_string();
+        let line = json!({"seq": seq, "pid": std::process::id(), "event": event, "address": address, "group": group, "version": version, "already_gone": already_gone}).to_string();
         let _ = fs::create_dir_all(&self.dir);
         if let Ok(mut f) = fs::OpenOptions::new().create(true).append(true).open(self.dir.join("ops.log")) {
             let _ = f.write_all(format!("{line}\n").as_bytes());
@@ -328,6 +335,10 @@ impl SimProvider {
             Some(m) => {
                 self.check_owner(&m.labels, input, "machine")?;
                 if m.bootstrap.succeeded {
+                    // Adopted (a crash came between its bootstrap and the
+                    // state write): announce it again, the log may have
+                    // missed it.
+                    self.log("machine-ready", input.address, &group, &spec.version);
                     return Ok(observed_of(&m, true));
                 }
                 if m.bootstrap.started {
@@ -360,8 +371,8 @@ impl SimProvider {
                     labels,
                     bootstrap: SimBootstrap::default(),
                 };
+                self.log("machine-created", input.address, &group, &spec.version);
                 write_json(&path, &m)?;
-                self.log("machine-created", input.address, &group);
                 m
             }
         };
@@ -400,7 +411,7 @@ impl SimProvider {
         m.bootstrap.succeeded = true;
         m.status = "running".into();
         write_json(&path, &m)?;
-        self.log("machine-ready", input.address, &group);
+        self.log("machine-ready", input.address, &group, &spec.version);
         if spec.role == Role::ControlPlane {
             let (name, ip) = (m.name.clone(), m.ip.clone());
             self.reconfigure_lb(cluster, |lb| {
@@ -519,14 +530,15 @@ impl Provider for SimProvider {
         if self.inject("delete", r.address.as_str()) {
             return Err(ProviderError::Failed(format!("simulated failure deleting {} (CAPI_SIM_FAIL)", r.address)));
         }
+        // Ok(true) when something was removed.
         let rm = |p: PathBuf| match fs::remove_file(&p) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(io_err(&p.display().to_string(), e)),
         };
         match &r.attributes {
-            Spec::Network(_) => rm(self.network_path(cluster)),
-            Spec::Loadbalancer(_) => rm(self.lb_path(cluster)),
+            Spec::Network(_) => rm(self.network_path(cluster)).map(|_| ()),
+            Spec::Loadbalancer(_) => rm(self.lb_path(cluster)).map(|_| ()),
             Spec::Token(_) => Ok(()),
             Spec::Machine(m) => {
                 if m.role == Role::ControlPlane {
@@ -541,8 +553,8 @@ impl Provider for SimProvider {
                     })
                     .await?;
                 }
-                rm(self.machine_path(cluster, &m.name))?;
-                self.log("machine-deleted", &r.address, &m.owner.to_string());
+                let removed = rm(self.machine_path(cluster, &m.name))?;
+                self.log_with("machine-deleted", &r.address, &m.owner.to_string(), &m.version, !removed);
                 if m.role == Role::ControlPlane {
                     let name = m.name.clone();
                     self.reconfigure_lb(cluster, |lb| lb.members.retain(|x| x.name != name)).await?;
