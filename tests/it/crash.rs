@@ -159,3 +159,59 @@ fn corrupt_state_is_refused_and_left_untouched() {
         }
     }
 }
+
+fn wait_for(path: &Path) {
+    let t = Instant::now();
+    while !path.exists() {
+        assert!(t.elapsed() < Duration::from_secs(30), "{} never appeared", path.display());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn first_ctrl_c_finishes_in_flight_work_second_exits_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("c.yaml"), CLUSTER).unwrap();
+    let child = capi_process(dir.path())
+        .args(["apply", "--auto-approve", "--sim-latency", "400ms", "-f", "c.yaml"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until machines are being created, then interrupt once.
+    wait_for(&dir.path().join("capi.state.sim/machines/crash"));
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("Interrupt received") && err.contains("did not start"), "{err}");
+    // Operations in flight finished: nothing is left pending, the state is valid.
+    let st = StateStore::new(dir.path().join("capi.state.json")).load().unwrap().unwrap();
+    assert_state_valid(&dir.path().join("capi.state.json"));
+    assert!(st.resources.iter().all(|r| !r.status.is_pending()), "pending after a graceful stop");
+    assert!(st.resources.iter().filter(|r| r.attributes.as_machine().is_some()).count() < 9, "the apply stopped early");
+    // The next apply finishes the job.
+    capi(dir.path()).args(["apply", "--auto-approve", "-f", "c.yaml"]).assert().success();
+    assert_converged(dir.path());
+
+    // Twice: exit at once with 130, and the state still loads.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("c.yaml"), CLUSTER).unwrap();
+    let child = capi_process(dir.path())
+        .args(["apply", "--auto-approve", "--sim-latency", "3s", "-f", "c.yaml"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(&dir.path().join("capi.state.sim/machines/crash"));
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    std::thread::sleep(Duration::from_millis(200));
+    let t = Instant::now();
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130));
+    assert!(t.elapsed() < Duration::from_secs(2), "the second interrupt must exit at once");
+    StateStore::new(dir.path().join("capi.state.json")).load().unwrap().unwrap();
+    capi(dir.path()).args(["apply", "--auto-approve", "-f", "c.yaml"]).assert().success();
+    assert_converged(dir.path());
+}
