@@ -307,6 +307,62 @@ fn terraform_bench(bin: &Path, work: &Path, workers: usize, report: &mut Vec<Str
     report.push(line);
 }
 
+/// Upgrade 3 control-plane + 100 workers (maxSurge 10) with a fixed
+/// provisioning latency, against the bound the rollout rules imply: the 3
+/// control-plane replacements one after another, then 100 workers at most 10
+/// new at a time (10 waves), each wave one latency.
+fn upgrade_bench(bin: &Path, work: &Path, latency_ms: u64, report: &mut Vec<String>) {
+    let dir = work.join("upgrade");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = manifest(1, 100, "v1.31.2", None).replace(
+        "  replicas: 100\n",
+        "  replicas: 100\n  rollout: {strategy: {rollingUpdate: {maxSurge: 10, maxUnavailable: 0}}}\n",
+    );
+    std::fs::write(dir.join("bench.yaml"), &text).unwrap();
+    let lat = format!("{latency_ms}ms");
+    let r = run_capi(bin, &dir, &["apply", "--auto-approve", "--parallelism", "50", "--sim-latency", &lat, "-f", "bench.yaml"]);
+    assert_eq!(r.status, 0);
+    let r = run_capi(bin, &dir, &["upgrade", "--to", "v1.31.3", "--auto-approve", "--parallelism", "50", "--sim-latency", &lat, "-f", "bench.yaml"]);
+    assert_eq!(r.status, 0, "upgrade failed");
+    let l = Duration::from_millis(latency_ms);
+    let bound = l * 3 + l * 10;
+    let line = format!(
+        "upgrade of 3 control-plane + 100 workers (maxSurge 10), latency {latency_ms} ms: {} (rollout bound {}: 3 control-plane replacements + 10 worker waves; ratio {:.2})",
+        ms(r.wall),
+        ms(bound),
+        r.wall.as_secs_f64() / bound.as_secs_f64()
+    );
+    println!("{line}");
+    report.push(line);
+}
+
+/// Drift detection and refresh cost on the 1,000-machine state of the apply bench.
+fn drift_bench(bin: &Path, work: &Path, report: &mut Vec<String>) {
+    let dir = work.join("apply-20ms-p50");
+    if !dir.join("capi.state.json").exists() {
+        return;
+    }
+    let mut drift = Vec::new();
+    let mut plan = Vec::new();
+    let mut plan_norefresh = Vec::new();
+    for _ in 0..5 {
+        let r = run_capi(bin, &dir, &["drift"]);
+        assert_eq!(r.status, 0, "unexpected drift");
+        drift.push(r.wall);
+        plan.push(run_capi(bin, &dir, &["plan", "--detailed-exitcode", "-f", "bench.yaml"]).wall);
+        plan_norefresh.push(run_capi(bin, &dir, &["plan", "--refresh=false", "--detailed-exitcode", "-f", "bench.yaml"]).wall);
+    }
+    let line = format!(
+        "1,000 simulated machines: capi drift {}; plan with refresh {} vs --refresh=false {}",
+        ms(median(drift)),
+        ms(median(plan)),
+        ms(median(plan_norefresh))
+    );
+    println!("{line}");
+    report.push(line);
+}
+
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -324,6 +380,8 @@ fn main() {
     apply_bench(&bin, &work, 0, 10, &mut report);
     apply_bench(&bin, &work, 20, 10, &mut report);
     apply_bench(&bin, &work, 20, 50, &mut report);
+    drift_bench(&bin, &work, &mut report);
+    upgrade_bench(&bin, &work, 200, &mut report);
     terraform_bench(&bin, &work, 1_000, &mut report);
     let _ = std::fs::write(work.join("report.txt"), report.join("\n") + "\n");
     println!("report: {}", work.join("report.txt").display());
