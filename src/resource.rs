@@ -12,7 +12,9 @@ use serde_json::Value;
 /// A resource address: `<cluster>/<type>[/<name>]`, where `<cluster>` is the
 /// Cluster's name, prefixed with `<namespace>:` outside the default namespace.
 /// Examples: `dev/network`, `dev/machine/dev-md-0-7k2x9-0`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(transparent)]
 pub struct Address(pub String);
 
@@ -52,12 +54,24 @@ impl Address {
             return Err(format!(
                 "{s:?}: unknown resource type {:?}; types are {}",
                 parts[1],
-                ResourceKind::ALL.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ")
+                ResourceKind::ALL
+                    .iter()
+                    .map(|k| k.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ));
         };
         match (kind.is_named(), parts.get(2)) {
-            (true, None) | (true, Some(&"")) => Err(format!("{s:?}: a {} address needs a name: <cluster>/{}/<name>", kind.as_str(), kind.as_str())),
-            (false, Some(_)) => Err(format!("{s:?}: a {} address has no name part: <cluster>/{}", kind.as_str(), kind.as_str())),
+            (true, None) | (true, Some(&"")) => Err(format!(
+                "{s:?}: a {} address needs a name: <cluster>/{}/<name>",
+                kind.as_str(),
+                kind.as_str()
+            )),
+            (false, Some(_)) => Err(format!(
+                "{s:?}: a {} address has no name part: <cluster>/{}",
+                kind.as_str(),
+                kind.as_str()
+            )),
             _ => Ok(Address(s.to_string())),
         }
     }
@@ -70,7 +84,9 @@ impl fmt::Display for Address {
 }
 
 /// A Cluster's identity: namespace and name.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 pub struct ClusterId {
     pub namespace: String,
     pub name: String,
@@ -101,7 +117,9 @@ impl fmt::Display for ClusterId {
 }
 
 /// The kinds of resources `capi` manages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum ResourceKind {
     /// The cluster's certificate authorities and service-account key (local).
@@ -154,7 +172,9 @@ impl ResourceKind {
 }
 
 /// Which provider executes a resource's operations.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum ProviderKind {
     /// Computed by `capi` itself (certificates, bootstrap data).
@@ -192,7 +212,9 @@ impl fmt::Display for ProviderKind {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Role {
     ControlPlane,
@@ -209,7 +231,9 @@ impl Role {
 }
 
 /// What a machine belongs to.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 pub struct Owner {
     /// `KubeadmControlPlane`, `MachineDeployment`, `MachineSet` or `Machine`.
     pub kind: String,
@@ -388,11 +412,17 @@ pub fn flatten_into(prefix: &str, v: &Value, out: &mut BTreeMap<String, Value>) 
     match v {
         Value::Object(m) if !m.is_empty() => {
             for (k, val) in m {
-                let p = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                let p = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
                 flatten_into(&p, val, out);
             }
         }
-        Value::Array(items) if !items.is_empty() && items.iter().any(|i| i.is_object() || i.is_array()) => {
+        Value::Array(items)
+            if !items.is_empty() && items.iter().any(|i| i.is_object() || i.is_array()) =>
+        {
             for (i, val) in items.iter().enumerate() {
                 flatten_into(&format!("{prefix}[{i}]"), val, out);
             }

@@ -52,7 +52,13 @@ impl Gates {
         ready_at: Instant,
         report: &(dyn Fn(Attempt) + Send + Sync),
     ) -> Result<(), String> {
-        let slot = self.last_pass.lock().unwrap().entry(cluster.to_string()).or_default().clone();
+        let slot = self
+            .last_pass
+            .lock()
+            .unwrap()
+            .entry(cluster.to_string())
+            .or_default()
+            .clone();
         let mut last = slot.lock().await;
         if last.is_some_and(|t| t >= ready_at) {
             return Ok(());
@@ -64,7 +70,9 @@ impl Gates {
         let mut last_output = String::new();
         loop {
             attempt += 1;
-            let remaining = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
+            let remaining = deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_secs(1));
             let run = tokio::process::Command::new("/bin/sh")
                 .arg("-c")
                 .arg(&hc.command)
@@ -74,9 +82,19 @@ impl Gates {
                 .kill_on_drop(true)
                 .output();
             let (passed, output) = match tokio::time::timeout(remaining, run).await {
-                Ok(Ok(o)) => (o.status.success(), format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))),
+                Ok(Ok(o)) => (
+                    o.status.success(),
+                    format!(
+                        "{}{}",
+                        String::from_utf8_lossy(&o.stdout),
+                        String::from_utf8_lossy(&o.stderr)
+                    ),
+                ),
                 Ok(Err(e)) => (false, format!("cannot run the health check: {e}")),
-                Err(_) => (false, "the health check command did not finish in time".to_string()),
+                Err(_) => (
+                    false,
+                    "the health check command did not finish in time".to_string(),
+                ),
             };
             report(Attempt {
                 cluster: cluster.to_string(),

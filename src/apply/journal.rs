@@ -65,9 +65,13 @@ impl Journal {
     pub async fn commit(&self, f: impl FnOnce(&mut State) + Send + 'static) -> Result<(), String> {
         let (ack, rx) = oneshot::channel();
         self.tx
-            .send(Msg { mutation: Box::new(f), ack })
+            .send(Msg {
+                mutation: Box::new(f),
+                ack,
+            })
             .map_err(|_| "the state writer stopped".to_string())?;
-        rx.await.map_err(|_| "the state writer stopped".to_string())?
+        rx.await
+            .map_err(|_| "the state writer stopped".to_string())?
     }
 
     /// Read the current in-memory state.

@@ -29,9 +29,24 @@ pub use journal::Journal;
 /// Progress events for the UI.
 #[derive(Debug, Clone)]
 pub enum Event {
-    Started { id: usize, address: Address, op: Op },
-    Finished { id: usize, address: Address, op: Op, elapsed: Duration, error: Option<String> },
-    Skipped { id: usize, address: Address, op: Op, because: Address },
+    Started {
+        id: usize,
+        address: Address,
+        op: Op,
+    },
+    Finished {
+        id: usize,
+        address: Address,
+        op: Op,
+        elapsed: Duration,
+        error: Option<String>,
+    },
+    Skipped {
+        id: usize,
+        address: Address,
+        op: Op,
+        because: Address,
+    },
     Interrupted,
     HealthCheck(health::Attempt),
 }
@@ -120,7 +135,11 @@ impl Ctx {
 
 /// Every secret value in a state, for redaction.
 pub fn state_secrets(state: &State) -> Vec<String> {
-    state.resources.iter().flat_map(|r| r.sensitive.values().cloned()).collect()
+    state
+        .resources
+        .iter()
+        .flat_map(|r| r.sensitive.values().cloned())
+        .collect()
 }
 
 fn cluster_of(address: &Address) -> ClusterId {
@@ -164,7 +183,10 @@ pub async fn apply(plan: &Plan, state: State, store: StateStore, exec: Executor)
             dependents[a].push(s.id);
         }
     }
-    let mut ready: BinaryHeap<std::cmp::Reverse<usize>> = (0..n).filter(|&i| waiting[i] == 0).map(std::cmp::Reverse).collect();
+    let mut ready: BinaryHeap<std::cmp::Reverse<usize>> = (0..n)
+        .filter(|&i| waiting[i] == 0)
+        .map(std::cmp::Reverse)
+        .collect();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(usize, Result<(), String>, Duration)>();
     let parallelism = exec.parallelism.max(1);
     let mut in_flight = 0usize;
@@ -180,9 +202,15 @@ pub async fn apply(plan: &Plan, state: State, store: StateStore, exec: Executor)
             emit(Event::Interrupted);
         }
         while !interrupted && in_flight < parallelism {
-            let Some(std::cmp::Reverse(id)) = ready.pop() else { break };
+            let Some(std::cmp::Reverse(id)) = ready.pop() else {
+                break;
+            };
             let step = plan.steps[id].clone();
-            emit(Event::Started { id, address: step.address.clone(), op: step.op });
+            emit(Event::Started {
+                id,
+                address: step.address.clone(),
+                op: step.op,
+            });
             let ctx = ctx.clone();
             let tx = done_tx.clone();
             in_flight += 1;
@@ -199,13 +227,21 @@ pub async fn apply(plan: &Plan, state: State, store: StateStore, exec: Executor)
             m = done_rx.recv() => m,
             _ = tokio::time::sleep(Duration::from_millis(100)), if !interrupted => None,
         };
-        let Some((id, result, elapsed)) = msg else { continue };
+        let Some((id, result, elapsed)) = msg else {
+            continue;
+        };
         in_flight -= 1;
         let step = &plan.steps[id];
         match result {
             Ok(()) => {
                 outcomes[id] = Outcome::Done;
-                emit(Event::Finished { id, address: step.address.clone(), op: step.op, elapsed, error: None });
+                emit(Event::Finished {
+                    id,
+                    address: step.address.clone(),
+                    op: step.op,
+                    elapsed,
+                    error: None,
+                });
                 for &d in &dependents[id] {
                     waiting[d] -= 1;
                     if waiting[d] == 0 && outcomes[d] == Outcome::NotStarted {
@@ -216,13 +252,24 @@ pub async fn apply(plan: &Plan, state: State, store: StateStore, exec: Executor)
             Err(e) => {
                 let e = ctx.redact(&e);
                 outcomes[id] = Outcome::Failed(e.clone());
-                emit(Event::Finished { id, address: step.address.clone(), op: step.op, elapsed, error: Some(e) });
+                emit(Event::Finished {
+                    id,
+                    address: step.address.clone(),
+                    op: step.op,
+                    elapsed,
+                    error: Some(e),
+                });
                 // Everything that (transitively) waits for it is skipped.
                 let mut stack = dependents[id].clone();
                 while let Some(d) = stack.pop() {
                     if outcomes[d] == Outcome::NotStarted {
                         outcomes[d] = Outcome::Skipped;
-                        emit(Event::Skipped { id: d, address: plan.steps[d].address.clone(), op: plan.steps[d].op, because: step.address.clone() });
+                        emit(Event::Skipped {
+                            id: d,
+                            address: plan.steps[d].address.clone(),
+                            op: plan.steps[d].op,
+                            because: step.address.clone(),
+                        });
                         stack.extend(dependents[d].iter().copied());
                     }
                 }
@@ -252,7 +299,9 @@ pub async fn apply(plan: &Plan, state: State, store: StateStore, exec: Executor)
     }
     for (i, o) in report.outcomes.iter().enumerate() {
         if let Outcome::Failed(e) = o {
-            report.failures.push((plan.steps[i].address.clone(), e.clone()));
+            report
+                .failures
+                .push((plan.steps[i].address.clone(), e.clone()));
         }
     }
     for c in plan.reviewed_changes() {
@@ -260,7 +309,13 @@ pub async fn apply(plan: &Plan, state: State, store: StateStore, exec: Executor)
             .get(&c.address)
             .into_iter()
             .flatten()
-            .chain(c.replacement.as_ref().and_then(|r| by_address.get(r)).into_iter().flatten())
+            .chain(
+                c.replacement
+                    .as_ref()
+                    .and_then(|r| by_address.get(r))
+                    .into_iter()
+                    .flatten(),
+            )
             .copied()
             .collect();
         if !ids.is_empty() && ids.iter().all(|&i| report.outcomes[i] == Outcome::Done) {
@@ -277,7 +332,12 @@ pub async fn apply(plan: &Plan, state: State, store: StateStore, exec: Executor)
 
 fn record_error(e: &ProviderError, redact: &dyn Fn(&str) -> String) -> ErrorRecord {
     match e {
-        ProviderError::Bootstrap { command, exit_code, output_tail, .. } => ErrorRecord {
+        ProviderError::Bootstrap {
+            command,
+            exit_code,
+            output_tail,
+            ..
+        } => ErrorRecord {
             message: redact(&e.to_string()),
             command: Some(redact(command)),
             exit_code: Some(*exit_code),
@@ -298,7 +358,10 @@ async fn journal_pending(ctx: &Ctx, step: &Step, status: Status) -> Result<(), S
     ctx.journal
         .commit(move |st| {
             let existing = st.get(&step.address).cloned();
-            let sequence = existing.as_ref().map(|r| r.sequence).unwrap_or_else(|| st.take_sequence());
+            let sequence = existing
+                .as_ref()
+                .map(|r| r.sequence)
+                .unwrap_or_else(|| st.take_sequence());
             let mut r = existing.unwrap_or(Resource {
                 address: step.address.clone(),
                 kind: step.address.kind().unwrap_or(ResourceKind::Machine),
@@ -326,7 +389,11 @@ async fn journal_pending(ctx: &Ctx, step: &Step, status: Status) -> Result<(), S
         .await
 }
 
-async fn finish(ctx: &Ctx, address: &Address, f: impl FnOnce(&mut Resource) + Send + 'static) -> Result<(), String> {
+async fn finish(
+    ctx: &Ctx,
+    address: &Address,
+    f: impl FnOnce(&mut Resource) + Send + 'static,
+) -> Result<(), String> {
     let a = address.clone();
     ctx.journal
         .commit(move |st| {
@@ -338,7 +405,10 @@ async fn finish(ctx: &Ctx, address: &Address, f: impl FnOnce(&mut Resource) + Se
 }
 
 async fn run_step(ctx: &Ctx, step: &Step) -> Result<(), String> {
-    let kind = step.address.kind().ok_or_else(|| format!("bad address {}", step.address))?;
+    let kind = step
+        .address
+        .kind()
+        .ok_or_else(|| format!("bad address {}", step.address))?;
     match step.op {
         Op::Delete => {
             let Some(existing) = ctx.journal.read(|s| s.get(&step.address).cloned()) else {
@@ -358,9 +428,11 @@ async fn run_step(ctx: &Ctx, step: &Step) -> Result<(), String> {
                 let lineage = ctx.journal.read(|s| s.lineage.clone());
                 let redactor = ctx.redactor.read().unwrap().clone();
                 let p = ctx.provider(existing.provider)?;
-                p.delete(&existing, &lineage, &redactor).await.map_err(|e| {
-                    format!("deleting {}: {}", step.address, ctx.redact(&e.to_string()))
-                })?;
+                p.delete(&existing, &lineage, &redactor)
+                    .await
+                    .map_err(|e| {
+                        format!("deleting {}: {}", step.address, ctx.redact(&e.to_string()))
+                    })?;
             }
             let a = step.address.clone();
             ctx.journal
@@ -378,13 +450,21 @@ async fn run_step(ctx: &Ctx, step: &Step) -> Result<(), String> {
                         .get(&b.sha256)
                         .cloned()
                         .or_else(|| ctx.journal.read(|s| s.documents.get(&b.sha256).cloned()))
-                        .ok_or_else(|| format!("{}: bootstrap document {} is missing from the plan", step.address, b.sha256))?;
+                        .ok_or_else(|| {
+                            format!(
+                                "{}: bootstrap document {} is missing from the plan",
+                                step.address, b.sha256
+                            )
+                        })?;
                     let step2 = step.clone();
                     let sha = b.sha256.clone();
                     ctx.journal
                         .commit(move |st| {
                             st.documents.insert(sha, doc);
-                            let sequence = st.get(&step2.address).map(|r| r.sequence).unwrap_or_else(|| st.take_sequence());
+                            let sequence = st
+                                .get(&step2.address)
+                                .map(|r| r.sequence)
+                                .unwrap_or_else(|| st.take_sequence());
                             st.upsert(Resource {
                                 address: step2.address.clone(),
                                 kind: ResourceKind::Bootstrap,
@@ -402,44 +482,87 @@ async fn run_step(ctx: &Ctx, step: &Step) -> Result<(), String> {
                 }
                 Spec::Pki(p) => {
                     journal_pending(ctx, step, Status::Creating).await?;
-                    let (alg, days, ext) = (p.encryption_algorithm.clone(), p.ca_validity_days, p.external_etcd);
+                    let (alg, days, ext) = (
+                        p.encryption_algorithm.clone(),
+                        p.ca_validity_days,
+                        p.external_etcd,
+                    );
                     let now = now_unix();
-                    let pki = tokio::task::spawn_blocking(move || bootstrap::pki::generate(&alg, days, ext, now))
-                        .await
-                        .map_err(|e| e.to_string())?
-                        .map_err(|e| format!("{}: {e}", step.address))?;
+                    let pki = tokio::task::spawn_blocking(move || {
+                        bootstrap::pki::generate(&alg, days, ext, now)
+                    })
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| format!("{}: {e}", step.address))?;
                     ctx.add_secrets(pki.secret.values().cloned());
                     finish(ctx, &step.address, move |r| {
                         r.status = Status::Ready;
-                        r.observed = pki.public.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
-                        r.observed.insert("ca_cert_hash".into(), json!(pki.ca_cert_hash));
-                        r.observed.insert("not_before".into(), json!(pki.not_before));
-                        r.observed.insert("not_after".into(), json!(format_rfc3339(pki.not_after)));
+                        r.observed = pki
+                            .public
+                            .iter()
+                            .map(|(k, v)| (k.clone(), json!(v)))
+                            .collect();
+                        r.observed
+                            .insert("ca_cert_hash".into(), json!(pki.ca_cert_hash));
+                        r.observed
+                            .insert("not_before".into(), json!(pki.not_before));
+                        r.observed
+                            .insert("not_after".into(), json!(format_rfc3339(pki.not_after)));
                         r.sensitive = pki.secret;
                     })
                     .await
                 }
                 Spec::Token(t) => {
-                    journal_pending(ctx, step, if step.op == Op::Create { Status::Creating } else { Status::Updating }).await?;
+                    journal_pending(
+                        ctx,
+                        step,
+                        if step.op == Op::Create {
+                            Status::Creating
+                        } else {
+                            Status::Updating
+                        },
+                    )
+                    .await?;
                     let token = bootstrap::token::generate();
                     ctx.add_secrets([token.clone()]);
                     let expires = now_unix() + t.ttl_seconds as i64;
-                    let current = ctx.journal.read(|s| s.get(&step.address).cloned()).expect("journalled");
-                    let observed = provider_call(ctx, step, &spec, None, Some((&token, expires)), Some(&current)).await?;
+                    let current = ctx
+                        .journal
+                        .read(|s| s.get(&step.address).cloned())
+                        .expect("journalled");
+                    let observed = provider_call(
+                        ctx,
+                        step,
+                        &spec,
+                        None,
+                        Some((&token, expires)),
+                        Some(&current),
+                    )
+                    .await?;
                     let id = bootstrap::token::id(&token).to_string();
                     finish(ctx, &step.address, move |r| {
                         r.status = Status::Ready;
                         r.attributes = spec;
                         r.observed = observed;
                         r.observed.insert("token_id".into(), json!(id));
-                        r.observed.insert("expires".into(), json!(format_rfc3339(expires)));
+                        r.observed
+                            .insert("expires".into(), json!(format_rfc3339(expires)));
                         r.observed.insert("expires_unix".into(), json!(expires));
                         r.sensitive = BTreeMap::from([("token".to_string(), token)]);
                     })
                     .await
                 }
                 Spec::Network(_) | Spec::Loadbalancer(_) => {
-                    journal_pending(ctx, step, if step.op == Op::Create { Status::Creating } else { Status::Updating }).await?;
+                    journal_pending(
+                        ctx,
+                        step,
+                        if step.op == Op::Create {
+                            Status::Creating
+                        } else {
+                            Status::Updating
+                        },
+                    )
+                    .await?;
                     let current = ctx.journal.read(|s| s.get(&step.address).cloned());
                     match provider_call(ctx, step, &spec, None, None, current.as_ref()).await {
                         Ok(observed) => {
@@ -455,7 +578,12 @@ async fn run_step(ctx: &Ctx, step: &Step) -> Result<(), String> {
                             let msg = e.clone();
                             finish(ctx, &step.address, move |r| {
                                 r.status = Status::Failed;
-                                r.error = Some(ErrorRecord { message: msg, command: None, exit_code: None, output_tail: None });
+                                r.error = Some(ErrorRecord {
+                                    message: msg,
+                                    command: None,
+                                    exit_code: None,
+                                    output_tail: None,
+                                });
                             })
                             .await?;
                             Err(e)
@@ -466,7 +594,8 @@ async fn run_step(ctx: &Ctx, step: &Step) -> Result<(), String> {
                     if step.op == Op::Update {
                         journal_pending(ctx, step, Status::Updating).await?;
                         let current = ctx.journal.read(|s| s.get(&step.address).cloned());
-                        let observed = provider_call(ctx, step, &spec, None, None, current.as_ref()).await?;
+                        let observed =
+                            provider_call(ctx, step, &spec, None, None, current.as_ref()).await?;
                         return finish(ctx, &step.address, move |r| {
                             r.status = Status::Ready;
                             r.attributes = spec;
@@ -520,9 +649,18 @@ async fn health_gate(ctx: &Ctx, hc: &health::HealthCheck, machine: &Address) -> 
             Some(p) => p.clone(),
             None => {
                 let text = ctx.journal.read(|s| admin_kubeconfig(s, &key))?;
-                let path = ctx.scratch.path().join(format!("{}.kubeconfig", key.replace(':', "_")));
+                let path = ctx
+                    .scratch
+                    .path()
+                    .join(format!("{}.kubeconfig", key.replace(':', "_")));
                 use std::os::unix::fs::OpenOptionsExt;
-                let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&path).map_err(|e| e.to_string())?;
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(&path)
+                    .map_err(|e| e.to_string())?;
                 std::io::Write::write_all(&mut f, text.as_bytes()).map_err(|e| e.to_string())?;
                 k.insert(key.clone(), path.clone());
                 path
@@ -537,40 +675,80 @@ async fn health_gate(ctx: &Ctx, hc: &health::HealthCheck, machine: &Address) -> 
     };
     let cluster = cluster_of(machine).name;
     ctx.gates
-        .gate(hc, &cluster, machine.name().unwrap_or_default(), &kubeconfig, ready_at, &report)
+        .gate(
+            hc,
+            &cluster,
+            machine.name().unwrap_or_default(),
+            &kubeconfig,
+            ready_at,
+            &report,
+        )
         .await
         .map_err(|e| ctx.redact(&e))
 }
 
 /// An admin kubeconfig for a cluster from the state (CA and endpoint).
 pub fn admin_kubeconfig(state: &State, cluster_key: &str) -> Result<String, String> {
-    let pki = state.get(&Address(format!("{cluster_key}/pki"))).ok_or("the cluster has no certificates in the state")?;
+    let pki = state
+        .get(&Address(format!("{cluster_key}/pki")))
+        .ok_or("the cluster has no certificates in the state")?;
     let endpoint = state
         .get(&Address(format!("{cluster_key}/loadbalancer")))
         .and_then(|r| r.observed.get("endpoint"))
         .and_then(|v| v.as_str())
         .ok_or("the cluster has no control-plane endpoint yet")?;
-    let ca = pki.observed.get("ca.crt").and_then(|v| v.as_str()).ok_or("the cluster CA certificate is missing")?;
-    let key = pki.sensitive.get("ca.key").ok_or("the cluster CA key is missing")?;
+    let ca = pki
+        .observed
+        .get("ca.crt")
+        .and_then(|v| v.as_str())
+        .ok_or("the cluster CA certificate is missing")?;
+    let key = pki
+        .sensitive
+        .get("ca.key")
+        .ok_or("the cluster CA key is missing")?;
     let alg = match &pki.attributes {
         Spec::Pki(p) => p.encryption_algorithm.clone(),
         _ => String::new(),
     };
-    let not_before = pki.observed.get("not_before").and_then(|v| v.as_i64()).unwrap_or_else(now_unix);
+    let not_before = pki
+        .observed
+        .get("not_before")
+        .and_then(|v| v.as_i64())
+        .unwrap_or_else(now_unix);
     let name = cluster_key.rsplit(':').next().unwrap_or(cluster_key);
-    bootstrap::pki::admin_kubeconfig(name, endpoint, ca, key, &alg, not_before, now_unix()).map_err(|e| e.to_string())
+    bootstrap::pki::admin_kubeconfig(name, endpoint, ca, key, &alg, not_before, now_unix())
+        .map_err(|e| e.to_string())
 }
 
 type MachineErr = (String, ErrorRecord, Option<BTreeMap<String, Value>>);
 
-async fn machine_create(ctx: &Ctx, step: &Step, spec: &Spec, doc: &str) -> Result<BTreeMap<String, Value>, MachineErr> {
+async fn machine_create(
+    ctx: &Ctx,
+    step: &Step,
+    spec: &Spec,
+    doc: &str,
+) -> Result<BTreeMap<String, Value>, MachineErr> {
     let (deps, lineage) = ctx.journal.read(|s| {
         (
-            step.dependencies.iter().filter_map(|d| s.get(d).cloned()).collect::<Vec<_>>(),
+            step.dependencies
+                .iter()
+                .filter_map(|d| s.get(d).cloned())
+                .collect::<Vec<_>>(),
             s.lineage.clone(),
         )
     });
-    let p = ctx.provider(step.provider).map_err(|e| (e.clone(), ErrorRecord { message: e, command: None, exit_code: None, output_tail: None }, None))?;
+    let p = ctx.provider(step.provider).map_err(|e| {
+        (
+            e.clone(),
+            ErrorRecord {
+                message: e,
+                command: None,
+                exit_code: None,
+                output_tail: None,
+            },
+            None,
+        )
+    })?;
     let redactor = ctx.redactor.read().unwrap().clone();
     let cluster = cluster_of(&step.address);
     let input = OpInput {
@@ -589,7 +767,11 @@ async fn machine_create(ctx: &Ctx, step: &Step, spec: &Spec, doc: &str) -> Resul
             ProviderError::Bootstrap { observed, .. } => Some(observed.clone()),
             _ => None,
         };
-        (format!("creating {}: {}", step.address, ctx.redact(&e.to_string())), record, observed)
+        (
+            format!("creating {}: {}", step.address, ctx.redact(&e.to_string())),
+            record,
+            observed,
+        )
     })
 }
 
@@ -603,7 +785,10 @@ async fn provider_call(
 ) -> Result<BTreeMap<String, Value>, String> {
     let (deps, lineage) = ctx.journal.read(|s| {
         (
-            step.dependencies.iter().filter_map(|d| s.get(d).cloned()).collect::<Vec<_>>(),
+            step.dependencies
+                .iter()
+                .filter_map(|d| s.get(d).cloned())
+                .collect::<Vec<_>>(),
             s.lineage.clone(),
         )
     });
@@ -620,7 +805,11 @@ async fn provider_call(
         token,
         redactor: &redactor,
     };
-    let verb = if step.op == Op::Create { "creating" } else { "updating" };
+    let verb = if step.op == Op::Create {
+        "creating"
+    } else {
+        "updating"
+    };
     let r = match (step.op, current) {
         (Op::Update, Some(cur)) => p.update(&input, cur).await,
         _ => p.create(&input).await,

@@ -31,17 +31,25 @@ pub fn providers_in(state: &State) -> BTreeSet<ProviderKind> {
         .collect()
 }
 
-pub async fn refresh(state: &State, providers: &BTreeMap<ProviderKind, Arc<dyn Provider>>) -> Result<Refresh, ProviderError> {
+pub async fn refresh(
+    state: &State,
+    providers: &BTreeMap<ProviderKind, Arc<dyn Provider>>,
+) -> Result<Refresh, ProviderError> {
     let mut tasks = Vec::new();
     for (kind, p) in providers {
         let resources: Vec<crate::state::Resource> = state
             .resources
             .iter()
             .filter(|r| r.provider == *kind && r.status != Status::Deleting)
-            .filter(|r| crate::provider::sim::refreshable(r.kind))
+            .filter(|r| crate::provider::refreshable(r.kind))
             .cloned()
             .collect();
-        let all_known: Vec<crate::state::Resource> = state.resources.iter().filter(|r| r.provider == *kind).cloned().collect();
+        let all_known: Vec<crate::state::Resource> = state
+            .resources
+            .iter()
+            .filter(|r| r.provider == *kind)
+            .cloned()
+            .collect();
         let p = p.clone();
         let kind = *kind;
         let lineage = state.lineage.clone();
@@ -50,7 +58,11 @@ pub async fn refresh(state: &State, providers: &BTreeMap<ProviderKind, Arc<dyn P
             let refs: Vec<&crate::state::Resource> = resources.iter().collect();
             let refreshed = p.refresh(&refs, &lineage).await?;
             let known: Vec<&crate::state::Resource> = all_known.iter().collect();
-            let unmanaged = if lineage.is_empty() { Vec::new() } else { p.unmanaged(&known, &lineage).await? };
+            let unmanaged = if lineage.is_empty() {
+                Vec::new()
+            } else {
+                p.unmanaged(&known, &lineage).await?
+            };
             Ok::<_, ProviderError>((kind, resources.len(), start.elapsed(), refreshed, unmanaged))
         }));
     }
@@ -63,15 +75,41 @@ pub async fn refresh(state: &State, providers: &BTreeMap<ProviderKind, Arc<dyn P
         for r in refreshed {
             let Some(obs) = r.observation else { continue };
             let (kind, detail, attributes) = match &obs {
-                Observation::Missing => ("missing", "no longer exists at the provider".to_string(), vec![]),
-                Observation::Stopped(s) => ("stopped", format!("is {s}"), vec![AttributeChange { path: "status".into(), before: Some(json!("running")), after: Some(json!(s)) }]),
-                Observation::Changed(a) => ("changed", "attributes differ from what capi created".to_string(), a.clone()),
+                Observation::Missing => (
+                    "missing",
+                    "no longer exists at the provider".to_string(),
+                    vec![],
+                ),
+                Observation::Stopped(s) => (
+                    "stopped",
+                    format!("is {s}"),
+                    vec![AttributeChange {
+                        path: "status".into(),
+                        before: Some(json!("running")),
+                        after: Some(json!(s)),
+                    }],
+                ),
+                Observation::Changed(a) => (
+                    "changed",
+                    "attributes differ from what capi created".to_string(),
+                    a.clone(),
+                ),
             };
-            out.drift.push(DriftEntry { address: r.address.clone(), kind: kind.into(), detail, attributes });
+            out.drift.push(DriftEntry {
+                address: r.address.clone(),
+                kind: kind.into(),
+                detail,
+                attributes,
+            });
             out.observations.insert(r.address, obs);
         }
         for u in unmanaged {
-            out.drift.push(DriftEntry { address: u.address, kind: "unmanaged".into(), detail: u.detail, attributes: vec![] });
+            out.drift.push(DriftEntry {
+                address: u.address,
+                kind: "unmanaged".into(),
+                detail: u.detail,
+                attributes: vec![],
+            });
         }
     }
     out.drift.sort_by(|a, b| a.address.cmp(&b.address));

@@ -79,10 +79,16 @@ fn engine() -> &'static tera::Tera {
     ENGINE.get_or_init(|| {
         let mut t = tera::Tera::default();
         t.autoescape_on(vec![]);
-        t.register_filter("cabpk_indent", |v: &Value, args: &HashMap<String, Value>| {
-            let n = args.get("n").and_then(Value::as_u64).unwrap_or(6) as usize;
-            Ok(Value::String(super::refs::indent(v.as_str().unwrap_or_default(), n)))
-        });
+        t.register_filter(
+            "cabpk_indent",
+            |v: &Value, args: &HashMap<String, Value>| {
+                let n = args.get("n").and_then(Value::as_u64).unwrap_or(6) as usize;
+                Ok(Value::String(super::refs::indent(
+                    v.as_str().unwrap_or_default(),
+                    n,
+                )))
+            },
+        );
         t.register_filter("go_quote", |v: &Value, _: &HashMap<String, Value>| {
             Ok(Value::String(go_quote(v.as_str().unwrap_or_default())))
         });
@@ -120,7 +126,9 @@ pub fn go_quote(s: &str) -> String {
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
             '\u{b}' => out.push_str("\\v"),
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
             c if c.is_control() => {
                 if (c as u32) < 0x10000 {
                     out.push_str(&format!("\\u{:04x}", c as u32))
@@ -141,7 +149,10 @@ mod tests {
 
     #[test]
     fn quoting_like_go() {
-        assert_eq!(go_quote("echo $(date) ': hello'"), "\"echo $(date) ': hello'\"");
+        assert_eq!(
+            go_quote("echo $(date) ': hello'"),
+            "\"echo $(date) ': hello'\""
+        );
         assert_eq!(go_quote("\"x\"\n\\"), "\"\\\"x\\\"\\n\\\\\"");
         assert_eq!(go_quote("\u{1}"), "\"\\x01\"");
     }

@@ -125,9 +125,10 @@ fn block_scalar(s: &str, indent: usize) -> String {
 /// non-string?
 fn resolves_to_non_string(s: &str) -> bool {
     const SPECIAL: &[&str] = &[
-        "", "~", "null", "Null", "NULL", "y", "Y", "yes", "Yes", "YES", "n", "N", "no", "No", "NO", "true", "True",
-        "TRUE", "false", "False", "FALSE", "on", "On", "ON", "off", "Off", "OFF", ".inf", ".Inf", ".INF", "-.inf",
-        "-.Inf", "-.INF", "+.inf", "+.Inf", "+.INF", ".nan", ".NaN", ".NAN", "<<",
+        "", "~", "null", "Null", "NULL", "y", "Y", "yes", "Yes", "YES", "n", "N", "no", "No", "NO",
+        "true", "True", "TRUE", "false", "False", "FALSE", "on", "On", "ON", "off", "Off", "OFF",
+        ".inf", ".Inf", ".INF", "-.inf", "-.Inf", "-.INF", "+.inf", "+.Inf", "+.INF", ".nan",
+        ".NaN", ".NAN", "<<",
     ];
     if SPECIAL.contains(&s) {
         return true;
@@ -148,14 +149,27 @@ fn resolves_to_non_string(s: &str) -> bool {
                 return true;
             }
         }
-        if t.parse::<f64>().is_ok() && t.bytes().any(|b| b.is_ascii_digit()) && !t.contains(char::is_alphabetic) {
+        if t.parse::<f64>().is_ok()
+            && t.bytes().any(|b| b.is_ascii_digit())
+            && !t.contains(char::is_alphabetic)
+        {
             return true;
         }
-        if t.contains(['e', 'E']) && t.parse::<f64>().is_ok() && t.bytes().next().is_some_and(|b| b.is_ascii_digit() || b == b'.') {
+        if t.contains(['e', 'E'])
+            && t.parse::<f64>().is_ok()
+            && t.bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_digit() || b == b'.')
+        {
             return true;
         }
         // sexagesimal (190:20:30)
-        if t.contains(':') && t.split(':').all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())) && t.split(':').count() > 1 && !t.starts_with('0') {
+        if t.contains(':')
+            && t.split(':')
+                .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+            && t.split(':').count() > 1
+            && !t.starts_with('0')
+        {
             return true;
         }
     }
@@ -180,7 +194,21 @@ fn plain_allowed(s: &str) -> bool {
     let first = s.chars().next().unwrap();
     if matches!(
         first,
-        '#' | ',' | '[' | ']' | '{' | '}' | '&' | '*' | '!' | '|' | '>' | '\'' | '"' | '%' | '@' | '`'
+        '#' | ','
+            | '['
+            | ']'
+            | '{'
+            | '}'
+            | '&'
+            | '*'
+            | '!'
+            | '|'
+            | '>'
+            | '\''
+            | '"'
+            | '%'
+            | '@'
+            | '`'
     ) {
         return false;
     }
@@ -280,11 +308,20 @@ nodeRegistration:
         assert_eq!(string_scalar("true", 0), "\"true\"");
         assert_eq!(string_scalar("123", 0), "\"123\"");
         assert_eq!(string_scalar("on", 0), "\"on\"");
-        assert_eq!(string_scalar("{{ local_hostname }}", 0), "'{{ local_hostname }}'");
-        assert_eq!(string_scalar("openstack:///'{{ instance_id }}'", 0), "openstack:///'{{ instance_id }}'");
+        assert_eq!(
+            string_scalar("{{ local_hostname }}", 0),
+            "'{{ local_hostname }}'"
+        );
+        assert_eq!(
+            string_scalar("openstack:///'{{ instance_id }}'", 0),
+            "openstack:///'{{ instance_id }}'"
+        );
         assert_eq!(string_scalar("10.0.0.1:6443", 0), "10.0.0.1:6443");
         assert_eq!(string_scalar("a: b", 0), "'a: b'");
-        assert_eq!(string_scalar("2026-01-01T00:00:00Z", 0), "\"2026-01-01T00:00:00Z\"");
+        assert_eq!(
+            string_scalar("2026-01-01T00:00:00Z", 0),
+            "\"2026-01-01T00:00:00Z\""
+        );
         assert_eq!(string_scalar("v1.31.0", 0), "v1.31.0");
         assert_eq!(string_scalar("4m0s", 0), "4m0s");
         assert_eq!(string_scalar("1.5", 0), "\"1.5\"");

@@ -24,7 +24,11 @@ impl KubeadmApi {
                 "Kubernetes {v} is not supported: the kubeadm bootstrap needs Kubernetes v1.22 or newer"
             ));
         }
-        Ok(if min <= 30 { KubeadmApi::V1beta3 } else { KubeadmApi::V1beta4 })
+        Ok(if min <= 30 {
+            KubeadmApi::V1beta3
+        } else {
+            KubeadmApi::V1beta4
+        })
     }
 
     pub fn group_version(self) -> &'static str {
@@ -81,7 +85,9 @@ fn put(m: &mut Map<String, Value>, k: &str, v: Option<Value>) {
 }
 
 fn s(v: &Option<String>) -> Option<Value> {
-    v.as_ref().filter(|x| !x.is_empty()).map(|x| Value::String(x.clone()))
+    v.as_ref()
+        .filter(|x| !x.is_empty())
+        .map(|x| Value::String(x.clone()))
 }
 
 fn list(v: &[String]) -> Option<Value> {
@@ -89,14 +95,17 @@ fn list(v: &[String]) -> Option<Value> {
 }
 
 fn extra_volumes(v: &Option<Value>) -> Option<Value> {
-    let Value::Array(items) = v.as_ref()? else { return None };
+    let Value::Array(items) = v.as_ref()? else {
+        return None;
+    };
     Some(Value::Array(
         items
             .iter()
             .map(|i| {
                 let mut m = i.as_object().cloned().unwrap_or_default();
                 for k in ["name", "hostPath", "mountPath"] {
-                    m.entry(k.to_string()).or_insert(Value::String(String::new()));
+                    m.entry(k.to_string())
+                        .or_insert(Value::String(String::new()));
                 }
                 if m.get("readOnly") == Some(&Value::Bool(false)) {
                     m.remove("readOnly");
@@ -107,7 +116,12 @@ fn extra_volumes(v: &Option<Value>) -> Option<Value> {
     ))
 }
 
-fn component(extra_args: &Args, volumes: &Option<Value>, envs: &Option<Value>, api: KubeadmApi) -> Map<String, Value> {
+fn component(
+    extra_args: &Args,
+    volumes: &Option<Value>,
+    envs: &Option<Value>,
+    api: KubeadmApi,
+) -> Map<String, Value> {
     let mut m = Map::new();
     if !extra_args.is_empty() {
         m.insert("extraArgs".into(), args(extra_args, api));
@@ -120,7 +134,11 @@ fn component(extra_args: &Args, volumes: &Option<Value>, envs: &Option<Value>, a
 }
 
 /// The ClusterConfiguration document (init only).
-pub fn cluster_configuration(spec: &KubeadmConfigSpec, cv: &ClusterValues<'_>, api: KubeadmApi) -> Value {
+pub fn cluster_configuration(
+    spec: &KubeadmConfigSpec,
+    cv: &ClusterValues<'_>,
+    api: KubeadmApi,
+) -> Value {
     let default_cc = raw::ClusterConfiguration::default();
     let cc = spec.cluster_configuration.as_ref().unwrap_or(&default_cc);
     let mut m = Map::new();
@@ -169,7 +187,10 @@ pub fn cluster_configuration(spec: &KubeadmConfigSpec, cv: &ClusterValues<'_>, a
     if let Some(e) = &cc.etcd {
         if let Some(l) = &e.local {
             let mut lm = Map::new();
-            lm.insert("dataDir".into(), json!(l.data_dir.clone().unwrap_or_default()));
+            lm.insert(
+                "dataDir".into(),
+                json!(l.data_dir.clone().unwrap_or_default()),
+            );
             if !l.extra_args.is_empty() {
                 lm.insert("extraArgs".into(), args(&l.extra_args, api));
             }
@@ -217,14 +238,23 @@ pub fn cluster_configuration(spec: &KubeadmConfigSpec, cv: &ClusterValues<'_>, a
     put(&mut m, "certificatesDir", s(&cc.certificates_dir));
     put(&mut m, "imageRepository", s(&cc.image_repository));
     if !cc.feature_gates.is_empty() {
-        m.insert("featureGates".into(), serde_json::to_value(&cc.feature_gates).unwrap());
+        m.insert(
+            "featureGates".into(),
+            serde_json::to_value(&cc.feature_gates).unwrap(),
+        );
     }
     if api == KubeadmApi::V1beta4 {
         if let Some(d) = cc.certificate_validity_period_days {
-            m.insert("certificateValidityPeriod".into(), json!(go_duration(d * 86_400)));
+            m.insert(
+                "certificateValidityPeriod".into(),
+                json!(go_duration(d * 86_400)),
+            );
         }
         if let Some(d) = cc.ca_certificate_validity_period_days {
-            m.insert("caCertificateValidityPeriod".into(), json!(go_duration(d * 86_400)));
+            m.insert(
+                "caCertificateValidityPeriod".into(),
+                json!(go_duration(d * 86_400)),
+            );
         }
         put(&mut m, "encryptionAlgorithm", s(&cc.encryption_algorithm));
     }
@@ -237,10 +267,18 @@ fn node_registration(nr: Option<&NodeRegistration>, api: KubeadmApi, extra_taint
     let mut m = Map::new();
     put(&mut m, "name", s(&nr.name));
     put(&mut m, "criSocket", s(&nr.cri_socket));
-    put(&mut m, "ignorePreflightErrors", list(&nr.ignore_preflight_errors));
+    put(
+        &mut m,
+        "ignorePreflightErrors",
+        list(&nr.ignore_preflight_errors),
+    );
     put(&mut m, "imagePullPolicy", s(&nr.image_pull_policy));
     if api == KubeadmApi::V1beta4 {
-        put(&mut m, "imagePullSerial", nr.image_pull_serial.map(Value::Bool));
+        put(
+            &mut m,
+            "imagePullSerial",
+            nr.image_pull_serial.map(Value::Bool),
+        );
     }
     if !nr.kubelet_extra_args.is_empty() {
         m.insert("kubeletExtraArgs".into(), args(&nr.kubelet_extra_args, api));
@@ -262,7 +300,9 @@ fn node_registration(nr: Option<&NodeRegistration>, api: KubeadmApi, extra_taint
             t["key"] == "node.cluster.x-k8s.io/uninitialized" && t["effect"] == "NoSchedule"
         });
         if !present {
-            list.push(json!({"effect": "NoSchedule", "key": "node.cluster.x-k8s.io/uninitialized"}));
+            list.push(
+                json!({"effect": "NoSchedule", "key": "node.cluster.x-k8s.io/uninitialized"}),
+            );
         }
     }
     m.insert(
@@ -279,7 +319,10 @@ fn timeouts(t: &Option<raw::Timeouts>) -> Option<Value> {
     let t = t.as_ref()?;
     let mut m = Map::new();
     let pairs = [
-        ("controlPlaneComponentHealthCheck", t.control_plane_component_health_check_seconds),
+        (
+            "controlPlaneComponentHealthCheck",
+            t.control_plane_component_health_check_seconds,
+        ),
         ("kubeletHealthCheck", t.kubelet_health_check_seconds),
         ("kubernetesAPICall", t.kube_api_server_seconds),
         ("etcdAPICall", t.etcd_api_call_seconds),
@@ -311,8 +354,14 @@ pub fn init_configuration(spec: &KubeadmConfigSpec, api: KubeadmApi) -> Value {
     m.insert("apiVersion".into(), json!(api.group_version()));
     m.insert("kind".into(), json!("InitConfiguration"));
     put(&mut m, "bootstrapTokens", i.bootstrap_tokens.clone());
-    m.insert("localAPIEndpoint".into(), api_endpoint(&i.local_api_endpoint));
-    m.insert("nodeRegistration".into(), node_registration(i.node_registration.as_ref(), api, false));
+    m.insert(
+        "localAPIEndpoint".into(),
+        api_endpoint(&i.local_api_endpoint),
+    );
+    m.insert(
+        "nodeRegistration".into(),
+        node_registration(i.node_registration.as_ref(), api, false),
+    );
     if let Some(p) = i.patches.as_ref().and_then(|p| p.directory.clone()) {
         m.insert("patches".into(), json!({"directory": p}));
     }
@@ -324,7 +373,12 @@ pub fn init_configuration(spec: &KubeadmConfigSpec, api: KubeadmApi) -> Value {
 }
 
 /// The JoinConfiguration document (control-plane join or worker join).
-pub fn join_configuration(spec: &KubeadmConfigSpec, endpoint: &str, api: KubeadmApi, control_plane: bool) -> Value {
+pub fn join_configuration(
+    spec: &KubeadmConfigSpec,
+    endpoint: &str,
+    api: KubeadmApi,
+    control_plane: bool,
+) -> Value {
     let default_join = raw::JoinConfiguration::default();
     let j = spec.join_configuration.as_ref().unwrap_or(&default_join);
     let mut m = Map::new();
@@ -332,7 +386,11 @@ pub fn join_configuration(spec: &KubeadmConfigSpec, endpoint: &str, api: Kubeadm
     m.insert("kind".into(), json!("JoinConfiguration"));
     put(&mut m, "caCertPath", s(&j.ca_cert_path));
     if control_plane {
-        let lae = j.control_plane.as_ref().map(|c| api_endpoint(&c.local_api_endpoint)).unwrap_or_else(|| json!({}));
+        let lae = j
+            .control_plane
+            .as_ref()
+            .map(|c| api_endpoint(&c.local_api_endpoint))
+            .unwrap_or_else(|| json!({}));
         m.insert("controlPlane".into(), json!({"localAPIEndpoint": lae}));
     }
     // Discovery: CABPK fills the token, the CA hash and the endpoint.
@@ -346,7 +404,10 @@ pub fn join_configuration(spec: &KubeadmConfigSpec, endpoint: &str, api: Kubeadm
         let mut b = Map::new();
         b.insert(
             "apiServerEndpoint".into(),
-            json!(bt.api_server_endpoint.filter(|e| !e.is_empty()).unwrap_or_else(|| endpoint.to_string())),
+            json!(bt
+                .api_server_endpoint
+                .filter(|e| !e.is_empty())
+                .unwrap_or_else(|| endpoint.to_string())),
         );
         let hashes = if bt.ca_cert_hashes.is_empty() {
             vec![refs::inline(refs::CA_CERT_HASH)]
@@ -356,7 +417,10 @@ pub fn join_configuration(spec: &KubeadmConfigSpec, endpoint: &str, api: Kubeadm
         b.insert("caCertHashes".into(), json!(hashes));
         b.insert(
             "token".into(),
-            json!(bt.token.filter(|t| !t.is_empty()).unwrap_or_else(|| refs::inline(refs::TOKEN))),
+            json!(bt
+                .token
+                .filter(|t| !t.is_empty())
+                .unwrap_or_else(|| refs::inline(refs::TOKEN))),
         );
         if bt.unsafe_skip_c_a_verification == Some(true) {
             b.insert("unsafeSkipCAVerification".into(), json!(true));
@@ -400,8 +464,17 @@ mod tests {
     fn api_by_version() {
         let v = |s: &str| Version::parse(s).unwrap();
         assert!(KubeadmApi::for_version(&v("v1.21.9")).is_err());
-        assert_eq!(KubeadmApi::for_version(&v("v1.22.0")).unwrap(), KubeadmApi::V1beta3);
-        assert_eq!(KubeadmApi::for_version(&v("v1.30.9")).unwrap(), KubeadmApi::V1beta3);
-        assert_eq!(KubeadmApi::for_version(&v("v1.31.0-rc.1")).unwrap(), KubeadmApi::V1beta4);
+        assert_eq!(
+            KubeadmApi::for_version(&v("v1.22.0")).unwrap(),
+            KubeadmApi::V1beta3
+        );
+        assert_eq!(
+            KubeadmApi::for_version(&v("v1.30.9")).unwrap(),
+            KubeadmApi::V1beta3
+        );
+        assert_eq!(
+            KubeadmApi::for_version(&v("v1.31.0-rc.1")).unwrap(),
+            KubeadmApi::V1beta4
+        );
     }
 }

@@ -66,7 +66,11 @@ pub struct BootstrapError {
     pub help: String,
 }
 
-fn err(field: impl Into<String>, message: impl Into<String>, help: impl Into<String>) -> BootstrapError {
+fn err(
+    field: impl Into<String>,
+    message: impl Into<String>,
+    help: impl Into<String>,
+) -> BootstrapError {
     BootstrapError {
         field: field.into(),
         message: message.into(),
@@ -77,13 +81,20 @@ fn err(field: impl Into<String>, message: impl Into<String>, help: impl Into<Str
 /// Render one machine's bootstrap data.
 pub fn render(input: &RenderInput<'_>) -> Result<Rendered, BootstrapError> {
     let api = KubeadmApi::for_version(input.version).map_err(|m| {
-        err("", m, "use Kubernetes v1.22 or newer (kubeadm API v1beta3 for 1.22–1.30, v1beta4 from 1.31)")
+        err(
+            "",
+            m,
+            "use Kubernetes v1.22 or newer (kubeadm API v1beta3 for 1.22–1.30, v1beta4 from 1.31)",
+        )
     })?;
     let mut spec = input.spec.clone();
     let control_plane = input.role != BootstrapRole::JoinWorker;
 
     if input.role == BootstrapRole::JoinWorker
-        && spec.join_configuration.as_ref().is_some_and(|j| j.control_plane.is_some())
+        && spec
+            .join_configuration
+            .as_ref()
+            .is_some_and(|j| j.control_plane.is_some())
     {
         return Err(err(
             "/joinConfiguration/controlPlane",
@@ -102,8 +113,12 @@ pub fn render(input: &RenderInput<'_>) -> Result<Rendered, BootstrapError> {
         }
         let v = input.version;
         if v.major == 1 && (31..36).contains(&v.minor) {
-            let cc = spec.cluster_configuration.get_or_insert_with(Default::default);
-            cc.feature_gates.entry("ControlPlaneKubeletLocalMode".into()).or_insert(true);
+            let cc = spec
+                .cluster_configuration
+                .get_or_insert_with(Default::default);
+            cc.feature_gates
+                .entry("ControlPlaneKubeletLocalMode".into())
+                .or_insert(true);
         }
     }
 
@@ -179,7 +194,11 @@ pub fn render(input: &RenderInput<'_>) -> Result<Rendered, BootstrapError> {
         };
         let content = if f.content_format.as_deref() == Some("Template") {
             render_file_template(&content, input.control_plane_version).map_err(|m| {
-                err(format!("/files/{i}/content"), format!("file {}: {m}", f.path), "only {{ .controlPlane.version }} can be used in contentFormat: Template files")
+                err(
+                    format!("/files/{i}/content"),
+                    format!("file {}: {m}", f.path),
+                    "only {{ .controlPlane.version }} can be used in contentFormat: Template files",
+                )
             })?
         } else {
             content
@@ -201,7 +220,10 @@ pub fn render(input: &RenderInput<'_>) -> Result<Rendered, BootstrapError> {
         endpoint: endpoint.clone(),
         version: input.version,
     };
-    let verbosity = spec.verbosity.map(|v| format!("--v {v}")).unwrap_or_default();
+    let verbosity = spec
+        .verbosity
+        .map(|v| format!("--v {v}"))
+        .unwrap_or_default();
     let (kubeadm_file, kubeadm_content, command) = match input.role {
         BootstrapRole::Init => {
             let c = goyaml::to_string(&kubeadm::cluster_configuration(&spec, &cv, api));
@@ -213,8 +235,17 @@ pub fn render(input: &RenderInput<'_>) -> Result<Rendered, BootstrapError> {
             )
         }
         BootstrapRole::JoinControlPlane | BootstrapRole::JoinWorker => {
-            let j = goyaml::to_string(&kubeadm::join_configuration(&spec, &endpoint, api, control_plane));
-            let content = if control_plane { j } else { format!("---\n{j}") };
+            let j = goyaml::to_string(&kubeadm::join_configuration(
+                &spec,
+                &endpoint,
+                api,
+                control_plane,
+            ));
+            let content = if control_plane {
+                j
+            } else {
+                format!("---\n{j}")
+            };
             (
                 "/run/kubeadm/kubeadm-join-config.yaml",
                 content,
@@ -233,7 +264,8 @@ pub fn render(input: &RenderInput<'_>) -> Result<Rendered, BootstrapError> {
         path: "/run/cluster-api/placeholder".into(),
         owner: "root:root".into(),
         permissions: "0640".into(),
-        inline: "written by capi so that the /run/cluster-api directory exists on every platform".into(),
+        inline: "written by capi so that the /run/cluster-api directory exists on every platform"
+            .into(),
         ..Default::default()
     });
 
@@ -302,7 +334,13 @@ pub fn render(input: &RenderInput<'_>) -> Result<Rendered, BootstrapError> {
             .collect();
     }
 
-    let content = cloudinit::render(&doc).map_err(|e| err("", format!("rendering the cloud-config failed: {e}"), "this is a bug in capi; please report it with the manifest"))?;
+    let content = cloudinit::render(&doc).map_err(|e| {
+        err(
+            "",
+            format!("rendering the cloud-config failed: {e}"),
+            "this is a bug in capi; please report it with the manifest",
+        )
+    })?;
     let sha256 = hex::encode(Sha256::digest(content.as_bytes()));
     Ok(Rendered {
         content,
@@ -388,7 +426,11 @@ fn render_file_template(content: &str, cp_version: Option<&Version>) -> Result<S
         out.push_str(&rest[..i]);
         let after = &rest[i + 2..];
         let end = after.find("}}").ok_or("unclosed {{ in template")?;
-        let action = after[..end].trim().trim_start_matches('-').trim_end_matches('-').trim();
+        let action = after[..end]
+            .trim()
+            .trim_start_matches('-')
+            .trim_end_matches('-')
+            .trim();
         if action == ".controlPlane.version" {
             let v = cp_version.ok_or("the cluster has no control-plane version to substitute")?;
             out.push_str(&v.to_string());
@@ -462,7 +504,10 @@ mod tests {
     #[test]
     fn file_template() {
         let v = Version::parse("v1.31.2").unwrap();
-        assert_eq!(render_file_template("k={{ .controlPlane.version }}", Some(&v)).unwrap(), "k=v1.31.2");
+        assert_eq!(
+            render_file_template("k={{ .controlPlane.version }}", Some(&v)).unwrap(),
+            "k=v1.31.2"
+        );
         assert!(render_file_template("{{ .other }}", Some(&v)).is_err());
     }
 }

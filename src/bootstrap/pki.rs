@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 
 use base64::Engine;
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SerialNumber,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SerialNumber,
 };
 use rsa::pkcs1::{DecodeRsaPrivateKey, EncodeRsaPrivateKey};
 use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
@@ -62,7 +62,8 @@ pub fn generate_key(alg: Algorithm) -> Result<Key, PkiError> {
     match alg {
         Algorithm::Rsa(bits) => {
             let mut rng = rand::rngs::OsRng;
-            let key = rsa::RsaPrivateKey::new(&mut rng, bits).map_err(|e| PkiError::Key(e.to_string()))?;
+            let key = rsa::RsaPrivateKey::new(&mut rng, bits)
+                .map_err(|e| PkiError::Key(e.to_string()))?;
             rsa_key(key)
         }
         Algorithm::P256 | Algorithm::P384 => {
@@ -93,10 +94,19 @@ fn rsa_key(key: rsa::RsaPrivateKey) -> Result<Key, PkiError> {
         &rcgen::PKCS_RSA_SHA256,
     )
     .map_err(|x| e(&x))?;
-    let private_pem = key.to_pkcs1_pem(LineEnding::LF).map_err(|x| e(&x))?.to_string();
+    let private_pem = key
+        .to_pkcs1_pem(LineEnding::LF)
+        .map_err(|x| e(&x))?
+        .to_string();
     let public = key.to_public_key();
-    let spki_der = public.to_public_key_der().map_err(|x| e(&x))?.as_bytes().to_vec();
-    let public_pem = public.to_public_key_pem(LineEnding::LF).map_err(|x| e(&x))?;
+    let spki_der = public
+        .to_public_key_der()
+        .map_err(|x| e(&x))?
+        .as_bytes()
+        .to_vec();
+    let public_pem = public
+        .to_public_key_pem(LineEnding::LF)
+        .map_err(|x| e(&x))?;
     Ok(Key {
         signer,
         private_pem,
@@ -112,7 +122,8 @@ fn rustls_pki_types_der(bytes: &[u8]) -> rustls_pki_types::PrivatePkcs8KeyDer<'s
 /// Load a private key PEM written by [`generate_key`] back into a signer.
 pub fn load_key(pem: &str) -> Result<KeyPair, PkiError> {
     if pem.contains("RSA PRIVATE KEY") {
-        let key = rsa::RsaPrivateKey::from_pkcs1_pem(pem).map_err(|e| PkiError::Key(e.to_string()))?;
+        let key =
+            rsa::RsaPrivateKey::from_pkcs1_pem(pem).map_err(|e| PkiError::Key(e.to_string()))?;
         return Ok(rsa_key(key)?.signer);
     }
     KeyPair::from_pem(pem).map_err(|e| PkiError::Key(e.to_string()))
@@ -152,7 +163,9 @@ fn ca_cert(key: &Key, now: i64, days: u32) -> Result<String, PkiError> {
         KeyUsagePurpose::KeyEncipherment,
         KeyUsagePurpose::KeyCertSign,
     ];
-    let cert = p.self_signed(&key.signer).map_err(|e| PkiError::Cert(e.to_string()))?;
+    let cert = p
+        .self_signed(&key.signer)
+        .map_err(|e| PkiError::Cert(e.to_string()))?;
     Ok(cert.pem())
 }
 
@@ -171,7 +184,12 @@ pub struct ClusterPki {
 /// Generate the cluster CA, etcd CA (unless etcd is external), front-proxy CA
 /// and service-account keys. The keys are generated in parallel threads: RSA
 /// key generation dominates the cost.
-pub fn generate(algorithm: &str, ca_validity_days: u32, external_etcd: bool, now: i64) -> Result<ClusterPki, PkiError> {
+pub fn generate(
+    algorithm: &str,
+    ca_validity_days: u32,
+    external_etcd: bool,
+    now: i64,
+) -> Result<ClusterPki, PkiError> {
     let alg = Algorithm::parse(algorithm)?;
     let mut names = vec!["ca", "front-proxy-ca", "sa"];
     if !external_etcd {
@@ -184,7 +202,13 @@ pub fn generate(algorithm: &str, ca_validity_days: u32, external_etcd: bool, now
             .collect();
         handles
             .into_iter()
-            .map(|(n, h)| (n, h.join().unwrap_or_else(|_| Err(PkiError::Key("key thread panicked".into())))))
+            .map(|(n, h)| {
+                (
+                    n,
+                    h.join()
+                        .unwrap_or_else(|_| Err(PkiError::Key("key thread panicked".into()))),
+                )
+            })
             .collect()
     });
     let mut public = BTreeMap::new();
@@ -227,7 +251,8 @@ pub fn admin_kubeconfig(
     now: i64,
 ) -> Result<String, PkiError> {
     let ca_key = load_key(ca_key_pem)?;
-    let issuer = Issuer::from_ca_cert_pem(ca_crt_pem, ca_key).map_err(|e| PkiError::Cert(e.to_string()))?;
+    let issuer =
+        Issuer::from_ca_cert_pem(ca_crt_pem, ca_key).map_err(|e| PkiError::Cert(e.to_string()))?;
     let client = generate_key(Algorithm::parse(algorithm)?)?;
     let mut p = CertificateParams::default();
     let mut dn = DistinguishedName::new();
@@ -239,7 +264,10 @@ pub fn admin_kubeconfig(
     p.not_before = datetime(ca_not_before);
     p.not_after = datetime(now + 365 * 86_400);
     p.is_ca = IsCa::NoCa;
-    p.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    p.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
     p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     let cert = p
         .signed_by(&client.signer, &issuer)
@@ -279,7 +307,16 @@ mod tests {
             assert!(p.secret.contains_key(k), "{k}");
         }
         assert!(p.ca_cert_hash.starts_with("sha256:") && p.ca_cert_hash.len() == 71);
-        let kc = admin_kubeconfig("c1", "10.0.0.1:6443", &p.public["ca.crt"], &p.secret["ca.key"], "ECDSA-P256", p.not_before, now).unwrap();
+        let kc = admin_kubeconfig(
+            "c1",
+            "10.0.0.1:6443",
+            &p.public["ca.crt"],
+            &p.secret["ca.key"],
+            "ECDSA-P256",
+            p.not_before,
+            now,
+        )
+        .unwrap();
         assert!(kc.contains("current-context: c1-admin@c1"));
         assert!(kc.contains("server: https://10.0.0.1:6443"));
     }

@@ -56,14 +56,19 @@ pub fn names(doc: &str) -> Vec<String> {
 
 /// Does this reference name secret material?
 pub fn is_secret(name: &str) -> bool {
-    name == TOKEN || name.starts_with("secret:") || PKI_FILES.iter().any(|(n, _, s)| *s && *n == name)
+    name == TOKEN
+        || name.starts_with("secret:")
+        || PKI_FILES.iter().any(|(n, _, s)| *s && *n == name)
 }
 
 /// CABPK's `Indent`: split on `\n`, prefix every piece (the last one too) with
 /// `n` spaces, join with `\n`.
 pub fn indent(s: &str, n: usize) -> String {
     let pad = " ".repeat(n);
-    s.split('\n').map(|l| format!("{pad}{l}")).collect::<Vec<_>>().join("\n")
+    s.split('\n')
+        .map(|l| format!("{pad}{l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Substitute every reference. A line holding only a reference (after
@@ -77,7 +82,10 @@ pub fn resolve(doc: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Str
         }
         let trimmed = line.trim_start();
         let indent_len = line.len() - trimmed.len();
-        if trimmed.starts_with("<capi:") && trimmed.ends_with('>') && trimmed[6..trimmed.len() - 1].find(['<', '>']).is_none() {
+        if trimmed.starts_with("<capi:")
+            && trimmed.ends_with('>')
+            && trimmed[6..trimmed.len() - 1].find(['<', '>']).is_none()
+        {
             let name = &trimmed[6..trimmed.len() - 1];
             let value = lookup(name).ok_or_else(|| name.to_string())?;
             if value.contains('\n') {
@@ -123,6 +131,9 @@ mod tests {
 
     #[test]
     fn indent_matches_cabpk() {
-        assert_eq!(indent("  some extra:\n    indenting\n", 4), "      some extra:\n        indenting\n    ");
+        assert_eq!(
+            indent("  some extra:\n    indenting\n", 4),
+            "      some extra:\n        indenting\n    "
+        );
     }
 }

@@ -25,7 +25,12 @@ pub struct Cli {
 #[derive(Debug, Args, Clone)]
 pub struct GlobalArgs {
     /// State file.
-    #[arg(long, global = true, env = "CAPI_STATE", default_value = "capi.state.json")]
+    #[arg(
+        long,
+        global = true,
+        env = "CAPI_STATE",
+        default_value = "capi.state.json"
+    )]
     pub state: PathBuf,
     /// Disable colours (also: NO_COLOR).
     #[arg(long, global = true)]
@@ -120,12 +125,14 @@ pub struct HealthArgs {
 
 impl HealthArgs {
     pub fn check(&self) -> Option<crate::apply::health::HealthCheck> {
-        self.health_check.as_ref().map(|c| crate::apply::health::HealthCheck {
-            command: c.clone(),
-            count: self.health_check_count.max(1),
-            interval: self.health_check_interval,
-            timeout: self.health_check_timeout,
-        })
+        self.health_check
+            .as_ref()
+            .map(|c| crate::apply::health::HealthCheck {
+                command: c.clone(),
+                count: self.health_check_count.max(1),
+                interval: self.health_check_interval,
+                timeout: self.health_check_timeout,
+            })
     }
 }
 

@@ -45,7 +45,8 @@ impl CliError {
     fn report(&self, p: &Printer) -> u8 {
         match self {
             CliError::Exit(code) => return *code,
-            CliError::Manifest(ManifestError::Invalid { problems, files }) | CliError::Problems(problems, files) => {
+            CliError::Manifest(ManifestError::Invalid { problems, files })
+            | CliError::Problems(problems, files) => {
                 for pr in problems {
                     p.diagnostic(&ProblemReport::new(pr.clone(), files));
                 }
@@ -84,7 +85,10 @@ fn normalise_args(args: impl Iterator<Item = std::ffi::OsString>) -> Vec<std::ff
 pub fn run() -> ExitCode {
     let cli = Cli::parse_from(normalise_args(std::env::args_os()));
     let printer = Printer::new(cli.global.no_color, cli.global.json);
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             printer.error(&format!("cannot start the async runtime: {e}"));
@@ -101,25 +105,76 @@ pub fn run() -> ExitCode {
 async fn dispatch(cli: Cli, p: &Printer) -> Result<u8, CliError> {
     let g = &cli.global;
     match cli.command {
-        Command::Plan { manifests, run, targets, detailed_exitcode, out } => commands::plan::run(g, &manifests, &run, &targets, detailed_exitcode, out.as_deref(), p).await,
-        Command::Apply { plan_file: Some(f), manifests, run, apply, targets, health } => {
+        Command::Plan {
+            manifests,
+            run,
+            targets,
+            detailed_exitcode,
+            out,
+        } => {
+            commands::plan::run(
+                g,
+                &manifests,
+                &run,
+                &targets,
+                detailed_exitcode,
+                out.as_deref(),
+                p,
+            )
+            .await
+        }
+        Command::Apply {
+            plan_file: Some(f),
+            manifests,
+            run,
+            apply,
+            targets,
+            health,
+        } => {
             if !targets.targets.is_empty() || !targets.replace.is_empty() {
                 return Err(CliError::Usage("--target and --replace belong to `capi plan -out FILE`; a saved plan is applied exactly as it was made".into()));
             }
             commands::apply::run_saved(g, &f, &manifests, &run, &apply, &health, p).await
         }
-        Command::Apply { plan_file: None, manifests, run, apply, targets, health } => commands::apply::run(g, &manifests, &run, &apply, &targets, &health, p).await,
-        Command::Upgrade { upgrade, manifests, run, apply, health } => commands::upgrade::run(g, &manifests, &run, &apply, &health, &upgrade, p).await,
-        Command::Destroy { manifests, run, apply } => commands::destroy::run(g, &manifests, &run, &apply, p).await,
-        Command::Drift { manifests, run, ignore } => commands::drift::run(g, &manifests, &run, &ignore, p).await,
+        Command::Apply {
+            plan_file: None,
+            manifests,
+            run,
+            apply,
+            targets,
+            health,
+        } => commands::apply::run(g, &manifests, &run, &apply, &targets, &health, p).await,
+        Command::Upgrade {
+            upgrade,
+            manifests,
+            run,
+            apply,
+            health,
+        } => commands::upgrade::run(g, &manifests, &run, &apply, &health, &upgrade, p).await,
+        Command::Destroy {
+            manifests,
+            run,
+            apply,
+        } => commands::destroy::run(g, &manifests, &run, &apply, p).await,
+        Command::Drift {
+            manifests,
+            run,
+            ignore,
+        } => commands::drift::run(g, &manifests, &run, &ignore, p).await,
         Command::Generate(args::GenerateCommand::Cluster(a)) => commands::generate::run(&a, p),
         Command::Validate { manifests } => commands::validate::run(&manifests, p),
         Command::Graph { manifests, format } => commands::graph::run(g, &manifests, format, p),
-        Command::Describe(args::DescribeCommand::Cluster { cluster, manifests, grouping }) => commands::describe::run(g, &cluster, &manifests, grouping, p),
+        Command::Describe(args::DescribeCommand::Cluster {
+            cluster,
+            manifests,
+            grouping,
+        }) => commands::describe::run(g, &cluster, &manifests, grouping, p),
         Command::Show { cluster } => commands::show::run(g, cluster.as_deref(), p),
         Command::State(StateCommand::List) => commands::state::list(g, p),
         Command::State(StateCommand::Show { address }) => commands::state::show(g, &address, p),
-        Command::Kubeconfig { cluster, output } => commands::kubeconfig::run(g, &cluster, output.as_deref(), p),
+        Command::Kubeconfig { cluster, output } => {
+            commands::kubeconfig::run(g, &cluster, output.as_deref(), p)
+        }
         Command::Schema { which } => {
             let v = match which {
                 args::SchemaKind::State => crate::state::schema::state_schema(),

@@ -9,7 +9,10 @@ use crate::plan::render::Style;
 
 #[derive(Debug, Clone)]
 pub struct Printer {
+    /// Colours on stdout.
     pub color: bool,
+    /// Colours on stderr.
+    pub color_err: bool,
     pub json: bool,
     pub stderr_tty: bool,
     pub stdin_tty: bool,
@@ -17,11 +20,13 @@ pub struct Printer {
 
 impl Printer {
     pub fn new(no_color: bool, json: bool) -> Printer {
-        let no_color_env = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        let allowed = !no_color && !std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        let stderr_tty = std::io::stderr().is_terminal();
         Printer {
-            color: !no_color && !no_color_env && !json && std::io::stdout().is_terminal(),
+            color: allowed && !json && std::io::stdout().is_terminal(),
+            color_err: allowed && stderr_tty,
             json,
-            stderr_tty: std::io::stderr().is_terminal(),
+            stderr_tty,
             stdin_tty: std::io::stdin().is_terminal(),
         }
     }
@@ -49,23 +54,25 @@ impl Printer {
     }
 
     pub fn warning(&self, s: &str) {
-        let tag = if self.color_stderr() { "\x1b[33mWarning:\x1b[0m" } else { "Warning:" };
+        let tag = if self.color_stderr() {
+            "\x1b[33mWarning:\x1b[0m"
+        } else {
+            "Warning:"
+        };
         self.message(&format!("{tag} {s}"));
     }
 
     pub fn error(&self, s: &str) {
-        let tag = if self.color_stderr() { "\x1b[31mError:\x1b[0m" } else { "Error:" };
+        let tag = if self.color_stderr() {
+            "\x1b[31mError:\x1b[0m"
+        } else {
+            "Error:"
+        };
         self.message(&format!("{tag} {s}"));
     }
 
     pub fn color_stderr(&self) -> bool {
-        let no_color_env = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-        self.stderr_tty && !no_color_env && self.color_allowed()
-    }
-
-    fn color_allowed(&self) -> bool {
-        // --no-color turns both streams off; `color` is false then.
-        self.color || !std::io::stdout().is_terminal()
+        self.color_err
     }
 
     /// Render a miette diagnostic on stderr.

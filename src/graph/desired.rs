@@ -8,8 +8,8 @@ use serde_json::Value;
 use crate::bootstrap::{self, RenderInput};
 use crate::manifest::raw::KubeadmConfigSpec;
 use crate::manifest::{
-    Body, ClusterNetwork, DeletionOrder, InfraCluster, InfraMachine, IntOrPercent, Kind, Manifest, Object, Problem,
-    Strategy, TriggerIf, Version,
+    Body, ClusterNetwork, DeletionOrder, InfraCluster, InfraMachine, IntOrPercent, Kind, Manifest,
+    Object, Problem, Strategy, TriggerIf, Version,
 };
 use crate::resource::*;
 
@@ -46,7 +46,10 @@ pub const DOCKER_NETWORK_ANNOTATION: &str = "capi.x-k8s.io/docker-network";
 pub enum Rollout {
     /// KubeadmControlPlane: one machine at a time; surge 0 or 1.
     ControlPlane { max_surge: u32 },
-    RollingUpdate { max_surge: IntOrPercent, max_unavailable: IntOrPercent },
+    RollingUpdate {
+        max_surge: IntOrPercent,
+        max_unavailable: IntOrPercent,
+    },
     /// Old machines are replaced only when they are deleted.
     OnDelete,
 }
@@ -205,8 +208,14 @@ fn machine_infra(o: &Object, defaults: &BTreeMap<String, String>) -> Option<Infr
         _ => return None,
     };
     let mut spec = match im {
-        InfraMachine::Docker(d) => infra_spec(o, "docker", serde_json::to_value(d).unwrap_or(Value::Null)),
-        InfraMachine::InMemory(m) => infra_spec(o, "inMemory", serde_json::to_value(m).unwrap_or(Value::Null)),
+        InfraMachine::Docker(d) => {
+            infra_spec(o, "docker", serde_json::to_value(d).unwrap_or(Value::Null))
+        }
+        InfraMachine::InMemory(m) => infra_spec(
+            o,
+            "inMemory",
+            serde_json::to_value(m).unwrap_or(Value::Null),
+        ),
         InfraMachine::OpenStack(v) => infra_spec(o, "openstack", v.clone()),
     };
     for (k, v) in defaults {
@@ -237,16 +246,27 @@ fn kcp_identity_spec(spec: &KubeadmConfigSpec) -> KubeadmConfigSpec {
     s
 }
 
-fn standard_labels(cluster: &str, owner: &Owner, role: Role, extra: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+fn standard_labels(
+    cluster: &str,
+    owner: &Owner,
+    role: Role,
+    extra: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
     let mut l = extra.clone();
     l.insert("cluster.x-k8s.io/cluster-name".into(), cluster.into());
     match owner.kind.as_str() {
         "KubeadmControlPlane" => {
             l.insert("cluster.x-k8s.io/control-plane".into(), String::new());
-            l.insert("cluster.x-k8s.io/control-plane-name".into(), owner.name.clone());
+            l.insert(
+                "cluster.x-k8s.io/control-plane-name".into(),
+                owner.name.clone(),
+            );
         }
         "MachineDeployment" => {
-            l.insert("cluster.x-k8s.io/deployment-name".into(), owner.name.clone());
+            l.insert(
+                "cluster.x-k8s.io/deployment-name".into(),
+                owner.name.clone(),
+            );
         }
         "MachineSet" => {
             l.insert("cluster.x-k8s.io/set-name".into(), owner.name.clone());
@@ -287,20 +307,38 @@ pub fn build(m: &Manifest, opts: &GraphOptions) -> Result<Desired, Vec<Problem>>
 }
 
 fn build_cluster(b: &mut Builder<'_>, o: &Object) -> Option<DesiredCluster> {
-    let Body::Cluster(c) = &o.body else { return None };
+    let Body::Cluster(c) = &o.body else {
+        return None;
+    };
     let m = b.m;
     let id = ClusterId::new(&o.key.namespace, &o.key.name);
-    let infra_obj = c.infrastructure_ref.as_ref().and_then(|r| m.resolve(o, r))?;
-    let Body::InfraCluster(ic) = &infra_obj.body else { return None };
+    let infra_obj = c
+        .infrastructure_ref
+        .as_ref()
+        .and_then(|r| m.resolve(o, r))?;
+    let Body::InfraCluster(ic) = &infra_obj.body else {
+        return None;
+    };
     let (native, backend, infra_value) = match ic {
-        InfraCluster::Docker(d) => (ProviderKind::Docker, "docker", serde_json::to_value(d).unwrap_or(Value::Null)),
-        InfraCluster::InMemory => (ProviderKind::Sim, "inMemory", Value::Object(Default::default())),
+        InfraCluster::Docker(d) => (
+            ProviderKind::Docker,
+            "docker",
+            serde_json::to_value(d).unwrap_or(Value::Null),
+        ),
+        InfraCluster::InMemory => (
+            ProviderKind::Sim,
+            "inMemory",
+            Value::Object(Default::default()),
+        ),
         InfraCluster::OpenStack(v) => (ProviderKind::Openstack, "openstack", v.clone()),
     };
     let provider = b.opts.provider_override.unwrap_or(native);
     let mut cluster_infra = infra_spec(infra_obj, backend, infra_value);
     for (k, v) in &b.opts.default_options {
-        cluster_infra.options.entry(k.clone()).or_insert_with(|| v.clone());
+        cluster_infra
+            .options
+            .entry(k.clone())
+            .or_insert_with(|| v.clone());
     }
     let network_name = match ic {
         InfraCluster::Docker(_) => infra_obj
@@ -308,13 +346,22 @@ fn build_cluster(b: &mut Builder<'_>, o: &Object) -> Option<DesiredCluster> {
             .get(DOCKER_NETWORK_ANNOTATION)
             .cloned()
             .unwrap_or_else(|| b.opts.docker_network.clone()),
-        InfraCluster::OpenStack(_) => format!("k8s-clusterapi-cluster-{}-{}", id.namespace, id.name),
+        InfraCluster::OpenStack(_) => {
+            format!("k8s-clusterapi-cluster-{}-{}", id.namespace, id.name)
+        }
         InfraCluster::InMemory => id.name.clone(),
     };
-    let fixed_endpoint = c
-        .control_plane_endpoint
-        .as_ref()
-        .map(|e| format!("{}:{}", e.host, if e.port == 0 { c.network.api_server_port as i64 } else { e.port }));
+    let fixed_endpoint = c.control_plane_endpoint.as_ref().map(|e| {
+        format!(
+            "{}:{}",
+            e.host,
+            if e.port == 0 {
+                c.network.api_server_port as i64
+            } else {
+                e.port
+            }
+        )
+    });
 
     // Control plane: a KubeadmControlPlane, or standalone control-plane Machines.
     let mut groups = Vec::new();
@@ -332,15 +379,24 @@ fn build_cluster(b: &mut Builder<'_>, o: &Object) -> Option<DesiredCluster> {
         InfraCluster::OpenStack(v) => v
             .get("controlPlaneAvailabilityZones")
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(str::to_string))
+                    .collect()
+            })
             .unwrap_or_default(),
         InfraCluster::InMemory => Vec::new(),
     };
 
     if let Some(k) = kcp {
-        let Body::KubeadmControlPlane(kk) = &k.body else { return None };
+        let Body::KubeadmControlPlane(kk) = &k.body else {
+            return None;
+        };
         let version = kk.version.clone().ok()?;
-        let infra_tpl = kk.infrastructure_ref.as_ref().and_then(|r| m.resolve(k, r))?;
+        let infra_tpl = kk
+            .infrastructure_ref
+            .as_ref()
+            .and_then(|r| m.resolve(k, r))?;
         let infra = machine_infra(infra_tpl, &b.opts.default_options)?;
         kcp_spec = Some(kk.kubeadm_config_spec.clone());
         let identity = hash_json(&serde_json::json!({
@@ -367,7 +423,11 @@ fn build_cluster(b: &mut Builder<'_>, o: &Object) -> Option<DesiredCluster> {
                     Some((r.sha256, r.kubeadm_api))
                 }
                 Err(e) => {
-                    let pointer = if e.field.is_empty() { "/spec/version".to_string() } else { format!("/spec/kubeadmConfigSpec{}", e.field) };
+                    let pointer = if e.field.is_empty() {
+                        "/spec/version".to_string()
+                    } else {
+                        format!("/spec/kubeadmConfigSpec{}", e.field)
+                    };
                     b.problem(k, &pointer, format!("{}: {}", k.key, e.message), e.help);
                     None
                 }
@@ -380,7 +440,11 @@ fn build_cluster(b: &mut Builder<'_>, o: &Object) -> Option<DesiredCluster> {
             kind: "KubeadmControlPlane".into(),
             name: k.key.name.clone(),
         };
-        let fds: Vec<Option<String>> = if cluster_fds.is_empty() { vec![None] } else { cluster_fds.iter().cloned().map(Some).collect() };
+        let fds: Vec<Option<String>> = if cluster_fds.is_empty() {
+            vec![None]
+        } else {
+            cluster_fds.iter().cloned().map(Some).collect()
+        };
         groups.push(MachineGroup {
             labels: standard_labels(&id.name, &owner, Role::ControlPlane, &kk.machine_labels),
             annotations: kk.machine_annotations.clone(),
@@ -412,48 +476,111 @@ fn build_cluster(b: &mut Builder<'_>, o: &Object) -> Option<DesiredCluster> {
     let mut standalone_cp: Vec<MachineGroup> = Vec::new();
     for w in &m.objects {
         let (template, replicas, rollout, order, owner_kind, paused, fixed, cp) = match &w.body {
-            Body::MachineDeployment(md) if md.cluster_name == id.name && w.key.namespace == id.namespace => {
+            Body::MachineDeployment(md)
+                if md.cluster_name == id.name && w.key.namespace == id.namespace =>
+            {
                 let rollout = match &md.strategy {
-                    Strategy::RollingUpdate { max_surge, max_unavailable } => Rollout::RollingUpdate {
+                    Strategy::RollingUpdate {
+                        max_surge,
+                        max_unavailable,
+                    } => Rollout::RollingUpdate {
                         max_surge: *max_surge,
                         max_unavailable: *max_unavailable,
                     },
                     Strategy::OnDelete => Rollout::OnDelete,
                 };
-                (&md.template, md.replicas, rollout, md.deletion_order, "MachineDeployment", md.paused, false, false)
+                (
+                    &md.template,
+                    md.replicas,
+                    rollout,
+                    md.deletion_order,
+                    "MachineDeployment",
+                    md.paused,
+                    false,
+                    false,
+                )
             }
-            Body::MachineSet(ms) if ms.cluster_name == id.name && w.key.namespace == id.namespace => {
-                (&ms.template, ms.replicas, Rollout::OnDelete, ms.deletion_order, "MachineSet", false, false, false)
+            Body::MachineSet(ms)
+                if ms.cluster_name == id.name && w.key.namespace == id.namespace =>
+            {
+                (
+                    &ms.template,
+                    ms.replicas,
+                    Rollout::OnDelete,
+                    ms.deletion_order,
+                    "MachineSet",
+                    false,
+                    false,
+                    false,
+                )
             }
-            Body::Machine(mm) if mm.template.cluster_name == id.name && w.key.namespace == id.namespace => {
-                (&mm.template, 1, Rollout::OnDelete, DeletionOrder::Oldest, "Machine", false, true, mm.control_plane)
+            Body::Machine(mm)
+                if mm.template.cluster_name == id.name && w.key.namespace == id.namespace =>
+            {
+                (
+                    &mm.template,
+                    1,
+                    Rollout::OnDelete,
+                    DeletionOrder::Oldest,
+                    "Machine",
+                    false,
+                    true,
+                    mm.control_plane,
+                )
             }
             _ => continue,
         };
-        let Some(Ok(version)) = template.version.clone() else { continue };
-        let Some(infra_obj) = template.infrastructure_ref.as_ref().and_then(|r| m.resolve(w, r)) else { continue };
-        let Some(infra) = machine_infra(infra_obj, &b.opts.default_options) else { continue };
+        let Some(Ok(version)) = template.version.clone() else {
+            continue;
+        };
+        let Some(infra_obj) = template
+            .infrastructure_ref
+            .as_ref()
+            .and_then(|r| m.resolve(w, r))
+        else {
+            continue;
+        };
+        let Some(infra) = machine_infra(infra_obj, &b.opts.default_options) else {
+            continue;
+        };
         let role = if cp { Role::ControlPlane } else { Role::Worker };
-        let (bootstrap_kind, bootstrap_name, spec, spec_base): (String, String, Option<KubeadmConfigSpec>, String) =
-            match (&template.bootstrap_ref, &template.data_secret_name) {
-                (Some(r), _) => match m.resolve(w, r) {
-                    Some(bo) => match &bo.body {
-                        Body::KubeadmConfigTemplate(s) => (bo.key.kind.to_string(), bo.key.name.clone(), Some(s.clone()), "/spec/template/spec".into()),
-                        Body::KubeadmConfig(s) => (bo.key.kind.to_string(), bo.key.name.clone(), Some(s.clone()), "/spec".into()),
-                        _ => continue,
-                    },
-                    None => continue,
+        let (bootstrap_kind, bootstrap_name, spec, spec_base): (
+            String,
+            String,
+            Option<KubeadmConfigSpec>,
+            String,
+        ) = match (&template.bootstrap_ref, &template.data_secret_name) {
+            (Some(r), _) => match m.resolve(w, r) {
+                Some(bo) => match &bo.body {
+                    Body::KubeadmConfigTemplate(s) => (
+                        bo.key.kind.to_string(),
+                        bo.key.name.clone(),
+                        Some(s.clone()),
+                        "/spec/template/spec".into(),
+                    ),
+                    Body::KubeadmConfig(s) => (
+                        bo.key.kind.to_string(),
+                        bo.key.name.clone(),
+                        Some(s.clone()),
+                        "/spec".into(),
+                    ),
+                    _ => continue,
                 },
-                (None, Some(secret)) => ("Secret".into(), secret.clone(), None, String::new()),
-                (None, None) => continue,
-            };
+                None => continue,
+            },
+            (None, Some(secret)) => ("Secret".into(), secret.clone(), None, String::new()),
+            (None, None) => continue,
+        };
         let identity = hash_json(&serde_json::json!({
             "version": version.to_string(),
             "infrastructure": {"kind": infra.kind, "name": infra.name, "spec": infra.spec},
             "bootstrap": {"kind": bootstrap_kind, "name": bootstrap_name, "spec": spec},
             "failureDomain": template.failure_domain,
         }));
-        let bo_obj = template.bootstrap_ref.as_ref().and_then(|r| m.resolve(w, r));
+        let bo_obj = template
+            .bootstrap_ref
+            .as_ref()
+            .and_then(|r| m.resolve(w, r));
         let ns = w.key.namespace.clone();
         let render = |b: &mut Builder<'_>, role: BootstrapRole| -> Option<(String, &'static str)> {
             match &spec {
@@ -477,7 +604,11 @@ fn build_cluster(b: &mut Builder<'_>, o: &Object) -> Option<DesiredCluster> {
                         Err(e) => {
                             let target = bo_obj.unwrap_or(w);
                             let pointer = if e.field.is_empty() {
-                                if std::ptr::eq(target, w) { "/spec/template/spec/version".to_string() } else { spec_base.clone() }
+                                if std::ptr::eq(target, w) {
+                                    "/spec/template/spec/version".to_string()
+                                } else {
+                                    spec_base.clone()
+                                }
                             } else {
                                 format!("{spec_base}{}", e.field)
                             };
@@ -495,7 +626,8 @@ fn build_cluster(b: &mut Builder<'_>, o: &Object) -> Option<DesiredCluster> {
                         return None;
                     }
                     let content = format!("<capi:{}>\n", bootstrap::refs::secret(secret, "value"));
-                    let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(content.as_bytes()));
+                    let sha =
+                        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(content.as_bytes()));
                     b.documents.insert(sha.clone(), content);
                     Some((sha, "user-provided"))
                 }
@@ -554,12 +686,16 @@ fn build_cluster(b: &mut Builder<'_>, o: &Object) -> Option<DesiredCluster> {
     let health_checks = m
         .of_kind(Kind::MachineHealthCheck)
         .filter_map(|h| match &h.body {
-            Body::MachineHealthCheck(mhc) if mhc.cluster_name == id.name && h.key.namespace == id.namespace => Some(HealthCheck {
-                name: h.key.name.clone(),
-                selector: mhc.selector.clone(),
-                node_startup_timeout_seconds: mhc.node_startup_timeout_seconds,
-                trigger_if: mhc.trigger_if.clone(),
-            }),
+            Body::MachineHealthCheck(mhc)
+                if mhc.cluster_name == id.name && h.key.namespace == id.namespace =>
+            {
+                Some(HealthCheck {
+                    name: h.key.name.clone(),
+                    selector: mhc.selector.clone(),
+                    node_startup_timeout_seconds: mhc.node_startup_timeout_seconds,
+                    trigger_if: mhc.trigger_if.clone(),
+                })
+            }
             _ => None,
         })
         .collect();
@@ -570,8 +706,14 @@ fn build_cluster(b: &mut Builder<'_>, o: &Object) -> Option<DesiredCluster> {
         source: b.source(o),
         network_config: c.network.clone(),
         pki: PkiSpec {
-            encryption_algorithm: cc.encryption_algorithm.clone().unwrap_or_else(|| "RSA-2048".into()),
-            ca_validity_days: cc.ca_certificate_validity_period_days.unwrap_or(3650).clamp(1, 36500) as u32,
+            encryption_algorithm: cc
+                .encryption_algorithm
+                .clone()
+                .unwrap_or_else(|| "RSA-2048".into()),
+            ca_validity_days: cc
+                .ca_certificate_validity_period_days
+                .unwrap_or(3650)
+                .clamp(1, 36500) as u32,
             external_etcd: cc.etcd.as_ref().is_some_and(|e| e.external.is_some()),
         },
         network: NetworkSpec {
@@ -599,7 +741,10 @@ fn docker_failure_domains(v: Option<&Value>) -> Vec<String> {
     match v {
         Some(Value::Array(items)) => {
             for i in items {
-                let cp = i.get("controlPlane").and_then(Value::as_bool).unwrap_or(false);
+                let cp = i
+                    .get("controlPlane")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false);
                 if let (true, Some(n)) = (cp, i.get("name").and_then(Value::as_str)) {
                     out.push(n.to_string());
                 }
@@ -607,7 +752,11 @@ fn docker_failure_domains(v: Option<&Value>) -> Vec<String> {
         }
         Some(Value::Object(m)) => {
             for (n, fd) in m {
-                if fd.get("controlPlane").and_then(Value::as_bool).unwrap_or(false) {
+                if fd
+                    .get("controlPlane")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false)
+                {
                     out.push(n.clone());
                 }
             }

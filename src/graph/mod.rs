@@ -40,7 +40,10 @@ impl ResourceGraph {
         for (a, deps) in nodes {
             for d in deps {
                 let Some(&from) = g.index.get(d) else {
-                    return Err(GraphError::MissingDependency { from: a.clone(), to: d.clone() });
+                    return Err(GraphError::MissingDependency {
+                        from: a.clone(),
+                        to: d.clone(),
+                    });
                 };
                 g.graph.add_edge(from, g.index[a], ());
             }
@@ -53,8 +56,21 @@ impl ResourceGraph {
 
     /// Dependencies first, ties broken by address.
     pub fn order(&self) -> Vec<&Address> {
-        let mut indegree: BTreeMap<NodeIndex, usize> = self.graph.node_indices().map(|n| (n, self.graph.neighbors_directed(n, petgraph::Incoming).count())).collect();
-        let mut ready: std::collections::BTreeSet<(&Address, NodeIndex)> = indegree.iter().filter(|(_, d)| **d == 0).map(|(n, _)| (&self.graph[*n], *n)).collect();
+        let mut indegree: BTreeMap<NodeIndex, usize> = self
+            .graph
+            .node_indices()
+            .map(|n| {
+                (
+                    n,
+                    self.graph.neighbors_directed(n, petgraph::Incoming).count(),
+                )
+            })
+            .collect();
+        let mut ready: std::collections::BTreeSet<(&Address, NodeIndex)> = indegree
+            .iter()
+            .filter(|(_, d)| **d == 0)
+            .map(|(n, _)| (&self.graph[*n], *n))
+            .collect();
         let mut out = Vec::new();
         while let Some(first) = ready.iter().next().cloned() {
             ready.remove(&first);
@@ -71,7 +87,8 @@ impl ResourceGraph {
     }
 
     pub fn to_dot(&self) -> String {
-        let mut s = String::from("digraph capi {\n  rankdir = \"LR\";\n  node [shape = \"box\"];\n");
+        let mut s =
+            String::from("digraph capi {\n  rankdir = \"LR\";\n  node [shape = \"box\"];\n");
         for a in self.order() {
             let _ = writeln!(s, "  \"{a}\";");
         }
@@ -94,7 +111,11 @@ impl ResourceGraph {
         let mut s = String::new();
         for a in self.order() {
             let i = self.index[a];
-            let mut deps: Vec<String> = self.graph.neighbors_directed(i, petgraph::Incoming).map(|n| self.graph[n].to_string()).collect();
+            let mut deps: Vec<String> = self
+                .graph
+                .neighbors_directed(i, petgraph::Incoming)
+                .map(|n| self.graph[n].to_string())
+                .collect();
             deps.sort();
             let _ = writeln!(s, "{a}");
             for d in deps {
@@ -113,8 +134,14 @@ mod tests {
     fn cycle_and_missing() {
         let a = Address("c/network".into());
         let b = Address("c/loadbalancer".into());
-        assert!(matches!(ResourceGraph::new(&[(a.clone(), vec![b.clone()]), (b.clone(), vec![a.clone()])]), Err(GraphError::Cycle(_))));
-        assert!(matches!(ResourceGraph::new(&[(a.clone(), vec![Address("c/pki".into())])]), Err(GraphError::MissingDependency { .. })));
+        assert!(matches!(
+            ResourceGraph::new(&[(a.clone(), vec![b.clone()]), (b.clone(), vec![a.clone()])]),
+            Err(GraphError::Cycle(_))
+        ));
+        assert!(matches!(
+            ResourceGraph::new(&[(a.clone(), vec![Address("c/pki".into())])]),
+            Err(GraphError::MissingDependency { .. })
+        ));
         let g = ResourceGraph::new(&[(b.clone(), vec![a.clone()]), (a.clone(), vec![])]).unwrap();
         assert_eq!(g.order(), vec![&a, &b]);
         assert!(g.to_dot().contains("\"c/network\" -> \"c/loadbalancer\""));

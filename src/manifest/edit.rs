@@ -20,22 +20,40 @@ fn selected(sel: &Selection<'_>, m: &Manifest, o: &Object) -> Option<&'static st
         Body::KubeadmControlPlane(_) => {
             let cluster = m.get(super::Kind::Cluster, sel.namespace, sel.cluster)?;
             match &cluster.body {
-                Body::Cluster(c) if c.control_plane_ref.as_ref().is_some_and(|r| r.name == o.key.name) => Some("/spec/version"),
+                Body::Cluster(c)
+                    if c.control_plane_ref
+                        .as_ref()
+                        .is_some_and(|r| r.name == o.key.name) =>
+                {
+                    Some("/spec/version")
+                }
                 _ => None,
             }
         }
-        Body::MachineDeployment(md) if md.cluster_name == sel.cluster => match sel.machine_deployments {
-            Some(list) if !list.iter().any(|n| n == &o.key.name) => None,
-            _ => Some("/spec/template/spec/version"),
-        },
+        Body::MachineDeployment(md) if md.cluster_name == sel.cluster => {
+            match sel.machine_deployments {
+                Some(list) if !list.iter().any(|n| n == &o.key.name) => None,
+                _ => Some("/spec/template/spec/version"),
+            }
+        }
         _ => None,
     }
 }
 
 /// A copy of the manifest with the selected versions set.
-pub fn with_versions(m: &Manifest, sel: &Selection<'_>, control_plane: &Version, workers: &Version) -> Manifest {
+pub fn with_versions(
+    m: &Manifest,
+    sel: &Selection<'_>,
+    control_plane: &Version,
+    workers: &Version,
+) -> Manifest {
     let mut out = m.clone();
-    let picks: Vec<(usize, &'static str)> = m.objects.iter().enumerate().filter_map(|(i, o)| selected(sel, m, o).map(|p| (i, p))).collect();
+    let picks: Vec<(usize, &'static str)> = m
+        .objects
+        .iter()
+        .enumerate()
+        .filter_map(|(i, o)| selected(sel, m, o).map(|p| (i, p)))
+        .collect();
     for (i, _) in picks {
         match &mut out.objects[i].body {
             Body::KubeadmControlPlane(k) => k.version = Ok(control_plane.clone()),
@@ -55,11 +73,22 @@ pub struct VersionEdit {
     pub new: String,
 }
 
-pub fn version_edits(m: &Manifest, sel: &Selection<'_>, control_plane: &Version, workers: &Version) -> Vec<VersionEdit> {
+pub fn version_edits(
+    m: &Manifest,
+    sel: &Selection<'_>,
+    control_plane: &Version,
+    workers: &Version,
+) -> Vec<VersionEdit> {
     let mut out = Vec::new();
     for o in &m.objects {
-        let Some(pointer) = selected(sel, m, o) else { continue };
-        let new = if matches!(o.body, Body::KubeadmControlPlane(_)) { control_plane } else { workers };
+        let Some(pointer) = selected(sel, m, o) else {
+            continue;
+        };
+        let new = if matches!(o.body, Body::KubeadmControlPlane(_)) {
+            control_plane
+        } else {
+            workers
+        };
         out.push(VersionEdit {
             file: m.files[o.origin.file].name.clone(),
             line: o.origin.pos_of(pointer).line,
@@ -87,15 +116,22 @@ pub fn apply_edit(text: &str, line: u32, new: &str) -> Result<String, String> {
         let ws = rest.len() - rest.trim_start_matches([' ', '\t']).len();
         let value_and_tail = &rest[ws..];
         if value_and_tail.contains("${") {
-            return Err(format!("line {line} takes the version from a variable ({}); set that variable instead", value_and_tail.trim()));
+            return Err(format!(
+                "line {line} takes the version from a variable ({}); set that variable instead",
+                value_and_tail.trim()
+            ));
         }
         let (quote, body) = match value_and_tail.chars().next() {
             Some(q @ ('"' | '\'')) => (Some(q), &value_and_tail[1..]),
             _ => (None, value_and_tail),
         };
         let end = match quote {
-            Some(q) => body.find(q).ok_or_else(|| format!("line {line}: unterminated quote"))?,
-            None => body.find([' ', '\t', '#', '\r', '\n']).unwrap_or(body.len()),
+            Some(q) => body
+                .find(q)
+                .ok_or_else(|| format!("line {line}: unterminated quote"))?,
+            None => body
+                .find([' ', '\t', '#', '\r', '\n'])
+                .unwrap_or(body.len()),
         };
         let tail = &body[end + usize::from(quote.is_some())..];
         out.push_str(head);
@@ -122,7 +158,9 @@ pub fn apply_edit(text: &str, line: u32, new: &str) -> Result<String, String> {
 /// is the target itself.
 pub fn chain(current: &Version, target: &Version, via: &[Version]) -> Result<Vec<Version>, String> {
     if target.major != current.major {
-        return Err(format!("cannot upgrade across major versions ({current} → {target})"));
+        return Err(format!(
+            "cannot upgrade across major versions ({current} → {target})"
+        ));
     }
     if target < current {
         return Err(format!("{target} is older than the running control plane ({current}); capi upgrade does not downgrade"));
@@ -133,7 +171,13 @@ pub fn chain(current: &Version, target: &Version, via: &[Version]) -> Result<Vec
             .iter()
             .find(|v| v.major == target.major && v.minor == minor)
             .cloned()
-            .unwrap_or(Version { major: target.major, minor, patch: 0, pre: String::new(), build: String::new() });
+            .unwrap_or(Version {
+                major: target.major,
+                minor,
+                patch: 0,
+                pre: String::new(),
+                build: String::new(),
+            });
         steps.push(v);
     }
     if target != current {
@@ -152,9 +196,18 @@ mod tests {
 
     #[test]
     fn chains() {
-        assert_eq!(chain(&v("v1.29.4"), &v("v1.31.2"), &[]).unwrap(), vec![v("v1.30.0"), v("v1.31.2")]);
-        assert_eq!(chain(&v("v1.29.4"), &v("v1.31.2"), &[v("v1.30.7")]).unwrap(), vec![v("v1.30.7"), v("v1.31.2")]);
-        assert_eq!(chain(&v("v1.31.2"), &v("v1.31.3"), &[]).unwrap(), vec![v("v1.31.3")]);
+        assert_eq!(
+            chain(&v("v1.29.4"), &v("v1.31.2"), &[]).unwrap(),
+            vec![v("v1.30.0"), v("v1.31.2")]
+        );
+        assert_eq!(
+            chain(&v("v1.29.4"), &v("v1.31.2"), &[v("v1.30.7")]).unwrap(),
+            vec![v("v1.30.7"), v("v1.31.2")]
+        );
+        assert_eq!(
+            chain(&v("v1.31.2"), &v("v1.31.3"), &[]).unwrap(),
+            vec![v("v1.31.3")]
+        );
         assert!(chain(&v("v1.31.2"), &v("v1.31.2"), &[]).unwrap().is_empty());
         assert!(chain(&v("v1.31.2"), &v("v1.30.0"), &[]).is_err());
     }
@@ -163,10 +216,18 @@ mod tests {
     fn edits_keep_everything_else() {
         let t = "a: 1\n  version: v1.29.4 # pinned\n  version: \"v1.29.4\"\nb: 2\n";
         let e = apply_edit(t, 2, "v1.30.0").unwrap();
-        assert_eq!(e, "a: 1\n  version: v1.30.0 # pinned\n  version: \"v1.29.4\"\nb: 2\n");
+        assert_eq!(
+            e,
+            "a: 1\n  version: v1.30.0 # pinned\n  version: \"v1.29.4\"\nb: 2\n"
+        );
         let e = apply_edit(&e, 3, "v1.30.0").unwrap();
-        assert_eq!(e, "a: 1\n  version: v1.30.0 # pinned\n  version: \"v1.30.0\"\nb: 2\n");
-        assert!(apply_edit("version: ${K8S}\n", 1, "v1").unwrap_err().contains("variable"));
+        assert_eq!(
+            e,
+            "a: 1\n  version: v1.30.0 # pinned\n  version: \"v1.30.0\"\nb: 2\n"
+        );
+        assert!(apply_edit("version: ${K8S}\n", 1, "v1")
+            .unwrap_err()
+            .contains("variable"));
         assert!(apply_edit("x: 1\n", 1, "v1").is_err());
     }
 }

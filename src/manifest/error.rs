@@ -31,7 +31,13 @@ pub struct Problem {
 }
 
 impl Problem {
-    pub fn error(file_index: usize, file: &str, pos: Pos, message: impl Into<String>, help: impl Into<String>) -> Self {
+    pub fn error(
+        file_index: usize,
+        file: &str,
+        pos: Pos,
+        message: impl Into<String>,
+        help: impl Into<String>,
+    ) -> Self {
         Problem {
             severity: Severity::Error,
             file_index,
@@ -42,7 +48,13 @@ impl Problem {
         }
     }
 
-    pub fn warning(file_index: usize, file: &str, pos: Pos, message: impl Into<String>, help: impl Into<String>) -> Self {
+    pub fn warning(
+        file_index: usize,
+        file: &str,
+        pos: Pos,
+        message: impl Into<String>,
+        help: impl Into<String>,
+    ) -> Self {
         Problem {
             severity: Severity::Warning,
             ..Problem::error(file_index, file, pos, message, help)
@@ -89,7 +101,10 @@ fn missing_vars_message(vars: &[MissingVar]) -> String {
     );
     for name in names {
         if let Some(first) = vars.iter().filter(|v| v.name == name).min() {
-            s.push_str(&format!("\n  {name}: first used at {}:{}", first.file, first.line));
+            s.push_str(&format!(
+                "\n  {name}: first used at {}:{}",
+                first.file, first.line
+            ));
         }
     }
     s
@@ -142,7 +157,11 @@ pub fn offset_of(text: &str, pos: Pos) -> (usize, usize) {
 
 impl fmt::Display for ProblemReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}: {}", self.problem.file, self.problem.pos.line, self.problem.message)
+        write!(
+            f,
+            "{}:{}: {}",
+            self.problem.file, self.problem.pos.line, self.problem.message
+        )
     }
 }
 

@@ -27,15 +27,20 @@ pub struct RawSource {
 
 /// Read `-f` arguments: files, directories (every `*.yaml`/`*.yml`, sorted) and
 /// `-` for standard input.
-pub fn read_sources(args: &[PathBuf], stdin: &mut dyn std::io::Read) -> Result<Vec<RawSource>, ManifestError> {
+pub fn read_sources(
+    args: &[PathBuf],
+    stdin: &mut dyn std::io::Read,
+) -> Result<Vec<RawSource>, ManifestError> {
     let mut out = Vec::new();
     for arg in args {
         if arg.as_os_str() == "-" {
             let mut text = String::new();
-            stdin.read_to_string(&mut text).map_err(|e| ManifestError::Read {
-                path: "<stdin>".into(),
-                source: e,
-            })?;
+            stdin
+                .read_to_string(&mut text)
+                .map_err(|e| ManifestError::Read {
+                    path: "<stdin>".into(),
+                    source: e,
+                })?;
             out.push(RawSource {
                 name: "<stdin>".into(),
                 text,
@@ -180,7 +185,10 @@ pub fn load(sources: Vec<RawSource>, vars: &Variables) -> Result<Manifest, Manif
 }
 
 /// Parse already-substituted files.
-pub fn parse(files: Vec<SourceFile>, variables: BTreeMap<String, String>) -> Result<Manifest, ManifestError> {
+pub fn parse(
+    files: Vec<SourceFile>,
+    variables: BTreeMap<String, String>,
+) -> Result<Manifest, ManifestError> {
     let mut problems = Vec::new();
     let mut objects = Vec::new();
     let mut broken = std::collections::BTreeSet::new();
@@ -301,14 +309,23 @@ mod fixture_tests {
 
     #[test]
     fn upstream_fixtures_probe() {
-        let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/upstream");
+        let base =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/upstream");
         if !base.exists() {
             return;
         }
-        for f in ["cluster-api/simple-cluster.yaml", "cluster-api-provider-openstack/cluster-template.yaml", "cluster-api-provider-openstack/cluster-template-capi-v1beta1.yaml"] {
+        for f in [
+            "cluster-api/simple-cluster.yaml",
+            "cluster-api-provider-openstack/cluster-template.yaml",
+            "cluster-api-provider-openstack/cluster-template-capi-v1beta1.yaml",
+        ] {
             let srcs = read_sources(&[base.join(f)], &mut std::io::empty()).unwrap();
             match load(srcs, &capo_vars()) {
-                Ok(m) => eprintln!("{f}: {} objects, {} warnings", m.objects.len(), m.warnings.len()),
+                Ok(m) => eprintln!(
+                    "{f}: {} objects, {} warnings",
+                    m.objects.len(),
+                    m.warnings.len()
+                ),
                 Err(ManifestError::Invalid { problems, .. }) => panic!("{f}: {problems:#?}"),
                 Err(e) => panic!("{f}: {e}"),
             }

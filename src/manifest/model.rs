@@ -186,16 +186,26 @@ impl Version {
         };
         let parts: Vec<&str> = core.split('.').collect();
         if parts.len() != 3 {
-            return Err(format!("{s:?} is not a semantic version of the form vMAJOR.MINOR.PATCH"));
+            return Err(format!(
+                "{s:?} is not a semantic version of the form vMAJOR.MINOR.PATCH"
+            ));
         }
         let num = |p: &str| -> Result<u64, String> {
-            if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) || (p.len() > 1 && p.starts_with('0')) {
-                Err(format!("{s:?} is not a semantic version: {p:?} is not a number"))
+            if p.is_empty()
+                || !p.bytes().all(|b| b.is_ascii_digit())
+                || (p.len() > 1 && p.starts_with('0'))
+            {
+                Err(format!(
+                    "{s:?} is not a semantic version: {p:?} is not a number"
+                ))
             } else {
                 p.parse::<u64>().map_err(|e| e.to_string())
             }
         };
-        let ok_ident = |x: &str| x.split('.').all(|i| !i.is_empty() && i.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+        let ok_ident = |x: &str| {
+            x.split('.')
+                .all(|i| !i.is_empty() && i.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+        };
         if !pre.is_empty() && !ok_ident(&pre) {
             return Err(format!("{s:?} has a malformed pre-release part {pre:?}"));
         }
@@ -318,9 +328,9 @@ impl<'de> Deserialize<'de> for IntOrPercent {
             Value::String(s) => {
                 let t = s.trim();
                 if let Some(p) = t.strip_suffix('%') {
-                    p.parse::<i64>()
-                        .map(IntOrPercent::Percent)
-                        .map_err(|_| serde::de::Error::custom(format!("{s:?} is not a percentage like \"25%\"")))
+                    p.parse::<i64>().map(IntOrPercent::Percent).map_err(|_| {
+                        serde::de::Error::custom(format!("{s:?} is not a percentage like \"25%\""))
+                    })
                 } else {
                     Err(serde::de::Error::custom(format!(
                         "{s:?} is neither an integer nor a percentage like \"25%\""
@@ -344,7 +354,10 @@ impl Args {
         self.0.is_empty()
     }
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -371,7 +384,9 @@ impl<'de> Deserialize<'de> for Args {
                 Value::Number(n) => Ok(n.to_string()),
                 Value::Bool(b) => Ok(b.to_string()),
                 Value::Null => Ok(String::new()),
-                other => Err(serde::de::Error::custom(format!("argument value must be a string, found {other}"))),
+                other => Err(serde::de::Error::custom(format!(
+                    "argument value must be a string, found {other}"
+                ))),
             }
         };
         match v {
@@ -388,7 +403,9 @@ impl<'de> Deserialize<'de> for Args {
                 let mut out = Vec::new();
                 for item in items {
                     let Value::Object(m) = item else {
-                        return Err(serde::de::Error::custom("each argument must be {name: ..., value: ...}"));
+                        return Err(serde::de::Error::custom(
+                            "each argument must be {name: ..., value: ...}",
+                        ));
                     };
                     for k in m.keys() {
                         if k != "name" && k != "value" {
@@ -399,7 +416,11 @@ impl<'de> Deserialize<'de> for Args {
                     }
                     let name = match m.get("name") {
                         Some(Value::String(s)) if !s.is_empty() => s.clone(),
-                        _ => return Err(serde::de::Error::custom("an argument is missing its `name`")),
+                        _ => {
+                            return Err(serde::de::Error::custom(
+                                "an argument is missing its `name`",
+                            ))
+                        }
                     };
                     let value = scalar(m.get("value").unwrap_or(&Value::Null))?;
                     out.push((name, value));

@@ -24,21 +24,35 @@ pub struct DocCtx<'a> {
 impl DocCtx<'_> {
     pub fn error(&mut self, pointer: &str, message: impl Into<String>, help: impl Into<String>) {
         let pos = self.origin.pos_of(pointer);
-        self.problems
-            .push(Problem::error(self.file_index, self.file, pos, message, help));
+        self.problems.push(Problem::error(
+            self.file_index,
+            self.file,
+            pos,
+            message,
+            help,
+        ));
     }
 
     pub fn warning(&mut self, pointer: &str, message: impl Into<String>, help: impl Into<String>) {
         let pos = self.origin.pos_of(pointer);
-        self.problems
-            .push(Problem::warning(self.file_index, self.file, pos, message, help));
+        self.problems.push(Problem::warning(
+            self.file_index,
+            self.file,
+            pos,
+            message,
+            help,
+        ));
     }
 
     /// Deserialize the value at `pointer` into `T`, turning a serde error into a
     /// problem located at the failing field. Unknown fields are reported and
     /// dropped, and parsing continues, so that one typo does not hide the
     /// other problems of the object.
-    pub fn typed<T: DeserializeOwned + Default>(&mut self, root: &Value, pointer: &str) -> Option<T> {
+    pub fn typed<T: DeserializeOwned + Default>(
+        &mut self,
+        root: &Value,
+        pointer: &str,
+    ) -> Option<T> {
         let Some(v) = root.pointer(pointer) else {
             return Some(T::default());
         };
@@ -72,19 +86,37 @@ impl DocCtx<'_> {
             let inner = e.into_inner().to_string();
             let Some(field) = unknown_field(&inner) else {
                 let full = format!("{pointer}{path}");
-                let help = if inner.contains("expected a string") && !inner.contains("invalid type: string") {
+                let help = if inner.contains("expected a string")
+                    && !inner.contains("invalid type: string")
+                {
                     "this field is a string: quote the value (YAML reads 1.31 or true as a number or a boolean)".to_string()
                 } else {
-                    "fix the value's type or format (see the Cluster API reference for this field)".to_string()
+                    "fix the value's type or format (see the Cluster API reference for this field)"
+                        .to_string()
                 };
-                self.error(&full, format!("{}: invalid value at {}: {inner}", self.what, pointer_to_dotted(&full)), help);
+                self.error(
+                    &full,
+                    format!(
+                        "{}: invalid value at {}: {inner}",
+                        self.what,
+                        pointer_to_dotted(&full)
+                    ),
+                    help,
+                );
                 return None;
             };
-            let expected = inner.split_once(", expected ").map(|(_, rest)| rest.to_string()).unwrap_or_default();
+            let expected = inner
+                .split_once(", expected ")
+                .map(|(_, rest)| rest.to_string())
+                .unwrap_or_default();
             let suggestion = suggest(&field, &expected);
             let rel = format!("{unknown_parent}/{}", yaml::escape_pointer(&field));
             let at = format!("{pointer}{rel}");
-            let at = if self.origin.spans.contains_key(&at) { at } else { format!("{pointer}{path}") };
+            let at = if self.origin.spans.contains_key(&at) {
+                at
+            } else {
+                format!("{pointer}{path}")
+            };
             let mut help = match suggestion {
                 Some(s) => format!("did you mean `{s}`? "),
                 None => String::new(),
@@ -94,7 +126,11 @@ impl DocCtx<'_> {
             }
             self.error(
                 &at,
-                format!("{}: unknown field `{field}` in {}", self.what, pointer_to_dotted(&format!("{pointer}{unknown_parent}"))),
+                format!(
+                    "{}: unknown field `{field}` in {}",
+                    self.what,
+                    pointer_to_dotted(&format!("{pointer}{unknown_parent}"))
+                ),
                 help,
             );
             // Drop the unknown field and keep checking the rest.
@@ -119,7 +155,10 @@ fn unknown_field(msg: &str) -> Option<String> {
 fn suggest(field: &str, expected: &str) -> Option<String> {
     let candidates = expected
         .split(", ")
-        .map(|c| c.trim_matches(|ch| ch == '`' || ch == ' ').trim_start_matches("one of `"))
+        .map(|c| {
+            c.trim_matches(|ch| ch == '`' || ch == ' ')
+                .trim_start_matches("one of `")
+        })
         .map(|c| c.trim_matches('`'))
         .filter(|c| !c.is_empty());
     let mut best: Option<(usize, String)> = None;
@@ -176,7 +215,10 @@ pub fn prune(v: Value) -> Value {
         Value::Object(m) => {
             let mut out = serde_json::Map::new();
             for (k, v) in m {
-                let keep_as_is = matches!(k.as_str(), "labels" | "annotations" | "matchLabels" | "featureGates");
+                let keep_as_is = matches!(
+                    k.as_str(),
+                    "labels" | "annotations" | "matchLabels" | "featureGates"
+                );
                 if k == "taints" {
                     if let Value::Array(items) = v {
                         out.insert(k, Value::Array(items.into_iter().map(prune).collect()));
@@ -258,17 +300,29 @@ fn parse_document_inner(
     };
 
     if !root.is_object() {
-        ctx.error("", "a manifest document must be a mapping with apiVersion, kind and metadata", "remove the stray document or fix its indentation");
+        ctx.error(
+            "",
+            "a manifest document must be a mapping with apiVersion, kind and metadata",
+            "remove the stray document or fix its indentation",
+        );
         return Parsed::Skip;
     }
     let api_version = root.get("apiVersion").and_then(Value::as_str).unwrap_or("");
     let kind_str = root.get("kind").and_then(Value::as_str).unwrap_or("");
     if kind_str.is_empty() || api_version.is_empty() {
         ctx.error(
-            if kind_str.is_empty() { "/kind" } else { "/apiVersion" },
+            if kind_str.is_empty() {
+                "/kind"
+            } else {
+                "/apiVersion"
+            },
             format!(
                 "document has no {}",
-                if kind_str.is_empty() { "`kind`" } else { "`apiVersion`" }
+                if kind_str.is_empty() {
+                    "`kind`"
+                } else {
+                    "`apiVersion`"
+                }
             ),
             "every object needs `apiVersion`, `kind` and `metadata.name`",
         );
@@ -284,7 +338,10 @@ fn parse_document_inner(
         None => ("", api_version),
     };
 
-    if kind_str == "ClusterClass" || kind_str.ends_with("ClusterTemplate") || kind_str == "KubeadmControlPlaneTemplate" {
+    if kind_str == "ClusterClass"
+        || kind_str.ends_with("ClusterTemplate")
+        || kind_str == "KubeadmControlPlaneTemplate"
+    {
         ctx.error(
             "/kind",
             format!("{kind_str} {name:?}: ClusterClass and managed topologies are not supported yet"),
@@ -295,7 +352,9 @@ fn parse_document_inner(
     let Some(kind) = Kind::parse(kind_str) else {
         ctx.warning(
             "/kind",
-            format!("{kind_str} {name:?} ({api_version}) is not a kind capi manages; it is ignored"),
+            format!(
+                "{kind_str} {name:?} ({api_version}) is not a kind capi manages; it is ignored"
+            ),
             "remove it from the manifests passed to capi, or ignore this warning",
         );
         return Parsed::Skip;
@@ -313,7 +372,15 @@ fn parse_document_inner(
         ctx.error(
             "/apiVersion",
             format!("{kind} {name:?}: API version {version:?} is not supported"),
-            format!("use one of: {}", kind.versions().iter().map(|v| format!("{}/{}", kind.group(), v)).collect::<Vec<_>>().join(", ")).replace("\"/", "\""),
+            format!(
+                "use one of: {}",
+                kind.versions()
+                    .iter()
+                    .map(|v| format!("{}/{}", kind.group(), v))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+            .replace("\"/", "\""),
         );
         return Parsed::Skip;
     }
@@ -323,7 +390,11 @@ fn parse_document_inner(
         _ => ApiGen::V1,
     };
     if name.is_empty() {
-        ctx.error("/metadata", format!("{kind} has no metadata.name"), "give the object a name under metadata.name");
+        ctx.error(
+            "/metadata",
+            format!("{kind} has no metadata.name"),
+            "give the object a name under metadata.name",
+        );
         return Parsed::Skip;
     }
     if let Err(why) = check_dns_name(&name) {
@@ -337,10 +408,29 @@ fn parse_document_inner(
         .to_string();
     let meta: raw::RawMeta = ctx.typed(&root, "/metadata").unwrap_or_default();
 
-    for key in root.as_object().map(|m| m.keys().cloned().collect::<Vec<_>>()).unwrap_or_default() {
+    for key in root
+        .as_object()
+        .map(|m| m.keys().cloned().collect::<Vec<_>>())
+        .unwrap_or_default()
+    {
         let allowed: &[&str] = match kind {
-            Kind::Secret => &["apiVersion", "kind", "metadata", "data", "stringData", "type", "immutable"],
-            Kind::ConfigMap => &["apiVersion", "kind", "metadata", "data", "binaryData", "immutable"],
+            Kind::Secret => &[
+                "apiVersion",
+                "kind",
+                "metadata",
+                "data",
+                "stringData",
+                "type",
+                "immutable",
+            ],
+            Kind::ConfigMap => &[
+                "apiVersion",
+                "kind",
+                "metadata",
+                "data",
+                "binaryData",
+                "immutable",
+            ],
             _ => &["apiVersion", "kind", "metadata", "spec", "status"],
         };
         if !allowed.contains(&key.as_str()) {
@@ -420,7 +510,11 @@ fn check_ref_style(ctx: &mut DocCtx<'_>, r: &Option<raw::RawRef>, path: &str, ap
     if r.kind.is_empty() || r.name.is_empty() {
         ctx.error(
             path,
-            format!("{}: reference without {}", ctx.what, if r.kind.is_empty() { "kind" } else { "name" }),
+            format!(
+                "{}: reference without {}",
+                ctx.what,
+                if r.kind.is_empty() { "kind" } else { "name" }
+            ),
             "a reference needs both `kind` and `name`",
         );
     }
@@ -451,7 +545,10 @@ pub fn go_duration_seconds(s: &str) -> Option<f64> {
         }
         let n: f64 = rest[..num_len].parse().ok()?;
         rest = &rest[num_len..];
-        let unit_len = rest.bytes().take_while(|b| b.is_ascii_alphabetic() || *b == 0xc2 || *b == 0xb5).count();
+        let unit_len = rest
+            .bytes()
+            .take_while(|b| b.is_ascii_alphabetic() || *b == 0xc2 || *b == 0xb5)
+            .count();
         let unit = &rest[..unit_len];
         rest = &rest[unit_len..];
         total += n * match unit {
@@ -483,15 +580,31 @@ fn machine_template(
     api_gen: ApiGen,
 ) -> MachineTemplate {
     let spec = t.spec;
-    check_ref_style(ctx, &spec.bootstrap.config_ref, &format!("{base}/spec/bootstrap/configRef"), api_gen);
-    check_ref_style(ctx, &spec.infrastructure_ref, &format!("{base}/spec/infrastructureRef"), api_gen);
+    check_ref_style(
+        ctx,
+        &spec.bootstrap.config_ref,
+        &format!("{base}/spec/bootstrap/configRef"),
+        api_gen,
+    );
+    check_ref_style(
+        ctx,
+        &spec.infrastructure_ref,
+        &format!("{base}/spec/infrastructureRef"),
+        api_gen,
+    );
     let meta = t.metadata.unwrap_or_default();
     MachineTemplate {
         cluster_name: spec.cluster_name,
         version: spec.version.as_deref().map(parse_version),
-        bootstrap_ref: to_ref(spec.bootstrap.config_ref, &format!("{base}/spec/bootstrap/configRef")),
+        bootstrap_ref: to_ref(
+            spec.bootstrap.config_ref,
+            &format!("{base}/spec/bootstrap/configRef"),
+        ),
         data_secret_name: spec.bootstrap.data_secret_name,
-        infrastructure_ref: to_ref(spec.infrastructure_ref, &format!("{base}/spec/infrastructureRef")),
+        infrastructure_ref: to_ref(
+            spec.infrastructure_ref,
+            &format!("{base}/spec/infrastructureRef"),
+        ),
         failure_domain: spec.failure_domain,
         labels: meta.labels,
         annotations: meta.annotations,
@@ -534,7 +647,11 @@ fn normalize_kubeadm(mut s: raw::KubeadmConfigSpec) -> raw::KubeadmConfigSpec {
     }
     if let Some(cc) = &mut s.cluster_configuration {
         // v1beta1 → v1beta2: the control-plane health-check timeout moved.
-        if let Some(t) = cc.api_server.as_mut().and_then(|a| a.timeout_for_control_plane.take()) {
+        if let Some(t) = cc
+            .api_server
+            .as_mut()
+            .and_then(|a| a.timeout_for_control_plane.take())
+        {
             if let Some(secs) = go_duration_seconds(&t) {
                 let init = s.init_configuration.get_or_insert_with(Default::default);
                 let timeouts = init.timeouts.get_or_insert_with(Default::default);
@@ -543,7 +660,11 @@ fn normalize_kubeadm(mut s: raw::KubeadmConfigSpec) -> raw::KubeadmConfigSpec {
                     .get_or_insert(secs as i64);
             }
         }
-        if cc.api_server.as_ref().is_some_and(|a| *a == raw::ApiServer::default()) {
+        if cc
+            .api_server
+            .as_ref()
+            .is_some_and(|a| *a == raw::ApiServer::default())
+        {
             cc.api_server = None;
         }
         if *cc == raw::ClusterConfiguration::default() {
@@ -559,14 +680,23 @@ fn normalize_kubeadm(mut s: raw::KubeadmConfigSpec) -> raw::KubeadmConfigSpec {
                     .get_or_insert(secs as i64);
             }
         }
-        if j.discovery.as_ref().is_some_and(|d| *d == raw::Discovery::default()) {
+        if j.discovery
+            .as_ref()
+            .is_some_and(|d| *d == raw::Discovery::default())
+        {
             j.discovery = None;
         }
     }
-    if s.init_configuration.as_ref().is_some_and(|i| *i == raw::InitConfiguration::default()) {
+    if s.init_configuration
+        .as_ref()
+        .is_some_and(|i| *i == raw::InitConfiguration::default())
+    {
         s.init_configuration = None;
     }
-    if s.join_configuration.as_ref().is_some_and(|j| *j == raw::JoinConfiguration::default()) {
+    if s.join_configuration
+        .as_ref()
+        .is_some_and(|j| *j == raw::JoinConfiguration::default())
+    {
         s.join_configuration = None;
     }
     s
@@ -605,14 +735,32 @@ fn parse_body(
                 );
                 return None;
             }
-            check_ref_style(ctx, &spec.control_plane_ref, "/spec/controlPlaneRef", api_gen);
-            check_ref_style(ctx, &spec.infrastructure_ref, "/spec/infrastructureRef", api_gen);
+            check_ref_style(
+                ctx,
+                &spec.control_plane_ref,
+                "/spec/controlPlaneRef",
+                api_gen,
+            );
+            check_ref_style(
+                ctx,
+                &spec.infrastructure_ref,
+                "/spec/infrastructureRef",
+                api_gen,
+            );
             let net = spec.cluster_network.unwrap_or_default();
             let port = net.api_server_port.unwrap_or(6443);
             if !(1..=65535).contains(&port) {
-                ctx.error("/spec/clusterNetwork/apiServerPort", format!("Cluster {name:?}: apiServerPort {port} is not a TCP port"), "use a port between 1 and 65535 (default 6443)");
+                ctx.error(
+                    "/spec/clusterNetwork/apiServerPort",
+                    format!("Cluster {name:?}: apiServerPort {port} is not a TCP port"),
+                    "use a port between 1 and 65535 (default 6443)",
+                );
             }
-            let services = net.services.map(|s| s.cidr_blocks).filter(|v| !v.is_empty()).unwrap_or_else(|| vec!["10.96.0.0/12".to_string()]);
+            let services = net
+                .services
+                .map(|s| s.cidr_blocks)
+                .filter(|v| !v.is_empty())
+                .unwrap_or_else(|| vec!["10.96.0.0/12".to_string()]);
             Body::Cluster(Cluster {
                 network: ClusterNetwork {
                     api_server_port: port.clamp(1, 65535) as u16,
@@ -628,7 +776,13 @@ fn parse_body(
         }
         Kind::KubeadmControlPlane => {
             let spec: raw::KcpSpec = ctx.typed(root, "/spec")?;
-            let (infra, infra_path) = match (spec.machine_template.spec.as_ref().and_then(|s| s.infrastructure_ref.clone()), spec.machine_template.infrastructure_ref.clone()) {
+            let (infra, infra_path) = match (
+                spec.machine_template
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.infrastructure_ref.clone()),
+                spec.machine_template.infrastructure_ref.clone(),
+            ) {
                 (Some(r), _) => (Some(r), "/spec/machineTemplate/spec/infrastructureRef"),
                 (None, Some(r)) => (Some(r), "/spec/machineTemplate/infrastructureRef"),
                 (None, None) => (None, "/spec/machineTemplate"),
@@ -637,14 +791,28 @@ fn parse_body(
             if infra.is_none() {
                 ctx.error(infra_path, format!("KubeadmControlPlane {name:?} has no machine template infrastructureRef"), "set spec.machineTemplate.spec.infrastructureRef (v1beta2) or spec.machineTemplate.infrastructureRef (v1beta1) to the machine template of the control plane");
             }
-            let strategy = spec.rollout.as_ref().and_then(|r| r.strategy.clone()).or(spec.rollout_strategy.clone());
+            let strategy = spec
+                .rollout
+                .as_ref()
+                .and_then(|r| r.strategy.clone())
+                .or(spec.rollout_strategy.clone());
             if let Some(t) = strategy.as_ref().and_then(|s| s.kind.as_deref()) {
                 if t != "RollingUpdate" {
-                    ctx.error("/spec", format!("KubeadmControlPlane {name:?}: rollout strategy {t:?} is not supported"), "KubeadmControlPlane only supports RollingUpdate");
+                    ctx.error(
+                        "/spec",
+                        format!(
+                            "KubeadmControlPlane {name:?}: rollout strategy {t:?} is not supported"
+                        ),
+                        "KubeadmControlPlane only supports RollingUpdate",
+                    );
                 }
             }
             if spec.version.is_empty() {
-                ctx.error("/spec", format!("KubeadmControlPlane {name:?} has no spec.version"), "set spec.version to the Kubernetes version, e.g. v1.31.2");
+                ctx.error(
+                    "/spec",
+                    format!("KubeadmControlPlane {name:?} has no spec.version"),
+                    "set spec.version to the Kubernetes version, e.g. v1.31.2",
+                );
             }
             let meta = spec.machine_template.metadata.clone().unwrap_or_default();
             Body::KubeadmControlPlane(KubeadmControlPlane {
@@ -652,7 +820,12 @@ fn parse_body(
                 version: parse_version(&spec.version),
                 infrastructure_ref: to_ref(infra, infra_path),
                 kubeadm_config_spec: normalize_kubeadm(spec.kubeadm_config_spec),
-                max_surge: Some(strategy.and_then(|s| s.rolling_update).and_then(|r| r.max_surge).unwrap_or(IntOrPercent::Int(1))),
+                max_surge: Some(
+                    strategy
+                        .and_then(|s| s.rolling_update)
+                        .and_then(|r| r.max_surge)
+                        .unwrap_or(IntOrPercent::Int(1)),
+                ),
                 rollout_after: spec.rollout.and_then(|r| r.after).or(spec.rollout_after),
                 machine_labels: meta.labels,
                 machine_annotations: meta.annotations,
@@ -660,7 +833,12 @@ fn parse_body(
         }
         Kind::MachineDeployment => {
             let spec: raw::MachineDeploymentSpec = ctx.typed(root, "/spec")?;
-            let strategy = spec.rollout.as_ref().and_then(|r| r.strategy.clone()).or(spec.strategy.clone()).unwrap_or_default();
+            let strategy = spec
+                .rollout
+                .as_ref()
+                .and_then(|r| r.strategy.clone())
+                .or(spec.strategy.clone())
+                .unwrap_or_default();
             let ru = strategy.rolling_update.clone().unwrap_or_default();
             let strategy_kind = match strategy.kind.as_deref() {
                 None | Some("RollingUpdate") => Strategy::RollingUpdate {
@@ -669,12 +847,24 @@ fn parse_body(
                 },
                 Some("OnDelete") => Strategy::OnDelete,
                 Some(other) => {
-                    ctx.error("/spec", format!("MachineDeployment {name:?}: unknown rollout strategy {other:?}"), "use RollingUpdate or OnDelete");
+                    ctx.error(
+                        "/spec",
+                        format!("MachineDeployment {name:?}: unknown rollout strategy {other:?}"),
+                        "use RollingUpdate or OnDelete",
+                    );
                     Strategy::OnDelete
                 }
             };
-            let order_path = if spec.deletion.is_some() { "/spec/deletion/order" } else { "/spec/strategy/rollingUpdate/deletePolicy" };
-            let order = deletion_order(ctx, spec.deletion.and_then(|d| d.order).or(ru.delete_policy), order_path);
+            let order_path = if spec.deletion.is_some() {
+                "/spec/deletion/order"
+            } else {
+                "/spec/strategy/rollingUpdate/deletePolicy"
+            };
+            let order = deletion_order(
+                ctx,
+                spec.deletion.and_then(|d| d.order).or(ru.delete_policy),
+                order_path,
+            );
             Body::MachineDeployment(MachineDeployment {
                 cluster_name: spec.cluster_name,
                 replicas: spec.replicas.unwrap_or(1),
@@ -687,7 +877,11 @@ fn parse_body(
         }
         Kind::MachineSet => {
             let spec: raw::MachineSetSpec = ctx.typed(root, "/spec")?;
-            let order = deletion_order(ctx, spec.deletion.and_then(|d| d.order).or(spec.delete_policy), "/spec");
+            let order = deletion_order(
+                ctx,
+                spec.deletion.and_then(|d| d.order).or(spec.delete_policy),
+                "/spec",
+            );
             Body::MachineSet(MachineSet {
                 cluster_name: spec.cluster_name,
                 replicas: spec.replicas.unwrap_or(1),
@@ -699,7 +893,10 @@ fn parse_body(
             let spec: raw::MachineSpec = ctx.typed(root, "/spec")?;
             let meta: raw::RawMeta = ctx.typed(root, "/metadata").unwrap_or_default();
             let control_plane = meta.labels.contains_key("cluster.x-k8s.io/control-plane");
-            let t = raw::MachineTemplateSpec { metadata: Some(meta), spec };
+            let t = raw::MachineTemplateSpec {
+                metadata: Some(meta),
+                spec,
+            };
             let mut template = machine_template(ctx, t, "", api_gen);
             // A Machine's own paths are under /spec, not /spec/template/spec.
             if let Some(r) = &mut template.bootstrap_ref {
@@ -708,7 +905,10 @@ fn parse_body(
             if let Some(r) = &mut template.infrastructure_ref {
                 r.path = "/spec/infrastructureRef".into();
             }
-            Body::Machine(Machine { template, control_plane })
+            Body::Machine(Machine {
+                template,
+                control_plane,
+            })
         }
         Kind::KubeadmConfig => {
             let spec: raw::KubeadmConfigSpec = ctx.typed(root, "/spec")?;
@@ -731,23 +931,37 @@ fn parse_body(
                     // An empty `docker: {}` is pruned; treat a backend key that
                     // was present but empty as that backend.
                     match root.pointer("/spec/backend") {
-                        Some(Value::Object(m)) if m.contains_key("inMemory") => Body::InfraCluster(InfraCluster::InMemory),
-                        Some(Value::Object(m)) if m.contains_key("docker") => Body::InfraCluster(InfraCluster::Docker(Default::default())),
+                        Some(Value::Object(m)) if m.contains_key("inMemory") => {
+                            Body::InfraCluster(InfraCluster::InMemory)
+                        }
+                        Some(Value::Object(m)) if m.contains_key("docker") => {
+                            Body::InfraCluster(InfraCluster::Docker(Default::default()))
+                        }
                         _ => {
-                            ctx.error("/spec", format!("DevCluster {name:?} has no backend"), "set spec.backend.docker or spec.backend.inMemory");
+                            ctx.error(
+                                "/spec",
+                                format!("DevCluster {name:?} has no backend"),
+                                "set spec.backend.docker or spec.backend.inMemory",
+                            );
                             return None;
                         }
                     }
                 }
                 (Some(_), Some(_)) => {
-                    ctx.error("/spec/backend", format!("DevCluster {name:?} sets both backends"), "set exactly one of spec.backend.docker and spec.backend.inMemory");
+                    ctx.error(
+                        "/spec/backend",
+                        format!("DevCluster {name:?} sets both backends"),
+                        "set exactly one of spec.backend.docker and spec.backend.inMemory",
+                    );
                     return None;
                 }
             }
         }
         Kind::DockerMachineTemplate => {
             let spec: raw::DockerMachineTemplateSpec = ctx.typed(root, "/spec")?;
-            Body::InfraMachineTemplate(InfraMachine::Docker(normalize_docker_machine(spec.template.spec)))
+            Body::InfraMachineTemplate(InfraMachine::Docker(normalize_docker_machine(
+                spec.template.spec,
+            )))
         }
         Kind::DockerMachine => {
             let spec: raw::DockerMachineSpec = ctx.typed(root, "/spec")?;
@@ -768,10 +982,18 @@ fn parse_body(
             let infra = match (spec.backend.docker, spec.backend.in_memory) {
                 (Some(d), None) => InfraMachine::Docker(normalize_docker_machine(d)),
                 (None, Some(m)) => InfraMachine::InMemory(m),
-                (None, None) if backend_present("inMemory") => InfraMachine::InMemory(Default::default()),
-                (None, None) if backend_present("docker") => InfraMachine::Docker(Default::default()),
+                (None, None) if backend_present("inMemory") => {
+                    InfraMachine::InMemory(Default::default())
+                }
+                (None, None) if backend_present("docker") => {
+                    InfraMachine::Docker(Default::default())
+                }
                 _ => {
-                    ctx.error(base, format!("{kind} {name:?} must set exactly one backend"), "set backend.docker or backend.inMemory");
+                    ctx.error(
+                        base,
+                        format!("{kind} {name:?} must set exactly one backend"),
+                        "set backend.docker or backend.inMemory",
+                    );
                     return None;
                 }
             };
@@ -782,7 +1004,11 @@ fn parse_body(
             }
         }
         Kind::OpenStackCluster => {
-            let spec = root.get("spec").cloned().map(prune).unwrap_or(Value::Object(Default::default()));
+            let spec = root
+                .get("spec")
+                .cloned()
+                .map(prune)
+                .unwrap_or(Value::Object(Default::default()));
             Body::InfraCluster(InfraCluster::OpenStack(spec))
         }
         Kind::OpenStackMachineTemplate => {
@@ -821,7 +1047,10 @@ fn parse_body(
             }
             if let Some(Value::Object(m)) = root.get("stringData") {
                 for (k, v) in m {
-                    let s = v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
+                    let s = v
+                        .as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| v.to_string());
                     data.insert(k.clone(), s.into_bytes());
                 }
             }
@@ -831,7 +1060,12 @@ fn parse_body(
             let mut data = BTreeMap::new();
             if let Some(Value::Object(m)) = root.get("data") {
                 for (k, v) in m {
-                    data.insert(k.clone(), v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()));
+                    data.insert(
+                        k.clone(),
+                        v.as_str()
+                            .map(str::to_string)
+                            .unwrap_or_else(|| v.to_string()),
+                    );
                 }
             }
             Body::ConfigMap(data)
@@ -856,7 +1090,12 @@ fn parse_mhc(ctx: &mut DocCtx<'_>, spec: raw::MachineHealthCheckSpec, name: &str
         status: c.status.clone(),
         timeout_seconds: c
             .timeout_seconds
-            .or_else(|| c.timeout.as_deref().and_then(go_duration_seconds).map(|s| s as i64))
+            .or_else(|| {
+                c.timeout
+                    .as_deref()
+                    .and_then(go_duration_seconds)
+                    .map(|s| s as i64)
+            })
             .unwrap_or(0),
     };
     let checks = spec.checks.unwrap_or_default();
@@ -870,16 +1109,31 @@ fn parse_mhc(ctx: &mut DocCtx<'_>, spec: raw::MachineHealthCheckSpec, name: &str
         .unwrap_or_default();
     let startup = checks
         .node_startup_timeout_seconds
-        .or_else(|| spec.node_startup_timeout.as_deref().and_then(go_duration_seconds).map(|s| s as i64))
+        .or_else(|| {
+            spec.node_startup_timeout
+                .as_deref()
+                .and_then(go_duration_seconds)
+                .map(|s| s as i64)
+        })
         .unwrap_or(600);
-    let trigger = spec.remediation.and_then(|r| r.trigger_if).unwrap_or_default();
-    let trigger_if = if let Some(v) = trigger.unhealthy_less_than_or_equal_to.or(spec.max_unhealthy) {
+    let trigger = spec
+        .remediation
+        .and_then(|r| r.trigger_if)
+        .unwrap_or_default();
+    let trigger_if = if let Some(v) = trigger
+        .unhealthy_less_than_or_equal_to
+        .or(spec.max_unhealthy)
+    {
         TriggerIf::AtMost(v)
     } else if let Some(r) = trigger.unhealthy_in_range.or(spec.unhealthy_range) {
         match parse_range(&r) {
             Some((a, b)) => TriggerIf::InRange(a, b),
             None => {
-                ctx.error("/spec", format!("MachineHealthCheck {name:?}: unhealthy range {r:?} is malformed"), "write the range as \"[min-max]\", e.g. \"[1-3]\"");
+                ctx.error(
+                    "/spec",
+                    format!("MachineHealthCheck {name:?}: unhealthy range {r:?} is malformed"),
+                    "write the range as \"[min-max]\", e.g. \"[1-3]\"",
+                );
                 TriggerIf::Always
             }
         }
@@ -919,12 +1173,18 @@ mod tests {
     #[test]
     fn prune_omitempty() {
         let v = serde_json::json!({"a": "", "b": [], "c": {"d": null}, "e": 0, "labels": {"x": ""}, "taints": []});
-        assert_eq!(prune(v), serde_json::json!({"e": 0, "labels": {"x": ""}, "taints": []}));
+        assert_eq!(
+            prune(v),
+            serde_json::json!({"e": 0, "labels": {"x": ""}, "taints": []})
+        );
     }
 
     #[test]
     fn dotted() {
-        assert_eq!(pointer_to_dotted("/spec/files/0/path"), "spec.files[0].path");
+        assert_eq!(
+            pointer_to_dotted("/spec/files/0/path"),
+            "spec.files[0].path"
+        );
     }
 
     #[test]

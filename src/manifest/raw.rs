@@ -277,15 +277,35 @@ pub struct KubeadmConfigSpec {
     pub init_configuration: Option<InitConfiguration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub join_configuration: Option<JoinConfiguration>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "null_as_default")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null_as_default"
+    )]
     pub files: Vec<File>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "null_as_default")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null_as_default"
+    )]
     pub boot_commands: Vec<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "null_as_default")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null_as_default"
+    )]
     pub pre_kubeadm_commands: Vec<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "null_as_default")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null_as_default"
+    )]
     pub post_kubeadm_commands: Vec<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "null_as_default")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null_as_default"
+    )]
     pub users: Vec<User>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ntp: Option<Ntp>,
@@ -333,7 +353,11 @@ pub struct ClusterConfiguration {
     pub certificates_dir: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_repository: Option<String>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty", deserialize_with = "null_as_default")]
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "null_as_default"
+    )]
     pub feature_gates: BTreeMap<String, bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate_validity_period_days: Option<i64>,
@@ -376,9 +400,17 @@ pub struct LocalEtcd {
     pub extra_args: Args,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extra_envs: Option<Value>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "null_as_default")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null_as_default"
+    )]
     pub server_cert_s_a_ns: Vec<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "null_as_default")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null_as_default"
+    )]
     pub peer_cert_s_a_ns: Vec<String>,
 }
 
@@ -404,7 +436,12 @@ pub struct ApiServer {
     pub extra_volumes: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extra_envs: Option<Value>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty", rename = "certSANs", deserialize_with = "null_as_default")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        rename = "certSANs",
+        deserialize_with = "null_as_default"
+    )]
     pub cert_sans: Vec<String>,
     /// v1beta1 only; v1beta2 moved it to `initConfiguration.timeouts`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -442,9 +479,17 @@ pub struct InitConfiguration {
     pub bootstrap_tokens: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_registration: Option<NodeRegistration>,
-    #[serde(default, rename = "localAPIEndpoint", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "localAPIEndpoint",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub local_api_endpoint: Option<ApiEndpoint>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "null_as_default")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null_as_default"
+    )]
     pub skip_phases: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub patches: Option<Patches>,
@@ -467,7 +512,11 @@ pub struct JoinConfiguration {
     pub discovery: Option<Discovery>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub control_plane: Option<JoinControlPlane>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "null_as_default")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null_as_default"
+    )]
     pub skip_phases: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub patches: Option<Patches>,
@@ -488,7 +537,11 @@ pub struct NodeRegistration {
     pub taints: Option<Vec<Taint>>,
     #[serde(default, skip_serializing_if = "Args::is_empty")]
     pub kubelet_extra_args: Args,
-    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "null_as_default")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null_as_default"
+    )]
     pub ignore_preflight_errors: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_pull_policy: Option<String>,
@@ -563,7 +616,11 @@ pub struct BootstrapTokenDiscovery {
     pub token: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_server_endpoint: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "null_as_default")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null_as_default"
+    )]
     pub ca_cert_hashes: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unsafe_skip_c_a_verification: Option<bool>,
@@ -572,7 +629,11 @@ pub struct BootstrapTokenDiscovery {
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct JoinControlPlane {
-    #[serde(default, rename = "localAPIEndpoint", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "localAPIEndpoint",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub local_api_endpoint: Option<ApiEndpoint>,
 }
 
@@ -638,14 +699,22 @@ pub struct User {
     pub lock_password: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sudo: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "null_as_default")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null_as_default"
+    )]
     pub ssh_authorized_keys: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Ntp {
-    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "null_as_default")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null_as_default"
+    )]
     pub servers: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
@@ -673,7 +742,11 @@ pub struct DockerLoadBalancer {
     pub image_repository: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_tag: Option<String>,
-    #[serde(default, rename = "customHAProxyConfigTemplateRef", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "customHAProxyConfigTemplateRef",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub custom_haproxy_config_template_ref: Option<NameRef>,
 }
 
@@ -706,9 +779,17 @@ pub struct DockerMachineSpec {
     pub provider_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub custom_image: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "null_as_default")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null_as_default"
+    )]
     pub pre_load_images: Vec<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "null_as_default")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null_as_default"
+    )]
     pub extra_mounts: Vec<Mount>,
     #[serde(default, skip_serializing)]
     pub bootstrapped: Option<bool>,

@@ -37,13 +37,22 @@ impl V<'_> {
     }
 
     /// Check that `r` (made by `from`) names an existing object of one of `kinds`.
-    fn check_ref(&mut self, from: &Object, r: &ObjectRef, field: &str, kinds: &[Kind]) -> Option<Kind> {
+    fn check_ref(
+        &mut self,
+        from: &Object,
+        r: &ObjectRef,
+        field: &str,
+        kinds: &[Kind],
+    ) -> Option<Kind> {
         let Some(kind) = Kind::parse(&r.kind) else {
             let expected: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
             self.err(
                 from,
                 &r.path,
-                format!("{} refers to kind {:?} in {field}, which capi does not support", from.key, r.kind),
+                format!(
+                    "{} refers to kind {:?} in {field}, which capi does not support",
+                    from.key, r.kind
+                ),
                 format!("use one of: {}", expected.join(", ")),
             );
             return None;
@@ -53,7 +62,11 @@ impl V<'_> {
             self.err(
                 from,
                 &format!("{}/kind", r.path),
-                format!("{} refers to a {kind} in {field}, but only {} can be used there", from.key, expected.join(" or ")),
+                format!(
+                    "{} refers to a {kind} in {field}, but only {} can be used there",
+                    from.key,
+                    expected.join(" or ")
+                ),
                 format!("point {field} at one of: {}", expected.join(", ")),
             );
             return None;
@@ -89,9 +102,23 @@ impl V<'_> {
     }
 }
 
-const INFRA_MACHINE_KINDS: &[Kind] = &[Kind::DockerMachineTemplate, Kind::DevMachineTemplate, Kind::OpenStackMachineTemplate];
-const INFRA_MACHINE_KINDS_STANDALONE: &[Kind] = &[Kind::DockerMachine, Kind::DevMachine, Kind::DockerMachineTemplate, Kind::DevMachineTemplate, Kind::OpenStackMachineTemplate];
-const INFRA_CLUSTER_KINDS: &[Kind] = &[Kind::DockerCluster, Kind::DevCluster, Kind::OpenStackCluster];
+const INFRA_MACHINE_KINDS: &[Kind] = &[
+    Kind::DockerMachineTemplate,
+    Kind::DevMachineTemplate,
+    Kind::OpenStackMachineTemplate,
+];
+const INFRA_MACHINE_KINDS_STANDALONE: &[Kind] = &[
+    Kind::DockerMachine,
+    Kind::DevMachine,
+    Kind::DockerMachineTemplate,
+    Kind::DevMachineTemplate,
+    Kind::OpenStackMachineTemplate,
+];
+const INFRA_CLUSTER_KINDS: &[Kind] = &[
+    Kind::DockerCluster,
+    Kind::DevCluster,
+    Kind::OpenStackCluster,
+];
 
 /// The infrastructure "family" of a cluster or machine spec, to catch a Docker
 /// cluster pointing at an OpenStack machine template.
@@ -123,10 +150,20 @@ pub fn validate(m: &Manifest, out: &mut Vec<Problem>) {
         let Body::Cluster(c) = &o.body else { continue };
         match &c.control_plane_ref {
             Some(r) => {
-                if v.check_ref(o, r, "spec.controlPlaneRef", &[Kind::KubeadmControlPlane]).is_some() {
+                if v.check_ref(o, r, "spec.controlPlaneRef", &[Kind::KubeadmControlPlane])
+                    .is_some()
+                {
                     let key = m.resolve(o, r).unwrap().key.clone();
                     if let Some(prev) = cp_owner.insert(key.clone(), o.key.clone()) {
-                        v.err(o, &r.path, format!("{} and {} both use {key} as their control plane", prev, o.key), "give each Cluster its own KubeadmControlPlane".into());
+                        v.err(
+                            o,
+                            &r.path,
+                            format!(
+                                "{} and {} both use {key} as their control plane",
+                                prev, o.key
+                            ),
+                            "give each Cluster its own KubeadmControlPlane".into(),
+                        );
                     }
                 }
             }
@@ -139,38 +176,82 @@ pub fn validate(m: &Manifest, out: &mut Vec<Problem>) {
         }
         match &c.infrastructure_ref {
             Some(r) => {
-                if v.check_ref(o, r, "spec.infrastructureRef", INFRA_CLUSTER_KINDS).is_some() {
+                if v.check_ref(o, r, "spec.infrastructureRef", INFRA_CLUSTER_KINDS)
+                    .is_some()
+                {
                     let infra = m.resolve(o, r).unwrap();
                     if let Some(prev) = infra_owner.insert(infra.key.clone(), o.key.clone()) {
-                        v.err(o, &r.path, format!("{} and {} both use {}", prev, o.key, infra.key), "give each Cluster its own infrastructure cluster object".into());
+                        v.err(
+                            o,
+                            &r.path,
+                            format!("{} and {} both use {}", prev, o.key, infra.key),
+                            "give each Cluster its own infrastructure cluster object".into(),
+                        );
                     }
                     if let Body::InfraCluster(ic) = &infra.body {
-                        cluster_family.insert((o.key.namespace.clone(), o.key.name.clone()), family_of_cluster(ic));
+                        cluster_family.insert(
+                            (o.key.namespace.clone(), o.key.name.clone()),
+                            family_of_cluster(ic),
+                        );
                     }
                 }
             }
-            None => v.err(o, "/spec", format!("{} has no spec.infrastructureRef", o.key), "set spec.infrastructureRef to a DockerCluster, DevCluster or OpenStackCluster".into()),
+            None => v.err(
+                o,
+                "/spec",
+                format!("{} has no spec.infrastructureRef", o.key),
+                "set spec.infrastructureRef to a DockerCluster, DevCluster or OpenStackCluster"
+                    .into(),
+            ),
         }
     }
 
-    let cluster_exists = |ns: &str, name: &str| m.get(Kind::Cluster, ns, name).is_some() || m.is_broken(Kind::Cluster, ns, name);
+    let cluster_exists = |ns: &str, name: &str| {
+        m.get(Kind::Cluster, ns, name).is_some() || m.is_broken(Kind::Cluster, ns, name)
+    };
     let clusters_hint = |v: &V<'_>, ns: &str| v.names_of(Kind::Cluster, ns);
 
     for o in &m.objects {
         match &o.body {
             Body::KubeadmControlPlane(k) => {
                 if !cp_owner.contains_key(&o.key) {
-                    v.err(o, "", format!("{} is not referenced by any Cluster's spec.controlPlaneRef", o.key), "set a Cluster's spec.controlPlaneRef to it, or remove it".into());
+                    v.err(
+                        o,
+                        "",
+                        format!(
+                            "{} is not referenced by any Cluster's spec.controlPlaneRef",
+                            o.key
+                        ),
+                        "set a Cluster's spec.controlPlaneRef to it, or remove it".into(),
+                    );
                 }
                 v.check_version(o, &k.version, "/spec/version");
-                let family = cp_owner.get(&o.key).and_then(|c| cluster_family.get(&(c.namespace.clone(), c.name.clone()))).copied();
+                let family = cp_owner
+                    .get(&o.key)
+                    .and_then(|c| cluster_family.get(&(c.namespace.clone(), c.name.clone())))
+                    .copied();
                 if let Some(r) = &k.infrastructure_ref {
-                    if v.check_ref(o, r, "spec.machineTemplate.spec.infrastructureRef", INFRA_MACHINE_KINDS).is_some() {
+                    if v.check_ref(
+                        o,
+                        r,
+                        "spec.machineTemplate.spec.infrastructureRef",
+                        INFRA_MACHINE_KINDS,
+                    )
+                    .is_some()
+                    {
                         check_family(&mut v, o, r, family);
                     }
                 }
                 if k.replicas < 1 {
-                    v.err(o, "/spec/replicas", format!("{}: replicas must be at least 1, found {}", o.key, k.replicas), "set spec.replicas to 1, 3 or 5".into());
+                    v.err(
+                        o,
+                        "/spec/replicas",
+                        format!(
+                            "{}: replicas must be at least 1, found {}",
+                            o.key, k.replicas
+                        ),
+                        "set spec.replicas to 1, 3 or 5".into(),
+                    );
                 }
                 let external_etcd = k
                     .kubeadm_config_spec
@@ -210,14 +291,43 @@ pub fn validate(m: &Manifest, out: &mut Vec<Problem>) {
                 check_kubeadm(&mut v, o, &k.kubeadm_config_spec, "/spec/kubeadmConfigSpec");
             }
             Body::MachineDeployment(md) => {
-                check_cluster_name(&mut v, o, &md.cluster_name, &md.template.cluster_name, "/spec/clusterName", "/spec/template/spec/clusterName", &cluster_exists, &clusters_hint);
-                check_template(&mut v, o, &md.template, "/spec/template/spec", cluster_family.get(&(o.key.namespace.clone(), md.cluster_name.clone())).copied(), INFRA_MACHINE_KINDS);
+                check_cluster_name(
+                    &mut v,
+                    o,
+                    &md.cluster_name,
+                    &md.template.cluster_name,
+                    "/spec/clusterName",
+                    "/spec/template/spec/clusterName",
+                    &cluster_exists,
+                    &clusters_hint,
+                );
+                check_template(
+                    &mut v,
+                    o,
+                    &md.template,
+                    "/spec/template/spec",
+                    cluster_family
+                        .get(&(o.key.namespace.clone(), md.cluster_name.clone()))
+                        .copied(),
+                    INFRA_MACHINE_KINDS,
+                );
                 if md.replicas < 0 {
-                    v.err(o, "/spec/replicas", format!("{}: replicas cannot be negative", o.key), "set spec.replicas to 0 or more".into());
+                    v.err(
+                        o,
+                        "/spec/replicas",
+                        format!("{}: replicas cannot be negative", o.key),
+                        "set spec.replicas to 0 or more".into(),
+                    );
                 }
-                if let Strategy::RollingUpdate { max_surge, max_unavailable } = &md.strategy {
+                if let Strategy::RollingUpdate {
+                    max_surge,
+                    max_unavailable,
+                } = &md.strategy
+                {
                     let path = strategy_path(o);
-                    for (name, val) in [("maxSurge", max_surge), ("maxUnavailable", max_unavailable)] {
+                    for (name, val) in
+                        [("maxSurge", max_surge), ("maxUnavailable", max_unavailable)]
+                    {
                         let bad = match val {
                             IntOrPercent::Int(i) => *i < 0,
                             IntOrPercent::Percent(p) => *p < 0 || *p > 100,
@@ -237,39 +347,106 @@ pub fn validate(m: &Manifest, out: &mut Vec<Problem>) {
                 }
             }
             Body::MachineSet(ms) => {
-                check_cluster_name(&mut v, o, &ms.cluster_name, &ms.template.cluster_name, "/spec/clusterName", "/spec/template/spec/clusterName", &cluster_exists, &clusters_hint);
-                check_template(&mut v, o, &ms.template, "/spec/template/spec", cluster_family.get(&(o.key.namespace.clone(), ms.cluster_name.clone())).copied(), INFRA_MACHINE_KINDS);
+                check_cluster_name(
+                    &mut v,
+                    o,
+                    &ms.cluster_name,
+                    &ms.template.cluster_name,
+                    "/spec/clusterName",
+                    "/spec/template/spec/clusterName",
+                    &cluster_exists,
+                    &clusters_hint,
+                );
+                check_template(
+                    &mut v,
+                    o,
+                    &ms.template,
+                    "/spec/template/spec",
+                    cluster_family
+                        .get(&(o.key.namespace.clone(), ms.cluster_name.clone()))
+                        .copied(),
+                    INFRA_MACHINE_KINDS,
+                );
                 if ms.replicas < 0 {
-                    v.err(o, "/spec/replicas", format!("{}: replicas cannot be negative", o.key), "set spec.replicas to 0 or more".into());
+                    v.err(
+                        o,
+                        "/spec/replicas",
+                        format!("{}: replicas cannot be negative", o.key),
+                        "set spec.replicas to 0 or more".into(),
+                    );
                 }
             }
             Body::Machine(mm) => {
                 let name = mm.template.cluster_name.clone();
                 if name.is_empty() {
-                    v.err(o, "/spec", format!("{} has no spec.clusterName", o.key), "set spec.clusterName to the Cluster this machine belongs to".into());
+                    v.err(
+                        o,
+                        "/spec",
+                        format!("{} has no spec.clusterName", o.key),
+                        "set spec.clusterName to the Cluster this machine belongs to".into(),
+                    );
                 } else if !cluster_exists(&o.key.namespace, &name) {
                     let hint = clusters_hint(&v, &o.key.namespace);
-                    v.err(o, "/spec/clusterName", format!("{}: spec.clusterName {name:?} is not a Cluster in the manifests", o.key), format!("fix the name; {hint}"));
+                    v.err(
+                        o,
+                        "/spec/clusterName",
+                        format!(
+                            "{}: spec.clusterName {name:?} is not a Cluster in the manifests",
+                            o.key
+                        ),
+                        format!("fix the name; {hint}"),
+                    );
                 }
-                check_template(&mut v, o, &mm.template, "/spec", cluster_family.get(&(o.key.namespace.clone(), name)).copied(), INFRA_MACHINE_KINDS_STANDALONE);
+                check_template(
+                    &mut v,
+                    o,
+                    &mm.template,
+                    "/spec",
+                    cluster_family
+                        .get(&(o.key.namespace.clone(), name))
+                        .copied(),
+                    INFRA_MACHINE_KINDS_STANDALONE,
+                );
             }
             Body::KubeadmConfig(spec) | Body::KubeadmConfigTemplate(spec) => {
-                let base = if o.key.kind == Kind::KubeadmConfig { "/spec" } else { "/spec/template/spec" };
+                let base = if o.key.kind == Kind::KubeadmConfig {
+                    "/spec"
+                } else {
+                    "/spec/template/spec"
+                };
                 check_kubeadm(&mut v, o, spec, base);
             }
             Body::MachineHealthCheck(mhc) => {
                 if mhc.cluster_name.is_empty() {
-                    v.err(o, "/spec", format!("{} has no spec.clusterName", o.key), "set spec.clusterName".into());
+                    v.err(
+                        o,
+                        "/spec",
+                        format!("{} has no spec.clusterName", o.key),
+                        "set spec.clusterName".into(),
+                    );
                 } else if !cluster_exists(&o.key.namespace, &mhc.cluster_name) {
                     let hint = clusters_hint(&v, &o.key.namespace);
-                    v.err(o, "/spec/clusterName", format!("{}: spec.clusterName {:?} is not a Cluster in the manifests", o.key, mhc.cluster_name), format!("fix the name; {hint}"));
+                    v.err(
+                        o,
+                        "/spec/clusterName",
+                        format!(
+                            "{}: spec.clusterName {:?} is not a Cluster in the manifests",
+                            o.key, mhc.cluster_name
+                        ),
+                        format!("fix the name; {hint}"),
+                    );
                 }
                 if mhc.selector.is_empty() {
                     v.err(o, "/spec/selector", format!("{}: the selector must not be empty", o.key), "set spec.selector.matchLabels to select the machines to check (e.g. cluster.x-k8s.io/deployment-name: <md>)".into());
                 }
                 if let TriggerIf::AtMost(IntOrPercent::Percent(p)) = mhc.trigger_if {
                     if !(0..=100).contains(&p) {
-                        v.err(o, "/spec", format!("{}: unhealthy threshold {p}% is out of range", o.key), "use a percentage between 0% and 100%".into());
+                        v.err(
+                            o,
+                            "/spec",
+                            format!("{}: unhealthy threshold {p}% is out of range", o.key),
+                            "use a percentage between 0% and 100%".into(),
+                        );
                     }
                 }
                 if mhc.node_startup_timeout_seconds != 0 && mhc.node_startup_timeout_seconds < 30 {
@@ -283,19 +460,38 @@ pub fn validate(m: &Manifest, out: &mut Vec<Problem>) {
     // Provider-specific checks of specs capi keeps as written.
     for o in &m.objects {
         let (problems, base) = match &o.body {
-            Body::InfraCluster(InfraCluster::OpenStack(spec)) => (crate::provider::openstack::validate_cluster_spec(spec), "/spec"),
-            Body::InfraMachineTemplate(InfraMachine::OpenStack(spec)) => (crate::provider::openstack::validate_machine_spec(spec), "/spec/template/spec"),
+            Body::InfraCluster(InfraCluster::OpenStack(spec)) => (
+                crate::provider::openstack::validate_cluster_spec(spec),
+                "/spec",
+            ),
+            Body::InfraMachineTemplate(InfraMachine::OpenStack(spec)) => (
+                crate::provider::openstack::validate_machine_spec(spec),
+                "/spec/template/spec",
+            ),
             _ => continue,
         };
         for (pointer, message, help) in problems {
-            v.err(o, &format!("{base}{pointer}"), format!("{}: {message}", o.key), help);
+            v.err(
+                o,
+                &format!("{base}{pointer}"),
+                format!("{}: {message}", o.key),
+                help,
+            );
         }
     }
 
     // Infrastructure clusters that no Cluster uses are almost always a mistake.
     for o in &m.objects {
         if matches!(o.body, Body::InfraCluster(_)) && !infra_owner.contains_key(&o.key) {
-            v.err(o, "", format!("{} is not referenced by any Cluster's spec.infrastructureRef", o.key), "set a Cluster's spec.infrastructureRef to it, or remove it".into());
+            v.err(
+                o,
+                "",
+                format!(
+                    "{} is not referenced by any Cluster's spec.infrastructureRef",
+                    o.key
+                ),
+                "set a Cluster's spec.infrastructureRef to it, or remove it".into(),
+            );
         }
     }
 }
@@ -328,12 +524,25 @@ fn check_cluster_name(
     hint: &dyn Fn(&V<'_>, &str) -> String,
 ) {
     if name.is_empty() {
-        v.err(o, "/spec", format!("{} has no spec.clusterName", o.key), "set spec.clusterName to the Cluster it belongs to".into());
+        v.err(
+            o,
+            "/spec",
+            format!("{} has no spec.clusterName", o.key),
+            "set spec.clusterName to the Cluster it belongs to".into(),
+        );
         return;
     }
     if !exists(&o.key.namespace, name) {
         let h = hint(v, &o.key.namespace);
-        v.err(o, path, format!("{}: spec.clusterName {name:?} is not a Cluster in the manifests", o.key), format!("fix the name; {h}"));
+        v.err(
+            o,
+            path,
+            format!(
+                "{}: spec.clusterName {name:?} is not a Cluster in the manifests",
+                o.key
+            ),
+            format!("fix the name; {h}"),
+        );
     }
     if !template_name.is_empty() && template_name != name {
         v.err(
@@ -345,17 +554,46 @@ fn check_cluster_name(
     }
 }
 
-fn check_template(v: &mut V<'_>, o: &Object, t: &MachineTemplate, base: &str, family: Option<&'static str>, infra_kinds: &[Kind]) {
+fn check_template(
+    v: &mut V<'_>,
+    o: &Object,
+    t: &MachineTemplate,
+    base: &str,
+    family: Option<&'static str>,
+    infra_kinds: &[Kind],
+) {
     match &t.version {
         Some(ver) => v.check_version(o, ver, &format!("{base}/version")),
-        None => v.err(o, base, format!("{} has no {}.version", o.key, super::normalize::pointer_to_dotted(base)), "set the Kubernetes version of its machines, e.g. version: v1.31.2".into()),
+        None => v.err(
+            o,
+            base,
+            format!(
+                "{} has no {}.version",
+                o.key,
+                super::normalize::pointer_to_dotted(base)
+            ),
+            "set the Kubernetes version of its machines, e.g. version: v1.31.2".into(),
+        ),
     }
     match (&t.bootstrap_ref, &t.data_secret_name) {
         (Some(r), _) => {
-            v.check_ref(o, r, "bootstrap.configRef", &[Kind::KubeadmConfigTemplate, Kind::KubeadmConfig]);
+            v.check_ref(
+                o,
+                r,
+                "bootstrap.configRef",
+                &[Kind::KubeadmConfigTemplate, Kind::KubeadmConfig],
+            );
         }
         (None, Some(_)) => {}
-        (None, None) => v.err(o, base, format!("{} has neither bootstrap.configRef nor bootstrap.dataSecretName", o.key), "set bootstrap.configRef to a KubeadmConfigTemplate".into()),
+        (None, None) => v.err(
+            o,
+            base,
+            format!(
+                "{} has neither bootstrap.configRef nor bootstrap.dataSecretName",
+                o.key
+            ),
+            "set bootstrap.configRef to a KubeadmConfigTemplate".into(),
+        ),
     }
     match &t.infrastructure_ref {
         Some(r) => {
@@ -369,7 +607,9 @@ fn check_template(v: &mut V<'_>, o: &Object, t: &MachineTemplate, base: &str, fa
 
 fn check_family(v: &mut V<'_>, o: &Object, r: &ObjectRef, cluster_family: Option<&'static str>) {
     let Some(cf) = cluster_family else { return };
-    let Some(target) = v.m.resolve(o, r) else { return };
+    let Some(target) = v.m.resolve(o, r) else {
+        return;
+    };
     let mf = match &target.body {
         Body::InfraMachineTemplate(im) | Body::InfraMachine(im) => family_of_machine(im),
         _ => return,
@@ -378,7 +618,10 @@ fn check_family(v: &mut V<'_>, o: &Object, r: &ObjectRef, cluster_family: Option
         v.err(
             o,
             &r.path,
-            format!("{} uses {} ({mf} infrastructure) but its Cluster's infrastructure is {cf}", o.key, target.key),
+            format!(
+                "{} uses {} ({mf} infrastructure) but its Cluster's infrastructure is {cf}",
+                o.key, target.key
+            ),
             format!("use a machine template of the cluster's infrastructure ({cf})"),
         );
     }
@@ -388,10 +631,23 @@ fn check_kubeadm(v: &mut V<'_>, o: &Object, spec: &super::raw::KubeadmConfigSpec
     for (i, f) in spec.files.iter().enumerate() {
         let p = format!("{base}/files/{i}");
         if f.path.is_empty() {
-            v.err(o, &p, format!("{}: files[{i}] has no path", o.key), "every file needs a `path`".into());
+            v.err(
+                o,
+                &p,
+                format!("{}: files[{i}] has no path", o.key),
+                "every file needs a `path`".into(),
+            );
         }
         match (&f.content, &f.content_from) {
-            (Some(_), Some(_)) => v.err(o, &p, format!("{}: files[{i}] ({}) sets both content and contentFrom", o.key, f.path), "set exactly one of content and contentFrom".into()),
+            (Some(_), Some(_)) => v.err(
+                o,
+                &p,
+                format!(
+                    "{}: files[{i}] ({}) sets both content and contentFrom",
+                    o.key, f.path
+                ),
+                "set exactly one of content and contentFrom".into(),
+            ),
             (None, Some(cf)) => {
                 let secret = v.m.get(Kind::Secret, &o.key.namespace, &cf.secret.name);
                 match secret.map(|s| &s.body) {
@@ -409,7 +665,10 @@ fn check_kubeadm(v: &mut V<'_>, o: &Object, spec: &super::raw::KubeadmConfigSpec
                         v.err(
                             o,
                             &format!("{p}/contentFrom/secret/key"),
-                            format!("{}: Secret {:?} has no key {:?} (files[{i}] {})", o.key, cf.secret.name, cf.secret.key, f.path),
+                            format!(
+                                "{}: Secret {:?} has no key {:?} (files[{i}] {})",
+                                o.key, cf.secret.name, cf.secret.key, f.path
+                            ),
                             format!("use one of its keys: {keys:?}"),
                         );
                     }
@@ -420,27 +679,56 @@ fn check_kubeadm(v: &mut V<'_>, o: &Object, spec: &super::raw::KubeadmConfigSpec
         }
         if let Some(enc) = &f.encoding {
             if !matches!(enc.as_str(), "base64" | "gzip" | "gzip+base64") {
-                v.err(o, &format!("{p}/encoding"), format!("{}: files[{i}] has unknown encoding {enc:?}", o.key), "use base64, gzip or gzip+base64 (or leave it out for plain text)".into());
+                v.err(
+                    o,
+                    &format!("{p}/encoding"),
+                    format!("{}: files[{i}] has unknown encoding {enc:?}", o.key),
+                    "use base64, gzip or gzip+base64 (or leave it out for plain text)".into(),
+                );
             }
         }
         if let Some(perm) = &f.permissions {
-            let ok = (3..=4).contains(&perm.len()) && perm.bytes().all(|b| (b'0'..=b'7').contains(&b));
+            let ok =
+                (3..=4).contains(&perm.len()) && perm.bytes().all(|b| (b'0'..=b'7').contains(&b));
             if !ok {
-                v.err(o, &format!("{p}/permissions"), format!("{}: files[{i}] permissions {perm:?} are not an octal mode", o.key), "write permissions as an octal string, e.g. '0600'".into());
+                v.err(
+                    o,
+                    &format!("{p}/permissions"),
+                    format!(
+                        "{}: files[{i}] permissions {perm:?} are not an octal mode",
+                        o.key
+                    ),
+                    "write permissions as an octal string, e.g. '0600'".into(),
+                );
             }
         }
     }
     if let Some(fmt) = &spec.format {
         if fmt != "cloud-config" {
-            v.err(o, &format!("{base}/format"), format!("{}: bootstrap format {fmt:?} is not supported", o.key), "capi renders cloud-config only; remove `format: ignition`".into());
+            v.err(
+                o,
+                &format!("{base}/format"),
+                format!("{}: bootstrap format {fmt:?} is not supported", o.key),
+                "capi renders cloud-config only; remove `format: ignition`".into(),
+            );
         }
     }
     let mut seen = BTreeSet::new();
     for (i, u) in spec.users.iter().enumerate() {
         if u.name.is_empty() {
-            v.err(o, &format!("{base}/users/{i}"), format!("{}: users[{i}] has no name", o.key), "every user needs a `name`".into());
+            v.err(
+                o,
+                &format!("{base}/users/{i}"),
+                format!("{}: users[{i}] has no name", o.key),
+                "every user needs a `name`".into(),
+            );
         } else if !seen.insert(u.name.clone()) {
-            v.err(o, &format!("{base}/users/{i}/name"), format!("{}: user {:?} is listed twice", o.key, u.name), "remove the duplicate user".into());
+            v.err(
+                o,
+                &format!("{base}/users/{i}/name"),
+                format!("{}: user {:?} is listed twice", o.key, u.name),
+                "remove the duplicate user".into(),
+            );
         }
     }
 }

@@ -182,7 +182,14 @@ pub fn substitute(file: &str, text: &str, vars: &Variables) -> Substituted {
     out
 }
 
-fn subst_into(file: &str, text: &str, vars: &Variables, first_line: u32, depth: u32, out: &mut Substituted) {
+fn subst_into(
+    file: &str,
+    text: &str,
+    vars: &Variables,
+    first_line: u32,
+    depth: u32,
+    out: &mut Substituted,
+) {
     let bytes = text.as_bytes();
     let mut line = first_line;
     let mut i = 0;
@@ -246,14 +253,22 @@ mod tests {
 
     #[test]
     fn flow_list_default() {
-        let s = substitute("f", "cidrBlocks: ${POD_CIDR:=[\"192.168.0.0/16\"]}", &Variables::new());
+        let s = substitute(
+            "f",
+            "cidrBlocks: ${POD_CIDR:=[\"192.168.0.0/16\"]}",
+            &Variables::new(),
+        );
         assert_eq!(s.text, "cidrBlocks: [\"192.168.0.0/16\"]");
     }
 
     #[test]
     fn missing_collected_with_lines() {
         let s = substitute("f.yaml", "a: ${Z}\nb: ${A}\nc: ${Z}\n", &Variables::new());
-        let names: Vec<_> = s.missing.iter().map(|m| (m.name.as_str(), m.line)).collect();
+        let names: Vec<_> = s
+            .missing
+            .iter()
+            .map(|m| (m.name.as_str(), m.line))
+            .collect();
         assert_eq!(names, vec![("Z", 1), ("A", 2), ("Z", 3)]);
     }
 
@@ -269,7 +284,11 @@ mod tests {
 
     #[test]
     fn shell_dollar_untouched() {
-        let s = substitute("f", "run: echo $HOME && echo ${HOME:-/root}x", &Variables::new());
+        let s = substitute(
+            "f",
+            "run: echo $HOME && echo ${HOME:-/root}x",
+            &Variables::new(),
+        );
         assert_eq!(s.text, "run: echo $HOME && echo /rootx");
     }
 
@@ -277,6 +296,9 @@ mod tests {
     fn list_vars() {
         let l = list_variables("${B}\n${A:=1}\n${C:=${D}}\n");
         let names: Vec<_> = l.iter().map(|v| (v.name.as_str(), v.has_default)).collect();
-        assert_eq!(names, vec![("A", true), ("B", false), ("C", true), ("D", false)]);
+        assert_eq!(
+            names,
+            vec![("A", true), ("B", false), ("C", true), ("D", false)]
+        );
     }
 }

@@ -248,7 +248,9 @@ fn parse_int(text: &str) -> Option<i64> {
 fn looks_like_float(text: &str) -> bool {
     let t = text.trim_start_matches(['-', '+']);
     !t.is_empty()
-        && t.bytes().next().is_some_and(|b| b.is_ascii_digit() || b == b'.')
+        && t.bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_digit() || b == b'.')
         && t.bytes()
             .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'-' | b'+'))
         && t.bytes().any(|b| b.is_ascii_digit())
@@ -360,7 +362,8 @@ mod tests {
 
     #[test]
     fn positions_and_types() {
-        let text = "a: 1\nb:\n  - x\n  - 'true'\n  - true\nc: ~\n---\n# only a comment\n---\nkind: X\n";
+        let text =
+            "a: 1\nb:\n  - x\n  - 'true'\n  - true\nc: ~\n---\n# only a comment\n---\nkind: X\n";
         let docs = parse_documents(text).unwrap();
         assert_eq!(docs.len(), 2);
         let mut spans = SpanMap::new();
@@ -377,7 +380,9 @@ mod tests {
 
     #[test]
     fn quoted_numbers_stay_strings_and_jinja_passes() {
-        let docs = parse_documents("p: \"4\"\nq: '{{ instance_id }}'\nr: 0x10\ns: 1.5\nt: v1.2.3\n").unwrap();
+        let docs =
+            parse_documents("p: \"4\"\nq: '{{ instance_id }}'\nr: 0x10\ns: 1.5\nt: v1.2.3\n")
+                .unwrap();
         let mut spans = SpanMap::new();
         let v = to_json(&docs[0].root, &mut spans);
         assert_eq!(v["p"], "4");

@@ -21,7 +21,10 @@ pub fn check(plan: &Plan, state: &State) -> Result<(), String> {
         }
         for &a in &s.after {
             if a >= i {
-                return Err(format!("step {i} ({}) waits for a later step {a}", s.address));
+                return Err(format!(
+                    "step {i} ({}) waits for a later step {a}",
+                    s.address
+                ));
             }
         }
         match s.op {
@@ -44,21 +47,32 @@ pub fn check(plan: &Plan, state: &State) -> Result<(), String> {
         for d in &s.dependencies {
             if let Some(&j) = write_id.get(d) {
                 if !s.after.contains(&j) {
-                    return Err(format!("{} does not wait for {} it depends on", s.address, d));
+                    return Err(format!(
+                        "{} does not wait for {} it depends on",
+                        s.address, d
+                    ));
                 }
             }
             if delete_id.contains_key(d) && !write_id.contains_key(d) {
-                return Err(format!("{} depends on {}, which the plan deletes", s.address, d));
+                return Err(format!(
+                    "{} depends on {}, which the plan deletes",
+                    s.address, d
+                ));
             }
         }
     }
     // Deletes come after the deletes of what depends on them (reverse order).
     for r in &state.resources {
-        let Some(&mine) = delete_id.get(&r.address) else { continue };
+        let Some(&mine) = delete_id.get(&r.address) else {
+            continue;
+        };
         for d in &r.dependencies {
             if let Some(&theirs) = delete_id.get(d) {
                 if theirs < mine {
-                    return Err(format!("{} is deleted before {}, which depends on it", d, r.address));
+                    return Err(format!(
+                        "{} is deleted before {}, which depends on it",
+                        d, r.address
+                    ));
                 }
             }
         }
@@ -71,7 +85,10 @@ pub fn check(plan: &Plan, state: &State) -> Result<(), String> {
         .collect();
     for s in &plan.steps {
         if !explained.contains(&s.address) {
-            return Err(format!("step for {} has no change explaining it", s.address));
+            return Err(format!(
+                "step for {} has no change explaining it",
+                s.address
+            ));
         }
     }
     let stepped: BTreeSet<&Address> = plan.steps.iter().map(|s| &s.address).collect();
@@ -79,7 +96,8 @@ pub fn check(plan: &Plan, state: &State) -> Result<(), String> {
         if c.reason.trim().is_empty() {
             return Err(format!("change of {} has no reason", c.address));
         }
-        let has_step = stepped.contains(&c.address) || c.replacement.as_ref().is_some_and(|r| stepped.contains(r));
+        let has_step = stepped.contains(&c.address)
+            || c.replacement.as_ref().is_some_and(|r| stepped.contains(r));
         if !has_step {
             return Err(format!("change of {} has no step", c.address));
         }

@@ -38,12 +38,19 @@ pub fn encode(f: &PlanFile) -> Vec<u8> {
 
 pub fn decode(bytes: &[u8]) -> Result<PlanFile, String> {
     let text = verify_checksummed(bytes)?;
-    let f: PlanFile = serde_json::from_str(text).map_err(|e| format!("it is not a capi plan file ({e})"))?;
+    let f: PlanFile =
+        serde_json::from_str(text).map_err(|e| format!("it is not a capi plan file ({e})"))?;
     if f.format != PLAN_FILE_FORMAT {
-        return Err(format!("it is not a capi plan file (format {:?})", f.format));
+        return Err(format!(
+            "it is not a capi plan file (format {:?})",
+            f.format
+        ));
     }
     if f.format_version > super::PLAN_FORMAT_VERSION {
-        return Err(format!("it was written by a newer capi ({}); use that version to apply it", f.capi_version));
+        return Err(format!(
+            "it was written by a newer capi ({}); use that version to apply it",
+            f.capi_version
+        ));
     }
     Ok(f)
 }
@@ -62,16 +69,30 @@ pub enum Stale {
 }
 
 /// Compare a saved plan with the current state and inputs.
-pub fn check_fresh(f: &PlanFile, lineage: &str, serial: u64, manifest_digest: &str, variables_digest: &str) -> Result<(), Stale> {
+pub fn check_fresh(
+    f: &PlanFile,
+    lineage: &str,
+    serial: u64,
+    manifest_digest: &str,
+    variables_digest: &str,
+) -> Result<(), Stale> {
     let p = &f.plan;
     if !p.prior_lineage.is_empty() && p.prior_lineage != lineage {
-        return Err(Stale::Lineage { plan: p.prior_lineage.clone(), state: lineage.to_string() });
+        return Err(Stale::Lineage {
+            plan: p.prior_lineage.clone(),
+            state: lineage.to_string(),
+        });
     }
     if p.prior_serial != serial || (p.prior_lineage.is_empty() && !lineage.is_empty()) {
-        return Err(Stale::Serial { plan: p.prior_serial, state: serial });
+        return Err(Stale::Serial {
+            plan: p.prior_serial,
+            state: serial,
+        });
     }
     if f.manifest_digest != manifest_digest {
-        return Err(Stale::Manifests { files: f.manifest_files.join(", ") });
+        return Err(Stale::Manifests {
+            files: f.manifest_files.join(", "),
+        });
     }
     if f.variables_digest != variables_digest {
         return Err(Stale::Variables);

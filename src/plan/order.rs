@@ -24,18 +24,57 @@ pub struct ProtoStep {
 }
 
 impl ProtoStep {
-    pub fn create(address: Address, provider: ProviderKind, spec: Spec, deps: Vec<Address>) -> Self {
-        ProtoStep { op: Op::Create, address, provider, spec: Some(spec), deps, after: vec![], health_gate: false }
+    pub fn create(
+        address: Address,
+        provider: ProviderKind,
+        spec: Spec,
+        deps: Vec<Address>,
+    ) -> Self {
+        ProtoStep {
+            op: Op::Create,
+            address,
+            provider,
+            spec: Some(spec),
+            deps,
+            after: vec![],
+            health_gate: false,
+        }
     }
-    pub fn update(address: Address, provider: ProviderKind, spec: Spec, deps: Vec<Address>) -> Self {
-        ProtoStep { op: Op::Update, address, provider, spec: Some(spec), deps, after: vec![], health_gate: false }
+    pub fn update(
+        address: Address,
+        provider: ProviderKind,
+        spec: Spec,
+        deps: Vec<Address>,
+    ) -> Self {
+        ProtoStep {
+            op: Op::Update,
+            address,
+            provider,
+            spec: Some(spec),
+            deps,
+            after: vec![],
+            health_gate: false,
+        }
     }
     pub fn delete(address: Address, provider: ProviderKind) -> Self {
-        ProtoStep { op: Op::Delete, address, provider, spec: None, deps: vec![], after: vec![], health_gate: false }
+        ProtoStep {
+            op: Op::Delete,
+            address,
+            provider,
+            spec: None,
+            deps: vec![],
+            after: vec![],
+            health_gate: false,
+        }
     }
 }
 
-pub fn finalize(changes: Vec<Change>, mut protos: Vec<ProtoStep>, state: &State, targets: &[Address]) -> Result<(Vec<Change>, Vec<Step>), PlanError> {
+pub fn finalize(
+    changes: Vec<Change>,
+    mut protos: Vec<ProtoStep>,
+    state: &State,
+    targets: &[Address],
+) -> Result<(Vec<Change>, Vec<Step>), PlanError> {
     let mut writes: BTreeMap<&Address, usize> = BTreeMap::new();
     let mut deletes: BTreeMap<&Address, usize> = BTreeMap::new();
     for (i, p) in protos.iter().enumerate() {
@@ -96,8 +135,18 @@ pub fn finalize(changes: Vec<Change>, mut protos: Vec<ProtoStep>, state: &State,
             .enumerate()
             .filter(|(_, p)| {
                 target_set.contains(&p.address)
-                    || target_set.iter().any(|t| t.kind().is_some_and(|k| !k.is_named()) && p.address == **t)
-                    || p.spec.as_ref().and_then(Spec::as_bootstrap).is_some_and(|b| target_set.iter().any(|t| t.name() == Some(b.machine.as_str()) && t.cluster_key() == p.address.cluster_key()))
+                    || target_set
+                        .iter()
+                        .any(|t| t.kind().is_some_and(|k| !k.is_named()) && p.address == **t)
+                    || p.spec
+                        .as_ref()
+                        .and_then(Spec::as_bootstrap)
+                        .is_some_and(|b| {
+                            target_set.iter().any(|t| {
+                                t.name() == Some(b.machine.as_str())
+                                    && t.cluster_key() == p.address.cluster_key()
+                            })
+                        })
             })
             .map(|(i, _)| i)
             .collect();
@@ -127,7 +176,10 @@ pub fn finalize(changes: Vec<Change>, mut protos: Vec<ProtoStep>, state: &State,
             }
         }
     }
-    let mut heap: BinaryHeap<Reverse<usize>> = (0..n).filter(|&i| keep[i] && indegree[i] == 0).map(Reverse).collect();
+    let mut heap: BinaryHeap<Reverse<usize>> = (0..n)
+        .filter(|&i| keep[i] && indegree[i] == 0)
+        .map(Reverse)
+        .collect();
     let mut order = Vec::with_capacity(n);
     while let Some(Reverse(i)) = heap.pop() {
         order.push(i);
@@ -156,7 +208,12 @@ pub fn finalize(changes: Vec<Change>, mut protos: Vec<ProtoStep>, state: &State,
         .enumerate()
         .map(|(pos, &i)| {
             let p = &protos[i];
-            let mut after: Vec<usize> = p.after.iter().filter(|&&j| keep[j]).map(|&j| new_id[j]).collect();
+            let mut after: Vec<usize> = p
+                .after
+                .iter()
+                .filter(|&&j| keep[j])
+                .map(|&j| new_id[j])
+                .collect();
             after.sort_unstable();
             after.dedup();
             Step {
@@ -174,7 +231,12 @@ pub fn finalize(changes: Vec<Change>, mut protos: Vec<ProtoStep>, state: &State,
     let kept_addresses: BTreeSet<&Address> = steps.iter().map(|s| &s.address).collect();
     let changes = changes
         .into_iter()
-        .filter(|c| kept_addresses.contains(&c.address) || c.replacement.as_ref().is_some_and(|r| kept_addresses.contains(r)))
+        .filter(|c| {
+            kept_addresses.contains(&c.address)
+                || c.replacement
+                    .as_ref()
+                    .is_some_and(|r| kept_addresses.contains(r))
+        })
         .collect();
     Ok((changes, steps))
 }
@@ -187,11 +249,20 @@ pub fn sort_changes(changes: &mut [Change], steps: &[Step]) {
     }
     let pos = |c: &Change| -> (usize, String) {
         let own = first.get(&c.address).copied().unwrap_or(usize::MAX);
-        let rep = c.replacement.as_ref().and_then(|r| first.get(r).copied()).unwrap_or(usize::MAX);
-        let anchor = c.part_of.as_ref().and_then(|p| first.get(p).copied()).unwrap_or(usize::MAX);
+        let rep = c
+            .replacement
+            .as_ref()
+            .and_then(|r| first.get(r).copied())
+            .unwrap_or(usize::MAX);
+        let anchor = c
+            .part_of
+            .as_ref()
+            .and_then(|p| first.get(p).copied())
+            .unwrap_or(usize::MAX);
         (own.min(rep).min(anchor), c.address.to_string())
     };
-    let keyed: Vec<((usize, String), Change)> = changes.iter().map(|c| (pos(c), c.clone())).collect();
+    let keyed: Vec<((usize, String), Change)> =
+        changes.iter().map(|c| (pos(c), c.clone())).collect();
     let mut keyed = keyed;
     keyed.sort_by(|a, b| a.0.cmp(&b.0));
     for (slot, (_, c)) in changes.iter_mut().zip(keyed) {

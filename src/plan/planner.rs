@@ -75,7 +75,9 @@ pub enum PlanError {
         address: String,
         message: String,
     },
-    #[error("the plan failed its own consistency check: {0}. This is a bug in capi; please report it")]
+    #[error(
+        "the plan failed its own consistency check: {0}. This is a bug in capi; please report it"
+    )]
     Check(String),
     #[error("dependency cycle between {0}")]
     Cycle(String),
@@ -121,14 +123,27 @@ fn provider_of(kind: ResourceKind, cluster: ProviderKind) -> ProviderKind {
 pub fn plan(desired: &Desired, state: &State, opts: &PlanOptions) -> Result<Plan, PlanError> {
     for (flag, list) in [("replace", &opts.replace), ("target", &opts.targets)] {
         for a in list {
-            Address::parse(a.as_str()).map_err(|m| PlanError::BadAddress { flag, address: a.to_string(), message: m })?;
+            Address::parse(a.as_str()).map_err(|m| PlanError::BadAddress {
+                flag,
+                address: a.to_string(),
+                message: m,
+            })?;
             let known = state.get(a).is_some()
-                || desired.cluster(a.cluster_key()).is_some() && matches!(a.kind(), Some(k) if !k.is_named());
+                || desired.cluster(a.cluster_key()).is_some()
+                    && matches!(a.kind(), Some(k) if !k.is_named());
             if flag == "replace" && state.get(a).is_none() {
-                return Err(PlanError::BadAddress { flag, address: a.to_string(), message: "no such resource in the state (see `capi state list`)".into() });
+                return Err(PlanError::BadAddress {
+                    flag,
+                    address: a.to_string(),
+                    message: "no such resource in the state (see `capi state list`)".into(),
+                });
             }
             if flag == "target" && !known && desired.cluster(a.cluster_key()).is_none() {
-                return Err(PlanError::BadAddress { flag, address: a.to_string(), message: "no such resource in the state or the manifests".into() });
+                return Err(PlanError::BadAddress {
+                    flag,
+                    address: a.to_string(),
+                    message: "no such resource in the state or the manifests".into(),
+                });
             }
         }
     }
@@ -155,14 +170,24 @@ pub fn plan(desired: &Desired, state: &State, opts: &PlanOptions) -> Result<Plan
             .collect();
         match (opts.operation, desired.cluster(&key)) {
             (Operation::Apply, Some(dc)) if dc.paused => {
-                b.warnings.push(format!("Cluster {} is paused (spec.paused): capi leaves it untouched", dc.id));
+                b.warnings.push(format!(
+                    "Cluster {} is paused (spec.paused): capi leaves it untouched",
+                    dc.id
+                ));
             }
             (Operation::Apply, Some(dc)) => plan_cluster(&mut b, dc)?,
             (Operation::Apply, None) => remove_cluster(&mut b, &key, ReasonCode::Removed),
             (Operation::Destroy, _) => remove_cluster(&mut b, &key, ReasonCode::Destroy),
         }
     }
-    let Builder { changes, steps, documents, warnings, rollouts, .. } = b;
+    let Builder {
+        changes,
+        steps,
+        documents,
+        warnings,
+        rollouts,
+        ..
+    } = b;
     let (mut changes, steps) = order::finalize(changes, steps, state, &opts.targets)?;
     order::sort_changes(&mut changes, &steps);
     let mut plan = Plan {
@@ -173,7 +198,11 @@ pub fn plan(desired: &Desired, state: &State, opts: &PlanOptions) -> Result<Plan
         prior_serial: state.serial,
         summary: Plan::compute_summary(&changes),
         changes,
-        rollouts: if opts.targets.is_empty() { rollouts } else { Vec::new() },
+        rollouts: if opts.targets.is_empty() {
+            rollouts
+        } else {
+            Vec::new()
+        },
         documents: BTreeMap::new(),
         drift: Vec::new(),
         warnings,
@@ -191,7 +220,13 @@ pub fn plan(desired: &Desired, state: &State, opts: &PlanOptions) -> Result<Plan
 }
 
 /// Plan a change of a singleton resource (pki, network, load balancer).
-fn singleton(b: &mut Builder<'_>, dc: &DesiredCluster, kind: ResourceKind, spec: Spec, deps: Vec<Address>) -> Result<(), PlanError> {
+fn singleton(
+    b: &mut Builder<'_>,
+    dc: &DesiredCluster,
+    kind: ResourceKind,
+    spec: Spec,
+    deps: Vec<Address>,
+) -> Result<(), PlanError> {
     let addr = dc.address(kind, None);
     let provider = provider_of(kind, dc.provider);
     let existing = b.state.get(&addr);
@@ -212,11 +247,21 @@ fn singleton(b: &mut Builder<'_>, dc: &DesiredCluster, kind: ResourceKind, spec:
         wave: None,
     };
     let create = |b: &mut Builder<'_>| {
-        b.step(ProtoStep::create(addr.clone(), provider, spec.clone(), deps.clone()));
+        b.step(ProtoStep::create(
+            addr.clone(),
+            provider,
+            spec.clone(),
+            deps.clone(),
+        ));
     };
     match existing {
         None => {
-            b.change(mk(Action::Create, ReasonCode::New, format!("{} does not exist yet", kind.as_str()), None));
+            b.change(mk(
+                Action::Create,
+                ReasonCode::New,
+                format!("{} does not exist yet", kind.as_str()),
+                None,
+            ));
             create(b);
         }
         Some(r) => match r.status {
@@ -226,11 +271,26 @@ fn singleton(b: &mut Builder<'_>, dc: &DesiredCluster, kind: ResourceKind, spec:
             }
             Status::Deleting | Status::Failed => {
                 let why = if r.status == Status::Failed {
-                    format!("it failed: {}", r.error.as_ref().map(|e| e.message.as_str()).unwrap_or("unknown error"))
+                    format!(
+                        "it failed: {}",
+                        r.error
+                            .as_ref()
+                            .map(|e| e.message.as_str())
+                            .unwrap_or("unknown error")
+                    )
                 } else {
                     "a previous apply was interrupted while deleting it".to_string()
                 };
-                let mut c = mk(Action::Replace, if r.status == Status::Failed { ReasonCode::Failed } else { ReasonCode::Interrupted }, format!("{why}: it is deleted and created again"), Some(r.attributes.clone()));
+                let mut c = mk(
+                    Action::Replace,
+                    if r.status == Status::Failed {
+                        ReasonCode::Failed
+                    } else {
+                        ReasonCode::Interrupted
+                    },
+                    format!("{why}: it is deleted and created again"),
+                    Some(r.attributes.clone()),
+                );
                 c.replacement = Some(addr.clone());
                 b.change(c);
                 let d = b.step(ProtoStep::delete(addr.clone(), provider));
@@ -240,19 +300,39 @@ fn singleton(b: &mut Builder<'_>, dc: &DesiredCluster, kind: ResourceKind, spec:
             }
             Status::Ready | Status::Updating => {
                 if b.opts.replace.contains(&addr) {
-                    let mut c = mk(Action::Replace, ReasonCode::Requested, "replacement requested with --replace".into(), Some(r.attributes.clone()));
+                    let mut c = mk(
+                        Action::Replace,
+                        ReasonCode::Requested,
+                        "replacement requested with --replace".into(),
+                        Some(r.attributes.clone()),
+                    );
                     c.replacement = Some(addr.clone());
                     b.change(c);
                     let d = b.step(ProtoStep::delete(addr.clone(), provider));
-                    let mut s = ProtoStep::create(addr.clone(), provider, spec.clone(), deps.clone());
+                    let mut s =
+                        ProtoStep::create(addr.clone(), provider, spec.clone(), deps.clone());
                     s.after.push(d);
                     b.step(s);
                 } else if r.attributes != spec && in_place_infra(&r.attributes, &spec) {
-                    b.change(mk(Action::Update, ReasonCode::InPlace, "mutable infrastructure settings changed: updated in place".into(), Some(r.attributes.clone())));
-                    b.step(ProtoStep::update(addr.clone(), provider, spec.clone(), deps.clone()));
+                    b.change(mk(
+                        Action::Update,
+                        ReasonCode::InPlace,
+                        "mutable infrastructure settings changed: updated in place".into(),
+                        Some(r.attributes.clone()),
+                    ));
+                    b.step(ProtoStep::update(
+                        addr.clone(),
+                        provider,
+                        spec.clone(),
+                        deps.clone(),
+                    ));
                 } else if r.attributes != spec {
                     let diff = attribute_diff(Some(&r.attributes), Some(&spec));
-                    let first = diff.first().cloned().unwrap_or(AttributeChange { path: "spec".into(), before: None, after: None });
+                    let first = diff.first().cloned().unwrap_or(AttributeChange {
+                        path: "spec".into(),
+                        before: None,
+                        after: None,
+                    });
                     let help = match kind {
                         ResourceKind::Pki => "the cluster's certificate authorities cannot be regenerated in place; restore the previous value, or destroy and recreate the cluster",
                         _ => "the cluster's infrastructure is immutable (the control-plane endpoint would move); restore the previous value, or destroy and recreate the cluster",
@@ -260,18 +340,39 @@ fn singleton(b: &mut Builder<'_>, dc: &DesiredCluster, kind: ResourceKind, spec:
                     return Err(PlanError::Immutable {
                         address: addr.clone(),
                         field: first.path,
-                        before: first.before.map(|v| v.to_string()).unwrap_or_else(|| "unset".into()),
-                        after: first.after.map(|v| v.to_string()).unwrap_or_else(|| "unset".into()),
+                        before: first
+                            .before
+                            .map(|v| v.to_string())
+                            .unwrap_or_else(|| "unset".into()),
+                        after: first
+                            .after
+                            .map(|v| v.to_string())
+                            .unwrap_or_else(|| "unset".into()),
                         help: help.into(),
                         file: dc.source.file.clone(),
                         line: dc.source.line,
                     });
                 } else if matches!(b.observation(&addr), Some(Observation::Missing)) {
-                    b.change(mk(Action::Create, ReasonCode::Drifted, format!("the {} was deleted outside capi", kind.as_str()), None));
+                    b.change(mk(
+                        Action::Create,
+                        ReasonCode::Drifted,
+                        format!("the {} was deleted outside capi", kind.as_str()),
+                        None,
+                    ));
                     create(b);
                 } else if r.status == Status::Updating {
-                    b.change(mk(Action::Update, ReasonCode::Interrupted, "a previous apply was interrupted while updating it".into(), Some(r.attributes.clone())));
-                    b.step(ProtoStep::update(addr.clone(), provider, spec.clone(), deps.clone()));
+                    b.change(mk(
+                        Action::Update,
+                        ReasonCode::Interrupted,
+                        "a previous apply was interrupted while updating it".into(),
+                        Some(r.attributes.clone()),
+                    ));
+                    b.step(ProtoStep::update(
+                        addr.clone(),
+                        provider,
+                        spec.clone(),
+                        deps.clone(),
+                    ));
                 }
             }
         },
@@ -283,22 +384,40 @@ fn singleton(b: &mut Builder<'_>, dc: &DesiredCluster, kind: ResourceKind, spec:
 fn in_place_infra(before: &Spec, after: &Spec) -> bool {
     let (b, a) = match (before, after) {
         (Spec::Network(b), Spec::Network(a)) if b.name == a.name => (&b.infra, &a.infra),
-        (Spec::Loadbalancer(b), Spec::Loadbalancer(a)) if b.port == a.port && b.fixed_endpoint == a.fixed_endpoint => (&b.infra, &a.infra),
+        (Spec::Loadbalancer(b), Spec::Loadbalancer(a))
+            if b.port == a.port && b.fixed_endpoint == a.fixed_endpoint =>
+        {
+            (&b.infra, &a.infra)
+        }
         _ => return false,
     };
-    matches!(crate::provider::classify_infra_change(b, a), crate::provider::InfraChange::InPlace)
+    matches!(
+        crate::provider::classify_infra_change(b, a),
+        crate::provider::InfraChange::InPlace
+    )
 }
 
 fn cluster_initialized(b: &Builder<'_>, dc: &DesiredCluster) -> bool {
     b.state.cluster_resources(&dc.id.key()).any(|r| {
-        r.attributes.as_machine().is_some_and(|m| m.role == Role::ControlPlane)
-            && matches!(r.status, Status::Ready | Status::Updating | Status::Deleting)
+        r.attributes
+            .as_machine()
+            .is_some_and(|m| m.role == Role::ControlPlane)
+            && matches!(
+                r.status,
+                Status::Ready | Status::Updating | Status::Deleting
+            )
             && !matches!(b.observation(&r.address), Some(Observation::Missing))
     })
 }
 
 /// Does a MachineHealthCheck allow remediating `unhealthy` of `total` machines?
-fn remediation_allowed(b: &mut Builder<'_>, dc: &DesiredCluster, g: &MachineGroup, unhealthy: usize, total: usize) -> bool {
+fn remediation_allowed(
+    b: &mut Builder<'_>,
+    dc: &DesiredCluster,
+    g: &MachineGroup,
+    unhealthy: usize,
+    total: usize,
+) -> bool {
     if unhealthy == 0 {
         return true;
     }
@@ -339,8 +458,20 @@ fn plan_cluster(b: &mut Builder<'_>, dc: &DesiredCluster) -> Result<(), PlanErro
     let key = dc.id.key();
     let a = |k: ResourceKind| dc.address(k, None);
     singleton(b, dc, ResourceKind::Pki, Spec::Pki(dc.pki.clone()), vec![])?;
-    singleton(b, dc, ResourceKind::Network, Spec::Network(dc.network.clone()), vec![])?;
-    singleton(b, dc, ResourceKind::Loadbalancer, Spec::Loadbalancer(dc.loadbalancer.clone()), vec![a(ResourceKind::Network)])?;
+    singleton(
+        b,
+        dc,
+        ResourceKind::Network,
+        Spec::Network(dc.network.clone()),
+        vec![],
+    )?;
+    singleton(
+        b,
+        dc,
+        ResourceKind::Loadbalancer,
+        Spec::Loadbalancer(dc.loadbalancer.clone()),
+        vec![a(ResourceKind::Network)],
+    )?;
     super::skew::check(b.state, dc)?;
 
     let mut initialized = cluster_initialized(b, dc);
@@ -350,21 +481,37 @@ fn plan_cluster(b: &mut Builder<'_>, dc: &DesiredCluster) -> Result<(), PlanErro
     let mut last_cp_step: Option<usize> = None;
     let mut cp_rollout_end: Option<usize> = None;
     let mut worker_step_ids: Vec<usize> = Vec::new();
-    let mut kept: BTreeSet<Address> = BTreeSet::new();
 
     for g in &dc.groups {
         let group_label = g.owner.to_string();
         let in_state: Vec<&Resource> = b
             .state
             .cluster_resources(&key)
-            .filter(|r| r.attributes.as_machine().is_some_and(|m| m.owner == g.owner))
+            .filter(|r| {
+                r.attributes
+                    .as_machine()
+                    .is_some_and(|m| m.owner == g.owner)
+            })
             .collect();
         // Interrupted deletes are finished first: the machines still exist
         // until then, so the rollout's first wave waits for them.
         let mut interrupted: Vec<usize> = Vec::new();
         for r in in_state.iter().filter(|r| r.status == Status::Deleting) {
-            let chain = if g.role == Role::ControlPlane { Some((vec![], last_cp_step)) } else { None };
-            let id = delete_machine(b, dc, r, ReasonCode::Interrupted, "a previous apply was interrupted while deleting it".into(), Some(&group_label), None, chain);
+            let chain = if g.role == Role::ControlPlane {
+                Some((vec![], last_cp_step))
+            } else {
+                None
+            };
+            let id = delete_machine(
+                b,
+                dc,
+                r,
+                ReasonCode::Interrupted,
+                "a previous apply was interrupted while deleting it".into(),
+                Some(&group_label),
+                None,
+                chain,
+            );
             interrupted.extend(id);
             if g.role == Role::Worker {
                 worker_step_ids.extend(id);
@@ -375,7 +522,11 @@ fn plan_cluster(b: &mut Builder<'_>, dc: &DesiredCluster) -> Result<(), PlanErro
                 cp_rollout_end = id;
             }
         }
-        let live: Vec<&Resource> = in_state.iter().copied().filter(|r| r.status != Status::Deleting).collect();
+        let live: Vec<&Resource> = in_state
+            .iter()
+            .copied()
+            .filter(|r| r.status != Status::Deleting)
+            .collect();
         let existing: Vec<Existing> = live
             .iter()
             .map(|r| {
@@ -393,7 +544,9 @@ fn plan_cluster(b: &mut Builder<'_>, dc: &DesiredCluster) -> Result<(), PlanErro
                     name: m.name.clone(),
                     sequence: r.sequence,
                     failure_domain: m.failure_domain.clone(),
-                    up_to_date: fd_ok && m.identity == g.machine_identity(&m.failure_domain) && !b.opts.replace.contains(&r.address),
+                    up_to_date: fd_ok
+                        && m.identity == g.machine_identity(&m.failure_domain)
+                        && !b.opts.replace.contains(&r.address),
                     unhealthy,
                 }
             })
@@ -401,14 +554,25 @@ fn plan_cluster(b: &mut Builder<'_>, dc: &DesiredCluster) -> Result<(), PlanErro
         let unhealthy = existing.iter().filter(|e| e.unhealthy).count();
         let remediate = remediation_allowed(b, dc, g, unhealthy, existing.len());
         let sched = rollout::schedule(g, &existing, &b.seed, remediate);
-        if sched.waves.iter().flatten().any(|o| matches!(o, GroupOp::Create { .. })) {
+        if sched
+            .waves
+            .iter()
+            .flatten()
+            .any(|o| matches!(o, GroupOp::Create { .. }))
+        {
             super::skew::check_join(dc, g)?;
         }
         if g.paused {
-            b.warnings.push(format!("{} is paused: capi does not scale or roll it", g.owner));
+            b.warnings.push(format!(
+                "{} is paused: capi does not scale or roll it",
+                g.owner
+            ));
         }
         if g.role == Role::Worker && matches!(g.rollout, crate::graph::desired::Rollout::OnDelete) {
-            let outdated = existing.iter().filter(|e| !e.up_to_date && !e.unhealthy).count();
+            let outdated = existing
+                .iter()
+                .filter(|e| !e.up_to_date && !e.unhealthy)
+                .count();
             if outdated > 0 && g.owner.kind == "MachineDeployment" {
                 b.warnings.push(format!("{}: {outdated} machine(s) are outdated; with the OnDelete strategy they are replaced only when you delete them", g.owner));
             }
@@ -416,7 +580,16 @@ fn plan_cluster(b: &mut Builder<'_>, dc: &DesiredCluster) -> Result<(), PlanErro
 
         // A rollout (machines replaced) gates each new machine on health.
         let rolling = sched.waves.iter().flatten().any(|o| {
-            matches!(o, GroupOp::Delete { reason: ReasonCode::Outdated | ReasonCode::Failed | ReasonCode::Drifted | ReasonCode::Requested, .. })
+            matches!(
+                o,
+                GroupOp::Delete {
+                    reason: ReasonCode::Outdated
+                        | ReasonCode::Failed
+                        | ReasonCode::Drifted
+                        | ReasonCode::Requested,
+                    ..
+                }
+            )
         });
         // Interrupted creates of machines the rollout keeps are resumed
         // first: the rollout counts them as available, so its first wave
@@ -440,7 +613,12 @@ fn plan_cluster(b: &mut Builder<'_>, dc: &DesiredCluster) -> Result<(), PlanErro
             c.before = None;
             c.after = Some(r.attributes.clone());
             b.change(c);
-            let mut s = ProtoStep::create(r.address.clone(), r.provider, r.attributes.clone(), r.dependencies.clone());
+            let mut s = ProtoStep::create(
+                r.address.clone(),
+                r.provider,
+                r.attributes.clone(),
+                r.dependencies.clone(),
+            );
             if g.role == Role::ControlPlane {
                 s.after.extend(last_cp_step);
             }
@@ -464,7 +642,10 @@ fn plan_cluster(b: &mut Builder<'_>, dc: &DesiredCluster) -> Result<(), PlanErro
             let mut record = Wave::default();
             for op in wave {
                 match op {
-                    GroupOp::Create { failure_domain, reason } => {
+                    GroupOp::Create {
+                        failure_domain,
+                        reason,
+                    } => {
                         let name = match &g.fixed_name {
                             Some(n) => n.clone(),
                             None => {
@@ -488,7 +669,10 @@ fn plan_cluster(b: &mut Builder<'_>, dc: &DesiredCluster) -> Result<(), PlanErro
                             BootstrapRole::JoinWorker
                         };
                         let (sha, api) = match role {
-                            BootstrapRole::Init => g.init_document.clone().unwrap_or_else(|| g.join_document.clone()),
+                            BootstrapRole::Init => g
+                                .init_document
+                                .clone()
+                                .unwrap_or_else(|| g.join_document.clone()),
                             _ => g.join_document.clone(),
                         };
                         if role != BootstrapRole::Init {
@@ -509,7 +693,12 @@ fn plan_cluster(b: &mut Builder<'_>, dc: &DesiredCluster) -> Result<(), PlanErro
                         if role != BootstrapRole::Init {
                             bdeps.push(token_addr.clone());
                         }
-                        let mut bs_step = ProtoStep::create(bs_addr.clone(), ProviderKind::Local, bspec.clone(), bdeps);
+                        let mut bs_step = ProtoStep::create(
+                            bs_addr.clone(),
+                            ProviderKind::Local,
+                            bspec.clone(),
+                            bdeps,
+                        );
                         bs_step.after.extend(prev_wave.iter().copied());
                         let bs_id = b.step(bs_step);
                         let mut labels = g.labels.clone();
@@ -528,11 +717,16 @@ fn plan_cluster(b: &mut Builder<'_>, dc: &DesiredCluster) -> Result<(), PlanErro
                             labels,
                             annotations: g.annotations.clone(),
                         });
-                        let mut mdeps = vec![bs_addr.clone(), a(ResourceKind::Network), a(ResourceKind::Loadbalancer)];
+                        let mut mdeps = vec![
+                            bs_addr.clone(),
+                            a(ResourceKind::Network),
+                            a(ResourceKind::Loadbalancer),
+                        ];
                         if role != BootstrapRole::Init {
                             mdeps.push(token_addr.clone());
                         }
-                        let mut ms = ProtoStep::create(m_addr.clone(), dc.provider, mspec.clone(), mdeps);
+                        let mut ms =
+                            ProtoStep::create(m_addr.clone(), dc.provider, mspec.clone(), mdeps);
                         ms.after.push(bs_id);
                         ms.after.extend(prev_wave.iter().copied());
                         ms.health_gate = rolling;
@@ -557,13 +751,31 @@ fn plan_cluster(b: &mut Builder<'_>, dc: &DesiredCluster) -> Result<(), PlanErro
                         let _ = bspec;
                     }
                     GroupOp::Delete { name, reason } => {
-                        let Some(r) = live.iter().find(|r| r.attributes.as_machine().is_some_and(|m| &m.name == name)) else { continue };
+                        let Some(r) = live
+                            .iter()
+                            .find(|r| r.attributes.as_machine().is_some_and(|m| &m.name == name))
+                        else {
+                            continue;
+                        };
                         deleted_names.insert(name.clone());
                         record.delete.push(name.clone());
                         let (text, code) = delete_reason(b, g, r, *reason);
                         let after: Vec<usize> = prev_wave.clone();
-                        let cp_after = if g.role == Role::ControlPlane { last_cp_step } else { None };
-                        let ids = delete_machine(b, dc, r, code, text, Some(&group_label), wave_no, Some((after, cp_after)));
+                        let cp_after = if g.role == Role::ControlPlane {
+                            last_cp_step
+                        } else {
+                            None
+                        };
+                        let ids = delete_machine(
+                            b,
+                            dc,
+                            r,
+                            code,
+                            text,
+                            Some(&group_label),
+                            wave_no,
+                            Some((after, cp_after)),
+                        );
                         if let Some(id) = ids {
                             if g.role == Role::ControlPlane {
                                 last_cp_step = Some(id);
@@ -571,7 +783,13 @@ fn plan_cluster(b: &mut Builder<'_>, dc: &DesiredCluster) -> Result<(), PlanErro
                                 worker_step_ids.push(id);
                             }
                             this_wave.push(id);
-                            if matches!(code, ReasonCode::Outdated | ReasonCode::Failed | ReasonCode::Drifted | ReasonCode::Requested) {
+                            if matches!(
+                                code,
+                                ReasonCode::Outdated
+                                    | ReasonCode::Failed
+                                    | ReasonCode::Drifted
+                                    | ReasonCode::Requested
+                            ) {
                                 pending_replacements.push((r.address.clone(), code));
                             }
                         }
@@ -582,9 +800,24 @@ fn plan_cluster(b: &mut Builder<'_>, dc: &DesiredCluster) -> Result<(), PlanErro
             waves_record.push(record);
         }
         if !waves_record.is_empty() {
-            b.rollouts.push(Rollout { cluster: key.clone(), group: group_label.clone(), waves: waves_record });
+            b.rollouts.push(Rollout {
+                cluster: key.clone(),
+                group: group_label.clone(),
+                waves: waves_record,
+            });
         }
-        if g.role == Role::ControlPlane && (cp_rollout_end.is_some() || sched.waves.iter().flatten().any(|o| matches!(o, GroupOp::Delete { reason: ReasonCode::Outdated | ReasonCode::Failed, .. }))) {
+        if g.role == Role::ControlPlane
+            && (cp_rollout_end.is_some()
+                || sched.waves.iter().flatten().any(|o| {
+                    matches!(
+                        o,
+                        GroupOp::Delete {
+                            reason: ReasonCode::Outdated | ReasonCode::Failed,
+                            ..
+                        }
+                    )
+                }))
+        {
             cp_rollout_end = last_cp_step;
         }
 
@@ -597,8 +830,6 @@ fn plan_cluster(b: &mut Builder<'_>, dc: &DesiredCluster) -> Result<(), PlanErro
             if deleted_names.contains(&m.name) {
                 continue;
             }
-            kept.insert(r.address.clone());
-            kept.insert(dc.address(ResourceKind::Bootstrap, Some(&m.name)));
             if r.status == Status::Creating {
                 continue;
             }
@@ -609,24 +840,55 @@ fn plan_cluster(b: &mut Builder<'_>, dc: &DesiredCluster) -> Result<(), PlanErro
                 }
                 l
             };
-            if m.identity == g.machine_identity(&m.failure_domain) && (m.labels != desired_labels || m.annotations != g.annotations) && r.status != Status::Failed {
+            if m.identity == g.machine_identity(&m.failure_domain)
+                && (m.labels != desired_labels || m.annotations != g.annotations)
+                && r.status != Status::Failed
+            {
                 let mut new = m.clone();
                 new.labels = desired_labels;
                 new.annotations = g.annotations.clone();
                 let spec = Spec::Machine(new);
-                let mut c = machine_change(r, Action::Update, ReasonCode::InPlace, "machine labels or annotations changed: updated in place, the machine is kept".into(), Some(&group_label), None);
+                let mut c = machine_change(
+                    r,
+                    Action::Update,
+                    ReasonCode::InPlace,
+                    "machine labels or annotations changed: updated in place, the machine is kept"
+                        .into(),
+                    Some(&group_label),
+                    None,
+                );
                 c.after = Some(spec.clone());
                 c.attributes = attribute_diff(Some(&r.attributes), Some(&spec));
                 b.change(c);
-                b.step(ProtoStep::update(r.address.clone(), r.provider, spec, r.dependencies.clone()));
+                b.step(ProtoStep::update(
+                    r.address.clone(),
+                    r.provider,
+                    spec,
+                    r.dependencies.clone(),
+                ));
             } else if r.status == Status::Updating {
-                let c = machine_change(r, Action::Update, ReasonCode::Interrupted, "a previous apply was interrupted while updating it".into(), Some(&group_label), None);
+                let c = machine_change(
+                    r,
+                    Action::Update,
+                    ReasonCode::Interrupted,
+                    "a previous apply was interrupted while updating it".into(),
+                    Some(&group_label),
+                    None,
+                );
                 b.change(c);
-                b.step(ProtoStep::update(r.address.clone(), r.provider, r.attributes.clone(), r.dependencies.clone()));
+                b.step(ProtoStep::update(
+                    r.address.clone(),
+                    r.provider,
+                    r.attributes.clone(),
+                    r.dependencies.clone(),
+                ));
             }
         }
         for n in &sched.not_remediated {
-            b.warnings.push(format!("{}: machine {n} is unhealthy and is not replaced", g.owner));
+            b.warnings.push(format!(
+                "{}: machine {n} is unhealthy and is not replaced",
+                g.owner
+            ));
         }
     }
 
@@ -667,15 +929,28 @@ fn plan_cluster(b: &mut Builder<'_>, dc: &DesiredCluster) -> Result<(), PlanErro
             }
         }
         Some(r) => {
-            let expires = r.observed.get("expires_unix").and_then(|v| v.as_i64()).unwrap_or(0);
+            let expires = r
+                .observed
+                .get("expires_unix")
+                .and_then(|v| v.as_i64())
+                .unwrap_or(0);
             let interrupted = r.status.is_pending() || r.status == Status::Failed;
-            if joins_planned && (expires - b.opts.now_unix < b.opts.token_margin_seconds || interrupted) {
+            if joins_planned
+                && (expires - b.opts.now_unix < b.opts.token_margin_seconds || interrupted)
+            {
                 let reason = if interrupted {
-                    "a previous apply did not finish registering the token: a new one is made".to_string()
+                    "a previous apply did not finish registering the token: a new one is made"
+                        .to_string()
                 } else if expires <= b.opts.now_unix {
-                    format!("the bootstrap token expired at {}: a new one is made before machines join", crate::util::time::format_rfc3339(expires))
+                    format!(
+                        "the bootstrap token expired at {}: a new one is made before machines join",
+                        crate::util::time::format_rfc3339(expires)
+                    )
                 } else {
-                    format!("the bootstrap token expires at {}: a new one is made before machines join", crate::util::time::format_rfc3339(expires))
+                    format!(
+                        "the bootstrap token expires at {}: a new one is made before machines join",
+                        crate::util::time::format_rfc3339(expires)
+                    )
                 };
                 b.change(Change {
                     address: token_addr.clone(),
@@ -687,7 +962,11 @@ fn plan_cluster(b: &mut Builder<'_>, dc: &DesiredCluster) -> Result<(), PlanErro
                     replacement: None,
                     before: Some(r.attributes.clone()),
                     after: Some(token_spec.clone()),
-                    attributes: vec![AttributeChange { path: "token".into(), before: Some(serde_json::json!("(sensitive)")), after: Some(serde_json::json!("(sensitive, new)")) }],
+                    attributes: vec![AttributeChange {
+                        path: "token".into(),
+                        before: Some(serde_json::json!("(sensitive)")),
+                        after: Some(serde_json::json!("(sensitive, new)")),
+                    }],
                     bootstrap_diff: None,
                     part_of: None,
                     group: None,
@@ -705,7 +984,11 @@ fn plan_cluster(b: &mut Builder<'_>, dc: &DesiredCluster) -> Result<(), PlanErro
     let orphans: Vec<Resource> = b
         .state
         .cluster_resources(&key)
-        .filter(|r| r.attributes.as_machine().is_some_and(|m| !groups.contains(&m.owner)))
+        .filter(|r| {
+            r.attributes
+                .as_machine()
+                .is_some_and(|m| !groups.contains(&m.owner))
+        })
         .cloned()
         .collect();
     let mut cp_orphans: Vec<&Resource> = Vec::new();
@@ -716,13 +999,31 @@ fn plan_cluster(b: &mut Builder<'_>, dc: &DesiredCluster) -> Result<(), PlanErro
             continue;
         }
         let text = format!("{} is no longer in the manifests", m.owner);
-        delete_machine(b, dc, r, ReasonCode::Removed, text, Some(&m.owner.to_string()), None, None);
+        delete_machine(
+            b,
+            dc,
+            r,
+            ReasonCode::Removed,
+            text,
+            Some(&m.owner.to_string()),
+            None,
+            None,
+        );
     }
     cp_orphans.sort_by_key(|r| std::cmp::Reverse(r.sequence));
     for r in cp_orphans {
         let m = r.attributes.as_machine().unwrap();
         let text = format!("{} is no longer in the manifests", m.owner);
-        let id = delete_machine(b, dc, r, ReasonCode::Removed, text, Some(&m.owner.to_string()), None, Some((vec![], last_cp_step)));
+        let id = delete_machine(
+            b,
+            dc,
+            r,
+            ReasonCode::Removed,
+            text,
+            Some(&m.owner.to_string()),
+            None,
+            Some((vec![], last_cp_step)),
+        );
         if id.is_some() {
             last_cp_step = id;
         }
@@ -736,7 +1037,11 @@ fn plan_cluster(b: &mut Builder<'_>, dc: &DesiredCluster) -> Result<(), PlanErro
     let stray: Vec<Resource> = b
         .state
         .cluster_resources(&key)
-        .filter(|r| r.attributes.as_bootstrap().is_some_and(|bs| !machine_names.contains(&bs.machine)))
+        .filter(|r| {
+            r.attributes
+                .as_bootstrap()
+                .is_some_and(|bs| !machine_names.contains(&bs.machine))
+        })
         .cloned()
         .collect();
     for r in stray {
@@ -758,61 +1063,100 @@ fn plan_cluster(b: &mut Builder<'_>, dc: &DesiredCluster) -> Result<(), PlanErro
         });
         b.step(ProtoStep::delete(r.address.clone(), r.provider));
     }
-    let _ = kept;
     Ok(())
 }
 
-fn delete_reason(b: &Builder<'_>, g: &MachineGroup, r: &Resource, code: ReasonCode) -> (String, ReasonCode) {
+fn delete_reason(
+    b: &Builder<'_>,
+    g: &MachineGroup,
+    r: &Resource,
+    code: ReasonCode,
+) -> (String, ReasonCode) {
     let m = r.attributes.as_machine().expect("machine");
     match code {
         ReasonCode::Failed => {
             if r.status == Status::Failed {
                 let why = match &r.error {
                     Some(e) => match (&e.command, e.exit_code) {
-                        (Some(_), Some(code)) => format!("its bootstrap failed, exit code {code}; see `capi state show {}`", r.address),
+                        (Some(_), Some(code)) => format!(
+                            "its bootstrap failed, exit code {code}; see `capi state show {}`",
+                            r.address
+                        ),
                         _ => short(&e.message, 100),
                     },
                     None => "unknown error".into(),
                 };
-                (format!("the machine failed ({why}): machines are replaced, never repaired"), ReasonCode::Failed)
+                (
+                    format!("the machine failed ({why}): machines are replaced, never repaired"),
+                    ReasonCode::Failed,
+                )
             } else {
                 let what = match b.observation(&r.address) {
                     Some(Observation::Missing) => "was deleted outside capi".to_string(),
                     Some(Observation::Stopped(s)) => format!("is {s} (changed outside capi)"),
                     Some(Observation::Changed(a)) => format!(
                         "was changed outside capi ({})",
-                        a.iter().map(|c| c.path.as_str()).collect::<Vec<_>>().join(", ")
+                        a.iter()
+                            .map(|c| c.path.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ),
                     _ => "is unhealthy".to_string(),
                 };
-                (format!("the machine {what}: it is replaced (Cluster API replaces, never repairs)"), ReasonCode::Drifted)
+                (
+                    format!(
+                        "the machine {what}: it is replaced (Cluster API replaces, never repairs)"
+                    ),
+                    ReasonCode::Drifted,
+                )
             }
         }
         ReasonCode::Outdated => {
             if b.opts.replace.contains(&r.address) {
-                return ("replacement requested with --replace".into(), ReasonCode::Requested);
+                return (
+                    "replacement requested with --replace".into(),
+                    ReasonCode::Requested,
+                );
             }
             let mut why = Vec::new();
             if m.version != g.version.to_string() {
                 why.push(format!("version {} → {}", m.version, g.version));
             }
             if m.infra.kind != g.infra.kind || m.infra.name != g.infra.name {
-                why.push(format!("infrastructure template {}/{} → {}/{}", m.infra.kind, m.infra.name, g.infra.kind, g.infra.name));
+                why.push(format!(
+                    "infrastructure template {}/{} → {}/{}",
+                    m.infra.kind, m.infra.name, g.infra.kind, g.infra.name
+                ));
             } else if m.infra.spec != g.infra.spec {
-                why.push(format!("{} {:?} content changed", g.infra.kind, g.infra.name));
+                why.push(format!(
+                    "{} {:?} content changed",
+                    g.infra.kind, g.infra.name
+                ));
             }
             if m.bootstrap_template != g.bootstrap_template {
-                why.push(format!("bootstrap template {} → {}", m.bootstrap_template, g.bootstrap_template));
+                why.push(format!(
+                    "bootstrap template {} → {}",
+                    m.bootstrap_template, g.bootstrap_template
+                ));
             }
             if !g.failure_domains.contains(&m.failure_domain) {
-                why.push(format!("failure domain {} is no longer used", m.failure_domain.as_deref().unwrap_or("(none)")));
+                why.push(format!(
+                    "failure domain {} is no longer used",
+                    m.failure_domain.as_deref().unwrap_or("(none)")
+                ));
             }
             if why.is_empty() {
                 why.push(format!("{} content changed", g.bootstrap_template));
             }
-            (format!("{}: machines are immutable", why.join(", ")), ReasonCode::Outdated)
+            (
+                format!("{}: machines are immutable", why.join(", ")),
+                ReasonCode::Outdated,
+            )
         }
-        ReasonCode::ScaleDown => (format!("{} scaled down to {} replicas", g.owner, g.replicas), ReasonCode::ScaleDown),
+        ReasonCode::ScaleDown => (
+            format!("{} scaled down to {} replicas", g.owner, g.replicas),
+            ReasonCode::ScaleDown,
+        ),
         other => ("no longer wanted".into(), other),
     }
 }
@@ -827,7 +1171,14 @@ fn short(s: &str, n: usize) -> String {
     }
 }
 
-fn machine_change(r: &Resource, action: Action, code: ReasonCode, reason: String, group: Option<&str>, wave: Option<u32>) -> Change {
+fn machine_change(
+    r: &Resource,
+    action: Action,
+    code: ReasonCode,
+    reason: String,
+    group: Option<&str>,
+    wave: Option<u32>,
+) -> Change {
     Change {
         address: r.address.clone(),
         kind: r.kind,
@@ -905,7 +1256,12 @@ fn pair_replacements(
         return;
     }
     // Index the steps and delete changes this group produced (the tail of the lists).
-    let step_index: BTreeMap<Address, usize> = b.steps.iter().enumerate().map(|(i, s)| (s.address.clone(), i)).collect();
+    let step_index: BTreeMap<Address, usize> = b
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.address.clone(), i))
+        .collect();
     let delete_change: BTreeMap<Address, usize> = b
         .changes
         .iter()
@@ -917,8 +1273,13 @@ fn pair_replacements(
         let name = addr.name().unwrap_or_default().to_string();
         let cluster_key = addr.cluster_key().to_string();
         let bs_addr = Address(format!("{cluster_key}/bootstrap/{name}"));
-        let bs_spec = step_index.get(&bs_addr).and_then(|&i| b.steps[i].spec.clone());
-        let paired = if matches!(reason, ReasonCode::Outdated | ReasonCode::Failed | ReasonCode::Drifted | ReasonCode::Requested) {
+        let bs_spec = step_index
+            .get(&bs_addr)
+            .and_then(|&i| b.steps[i].spec.clone());
+        let paired = if matches!(
+            reason,
+            ReasonCode::Outdated | ReasonCode::Failed | ReasonCode::Drifted | ReasonCode::Requested
+        ) {
             olds.next()
         } else {
             None
@@ -937,18 +1298,28 @@ fn pair_replacements(
                     c.wave = *wave;
                 }
                 let old_name = old_addr.name().unwrap_or_default();
-                let old_bs = b.state.get(&Address(format!("{cluster_key}/bootstrap/{old_name}")));
+                let old_bs = b
+                    .state
+                    .get(&Address(format!("{cluster_key}/bootstrap/{old_name}")));
                 if let Some(ob) = old_bs.and_then(|r| r.attributes.as_bootstrap()) {
                     if ob.sha256 != *sha {
                         match shown.get(&(ob.sha256.clone(), sha.clone())) {
                             Some(first) => {
-                                bootstrap_diff = Some(format!("(same bootstrap change as {first})\n"));
+                                bootstrap_diff =
+                                    Some(format!("(same bootstrap change as {first})\n"));
                             }
                             None => {
-                                let before = b.state.documents.get(&ob.sha256).cloned().unwrap_or_default();
+                                let before = b
+                                    .state
+                                    .documents
+                                    .get(&ob.sha256)
+                                    .cloned()
+                                    .unwrap_or_default();
                                 let after = b.documents.get(sha).cloned().unwrap_or_default();
-                                bootstrap_diff = Some(unified_diff(&before, &after, old_name, &name));
-                                shown.insert((ob.sha256.clone(), sha.clone()), old_addr.to_string());
+                                bootstrap_diff =
+                                    Some(unified_diff(&before, &after, old_name, &name));
+                                shown
+                                    .insert((ob.sha256.clone(), sha.clone()), old_addr.to_string());
                             }
                         }
                     }
@@ -976,11 +1347,15 @@ fn pair_replacements(
             None => {
                 let text = match reason {
                     ReasonCode::ScaleUp => format!("{group} needs more replicas"),
-                    ReasonCode::Failed | ReasonCode::Drifted => "replaces an unhealthy machine".into(),
+                    ReasonCode::Failed | ReasonCode::Drifted => {
+                        "replaces an unhealthy machine".into()
+                    }
                     ReasonCode::Outdated => "new machine of the rollout".into(),
                     _ => "new machine".into(),
                 };
-                let code = if *reason == ReasonCode::ScaleUp && b.state.cluster_resources(&cluster_key).next().is_none() {
+                let code = if *reason == ReasonCode::ScaleUp
+                    && b.state.cluster_resources(&cluster_key).next().is_none()
+                {
                     ReasonCode::New
                 } else {
                     *reason
@@ -988,7 +1363,10 @@ fn pair_replacements(
                 b.changes.push(Change {
                     address: addr.clone(),
                     kind: ResourceKind::Machine,
-                    provider: step_index.get(addr).map(|&i| b.steps[i].provider).unwrap_or(ProviderKind::Sim),
+                    provider: step_index
+                        .get(addr)
+                        .map(|&i| b.steps[i].provider)
+                        .unwrap_or(ProviderKind::Sim),
                     action: Action::Create,
                     reason_code: code,
                     reason: text,
@@ -1055,7 +1433,11 @@ fn remove_cluster(b: &mut Builder<'_>, key: &str, code: ReasonCode) {
     let resources: Vec<Resource> = b.state.cluster_resources(key).cloned().collect();
     let mut cps: Vec<&Resource> = resources
         .iter()
-        .filter(|r| r.attributes.as_machine().is_some_and(|m| m.role == Role::ControlPlane))
+        .filter(|r| {
+            r.attributes
+                .as_machine()
+                .is_some_and(|m| m.role == Role::ControlPlane)
+        })
         .collect();
     cps.sort_by_key(|r| std::cmp::Reverse(r.sequence));
     let mut worker_ids = Vec::new();
@@ -1066,7 +1448,11 @@ fn remove_cluster(b: &mut Builder<'_>, key: &str, code: ReasonCode) {
         provider: r.provider,
         action: Action::Delete,
         reason_code: code,
-        reason: if part_of.is_some() { "deleted with its machine".into() } else { reason.clone() },
+        reason: if part_of.is_some() {
+            "deleted with its machine".into()
+        } else {
+            reason.clone()
+        },
         replacement: None,
         before: Some(r.attributes.clone()),
         after: None,
@@ -1076,7 +1462,11 @@ fn remove_cluster(b: &mut Builder<'_>, key: &str, code: ReasonCode) {
         group: r.attributes.as_machine().map(|m| m.owner.to_string()),
         wave: None,
     };
-    for r in resources.iter().filter(|r| r.attributes.as_machine().is_some_and(|m| m.role == Role::Worker)) {
+    for r in resources.iter().filter(|r| {
+        r.attributes
+            .as_machine()
+            .is_some_and(|m| m.role == Role::Worker)
+    }) {
         b.change(mk(r, None));
         worker_ids.push(b.step(ProtoStep::delete(r.address.clone(), r.provider)));
     }
@@ -1087,7 +1477,10 @@ fn remove_cluster(b: &mut Builder<'_>, key: &str, code: ReasonCode) {
         s.after.extend(chain);
         chain = Some(b.step(s));
     }
-    for r in resources.iter().filter(|r| r.attributes.as_machine().is_none()) {
+    for r in resources
+        .iter()
+        .filter(|r| r.attributes.as_machine().is_none())
+    {
         let part_of = r
             .attributes
             .as_bootstrap()
@@ -1102,12 +1495,21 @@ fn remove_cluster(b: &mut Builder<'_>, key: &str, code: ReasonCode) {
 mod scratch {
     #[test]
     fn print_example_plan() {
-        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/sim/cluster.yaml")).unwrap();
-        let m = crate::manifest::load_str("examples/sim/cluster.yaml", &text, &Default::default()).unwrap();
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/sim/cluster.yaml"
+        ))
+        .unwrap();
+        let m = crate::manifest::load_str("examples/sim/cluster.yaml", &text, &Default::default())
+            .unwrap();
         let d = crate::graph::build(&m, &Default::default()).unwrap();
         let p = super::plan(&d, &crate::state::State::empty(), &Default::default()).unwrap();
-        println!("{}", super::super::render::render_plan(&p, Default::default()));
-        for s in &p.steps { println!("{} {:?} {} after {:?}", s.id, s.op, s.address, s.after); }
+        println!(
+            "{}",
+            super::super::render::render_plan(&p, Default::default())
+        );
+        for s in &p.steps {
+            println!("{} {:?} {} after {:?}", s.id, s.op, s.address, s.after);
+        }
     }
 }
-

@@ -64,7 +64,12 @@ fn attrs_of(spec: &Spec) -> BTreeMap<String, Value> {
 
 fn bootstrap_line(spec: &Spec) -> Option<String> {
     let b = spec.as_bootstrap()?;
-    Some(format!("{} ({}), sha256:{}", b.role.as_str(), b.kubeadm_api, &b.sha256[..12.min(b.sha256.len())]))
+    Some(format!(
+        "{} ({}), sha256:{}",
+        b.role.as_str(),
+        b.kubeadm_api,
+        &b.sha256[..12.min(b.sha256.len())]
+    ))
 }
 
 pub fn render_plan(plan: &Plan, style: Style) -> String {
@@ -79,7 +84,10 @@ pub fn render_plan(plan: &Plan, style: Style) -> String {
                     out,
                     "      ~ {} = {} -> {}",
                     a.path,
-                    a.before.as_ref().map(value).unwrap_or_else(|| "null".into()),
+                    a.before
+                        .as_ref()
+                        .map(value)
+                        .unwrap_or_else(|| "null".into()),
                     a.after.as_ref().map(value).unwrap_or_else(|| "null".into())
                 );
             }
@@ -116,7 +124,12 @@ pub fn render_plan(plan: &Plan, style: Style) -> String {
         .map(|c| (c.part_of.as_ref().unwrap().to_string(), c))
         .collect();
     for c in plan.reviewed_changes() {
-        render_change(c, bootstrap_of.get(c.address.as_str()).copied(), &mut out, style);
+        render_change(
+            c,
+            bootstrap_of.get(c.address.as_str()).copied(),
+            &mut out,
+            style,
+        );
     }
     render_rollout(plan, &mut out);
     let s = &plan.summary;
@@ -158,7 +171,12 @@ fn render_change(c: &Change, bootstrap: Option<&Change>, out: &mut String, style
     }
     let _ = writeln!(out, "  # ({note})");
     let kind = c.kind.as_str();
-    let _ = writeln!(out, "{:>3} {kind} \"{}\" {{", style.action(c.action), c.address.name().unwrap_or(kind));
+    let _ = writeln!(
+        out,
+        "{:>3} {kind} \"{}\" {{",
+        style.action(c.action),
+        c.address.name().unwrap_or(kind)
+    );
     let is_machine = c.kind == ResourceKind::Machine;
     match c.action {
         Action::Create => {
@@ -169,31 +187,70 @@ fn render_change(c: &Change, bootstrap: Option<&Change>, out: &mut String, style
                     hidden += 1;
                     continue;
                 }
-                let _ = writeln!(out, "      {} {k} = {}", style.action(Action::Create), value(v));
+                let _ = writeln!(
+                    out,
+                    "      {} {k} = {}",
+                    style.action(Action::Create),
+                    value(v)
+                );
             }
             if c.kind == ResourceKind::Pki {
-                let _ = writeln!(out, "      {} keys = (sensitive, generated during apply)", style.action(Action::Create));
+                let _ = writeln!(
+                    out,
+                    "      {} keys = (sensitive, generated during apply)",
+                    style.action(Action::Create)
+                );
             }
             if c.kind == ResourceKind::Token {
-                let _ = writeln!(out, "      {} token = (sensitive, generated during apply)", style.action(Action::Create));
+                let _ = writeln!(
+                    out,
+                    "      {} token = (sensitive, generated during apply)",
+                    style.action(Action::Create)
+                );
             }
-            if let Some(b) = bootstrap.and_then(|b| b.after.as_ref()).and_then(bootstrap_line) {
-                let _ = writeln!(out, "      {} bootstrap = \"{b}\"", style.action(Action::Create));
+            if let Some(b) = bootstrap
+                .and_then(|b| b.after.as_ref())
+                .and_then(bootstrap_line)
+            {
+                let _ = writeln!(
+                    out,
+                    "      {} bootstrap = \"{b}\"",
+                    style.action(Action::Create)
+                );
             }
             if hidden > 0 {
-                let _ = writeln!(out, "        # ({hidden} more attributes hidden; see --json)");
+                let _ = writeln!(
+                    out,
+                    "        # ({hidden} more attributes hidden; see --json)"
+                );
             }
         }
         Action::Update | Action::Replace => {
             // The identity hash is derived; the reason says what changed.
             for a in c.attributes.iter().filter(|a| a.path != "identity") {
-                let before = a.before.as_ref().map(value).unwrap_or_else(|| "null".into());
+                let before = a
+                    .before
+                    .as_ref()
+                    .map(value)
+                    .unwrap_or_else(|| "null".into());
                 let after = a.after.as_ref().map(value).unwrap_or_else(|| "null".into());
-                let _ = writeln!(out, "      {} {} = {before} -> {after}", style.action(Action::Update), a.path);
+                let _ = writeln!(
+                    out,
+                    "      {} {} = {before} -> {after}",
+                    style.action(Action::Update),
+                    a.path
+                );
             }
             if c.action == Action::Replace {
-                if let Some(b) = bootstrap.and_then(|b| b.after.as_ref()).and_then(bootstrap_line) {
-                    let _ = writeln!(out, "      {} bootstrap = \"{b}\"", style.action(Action::Update));
+                if let Some(b) = bootstrap
+                    .and_then(|b| b.after.as_ref())
+                    .and_then(bootstrap_line)
+                {
+                    let _ = writeln!(
+                        out,
+                        "      {} bootstrap = \"{b}\"",
+                        style.action(Action::Update)
+                    );
                 }
             }
             if let Some(d) = &c.bootstrap_diff {
@@ -215,7 +272,12 @@ fn render_change(c: &Change, bootstrap: Option<&Change>, out: &mut String, style
                 let attrs = attrs_of(spec);
                 for k in ["version", "owner.kind", "owner.name", "name"] {
                     if let Some(v) = attrs.get(k) {
-                        let _ = writeln!(out, "      {} {k} = {}", style.action(Action::Delete), value(v));
+                        let _ = writeln!(
+                            out,
+                            "      {} {k} = {}",
+                            style.action(Action::Delete),
+                            value(v)
+                        );
                     }
                 }
             }

@@ -34,8 +34,14 @@ pub struct Existing {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum GroupOp {
-    Create { failure_domain: Option<String>, reason: ReasonCode },
-    Delete { name: String, reason: ReasonCode },
+    Create {
+        failure_domain: Option<String>,
+        reason: ReasonCode,
+    },
+    Delete {
+        name: String,
+        reason: ReasonCode,
+    },
 }
 
 /// Ordered waves: every operation of a wave waits for the whole previous wave.
@@ -73,7 +79,12 @@ fn deletion_sort(machines: &mut [Existing], order: DeletionOrder, seed: &str) {
     });
 }
 
-pub fn schedule(group: &MachineGroup, existing: &[Existing], seed: &str, remediate: bool) -> Schedule {
+pub fn schedule(
+    group: &MachineGroup,
+    existing: &[Existing],
+    seed: &str,
+    remediate: bool,
+) -> Schedule {
     let replicas = group.replicas;
     let mut sched = Schedule::default();
     // Machines to get rid of: outdated ones, and unhealthy ones when allowed.
@@ -82,7 +93,11 @@ pub fn schedule(group: &MachineGroup, existing: &[Existing], seed: &str, remedia
         .cloned()
         .partition(|m| !m.up_to_date || (m.unhealthy && remediate));
     if !remediate {
-        sched.not_remediated = existing.iter().filter(|m| m.unhealthy).map(|m| m.name.clone()).collect();
+        sched.not_remediated = existing
+            .iter()
+            .filter(|m| m.unhealthy)
+            .map(|m| m.name.clone())
+            .collect();
     }
     let reason_for = |m: &Existing| {
         if m.unhealthy && remediate {
@@ -113,7 +128,11 @@ pub fn schedule(group: &MachineGroup, existing: &[Existing], seed: &str, remedia
                     created.push(fd.clone());
                     sched.waves.push(vec![GroupOp::Create {
                         failure_domain: fd,
-                        reason: if old.is_empty() { ReasonCode::ScaleUp } else { ReasonCode::Outdated },
+                        reason: if old.is_empty() {
+                            ReasonCode::ScaleUp
+                        } else {
+                            ReasonCode::Outdated
+                        },
                     }]);
                     continue;
                 }
@@ -128,12 +147,18 @@ pub fn schedule(group: &MachineGroup, existing: &[Existing], seed: &str, remedia
                     None
                 };
                 match victim {
-                    Some((m, reason)) => sched.waves.push(vec![GroupOp::Delete { name: m.name, reason }]),
+                    Some((m, reason)) => sched.waves.push(vec![GroupOp::Delete {
+                        name: m.name,
+                        reason,
+                    }]),
                     None => break,
                 }
             }
         }
-        Rollout::RollingUpdate { max_surge, max_unavailable } => {
+        Rollout::RollingUpdate {
+            max_surge,
+            max_unavailable,
+        } => {
             let (surge, unavail) = fenceposts(*max_surge, *max_unavailable, replicas);
             deletion_sort(&mut old, group.deletion_order, seed);
             // Plain scale-down of up-to-date machines ignores the fenceposts.
@@ -142,7 +167,10 @@ pub fn schedule(group: &MachineGroup, existing: &[Existing], seed: &str, remedia
                 deletion_sort(&mut current, group.deletion_order, seed);
                 let extra = current.len() - replicas as usize;
                 for m in current.drain(..extra) {
-                    first_wave.push(GroupOp::Delete { name: m.name, reason: ReasonCode::ScaleDown });
+                    first_wave.push(GroupOp::Delete {
+                        name: m.name,
+                        reason: ReasonCode::ScaleDown,
+                    });
                 }
             }
             let mut up = current.len() as u32;
@@ -168,12 +196,18 @@ pub fn schedule(group: &MachineGroup, existing: &[Existing], seed: &str, remedia
                 while let Some(m) = old.pop_front() {
                     if m.unhealthy {
                         let reason = reason_for(&m);
-                        wave.push(GroupOp::Delete { name: m.name, reason });
+                        wave.push(GroupOp::Delete {
+                            name: m.name,
+                            reason,
+                        });
                         deleted += 1;
                     } else if budget > 0 {
                         budget -= 1;
                         let reason = reason_for(&m);
-                        wave.push(GroupOp::Delete { name: m.name, reason });
+                        wave.push(GroupOp::Delete {
+                            name: m.name,
+                            reason,
+                        });
                         deleted += 1;
                     } else {
                         keep.push_back(m);
@@ -183,7 +217,17 @@ pub fn schedule(group: &MachineGroup, existing: &[Existing], seed: &str, remedia
                 for _ in 0..c {
                     wave.push(GroupOp::Create {
                         failure_domain: group.failure_domains.first().cloned().flatten(),
-                        reason: if deleted > 0 || !old.is_empty() || sched.waves.iter().flatten().any(|o| matches!(o, GroupOp::Delete { reason: ReasonCode::Outdated | ReasonCode::Failed, .. })) {
+                        reason: if deleted > 0
+                            || !old.is_empty()
+                            || sched.waves.iter().flatten().any(|o| {
+                                matches!(
+                                    o,
+                                    GroupOp::Delete {
+                                        reason: ReasonCode::Outdated | ReasonCode::Failed,
+                                        ..
+                                    }
+                                )
+                            }) {
                             ReasonCode::Outdated
                         } else {
                             ReasonCode::ScaleUp
@@ -201,10 +245,14 @@ pub fn schedule(group: &MachineGroup, existing: &[Existing], seed: &str, remedia
         }
         Rollout::OnDelete => {
             // Outdated machines stay; unhealthy ones are remediated (deleted).
-            let (unhealthy, keep_old): (Vec<Existing>, Vec<Existing>) = old.into_iter().partition(|m| m.unhealthy && remediate);
+            let (unhealthy, keep_old): (Vec<Existing>, Vec<Existing>) =
+                old.into_iter().partition(|m| m.unhealthy && remediate);
             let mut wave = Vec::new();
             for m in &unhealthy {
-                wave.push(GroupOp::Delete { name: m.name.clone(), reason: ReasonCode::Failed });
+                wave.push(GroupOp::Delete {
+                    name: m.name.clone(),
+                    reason: ReasonCode::Failed,
+                });
             }
             let mut remaining: Vec<Existing> = keep_old;
             let mut up = current;
@@ -215,17 +263,27 @@ pub fn schedule(group: &MachineGroup, existing: &[Existing], seed: &str, remedia
                 deletion_sort(&mut up, group.deletion_order, seed);
                 let mut extra = (total - replicas) as usize;
                 for m in remaining.drain(..extra.min(remaining.len())) {
-                    wave.push(GroupOp::Delete { name: m.name, reason: ReasonCode::ScaleDown });
+                    wave.push(GroupOp::Delete {
+                        name: m.name,
+                        reason: ReasonCode::ScaleDown,
+                    });
                     extra -= 1;
                 }
                 for m in up.drain(..extra.min(up.len())) {
-                    wave.push(GroupOp::Delete { name: m.name, reason: ReasonCode::ScaleDown });
+                    wave.push(GroupOp::Delete {
+                        name: m.name,
+                        reason: ReasonCode::ScaleDown,
+                    });
                 }
             } else {
                 for _ in 0..(replicas - total) {
                     wave.push(GroupOp::Create {
                         failure_domain: group.failure_domains.first().cloned().flatten(),
-                        reason: if unhealthy.is_empty() { ReasonCode::ScaleUp } else { ReasonCode::Failed },
+                        reason: if unhealthy.is_empty() {
+                            ReasonCode::ScaleUp
+                        } else {
+                            ReasonCode::Failed
+                        },
                     });
                 }
             }
@@ -233,8 +291,13 @@ pub fn schedule(group: &MachineGroup, existing: &[Existing], seed: &str, remedia
                 wave.sort_by_key(|op| matches!(op, GroupOp::Create { .. }));
                 // A fixed name (standalone Machine) must be deleted before it
                 // is created again: split into two waves.
-                if group.fixed_name.is_some() && wave.iter().any(|o| matches!(o, GroupOp::Delete { .. })) && wave.iter().any(|o| matches!(o, GroupOp::Create { .. })) {
-                    let (d, c): (Vec<GroupOp>, Vec<GroupOp>) = wave.into_iter().partition(|o| matches!(o, GroupOp::Delete { .. }));
+                if group.fixed_name.is_some()
+                    && wave.iter().any(|o| matches!(o, GroupOp::Delete { .. }))
+                    && wave.iter().any(|o| matches!(o, GroupOp::Create { .. }))
+                {
+                    let (d, c): (Vec<GroupOp>, Vec<GroupOp>) = wave
+                        .into_iter()
+                        .partition(|o| matches!(o, GroupOp::Delete { .. }));
                     sched.waves.push(d);
                     sched.waves.push(c);
                 } else {
@@ -248,10 +311,16 @@ pub fn schedule(group: &MachineGroup, existing: &[Existing], seed: &str, remedia
 
 /// KCP scale-up placement: the failure domain with the fewest up-to-date
 /// machines, then the fewest machines, then the first by name.
-fn next_failure_domain(fds: &[Option<String>], current: &[Existing], created: &[Option<String>], old: &[Existing]) -> Option<String> {
+fn next_failure_domain(
+    fds: &[Option<String>],
+    current: &[Existing],
+    created: &[Option<String>],
+    old: &[Existing],
+) -> Option<String> {
     fds.iter()
         .min_by_key(|fd| {
-            let up = current.iter().filter(|m| &m.failure_domain == *fd).count() + created.iter().filter(|c| c == fd).count();
+            let up = current.iter().filter(|m| &m.failure_domain == *fd).count()
+                + created.iter().filter(|c| c == fd).count();
             let all = up + old.iter().filter(|m| &m.failure_domain == *fd).count();
             (up, all)
         })
@@ -262,19 +331,29 @@ fn next_failure_domain(fds: &[Option<String>], current: &[Existing], created: &[
 /// KCP scale-down selection among `eligible` (removed from it): unhealthy
 /// first; then the failure domain with the most machines (counting `others`
 /// too); then the oldest.
-fn pick_control_plane_victim(eligible: &mut Vec<Existing>, others: &[Existing]) -> Option<Existing> {
+fn pick_control_plane_victim(
+    eligible: &mut Vec<Existing>,
+    others: &[Existing],
+) -> Option<Existing> {
     if eligible.is_empty() {
         return None;
     }
     let any_unhealthy = eligible.iter().any(|m| m.unhealthy);
     let count_in = |fd: &Option<String>| {
-        eligible.iter().filter(|m| &m.failure_domain == fd).count() + others.iter().filter(|m| &m.failure_domain == fd).count()
+        eligible.iter().filter(|m| &m.failure_domain == fd).count()
+            + others.iter().filter(|m| &m.failure_domain == fd).count()
     };
     let idx = eligible
         .iter()
         .enumerate()
         .filter(|(_, m)| !any_unhealthy || m.unhealthy)
-        .max_by_key(|(_, m)| (count_in(&m.failure_domain), Reverse(m.sequence), Reverse(m.name.clone())))
+        .max_by_key(|(_, m)| {
+            (
+                count_in(&m.failure_domain),
+                Reverse(m.sequence),
+                Reverse(m.name.clone()),
+            )
+        })
         .map(|(i, _)| i)?;
     Some(eligible.remove(idx))
 }
@@ -288,7 +367,10 @@ mod tests {
 
     pub fn group(replicas: u32, rollout: Rollout, order: DeletionOrder) -> MachineGroup {
         MachineGroup {
-            owner: Owner { kind: "MachineDeployment".into(), name: "md".into() },
+            owner: Owner {
+                kind: "MachineDeployment".into(),
+                name: "md".into(),
+            },
             role: Role::Worker,
             replicas,
             version: Version::parse("v1.31.0").unwrap(),
@@ -296,7 +378,13 @@ mod tests {
             name_prefix: "md-new".into(),
             fixed_name: None,
             failure_domains: vec![None],
-            infra: InfraSpec { kind: "DevMachineTemplate".into(), name: "t".into(), backend: "inMemory".into(), spec: serde_json::json!({}), options: Default::default() },
+            infra: InfraSpec {
+                kind: "DevMachineTemplate".into(),
+                name: "t".into(),
+                backend: "inMemory".into(),
+                spec: serde_json::json!({}),
+                options: Default::default(),
+            },
             bootstrap_template: "KubeadmConfigTemplate/t".into(),
             init_document: None,
             join_document: ("x".into(), "kubeadm.k8s.io/v1beta4"),
@@ -305,13 +393,22 @@ mod tests {
             labels: Default::default(),
             annotations: Default::default(),
             paused: false,
-            source: Source { file: "f".into(), line: 1 },
+            source: Source {
+                file: "f".into(),
+                line: 1,
+            },
         }
     }
 
     fn old(n: usize) -> Vec<Existing> {
         (0..n)
-            .map(|i| Existing { name: format!("old-{i}"), sequence: i as u64, failure_domain: None, up_to_date: false, unhealthy: false })
+            .map(|i| Existing {
+                name: format!("old-{i}"),
+                sequence: i as u64,
+                failure_domain: None,
+                up_to_date: false,
+                unhealthy: false,
+            })
             .collect()
     }
 
@@ -320,8 +417,14 @@ mod tests {
         s.waves
             .iter()
             .map(|w| {
-                let c = w.iter().filter(|o| matches!(o, GroupOp::Create { .. })).count();
-                let d = w.iter().filter(|o| matches!(o, GroupOp::Delete { .. })).count();
+                let c = w
+                    .iter()
+                    .filter(|o| matches!(o, GroupOp::Create { .. }))
+                    .count();
+                let d = w
+                    .iter()
+                    .filter(|o| matches!(o, GroupOp::Delete { .. }))
+                    .count();
                 match (c, d) {
                     (0, d) => format!("-{d}"),
                     (c, 0) => format!("+{c}"),
@@ -334,44 +437,106 @@ mod tests {
 
     #[test]
     fn kcp_surge_one_and_zero() {
-        let g = group(3, Rollout::ControlPlane { max_surge: 1 }, DeletionOrder::Oldest);
-        assert_eq!(shape(&schedule(&g, &old(3), "s", true)), "+1 | -1 | +1 | -1 | +1 | -1");
-        let g0 = group(3, Rollout::ControlPlane { max_surge: 0 }, DeletionOrder::Oldest);
-        assert_eq!(shape(&schedule(&g0, &old(3), "s", true)), "-1 | +1 | -1 | +1 | -1 | +1");
+        let g = group(
+            3,
+            Rollout::ControlPlane { max_surge: 1 },
+            DeletionOrder::Oldest,
+        );
+        assert_eq!(
+            shape(&schedule(&g, &old(3), "s", true)),
+            "+1 | -1 | +1 | -1 | +1 | -1"
+        );
+        let g0 = group(
+            3,
+            Rollout::ControlPlane { max_surge: 0 },
+            DeletionOrder::Oldest,
+        );
+        assert_eq!(
+            shape(&schedule(&g0, &old(3), "s", true)),
+            "-1 | +1 | -1 | +1 | -1 | +1"
+        );
         // Oldest first.
         let s = schedule(&g, &old(3), "s", true);
-        assert_eq!(s.waves[1], vec![GroupOp::Delete { name: "old-0".into(), reason: ReasonCode::Outdated }]);
+        assert_eq!(
+            s.waves[1],
+            vec![GroupOp::Delete {
+                name: "old-0".into(),
+                reason: ReasonCode::Outdated
+            }]
+        );
     }
 
     #[test]
     fn md_surge_two_unavailable_one() {
-        let g = group(5, Rollout::RollingUpdate { max_surge: IntOrPercent::Int(2), max_unavailable: IntOrPercent::Int(1) }, DeletionOrder::Oldest);
-        assert_eq!(shape(&schedule(&g, &old(5), "s", true)), "+2 -1 | +1 -2 | +2 -1 | -1");
+        let g = group(
+            5,
+            Rollout::RollingUpdate {
+                max_surge: IntOrPercent::Int(2),
+                max_unavailable: IntOrPercent::Int(1),
+            },
+            DeletionOrder::Oldest,
+        );
+        assert_eq!(
+            shape(&schedule(&g, &old(5), "s", true)),
+            "+2 -1 | +1 -2 | +2 -1 | -1"
+        );
     }
 
     #[test]
     fn md_percent_fenceposts() {
-        assert_eq!(fenceposts(IntOrPercent::Percent(25), IntOrPercent::Percent(25), 5), (2, 1));
-        assert_eq!(fenceposts(IntOrPercent::Int(0), IntOrPercent::Int(0), 5), (0, 1));
-        assert_eq!(fenceposts(IntOrPercent::Percent(10), IntOrPercent::Percent(0), 100), (10, 0));
+        assert_eq!(
+            fenceposts(IntOrPercent::Percent(25), IntOrPercent::Percent(25), 5),
+            (2, 1)
+        );
+        assert_eq!(
+            fenceposts(IntOrPercent::Int(0), IntOrPercent::Int(0), 5),
+            (0, 1)
+        );
+        assert_eq!(
+            fenceposts(IntOrPercent::Percent(10), IntOrPercent::Percent(0), 100),
+            (10, 0)
+        );
     }
 
     #[test]
     fn md_default_one_at_a_time() {
-        let g = group(3, Rollout::RollingUpdate { max_surge: IntOrPercent::Int(1), max_unavailable: IntOrPercent::Int(0) }, DeletionOrder::Oldest);
-        assert_eq!(shape(&schedule(&g, &old(3), "s", true)), "+1 | -1 | +1 | -1 | +1 | -1");
+        let g = group(
+            3,
+            Rollout::RollingUpdate {
+                max_surge: IntOrPercent::Int(1),
+                max_unavailable: IntOrPercent::Int(0),
+            },
+            DeletionOrder::Oldest,
+        );
+        assert_eq!(
+            shape(&schedule(&g, &old(3), "s", true)),
+            "+1 | -1 | +1 | -1 | +1 | -1"
+        );
     }
 
     #[test]
     fn scale_up_and_down() {
-        let g = group(5, Rollout::RollingUpdate { max_surge: IntOrPercent::Int(1), max_unavailable: IntOrPercent::Int(0) }, DeletionOrder::Newest);
+        let g = group(
+            5,
+            Rollout::RollingUpdate {
+                max_surge: IntOrPercent::Int(1),
+                max_unavailable: IntOrPercent::Int(0),
+            },
+            DeletionOrder::Newest,
+        );
         let mut cur = old(3);
         cur.iter_mut().for_each(|m| m.up_to_date = true);
         assert_eq!(shape(&schedule(&g, &cur, "s", true)), "+2");
         let g2 = group(1, g.rollout.clone(), DeletionOrder::Newest);
         let s = schedule(&g2, &cur, "s", true);
         assert_eq!(shape(&s), "-2");
-        let names: Vec<_> = s.waves[0].iter().map(|o| match o { GroupOp::Delete { name, .. } => name.clone(), _ => unreachable!() }).collect();
+        let names: Vec<_> = s.waves[0]
+            .iter()
+            .map(|o| match o {
+                GroupOp::Delete { name, .. } => name.clone(),
+                _ => unreachable!(),
+            })
+            .collect();
         assert_eq!(names, vec!["old-2", "old-1"]);
     }
 

@@ -27,13 +27,18 @@ pub fn simulate(state: &State, plan: &Plan, now: i64) -> State {
             }
             Op::Create | Op::Update => {
                 let spec = s.spec.clone().expect("create/update steps carry a spec");
-                let mut observed = st.get(&s.address).map(|r| r.observed.clone()).unwrap_or_default();
+                let mut observed = st
+                    .get(&s.address)
+                    .map(|r| r.observed.clone())
+                    .unwrap_or_default();
                 match &spec {
                     Spec::Token(t) => {
                         observed.insert("expires_unix".into(), json!(now + t.ttl_seconds as i64));
                     }
                     Spec::Loadbalancer(_) => {
-                        observed.entry("endpoint".into()).or_insert(json!("(known after apply)"));
+                        observed
+                            .entry("endpoint".into())
+                            .or_insert(json!("(known after apply)"));
                     }
                     Spec::Machine(_) => {
                         observed.insert("ready".into(), json!(true));

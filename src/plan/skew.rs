@@ -33,9 +33,13 @@ pub fn newest_control_plane_version(state: &State, dc: &DesiredCluster) -> Optio
 }
 
 pub fn check(state: &State, dc: &DesiredCluster) -> Result<(), PlanError> {
-    let Some(cp) = dc.control_plane_groups().next() else { return Ok(()) };
+    let Some(cp) = dc.control_plane_groups().next() else {
+        return Ok(());
+    };
     if let Some(newest) = newest_control_plane_version(state, dc) {
-        if cp.version < newest && (cp.version.major, cp.version.minor) != (newest.major, newest.minor) {
+        if cp.version < newest
+            && (cp.version.major, cp.version.minor) != (newest.major, newest.minor)
+        {
             return Err(PlanError::VersionSkew {
                 message: format!("{}: the manifests ask for {} but the control plane runs {newest}; capi does not downgrade a control plane", cp.owner, cp.version),
                 help: format!("set the version back to {newest} (after `capi upgrade`, use --write or edit the manifests)"),
@@ -61,8 +65,14 @@ pub fn check(state: &State, dc: &DesiredCluster) -> Result<(), PlanError> {
     for g in dc.groups.iter().filter(|g| g.role == Role::Worker) {
         if g.version.major == cp.version.major && g.version.minor > cp.version.minor {
             return Err(PlanError::VersionSkew {
-                message: format!("{}: workers at {} would be newer than the control plane at {}", g.owner, g.version, cp.version),
-                help: format!("upgrade the control plane to v{}.{} first, or keep the workers at {}", g.version.major, g.version.minor, cp.version),
+                message: format!(
+                    "{}: workers at {} would be newer than the control plane at {}",
+                    g.owner, g.version, cp.version
+                ),
+                help: format!(
+                    "upgrade the control plane to v{}.{} first, or keep the workers at {}",
+                    g.version.major, g.version.minor, cp.version
+                ),
                 file: g.source.file.clone(),
                 line: g.source.line,
             });
@@ -81,8 +91,12 @@ pub fn check(state: &State, dc: &DesiredCluster) -> Result<(), PlanError> {
 
 /// New worker machines join with kubeadm, which requires the control plane's minor.
 pub fn check_join(dc: &DesiredCluster, g: &MachineGroup) -> Result<(), PlanError> {
-    let Some(cp) = dc.control_plane_groups().next() else { return Ok(()) };
-    if g.role == Role::Worker && (g.version.major, g.version.minor) != (cp.version.major, cp.version.minor) {
+    let Some(cp) = dc.control_plane_groups().next() else {
+        return Ok(());
+    };
+    if g.role == Role::Worker
+        && (g.version.major, g.version.minor) != (cp.version.major, cp.version.minor)
+    {
         return Err(PlanError::VersionSkew {
             message: format!(
                 "{}: new machines at {} cannot join a control plane at {} (kubeadm joins only at the control plane's minor version)",

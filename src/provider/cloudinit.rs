@@ -54,7 +54,8 @@ pub fn decode_content(content: &str, encoding: Option<&str>) -> Result<Vec<u8>, 
 
 /// Parse a cloud-config document into CAPD's actions.
 pub fn actions(doc: &str) -> Result<Actions, String> {
-    let v: serde_yaml::Value = serde_yaml::from_str(doc).map_err(|e| format!("the bootstrap data is not valid YAML: {e}"))?;
+    let v: serde_yaml::Value = serde_yaml::from_str(doc)
+        .map_err(|e| format!("the bootstrap data is not valid YAML: {e}"))?;
     let serde_yaml::Value::Mapping(m) = v else {
         return Err("the bootstrap data is not a cloud-config mapping".into());
     };
@@ -66,8 +67,11 @@ pub fn actions(doc: &str) -> Result<Actions, String> {
                 for f in val.as_sequence().cloned().unwrap_or_default() {
                     let get = |n: &str| f.get(n).and_then(|x| x.as_str()).map(str::to_string);
                     let path = get("path").ok_or("a write_files entry has no path")?;
-                    let content = decode_content(&get("content").unwrap_or_default(), get("encoding").as_deref())
-                        .map_err(|e| format!("{path}: {e}"))?;
+                    let content = decode_content(
+                        &get("content").unwrap_or_default(),
+                        get("encoding").as_deref(),
+                    )
+                    .map_err(|e| format!("{path}: {e}"))?;
                     out.actions.push(Action::Write(FileWrite {
                         path,
                         content,
@@ -81,9 +85,22 @@ pub fn actions(doc: &str) -> Result<Actions, String> {
                 for c in val.as_sequence().cloned().unwrap_or_default() {
                     match c {
                         serde_yaml::Value::Sequence(items) => out.actions.push(Action::Run(
-                            items.iter().map(|i| i.as_str().map(str::to_string).unwrap_or_else(|| serde_yaml::to_string(i).unwrap_or_default().trim().to_string())).collect(),
+                            items
+                                .iter()
+                                .map(|i| {
+                                    i.as_str().map(str::to_string).unwrap_or_else(|| {
+                                        serde_yaml::to_string(i)
+                                            .unwrap_or_default()
+                                            .trim()
+                                            .to_string()
+                                    })
+                                })
+                                .collect(),
                         )),
-                        serde_yaml::Value::String(s) => out.actions.push(Action::Run(vec!["/bin/sh".into(), "-c".into(), s])),
+                        serde_yaml::Value::String(s) => {
+                            out.actions
+                                .push(Action::Run(vec!["/bin/sh".into(), "-c".into(), s]))
+                        }
                         other => return Err(format!("unsupported runcmd entry {other:?}")),
                     }
                 }
@@ -139,13 +156,20 @@ mod tests {
             Action::Write(f) => assert_eq!(f.content, b"zipped"),
             _ => panic!(),
         }
-        assert_eq!(a.actions[2], Action::Run(vec!["/bin/sh".into(), "-c".into(), "echo 1".into()]));
+        assert_eq!(
+            a.actions[2],
+            Action::Run(vec!["/bin/sh".into(), "-c".into(), "echo 1".into()])
+        );
         assert_eq!(a.actions[3], Action::Run(vec!["ls".into(), "-l".into()]));
     }
 
     #[test]
     fn kubeadm_rewrite() {
-        let c = capd_command(&["/bin/sh".into(), "-c".into(), "kubeadm join --config /x  && echo success > /y".into()]);
+        let c = capd_command(&[
+            "/bin/sh".into(),
+            "-c".into(),
+            "kubeadm join --config /x  && echo success > /y".into(),
+        ]);
         assert!(c[2].starts_with("echo started > /run/cluster-api/capd.bootstrap.started && kubeadm join --ignore-preflight-errors="));
         assert!(c[2].ends_with(" --config /x  && echo success > /y"));
     }

@@ -35,7 +35,11 @@ impl Redactor {
         let mut extra = Vec::new();
         for s in &secrets {
             if s.contains('\n') {
-                extra.extend(s.lines().filter(|l| l.len() >= 16 && !l.starts_with("-----")).map(str::to_string));
+                extra.extend(
+                    s.lines()
+                        .filter(|l| l.len() >= 16 && !l.starts_with("-----"))
+                        .map(str::to_string),
+                );
             }
         }
         secrets.extend(extra);
@@ -132,16 +136,43 @@ pub trait Provider: Send + Sync {
     async fn create(&self, input: &OpInput<'_>) -> Result<Observed, ProviderError>;
 
     /// Update mutable attributes in place.
-    async fn update(&self, input: &OpInput<'_>, current: &Resource) -> Result<Observed, ProviderError>;
+    async fn update(
+        &self,
+        input: &OpInput<'_>,
+        current: &Resource,
+    ) -> Result<Observed, ProviderError>;
 
     /// Delete; deleting what is already gone succeeds.
-    async fn delete(&self, resource: &Resource, lineage: &str, redactor: &Redactor) -> Result<(), ProviderError>;
+    async fn delete(
+        &self,
+        resource: &Resource,
+        lineage: &str,
+        redactor: &Redactor,
+    ) -> Result<(), ProviderError>;
 
     /// Read back resources and compare with state.
-    async fn refresh(&self, resources: &[&Resource], lineage: &str) -> Result<Vec<Refreshed>, ProviderError>;
+    async fn refresh(
+        &self,
+        resources: &[&Resource],
+        lineage: &str,
+    ) -> Result<Vec<Refreshed>, ProviderError>;
 
     /// Resources labelled with this lineage that state does not know.
-    async fn unmanaged(&self, known: &[&Resource], lineage: &str) -> Result<Vec<Unmanaged>, ProviderError>;
+    async fn unmanaged(
+        &self,
+        known: &[&Resource],
+        lineage: &str,
+    ) -> Result<Vec<Unmanaged>, ProviderError>;
+}
+
+/// Resource kinds providers read back on refresh (the others are local or
+/// cannot drift).
+pub fn refreshable(kind: crate::resource::ResourceKind) -> bool {
+    use crate::resource::ResourceKind;
+    matches!(
+        kind,
+        ResourceKind::Network | ResourceKind::Loadbalancer | ResourceKind::Machine
+    )
 }
 
 /// Settings for building providers (from the CLI).
@@ -168,7 +199,10 @@ pub enum InfraChange {
 
 /// Pure: classify a change of a network/load balancer spec. Providers whose
 /// infrastructure has mutable fields answer for their backend.
-pub fn classify_infra_change(before: &crate::resource::InfraSpec, after: &crate::resource::InfraSpec) -> InfraChange {
+pub fn classify_infra_change(
+    before: &crate::resource::InfraSpec,
+    after: &crate::resource::InfraSpec,
+) -> InfraChange {
     match after.backend.as_str() {
         "openstack" => openstack::classify_infra_change(before, after),
         _ => InfraChange::Immutable(String::new(), String::new()),
@@ -176,12 +210,20 @@ pub fn classify_infra_change(before: &crate::resource::InfraSpec, after: &crate:
 }
 
 /// The provider registry: one line per provider.
-pub async fn registry(kind: ProviderKind, settings: &ProviderSettings) -> Result<Arc<dyn Provider>, ProviderError> {
+pub async fn registry(
+    kind: ProviderKind,
+    settings: &ProviderSettings,
+) -> Result<Arc<dyn Provider>, ProviderError> {
     match kind {
-        ProviderKind::Sim => Ok(Arc::new(sim::SimProvider::open(&settings.sim_dir, settings.sim_latency)?)),
+        ProviderKind::Sim => Ok(Arc::new(sim::SimProvider::open(
+            &settings.sim_dir,
+            settings.sim_latency,
+        )?)),
         ProviderKind::Docker => docker::connect(&settings.docker).await,
         ProviderKind::Openstack => openstack::connect(&settings.openstack).await,
-        ProviderKind::Local => Err(ProviderError::Failed("local resources have no provider".into())),
+        ProviderKind::Local => Err(ProviderError::Failed(
+            "local resources have no provider".into(),
+        )),
     }
 }
 
@@ -193,8 +235,14 @@ mod tests {
     fn redaction() {
         let r = Redactor::new(["abcdef.0123456789abcdef".to_string()]);
         let mut r = r;
-        assert_eq!(r.redact("token abcdef.0123456789abcdef used"), "token (sensitive) used");
+        assert_eq!(
+            r.redact("token abcdef.0123456789abcdef used"),
+            "token (sensitive) used"
+        );
         r.add(["second-secret".to_string()]);
-        assert_eq!(r.redact("abcdef.0123456789abcdef second-secret"), "(sensitive) (sensitive)");
+        assert_eq!(
+            r.redact("abcdef.0123456789abcdef second-secret"),
+            "(sensitive) (sensitive)"
+        );
     }
 }

@@ -46,7 +46,10 @@ impl std::fmt::Display for LockInfo {
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
     #[error("the state {path} is locked by another capi: {}.\n  Wait for it to finish, or retry with --lock-timeout 60s to wait", info.as_ref().map(|i| i.to_string()).unwrap_or_else(|| "holder unknown".into()))]
-    Held { path: String, info: Option<LockInfo> },
+    Held {
+        path: String,
+        info: Option<LockInfo>,
+    },
     #[error("timed out after {waited:?} waiting for the state lock on {path}, held by: {}", info.as_ref().map(|i| i.to_string()).unwrap_or_else(|| "unknown".into()))]
     Timeout {
         path: String,
@@ -103,7 +106,11 @@ pub fn read_info(info_path: &Path) -> Option<LockInfo> {
 
 impl StateLock {
     /// Take the lock, waiting up to `timeout` (zero: fail at once).
-    pub fn acquire(state: &Path, operation: &str, timeout: Duration) -> Result<StateLock, LockError> {
+    pub fn acquire(
+        state: &Path,
+        operation: &str,
+        timeout: Duration,
+    ) -> Result<StateLock, LockError> {
         let (lock_path, info_path) = lock_paths(state);
         let io = |e| LockError::Io {
             path: lock_path.display().to_string(),
@@ -138,7 +145,11 @@ impl StateLock {
                     }
                 });
             }
-            std::thread::sleep(backoff.min(timeout.saturating_sub(start.elapsed())).max(Duration::from_millis(10)));
+            std::thread::sleep(
+                backoff
+                    .min(timeout.saturating_sub(start.elapsed()))
+                    .max(Duration::from_millis(10)),
+            );
             backoff = (backoff * 2).min(Duration::from_secs(2));
         }
         let info = LockInfo {
@@ -157,8 +168,16 @@ impl StateLock {
             PathBuf::from(t)
         };
         let write = || -> std::io::Result<()> {
-            let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
-            std::io::Write::write_all(&mut f, &serde_json::to_vec_pretty(&info).expect("serialises"))?;
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            std::io::Write::write_all(
+                &mut f,
+                &serde_json::to_vec_pretty(&info).expect("serialises"),
+            )?;
             fs::rename(&tmp, &info_path)
         };
         write().map_err(io)?;
@@ -236,7 +255,10 @@ mod tests {
         }
         assert!(err.to_string().contains("apply"));
         let id = l1.info.id.clone();
-        assert!(matches!(StateLock::force_unlock(&state, &id), Err(LockError::HolderAlive { .. })));
+        assert!(matches!(
+            StateLock::force_unlock(&state, &id),
+            Err(LockError::HolderAlive { .. })
+        ));
         drop(l1);
         assert!(!lock_paths(&state).1.exists());
         let _l2 = StateLock::acquire(&state, "plan", Duration::ZERO).unwrap();

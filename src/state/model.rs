@@ -141,7 +141,10 @@ impl State {
 
     /// Insert or replace, keeping resources sorted by address.
     pub fn upsert(&mut self, r: Resource) {
-        match self.resources.binary_search_by(|x| x.address.cmp(&r.address)) {
+        match self
+            .resources
+            .binary_search_by(|x| x.address.cmp(&r.address))
+        {
             Ok(i) => self.resources[i] = r,
             Err(i) => self.resources.insert(i, r),
         }
@@ -171,7 +174,10 @@ impl State {
     }
 
     /// Resources of one cluster (by address prefix).
-    pub fn cluster_resources<'a>(&'a self, cluster_key: &'a str) -> impl Iterator<Item = &'a Resource> + 'a {
+    pub fn cluster_resources<'a>(
+        &'a self,
+        cluster_key: &'a str,
+    ) -> impl Iterator<Item = &'a Resource> + 'a {
         self.resources
             .iter()
             .filter(move |r| r.address.cluster_key() == cluster_key)

@@ -85,7 +85,9 @@ impl StateStore {
                 })
             }
         };
-        decode(&bytes).map(Some).map_err(|reason| self.corrupt(reason))
+        decode(&bytes)
+            .map(Some)
+            .map_err(|reason| self.corrupt(reason))
     }
 
     fn corrupt(&self, reason: String) -> StateError {
@@ -200,7 +202,9 @@ pub fn decode(bytes: &[u8]) -> Result<State, String> {
                 format_version: u32,
             }
             match serde_json::from_str::<Version>(text) {
-                Ok(v) if v.format_version > FORMAT_VERSION => Err(format!("future:{}", v.format_version)),
+                Ok(v) if v.format_version > FORMAT_VERSION => {
+                    Err(format!("future:{}", v.format_version))
+                }
                 _ => Err(format!("it does not match the state format ({e})")),
             }
         }
@@ -225,7 +229,9 @@ pub fn verify_checksummed(bytes: &[u8]) -> Result<&str, String> {
     };
     let stated = &tail[..end];
     if tail[end..].trim_end() != "\"\n}" {
-        return Err("unexpected content after the checksum; the file may be truncated or edited".into());
+        return Err(
+            "unexpected content after the checksum; the file may be truncated or edited".into(),
+        );
     }
     let mut body = Vec::with_capacity(at + 2);
     body.extend_from_slice(text[..at].as_bytes());
@@ -291,7 +297,10 @@ mod tests {
         assert!(store.load().unwrap().is_none());
         let mut s = sample();
         store.save(&s).unwrap();
-        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         s.serial = 5;
         let mut store2 = StateStore::new(&p);
         store2.save(&s).unwrap();
@@ -302,7 +311,10 @@ mod tests {
         assert_eq!(backup.serial, 0);
         assert_eq!(store2.load().unwrap().unwrap().serial, 6);
         // No temp files left behind.
-        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names.len(), 2, "{names:?}");
     }
 

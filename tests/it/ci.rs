@@ -8,7 +8,10 @@ use crate::common::*;
 fn applied() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(example("sim/cluster.yaml"), dir.path().join("c.yaml")).unwrap();
-    capi(dir.path()).args(["apply", "--auto-approve", "-f", "c.yaml"]).assert().success();
+    capi(dir.path())
+        .args(["apply", "--auto-approve", "-f", "c.yaml"])
+        .assert()
+        .success();
     dir
 }
 
@@ -24,9 +27,17 @@ fn machine_file(dir: &Path, name_part: &str) -> std::path::PathBuf {
 
 fn drift(dir: &Path, extra: &[&str]) -> (i32, String, Vec<serde_json::Value>) {
     let text = capi(dir).arg("drift").args(extra).output().unwrap();
-    let json = capi(dir).args(["drift", "--json"]).args(extra).output().unwrap();
+    let json = capi(dir)
+        .args(["drift", "--json"])
+        .args(extra)
+        .output()
+        .unwrap();
     assert_eq!(text.status.code(), json.status.code());
-    (text.status.code().unwrap(), stdout(&text), json_events(&stdout(&json)))
+    (
+        text.status.code().unwrap(),
+        stdout(&text),
+        json_events(&stdout(&json)),
+    )
 }
 
 #[test]
@@ -39,7 +50,9 @@ fn drift_exit_codes_and_no_state_write() {
     assert_eq!(events.last().unwrap()["drifted"], 0);
 
     // Unapplied manifest changes are not drift.
-    let scaled = std::fs::read_to_string(dir.path().join("c.yaml")).unwrap().replace("replicas: 2", "replicas: 4");
+    let scaled = std::fs::read_to_string(dir.path().join("c.yaml"))
+        .unwrap()
+        .replace("replicas: 2", "replicas: 4");
     std::fs::write(dir.path().join("c.yaml"), scaled).unwrap();
     assert_eq!(drift(dir.path(), &["-f", "c.yaml"]).0, 0);
 
@@ -48,31 +61,65 @@ fn drift_exit_codes_and_no_state_write() {
     std::fs::remove_file(&gone).unwrap();
     // A machine stopped.
     let stopped = machine_file(dir.path(), "control-plane");
-    let mut m: serde_json::Value = serde_json::from_slice(&std::fs::read(&stopped).unwrap()).unwrap();
+    let mut m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&stopped).unwrap()).unwrap();
     m["status"] = "stopped".into();
     std::fs::write(&stopped, serde_json::to_vec(&m).unwrap()).unwrap();
     // A machine whose attributes changed.
     let changed = machine_file(dir.path(), "md-0");
-    let mut c: serde_json::Value = serde_json::from_slice(&std::fs::read(&changed).unwrap()).unwrap();
+    let mut c: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&changed).unwrap()).unwrap();
     c["version"] = "v1.99.0".into();
     std::fs::write(&changed, serde_json::to_vec(&c).unwrap()).unwrap();
     // An extra machine carrying this state's labels.
     let mut extra = c.clone();
     extra["name"] = "intruder".into();
     extra["labels"]["capi.x-k8s.io/address"] = "demo/machine/intruder".into();
-    std::fs::write(dir.path().join("capi.state.sim/machines/demo/intruder.json"), serde_json::to_vec(&extra).unwrap()).unwrap();
+    std::fs::write(
+        dir.path()
+            .join("capi.state.sim/machines/demo/intruder.json"),
+        serde_json::to_vec(&extra).unwrap(),
+    )
+    .unwrap();
 
     let (code, text, events) = drift(dir.path(), &[]);
     assert_eq!(code, 2, "{text}");
-    let kinds: Vec<(String, String)> = events.iter().filter(|e| e["type"] == "resource_drift").map(|e| (e["kind"].as_str().unwrap().to_string(), e["address"].as_str().unwrap().to_string())).collect();
+    let kinds: Vec<(String, String)> = events
+        .iter()
+        .filter(|e| e["type"] == "resource_drift")
+        .map(|e| {
+            (
+                e["kind"].as_str().unwrap().to_string(),
+                e["address"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
     let has = |k: &str, a: &str| kinds.iter().any(|(kk, aa)| kk == k && aa.contains(a));
-    assert!(has("missing", gone.file_stem().unwrap().to_str().unwrap()), "{kinds:?}");
-    assert!(has("stopped", stopped.file_stem().unwrap().to_str().unwrap()), "{kinds:?}");
-    assert!(has("changed", changed.file_stem().unwrap().to_str().unwrap()), "{kinds:?}");
+    assert!(
+        has("missing", gone.file_stem().unwrap().to_str().unwrap()),
+        "{kinds:?}"
+    );
+    assert!(
+        has("stopped", stopped.file_stem().unwrap().to_str().unwrap()),
+        "{kinds:?}"
+    );
+    assert!(
+        has("changed", changed.file_stem().unwrap().to_str().unwrap()),
+        "{kinds:?}"
+    );
     assert!(has("unmanaged", "intruder"), "{kinds:?}");
     assert!(text.contains("v1.99.0"), "{text}");
     // Ignoring: one attribute, one resource.
-    let (_, _, ev) = drift(dir.path(), &["--ignore", &format!("demo/machine/{}.version", changed.file_stem().unwrap().to_str().unwrap())]);
+    let (_, _, ev) = drift(
+        dir.path(),
+        &[
+            "--ignore",
+            &format!(
+                "demo/machine/{}.version",
+                changed.file_stem().unwrap().to_str().unwrap()
+            ),
+        ],
+    );
     assert!(!ev.iter().any(|e| e["kind"] == "changed"), "{ev:?}");
     let all: Vec<String> = kinds.iter().map(|(_, a)| a.clone()).collect();
     let mut args = Vec::new();
@@ -81,9 +128,16 @@ fn drift_exit_codes_and_no_state_write() {
         args.push(a.clone());
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    assert_eq!(drift(dir.path(), &args).0, 0, "everything ignored → no drift");
+    assert_eq!(
+        drift(dir.path(), &args).0,
+        0,
+        "everything ignored → no drift"
+    );
     // Drift never writes the state.
-    assert_eq!(std::fs::read(dir.path().join("capi.state.json")).unwrap(), state_before);
+    assert_eq!(
+        std::fs::read(dir.path().join("capi.state.json")).unwrap(),
+        state_before
+    );
     // An error (corrupt state) is 1, never 2.
     std::fs::write(dir.path().join("capi.state.json"), b"{").unwrap();
     assert_eq!(drift(dir.path(), &[]).0, 1);
@@ -94,13 +148,42 @@ fn apply_repairs_drift_by_replacing_machines() {
     let dir = applied();
     let gone = machine_file(dir.path(), "md-0");
     std::fs::remove_file(&gone).unwrap();
-    let out = capi(dir.path()).args(["plan", "-f", "c.yaml"]).output().unwrap();
+    let out = capi(dir.path())
+        .args(["plan", "-f", "c.yaml"])
+        .output()
+        .unwrap();
     let text = stdout(&out);
-    assert!(text.contains("Note: Objects have changed outside capi") && text.contains("missing"), "{text}");
-    assert!(text.contains("was deleted outside capi") && text.contains("1 to replace"), "{text}");
-    capi(dir.path()).args(["apply", "--auto-approve", "-f", "c.yaml"]).assert().success();
-    assert_eq!(capi(dir.path()).arg("drift").output().unwrap().status.code(), Some(0));
-    let out = capi(dir.path()).args(["plan", "--refresh=false", "--detailed-exitcode", "-f", "c.yaml"]).output().unwrap();
+    assert!(
+        text.contains("Note: Objects have changed outside capi") && text.contains("missing"),
+        "{text}"
+    );
+    assert!(
+        text.contains("was deleted outside capi") && text.contains("1 to replace"),
+        "{text}"
+    );
+    capi(dir.path())
+        .args(["apply", "--auto-approve", "-f", "c.yaml"])
+        .assert()
+        .success();
+    assert_eq!(
+        capi(dir.path())
+            .arg("drift")
+            .output()
+            .unwrap()
+            .status
+            .code(),
+        Some(0)
+    );
+    let out = capi(dir.path())
+        .args([
+            "plan",
+            "--refresh=false",
+            "--detailed-exitcode",
+            "-f",
+            "c.yaml",
+        ])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0));
 }
 
@@ -111,29 +194,55 @@ fn machine_health_check_limits_remediation() {
     let text = std::fs::read_to_string(dir.path().join("c.yaml")).unwrap() + mhc;
     std::fs::write(dir.path().join("c.yaml"), text).unwrap();
     // Two of two workers lost: more than the check allows → no remediation.
-    for e in std::fs::read_dir(dir.path().join("capi.state.sim/machines/demo")).unwrap().flatten() {
+    for e in std::fs::read_dir(dir.path().join("capi.state.sim/machines/demo"))
+        .unwrap()
+        .flatten()
+    {
         if e.file_name().to_string_lossy().contains("md-0") {
             std::fs::remove_file(e.path()).unwrap();
         }
     }
-    let out = capi(dir.path()).args(["plan", "--detailed-exitcode", "-f", "c.yaml"]).output().unwrap();
+    let out = capi(dir.path())
+        .args(["plan", "--detailed-exitcode", "-f", "c.yaml"])
+        .output()
+        .unwrap();
     let text = stdout(&out);
     assert_eq!(out.status.code(), Some(0), "{text}");
-    assert!(text.contains("2 of 2 machines are unhealthy") && text.contains("remediation is stopped"), "{text}");
+    assert!(
+        text.contains("2 of 2 machines are unhealthy") && text.contains("remediation is stopped"),
+        "{text}"
+    );
     // Raise the limit: both are replaced.
-    let t = std::fs::read_to_string(dir.path().join("c.yaml")).unwrap().replace("unhealthyLessThanOrEqualTo: 1", "unhealthyLessThanOrEqualTo: 100%");
+    let t = std::fs::read_to_string(dir.path().join("c.yaml"))
+        .unwrap()
+        .replace(
+            "unhealthyLessThanOrEqualTo: 1",
+            "unhealthyLessThanOrEqualTo: 100%",
+        );
     std::fs::write(dir.path().join("c.yaml"), t).unwrap();
-    let out = capi(dir.path()).args(["plan", "-f", "c.yaml"]).output().unwrap();
+    let out = capi(dir.path())
+        .args(["plan", "-f", "c.yaml"])
+        .output()
+        .unwrap();
     assert!(stdout(&out).contains("2 to replace"), "{}", stdout(&out));
 }
 
 #[test]
 fn concurrent_drift_while_apply_holds_the_lock() {
     let dir = applied();
-    let scaled = std::fs::read_to_string(dir.path().join("c.yaml")).unwrap().replace("replicas: 2", "replicas: 3");
+    let scaled = std::fs::read_to_string(dir.path().join("c.yaml"))
+        .unwrap()
+        .replace("replicas: 2", "replicas: 3");
     std::fs::write(dir.path().join("scaled.yaml"), scaled).unwrap();
     let mut apply = capi_process(dir.path())
-        .args(["apply", "--auto-approve", "--sim-latency", "3s", "-f", "scaled.yaml"])
+        .args([
+            "apply",
+            "--auto-approve",
+            "--sim-latency",
+            "3s",
+            "-f",
+            "scaled.yaml",
+        ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -146,8 +255,16 @@ fn concurrent_drift_while_apply_holds_the_lock() {
     }
     let t = Instant::now();
     let out = capi(dir.path()).arg("drift").output().unwrap();
-    assert!(t.elapsed() < Duration::from_secs(2), "drift waited for the lock: {:?}", t.elapsed());
-    assert!(matches!(out.status.code(), Some(0) | Some(2)), "{}", stderr(&out));
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "drift waited for the lock: {:?}",
+        t.elapsed()
+    );
+    assert!(
+        matches!(out.status.code(), Some(0) | Some(2)),
+        "{}",
+        stderr(&out)
+    );
     assert!(apply.wait().unwrap().success());
 }
 
@@ -155,31 +272,61 @@ fn concurrent_drift_while_apply_holds_the_lock() {
 fn saved_plan_is_applied_exactly() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(example("sim/cluster.yaml"), dir.path().join("c.yaml")).unwrap();
-    let out = capi(dir.path()).args(["plan", "-out", "p.plan", "-f", "c.yaml"]).output().unwrap();
+    let out = capi(dir.path())
+        .args(["plan", "-out", "p.plan", "-f", "c.yaml"])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let plan_bytes = std::fs::read(dir.path().join("p.plan")).unwrap();
     let saved = capi::plan::file::decode(&plan_bytes).unwrap();
     assert!(!String::from_utf8_lossy(&plan_bytes).contains("PRIVATE KEY"));
     // Applied without a prompt (no terminal, no --auto-approve).
-    let out = capi(dir.path()).args(["apply", "--json", "p.plan"]).output().unwrap();
+    let out = capi(dir.path())
+        .args(["apply", "--json", "p.plan"])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let events = json_events(&stdout(&out));
-    let started: Vec<&str> = events.iter().filter(|e| e["type"] == "apply_start").map(|e| e["address"].as_str().unwrap()).collect();
-    let planned: std::collections::BTreeSet<&str> = saved.plan.steps.iter().map(|s| s.address.as_str()).collect();
+    let started: Vec<&str> = events
+        .iter()
+        .filter(|e| e["type"] == "apply_start")
+        .map(|e| e["address"].as_str().unwrap())
+        .collect();
+    let planned: std::collections::BTreeSet<&str> = saved
+        .plan
+        .steps
+        .iter()
+        .map(|s| s.address.as_str())
+        .collect();
     assert_eq!(started.len(), saved.plan.steps.len());
-    assert_eq!(started.iter().copied().collect::<std::collections::BTreeSet<_>>(), planned);
+    assert_eq!(
+        started
+            .iter()
+            .copied()
+            .collect::<std::collections::BTreeSet<_>>(),
+        planned
+    );
     // The same file again: the state moved on → stale.
     let out = capi(dir.path()).args(["apply", "p.plan"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("Saved plan is stale: the state changed since the plan was made"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("Saved plan is stale: the state changed since the plan was made"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
 fn stale_saved_plans_are_refused_each_way() {
     let dir = applied();
-    let scaled = std::fs::read_to_string(dir.path().join("c.yaml")).unwrap().replace("replicas: 2", "replicas: ${WORKERS:=3}");
+    let scaled = std::fs::read_to_string(dir.path().join("c.yaml"))
+        .unwrap()
+        .replace("replicas: 2", "replicas: ${WORKERS:=3}");
     std::fs::write(dir.path().join("s.yaml"), &scaled).unwrap();
-    capi(dir.path()).args(["plan", "-out=p.plan", "-f", "s.yaml"]).assert().success();
+    capi(dir.path())
+        .args(["plan", "-out=p.plan", "-f", "s.yaml"])
+        .assert()
+        .success();
     let state = dir.path().join("capi.state.json");
     let err = |args: &[&str], env: &[(&str, &str)]| {
         let mut c = capi(dir.path());
@@ -194,19 +341,45 @@ fn stale_saved_plans_are_refused_each_way() {
     // Variables changed.
     assert!(err(&["apply", "p.plan"], &[("WORKERS", "4")]).contains("variable values changed"));
     // Manifests changed.
-    std::fs::write(dir.path().join("s.yaml"), scaled.replace("v1.31.2", "v1.31.2 # edited")).unwrap();
+    std::fs::write(
+        dir.path().join("s.yaml"),
+        scaled.replace("v1.31.2", "v1.31.2 # edited"),
+    )
+    .unwrap();
     assert!(err(&["apply", "p.plan"], &[]).contains("the manifests changed"));
     std::fs::write(dir.path().join("s.yaml"), &scaled).unwrap();
     // Serial changed (another apply happened).
     let original = std::fs::read(&state).unwrap();
-    let st = capi::state::StateStore::new(&state).load().unwrap().unwrap();
-    let worker = st.resources.iter().find(|r| r.address.as_str().contains("/machine/demo-md-0")).unwrap().address.to_string();
-    capi(dir.path()).args(["apply", "--auto-approve", "-f", "c.yaml", "--replace", &worker]).assert().success();
+    let st = capi::state::StateStore::new(&state)
+        .load()
+        .unwrap()
+        .unwrap();
+    let worker = st
+        .resources
+        .iter()
+        .find(|r| r.address.as_str().contains("/machine/demo-md-0"))
+        .unwrap()
+        .address
+        .to_string();
+    capi(dir.path())
+        .args([
+            "apply",
+            "--auto-approve",
+            "-f",
+            "c.yaml",
+            "--replace",
+            &worker,
+        ])
+        .assert()
+        .success();
     assert!(err(&["apply", "p.plan"], &[]).contains("Saved plan is stale"));
     // Lineage changed (a different state).
     let other = tempfile::tempdir().unwrap();
     std::fs::copy(dir.path().join("c.yaml"), other.path().join("c.yaml")).unwrap();
-    capi(other.path()).args(["apply", "--auto-approve", "-f", "c.yaml"]).assert().success();
+    capi(other.path())
+        .args(["apply", "--auto-approve", "-f", "c.yaml"])
+        .assert()
+        .success();
     std::fs::copy(other.path().join("capi.state.json"), &state).unwrap();
     assert!(err(&["apply", "p.plan"], &[]).contains("does not match the given state"));
     std::fs::write(&state, original).unwrap();
@@ -221,24 +394,69 @@ fn stale_saved_plans_are_refused_each_way() {
 #[test]
 fn target_and_replace() {
     let dir = applied();
-    let text = std::fs::read_to_string(dir.path().join("c.yaml")).unwrap().replace("replicas: 2", "replicas: 4");
+    let text = std::fs::read_to_string(dir.path().join("c.yaml"))
+        .unwrap()
+        .replace("replicas: 2", "replicas: 4");
     std::fs::write(dir.path().join("c.yaml"), text).unwrap();
     // Without a target: 2 machines to add.
-    let full = stdout(&capi(dir.path()).args(["plan", "-f", "c.yaml"]).output().unwrap());
+    let full = stdout(
+        &capi(dir.path())
+            .args(["plan", "-f", "c.yaml"])
+            .output()
+            .unwrap(),
+    );
     assert!(full.contains("Plan: 2 to add"), "{full}");
-    let names: Vec<String> = full.lines().filter_map(|l| l.strip_prefix("  # demo/machine/").and_then(|r| r.strip_suffix(" will be created")).map(str::to_string)).collect();
+    let names: Vec<String> = full
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("  # demo/machine/")
+                .and_then(|r| r.strip_suffix(" will be created"))
+                .map(str::to_string)
+        })
+        .collect();
     let target = format!("demo/machine/{}", names[0]);
-    let out = capi(dir.path()).args(["plan", "--target", &target, "-f", "c.yaml"]).output().unwrap();
+    let out = capi(dir.path())
+        .args(["plan", "--target", &target, "-f", "c.yaml"])
+        .output()
+        .unwrap();
     let t = stdout(&out);
-    assert!(t.contains("Plan: 1 to add") && t.contains(&target) && !t.contains(&names[1]), "{t}");
+    assert!(
+        t.contains("Plan: 1 to add") && t.contains(&target) && !t.contains(&names[1]),
+        "{t}"
+    );
     // --replace forces a replacement with its reason.
-    let state = capi::state::StateStore::new(dir.path().join("capi.state.json")).load().unwrap().unwrap();
-    let victim = state.resources.iter().find(|r| r.address.as_str().contains("/machine/demo-md-0")).unwrap().address.to_string();
-    let t = stdout(&capi(dir.path()).args(["plan", "--replace", &victim, "-f", "c.yaml"]).output().unwrap());
-    assert!(t.contains(&format!("# {victim} will be replaced by")) && t.contains("replacement requested with --replace"), "{t}");
-    let bad = capi(dir.path()).args(["plan", "--replace", "demo/machine/nope", "-f", "c.yaml"]).output().unwrap();
+    let state = capi::state::StateStore::new(dir.path().join("capi.state.json"))
+        .load()
+        .unwrap()
+        .unwrap();
+    let victim = state
+        .resources
+        .iter()
+        .find(|r| r.address.as_str().contains("/machine/demo-md-0"))
+        .unwrap()
+        .address
+        .to_string();
+    let t = stdout(
+        &capi(dir.path())
+            .args(["plan", "--replace", &victim, "-f", "c.yaml"])
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        t.contains(&format!("# {victim} will be replaced by"))
+            && t.contains("replacement requested with --replace"),
+        "{t}"
+    );
+    let bad = capi(dir.path())
+        .args(["plan", "--replace", "demo/machine/nope", "-f", "c.yaml"])
+        .output()
+        .unwrap();
     assert_eq!(bad.status.code(), Some(1));
-    assert!(stderr(&bad).contains("no such resource"), "{}", stderr(&bad));
+    assert!(
+        stderr(&bad).contains("no such resource"),
+        "{}",
+        stderr(&bad)
+    );
 }
 
 #[test]
@@ -246,25 +464,74 @@ fn generate_each_flavor_plans_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     for flavor in ["sim", "docker", "openstack"] {
         let mut c = capi(dir.path());
-        c.args(["generate", "cluster", "gen", "--flavor", flavor, "--kubernetes-version", "v1.31.2", "--control-plane-machine-count", "3", "--worker-machine-count", "2"]);
+        c.args([
+            "generate",
+            "cluster",
+            "gen",
+            "--flavor",
+            flavor,
+            "--kubernetes-version",
+            "v1.31.2",
+            "--control-plane-machine-count",
+            "3",
+            "--worker-machine-count",
+            "2",
+        ]);
         if flavor == "openstack" {
-            for kv in ["OPENSTACK_CLOUD_YAML_B64=Y2xvdWRzOiB7fQ==", "OPENSTACK_EXTERNAL_NETWORK_ID=ext", "OPENSTACK_CLOUD=devcloud", "OPENSTACK_CONTROL_PLANE_MACHINE_FLAVOR=m1.small", "OPENSTACK_NODE_MACHINE_FLAVOR=m1.small", "OPENSTACK_IMAGE_NAME=tiny"] {
+            for kv in [
+                "OPENSTACK_CLOUD_YAML_B64=Y2xvdWRzOiB7fQ==",
+                "OPENSTACK_EXTERNAL_NETWORK_ID=ext",
+                "OPENSTACK_CLOUD=devcloud",
+                "OPENSTACK_CONTROL_PLANE_MACHINE_FLAVOR=m1.small",
+                "OPENSTACK_NODE_MACHINE_FLAVOR=m1.small",
+                "OPENSTACK_IMAGE_NAME=tiny",
+            ] {
                 c.args(["--var", kv]);
             }
         }
         let out = c.output().unwrap();
         assert!(out.status.success(), "{flavor}: {}", stderr(&out));
         let manifest = stdout(&out);
-        assert!(manifest.contains("name: gen") && manifest.contains("replicas: 3") && !manifest.contains("${"), "{flavor}");
+        assert!(
+            manifest.contains("name: gen")
+                && manifest.contains("replicas: 3")
+                && !manifest.contains("${"),
+            "{flavor}"
+        );
         // Ready for `capi plan -f -`.
         let state = format!("{flavor}.state.json");
-        let plan = capi(dir.path()).args(["plan", "--state", &state, "--detailed-exitcode", "-f", "-"]).write_stdin(manifest.clone()).output().unwrap();
+        let plan = capi(dir.path())
+            .args(["plan", "--state", &state, "--detailed-exitcode", "-f", "-"])
+            .write_stdin(manifest.clone())
+            .output()
+            .unwrap();
         assert_eq!(plan.status.code(), Some(2), "{flavor}: {}", stderr(&plan));
-        assert!(stdout(&plan).contains("Plan: 9 to add"), "{flavor}: {}", stdout(&plan));
+        assert!(
+            stdout(&plan).contains("Plan: 9 to add"),
+            "{flavor}: {}",
+            stdout(&plan)
+        );
         // The sim flavor applies and converges.
         if flavor == "sim" {
-            capi(dir.path()).args(["apply", "--state", &state, "--auto-approve", "--sim-latency", "0s", "-f", "-"]).write_stdin(manifest.clone()).assert().success();
-            let again = capi(dir.path()).args(["plan", "--state", &state, "--detailed-exitcode", "-f", "-"]).write_stdin(manifest).output().unwrap();
+            capi(dir.path())
+                .args([
+                    "apply",
+                    "--state",
+                    &state,
+                    "--auto-approve",
+                    "--sim-latency",
+                    "0s",
+                    "-f",
+                    "-",
+                ])
+                .write_stdin(manifest.clone())
+                .assert()
+                .success();
+            let again = capi(dir.path())
+                .args(["plan", "--state", &state, "--detailed-exitcode", "-f", "-"])
+                .write_stdin(manifest)
+                .output()
+                .unwrap();
             assert_eq!(again.status.code(), Some(0));
         }
     }
@@ -273,14 +540,33 @@ fn generate_each_flavor_plans_cleanly() {
 #[test]
 fn generate_reports_every_missing_variable_and_lists_them() {
     let dir = tempfile::tempdir().unwrap();
-    let out = capi(dir.path()).args(["generate", "cluster", "gen", "--flavor", "openstack"]).env_remove("KUBERNETES_VERSION").output().unwrap();
+    let out = capi(dir.path())
+        .args(["generate", "cluster", "gen", "--flavor", "openstack"])
+        .env_remove("KUBERNETES_VERSION")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(err.contains("[KUBERNETES_VERSION, OPENSTACK_CLOUD, OPENSTACK_CLOUD_YAML_B64, OPENSTACK_CONTROL_PLANE_MACHINE_FLAVOR, OPENSTACK_EXTERNAL_NETWORK_ID, OPENSTACK_IMAGE_NAME, OPENSTACK_NODE_MACHINE_FLAVOR]"), "{err}");
-    let list = capi(dir.path()).args(["generate", "cluster", "--flavor", "docker", "--list-variables"]).output().unwrap();
+    let list = capi(dir.path())
+        .args([
+            "generate",
+            "cluster",
+            "--flavor",
+            "docker",
+            "--list-variables",
+        ])
+        .output()
+        .unwrap();
     let text = stdout(&list);
-    assert!(text.contains("Required variables:\n  - CLUSTER_NAME\n"), "{text}");
+    assert!(
+        text.contains("Required variables:\n  - CLUSTER_NAME\n"),
+        "{text}"
+    );
     assert!(text.contains("  - DOCKER_PRIVILEGED\n"), "{text}");
-    let bad = capi(dir.path()).args(["generate", "cluster", "x", "--flavor", "nope"]).output().unwrap();
+    let bad = capi(dir.path())
+        .args(["generate", "cluster", "x", "--flavor", "nope"])
+        .output()
+        .unwrap();
     assert!(stderr(&bad).contains("built-in flavors: sim, docker, openstack"));
 }

@@ -9,8 +9,16 @@ const NOW: &str = "2030-01-01T00:00:00Z";
 fn example_applies_and_replans_clean() {
     let dir = tempfile::tempdir().unwrap();
     let ex = example("sim");
-    capi(dir.path()).args(["apply", "--auto-approve", "-f"]).arg(&ex).assert().success();
-    let out = capi(dir.path()).args(["plan", "--detailed-exitcode", "-f"]).arg(&ex).output().unwrap();
+    capi(dir.path())
+        .args(["apply", "--auto-approve", "-f"])
+        .arg(&ex)
+        .assert()
+        .success();
+    let out = capi(dir.path())
+        .args(["plan", "--detailed-exitcode", "-f"])
+        .arg(&ex)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(stdout(&out).contains("No changes."));
 }
@@ -18,31 +26,54 @@ fn example_applies_and_replans_clean() {
 #[test]
 fn plan_text_of_the_example() {
     let dir = tempfile::tempdir().unwrap();
-    let out = capi(dir.path()).args(["plan", "--detailed-exitcode", "-f"]).arg(example("sim")).env("CAPI_NOW", NOW).output().unwrap();
+    let out = capi(dir.path())
+        .args(["plan", "--detailed-exitcode", "-f"])
+        .arg(example("sim"))
+        .env("CAPI_NOW", NOW)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2), "changes present → 2");
     insta::assert_snapshot!("plan_example_fresh", stdout(&out));
-    assert!(!dir.path().join("capi.state.json").exists(), "plan writes no state");
+    assert!(
+        !dir.path().join("capi.state.json").exists(),
+        "plan writes no state"
+    );
 }
 
 #[test]
 fn plan_json_events() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("c.yaml"), BASE).unwrap();
-    let out = capi(dir.path()).args(["plan", "--json", "-f", "c.yaml"]).env("CAPI_NOW", NOW).output().unwrap();
+    let out = capi(dir.path())
+        .args(["plan", "--json", "-f", "c.yaml"])
+        .env("CAPI_NOW", NOW)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let events = json_events(&stdout(&out));
     let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
     assert_eq!(types.first(), Some(&"version"));
     assert_eq!(types.last(), Some(&"change_summary"));
     assert!(types.contains(&"plan"));
-    let changes: Vec<&serde_json::Value> = events.iter().filter(|e| e["type"] == "planned_change").collect();
+    let changes: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e["type"] == "planned_change")
+        .collect();
     // Every change names its address, action(s) and a reason.
     for c in &changes {
-        assert!(c["address"].is_string() && c["action"].is_string() && c["reason"].as_str().is_some_and(|r| !r.is_empty()), "{c}");
+        assert!(
+            c["address"].is_string()
+                && c["action"].is_string()
+                && c["reason"].as_str().is_some_and(|r| !r.is_empty()),
+            "{c}"
+        );
         assert!(c["actions"].is_array());
     }
     let summary = events.last().unwrap();
-    assert_eq!(summary["add"], 9, "pki, network, lb, token, 3 cp + 2 workers: {summary}");
+    assert_eq!(
+        summary["add"], 9,
+        "pki, network, lb, token, 3 cp + 2 workers: {summary}"
+    );
     // The first three planned changes, without volatile fields, as a snapshot.
     let first: Vec<serde_json::Value> = changes.iter().take(3).map(|c| serde_json::json!({"address": c["address"], "action": c["action"], "actions": c["actions"], "reason_code": c["reason_code"], "reason": c["reason"]})).collect();
     insta::assert_json_snapshot!("plan_json_first_changes", first);
@@ -51,9 +82,17 @@ fn plan_json_events() {
 #[test]
 fn error_rendering_of_validation_problems() {
     let dir = tempfile::tempdir().unwrap();
-    let bad = BASE.replace("  replicas: 3\n  version: v1.31.2", "  replicas: 2\n  verison: v1.31.2\n  version: v1.31.2").replace("      version: v1.31.2\n", "      version: 1.31\n");
+    let bad = BASE
+        .replace(
+            "  replicas: 3\n  version: v1.31.2",
+            "  replicas: 2\n  verison: v1.31.2\n  version: v1.31.2",
+        )
+        .replace("      version: v1.31.2\n", "      version: 1.31\n");
     std::fs::write(dir.path().join("cluster.yaml"), bad).unwrap();
-    let out = capi(dir.path()).args(["plan", "-f", "cluster.yaml"]).output().unwrap();
+    let out = capi(dir.path())
+        .args(["plan", "-f", "cluster.yaml"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     insta::assert_snapshot!("validation_errors", stderr(&out));
 }
@@ -61,39 +100,86 @@ fn error_rendering_of_validation_problems() {
 #[test]
 fn error_rendering_of_missing_variables() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("c.yaml"), BASE.replace("name: c1-md\nspec:\n  clusterName", "name: ${MD_NAME}\nspec:\n  clusterName").replace("  replicas: 2\n", "  replicas: ${WORKERS}\n")).unwrap();
-    let out = capi(dir.path()).args(["plan", "-f", "c.yaml"]).env_remove("MD_NAME").env_remove("WORKERS").output().unwrap();
+    std::fs::write(
+        dir.path().join("c.yaml"),
+        BASE.replace(
+            "name: c1-md\nspec:\n  clusterName",
+            "name: ${MD_NAME}\nspec:\n  clusterName",
+        )
+        .replace("  replicas: 2\n", "  replicas: ${WORKERS}\n"),
+    )
+    .unwrap();
+    let out = capi(dir.path())
+        .args(["plan", "-f", "c.yaml"])
+        .env_remove("MD_NAME")
+        .env_remove("WORKERS")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     insta::assert_snapshot!("missing_variables", stderr(&out));
     // Supplied with --var and --var-file, they resolve.
     std::fs::write(dir.path().join("vars.yaml"), "WORKERS: 1\n").unwrap();
-    capi(dir.path()).args(["validate", "-f", "c.yaml", "--var", "MD_NAME=c1-md", "--var-file", "vars.yaml"]).assert().success();
+    capi(dir.path())
+        .args([
+            "validate",
+            "-f",
+            "c.yaml",
+            "--var",
+            "MD_NAME=c1-md",
+            "--var-file",
+            "vars.yaml",
+        ])
+        .assert()
+        .success();
 }
 
 #[test]
 fn apply_without_terminal_or_approval_refuses() {
     let dir = tempfile::tempdir().unwrap();
-    let out = capi(dir.path()).args(["apply", "-f"]).arg(example("sim")).output().unwrap();
+    let out = capi(dir.path())
+        .args(["apply", "-f"])
+        .arg(example("sim"))
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
-    assert!(err.contains("needs approval") && err.contains("--auto-approve"), "{err}");
+    assert!(
+        err.contains("needs approval") && err.contains("--auto-approve"),
+        "{err}"
+    );
     assert!(!dir.path().join("capi.state.json").exists());
 }
 
 #[test]
 fn show_state_list_and_secrets_masked() {
     let dir = tempfile::tempdir().unwrap();
-    capi(dir.path()).args(["apply", "--auto-approve", "-f"]).arg(example("sim")).assert().success();
+    capi(dir.path())
+        .args(["apply", "--auto-approve", "-f"])
+        .arg(example("sim"))
+        .assert()
+        .success();
     let list = capi(dir.path()).args(["state", "list"]).output().unwrap();
     let addrs = stdout(&list);
-    assert!(addrs.lines().any(|l| l == "demo/pki") && addrs.lines().filter(|l| l.starts_with("demo/machine/")).count() == 5, "{addrs}");
-    let pki = capi(dir.path()).args(["state", "show", "demo/pki"]).output().unwrap();
+    assert!(
+        addrs.lines().any(|l| l == "demo/pki")
+            && addrs
+                .lines()
+                .filter(|l| l.starts_with("demo/machine/"))
+                .count()
+                == 5,
+        "{addrs}"
+    );
+    let pki = capi(dir.path())
+        .args(["state", "show", "demo/pki"])
+        .output()
+        .unwrap();
     let text = stdout(&pki);
     assert!(text.contains("\"ca.key\": \"(sensitive)\""), "{text}");
     assert!(!text.contains("PRIVATE KEY"), "{text}");
     let show = capi(dir.path()).args(["show", "--json"]).output().unwrap();
     assert!(!stdout(&show).contains("PRIVATE KEY"));
-    let one: serde_json::Value = serde_json::from_str(stdout(&show).lines().next().unwrap()).unwrap();
+    let one: serde_json::Value =
+        serde_json::from_str(stdout(&show).lines().next().unwrap()).unwrap();
     assert_eq!(one["type"], "state");
     let text = capi(dir.path()).args(["show", "demo"]).output().unwrap();
     assert!(stdout(&text).contains("demo/loadbalancer") && stdout(&text).contains("endpoint="));
@@ -104,32 +190,65 @@ fn show_state_list_and_secrets_masked() {
 #[test]
 fn graph_dot_and_text() {
     let dir = tempfile::tempdir().unwrap();
-    let out = capi(dir.path()).args(["graph", "-f"]).arg(example("sim")).output().unwrap();
+    let out = capi(dir.path())
+        .args(["graph", "-f"])
+        .arg(example("sim"))
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let dot = stdout(&out);
     assert!(dot.starts_with("digraph capi {"));
-    assert!(dot.contains("\"demo/network\" -> \"demo/loadbalancer\""), "{dot}");
-    let text = capi(dir.path()).args(["graph", "--format", "text", "-f"]).arg(example("sim")).output().unwrap();
+    assert!(
+        dot.contains("\"demo/network\" -> \"demo/loadbalancer\""),
+        "{dot}"
+    );
+    let text = capi(dir.path())
+        .args(["graph", "--format", "text", "-f"])
+        .arg(example("sim"))
+        .output()
+        .unwrap();
     let t = stdout(&text);
     // Dependencies come first.
-    let pos = |s: &str| t.lines().position(|l| l == s).unwrap_or_else(|| panic!("{s} in\n{t}"));
+    let pos = |s: &str| {
+        t.lines()
+            .position(|l| l == s)
+            .unwrap_or_else(|| panic!("{s} in\n{t}"))
+    };
     assert!(pos("demo/network") < pos("demo/loadbalancer"));
-    assert!(t.contains("demo/machine/demo-control-plane-888g1-1\n") && t.contains("  <- demo/token"));
+    assert!(
+        t.contains("demo/machine/demo-control-plane-888g1-1\n") && t.contains("  <- demo/token")
+    );
 }
 
 #[test]
 fn destroy_removes_everything_in_reverse_order() {
     let dir = tempfile::tempdir().unwrap();
-    capi(dir.path()).args(["apply", "--auto-approve", "-f"]).arg(example("sim")).assert().success();
-    let out = capi(dir.path()).args(["destroy", "--auto-approve"]).output().unwrap();
+    capi(dir.path())
+        .args(["apply", "--auto-approve", "-f"])
+        .arg(example("sim"))
+        .assert()
+        .success();
+    let out = capi(dir.path())
+        .args(["destroy", "--auto-approve"])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
-    assert!(text.contains("Destroy complete! Resources: 9 destroyed."), "{text}");
+    assert!(
+        text.contains("Destroy complete! Resources: 9 destroyed."),
+        "{text}"
+    );
     // The plan lists workers before control-plane machines and machines before the network.
     let idx = |s: &str| text.find(s).unwrap_or_else(|| panic!("{s}"));
     assert!(idx("# demo/machine/demo-md-0") < idx("# demo/machine/demo-control-plane"));
     assert!(idx("# demo/machine/demo-control-plane") < idx("# demo/network"));
-    let sim = capi::provider::sim::SimProvider::open(&dir.path().join("capi.state.sim"), None).unwrap();
+    let sim =
+        capi::provider::sim::SimProvider::open(&dir.path().join("capi.state.sim"), None).unwrap();
     assert!(sim.machines(None).is_empty());
-    assert!(capi(dir.path()).args(["state", "list"]).output().unwrap().stdout.is_empty());
+    assert!(capi(dir.path())
+        .args(["state", "list"])
+        .output()
+        .unwrap()
+        .stdout
+        .is_empty());
 }

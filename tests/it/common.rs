@@ -19,7 +19,10 @@ pub fn shared(rel: &str) -> Option<PathBuf> {
     if p.exists() {
         Some(p)
     } else {
-        eprintln!("SKIPPED: {} is absent (../shared is only present in the development workplace)", p.display());
+        eprintln!(
+            "SKIPPED: {} is absent (../shared is only present in the development workplace)",
+            p.display()
+        );
         None
     }
 }
@@ -66,7 +69,10 @@ pub fn scrub(s: &str) -> String {
         while let Some(i) = rest.find(prefix) {
             o.push_str(&rest[..i]);
             let after = &rest[i + prefix.len()..];
-            let n = after.bytes().take_while(|b| b.is_ascii_hexdigit() || *b == b'-').count();
+            let n = after
+                .bytes()
+                .take_while(|b| b.is_ascii_hexdigit() || *b == b'-')
+                .count();
             if n >= len {
                 o.push_str(repl);
                 rest = &after[n..];
@@ -84,7 +90,12 @@ pub fn scrub(s: &str) -> String {
     let mut o = String::new();
     for line in out.lines() {
         let l = match line.find(" after ") {
-            Some(i) if line[i + 7..].ends_with('s') && line[i + 7..line.len() - 1].parse::<f64>().is_ok() => format!("{} after [T]s", &line[..i]),
+            Some(i)
+                if line[i + 7..].ends_with('s')
+                    && line[i + 7..line.len() - 1].parse::<f64>().is_ok() =>
+            {
+                format!("{} after [T]s", &line[..i])
+            }
             _ => line.to_string(),
         };
         o.push_str(&l);
@@ -96,14 +107,25 @@ pub fn scrub(s: &str) -> String {
 /// Parse a `--json` stream and validate every line against
 /// docs/json-output.schema.json.
 pub fn json_events(stdout: &str) -> Vec<serde_json::Value> {
-    let schema: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(repo().join("docs/json-output.schema.json")).unwrap()).unwrap();
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("docs/json-output.schema.json")).unwrap(),
+    )
+    .unwrap();
     let v = jsonschema::validator_for(&schema).expect("the event schema compiles");
     stdout
         .lines()
         .map(|l| {
-            let e: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|err| panic!("not one JSON object per line ({err}): {l}"));
-            let errors: Vec<String> = v.iter_errors(&e).map(|x| format!("{x} at {}", x.instance_path())).collect();
-            assert!(errors.is_empty(), "event does not match docs/json-output.schema.json: {l}\n{}", errors.join("\n"));
+            let e: serde_json::Value = serde_json::from_str(l)
+                .unwrap_or_else(|err| panic!("not one JSON object per line ({err}): {l}"));
+            let errors: Vec<String> = v
+                .iter_errors(&e)
+                .map(|x| format!("{x} at {}", x.instance_path()))
+                .collect();
+            assert!(
+                errors.is_empty(),
+                "event does not match docs/json-output.schema.json: {l}\n{}",
+                errors.join("\n")
+            );
             e
         })
         .collect()

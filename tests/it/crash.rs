@@ -65,29 +65,62 @@ spec:
 /// in the simulator once, nothing else carries the state's lineage, and a new
 /// plan has nothing to do.
 fn assert_converged(dir: &Path) {
-    let state = StateStore::new(dir.join("capi.state.json")).load().unwrap().expect("state");
+    let state = StateStore::new(dir.join("capi.state.json"))
+        .load()
+        .unwrap()
+        .expect("state");
     assert_state_valid(&dir.join("capi.state.json"));
-    let in_state: BTreeSet<String> = state.resources.iter().filter_map(|r| r.attributes.as_machine().map(|m| m.name.clone())).collect();
-    assert_eq!(in_state.len(), 9, "3 control-plane + 6 workers in state: {in_state:?}");
+    let in_state: BTreeSet<String> = state
+        .resources
+        .iter()
+        .filter_map(|r| r.attributes.as_machine().map(|m| m.name.clone()))
+        .collect();
+    assert_eq!(
+        in_state.len(),
+        9,
+        "3 control-plane + 6 workers in state: {in_state:?}"
+    );
     let sim = capi::provider::sim::SimProvider::open(&dir.join("capi.state.sim"), None).unwrap();
     let machines = sim.machines(None);
     let in_sim: Vec<String> = machines.iter().map(|m| m.name.clone()).collect();
     let unique: BTreeSet<String> = in_sim.iter().cloned().collect();
-    assert_eq!(unique.len(), in_sim.len(), "duplicate simulated machines: {in_sim:?}");
-    assert_eq!(unique, in_state, "simulated machines and state disagree (leak or loss)");
+    assert_eq!(
+        unique.len(),
+        in_sim.len(),
+        "duplicate simulated machines: {in_sim:?}"
+    );
+    assert_eq!(
+        unique, in_state,
+        "simulated machines and state disagree (leak or loss)"
+    );
     for m in &machines {
-        assert_eq!(m.labels.get(capi::provider::LABEL_LINEAGE), Some(&state.lineage));
+        assert_eq!(
+            m.labels.get(capi::provider::LABEL_LINEAGE),
+            Some(&state.lineage)
+        );
         assert!(m.bootstrap.succeeded, "{} is not bootstrapped", m.name);
     }
-    let out = capi(dir).args(["plan", "--detailed-exitcode", "-f", "c.yaml"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "plan after convergence:\n{}\n{}", stdout(&out), stderr(&out));
+    let out = capi(dir)
+        .args(["plan", "--detailed-exitcode", "-f", "c.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "plan after convergence:\n{}\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
 }
 
 /// A tiny deterministic generator for the kill points.
 struct Lcg(u64);
 impl Lcg {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         self.0 >> 33
     }
 }
@@ -98,7 +131,19 @@ fn sigkill_at_random_points_then_reapply_converges() {
     let probe = tempfile::tempdir().unwrap();
     std::fs::write(probe.path().join("c.yaml"), CLUSTER).unwrap();
     let t0 = Instant::now();
-    capi(probe.path()).args(["apply", "--auto-approve", "--sim-latency", "60ms", "--parallelism", "3", "-f", "c.yaml"]).assert().success();
+    capi(probe.path())
+        .args([
+            "apply",
+            "--auto-approve",
+            "--sim-latency",
+            "60ms",
+            "--parallelism",
+            "3",
+            "-f",
+            "c.yaml",
+        ])
+        .assert()
+        .success();
     let full = t0.elapsed();
     assert_converged(probe.path());
 
@@ -109,7 +154,16 @@ fn sigkill_at_random_points_then_reapply_converges() {
         std::fs::write(dir.path().join("c.yaml"), CLUSTER).unwrap();
         let kill_after = Duration::from_millis(rng.next() % (full.as_millis() as u64).max(1));
         let mut child = capi_process(dir.path())
-            .args(["apply", "--auto-approve", "--sim-latency", "60ms", "--parallelism", "3", "-f", "c.yaml"])
+            .args([
+                "apply",
+                "--auto-approve",
+                "--sim-latency",
+                "60ms",
+                "--parallelism",
+                "3",
+                "-f",
+                "c.yaml",
+            ])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -119,43 +173,91 @@ fn sigkill_at_random_points_then_reapply_converges() {
         let _ = child.wait();
         // The state (if any) loads and validates right after the kill.
         if dir.path().join("capi.state.json").exists() {
-            let st = StateStore::new(dir.path().join("capi.state.json")).load().unwrap_or_else(|e| panic!("run {i} (killed after {kill_after:?}): {e}")).unwrap();
+            let st = StateStore::new(dir.path().join("capi.state.json"))
+                .load()
+                .unwrap_or_else(|e| panic!("run {i} (killed after {kill_after:?}): {e}"))
+                .unwrap();
             assert_state_valid(&dir.path().join("capi.state.json"));
             if st.resources.iter().any(|r| r.status.is_pending()) {
                 interrupted_with_pending += 1;
             }
         }
-        let out = capi(dir.path()).args(["apply", "--auto-approve", "-f", "c.yaml"]).output().unwrap();
-        assert!(out.status.success(), "run {i}: re-apply after a kill at {kill_after:?} failed:\n{}\n{}", stdout(&out), stderr(&out));
+        let out = capi(dir.path())
+            .args(["apply", "--auto-approve", "-f", "c.yaml"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "run {i}: re-apply after a kill at {kill_after:?} failed:\n{}\n{}",
+            stdout(&out),
+            stderr(&out)
+        );
         assert_converged(dir.path());
     }
     // The kill points must actually catch operations in flight.
-    assert!(interrupted_with_pending >= 3, "only {interrupted_with_pending} of 10 kills caught a pending operation");
+    assert!(
+        interrupted_with_pending >= 3,
+        "only {interrupted_with_pending} of 10 kills caught a pending operation"
+    );
 }
 
 #[test]
 fn corrupt_state_is_refused_and_left_untouched() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("c.yaml"), CLUSTER.replace("replicas: 6", "replicas: 1")).unwrap();
-    capi(dir.path()).args(["apply", "--auto-approve", "-f", "c.yaml"]).assert().success();
+    std::fs::write(
+        dir.path().join("c.yaml"),
+        CLUSTER.replace("replicas: 6", "replicas: 1"),
+    )
+    .unwrap();
+    capi(dir.path())
+        .args(["apply", "--auto-approve", "-f", "c.yaml"])
+        .assert()
+        .success();
     // A second apply so that a backup exists.
-    std::fs::write(dir.path().join("c.yaml"), CLUSTER.replace("replicas: 6", "replicas: 2")).unwrap();
-    capi(dir.path()).args(["apply", "--auto-approve", "-f", "c.yaml"]).assert().success();
+    std::fs::write(
+        dir.path().join("c.yaml"),
+        CLUSTER.replace("replicas: 6", "replicas: 2"),
+    )
+    .unwrap();
+    capi(dir.path())
+        .args(["apply", "--auto-approve", "-f", "c.yaml"])
+        .assert()
+        .success();
     let path = dir.path().join("capi.state.json");
     let good = std::fs::read(&path).unwrap();
     for (what, bad) in [
         ("truncated", good[..good.len() / 2].to_vec()),
         ("empty", Vec::new()),
-        ("edited", String::from_utf8(good.clone()).unwrap().replacen("\"serial\": ", "\"serial\": 1", 1).into_bytes()),
+        (
+            "edited",
+            String::from_utf8(good.clone())
+                .unwrap()
+                .replacen("\"serial\": ", "\"serial\": 1", 1)
+                .into_bytes(),
+        ),
     ] {
         std::fs::write(&path, &bad).unwrap();
-        for cmd in [&["plan", "-f", "c.yaml"][..], &["apply", "--auto-approve", "-f", "c.yaml"][..], &["destroy", "--auto-approve"][..]] {
+        for cmd in [
+            &["plan", "-f", "c.yaml"][..],
+            &["apply", "--auto-approve", "-f", "c.yaml"][..],
+            &["destroy", "--auto-approve"][..],
+        ] {
             let out = capi(dir.path()).args(cmd).output().unwrap();
             assert_eq!(out.status.code(), Some(1), "{what} {cmd:?}");
             let err = stderr(&out);
-            assert!(err.contains("is corrupt") && err.contains("capi.state.json.backup"), "{what}: {err}");
-            assert!(err.contains("it loads and its checksum is valid"), "{what}: the backup is good: {err}");
-            assert_eq!(std::fs::read(&path).unwrap(), bad, "{what}: the file must not be modified");
+            assert!(
+                err.contains("is corrupt") && err.contains("capi.state.json.backup"),
+                "{what}: {err}"
+            );
+            assert!(
+                err.contains("it loads and its checksum is valid"),
+                "{what}: the backup is good: {err}"
+            );
+            assert_eq!(
+                std::fs::read(&path).unwrap(),
+                bad,
+                "{what}: the file must not be modified"
+            );
         }
     }
 }
@@ -163,7 +265,11 @@ fn corrupt_state_is_refused_and_left_untouched() {
 fn wait_for(path: &Path) {
     let t = Instant::now();
     while !path.exists() {
-        assert!(t.elapsed() < Duration::from_secs(30), "{} never appeared", path.display());
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "{} never appeared",
+            path.display()
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -173,7 +279,14 @@ fn first_ctrl_c_finishes_in_flight_work_second_exits_at_once() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("c.yaml"), CLUSTER).unwrap();
     let child = capi_process(dir.path())
-        .args(["apply", "--auto-approve", "--sim-latency", "400ms", "-f", "c.yaml"])
+        .args([
+            "apply",
+            "--auto-approve",
+            "--sim-latency",
+            "400ms",
+            "-f",
+            "c.yaml",
+        ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -184,21 +297,47 @@ fn first_ctrl_c_finishes_in_flight_work_second_exits_at_once() {
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let err = stderr(&out);
-    assert!(err.contains("Interrupt received") && err.contains("did not start"), "{err}");
+    assert!(
+        err.contains("Interrupt received") && err.contains("did not start"),
+        "{err}"
+    );
     // Operations in flight finished: nothing is left pending, the state is valid.
-    let st = StateStore::new(dir.path().join("capi.state.json")).load().unwrap().unwrap();
+    let st = StateStore::new(dir.path().join("capi.state.json"))
+        .load()
+        .unwrap()
+        .unwrap();
     assert_state_valid(&dir.path().join("capi.state.json"));
-    assert!(st.resources.iter().all(|r| !r.status.is_pending()), "pending after a graceful stop");
-    assert!(st.resources.iter().filter(|r| r.attributes.as_machine().is_some()).count() < 9, "the apply stopped early");
+    assert!(
+        st.resources.iter().all(|r| !r.status.is_pending()),
+        "pending after a graceful stop"
+    );
+    assert!(
+        st.resources
+            .iter()
+            .filter(|r| r.attributes.as_machine().is_some())
+            .count()
+            < 9,
+        "the apply stopped early"
+    );
     // The next apply finishes the job.
-    capi(dir.path()).args(["apply", "--auto-approve", "-f", "c.yaml"]).assert().success();
+    capi(dir.path())
+        .args(["apply", "--auto-approve", "-f", "c.yaml"])
+        .assert()
+        .success();
     assert_converged(dir.path());
 
     // Twice: exit at once with 130, and the state still loads.
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("c.yaml"), CLUSTER).unwrap();
     let child = capi_process(dir.path())
-        .args(["apply", "--auto-approve", "--sim-latency", "3s", "-f", "c.yaml"])
+        .args([
+            "apply",
+            "--auto-approve",
+            "--sim-latency",
+            "3s",
+            "-f",
+            "c.yaml",
+        ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -210,8 +349,17 @@ fn first_ctrl_c_finishes_in_flight_work_second_exits_at_once() {
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(130));
-    assert!(t.elapsed() < Duration::from_secs(2), "the second interrupt must exit at once");
-    StateStore::new(dir.path().join("capi.state.json")).load().unwrap().unwrap();
-    capi(dir.path()).args(["apply", "--auto-approve", "-f", "c.yaml"]).assert().success();
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "the second interrupt must exit at once"
+    );
+    StateStore::new(dir.path().join("capi.state.json"))
+        .load()
+        .unwrap()
+        .unwrap();
+    capi(dir.path())
+        .args(["apply", "--auto-approve", "-f", "c.yaml"])
+        .assert()
+        .success();
     assert_converged(dir.path());
 }

@@ -18,7 +18,10 @@ fn wait_for_lock_info(dir: &std::path::Path) -> serde_json::Value {
                 return v;
             }
         }
-        assert!(start.elapsed() < Duration::from_secs(30), "the first apply never took the lock");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the first apply never took the lock"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -28,7 +31,14 @@ fn two_processes_race_for_the_lock() {
     let dir = tempfile::tempdir().unwrap();
     slow_cluster(dir.path());
     let mut first = capi_process(dir.path())
-        .args(["apply", "--auto-approve", "--sim-latency", "1500ms", "-f", "c.yaml"])
+        .args([
+            "apply",
+            "--auto-approve",
+            "--sim-latency",
+            "1500ms",
+            "-f",
+            "c.yaml",
+        ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -39,20 +49,49 @@ fn two_processes_race_for_the_lock() {
 
     // A second apply fails at once, naming the holder.
     let t = Instant::now();
-    let out = capi(dir.path()).args(["apply", "--auto-approve", "-f", "c.yaml"]).output().unwrap();
+    let out = capi(dir.path())
+        .args(["apply", "--auto-approve", "-f", "c.yaml"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(t.elapsed() < Duration::from_secs(5), "must fail at once, took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "must fail at once, took {:?}",
+        t.elapsed()
+    );
     let err = stderr(&out);
-    assert!(err.contains("locked by another capi") && err.contains(&format!("pid {}", first.id())) && err.contains("\"apply\""), "{err}");
+    assert!(
+        err.contains("locked by another capi")
+            && err.contains(&format!("pid {}", first.id()))
+            && err.contains("\"apply\""),
+        "{err}"
+    );
 
     // force-unlock is refused while the holder lives.
     let id = info["ID"].as_str().unwrap();
-    let out = capi(dir.path()).args(["force-unlock", id]).output().unwrap();
+    let out = capi(dir.path())
+        .args(["force-unlock", id])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("held by a live process"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("held by a live process"),
+        "{}",
+        stderr(&out)
+    );
 
     // With --lock-timeout, a plan waits for the apply to finish.
-    let out = capi(dir.path()).args(["plan", "--lock-timeout", "60s", "--detailed-exitcode", "-f", "c.yaml"]).output().unwrap();
+    let out = capi(dir.path())
+        .args([
+            "plan",
+            "--lock-timeout",
+            "60s",
+            "--detailed-exitcode",
+            "-f",
+            "c.yaml",
+        ])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(stdout(&out).contains("No changes."));
     assert!(first.wait().unwrap().success());
@@ -63,7 +102,14 @@ fn a_lock_cannot_outlive_its_process() {
     let dir = tempfile::tempdir().unwrap();
     slow_cluster(dir.path());
     let mut first = capi_process(dir.path())
-        .args(["apply", "--auto-approve", "--sim-latency", "3s", "-f", "c.yaml"])
+        .args([
+            "apply",
+            "--auto-approve",
+            "--sim-latency",
+            "3s",
+            "-f",
+            "c.yaml",
+        ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -72,9 +118,15 @@ fn a_lock_cannot_outlive_its_process() {
     first.kill().unwrap();
     first.wait().unwrap();
     // The info file of the dead holder may remain; the kernel lock does not.
-    let out = capi(dir.path()).args(["apply", "--auto-approve", "-f", "c.yaml"]).output().unwrap();
+    let out = capi(dir.path())
+        .args(["apply", "--auto-approve", "-f", "c.yaml"])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     // force-unlock of an old id is refused as unknown (the record was replaced).
-    let out = capi(dir.path()).args(["force-unlock", info["ID"].as_str().unwrap()]).output().unwrap();
+    let out = capi(dir.path())
+        .args(["force-unlock", info["ID"].as_str().unwrap()])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
 }

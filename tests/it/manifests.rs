@@ -90,7 +90,9 @@ fn load(text: &str) -> Result<manifest::Manifest, ManifestError> {
 /// Load, expecting problems; return the errors.
 fn errors(text: &str) -> Vec<Problem> {
     match load(text) {
-        Err(ManifestError::Invalid { problems, .. }) => problems.into_iter().filter(|p| p.is_error()).collect(),
+        Err(ManifestError::Invalid { problems, .. }) => {
+            problems.into_iter().filter(|p| p.is_error()).collect()
+        }
         Err(other) => panic!("expected validation problems, got {other}"),
         Ok(_) => panic!("expected validation problems, the manifests loaded"),
     }
@@ -120,19 +122,40 @@ fn base_is_valid() {
 fn upstream_fixtures_load_unchanged() {
     let mut vars = Variables::new();
     for (k, v) in [
-        ("CLUSTER_NAME", "capo"), ("OPENSTACK_CLOUD_CACERT_B64", "Y2E="), ("OPENSTACK_CLOUD_YAML_B64", "Y2xvdWRzOiB7fQ=="),
-        ("WORKER_MACHINE_COUNT", "2"), ("OPENSTACK_FAILURE_DOMAIN", "nova"), ("KUBERNETES_VERSION", "v1.31.2"),
-        ("CONTROL_PLANE_MACHINE_COUNT", "3"), ("OPENSTACK_EXTERNAL_NETWORK_ID", "ext"), ("OPENSTACK_CLOUD", "devcloud"),
-        ("OPENSTACK_DNS_NAMESERVERS", "8.8.8.8"), ("OPENSTACK_CONTROL_PLANE_MACHINE_FLAVOR", "m1.small"),
-        ("OPENSTACK_NODE_MACHINE_FLAVOR", "m1.small"), ("OPENSTACK_IMAGE_NAME", "tiny"),
-        ("OPENSTACK_IMAGE_NAME_UPGRADE_FROM", "tiny"), ("OPENSTACK_SSH_KEY_NAME", "key"),
+        ("CLUSTER_NAME", "capo"),
+        ("OPENSTACK_CLOUD_CACERT_B64", "Y2E="),
+        ("OPENSTACK_CLOUD_YAML_B64", "Y2xvdWRzOiB7fQ=="),
+        ("WORKER_MACHINE_COUNT", "2"),
+        ("OPENSTACK_FAILURE_DOMAIN", "nova"),
+        ("KUBERNETES_VERSION", "v1.31.2"),
+        ("CONTROL_PLANE_MACHINE_COUNT", "3"),
+        ("OPENSTACK_EXTERNAL_NETWORK_ID", "ext"),
+        ("OPENSTACK_CLOUD", "devcloud"),
+        ("OPENSTACK_DNS_NAMESERVERS", "8.8.8.8"),
+        ("OPENSTACK_CONTROL_PLANE_MACHINE_FLAVOR", "m1.small"),
+        ("OPENSTACK_NODE_MACHINE_FLAVOR", "m1.small"),
+        ("OPENSTACK_IMAGE_NAME", "tiny"),
+        ("OPENSTACK_IMAGE_NAME_UPGRADE_FROM", "tiny"),
+        ("OPENSTACK_SSH_KEY_NAME", "key"),
     ] {
         vars.set(k, v);
     }
     let cases = [
-        ("fixtures/upstream/cluster-api/simple-cluster.yaml", 7, Variables::new()),
-        ("fixtures/upstream/cluster-api-provider-openstack/cluster-template.yaml", 8, vars.clone()),
-        ("fixtures/upstream/cluster-api-provider-openstack/cluster-template-capi-v1beta1.yaml", 8, vars.clone()),
+        (
+            "fixtures/upstream/cluster-api/simple-cluster.yaml",
+            7,
+            Variables::new(),
+        ),
+        (
+            "fixtures/upstream/cluster-api-provider-openstack/cluster-template.yaml",
+            8,
+            vars.clone(),
+        ),
+        (
+            "fixtures/upstream/cluster-api-provider-openstack/cluster-template-capi-v1beta1.yaml",
+            8,
+            vars.clone(),
+        ),
     ];
     for (rel, objects, vars) in cases {
         let Some(path) = shared(rel) else { continue };
@@ -145,7 +168,8 @@ fn upstream_fixtures_load_unchanged() {
         assert_eq!(m.objects.len(), objects, "{rel}");
         assert!(m.warnings.is_empty(), "{rel}: {:?}", m.warnings);
         // And they build a graph (rendering every bootstrap document).
-        let d = capi::graph::build(&m, &Default::default()).unwrap_or_else(|p| panic!("{rel}: {p:#?}"));
+        let d =
+            capi::graph::build(&m, &Default::default()).unwrap_or_else(|p| panic!("{rel}: {p:#?}"));
         assert_eq!(d.clusters.len(), 1);
     }
 }
@@ -153,8 +177,15 @@ fn upstream_fixtures_load_unchanged() {
 #[test]
 fn v1beta1_and_v1beta2_normalise_to_the_same_identity() {
     // The same cluster written in both generations hashes the same.
-    let Some(b2) = shared("fixtures/upstream/cluster-api-provider-openstack/cluster-template.yaml") else { return };
-    let Some(b1) = shared("fixtures/upstream/cluster-api-provider-openstack/cluster-template-capi-v1beta1.yaml") else { return };
+    let Some(b2) = shared("fixtures/upstream/cluster-api-provider-openstack/cluster-template.yaml")
+    else {
+        return;
+    };
+    let Some(b1) = shared(
+        "fixtures/upstream/cluster-api-provider-openstack/cluster-template-capi-v1beta1.yaml",
+    ) else {
+        return;
+    };
     let _ = (b1, b2);
     let v2 = BASE.replace("  kubeadmConfigSpec: {}", "  kubeadmConfigSpec:\n    clusterConfiguration:\n      apiServer:\n        extraArgs:\n          - name: b\n            value: \"2\"\n          - name: a\n            value: \"1\"");
     let v1 = BASE
@@ -167,8 +198,14 @@ fn v1beta1_and_v1beta2_normalise_to_the_same_identity() {
     // keeps its order: these two differ in order, so compare against a sorted list.
     let v2_sorted = v2.replace("          - name: b\n            value: \"2\"\n          - name: a\n            value: \"1\"", "          - name: a\n            value: \"1\"\n          - name: b\n            value: \"2\"");
     let d2s = capi::graph::build(&load(&v2_sorted).unwrap(), &Default::default()).unwrap();
-    assert_eq!(d1.clusters[0].groups[0].identity, d2s.clusters[0].groups[0].identity);
-    assert_ne!(d2.clusters[0].groups[0].identity, d2s.clusters[0].groups[0].identity);
+    assert_eq!(
+        d1.clusters[0].groups[0].identity,
+        d2s.clusters[0].groups[0].identity
+    );
+    assert_ne!(
+        d2.clusters[0].groups[0].identity,
+        d2s.clusters[0].groups[0].identity
+    );
 }
 
 #[test]
@@ -188,39 +225,90 @@ fn explicit_defaults_equal_implicit_ones() {
 
 #[test]
 fn rule_dangling_reference() {
-    let text = BASE.replace("        kind: DevMachineTemplate\n        name: c1-machines\n  kubeadmConfigSpec", "        kind: DevMachineTemplate\n        name: c1-missing\n  kubeadmConfigSpec");
+    let text = BASE.replace(
+        "        kind: DevMachineTemplate\n        name: c1-machines\n  kubeadmConfigSpec",
+        "        kind: DevMachineTemplate\n        name: c1-missing\n  kubeadmConfigSpec",
+    );
     let p = one(&text);
     assert_eq!(p.file, "cluster.yaml");
-    assert_eq!(p.pos.line, line_of(&text, "name: c1-missing", "kind: KubeadmControlPlane"));
-    assert!(p.message.contains("KubeadmControlPlane \"c1-cp\" refers to DevMachineTemplate \"c1-missing\""), "{}", p.message);
+    assert_eq!(
+        p.pos.line,
+        line_of(&text, "name: c1-missing", "kind: KubeadmControlPlane")
+    );
+    assert!(
+        p.message
+            .contains("KubeadmControlPlane \"c1-cp\" refers to DevMachineTemplate \"c1-missing\""),
+        "{}",
+        p.message
+    );
     assert!(p.message.contains("not in the manifests"), "{}", p.message);
-    assert!(p.help.contains("\"c1-machines\""), "help lists the known templates: {}", p.help);
+    assert!(
+        p.help.contains("\"c1-machines\""),
+        "help lists the known templates: {}",
+        p.help
+    );
 }
 
 #[test]
 fn rule_cluster_name_mismatch() {
-    let text = BASE.replace("    spec:\n      clusterName: c1\n", "    spec:\n      clusterName: c2\n");
+    let text = BASE.replace(
+        "    spec:\n      clusterName: c1\n",
+        "    spec:\n      clusterName: c2\n",
+    );
     let p = one(&text);
-    assert_eq!(p.pos.line, line_of(&text, "clusterName: c2", "kind: MachineDeployment"));
-    assert!(p.message.contains("spec.template.spec.clusterName \"c2\" does not match spec.clusterName \"c1\""), "{}", p.message);
+    assert_eq!(
+        p.pos.line,
+        line_of(&text, "clusterName: c2", "kind: MachineDeployment")
+    );
+    assert!(
+        p.message.contains(
+            "spec.template.spec.clusterName \"c2\" does not match spec.clusterName \"c1\""
+        ),
+        "{}",
+        p.message
+    );
     assert!(p.help.contains("same Cluster name"));
 }
 
 #[test]
 fn rule_cluster_name_unknown() {
-    let text = BASE.replace("  clusterName: c1\n  replicas: 2", "  clusterName: nope\n  replicas: 2").replace("      clusterName: c1\n", "      clusterName: nope\n");
+    let text = BASE
+        .replace(
+            "  clusterName: c1\n  replicas: 2",
+            "  clusterName: nope\n  replicas: 2",
+        )
+        .replace("      clusterName: c1\n", "      clusterName: nope\n");
     let p = one(&text);
-    assert_eq!(p.pos.line, line_of(&text, "clusterName: nope", "kind: MachineDeployment"));
-    assert!(p.message.contains("spec.clusterName \"nope\" is not a Cluster in the manifests"), "{}", p.message);
+    assert_eq!(
+        p.pos.line,
+        line_of(&text, "clusterName: nope", "kind: MachineDeployment")
+    );
+    assert!(
+        p.message
+            .contains("spec.clusterName \"nope\" is not a Cluster in the manifests"),
+        "{}",
+        p.message
+    );
     assert!(p.help.contains("\"c1\""));
 }
 
 #[test]
 fn rule_even_control_plane_replicas() {
-    let text = BASE.replace("  replicas: 3\n  version: v1.31.2", "  replicas: 2\n  version: v1.31.2");
+    let text = BASE.replace(
+        "  replicas: 3\n  version: v1.31.2",
+        "  replicas: 2\n  version: v1.31.2",
+    );
     let p = one(&text);
-    assert_eq!(p.pos.line, line_of(&text, "replicas: 2", "kind: KubeadmControlPlane"));
-    assert!(p.message.contains("replicas cannot be an even number (2) when etcd is stacked"), "{}", p.message);
+    assert_eq!(
+        p.pos.line,
+        line_of(&text, "replicas: 2", "kind: KubeadmControlPlane")
+    );
+    assert!(
+        p.message
+            .contains("replicas cannot be an even number (2) when etcd is stacked"),
+        "{}",
+        p.message
+    );
     assert!(p.help.contains("1 or 3"));
 }
 
@@ -238,24 +326,47 @@ fn rule_even_replicas_allowed_with_external_etcd() {
 fn rule_control_plane_max_surge() {
     let text = BASE.replace("  replicas: 3\n  version: v1.31.2\n", "  replicas: 3\n  version: v1.31.2\n  rollout:\n    strategy:\n      rollingUpdate:\n        maxSurge: 2\n");
     let p = one(&text);
-    assert_eq!(p.pos.line, line_of(&text, "maxSurge: 2", "kind: KubeadmControlPlane"));
-    assert!(p.message.contains("control-plane maxSurge must be 0 or 1, found 2"), "{}", p.message);
+    assert_eq!(
+        p.pos.line,
+        line_of(&text, "maxSurge: 2", "kind: KubeadmControlPlane")
+    );
+    assert!(
+        p.message
+            .contains("control-plane maxSurge must be 0 or 1, found 2"),
+        "{}",
+        p.message
+    );
 }
 
 #[test]
 fn rule_control_plane_surge_zero_needs_three() {
     let text = BASE.replace("  replicas: 3\n  version: v1.31.2\n", "  replicas: 1\n  version: v1.31.2\n  rollout:\n    strategy:\n      rollingUpdate:\n        maxSurge: 0\n");
     let p = one(&text);
-    assert!(p.message.contains("maxSurge 0 needs at least 3 replicas"), "{}", p.message);
-    assert_eq!(p.pos.line, line_of(&text, "maxSurge: 0", "kind: KubeadmControlPlane"));
+    assert!(
+        p.message.contains("maxSurge 0 needs at least 3 replicas"),
+        "{}",
+        p.message
+    );
+    assert_eq!(
+        p.pos.line,
+        line_of(&text, "maxSurge: 0", "kind: KubeadmControlPlane")
+    );
 }
 
 #[test]
 fn rule_machine_deployment_surge_and_unavailable_zero() {
     let text = BASE.replace("  replicas: 2\n  template:", "  replicas: 2\n  rollout:\n    strategy:\n      rollingUpdate:\n        maxSurge: 0\n        maxUnavailable: \"0%\"\n  template:");
     let p = one(&text);
-    assert!(p.message.contains("maxSurge and maxUnavailable cannot both be 0"), "{}", p.message);
-    assert_eq!(p.pos.line, line_of(&text, "rollingUpdate:", "kind: MachineDeployment"));
+    assert!(
+        p.message
+            .contains("maxSurge and maxUnavailable cannot both be 0"),
+        "{}",
+        p.message
+    );
+    assert_eq!(
+        p.pos.line,
+        line_of(&text, "rollingUpdate:", "kind: MachineDeployment")
+    );
     assert!(p.help.contains("maxSurge to 1"));
 }
 
@@ -263,8 +374,15 @@ fn rule_machine_deployment_surge_and_unavailable_zero() {
 fn rule_malformed_version() {
     let text = BASE.replace("      version: v1.31.2\n", "      version: v1.31\n");
     let p = one(&text);
-    assert_eq!(p.pos.line, line_of(&text, "version: v1.31\n", "kind: MachineDeployment"));
-    assert!(p.message.contains("malformed version") && p.message.contains("vMAJOR.MINOR.PATCH"), "{}", p.message);
+    assert_eq!(
+        p.pos.line,
+        line_of(&text, "version: v1.31\n", "kind: MachineDeployment")
+    );
+    assert!(
+        p.message.contains("malformed version") && p.message.contains("vMAJOR.MINOR.PATCH"),
+        "{}",
+        p.message
+    );
     // A missing leading `v` is added, like the webhooks do: not an error.
     assert!(load(&BASE.replace("      version: v1.31.2\n", "      version: 1.31.2\n")).is_ok());
 }
@@ -274,17 +392,40 @@ fn rule_duplicate_objects() {
     let dup = "---\napiVersion: bootstrap.cluster.x-k8s.io/v1beta2\nkind: KubeadmConfigTemplate\nmetadata:\n  name: c1-md\nspec:\n  template:\n    spec: {}\n";
     let text = format!("{BASE}{dup}");
     let p = one(&text);
-    assert!(p.message.contains("duplicate object: KubeadmConfigTemplate \"c1-md\" is defined twice"), "{}", p.message);
-    assert_eq!(p.pos.line, text.lines().count() as u32 - 3, "points at the second metadata.name");
-    assert!(p.help.contains("first defined at cluster.yaml:"), "{}", p.help);
+    assert!(
+        p.message
+            .contains("duplicate object: KubeadmConfigTemplate \"c1-md\" is defined twice"),
+        "{}",
+        p.message
+    );
+    assert_eq!(
+        p.pos.line,
+        text.lines().count() as u32 - 3,
+        "points at the second metadata.name"
+    );
+    assert!(
+        p.help.contains("first defined at cluster.yaml:"),
+        "{}",
+        p.help
+    );
 }
 
 #[test]
 fn rule_unknown_field_with_suggestion() {
-    let text = BASE.replace("  replicas: 3\n  version: v1.31.2", "  replicas: 3\n  verison: v1.31.2\n  version: v1.31.2");
+    let text = BASE.replace(
+        "  replicas: 3\n  version: v1.31.2",
+        "  replicas: 3\n  verison: v1.31.2\n  version: v1.31.2",
+    );
     let p = one(&text);
-    assert_eq!(p.pos.line, line_of(&text, "verison:", "kind: KubeadmControlPlane"));
-    assert!(p.message.contains("unknown field `verison`"), "{}", p.message);
+    assert_eq!(
+        p.pos.line,
+        line_of(&text, "verison:", "kind: KubeadmControlPlane")
+    );
+    assert!(
+        p.message.contains("unknown field `verison`"),
+        "{}",
+        p.message
+    );
     assert!(p.help.contains("did you mean `version`"), "{}", p.help);
 }
 
@@ -292,21 +433,39 @@ fn rule_unknown_field_with_suggestion() {
 fn rule_unknown_kubeadm_field() {
     let text = BASE.replace("    spec: {}\n", "    spec:\n      joinConfiguration:\n        nodeRegistration:\n          kubeletExtraArg:\n            - name: a\n              value: b\n");
     let p = one(&text);
-    assert_eq!(p.pos.line, line_of(&text, "kubeletExtraArg:", "kind: KubeadmConfigTemplate"));
-    assert!(p.message.contains("unknown field `kubeletExtraArg`"), "{}", p.message);
-    assert!(p.help.contains("did you mean `kubeletExtraArgs`"), "{}", p.help);
+    assert_eq!(
+        p.pos.line,
+        line_of(&text, "kubeletExtraArg:", "kind: KubeadmConfigTemplate")
+    );
+    assert!(
+        p.message.contains("unknown field `kubeletExtraArg`"),
+        "{}",
+        p.message
+    );
+    assert!(
+        p.help.contains("did you mean `kubeletExtraArgs`"),
+        "{}",
+        p.help
+    );
 }
 
 #[test]
 fn rule_cluster_class_not_supported() {
     let text = BASE.replace("spec:\n  controlPlaneRef:", "spec:\n  topology:\n    classRef:\n      name: quick-start\n    version: v1.31.2\n  controlPlaneRef:");
     let errs = errors(&text);
-    let p = errs.iter().find(|p| p.message.contains("spec.topology")).expect("topology problem");
+    let p = errs
+        .iter()
+        .find(|p| p.message.contains("spec.topology"))
+        .expect("topology problem");
     assert!(p.message.contains("not supported yet"), "{}", p.message);
     assert_eq!(p.pos.line, line_of(&text, "topology:", "kind: Cluster"));
     let cc = "apiVersion: cluster.x-k8s.io/v1beta2\nkind: ClusterClass\nmetadata:\n  name: quick-start\nspec: {}\n";
     let p = one(&format!("{BASE}---\n{cc}"));
-    assert!(p.message.contains("ClusterClass") && p.message.contains("not supported yet"), "{}", p.message);
+    assert!(
+        p.message.contains("ClusterClass") && p.message.contains("not supported yet"),
+        "{}",
+        p.message
+    );
 }
 
 #[test]
@@ -315,7 +474,11 @@ fn unknown_kind_is_a_warning() {
     let m = load(&format!("{BASE}{extra}")).unwrap();
     assert_eq!(m.warnings.len(), 1);
     let w = &m.warnings[0];
-    assert!(w.message.contains("ClusterResourceSet \"crs\"") && w.message.contains("ignored"), "{}", w.message);
+    assert!(
+        w.message.contains("ClusterResourceSet \"crs\"") && w.message.contains("ignored"),
+        "{}",
+        w.message
+    );
     assert_eq!(w.pos.line, BASE.lines().count() as u32 + 3);
 }
 
@@ -323,19 +486,29 @@ fn unknown_kind_is_a_warning() {
 fn rule_yaml_syntax_error() {
     let text = BASE.replace("  replicas: 2\n", "  replicas: [2\n");
     let e = errors(&text);
-    assert!(e.iter().any(|p| p.message.starts_with("YAML syntax error") && p.pos.line >= line_of(&text, "replicas: [2", "kind: MachineDeployment")), "{e:#?}");
+    assert!(
+        e.iter().any(|p| p.message.starts_with("YAML syntax error")
+            && p.pos.line >= line_of(&text, "replicas: [2", "kind: MachineDeployment")),
+        "{e:#?}"
+    );
 }
 
 #[test]
 fn every_problem_is_reported_not_the_first() {
     let text = BASE
-        .replace("  replicas: 3\n  version: v1.31.2", "  replicas: 4\n  version: v1.31.2")
+        .replace(
+            "  replicas: 3\n  version: v1.31.2",
+            "  replicas: 4\n  version: v1.31.2",
+        )
         .replace("      version: v1.31.2\n", "      version: banana\n")
         .replace("          name: c1-md\n", "          name: c1-nope\n");
     let e = errors(&text);
     let msgs: Vec<&str> = e.iter().map(|p| p.message.as_str()).collect();
     assert!(msgs.iter().any(|m| m.contains("even number")), "{msgs:?}");
-    assert!(msgs.iter().any(|m| m.contains("malformed version")), "{msgs:?}");
+    assert!(
+        msgs.iter().any(|m| m.contains("malformed version")),
+        "{msgs:?}"
+    );
     assert!(msgs.iter().any(|m| m.contains("\"c1-nope\"")), "{msgs:?}");
     // Sorted by position.
     let lines: Vec<u32> = e.iter().map(|p| p.pos.line).collect();
@@ -346,12 +519,27 @@ fn every_problem_is_reported_not_the_first() {
 
 #[test]
 fn missing_variables_are_reported_together_sorted() {
-    let text = BASE.replace("name: c1-md\nspec:\n  clusterName: c1\n  replicas: 2", "name: c1-md\nspec:\n  clusterName: c1\n  replicas: ${WORKERS}").replace("  replicas: 3\n", "  replicas: ${CP_COUNT}\n").replace("      version: v1.31.2\n", "      version: ${K8S:=v1.31.2}\n");
+    let text = BASE
+        .replace(
+            "name: c1-md\nspec:\n  clusterName: c1\n  replicas: 2",
+            "name: c1-md\nspec:\n  clusterName: c1\n  replicas: ${WORKERS}",
+        )
+        .replace("  replicas: 3\n", "  replicas: ${CP_COUNT}\n")
+        .replace(
+            "      version: v1.31.2\n",
+            "      version: ${K8S:=v1.31.2}\n",
+        );
     match manifest::load_str("cluster.yaml", &text, &Variables::new()) {
         Err(ManifestError::MissingVariables(v)) => {
             let msg = ManifestError::MissingVariables(v.clone()).to_string();
             assert!(msg.contains("[CP_COUNT, WORKERS]"), "{msg}");
-            assert!(msg.contains(&format!("CP_COUNT: first used at cluster.yaml:{}", line_of(&text, "${CP_COUNT}", "kind: KubeadmControlPlane"))), "{msg}");
+            assert!(
+                msg.contains(&format!(
+                    "CP_COUNT: first used at cluster.yaml:{}",
+                    line_of(&text, "${CP_COUNT}", "kind: KubeadmControlPlane")
+                )),
+                "{msg}"
+            );
         }
         other => panic!("expected missing variables, got {other:?}"),
     }
@@ -365,16 +553,35 @@ fn missing_variables_are_reported_together_sorted() {
 #[test]
 fn cli_validate_exit_codes_and_nothing_written() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("bad.yaml"), BASE.replace("  replicas: 3\n  version", "  replicas: 2\n  version")).unwrap();
-    let out = capi(dir.path()).args(["validate", "-f", "bad.yaml"]).output().unwrap();
+    std::fs::write(
+        dir.path().join("bad.yaml"),
+        BASE.replace("  replicas: 3\n  version", "  replicas: 2\n  version"),
+    )
+    .unwrap();
+    let out = capi(dir.path())
+        .args(["validate", "-f", "bad.yaml"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
-    assert!(err.contains("bad.yaml:") && err.contains("even number"), "{err}");
-    let out = capi(dir.path()).args(["apply", "--auto-approve", "-f", "bad.yaml"]).output().unwrap();
+    assert!(
+        err.contains("bad.yaml:") && err.contains("even number"),
+        "{err}"
+    );
+    let out = capi(dir.path())
+        .args(["apply", "--auto-approve", "-f", "bad.yaml"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(!dir.path().join("capi.state.json").exists(), "nothing may be written on a manifest error");
+    assert!(
+        !dir.path().join("capi.state.json").exists(),
+        "nothing may be written on a manifest error"
+    );
     std::fs::write(dir.path().join("good.yaml"), BASE).unwrap();
-    let out = capi(dir.path()).args(["validate", "-f", "good.yaml"]).output().unwrap();
+    let out = capi(dir.path())
+        .args(["validate", "-f", "good.yaml"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(stdout(&out).contains("Success!"));
 }
@@ -389,6 +596,13 @@ fn directory_and_stdin_inputs() {
     std::fs::write(md.join("a.yaml"), docs[..3].join("---\n")).unwrap();
     std::fs::write(md.join("b.yml"), docs[3..].join("---\n")).unwrap();
     std::fs::write(md.join("notes.txt"), "not yaml").unwrap();
-    capi(dir.path()).args(["validate", "-f", "m"]).assert().success();
-    capi(dir.path()).args(["validate", "-f", "-"]).write_stdin(BASE).assert().success();
+    capi(dir.path())
+        .args(["validate", "-f", "m"])
+        .assert()
+        .success();
+    capi(dir.path())
+        .args(["validate", "-f", "-"])
+        .write_stdin(BASE)
+        .assert()
+        .success();
 }

@@ -71,7 +71,11 @@ spec:
         s.cp_replicas,
         s.cp_patch,
         s.cp_surge,
-        if s.pre_command { "\"echo changed\"" } else { "" }
+        if s.pre_command {
+            "\"echo changed\""
+        } else {
+            ""
+        }
     );
     for (i, md) in s.mds.iter().enumerate() {
         out.push_str(&format!(
@@ -101,8 +105,13 @@ fn strategy() -> impl Strategy<Value = String> {
         Just("{type: OnDelete}".to_string()),
         (0u32..3, 0u32..3)
             .prop_filter("not both 0", |(s, u)| s + u > 0)
-            .prop_map(|(s, u)| format!("{{type: RollingUpdate, rollingUpdate: {{maxSurge: {s}, maxUnavailable: {u}}}}}")),
-        Just("{type: RollingUpdate, rollingUpdate: {maxSurge: \"50%\", maxUnavailable: \"25%\"}}".to_string()),
+            .prop_map(|(s, u)| format!(
+                "{{type: RollingUpdate, rollingUpdate: {{maxSurge: {s}, maxUnavailable: {u}}}}}"
+            )),
+        Just(
+            "{type: RollingUpdate, rollingUpdate: {maxSurge: \"50%\", maxUnavailable: \"25%\"}}"
+                .to_string()
+        ),
     ]
 }
 
@@ -111,7 +120,14 @@ fn shape() -> impl Strategy<Value = Shape> {
         prop_oneof![Just(1u32), Just(3u32)],
         0u32..2,
         0u32..2,
-        proptest::collection::vec((0u32..5, strategy(), 0u32..2).prop_map(|(replicas, strategy, patch)| Md { replicas, strategy, patch }), 0..3),
+        proptest::collection::vec(
+            (0u32..5, strategy(), 0u32..2).prop_map(|(replicas, strategy, patch)| Md {
+                replicas,
+                strategy,
+                patch,
+            }),
+            0..3,
+        ),
         any::<bool>(),
     )
         .prop_map(|(cp_replicas, surge, cp_patch, mds, pre_command)| Shape {
@@ -119,7 +135,13 @@ fn shape() -> impl Strategy<Value = Shape> {
             cp_surge: if cp_replicas >= 3 { surge } else { 1 },
             cp_patch,
             // Workers may not be newer than the control plane.
-            mds: mds.into_iter().map(|m| Md { patch: m.patch.min(cp_patch), ..m }).collect(),
+            mds: mds
+                .into_iter()
+                .map(|m| Md {
+                    patch: m.patch.min(cp_patch),
+                    ..m
+                })
+                .collect(),
             pre_command,
         })
 }
@@ -127,7 +149,15 @@ fn shape() -> impl Strategy<Value = Shape> {
 fn plan_for(text: &str, state: &State) -> Plan {
     let m = capi::manifest::load_str("p.yaml", text, &Default::default()).expect("manifest");
     let d = capi::graph::build(&m, &Default::default()).expect("graph");
-    plan::plan(&d, state, &PlanOptions { now_unix: 1_900_000_000, ..Default::default() }).expect("plan")
+    plan::plan(
+        &d,
+        state,
+        &PlanOptions {
+            now_unix: 1_900_000_000,
+            ..Default::default()
+        },
+    )
+    .expect("plan")
 }
 
 /// An independent check of the order: a create/update runs after the
@@ -153,7 +183,12 @@ fn assert_ordered(p: &Plan, state: &State) {
             for r in &state.resources {
                 if r.dependencies.contains(&s.address) {
                     if let Some(&d) = position.get(&(r.address.clone(), Op::Delete)) {
-                        assert!(preds[s.id].contains(&d), "{} deleted before its dependent {}", s.address, r.address);
+                        assert!(
+                            preds[s.id].contains(&d),
+                            "{} deleted before its dependent {}",
+                            s.address,
+                            r.address
+                        );
                     }
                 }
             }
@@ -161,7 +196,12 @@ fn assert_ordered(p: &Plan, state: &State) {
             for dep in &s.dependencies {
                 for op in [Op::Create, Op::Update] {
                     if let Some(&d) = position.get(&(dep.clone(), op)) {
-                        assert!(preds[s.id].contains(&d), "{} does not wait for {} it depends on", s.address, dep);
+                        assert!(
+                            preds[s.id].contains(&d),
+                            "{} does not wait for {} it depends on",
+                            s.address,
+                            dep
+                        );
                     }
                 }
             }
@@ -170,9 +210,14 @@ fn assert_ordered(p: &Plan, state: &State) {
 }
 
 fn run(p: &Plan, state: State, dir: &std::path::Path) -> State {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
-        let sim: Arc<dyn Provider> = Arc::new(SimProvider::open(&dir.join("sim"), Some(std::time::Duration::ZERO)).unwrap());
+        let sim: Arc<dyn Provider> =
+            Arc::new(SimProvider::open(&dir.join("sim"), Some(std::time::Duration::ZERO)).unwrap());
         let exec = Executor {
             parallelism: 8,
             providers: BTreeMap::from([(ProviderKind::Sim, sim)]),

@@ -9,7 +9,13 @@ use std::time::{Duration, Instant};
 use crate::common::*;
 use crate::schema::assert_state_valid;
 
-fn cluster(version: &str, cp_replicas: u32, md_replicas: u32, surge: u32, unavailable: u32) -> String {
+fn cluster(
+    version: &str,
+    cp_replicas: u32,
+    md_replicas: u32,
+    surge: u32,
+    unavailable: u32,
+) -> String {
     format!(
         r#"apiVersion: cluster.x-k8s.io/v1beta2
 kind: Cluster
@@ -94,7 +100,13 @@ fn ops(dir: &Path) -> Vec<Ev> {
 
 /// Replay the log from `from`, checking at every event that the group holds
 /// at most `max_total` machines and at least `min_ready` ready ones.
-fn check_limits(events: &[Ev], from: usize, group: &str, max_total: usize, min_ready: usize) -> Result<(), String> {
+fn check_limits(
+    events: &[Ev],
+    from: usize,
+    group: &str,
+    max_total: usize,
+    min_ready: usize,
+) -> Result<(), String> {
     let mut total: BTreeSet<String> = BTreeSet::new();
     let mut ready: BTreeSet<String> = BTreeSet::new();
     for (i, e) in events.iter().enumerate() {
@@ -116,7 +128,21 @@ fn check_limits(events: &[Ev], from: usize, group: &str, max_total: usize, min_r
             _ => {}
         }
         if i >= from && (total.len() > max_total || ready.len() < min_ready) {
-            let trace: Vec<String> = events[from..=i].iter().enumerate().map(|(j, x)| format!("{}: [{}] {} {} {} {}", from + j, x.pid, x.event, x.group, x.address, x.version)).collect();
+            let trace: Vec<String> = events[from..=i]
+                .iter()
+                .enumerate()
+                .map(|(j, x)| {
+                    format!(
+                        "{}: [{}] {} {} {} {}",
+                        from + j,
+                        x.pid,
+                        x.event,
+                        x.group,
+                        x.address,
+                        x.version
+                    )
+                })
+                .collect();
             return Err(format!("{group}: {} machines ({} ready) at event {i}; limits: at most {max_total}, at least {min_ready} ready\n{}", total.len(), ready.len(), trace.join("\n")));
         }
     }
@@ -127,15 +153,21 @@ fn check_limits(events: &[Ev], from: usize, group: &str, max_total: usize, min_r
 fn plans(dir: &Path) -> String {
     let mut out = String::new();
     for i in 0.. {
-        let Ok(text) = std::fs::read_to_string(dir.join(format!("run-{i}.jsonl"))) else { break };
+        let Ok(text) = std::fs::read_to_string(dir.join(format!("run-{i}.jsonl"))) else {
+            break;
+        };
         for l in text.lines() {
             let v: serde_json::Value = serde_json::from_str(l).unwrap_or_default();
             if v["type"] == "plan" {
                 for s in v["plan"]["steps"].as_array().unwrap() {
                     let a = s["address"].as_str().unwrap();
                     if a.contains("/machine/") {
-                        let pid = std::fs::read_to_string(dir.join(format!("run-{i}.pid"))).unwrap_or_default();
-                        out.push_str(&format!("run {i} [{pid}]: step {} {} {} after {}\n", s["id"], s["op"], a, s["after"]));
+                        let pid = std::fs::read_to_string(dir.join(format!("run-{i}.pid")))
+                            .unwrap_or_default();
+                        out.push_str(&format!(
+                            "run {i} [{pid}]: step {} {} {} after {}\n",
+                            s["id"], s["op"], a, s["after"]
+                        ));
                     }
                 }
             }
@@ -151,7 +183,13 @@ fn run_until_done(dir: &Path, args: &[&str], kill_after_events: &[usize]) -> usi
     for &k in kill_after_events {
         let before = ops(dir).len();
         let out = std::fs::File::create(dir.join(format!("run-{kills}.jsonl"))).unwrap();
-        let mut child = capi_process(dir).args(args).arg("--json").stdout(out).stderr(std::process::Stdio::null()).spawn().unwrap();
+        let mut child = capi_process(dir)
+            .args(args)
+            .arg("--json")
+            .stdout(out)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
         let _ = std::fs::write(dir.join(format!("run-{kills}.pid")), child.id().to_string());
         let t = Instant::now();
         loop {
@@ -179,13 +217,30 @@ fn run_until_done(dir: &Path, args: &[&str], kill_after_events: &[usize]) -> usi
 fn interrupted_rollouts_resume_and_never_break_the_limits() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("c.yaml"), cluster("v1.31.2", 3, 5, 2, 1)).unwrap();
-    capi(dir.path()).args(["apply", "--auto-approve", "-f", "c.yaml"]).assert().success();
+    capi(dir.path())
+        .args(["apply", "--auto-approve", "-f", "c.yaml"])
+        .assert()
+        .success();
     let start = ops(dir.path()).len();
     std::fs::write(dir.path().join("c.yaml"), cluster("v1.31.3", 3, 5, 2, 1)).unwrap();
     // Kill after 1, 2, 3... more operations, until an apply finishes.
     let schedule: Vec<usize> = (1..=12).collect();
-    let kills = run_until_done(dir.path(), &["apply", "--auto-approve", "--sim-latency", "80ms", "-f", "c.yaml"], &schedule);
-    assert!(kills >= 5, "only {kills} kills: the rollout finished too early to test resumption");
+    let kills = run_until_done(
+        dir.path(),
+        &[
+            "apply",
+            "--auto-approve",
+            "--sim-latency",
+            "80ms",
+            "-f",
+            "c.yaml",
+        ],
+        &schedule,
+    );
+    assert!(
+        kills >= 5,
+        "only {kills} kills: the rollout finished too early to test resumption"
+    );
     let events = ops(dir.path());
     // MachineDeployment: never more than 5 + 2, never fewer than 5 − 1 ready.
     if let Err(e) = check_limits(&events, start, "MachineDeployment/roll-md", 7, 4) {
@@ -197,17 +252,41 @@ fn interrupted_rollouts_resume_and_never_break_the_limits() {
     }
     // Workers wait for the control plane: every new worker is created after
     // the last control-plane machine of the old version is gone.
-    let last_cp_delete = events.iter().rposition(|e| e.group.starts_with("KubeadmControlPlane") && e.event == "machine-deleted" && !e.already_gone).unwrap();
-    let first_new_worker = events.iter().position(|e| e.group.starts_with("MachineDeployment") && e.version == "v1.31.3").unwrap();
-    assert!(first_new_worker > last_cp_delete, "workers rolled before the control plane finished");
+    let last_cp_delete = events
+        .iter()
+        .rposition(|e| {
+            e.group.starts_with("KubeadmControlPlane")
+                && e.event == "machine-deleted"
+                && !e.already_gone
+        })
+        .unwrap();
+    let first_new_worker = events
+        .iter()
+        .position(|e| e.group.starts_with("MachineDeployment") && e.version == "v1.31.3")
+        .unwrap();
+    assert!(
+        first_new_worker > last_cp_delete,
+        "workers rolled before the control plane finished"
+    );
     // Converged: all at the new version, state valid, nothing left to do.
     assert_state_valid(&dir.path().join("capi.state.json"));
-    let state = capi::state::StateStore::new(dir.path().join("capi.state.json")).load().unwrap().unwrap();
-    let versions: BTreeSet<String> = state.resources.iter().filter_map(|r| r.attributes.as_machine().map(|m| m.version.clone())).collect();
+    let state = capi::state::StateStore::new(dir.path().join("capi.state.json"))
+        .load()
+        .unwrap()
+        .unwrap();
+    let versions: BTreeSet<String> = state
+        .resources
+        .iter()
+        .filter_map(|r| r.attributes.as_machine().map(|m| m.version.clone()))
+        .collect();
     assert_eq!(versions, BTreeSet::from(["v1.31.3".to_string()]));
-    let sim = capi::provider::sim::SimProvider::open(&dir.path().join("capi.state.sim"), None).unwrap();
+    let sim =
+        capi::provider::sim::SimProvider::open(&dir.path().join("capi.state.sim"), None).unwrap();
     assert_eq!(sim.machines(None).len(), 8);
-    let out = capi(dir.path()).args(["plan", "--detailed-exitcode", "-f", "c.yaml"]).output().unwrap();
+    let out = capi(dir.path())
+        .args(["plan", "--detailed-exitcode", "-f", "c.yaml"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
 }
 
@@ -215,32 +294,91 @@ fn interrupted_rollouts_resume_and_never_break_the_limits() {
 fn a_failing_health_check_stops_the_rollout_and_apply_resumes() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("c.yaml"), cluster("v1.31.2", 1, 3, 1, 0)).unwrap();
-    capi(dir.path()).args(["apply", "--auto-approve", "-f", "c.yaml"]).assert().success();
-    std::fs::write(dir.path().join("c.yaml"), cluster("v1.31.3", 1, 3, 1, 0).replace("replicas: 1\n  version: v1.31.3", "replicas: 1\n  version: v1.31.2")).unwrap();
+    capi(dir.path())
+        .args(["apply", "--auto-approve", "-f", "c.yaml"])
+        .assert()
+        .success();
+    std::fs::write(
+        dir.path().join("c.yaml"),
+        cluster("v1.31.3", 1, 3, 1, 0).replace(
+            "replicas: 1\n  version: v1.31.3",
+            "replicas: 1\n  version: v1.31.2",
+        ),
+    )
+    .unwrap();
     let out = capi(dir.path())
-        .args(["apply", "--auto-approve", "--json", "-f", "c.yaml", "--health-check", "echo not ready; exit 3", "--health-check-count", "2", "--health-check-interval", "10ms", "--health-check-timeout", "300ms"])
+        .args([
+            "apply",
+            "--auto-approve",
+            "--json",
+            "-f",
+            "c.yaml",
+            "--health-check",
+            "echo not ready; exit 3",
+            "--health-check-count",
+            "2",
+            "--health-check-interval",
+            "10ms",
+            "--health-check-timeout",
+            "300ms",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let events = json_events(&stdout(&out));
-    let checks: Vec<&serde_json::Value> = events.iter().filter(|e| e["type"] == "health_check").collect();
-    assert!(!checks.is_empty() && checks.iter().all(|c| c["passed"] == false && c["output"].as_str().unwrap().contains("not ready")));
-    assert!(stderr(&out).contains("did not pass 2 time(s) in a row"), "{}", stderr(&out));
+    let checks: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e["type"] == "health_check")
+        .collect();
+    assert!(
+        !checks.is_empty()
+            && checks.iter().all(
+                |c| c["passed"] == false && c["output"].as_str().unwrap().contains("not ready")
+            )
+    );
+    assert!(
+        stderr(&out).contains("did not pass 2 time(s) in a row"),
+        "{}",
+        stderr(&out)
+    );
     // The first new machine exists; no old machine was deleted (the rollout stopped).
-    let state = capi::state::StateStore::new(dir.path().join("capi.state.json")).load().unwrap().unwrap();
+    let state = capi::state::StateStore::new(dir.path().join("capi.state.json"))
+        .load()
+        .unwrap()
+        .unwrap();
     assert_state_valid(&dir.path().join("capi.state.json"));
-    let by_version: BTreeMap<String, usize> = state.resources.iter().filter_map(|r| r.attributes.as_machine()).filter(|m| m.owner.kind == "MachineDeployment").fold(BTreeMap::new(), |mut acc, m| {
-        *acc.entry(m.version.clone()).or_default() += 1;
-        acc
-    });
+    let by_version: BTreeMap<String, usize> = state
+        .resources
+        .iter()
+        .filter_map(|r| r.attributes.as_machine())
+        .filter(|m| m.owner.kind == "MachineDeployment")
+        .fold(BTreeMap::new(), |mut acc, m| {
+            *acc.entry(m.version.clone()).or_default() += 1;
+            acc
+        });
     assert_eq!(by_version.get("v1.31.3"), Some(&1), "{by_version:?}");
     assert_eq!(by_version.get("v1.31.2"), Some(&3), "{by_version:?}");
     // A passing check (2 in a row), with the cluster and a kubeconfig in its environment.
     let check = r#"test "$CAPI_CLUSTER" = roll && grep -q "server: https://" "$KUBECONFIG""#;
-    let out = capi(dir.path()).args(["apply", "--auto-approve", "-f", "c.yaml", "--health-check", check, "--health-check-interval", "10ms"]).output().unwrap();
+    let out = capi(dir.path())
+        .args([
+            "apply",
+            "--auto-approve",
+            "-f",
+            "c.yaml",
+            "--health-check",
+            check,
+            "--health-check-interval",
+            "10ms",
+        ])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("passed"));
-    let out = capi(dir.path()).args(["plan", "--detailed-exitcode", "-f", "c.yaml"]).output().unwrap();
+    let out = capi(dir.path())
+        .args(["plan", "--detailed-exitcode", "-f", "c.yaml"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0));
 }
 
@@ -249,34 +387,75 @@ fn chained_upgrade_from_1_29_to_1_31() {
     let dir = tempfile::tempdir().unwrap();
     let original = cluster("v1.29.4", 3, 2, 1, 0);
     std::fs::write(dir.path().join("c.yaml"), &original).unwrap();
-    capi(dir.path()).args(["apply", "--auto-approve", "-f", "c.yaml"]).assert().success();
+    capi(dir.path())
+        .args(["apply", "--auto-approve", "-f", "c.yaml"])
+        .assert()
+        .success();
     let state_before = std::fs::read(dir.path().join("capi.state.json")).unwrap();
 
     // Skipping a minor in the manifests is refused.
     std::fs::write(dir.path().join("skip.yaml"), cluster("v1.31.2", 3, 2, 1, 0)).unwrap();
-    let out = capi(dir.path()).args(["plan", "-f", "skip.yaml"]).output().unwrap();
+    let out = capi(dir.path())
+        .args(["plan", "-f", "skip.yaml"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("at most one minor version at a time"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("at most one minor version at a time"),
+        "{}",
+        stderr(&out)
+    );
 
     // --dry-run shows both steps and their waves, and changes nothing.
-    let out = capi(dir.path()).args(["upgrade", "--to", "v1.31.2", "--dry-run", "-f", "c.yaml"]).output().unwrap();
+    let out = capi(dir.path())
+        .args(["upgrade", "--to", "v1.31.2", "--dry-run", "-f", "c.yaml"])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
-    assert!(text.contains("from v1.29.4 to v1.31.2: 2 steps (v1.30.0 → v1.31.2)"), "{text}");
-    assert!(text.contains("=== Step 1/2: v1.30.0 ===") && text.contains("=== Step 2/2: v1.31.2 ==="), "{text}");
+    assert!(
+        text.contains("from v1.29.4 to v1.31.2: 2 steps (v1.30.0 → v1.31.2)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("=== Step 1/2: v1.30.0 ===") && text.contains("=== Step 2/2: v1.31.2 ==="),
+        "{text}"
+    );
     assert!(text.matches("Rollout order").count() == 2, "{text}");
-    assert_eq!(std::fs::read(dir.path().join("capi.state.json")).unwrap(), state_before);
-    assert_eq!(std::fs::read_to_string(dir.path().join("c.yaml")).unwrap(), original);
+    assert_eq!(
+        std::fs::read(dir.path().join("capi.state.json")).unwrap(),
+        state_before
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("c.yaml")).unwrap(),
+        original
+    );
 
     // The real upgrade, writing the versions back.
     let start = ops(dir.path()).len();
-    let out = capi(dir.path()).args(["upgrade", "--to", "v1.31.2", "--auto-approve", "--write", "-f", "c.yaml"]).output().unwrap();
+    let out = capi(dir.path())
+        .args([
+            "upgrade",
+            "--to",
+            "v1.31.2",
+            "--auto-approve",
+            "--write",
+            "-f",
+            "c.yaml",
+        ])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let events = ops(dir.path());
     let order: Vec<(String, String)> = events[start..]
         .iter()
         .filter(|e| e.event == "machine-ready")
-        .map(|e| (e.version.clone(), e.group.split('/').next().unwrap().to_string()))
+        .map(|e| {
+            (
+                e.version.clone(),
+                e.group.split('/').next().unwrap().to_string(),
+            )
+        })
         .collect();
     // Control plane v1.30, then workers v1.30, then control plane v1.31, then workers v1.31.
     let mut phases: Vec<(String, String)> = Vec::new();
@@ -285,32 +464,87 @@ fn chained_upgrade_from_1_29_to_1_31() {
             phases.push(p);
         }
     }
-    let expected: Vec<(String, String)> = [("v1.30.0", "KubeadmControlPlane"), ("v1.30.0", "MachineDeployment"), ("v1.31.2", "KubeadmControlPlane"), ("v1.31.2", "MachineDeployment")]
-        .iter()
-        .map(|(a, b)| (a.to_string(), b.to_string()))
-        .collect();
+    let expected: Vec<(String, String)> = [
+        ("v1.30.0", "KubeadmControlPlane"),
+        ("v1.30.0", "MachineDeployment"),
+        ("v1.31.2", "KubeadmControlPlane"),
+        ("v1.31.2", "MachineDeployment"),
+    ]
+    .iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
     assert_eq!(phases, expected);
     // --write changed the two version values and nothing else.
     let written = std::fs::read_to_string(dir.path().join("c.yaml")).unwrap();
     assert_eq!(written, original.replace("v1.29.4", "v1.31.2"));
-    assert!(written.contains("version: v1.31.2   # the control plane's version"), "comment kept");
-    let out = capi(dir.path()).args(["plan", "--detailed-exitcode", "-f", "c.yaml"]).output().unwrap();
+    assert!(
+        written.contains("version: v1.31.2   # the control plane's version"),
+        "comment kept"
+    );
+    let out = capi(dir.path())
+        .args(["plan", "--detailed-exitcode", "-f", "c.yaml"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
     // describe shows everything ready and up to date.
-    let d = stdout(&capi(dir.path()).args(["describe", "cluster", "roll", "-f", "c.yaml"]).output().unwrap());
-    assert!(d.starts_with("NAME") && d.contains("Cluster/roll") && d.contains("5/5"), "{d}");
-    assert!(d.contains("ControlPlane - KubeadmControlPlane/roll-cp") && d.contains("3 Machines..."), "{d}");
+    let d = stdout(
+        &capi(dir.path())
+            .args(["describe", "cluster", "roll", "-f", "c.yaml"])
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        d.starts_with("NAME") && d.contains("Cluster/roll") && d.contains("5/5"),
+        "{d}"
+    );
+    assert!(
+        d.contains("ControlPlane - KubeadmControlPlane/roll-cp") && d.contains("3 Machines..."),
+        "{d}"
+    );
 }
 
 #[test]
 fn describe_shows_progress_and_reasons() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("c.yaml"), cluster("v1.31.2", 1, 3, 1, 0)).unwrap();
-    capi(dir.path()).args(["apply", "--auto-approve", "-f", "c.yaml"]).assert().success();
-    std::fs::write(dir.path().join("new.yaml"), cluster("v1.31.3", 1, 3, 1, 0).replace("replicas: 1\n  version: v1.31.3", "replicas: 1\n  version: v1.31.2")).unwrap();
-    let d = stdout(&capi(dir.path()).args(["describe", "cluster", "roll", "-f", "new.yaml", "--grouping=false"]).output().unwrap());
-    assert!(d.contains("RollingUpdate") && d.contains("3 of 3 machines outdated"), "{d}");
+    capi(dir.path())
+        .args(["apply", "--auto-approve", "-f", "c.yaml"])
+        .assert()
+        .success();
+    std::fs::write(
+        dir.path().join("new.yaml"),
+        cluster("v1.31.3", 1, 3, 1, 0).replace(
+            "replicas: 1\n  version: v1.31.3",
+            "replicas: 1\n  version: v1.31.2",
+        ),
+    )
+    .unwrap();
+    let d = stdout(
+        &capi(dir.path())
+            .args([
+                "describe",
+                "cluster",
+                "roll",
+                "-f",
+                "new.yaml",
+                "--grouping=false",
+            ])
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        d.contains("RollingUpdate") && d.contains("3 of 3 machines outdated"),
+        "{d}"
+    );
     assert_eq!(d.matches("Outdated").count(), 3, "{d}");
-    let plain = stdout(&capi(dir.path()).args(["describe", "cluster", "roll"]).output().unwrap());
-    assert!(plain.contains("MachineDeployment/roll-md") && plain.contains("3/3"), "{plain}");
+    let plain = stdout(
+        &capi(dir.path())
+            .args(["describe", "cluster", "roll"])
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        plain.contains("MachineDeployment/roll-md") && plain.contains("3/3"),
+        "{plain}"
+    );
 }

@@ -34,7 +34,10 @@ fn read_lines(p: &Path) -> Vec<(String, String)> {
         .unwrap_or_default()
         .lines()
         .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
-        .filter_map(|l| l.split_once('=').map(|(k, v)| (k.trim().to_string(), v.trim().to_string())))
+        .filter_map(|l| {
+            l.split_once('=')
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        })
         .collect()
 }
 
@@ -47,26 +50,34 @@ fn regenerate_state(dir: &Path) {
             continue;
         }
         let mut c = capi(work.path());
-        c.args(["apply", "--auto-approve", "--sim-latency", "0s", "-f"]).arg(dir.join(setup)).env("CAPI_NOW", "2029-12-31T23:00:00Z");
+        c.args(["apply", "--auto-approve", "--sim-latency", "0s", "-f"])
+            .arg(dir.join(setup))
+            .env("CAPI_NOW", "2029-12-31T23:00:00Z");
         for (k, v) in read_lines(&dir.join("setup.env")) {
             c.env(k, v);
         }
         let _ = c.output().unwrap();
     }
-    let mut state = StateStore::new(work.path().join("capi.state.json")).load().unwrap().expect("setup produced a state");
+    let mut state = StateStore::new(work.path().join("capi.state.json"))
+        .load()
+        .unwrap()
+        .expect("setup produced a state");
     for r in &mut state.resources {
         for v in r.sensitive.values_mut() {
             *v = "(stripped from the scenario)".into();
         }
         // Long PEM blocks are noise in review; keep the hash and dates.
-        r.observed.retain(|k, _| !k.ends_with(".crt") && !k.ends_with(".pub"));
+        r.observed
+            .retain(|k, _| !k.ends_with(".crt") && !k.ends_with(".pub"));
         // Make the token valid at the scenario clock.
         if let Some(e) = r.observed.get_mut("expires_unix") {
             *e = serde_json::json!(capi::util::time::parse_rfc3339(NOW).unwrap() + 12 * 3600);
         }
     }
     let _ = std::fs::remove_file(dir.join("state.json"));
-    StateStore::new(dir.join("state.json")).save(&state).unwrap();
+    StateStore::new(dir.join("state.json"))
+        .save(&state)
+        .unwrap();
     let _ = std::fs::remove_file(dir.join("state.json.backup"));
 }
 
@@ -85,17 +96,25 @@ fn scenario_folders() {
         if dir.join("state.json").exists() {
             std::fs::copy(dir.join("state.json"), work.path().join("capi.state.json")).unwrap();
         } else {
-            assert!(!dir.join("setup.yaml").exists(), "{name}: state.json missing; run with CAPI_UPDATE_SCENARIOS=1");
+            assert!(
+                !dir.join("setup.yaml").exists(),
+                "{name}: state.json missing; run with CAPI_UPDATE_SCENARIOS=1"
+            );
         }
         let mut c = capi(work.path());
-        c.args(["plan", "--refresh=false", "-f"]).arg(dir.join("manifest.yaml")).env("CAPI_NOW", NOW);
+        c.args(["plan", "--refresh=false", "-f"])
+            .arg(dir.join("manifest.yaml"))
+            .env("CAPI_NOW", NOW);
         let extra = std::fs::read_to_string(dir.join("args")).unwrap_or_default();
         c.args(extra.split_whitespace());
         let out = c.output().unwrap();
         let (file, actual) = if out.status.success() {
             ("plan.txt", stdout(&out))
         } else {
-            ("error.txt", stderr(&out).replace(&dir.display().to_string(), "<scenario>"))
+            (
+                "error.txt",
+                stderr(&out).replace(&dir.display().to_string(), "<scenario>"),
+            )
         };
         let expected_path = dir.join(file);
         if update {
@@ -104,13 +123,24 @@ fn scenario_folders() {
             std::fs::write(&expected_path, &actual).unwrap();
             continue;
         }
-        let expected = std::fs::read_to_string(&expected_path).unwrap_or_else(|_| format!("<{file} missing>"));
+        let expected =
+            std::fs::read_to_string(&expected_path).unwrap_or_else(|_| format!("<{file} missing>"));
         if expected != actual {
-            failures.push(format!("--- {name}/{file} expected\n{expected}\n--- actual\n{actual}"));
+            failures.push(format!(
+                "--- {name}/{file} expected\n{expected}\n--- actual\n{actual}"
+            ));
         }
         // Determinism: the same inputs give a byte-identical plan.
         let again = c.output().unwrap();
-        assert_eq!(out.stdout, again.stdout, "{name}: plan is not deterministic");
+        assert_eq!(
+            out.stdout, again.stdout,
+            "{name}: plan is not deterministic"
+        );
     }
-    assert!(failures.is_empty(), "{} scenario(s) differ (review, then CAPI_UPDATE_SCENARIOS=1):\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} scenario(s) differ (review, then CAPI_UPDATE_SCENARIOS=1):\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

@@ -10,7 +10,15 @@ use super::super::output::Printer;
 use super::super::{json, CliError};
 use super::*;
 
-pub async fn run(g: &GlobalArgs, margs: &ManifestArgs, run: &RunArgs, a: &ApplyArgs, targets: &TargetArgs, health: &HealthArgs, p: &Printer) -> Result<u8, CliError> {
+pub async fn run(
+    g: &GlobalArgs,
+    margs: &ManifestArgs,
+    run: &RunArgs,
+    a: &ApplyArgs,
+    targets: &TargetArgs,
+    health: &HealthArgs,
+    p: &Printer,
+) -> Result<u8, CliError> {
     let m = load_manifests(margs, p)?;
     let desired = build_desired(&m, margs)?;
     let _lock = lock(g, "apply", run)?;
@@ -35,38 +43,91 @@ pub async fn run(g: &GlobalArgs, margs: &ManifestArgs, run: &RunArgs, a: &ApplyA
     }
     let kinds: BTreeSet<_> = pl.steps.iter().map(|s| s.provider).collect();
     let providers = providers_for(&kinds, &provider_settings(g, Some(run), Some(&m))).await?;
-    let report = execute(&pl, state, store, providers, manifest_secrets(&m), a.parallelism, health.check(), p).await;
+    let report = execute(
+        &pl,
+        state,
+        store,
+        providers,
+        manifest_secrets(&m),
+        a.parallelism,
+        health.check(),
+        p,
+    )
+    .await;
     Ok(report_outcome(&report, &pl, "apply", p))
 }
 
 /// `capi apply FILE`: apply exactly a saved plan, refusing a stale one.
-pub async fn run_saved(g: &GlobalArgs, file: &std::path::Path, margs: &ManifestArgs, run: &RunArgs, a: &ApplyArgs, health: &HealthArgs, p: &Printer) -> Result<u8, CliError> {
-    let bytes = std::fs::read(file).map_err(|e| CliError::Usage(format!("cannot read the plan file {}: {e}", file.display())))?;
-    let pf = plan::file::decode(&bytes).map_err(|e| CliError::Message(format!("the plan file {} cannot be used: {e}", file.display())))?;
+pub async fn run_saved(
+    g: &GlobalArgs,
+    file: &std::path::Path,
+    margs: &ManifestArgs,
+    run: &RunArgs,
+    a: &ApplyArgs,
+    health: &HealthArgs,
+    p: &Printer,
+) -> Result<u8, CliError> {
+    let bytes = std::fs::read(file).map_err(|e| {
+        CliError::Usage(format!("cannot read the plan file {}: {e}", file.display()))
+    })?;
+    let pf = plan::file::decode(&bytes).map_err(|e| {
+        CliError::Message(format!(
+            "the plan file {} cannot be used: {e}",
+            file.display()
+        ))
+    })?;
     // The manifests it was made from, read again with today's variables.
     let mut margs = margs.clone();
     if margs.files.is_empty() {
         if pf.manifest_files.iter().any(|f| f == "-") {
-            return Err(CliError::Usage("the plan was made from stdin: pass the same manifests again with -f -".into()));
+            return Err(CliError::Usage(
+                "the plan was made from stdin: pass the same manifests again with -f -".into(),
+            ));
         }
-        margs.files = pf.manifest_files.iter().map(std::path::PathBuf::from).collect();
+        margs.files = pf
+            .manifest_files
+            .iter()
+            .map(std::path::PathBuf::from)
+            .collect();
     }
     let m = load_manifests(&margs, p)?;
     let _lock = lock(g, "apply", run)?;
     let store = StateStore::new(&g.state);
     let state = load_state(&store)?;
-    plan::file::check_fresh(&pf, &state.lineage, state.serial, &m.source_digest, &m.variables_digest()).map_err(|e| CliError::Message(e.to_string()))?;
-    plan::check::check(&pf.plan, &state).map_err(|e| CliError::Message(format!("the saved plan is not consistent: {e}")))?;
+    plan::file::check_fresh(
+        &pf,
+        &state.lineage,
+        state.serial,
+        &m.source_digest,
+        &m.variables_digest(),
+    )
+    .map_err(|e| CliError::Message(e.to_string()))?;
+    plan::check::check(&pf.plan, &state)
+        .map_err(|e| CliError::Message(format!("the saved plan is not consistent: {e}")))?;
     let pl = pf.plan;
     if pl.is_empty() {
         p.data("No changes. Your infrastructure matches the configuration.\n");
         return Ok(0);
     }
     if !p.json {
-        p.message(&format!("Applying the saved plan {} ({} operations).", file.display(), pl.steps.len()));
+        p.message(&format!(
+            "Applying the saved plan {} ({} operations).",
+            file.display(),
+            pl.steps.len()
+        ));
     }
     let kinds: BTreeSet<_> = pl.steps.iter().map(|s| s.provider).collect();
     let providers = providers_for(&kinds, &provider_settings(g, Some(run), Some(&m))).await?;
-    let report = execute(&pl, state, store, providers, manifest_secrets(&m), a.parallelism, health.check(), p).await;
+    let report = execute(
+        &pl,
+        state,
+        store,
+        providers,
+        manifest_secrets(&m),
+        a.parallelism,
+        health.check(),
+        p,
+    )
+    .await;
     Ok(report_outcome(&report, &pl, "apply", p))
 }

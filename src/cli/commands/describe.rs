@@ -29,12 +29,30 @@ struct Row {
 
 fn machine_state(r: &Resource) -> (bool, &'static str, String) {
     match r.status {
-        Status::Ready if r.observed.get("ready").and_then(|v| v.as_bool()).unwrap_or(true) => (true, "Ready", String::new()),
-        Status::Ready => (false, "NotReady", "the provider reports it not ready".into()),
+        Status::Ready
+            if r.observed
+                .get("ready")
+                .and_then(|v| v.as_bool())
+                .unwrap_or(true) =>
+        {
+            (true, "Ready", String::new())
+        }
+        Status::Ready => (
+            false,
+            "NotReady",
+            "the provider reports it not ready".into(),
+        ),
         Status::Creating => (false, "Provisioning", "being created".into()),
         Status::Updating => (false, "Updating", "being updated".into()),
         Status::Deleting => (false, "Deleting", "being deleted".into()),
-        Status::Failed => (false, "Failed", r.error.as_ref().map(|e| e.message.lines().next().unwrap_or_default().to_string()).unwrap_or_default()),
+        Status::Failed => (
+            false,
+            "Failed",
+            r.error
+                .as_ref()
+                .map(|e| e.message.lines().next().unwrap_or_default().to_string())
+                .unwrap_or_default(),
+        ),
     }
 }
 
@@ -42,26 +60,59 @@ fn up_to_date(r: &Resource, desired: Option<&DesiredCluster>) -> Option<bool> {
     let m = r.attributes.as_machine()?;
     let d = desired?;
     let g = d.groups.iter().find(|g| g.owner == m.owner)?;
-    Some(m.identity == g.machine_identity(&m.failure_domain) && g.failure_domains.contains(&m.failure_domain))
+    Some(
+        m.identity == g.machine_identity(&m.failure_domain)
+            && g.failure_domains.contains(&m.failure_domain),
+    )
 }
 
-fn group_rows(machines: &[&Resource], desired_replicas: Option<u32>, desired: Option<&DesiredCluster>, grouping: bool, prefix: &str, rows: &mut Vec<Row>) -> (usize, usize, Option<usize>) {
+fn group_rows(
+    machines: &[&Resource],
+    desired_replicas: Option<u32>,
+    desired: Option<&DesiredCluster>,
+    grouping: bool,
+    prefix: &str,
+    rows: &mut Vec<Row>,
+) -> (usize, usize, Option<usize>) {
     let ready = machines.iter().filter(|r| machine_state(r).0).count();
-    let utd: Option<usize> = if desired.is_some() { Some(machines.iter().filter(|r| up_to_date(r, desired) == Some(true)).count()) } else { None };
+    let utd: Option<usize> = if desired.is_some() {
+        Some(
+            machines
+                .iter()
+                .filter(|r| up_to_date(r, desired) == Some(true))
+                .count(),
+        )
+    } else {
+        None
+    };
     // Machines that are ready and up to date collapse into one row.
-    let (fine, other): (Vec<&&Resource>, Vec<&&Resource>) = machines.iter().partition(|r| machine_state(r).0 && up_to_date(r, desired) != Some(false));
+    let (fine, other): (Vec<&&Resource>, Vec<&&Resource>) = machines
+        .iter()
+        .partition(|r| machine_state(r).0 && up_to_date(r, desired) != Some(false));
     let mut entries: Vec<Row> = Vec::new();
     if grouping && fine.len() > 1 {
-        let names: Vec<String> = fine.iter().take(3).map(|r| r.address.name().unwrap_or_default().to_string()).collect();
+        let names: Vec<String> = fine
+            .iter()
+            .take(3)
+            .map(|r| r.address.name().unwrap_or_default().to_string())
+            .collect();
         entries.push(Row {
             name: format!("{} Machines...", fine.len()),
             replicas: String::new(),
             available: fine.len().to_string(),
             ready: fine.len().to_string(),
-            up_to_date: if desired.is_some() { fine.len().to_string() } else { String::new() },
+            up_to_date: if desired.is_some() {
+                fine.len().to_string()
+            } else {
+                String::new()
+            },
             status: "True".into(),
             reason: "Ready".into(),
-            message: format!("See {}{}", names.join(", "), if fine.len() > 3 { ", ..." } else { "" }),
+            message: format!(
+                "See {}{}",
+                names.join(", "),
+                if fine.len() > 3 { ", ..." } else { "" }
+            ),
         });
     } else {
         for r in &fine {
@@ -85,48 +136,103 @@ fn machine_row(r: &Resource, desired: Option<&DesiredCluster>) -> Row {
     let utd = up_to_date(r, desired);
     let m = r.attributes.as_machine();
     if utd == Some(false) && ok {
-        message = format!("outdated ({}): will be replaced", m.map(|m| m.version.as_str()).unwrap_or_default());
+        message = format!(
+            "outdated ({}): will be replaced",
+            m.map(|m| m.version.as_str()).unwrap_or_default()
+        );
     }
     Row {
         name: format!("Machine/{}", r.address.name().unwrap_or_default()),
         replicas: String::new(),
         available: String::new(),
         ready: String::from(if ok { "1" } else { "0" }),
-        up_to_date: utd.map(|u| if u { "1" } else { "0" }.to_string()).unwrap_or_default(),
+        up_to_date: utd
+            .map(|u| if u { "1" } else { "0" }.to_string())
+            .unwrap_or_default(),
         status: if ok { "True" } else { "False" }.into(),
-        reason: if utd == Some(false) && ok { "Outdated".into() } else { reason.into() },
+        reason: if utd == Some(false) && ok {
+            "Outdated".into()
+        } else {
+            reason.into()
+        },
         message,
     }
 }
 
-pub fn run(g: &GlobalArgs, cluster: &str, margs: &ManifestArgs, grouping: bool, p: &Printer) -> Result<u8, CliError> {
-    let state = StateStore::new(&g.state).load()?.unwrap_or_else(State::empty);
-    let desired = if margs.files.is_empty() { None } else { Some(build_desired(&load_manifests(margs, p)?, margs)?) };
+pub fn run(
+    g: &GlobalArgs,
+    cluster: &str,
+    margs: &ManifestArgs,
+    grouping: bool,
+    p: &Printer,
+) -> Result<u8, CliError> {
+    let state = StateStore::new(&g.state)
+        .load()?
+        .unwrap_or_else(State::empty);
+    let desired = if margs.files.is_empty() {
+        None
+    } else {
+        Some(build_desired(&load_manifests(margs, p)?, margs)?)
+    };
     let dc = desired.as_ref().and_then(|d| d.cluster(cluster));
     let resources: Vec<&Resource> = state.cluster_resources(cluster).collect();
     if resources.is_empty() && dc.is_none() {
-        return Err(CliError::Usage(format!("no cluster {cluster:?} in the state; clusters: {}", state.cluster_keys().join(", "))));
+        return Err(CliError::Usage(format!(
+            "no cluster {cluster:?} in the state; clusters: {}",
+            state.cluster_keys().join(", ")
+        )));
     }
-    let machines: Vec<&Resource> = resources.iter().copied().filter(|r| r.attributes.as_machine().is_some()).collect();
+    let machines: Vec<&Resource> = resources
+        .iter()
+        .copied()
+        .filter(|r| r.attributes.as_machine().is_some())
+        .collect();
     let mut rows: Vec<Row> = Vec::new();
     let infra = resources.iter().find_map(|r| match &r.attributes {
         Spec::Network(n) => Some((n.infra.kind.clone(), n.infra.name.clone(), r)),
         _ => None,
     });
-    let lb_ok = resources.iter().any(|r| matches!(r.attributes, Spec::Loadbalancer(_)) && r.status == Status::Ready);
+    let lb_ok = resources
+        .iter()
+        .any(|r| matches!(r.attributes, Spec::Loadbalancer(_)) && r.status == Status::Ready);
     let total_ready = machines.iter().filter(|r| machine_state(r).0).count();
-    let total_utd = if dc.is_some() { Some(machines.iter().filter(|r| up_to_date(r, dc) == Some(true)).count()) } else { None };
+    let total_utd = if dc.is_some() {
+        Some(
+            machines
+                .iter()
+                .filter(|r| up_to_date(r, dc) == Some(true))
+                .count(),
+        )
+    } else {
+        None
+    };
     let desired_total: Option<u32> = dc.map(|d| d.groups.iter().map(|g| g.replicas).sum());
     let available = total_ready == machines.len() && !machines.is_empty() && lb_ok;
     rows.push(Row {
         name: format!("Cluster/{cluster}"),
-        replicas: format!("{}/{}", machines.len(), desired_total.map(|d| d.to_string()).unwrap_or_else(|| machines.len().to_string())),
+        replicas: format!(
+            "{}/{}",
+            machines.len(),
+            desired_total
+                .map(|d| d.to_string())
+                .unwrap_or_else(|| machines.len().to_string())
+        ),
         available: total_ready.to_string(),
         ready: total_ready.to_string(),
         up_to_date: total_utd.map(|u| u.to_string()).unwrap_or_default(),
         status: if available { "True" } else { "False" }.into(),
-        reason: if available { "Available".into() } else if machines.is_empty() { "NoMachines".into() } else { "NotAvailable".into() },
-        message: if !available && !machines.is_empty() { format!("{} of {} machines ready", total_ready, machines.len()) } else { String::new() },
+        reason: if available {
+            "Available".into()
+        } else if machines.is_empty() {
+            "NoMachines".into()
+        } else {
+            "NotAvailable".into()
+        },
+        message: if !available && !machines.is_empty() {
+            format!("{} of {} machines ready", total_ready, machines.len())
+        } else {
+            String::new()
+        },
     });
     if let Some((kind, name, r)) = infra {
         rows.push(Row {
@@ -135,8 +241,17 @@ pub fn run(g: &GlobalArgs, cluster: &str, margs: &ManifestArgs, grouping: bool, 
             available: String::new(),
             ready: String::new(),
             up_to_date: String::new(),
-            status: if r.status == Status::Ready && lb_ok { "True" } else { "False" }.into(),
-            reason: if r.status == Status::Ready && lb_ok { "Ready".into() } else { "Provisioning".into() },
+            status: if r.status == Status::Ready && lb_ok {
+                "True"
+            } else {
+                "False"
+            }
+            .into(),
+            reason: if r.status == Status::Ready && lb_ok {
+                "Ready".into()
+            } else {
+                "Provisioning".into()
+            },
             message: resources
                 .iter()
                 .find(|r| matches!(r.attributes, Spec::Loadbalancer(_)))
@@ -149,7 +264,10 @@ pub fn run(g: &GlobalArgs, cluster: &str, margs: &ManifestArgs, grouping: bool, 
     // Group machines by owner, control plane first, in manifest order when known.
     let mut owners: BTreeMap<String, Vec<&Resource>> = BTreeMap::new();
     for r in &machines {
-        owners.entry(r.attributes.as_machine().unwrap().owner.to_string()).or_default().push(r);
+        owners
+            .entry(r.attributes.as_machine().unwrap().owner.to_string())
+            .or_default()
+            .push(r);
     }
     let mut order: Vec<(String, Role, Option<u32>)> = Vec::new();
     if let Some(d) = dc {
@@ -162,24 +280,67 @@ pub fn run(g: &GlobalArgs, cluster: &str, margs: &ManifestArgs, grouping: bool, 
             order.push((o.clone(), ms[0].attributes.as_machine().unwrap().role, None));
         }
     }
-    let cps: Vec<_> = order.iter().filter(|(_, r, _)| *r == Role::ControlPlane).cloned().collect();
-    let workers: Vec<_> = order.iter().filter(|(_, r, _)| *r == Role::Worker).cloned().collect();
+    let cps: Vec<_> = order
+        .iter()
+        .filter(|(_, r, _)| *r == Role::ControlPlane)
+        .cloned()
+        .collect();
+    let workers: Vec<_> = order
+        .iter()
+        .filter(|(_, r, _)| *r == Role::Worker)
+        .cloned()
+        .collect();
     for (i, (owner, _, replicas)) in cps.iter().enumerate() {
         let ms = owners.get(owner).cloned().unwrap_or_default();
         let last = workers.is_empty() && i + 1 == cps.len();
         let mut sub = Vec::new();
-        let (n, ready, utd) = group_rows(&ms, *replicas, dc, grouping, if last { "  " } else { "│ " }, &mut sub);
-        rows.push(group_row(&format!("{}ControlPlane - {owner}", if last { "└─" } else { "├─" }), n, *replicas, ready, utd));
+        let (n, ready, utd) = group_rows(
+            &ms,
+            *replicas,
+            dc,
+            grouping,
+            if last { "  " } else { "│ " },
+            &mut sub,
+        );
+        rows.push(group_row(
+            &format!("{}ControlPlane - {owner}", if last { "└─" } else { "├─" }),
+            n,
+            *replicas,
+            ready,
+            utd,
+        ));
         rows.extend(sub);
     }
     if !workers.is_empty() {
-        rows.push(Row { name: "└─Workers".into(), replicas: String::new(), available: String::new(), ready: String::new(), up_to_date: String::new(), status: String::new(), reason: String::new(), message: String::new() });
+        rows.push(Row {
+            name: "└─Workers".into(),
+            replicas: String::new(),
+            available: String::new(),
+            ready: String::new(),
+            up_to_date: String::new(),
+            status: String::new(),
+            reason: String::new(),
+            message: String::new(),
+        });
         for (i, (owner, _, replicas)) in workers.iter().enumerate() {
             let ms = owners.get(owner).cloned().unwrap_or_default();
             let last = i + 1 == workers.len();
             let mut sub = Vec::new();
-            let (n, ready, utd) = group_rows(&ms, *replicas, dc, grouping, if last { "    " } else { "  │ " }, &mut sub);
-            rows.push(group_row(&format!("  {}{owner}", if last { "└─" } else { "├─" }), n, *replicas, ready, utd));
+            let (n, ready, utd) = group_rows(
+                &ms,
+                *replicas,
+                dc,
+                grouping,
+                if last { "    " } else { "  │ " },
+                &mut sub,
+            );
+            rows.push(group_row(
+                &format!("  {}{owner}", if last { "└─" } else { "├─" }),
+                n,
+                *replicas,
+                ready,
+                utd,
+            ));
             rows.extend(sub);
         }
     }
@@ -190,11 +351,23 @@ pub fn run(g: &GlobalArgs, cluster: &str, margs: &ManifestArgs, grouping: bool, 
 fn group_row(name: &str, n: usize, replicas: Option<u32>, ready: usize, utd: Option<usize>) -> Row {
     let want = replicas.map(|r| r as usize).unwrap_or(n);
     let (status, reason, message) = if ready < n {
-        ("False", "NotReady", format!("{} of {n} machines not ready", n - ready))
+        (
+            "False",
+            "NotReady",
+            format!("{} of {n} machines not ready", n - ready),
+        )
     } else if utd.is_some_and(|u| u < n) {
-        ("False", "RollingUpdate", format!("{} of {n} machines outdated", n - utd.unwrap()))
+        (
+            "False",
+            "RollingUpdate",
+            format!("{} of {n} machines outdated", n - utd.unwrap()),
+        )
     } else if n != want {
-        ("False", if n < want { "ScalingUp" } else { "ScalingDown" }, format!("{n} machines, {want} wanted"))
+        (
+            "False",
+            if n < want { "ScalingUp" } else { "ScalingDown" },
+            format!("{n} machines, {want} wanted"),
+        )
     } else {
         ("True", "Available", String::new())
     };
@@ -211,8 +384,28 @@ fn group_row(name: &str, n: usize, replicas: Option<u32>, ready: usize, utd: Opt
 }
 
 fn table(rows: &[Row]) -> String {
-    let headers = ["NAME", "REPLICAS", "AVAILABLE", "READY", "UP TO DATE", "STATUS", "REASON", "MESSAGE"];
-    let cols = |r: &Row| -> [String; 8] { [r.name.clone(), r.replicas.clone(), r.available.clone(), r.ready.clone(), r.up_to_date.clone(), r.status.clone(), r.reason.clone(), r.message.clone()] };
+    let headers = [
+        "NAME",
+        "REPLICAS",
+        "AVAILABLE",
+        "READY",
+        "UP TO DATE",
+        "STATUS",
+        "REASON",
+        "MESSAGE",
+    ];
+    let cols = |r: &Row| -> [String; 8] {
+        [
+            r.name.clone(),
+            r.replicas.clone(),
+            r.available.clone(),
+            r.ready.clone(),
+            r.up_to_date.clone(),
+            r.status.clone(),
+            r.reason.clone(),
+            r.message.clone(),
+        ]
+    };
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for r in rows {
         for (i, c) in cols(r).iter().enumerate() {

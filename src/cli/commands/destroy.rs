@@ -10,9 +10,19 @@ use super::super::output::Printer;
 use super::super::{json, CliError};
 use super::*;
 
-pub async fn run(g: &GlobalArgs, margs: &ManifestArgs, run: &RunArgs, a: &ApplyArgs, p: &Printer) -> Result<u8, CliError> {
+pub async fn run(
+    g: &GlobalArgs,
+    margs: &ManifestArgs,
+    run: &RunArgs,
+    a: &ApplyArgs,
+    p: &Printer,
+) -> Result<u8, CliError> {
     // Manifests are optional: they only provide credentials (Secrets).
-    let m = if margs.files.is_empty() { None } else { Some(load_manifests(margs, p)?) };
+    let m = if margs.files.is_empty() {
+        None
+    } else {
+        Some(load_manifests(margs, p)?)
+    };
     let _lock = lock(g, "destroy", run)?;
     let store = StateStore::new(&g.state);
     let state = load_state(&store)?;
@@ -33,6 +43,16 @@ pub async fn run(g: &GlobalArgs, margs: &ManifestArgs, run: &RunArgs, a: &ApplyA
     }
     let kinds: BTreeSet<_> = pl.steps.iter().map(|s| s.provider).collect();
     let providers = providers_for(&kinds, &provider_settings(g, Some(run), m.as_ref())).await?;
-    let report = execute(&pl, state, store, providers, Default::default(), a.parallelism, None, p).await;
+    let report = execute(
+        &pl,
+        state,
+        store,
+        providers,
+        Default::default(),
+        a.parallelism,
+        None,
+        p,
+    )
+    .await;
     Ok(report_outcome(&report, &pl, "destroy", p))
 }

@@ -23,7 +23,10 @@ pub fn apply_ignores(drift: Vec<DriftEntry>, ignores: &[String]) -> Vec<DriftEnt
                 return None;
             }
             let prefix = format!("{}.", d.address);
-            let ignored: Vec<&str> = ignores.iter().filter_map(|i| i.strip_prefix(&prefix)).collect();
+            let ignored: Vec<&str> = ignores
+                .iter()
+                .filter_map(|i| i.strip_prefix(&prefix))
+                .collect();
             if ignored.is_empty() {
                 return Some(d);
             }
@@ -40,11 +43,24 @@ pub fn apply_ignores(drift: Vec<DriftEntry>, ignores: &[String]) -> Vec<DriftEnt
         .collect()
 }
 
-pub async fn run(g: &GlobalArgs, margs: &ManifestArgs, run: &RunArgs, ignores: &[String], p: &Printer) -> Result<u8, CliError> {
-    let m = if margs.files.is_empty() { None } else { Some(load_manifests(margs, p)?) };
+pub async fn run(
+    g: &GlobalArgs,
+    margs: &ManifestArgs,
+    run: &RunArgs,
+    ignores: &[String],
+    p: &Printer,
+) -> Result<u8, CliError> {
+    let m = if margs.files.is_empty() {
+        None
+    } else {
+        Some(load_manifests(margs, p)?)
+    };
     let store = StateStore::new(&g.state);
     let Some(state) = store.load()? else {
-        return Err(CliError::Usage(format!("no state at {}: nothing to compare", g.state.display())));
+        return Err(CliError::Usage(format!(
+            "no state at {}: nothing to compare",
+            g.state.display()
+        )));
     };
     let kinds = crate::apply::refresh::providers_in(&state);
     let providers = providers_for(&kinds, &provider_settings(g, Some(run), m.as_ref())).await?;
@@ -62,17 +78,28 @@ pub async fn run(g: &GlobalArgs, margs: &ManifestArgs, run: &RunArgs, ignores: &
     } else {
         let mut out = String::new();
         if drift.is_empty() {
-            out.push_str(&format!("No drift: {checked} resource(s) match the state.\n"));
+            out.push_str(&format!(
+                "No drift: {checked} resource(s) match the state.\n"
+            ));
         } else {
-            out.push_str(&format!("{} resource(s) changed outside capi:\n\n", drift.len()));
+            out.push_str(&format!(
+                "{} resource(s) changed outside capi:\n\n",
+                drift.len()
+            ));
             for d in &drift {
                 out.push_str(&format!("  {} {}: {}\n", d.kind, d.address, d.detail));
                 for a in &d.attributes {
                     out.push_str(&format!(
                         "      {}: {} -> {}\n",
                         a.path,
-                        a.before.as_ref().map(|v| v.to_string()).unwrap_or_else(|| "null".into()),
-                        a.after.as_ref().map(|v| v.to_string()).unwrap_or_else(|| "null".into())
+                        a.before
+                            .as_ref()
+                            .map(|v| v.to_string())
+                            .unwrap_or_else(|| "null".into()),
+                        a.after
+                            .as_ref()
+                            .map(|v| v.to_string())
+                            .unwrap_or_else(|| "null".into())
                     ));
                 }
             }

@@ -10,19 +10,30 @@ use super::*;
 
 /// The built-in flavors (also in examples/templates/).
 pub const FLAVORS: &[(&str, &str)] = &[
-    ("sim", include_str!("../../../examples/templates/cluster-template-sim.yaml")),
-    ("docker", include_str!("../../../examples/templates/cluster-template-docker.yaml")),
-    ("openstack", include_str!("../../../examples/templates/cluster-template-openstack.yaml")),
+    (
+        "sim",
+        include_str!("../../../examples/templates/cluster-template-sim.yaml"),
+    ),
+    (
+        "docker",
+        include_str!("../../../examples/templates/cluster-template-docker.yaml"),
+    ),
+    (
+        "openstack",
+        include_str!("../../../examples/templates/cluster-template-openstack.yaml"),
+    ),
 ];
 
 fn template(a: &GenerateArgs) -> Result<(String, String), CliError> {
     if let Some(from) = &a.from {
         if from.as_os_str() == "-" {
             let mut t = String::new();
-            std::io::Read::read_to_string(&mut std::io::stdin(), &mut t).map_err(|e| CliError::Message(e.to_string()))?;
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut t)
+                .map_err(|e| CliError::Message(e.to_string()))?;
             return Ok(("<stdin>".into(), t));
         }
-        let t = std::fs::read_to_string(from).map_err(|e| CliError::Usage(format!("cannot read --from {}: {e}", from.display())))?;
+        let t = std::fs::read_to_string(from)
+            .map_err(|e| CliError::Usage(format!("cannot read --from {}: {e}", from.display())))?;
         return Ok((from.display().to_string(), t));
     }
     let flavor = a.flavor.as_deref().unwrap_or("sim");
@@ -33,7 +44,11 @@ fn template(a: &GenerateArgs) -> Result<(String, String), CliError> {
         .ok_or_else(|| {
             CliError::Usage(format!(
                 "unknown flavor {flavor:?}; built-in flavors: {} (or --from FILE)",
-                FLAVORS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+                FLAVORS
+                    .iter()
+                    .map(|(n, _)| *n)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ))
         })
 }
@@ -53,9 +68,14 @@ pub fn run(a: &GenerateArgs, p: &Printer) -> Result<u8, CliError> {
         p.data(&out);
         return Ok(0);
     }
-    let cluster = a.name.clone().ok_or_else(|| CliError::Usage("capi generate cluster needs the cluster NAME".into()))?;
+    let cluster = a
+        .name
+        .clone()
+        .ok_or_else(|| CliError::Usage("capi generate cluster needs the cluster NAME".into()))?;
     if a.control_plane_machine_count == Some(0) {
-        return Err(CliError::Usage("--control-plane-machine-count must be at least 1".into()));
+        return Err(CliError::Usage(
+            "--control-plane-machine-count must be at least 1".into(),
+        ));
     }
     // clusterctl's rules: flags win; the environment (and --var) fill the rest.
     let margs = ManifestArgs {
@@ -65,15 +85,32 @@ pub fn run(a: &GenerateArgs, p: &Printer) -> Result<u8, CliError> {
     };
     let mut v = variables(&margs)?;
     v.set("CLUSTER_NAME", &cluster);
-    v.set("NAMESPACE", a.target_namespace.clone().or_else(|| std::env::var("NAMESPACE").ok()).unwrap_or_else(|| "default".into()));
+    v.set(
+        "NAMESPACE",
+        a.target_namespace
+            .clone()
+            .or_else(|| std::env::var("NAMESPACE").ok())
+            .unwrap_or_else(|| "default".into()),
+    );
     if let Some(k) = &a.kubernetes_version {
         v.set("KUBERNETES_VERSION", k);
     }
-    let cp = a.control_plane_machine_count.map(|n| n.to_string()).or_else(|| std::env::var("CONTROL_PLANE_MACHINE_COUNT").ok()).unwrap_or_else(|| "1".into());
-    let workers = a.worker_machine_count.map(|n| n.to_string()).or_else(|| std::env::var("WORKER_MACHINE_COUNT").ok()).unwrap_or_else(|| "0".into());
+    let cp = a
+        .control_plane_machine_count
+        .map(|n| n.to_string())
+        .or_else(|| std::env::var("CONTROL_PLANE_MACHINE_COUNT").ok())
+        .unwrap_or_else(|| "1".into());
+    let workers = a
+        .worker_machine_count
+        .map(|n| n.to_string())
+        .or_else(|| std::env::var("WORKER_MACHINE_COUNT").ok())
+        .unwrap_or_else(|| "0".into());
     v.set("CONTROL_PLANE_MACHINE_COUNT", cp);
     v.set("WORKER_MACHINE_COUNT", workers);
-    let sources = vec![RawSource { name: name.clone(), text: text.clone() }];
+    let sources = vec![RawSource {
+        name: name.clone(),
+        text: text.clone(),
+    }];
     // Check that the result is a valid manifest before printing it.
     manifest::load(sources, &v)?;
     let rendered = vars::substitute(&name, &text, &v).text;

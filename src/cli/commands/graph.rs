@@ -13,13 +13,22 @@ use super::super::output::Printer;
 use super::super::CliError;
 use super::*;
 
-pub fn run(g: &GlobalArgs, margs: &ManifestArgs, format: GraphFormat, p: &Printer) -> Result<u8, CliError> {
+pub fn run(
+    g: &GlobalArgs,
+    margs: &ManifestArgs,
+    format: GraphFormat,
+    p: &Printer,
+) -> Result<u8, CliError> {
     let m = load_manifests(margs, p)?;
     let desired = build_desired(&m, margs)?;
     let state = load_state(&StateStore::new(&g.state))?;
     let pl = plan::plan(&desired, &state, &plan_options(now()))?;
     // The graph after the plan: state minus deletes, plus creates.
-    let mut nodes: BTreeMap<Address, Vec<Address>> = state.resources.iter().map(|r| (r.address.clone(), r.dependencies.clone())).collect();
+    let mut nodes: BTreeMap<Address, Vec<Address>> = state
+        .resources
+        .iter()
+        .map(|r| (r.address.clone(), r.dependencies.clone()))
+        .collect();
     for s in &pl.steps {
         match s.op {
             Op::Delete => {

@@ -14,12 +14,27 @@ use super::super::args::GlobalArgs;
 use super::super::output::Printer;
 use super::super::CliError;
 
-pub fn run(g: &GlobalArgs, cluster: &str, output: Option<&Path>, p: &Printer) -> Result<u8, CliError> {
-    let state = StateStore::new(&g.state).load()?.ok_or_else(|| CliError::Usage(format!("no state at {}: apply a cluster first", g.state.display())))?;
+pub fn run(
+    g: &GlobalArgs,
+    cluster: &str,
+    output: Option<&Path>,
+    p: &Printer,
+) -> Result<u8, CliError> {
+    let state = StateStore::new(&g.state).load()?.ok_or_else(|| {
+        CliError::Usage(format!(
+            "no state at {}: apply a cluster first",
+            g.state.display()
+        ))
+    })?;
     if state.get(&Address(format!("{cluster}/pki"))).is_none() {
-        return Err(CliError::Usage(format!("no cluster {cluster:?} with certificates in the state; clusters: {}", state.cluster_keys().join(", "))));
+        return Err(CliError::Usage(format!(
+            "no cluster {cluster:?} with certificates in the state; clusters: {}",
+            state.cluster_keys().join(", ")
+        )));
     }
-    let kc = crate::apply::admin_kubeconfig(&state, cluster).map_err(|e| CliError::Usage(format!("cluster {cluster:?}: {e}; run `capi apply` first")))?;
+    let kc = crate::apply::admin_kubeconfig(&state, cluster).map_err(|e| {
+        CliError::Usage(format!("cluster {cluster:?}: {e}; run `capi apply` first"))
+    })?;
     match output {
         None => p.data(&kc),
         Some(path) => {
@@ -30,8 +45,12 @@ pub fn run(g: &GlobalArgs, cluster: &str, output: Option<&Path>, p: &Printer) ->
                 .mode(0o600)
                 .open(path)
                 .map_err(|e| CliError::Message(format!("cannot write {}: {e}", path.display())))?;
-            f.write_all(kc.as_bytes()).map_err(|e| CliError::Message(e.to_string()))?;
-            p.message(&format!("Wrote the admin kubeconfig of {cluster} to {} (mode 0600).", path.display()));
+            f.write_all(kc.as_bytes())
+                .map_err(|e| CliError::Message(e.to_string()))?;
+            p.message(&format!(
+                "Wrote the admin kubeconfig of {cluster} to {} (mode 0600).",
+                path.display()
+            ));
         }
     }
     Ok(0)

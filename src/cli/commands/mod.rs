@@ -37,15 +37,23 @@ use super::{json, CliError};
 pub fn variables(args: &ManifestArgs) -> Result<Variables, CliError> {
     let mut v = Variables::new().with_env(std::env::vars());
     for f in &args.var_files {
-        let text = std::fs::read_to_string(f).map_err(|e| CliError::Usage(format!("cannot read --var-file {}: {e}", f.display())))?;
-        let map: BTreeMap<String, serde_yaml::Value> = serde_yaml::from_str(&text).map_err(|e| {
-            CliError::Usage(format!("--var-file {}: {e}; expected a YAML mapping of KEY: value", f.display()))
-        })?;
+        let text = std::fs::read_to_string(f)
+            .map_err(|e| CliError::Usage(format!("cannot read --var-file {}: {e}", f.display())))?;
+        let map: BTreeMap<String, serde_yaml::Value> =
+            serde_yaml::from_str(&text).map_err(|e| {
+                CliError::Usage(format!(
+                    "--var-file {}: {e}; expected a YAML mapping of KEY: value",
+                    f.display()
+                ))
+            })?;
         for (k, val) in map {
             let s = match val {
                 serde_yaml::Value::String(s) => s,
                 serde_yaml::Value::Null => String::new(),
-                other => serde_yaml::to_string(&other).unwrap_or_default().trim_end().to_string(),
+                other => serde_yaml::to_string(&other)
+                    .unwrap_or_default()
+                    .trim_end()
+                    .to_string(),
             };
             v.set_from_file(k, s);
         }
@@ -75,7 +83,10 @@ pub fn load_manifests(args: &ManifestArgs, p: &Printer) -> Result<Manifest, CliE
         if p.json {
             p.event(&json::diagnostic(w));
         }
-        p.warning(&format!("{}:{}: {} ({})", w.file, w.pos.line, w.message, w.help));
+        p.warning(&format!(
+            "{}:{}: {} ({})",
+            w.file, w.pos.line, w.message, w.help
+        ));
     }
     Ok(m)
 }
@@ -90,13 +101,17 @@ pub fn graph_options(args: &ManifestArgs) -> GraphOptions {
         provider_override: args.provider.map(|o| match o {
             ProviderOverride::Sim => ProviderKind::Sim,
         }),
-        docker_network: std::env::var("DOCKER_NETWORK").ok().filter(|s| !s.is_empty()).unwrap_or_else(|| "kind".into()),
+        docker_network: std::env::var("DOCKER_NETWORK")
+            .ok()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "kind".into()),
         ..Default::default()
     }
 }
 
 pub fn build_desired(m: &Manifest, args: &ManifestArgs) -> Result<Desired, CliError> {
-    crate::graph::build(m, &graph_options(args)).map_err(|problems| CliError::Problems(problems, m.files.clone()))
+    crate::graph::build(m, &graph_options(args))
+        .map_err(|problems| CliError::Problems(problems, m.files.clone()))
 }
 
 /// Secrets in the manifests, by (namespace, name).
@@ -111,12 +126,19 @@ pub fn manifest_secrets(m: &Manifest) -> ManifestSecrets {
 
 /// The simulator's directory beside the state: `capi.state.json` → `capi.state.sim`.
 pub fn sim_dir(state: &Path) -> PathBuf {
-    let name = state.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "capi.state".into());
+    let name = state
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "capi.state".into());
     let stem = name.strip_suffix(".json").unwrap_or(&name);
     state.with_file_name(format!("{stem}.sim"))
 }
 
-pub fn provider_settings(g: &GlobalArgs, run: Option<&RunArgs>, manifest: Option<&Manifest>) -> ProviderSettings {
+pub fn provider_settings(
+    g: &GlobalArgs,
+    run: Option<&RunArgs>,
+    manifest: Option<&Manifest>,
+) -> ProviderSettings {
     ProviderSettings {
         secrets: manifest.map(manifest_secrets).unwrap_or_default(),
         sim_dir: sim_dir(&g.state),
@@ -136,7 +158,10 @@ pub fn lock(g: &GlobalArgs, operation: &str, run: &RunArgs) -> Result<StateLock,
     Ok(StateLock::acquire(&g.state, operation, run.lock_timeout)?)
 }
 
-pub async fn providers_for(kinds: &BTreeSet<ProviderKind>, settings: &ProviderSettings) -> Result<BTreeMap<ProviderKind, Arc<dyn Provider>>, CliError> {
+pub async fn providers_for(
+    kinds: &BTreeSet<ProviderKind>,
+    settings: &ProviderSettings,
+) -> Result<BTreeMap<ProviderKind, Arc<dyn Provider>>, CliError> {
     let mut out = BTreeMap::new();
     for k in kinds {
         if *k == ProviderKind::Local {
@@ -149,7 +174,14 @@ pub async fn providers_for(kinds: &BTreeSet<ProviderKind>, settings: &ProviderSe
 
 /// Refresh what the state knows (unless --refresh=false) and put the
 /// observations into the plan options. Returns the drift to show.
-pub async fn refresh_into(opts: &mut PlanOptions, state: &State, g: &GlobalArgs, run: &RunArgs, m: Option<&Manifest>, p: &Printer) -> Result<Vec<crate::plan::DriftEntry>, CliError> {
+pub async fn refresh_into(
+    opts: &mut PlanOptions,
+    state: &State,
+    g: &GlobalArgs,
+    run: &RunArgs,
+    m: Option<&Manifest>,
+    p: &Printer,
+) -> Result<Vec<crate::plan::DriftEntry>, CliError> {
     if !run.refresh || state.resources.is_empty() {
         return Ok(Vec::new());
     }
@@ -160,7 +192,10 @@ pub async fn refresh_into(opts: &mut PlanOptions, state: &State, g: &GlobalArgs,
     let r = crate::apply::refresh::refresh(state, &providers).await?;
     for (kind, n, t) in &r.stats {
         if !p.json {
-            p.message(&format!("Refreshed {n} {kind} resource(s) in {:.2}s", t.as_secs_f64()));
+            p.message(&format!(
+                "Refreshed {n} {kind} resource(s) in {:.2}s",
+                t.as_secs_f64()
+            ));
         }
     }
     opts.observations = r.observations;
@@ -172,7 +207,11 @@ pub async fn refresh_into(opts: &mut PlanOptions, state: &State, g: &GlobalArgs,
 pub fn now() -> i64 {
     std::env::var("CAPI_NOW")
         .ok()
-        .and_then(|v| v.parse::<i64>().ok().or_else(|| crate::util::time::parse_rfc3339(&v)))
+        .and_then(|v| {
+            v.parse::<i64>()
+                .ok()
+                .or_else(|| crate::util::time::parse_rfc3339(&v))
+        })
         .unwrap_or_else(crate::util::time::now_unix)
 }
 
@@ -193,13 +232,25 @@ pub fn confirm(p: &Printer, what: &str) -> Result<bool, CliError> {
     p.message(&format!("\nDo you want to perform these actions?\n  capi will {what} as shown above.\n  Only 'yes' will be accepted to approve.\n"));
     eprint!("  Enter a value: ");
     let mut line = String::new();
-    std::io::stdin().lock().read_line(&mut line).map_err(|e| CliError::Message(e.to_string()))?;
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| CliError::Message(e.to_string()))?;
     Ok(line.trim() == "yes")
 }
 
 /// Run a plan with progress output and Ctrl-C handling.
 #[allow(clippy::too_many_arguments)]
-pub async fn execute(plan: &Plan, state: State, store: StateStore, providers: BTreeMap<ProviderKind, Arc<dyn Provider>>, secrets: ManifestSecrets, parallelism: usize, health: Option<crate::apply::health::HealthCheck>, p: &Printer) -> ApplyReport {
+pub async fn execute(
+    plan: &Plan,
+    state: State,
+    store: StateStore,
+    providers: BTreeMap<ProviderKind, Arc<dyn Provider>>,
+    secrets: ManifestSecrets,
+    parallelism: usize,
+    health: Option<crate::apply::health::HealthCheck>,
+    p: &Printer,
+) -> ApplyReport {
     let cancel = Cancel::default();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
     let sig_cancel = cancel.clone();
@@ -222,7 +273,12 @@ pub async fn execute(plan: &Plan, state: State, store: StateStore, providers: BT
     let progress = tokio::spawn(async move {
         let bar = if printer.stderr_tty && !printer.json {
             let b = indicatif::ProgressBar::new(total as u64);
-            b.set_style(indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {wide_msg}").unwrap());
+            b.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {wide_msg}",
+                )
+                .unwrap(),
+            );
             Some(b)
         } else {
             None
@@ -243,7 +299,13 @@ pub async fn execute(plan: &Plan, state: State, store: StateStore, providers: BT
                         printer.message(&format!("{address}: {}", verb(*op).0));
                     }
                 }
-                Event::Finished { address, op, elapsed, error, .. } => {
+                Event::Finished {
+                    address,
+                    op,
+                    elapsed,
+                    error,
+                    ..
+                } => {
                     if printer.json {
                         match error {
                             None => printer.event(&serde_json::json!({"type": "apply_complete", "address": address, "action": op, "elapsed_seconds": elapsed.as_secs_f64()})),
@@ -251,8 +313,15 @@ pub async fn execute(plan: &Plan, state: State, store: StateStore, providers: BT
                         }
                     }
                     let line = match error {
-                        None => format!("{address}: {} after {:.1}s", verb(*op).1, elapsed.as_secs_f64()),
-                        Some(err) => format!("{address}: failed after {:.1}s: {err}", elapsed.as_secs_f64()),
+                        None => format!(
+                            "{address}: {} after {:.1}s",
+                            verb(*op).1,
+                            elapsed.as_secs_f64()
+                        ),
+                        Some(err) => format!(
+                            "{address}: failed after {:.1}s: {err}",
+                            elapsed.as_secs_f64()
+                        ),
                     };
                     match &bar {
                         Some(b) => {
@@ -265,7 +334,12 @@ pub async fn execute(plan: &Plan, state: State, store: StateStore, providers: BT
                         None => {}
                     }
                 }
-                Event::Skipped { address, because, op, .. } => {
+                Event::Skipped {
+                    address,
+                    because,
+                    op,
+                    ..
+                } => {
                     if printer.json {
                         printer.event(&serde_json::json!({"type": "apply_skipped", "address": address, "action": op, "because": because}));
                     }
@@ -288,7 +362,12 @@ pub async fn execute(plan: &Plan, state: State, store: StateStore, providers: BT
                     if printer.json {
                         printer.event(&serde_json::json!({"type": "health_check", "cluster": a.cluster, "after": a.machine, "attempt": a.attempt, "passed": a.passed, "output": a.output}));
                     }
-                    let line = format!("health check after {} (attempt {}): {}", a.machine, a.attempt, if a.passed { "passed" } else { "failed" });
+                    let line = format!(
+                        "health check after {} (attempt {}): {}",
+                        a.machine,
+                        a.attempt,
+                        if a.passed { "passed" } else { "failed" }
+                    );
                     match &bar {
                         Some(b) => b.println(line),
                         None if !printer.json => printer.message(&line),
@@ -320,12 +399,23 @@ pub fn report_outcome(r: &ApplyReport, plan: &Plan, operation: &str, p: &Printer
     if p.json {
         p.event(&json::apply_summary(r, operation));
     }
-    let skipped = r.outcomes.iter().filter(|o| matches!(o, Outcome::Skipped)).count();
-    let not_started = r.outcomes.iter().filter(|o| matches!(o, Outcome::NotStarted)).count();
+    let skipped = r
+        .outcomes
+        .iter()
+        .filter(|o| matches!(o, Outcome::Skipped))
+        .count();
+    let not_started = r
+        .outcomes
+        .iter()
+        .filter(|o| matches!(o, Outcome::NotStarted))
+        .count();
     if r.ok() {
         if !p.json {
             if operation == "destroy" {
-                p.data(&format!("\nDestroy complete! Resources: {} destroyed.\n", r.destroyed));
+                p.data(&format!(
+                    "\nDestroy complete! Resources: {} destroyed.\n",
+                    r.destroyed
+                ));
             } else {
                 p.data(&format!(
                     "\nApply complete! Resources: {} added, {} changed, {} replaced, {} destroyed.\n",
@@ -337,7 +427,10 @@ pub fn report_outcome(r: &ApplyReport, plan: &Plan, operation: &str, p: &Printer
     }
     let mut msg = String::new();
     if r.interrupted {
-        msg.push_str(&format!("{operation} interrupted: {not_started} of {} operations did not start. ", plan.steps.len()));
+        msg.push_str(&format!(
+            "{operation} interrupted: {not_started} of {} operations did not start. ",
+            plan.steps.len()
+        ));
     }
     if !r.failures.is_empty() {
         msg.push_str(&format!("{} operation(s) failed", r.failures.len()));

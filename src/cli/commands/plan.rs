@@ -14,7 +14,15 @@ pub fn target_options(opts: &mut crate::plan::PlanOptions, t: &TargetArgs) {
     opts.replace = t.replace.iter().map(|s| Address(s.clone())).collect();
 }
 
-pub async fn run(g: &GlobalArgs, margs: &ManifestArgs, run: &RunArgs, targets: &TargetArgs, detailed: bool, out: Option<&std::path::Path>, p: &Printer) -> Result<u8, CliError> {
+pub async fn run(
+    g: &GlobalArgs,
+    margs: &ManifestArgs,
+    run: &RunArgs,
+    targets: &TargetArgs,
+    detailed: bool,
+    out: Option<&std::path::Path>,
+    p: &Printer,
+) -> Result<u8, CliError> {
     let m = load_manifests(margs, p)?;
     let desired = build_desired(&m, margs)?;
     let _lock = lock(g, "plan", run)?;
@@ -35,16 +43,26 @@ pub async fn run(g: &GlobalArgs, margs: &ManifestArgs, run: &RunArgs, targets: &
             format: plan::file::PLAN_FILE_FORMAT.into(),
             format_version: plan::PLAN_FORMAT_VERSION,
             capi_version: env!("CARGO_PKG_VERSION").into(),
-            manifest_files: margs.files.iter().map(|f| f.display().to_string()).collect(),
+            manifest_files: margs
+                .files
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect(),
             manifest_digest: m.source_digest.clone(),
             variables_digest: m.variables_digest(),
             provider_override: margs.provider.map(|_| "sim".to_string()),
             plan: pl.clone(),
             checksum: None,
         };
-        std::fs::write(path, plan::file::encode(&f)).map_err(|e| CliError::Message(format!("cannot write the plan to {}: {e}", path.display())))?;
+        std::fs::write(path, plan::file::encode(&f)).map_err(|e| {
+            CliError::Message(format!("cannot write the plan to {}: {e}", path.display()))
+        })?;
         if !p.json {
-            p.message(&format!("Saved the plan to {}. To apply exactly this plan: capi apply {}", path.display(), path.display()));
+            p.message(&format!(
+                "Saved the plan to {}. To apply exactly this plan: capi apply {}",
+                path.display(),
+                path.display()
+            ));
         }
     } else if !p.json && !pl.is_empty() {
         p.message("Note: this plan was not saved (-out FILE); `capi apply` plans again and may act differently if something changes in between.");

@@ -27,8 +27,17 @@ fn summary_line(r: &Resource) -> String {
         (Some(ip), _) => format!(" ip={}", ip.as_str().unwrap_or_default()),
         _ => String::new(),
     };
-    let version = r.attributes.as_machine().map(|m| format!(" {}", m.version)).unwrap_or_default();
-    format!("{:<60} {:<9} {:<8}{version}{extra}", r.address.to_string(), r.provider.as_str(), r.status.as_str())
+    let version = r
+        .attributes
+        .as_machine()
+        .map(|m| format!(" {}", m.version))
+        .unwrap_or_default();
+    format!(
+        "{:<60} {:<9} {:<8}{version}{extra}",
+        r.address.to_string(),
+        r.provider.as_str(),
+        r.status.as_str()
+    )
 }
 
 pub fn select<'a>(state: &'a State, cluster: Option<&'a str>) -> Vec<&'a Resource> {
@@ -41,13 +50,19 @@ pub fn select<'a>(state: &'a State, cluster: Option<&'a str>) -> Vec<&'a Resourc
 
 pub fn run(g: &GlobalArgs, cluster: Option<&str>, p: &Printer) -> Result<u8, CliError> {
     let Some(state) = StateStore::new(&g.state).load()? else {
-        p.message(&format!("No state at {}: nothing has been applied yet.", g.state.display()));
+        p.message(&format!(
+            "No state at {}: nothing has been applied yet.",
+            g.state.display()
+        ));
         return Ok(0);
     };
     let rs = select(&state, cluster);
     if let Some(c) = cluster {
         if rs.is_empty() {
-            return Err(CliError::Usage(format!("no cluster {c:?} in the state; clusters: {}", state.cluster_keys().join(", "))));
+            return Err(CliError::Usage(format!(
+                "no cluster {c:?} in the state; clusters: {}",
+                state.cluster_keys().join(", ")
+            )));
         }
     }
     if p.json {
@@ -59,7 +74,12 @@ pub fn run(g: &GlobalArgs, cluster: Option<&str>, p: &Printer) -> Result<u8, Cli
             "resources": rs.iter().map(|r| public_resource(r)).collect::<Vec<_>>(),
         }));
     } else {
-        let mut out = format!("# state {} (lineage {}, serial {})\n", g.state.display(), state.lineage, state.serial);
+        let mut out = format!(
+            "# state {} (lineage {}, serial {})\n",
+            g.state.display(),
+            state.lineage,
+            state.serial
+        );
         for r in rs {
             out.push_str(&summary_line(r));
             out.push('\n');

@@ -9,7 +9,9 @@ use super::super::CliError;
 use super::show::public_resource;
 
 pub fn list(g: &GlobalArgs, p: &Printer) -> Result<u8, CliError> {
-    let state = StateStore::new(&g.state).load()?.unwrap_or_else(crate::state::State::empty);
+    let state = StateStore::new(&g.state)
+        .load()?
+        .unwrap_or_else(crate::state::State::empty);
     let mut out = String::new();
     for r in &state.resources {
         out.push_str(r.address.as_str());
@@ -21,11 +23,18 @@ pub fn list(g: &GlobalArgs, p: &Printer) -> Result<u8, CliError> {
 
 pub fn show(g: &GlobalArgs, address: &str, p: &Printer) -> Result<u8, CliError> {
     let a = Address::parse(address).map_err(CliError::Usage)?;
-    let state = StateStore::new(&g.state).load()?.unwrap_or_else(crate::state::State::empty);
+    let state = StateStore::new(&g.state)
+        .load()?
+        .unwrap_or_else(crate::state::State::empty);
     let Some(r) = state.get(&a) else {
-        return Err(CliError::Usage(format!("{address} is not in the state (see `capi state list`)")));
+        return Err(CliError::Usage(format!(
+            "{address} is not in the state (see `capi state list`)"
+        )));
     };
     let v = public_resource(r);
-    p.data(&format!("{}\n", serde_json::to_string_pretty(&v).expect("json")));
+    p.data(&format!(
+        "{}\n",
+        serde_json::to_string_pretty(&v).expect("json")
+    ));
     Ok(0)
 }

@@ -27,9 +27,21 @@ fn current_cp_version(state: &State, key: &str) -> Option<(Version, Version)> {
 }
 
 #[allow(clippy::too_many_arguments)]
-pub async fn run(g: &GlobalArgs, margs: &ManifestArgs, run: &RunArgs, a: &ApplyArgs, health: &HealthArgs, u: &UpgradeArgs, p: &Printer) -> Result<u8, CliError> {
+pub async fn run(
+    g: &GlobalArgs,
+    margs: &ManifestArgs,
+    run: &RunArgs,
+    a: &ApplyArgs,
+    health: &HealthArgs,
+    u: &UpgradeArgs,
+    p: &Printer,
+) -> Result<u8, CliError> {
     let target = Version::parse(&u.to).map_err(|e| CliError::Usage(format!("--to: {e}")))?;
-    let via: Vec<Version> = u.via.iter().map(|v| Version::parse(v).map_err(|e| CliError::Usage(format!("--via: {e}")))).collect::<Result<_, _>>()?;
+    let via: Vec<Version> = u
+        .via
+        .iter()
+        .map(|v| Version::parse(v).map_err(|e| CliError::Usage(format!("--via: {e}"))))
+        .collect::<Result<_, _>>()?;
     let m = load_manifests(margs, p)?;
     let clusters: Vec<&crate::manifest::Object> = m.of_kind(Kind::Cluster).collect();
     let cluster = match &u.cluster {
@@ -46,12 +58,18 @@ pub async fn run(g: &GlobalArgs, margs: &ManifestArgs, run: &RunArgs, a: &ApplyA
             return Err(CliError::Usage(format!(
                 "the manifests have {} clusters; name the one to upgrade: {}",
                 clusters.len(),
-                clusters.iter().map(|c| c.key.name.clone()).collect::<Vec<_>>().join(", ")
+                clusters
+                    .iter()
+                    .map(|c| c.key.name.clone())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )))
         }
     };
     let key = crate::resource::ClusterId::new(&cluster.key.namespace, &cluster.key.name).key();
-    let Body::Cluster(c) = &cluster.body else { unreachable!() };
+    let Body::Cluster(c) = &cluster.body else {
+        unreachable!()
+    };
     let kcp = c
         .control_plane_ref
         .as_ref()
@@ -64,7 +82,10 @@ pub async fn run(g: &GlobalArgs, margs: &ManifestArgs, run: &RunArgs, a: &ApplyA
         .collect();
     for name in &u.md {
         if !mds.contains(name) {
-            return Err(CliError::Usage(format!("--md {name}: no MachineDeployment {name:?} in cluster {key}; it has: {}", mds.join(", "))));
+            return Err(CliError::Usage(format!(
+                "--md {name}: no MachineDeployment {name:?} in cluster {key}; it has: {}",
+                mds.join(", ")
+            )));
         }
     }
     let sel = Selection {
@@ -83,13 +104,17 @@ pub async fn run(g: &GlobalArgs, margs: &ManifestArgs, run: &RunArgs, a: &ApplyA
     let (current, running_max) = match current_cp_version(&state, &key) {
         Some(v) => v,
         None => {
-            let v = manifest_cp.clone().ok_or_else(|| CliError::Usage("the control plane has no valid version".into()))?;
+            let v = manifest_cp
+                .clone()
+                .ok_or_else(|| CliError::Usage("the control plane has no valid version".into()))?;
             (v.clone(), v)
         }
     };
     let steps = edit::chain(&current, &target, &via).map_err(CliError::Usage)?;
     if steps.is_empty() || (running_max == target && current == target) {
-        p.data(&format!("Cluster {key} already runs {target}: nothing to upgrade.\n"));
+        p.data(&format!(
+            "Cluster {key} already runs {target}: nothing to upgrade.\n"
+        ));
         return Ok(0);
     }
 
@@ -113,7 +138,11 @@ pub async fn run(g: &GlobalArgs, margs: &ManifestArgs, run: &RunArgs, a: &ApplyA
         st = simulate(&st, &pl, now);
         plans.push((v.clone(), pl));
     }
-    let names = if u.md.is_empty() { "all MachineDeployments".to_string() } else { u.md.join(", ") };
+    let names = if u.md.is_empty() {
+        "all MachineDeployments".to_string()
+    } else {
+        u.md.join(", ")
+    };
     let chain: Vec<String> = steps.iter().map(|v| v.to_string()).collect();
     if p.json {
         p.event(&json::version());
@@ -160,7 +189,12 @@ pub async fn run(g: &GlobalArgs, margs: &ManifestArgs, run: &RunArgs, a: &ApplyA
         }
         let pl = plan::plan(&desired, &state, &o)?;
         if !p.json {
-            p.message(&format!("\n=== Upgrading {key}: step {}/{} ({v}), {} operation(s) ===", i + 1, steps.len(), pl.steps.len()));
+            p.message(&format!(
+                "\n=== Upgrading {key}: step {}/{} ({v}), {} operation(s) ===",
+                i + 1,
+                steps.len(),
+                pl.steps.len()
+            ));
         } else {
             p.event(&serde_json::json!({"type": "upgrade_step", "cluster": key, "step": i + 1, "of": steps.len(), "to": v.to_string()}));
         }
@@ -169,7 +203,17 @@ pub async fn run(g: &GlobalArgs, margs: &ManifestArgs, run: &RunArgs, a: &ApplyA
         }
         let kinds: BTreeSet<_> = pl.steps.iter().map(|s| s.provider).collect();
         let providers = providers_for(&kinds, &provider_settings(g, Some(run), Some(&m))).await?;
-        let report = execute(&pl, state, store, providers, manifest_secrets(&m), a.parallelism, health.check(), p).await;
+        let report = execute(
+            &pl,
+            state,
+            store,
+            providers,
+            manifest_secrets(&m),
+            a.parallelism,
+            health.check(),
+            p,
+        )
+        .await;
         if report_outcome(&report, &pl, "upgrade", p) != 0 {
             p.error(&format!("The upgrade stopped during step {}/{} ({v}); the state is saved. Run the same `capi upgrade` again to resume.", i + 1, steps.len()));
             return Ok(1);
@@ -186,26 +230,40 @@ pub async fn run(g: &GlobalArgs, margs: &ManifestArgs, run: &RunArgs, a: &ApplyA
     Ok(0)
 }
 
-fn write_versions(m: &crate::manifest::Manifest, sel: &Selection<'_>, target: &Version, p: &Printer) -> Result<(), CliError> {
+fn write_versions(
+    m: &crate::manifest::Manifest,
+    sel: &Selection<'_>,
+    target: &Version,
+    p: &Printer,
+) -> Result<(), CliError> {
     let edits = edit::version_edits(m, sel, target, target);
     // Check every edit first; write only when all apply.
     let mut files: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
     for e in &edits {
         if e.file == "<stdin>" {
-            return Err(CliError::Usage("--write cannot update manifests read from stdin".into()));
+            return Err(CliError::Usage(
+                "--write cannot update manifests read from stdin".into(),
+            ));
         }
         let text = match files.get(&e.file) {
             Some(t) => t.clone(),
-            None => std::fs::read_to_string(&e.file).map_err(|err| CliError::Message(format!("cannot read {}: {err}", e.file)))?,
+            None => std::fs::read_to_string(&e.file)
+                .map_err(|err| CliError::Message(format!("cannot read {}: {err}", e.file)))?,
         };
-        let new = edit::apply_edit(&text, e.line, &e.new).map_err(|err| CliError::Message(format!("{}:{}: {} ({})", e.file, e.line, err, e.object)))?;
+        let new = edit::apply_edit(&text, e.line, &e.new).map_err(|err| {
+            CliError::Message(format!("{}:{}: {} ({})", e.file, e.line, err, e.object))
+        })?;
         files.insert(e.file.clone(), new);
     }
     for (f, text) in &files {
-        std::fs::write(f, text).map_err(|err| CliError::Message(format!("cannot write {f}: {err}")))?;
+        std::fs::write(f, text)
+            .map_err(|err| CliError::Message(format!("cannot write {f}: {err}")))?;
     }
     for e in &edits {
-        p.message(&format!("{}:{}: {} version set to {}", e.file, e.line, e.object, e.new));
+        p.message(&format!(
+            "{}:{}: {} version set to {}",
+            e.file, e.line, e.object, e.new
+        ));
     }
     Ok(())
 }

@@ -8,7 +8,12 @@ use super::*;
 pub fn run(margs: &ManifestArgs, p: &Printer) -> Result<u8, CliError> {
     let m = load_manifests(margs, p)?;
     let d = build_desired(&m, margs)?;
-    let machines: u32 = d.clusters.iter().flat_map(|c| c.groups.iter()).map(|g| g.replicas).sum();
+    let machines: u32 = d
+        .clusters
+        .iter()
+        .flat_map(|c| c.groups.iter())
+        .map(|g| g.replicas)
+        .sum();
     if p.json {
         p.event(&serde_json::json!({"type": "valid", "objects": m.objects.len(), "clusters": d.clusters.len(), "machines": machines, "warnings": m.warnings.len()}));
     } else {

@@ -10,8 +10,11 @@ pub struct DockerSettings {
     pub host: Option<String>,
 }
 
-pub async fn connect(_settings: &DockerSettings) -> Result<std::sync::Arc<dyn super::Provider>, ProviderError> {
+pub async fn connect(
+    _settings: &DockerSettings,
+) -> Result<std::sync::Arc<dyn super::Provider>, ProviderError> {
     Err(ProviderError::Unavailable(
-        "the Docker provider is not available in this build yet; rehearse with --provider sim".into(),
+        "the Docker provider is not available in this build yet; rehearse with --provider sim"
+            .into(),
     ))
 }

@@ -7,16 +7,22 @@ use super::ProviderError;
 #[derive(Debug, Clone, Default)]
 pub struct OpenStackSettings {}
 
-pub async fn connect(_settings: &OpenStackSettings) -> Result<std::sync::Arc<dyn super::Provider>, ProviderError> {
+pub async fn connect(
+    _settings: &OpenStackSettings,
+) -> Result<std::sync::Arc<dyn super::Provider>, ProviderError> {
     Err(ProviderError::Unavailable(
-        "the OpenStack provider is not available in this build yet; rehearse with --provider sim".into(),
+        "the OpenStack provider is not available in this build yet; rehearse with --provider sim"
+            .into(),
     ))
 }
 
 /// Which OpenStackCluster changes can be applied in place (CAPO's webhook
 /// allows a few: security-group rules, DNS servers...). Until the provider
 /// implements it, every change is immutable.
-pub fn classify_infra_change(_before: &crate::resource::InfraSpec, _after: &crate::resource::InfraSpec) -> super::InfraChange {
+pub fn classify_infra_change(
+    _before: &crate::resource::InfraSpec,
+    _after: &crate::resource::InfraSpec,
+) -> super::InfraChange {
     super::InfraChange::Immutable(String::new(), String::new())
 }
 

@@ -32,7 +32,7 @@ use super::cloudinit::{self, Action};
 use super::*;
 use crate::plan::planner::Observation;
 use crate::plan::AttributeChange;
-use crate::resource::{ResourceKind, Role};
+use crate::resource::Role;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct SimBootstrap {
@@ -121,9 +121,12 @@ fn write_json(path: &Path, v: &impl Serialize) -> Result<(), ProviderError> {
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, ProviderError> {
     match fs::read(path) {
-        Ok(b) => serde_json::from_slice(&b)
-            .map(Some)
-            .map_err(|e| io_err(&format!("{} is not a valid simulator file", path.display()), e)),
+        Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| {
+            io_err(
+                &format!("{} is not a valid simulator file", path.display()),
+                e,
+            )
+        }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io_err(&path.display().to_string(), e)),
     }
@@ -154,8 +157,14 @@ impl SimProvider {
                 Some((k.to_string(), n.parse().ok()?))
             })
             .collect();
-        let fail_rate = std::env::var("CAPI_SIM_FAIL_RATE").ok().and_then(|s| s.parse().ok()).unwrap_or(0.0);
-        let seed = std::env::var("CAPI_SIM_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+        let fail_rate = std::env::var("CAPI_SIM_FAIL_RATE")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0.0);
+        let seed = std::env::var("CAPI_SIM_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
         let p = SimProvider {
             dir: dir.to_path_buf(),
             latency,
@@ -190,13 +199,18 @@ impl SimProvider {
         self.dir.join("networks").join(format!("{cluster}.json"))
     }
     fn lb_path(&self, cluster: &str) -> PathBuf {
-        self.dir.join("loadbalancers").join(format!("{cluster}.json"))
+        self.dir
+            .join("loadbalancers")
+            .join(format!("{cluster}.json"))
     }
     fn token_path(&self, cluster: &str) -> PathBuf {
         self.dir.join("tokens").join(format!("{cluster}.json"))
     }
     pub fn machine_path(&self, cluster: &str, name: &str) -> PathBuf {
-        self.dir.join("machines").join(cluster).join(format!("{name}.json"))
+        self.dir
+            .join("machines")
+            .join(cluster)
+            .join(format!("{name}.json"))
     }
 
     /// All machine records of a cluster (or of all clusters).
@@ -204,10 +218,21 @@ impl SimProvider {
         let mut out = Vec::new();
         let dirs: Vec<PathBuf> = match cluster {
             Some(c) => vec![self.dir.join("machines").join(c)],
-            None => fs::read_dir(self.dir.join("machines")).into_iter().flatten().flatten().map(|e| e.path()).collect(),
+            None => fs::read_dir(self.dir.join("machines"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+                .collect(),
         };
         for d in dirs {
-            let mut files: Vec<PathBuf> = fs::read_dir(&d).into_iter().flatten().flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "json")).collect();
+            let mut files: Vec<PathBuf> = fs::read_dir(&d)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|e| e == "json"))
+                .collect();
             files.sort();
             for f in files {
                 if let Ok(Some(m)) = read_json::<SimMachine>(&f) {
@@ -226,11 +251,22 @@ impl SimProvider {
     /// The log is conservative across crashes: a creation is logged before
     /// the machine exists, a deletion after it is gone (again on every retry),
     /// so a reader never misses a machine that exists.
-    fn log_with(&self, event: &str, address: &Address, group: &str, version: &str, already_gone: bool) {
+    fn log_with(
+        &self,
+        event: &str,
+        address: &Address,
+        group: &str,
+        version: &str,
+        already_gone: bool,
+    ) {
         let seq = self.log_seq.fetch_add(1, Ordering::SeqCst);
         let line = json!({"seq": seq, "pid": std::process::id(), "event": event, "address": address, "group": group, "version": version, "already_gone": already_gone}).to_string();
         let _ = fs::create_dir_all(&self.dir);
-        if let Ok(mut f) = fs::OpenOptions::new().create(true).append(true).open(self.dir.join("ops.log")) {
+        if let Ok(mut f) = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("ops.log"))
+        {
             let _ = f.write_all(format!("{line}\n").as_bytes());
         }
     }
@@ -285,10 +321,19 @@ impl SimProvider {
         let mut total = Duration::ZERO;
         for p in phases {
             let prov = s.pointer(&format!("/{p}/provisioning"));
-            let Some(d) = prov.and_then(|v| v.get("startupDuration")).and_then(duration_of) else { continue };
+            let Some(d) = prov
+                .and_then(|v| v.get("startupDuration"))
+                .and_then(duration_of)
+            else {
+                continue;
+            };
             let jitter = prov
                 .and_then(|v| v.get("startupJitter"))
-                .and_then(|j| j.as_str().and_then(|s| s.parse::<f64>().ok()).or(j.as_f64()))
+                .and_then(|j| {
+                    j.as_str()
+                        .and_then(|s| s.parse::<f64>().ok())
+                        .or(j.as_f64())
+                })
                 .unwrap_or(0.0);
             let u = h64(&[&spec.name, p]) as f64 / u64::MAX as f64;
             total += d.mul_f64(1.0 + jitter * u);
@@ -296,7 +341,11 @@ impl SimProvider {
         total
     }
 
-    async fn reconfigure_lb(&self, cluster: &str, change: impl FnOnce(&mut SimLoadBalancer)) -> Result<(), ProviderError> {
+    async fn reconfigure_lb(
+        &self,
+        cluster: &str,
+        change: impl FnOnce(&mut SimLoadBalancer),
+    ) -> Result<(), ProviderError> {
         let _g = self.lb_lock.lock().await;
         let path = self.lb_path(cluster);
         let Some(mut lb) = read_json::<SimLoadBalancer>(&path)? else {
@@ -314,7 +363,12 @@ impl SimProvider {
         l
     }
 
-    fn check_owner(&self, labels: &BTreeMap<String, String>, input: &OpInput<'_>, what: &str) -> Result<(), ProviderError> {
+    fn check_owner(
+        &self,
+        labels: &BTreeMap<String, String>,
+        input: &OpInput<'_>,
+        what: &str,
+    ) -> Result<(), ProviderError> {
         match labels.get(LABEL_LINEAGE) {
             Some(l) if l == input.lineage => Ok(()),
             other => Err(ProviderError::Conflict(format!(
@@ -326,7 +380,11 @@ impl SimProvider {
         }
     }
 
-    async fn create_machine(&self, input: &OpInput<'_>, spec: &crate::resource::MachineSpec) -> Result<Observed, ProviderError> {
+    async fn create_machine(
+        &self,
+        input: &OpInput<'_>,
+        spec: &crate::resource::MachineSpec,
+    ) -> Result<Observed, ProviderError> {
         let cluster = input.address.cluster_key();
         let path = self.machine_path(cluster, &spec.name);
         let group = spec.owner.to_string();
@@ -354,7 +412,10 @@ impl SimProvider {
             }
             None => {
                 if self.inject("machine", &input.address.to_string()) {
-                    return Err(ProviderError::Failed(format!("simulated failure creating {} (CAPI_SIM_FAIL)", spec.name)));
+                    return Err(ProviderError::Failed(format!(
+                        "simulated failure creating {} (CAPI_SIM_FAIL)",
+                        spec.name
+                    )));
                 }
                 let ip = self.allocate_ip(cluster, &spec.name);
                 let mut labels = Self::labels(input);
@@ -416,7 +477,11 @@ impl SimProvider {
             let (name, ip) = (m.name.clone(), m.ip.clone());
             self.reconfigure_lb(cluster, |lb| {
                 if !lb.members.iter().any(|x| x.name == name) {
-                    lb.members.push(SimMember { name, ip, weight: 100 });
+                    lb.members.push(SimMember {
+                        name,
+                        ip,
+                        weight: 100,
+                    });
                     lb.members.sort_by(|a, b| a.name.cmp(&b.name));
                 }
             })
@@ -432,9 +497,21 @@ fn observed_of(m: &SimMachine, ready: bool) -> Observed {
     o.insert("provider_id".into(), json!(m.provider_id));
     o.insert("status".into(), json!(m.status));
     o.insert("ready".into(), json!(ready));
-    o.insert("bootstrap".into(), json!(if m.bootstrap.succeeded { "succeeded" } else if m.bootstrap.started { "failed" } else { "pending" }));
+    o.insert(
+        "bootstrap".into(),
+        json!(if m.bootstrap.succeeded {
+            "succeeded"
+        } else if m.bootstrap.started {
+            "failed"
+        } else {
+            "pending"
+        }),
+    );
     if !m.bootstrap.ignored_modules.is_empty() {
-        o.insert("ignored_cloud_config_modules".into(), json!(m.bootstrap.ignored_modules));
+        o.insert(
+            "ignored_cloud_config_modules".into(),
+            json!(m.bootstrap.ignored_modules),
+        );
     }
     o
 }
@@ -452,15 +529,28 @@ impl Provider for SimProvider {
                 let path = self.network_path(cluster);
                 if let Some(existing) = read_json::<SimNetwork>(&path)? {
                     self.check_owner(&existing.labels, input, "network")?;
-                    return Ok(BTreeMap::from([("cidr".into(), json!(existing.cidr)), ("name".into(), json!(existing.name))]));
+                    return Ok(BTreeMap::from([
+                        ("cidr".into(), json!(existing.cidr)),
+                        ("name".into(), json!(existing.name)),
+                    ]));
                 }
                 if self.inject("network", cluster) {
-                    return Err(ProviderError::Failed("simulated failure creating the network (CAPI_SIM_FAIL)".into()));
+                    return Err(ProviderError::Failed(
+                        "simulated failure creating the network (CAPI_SIM_FAIL)".into(),
+                    ));
                 }
                 let (a, b) = Self::cidr_base(cluster);
-                let net = SimNetwork { cluster: cluster.into(), name: n.name.clone(), cidr: format!("100.{a}.{b}.0/16"), labels: Self::labels(input) };
+                let net = SimNetwork {
+                    cluster: cluster.into(),
+                    name: n.name.clone(),
+                    cidr: format!("100.{a}.{b}.0/16"),
+                    labels: Self::labels(input),
+                };
                 write_json(&path, &net)?;
-                Ok(BTreeMap::from([("cidr".into(), json!(net.cidr)), ("name".into(), json!(net.name))]))
+                Ok(BTreeMap::from([
+                    ("cidr".into(), json!(net.cidr)),
+                    ("name".into(), json!(net.name)),
+                ]))
             }
             Spec::Loadbalancer(l) => {
                 let path = self.lb_path(cluster);
@@ -471,26 +561,45 @@ impl Provider for SimProvider {
                     }
                     None => {
                         if self.inject("loadbalancer", cluster) {
-                            return Err(ProviderError::Failed("simulated failure creating the load balancer (CAPI_SIM_FAIL)".into()));
+                            return Err(ProviderError::Failed(
+                                "simulated failure creating the load balancer (CAPI_SIM_FAIL)"
+                                    .into(),
+                            ));
                         }
                         let (a, b) = Self::cidr_base(cluster);
-                        let lb = SimLoadBalancer { cluster: cluster.into(), ip: format!("100.{a}.{b}.2"), port: l.port, members: vec![], reloads: 0, labels: Self::labels(input) };
+                        let lb = SimLoadBalancer {
+                            cluster: cluster.into(),
+                            ip: format!("100.{a}.{b}.2"),
+                            port: l.port,
+                            members: vec![],
+                            reloads: 0,
+                            labels: Self::labels(input),
+                        };
                         write_json(&path, &lb)?;
                         lb
                     }
                 };
-                let endpoint = l.fixed_endpoint.clone().unwrap_or_else(|| format!("{}:{}", lb.ip, lb.port));
-                Ok(BTreeMap::from([("ip".into(), json!(lb.ip)), ("endpoint".into(), json!(endpoint))]))
+                let endpoint = l
+                    .fixed_endpoint
+                    .clone()
+                    .unwrap_or_else(|| format!("{}:{}", lb.ip, lb.port));
+                Ok(BTreeMap::from([
+                    ("ip".into(), json!(lb.ip)),
+                    ("endpoint".into(), json!(endpoint)),
+                ]))
             }
             Spec::Token(_) => {
-                let (token, expires) = input.token.ok_or_else(|| ProviderError::Failed("no token to register".into()))?;
+                let (token, expires) = input
+                    .token
+                    .ok_or_else(|| ProviderError::Failed("no token to register".into()))?;
                 if self.inject("token", cluster) {
-                    return Err(ProviderError::Failed("simulated failure registering the bootstrap token (CAPI_SIM_FAIL)".into()));
+                    return Err(ProviderError::Failed(
+                        "simulated failure registering the bootstrap token (CAPI_SIM_FAIL)".into(),
+                    ));
                 }
-                let ready_cp = self
-                    .machines(Some(cluster))
-                    .into_iter()
-                    .any(|m| m.role == Role::ControlPlane && m.bootstrap.succeeded && m.status == "running");
+                let ready_cp = self.machines(Some(cluster)).into_iter().any(|m| {
+                    m.role == Role::ControlPlane && m.bootstrap.succeeded && m.status == "running"
+                });
                 if !ready_cp {
                     return Err(ProviderError::Failed(format!("no running control-plane machine in {cluster} to register the bootstrap token with")));
                 }
@@ -503,11 +612,17 @@ impl Provider for SimProvider {
                 Ok(BTreeMap::new())
             }
             Spec::Machine(m) => self.create_machine(input, m).await,
-            Spec::Pki(_) | Spec::Bootstrap(_) => Err(ProviderError::Failed("local resource sent to the simulator".into())),
+            Spec::Pki(_) | Spec::Bootstrap(_) => Err(ProviderError::Failed(
+                "local resource sent to the simulator".into(),
+            )),
         }
     }
 
-    async fn update(&self, input: &OpInput<'_>, current: &Resource) -> Result<Observed, ProviderError> {
+    async fn update(
+        &self,
+        input: &OpInput<'_>,
+        current: &Resource,
+    ) -> Result<Observed, ProviderError> {
         match input.spec {
             Spec::Token(_) => self.create(input).await,
             Spec::Machine(m) => {
@@ -518,17 +633,28 @@ impl Provider for SimProvider {
                         write_json(&path, &sm)?;
                         Ok(current.observed.clone())
                     }
-                    None => Err(ProviderError::Failed(format!("simulated machine {} no longer exists", m.name))),
+                    None => Err(ProviderError::Failed(format!(
+                        "simulated machine {} no longer exists",
+                        m.name
+                    ))),
                 }
             }
             _ => Ok(current.observed.clone()),
         }
     }
 
-    async fn delete(&self, r: &Resource, _lineage: &str, _redactor: &Redactor) -> Result<(), ProviderError> {
+    async fn delete(
+        &self,
+        r: &Resource,
+        _lineage: &str,
+        _redactor: &Redactor,
+    ) -> Result<(), ProviderError> {
         let cluster = r.address.cluster_key();
         if self.inject("delete", r.address.as_str()) {
-            return Err(ProviderError::Failed(format!("simulated failure deleting {} (CAPI_SIM_FAIL)", r.address)));
+            return Err(ProviderError::Failed(format!(
+                "simulated failure deleting {} (CAPI_SIM_FAIL)",
+                r.address
+            )));
         }
         // Ok(true) when something was removed.
         let rm = |p: PathBuf| match fs::remove_file(&p) {
@@ -554,10 +680,17 @@ impl Provider for SimProvider {
                     .await?;
                 }
                 let removed = rm(self.machine_path(cluster, &m.name))?;
-                self.log_with("machine-deleted", &r.address, &m.owner.to_string(), &m.version, !removed);
+                self.log_with(
+                    "machine-deleted",
+                    &r.address,
+                    &m.owner.to_string(),
+                    &m.version,
+                    !removed,
+                );
                 if m.role == Role::ControlPlane {
                     let name = m.name.clone();
-                    self.reconfigure_lb(cluster, |lb| lb.members.retain(|x| x.name != name)).await?;
+                    self.reconfigure_lb(cluster, |lb| lb.members.retain(|x| x.name != name))
+                        .await?;
                 }
                 Ok(())
             }
@@ -565,7 +698,11 @@ impl Provider for SimProvider {
         }
     }
 
-    async fn refresh(&self, resources: &[&Resource], _lineage: &str) -> Result<Vec<Refreshed>, ProviderError> {
+    async fn refresh(
+        &self,
+        resources: &[&Resource],
+        _lineage: &str,
+    ) -> Result<Vec<Refreshed>, ProviderError> {
         let mut out = Vec::new();
         for r in resources {
             let cluster = r.address.cluster_key();
@@ -596,12 +733,19 @@ impl Provider for SimProvider {
                 },
                 _ => None,
             };
-            out.push(Refreshed { address: r.address.clone(), observation });
+            out.push(Refreshed {
+                address: r.address.clone(),
+                observation,
+            });
         }
         Ok(out)
     }
 
-    async fn unmanaged(&self, known: &[&Resource], lineage: &str) -> Result<Vec<Unmanaged>, ProviderError> {
+    async fn unmanaged(
+        &self,
+        known: &[&Resource],
+        lineage: &str,
+    ) -> Result<Vec<Unmanaged>, ProviderError> {
         let known: BTreeSet<&str> = known.iter().map(|r| r.address.as_str()).collect();
         Ok(self
             .machines(None)
@@ -613,9 +757,4 @@ impl Provider for SimProvider {
             })
             .collect())
     }
-}
-
-/// The kinds a provider serves (for refresh grouping).
-pub fn refreshable(kind: ResourceKind) -> bool {
-    matches!(kind, ResourceKind::Network | ResourceKind::Loadbalancer | ResourceKind::Machine)
 }
