@@ -9,5 +9,13 @@ cd "$(dirname "$0")/.."
 echo "==> building"
 cargo build --all-targets --locked
 
+# Each provider that needs real infrastructure for its tests (test images
+# for Docker, local OpenStack services) drops a setup script here.
+for setup in scripts/setup.d/*.sh; do
+  [ -e "$setup" ] || continue
+  echo "==> setup: $setup"
+  "$setup"
+done
+
 echo "==> tests"
 cargo test --locked -- --test-threads "${CAPI_TEST_THREADS:-4}" "$@"

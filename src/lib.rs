@@ -1,3 +1,6 @@
+// CLI and plan errors carry source spans and help for miette; they are
+// built on cold paths only, so their size is not worth boxing them.
+#![allow(clippy::result_large_err)]
 //! `capi`: Terraform's plan/apply workflow for Kubernetes Cluster API manifests.
 //!
 //! Data flows one way: [`manifest`] → [`graph`] → [`plan`] → [`apply`] →

@@ -1,17 +1,24 @@
 //! The state journal used during apply: every mutation is applied to the
-//! in-memory state and made durable (atomic file write) before the caller
-//! continues. Concurrent mutations are committed together (group commit), so
-//! hundreds of parallel operations share one fsync instead of queueing for it.
+//! in-memory state and made durable before the caller continues. Concurrent
+//! mutations are committed together (group commit), so hundreds of parallel
+//! operations share one fsync instead of queueing for it. The first write of
+//! a run is a full snapshot; later ones append the changed resources to the
+//! store's journal file, compacted into a new snapshot when the journal has
+//! grown as large as the snapshot and when the apply ends.
 
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
 
+use crate::resource::{Address, ResourceKind, Spec};
+use crate::state::store::JournalRecord;
 use crate::state::{store, State, StateStore};
 
 type Mutation = Box<dyn FnOnce(&mut State) + Send>;
 
 struct Msg {
+    /// The one resource the mutation changes (plus documents and sequence).
+    address: Address,
     mutation: Mutation,
     ack: oneshot::Sender<Result<(), String>>,
 }
@@ -24,23 +31,33 @@ pub struct Journal {
 
 impl Journal {
     /// Start the writer thread. A state without lineage gets one at its first write.
-    pub fn start(state: State, mut store: StateStore) -> (Journal, std::thread::JoinHandle<()>) {
+    pub fn start(
+        mut state: State,
+        mut store: StateStore,
+    ) -> (Journal, std::thread::JoinHandle<()>) {
+        // The checksum is recomputed on every write; an old one would only
+        // force a copy of the whole state before each encode.
+        state.checksum = None;
         let state = Arc::new(Mutex::new(state));
         let (tx, rx) = std::sync::mpsc::channel::<Msg>();
         let shared = state.clone();
         let handle = std::thread::Builder::new()
             .name("capi-state-writer".into())
             .spawn(move || {
+                let mut snapshotted = false;
+                let mut base_serial = 0;
                 while let Ok(first) = rx.recv() {
                     let mut batch = vec![first];
                     while let Ok(m) = rx.try_recv() {
                         batch.push(m);
                     }
-                    let bytes = {
+                    let (write, acks) = {
                         let mut st = shared.lock().unwrap();
                         let mut acks = Vec::with_capacity(batch.len());
+                        let mut touched = Vec::with_capacity(batch.len());
                         for m in batch {
                             (m.mutation)(&mut st);
+                            touched.push(m.address);
                             acks.push(m.ack);
                         }
                         if st.lineage.is_empty() {
@@ -49,12 +66,29 @@ impl Journal {
                         st.serial += 1;
                         st.capi_version = env!("CARGO_PKG_VERSION").to_string();
                         st.gc_documents();
-                        (store::encode(&st), acks)
+                        let (journal, snapshot) = store.journal_len();
+                        let write = if !snapshotted || journal >= snapshot.max(256 * 1024) {
+                            base_serial = st.serial;
+                            Write::Snapshot(store::encode(&st))
+                        } else {
+                            Write::Record(st.lineage.clone(), record(&st, touched))
+                        };
+                        (write, acks)
                     };
-                    let result = store.write_bytes(&bytes.0).map_err(|e| e.to_string());
-                    for ack in bytes.1 {
+                    let result = match write {
+                        Write::Snapshot(bytes) => store.write_bytes(&bytes),
+                        Write::Record(lineage, r) => store.append(&lineage, base_serial, &r),
+                    }
+                    .map_err(|e| e.to_string());
+                    snapshotted |= result.is_ok();
+                    for ack in acks {
                         let _ = ack.send(result.clone());
                     }
+                }
+                // The apply is over: fold the journal into the snapshot.
+                if store.journal_len().0 > 0 {
+                    let bytes = store::encode(&shared.lock().unwrap());
+                    let _ = store.write_bytes(&bytes);
                 }
             })
             .expect("spawn the state writer");
@@ -62,10 +96,17 @@ impl Journal {
     }
 
     /// Apply a mutation and wait until it is on disk.
-    pub async fn commit(&self, f: impl FnOnce(&mut State) + Send + 'static) -> Result<(), String> {
+    /// `f` may change the resource at `address`, the documents and the
+    /// sequence counter, nothing else.
+    pub async fn commit(
+        &self,
+        address: &Address,
+        f: impl FnOnce(&mut State) + Send + 'static,
+    ) -> Result<(), String> {
         let (ack, rx) = oneshot::channel();
         self.tx
             .send(Msg {
+                address: address.clone(),
                 mutation: Box::new(f),
                 ack,
             })
@@ -82,4 +123,37 @@ impl Journal {
     pub fn snapshot(&self) -> State {
         self.state.lock().unwrap().clone()
     }
+}
+
+enum Write {
+    Snapshot(Vec<u8>),
+    Record(String, JournalRecord),
+}
+
+/// The journal record of a batch: the touched resources as they are now (or
+/// their removal), with the bootstrap documents they refer to.
+fn record(st: &State, mut touched: Vec<Address>) -> JournalRecord {
+    touched.sort();
+    touched.dedup();
+    let mut r = JournalRecord {
+        serial: st.serial,
+        next_sequence: st.next_sequence,
+        ..Default::default()
+    };
+    for a in touched {
+        match st.get(&a) {
+            Some(res) => {
+                if res.kind == ResourceKind::Bootstrap {
+                    if let Spec::Bootstrap(b) = &res.attributes {
+                        if let Some(doc) = st.documents.get(&b.sha256) {
+                            r.documents.insert(b.sha256.clone(), doc.clone());
+                        }
+                    }
+                }
+                r.upsert.push(res.clone());
+            }
+            None => r.remove.push(a),
+        }
+    }
+    r
 }

@@ -356,7 +356,7 @@ fn record_error(e: &ProviderError, redact: &dyn Fn(&str) -> String) -> ErrorReco
 async fn journal_pending(ctx: &Ctx, step: &Step, status: Status) -> Result<(), String> {
     let step = step.clone();
     ctx.journal
-        .commit(move |st| {
+        .commit(&step.address.clone(), move |st| {
             let existing = st.get(&step.address).cloned();
             let sequence = existing
                 .as_ref()
@@ -396,7 +396,7 @@ async fn finish(
 ) -> Result<(), String> {
     let a = address.clone();
     ctx.journal
-        .commit(move |st| {
+        .commit(address, move |st| {
             if let Some(r) = st.get_mut(&a) {
                 f(r);
             }
@@ -415,7 +415,7 @@ async fn run_step(ctx: &Ctx, step: &Step) -> Result<(), String> {
                 return Ok(());
             };
             ctx.journal
-                .commit({
+                .commit(&step.address, {
                     let a = step.address.clone();
                     move |st| {
                         if let Some(r) = st.get_mut(&a) {
@@ -436,7 +436,7 @@ async fn run_step(ctx: &Ctx, step: &Step) -> Result<(), String> {
             }
             let a = step.address.clone();
             ctx.journal
-                .commit(move |st| {
+                .commit(&step.address, move |st| {
                     st.remove(&a);
                 })
                 .await
@@ -459,7 +459,7 @@ async fn run_step(ctx: &Ctx, step: &Step) -> Result<(), String> {
                     let step2 = step.clone();
                     let sha = b.sha256.clone();
                     ctx.journal
-                        .commit(move |st| {
+                        .commit(&step.address, move |st| {
                             st.documents.insert(sha, doc);
                             let sequence = st
                                 .get(&step2.address)

@@ -20,7 +20,7 @@ pub struct Printer {
 
 impl Printer {
     pub fn new(no_color: bool, json: bool) -> Printer {
-        let allowed = !no_color && !std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        let allowed = !no_color && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
         let stderr_tty = std::io::stderr().is_terminal();
         Printer {
             color: allowed && !json && std::io::stdout().is_terminal(),

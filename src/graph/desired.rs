@@ -295,7 +295,7 @@ pub fn build(m: &Manifest, opts: &GraphOptions) -> Result<Desired, Vec<Problem>>
             clusters.push(c);
         }
     }
-    clusters.sort_by(|a, b| a.id.key().cmp(&b.id.key()));
+    clusters.sort_by_key(|a| a.id.key());
     if b.problems.is_empty() {
         Ok(Desired {
             clusters,

@@ -144,7 +144,7 @@ pub fn offset_of(text: &str, pos: Pos) -> (usize, usize) {
             let start = line.char_indices().nth(col).map(|(b, _)| b).unwrap_or(0);
             let rest = &line[start..];
             let len = rest
-                .find(|c: char| c == ':' || c == '\n' || c == '\r')
+                .find([':', '\n', '\r'])
                 .unwrap_or(rest.len())
                 .max(1)
                 .min(rest.len());

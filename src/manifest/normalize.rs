@@ -210,6 +210,13 @@ pub fn pointer_to_dotted(pointer: &str) -> String {
 /// a field written empty and a field left out mean the same thing. User data
 /// maps (labels, annotations, selectors) and `taints` (where an explicit empty
 /// list means "no taints") are kept as written.
+/// Keys whose empty object means "enabled, with defaults" (CAPO).
+const PRESENCE_ONLY: &[&str] = &[
+    "apiServerLoadBalancer",
+    "managedSecurityGroups",
+    "managedLoadBalancer",
+];
+
 pub fn prune(v: Value) -> Value {
     match v {
         Value::Object(m) => {
@@ -230,7 +237,11 @@ pub fn prune(v: Value) -> Value {
                     Value::Null => true,
                     Value::String(s) => s.is_empty(),
                     Value::Array(a) => a.is_empty(),
-                    Value::Object(o) => o.is_empty() && !keep_as_is,
+                    // CAPO's presence-only objects (`apiServerLoadBalancer: {}`
+                    // enables the load balancer) keep their meaning when empty.
+                    Value::Object(o) => {
+                        o.is_empty() && !keep_as_is && !PRESENCE_ONLY.contains(&k.as_str())
+                    }
                     _ => false,
                 };
                 if !empty {

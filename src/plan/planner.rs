@@ -1,6 +1,6 @@
 //! Desired clusters × state → plan.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::graph::desired::{Desired, DesiredCluster, MachineGroup};
 use crate::manifest::{IntOrPercent, TriggerIf};
@@ -334,8 +334,12 @@ fn singleton(
                         after: None,
                     });
                     let help = match kind {
-                        ResourceKind::Pki => "the cluster's certificate authorities cannot be regenerated in place; restore the previous value, or destroy and recreate the cluster",
-                        _ => "the cluster's infrastructure is immutable (the control-plane endpoint would move); restore the previous value, or destroy and recreate the cluster",
+                        ResourceKind::Pki => "the cluster's certificate authorities cannot be regenerated in place; restore the previous value, or destroy and recreate the cluster".to_string(),
+                        // The provider's reason (e.g. CAPO's webhook rules), when it gives one.
+                        _ => match infra_immutable_reason(&r.attributes, &spec) {
+                            Some(why) => format!("{why}; restore the previous value, or destroy and recreate the cluster"),
+                            None => "the cluster's infrastructure is immutable (the control-plane endpoint would move); restore the previous value, or destroy and recreate the cluster".to_string(),
+                        },
                     };
                     return Err(PlanError::Immutable {
                         address: addr.clone(),
@@ -348,7 +352,7 @@ fn singleton(
                             .after
                             .map(|v| v.to_string())
                             .unwrap_or_else(|| "unset".into()),
-                        help: help.into(),
+                        help,
                         file: dc.source.file.clone(),
                         line: dc.source.line,
                     });
@@ -378,6 +382,21 @@ fn singleton(
         },
     }
     Ok(())
+}
+
+/// Why the provider refuses an infrastructure change, when it says.
+fn infra_immutable_reason(before: &Spec, after: &Spec) -> Option<String> {
+    let (b, a) = match (before, after) {
+        (Spec::Network(b), Spec::Network(a)) => (&b.infra, &a.infra),
+        (Spec::Loadbalancer(b), Spec::Loadbalancer(a)) => (&b.infra, &a.infra),
+        _ => return None,
+    };
+    match crate::provider::classify_infra_change(b, a) {
+        crate::provider::InfraChange::Immutable(field, why) if !why.is_empty() => {
+            Some(format!("{field}: {why}"))
+        }
+        _ => None,
+    }
 }
 
 /// Network and load balancer changes the provider can apply in place.
@@ -482,17 +501,18 @@ fn plan_cluster(b: &mut Builder<'_>, dc: &DesiredCluster) -> Result<(), PlanErro
     let mut cp_rollout_end: Option<usize> = None;
     let mut worker_step_ids: Vec<usize> = Vec::new();
 
+    // The cluster's machines in state by owner, in state order (one pass,
+    // not one per group: a cluster may have hundreds of groups).
+    let state = b.state;
+    let mut by_owner: HashMap<&crate::resource::Owner, Vec<&Resource>> = HashMap::new();
+    for r in state.cluster_resources(&key) {
+        if let Some(m) = r.attributes.as_machine() {
+            by_owner.entry(&m.owner).or_default().push(r);
+        }
+    }
     for g in &dc.groups {
         let group_label = g.owner.to_string();
-        let in_state: Vec<&Resource> = b
-            .state
-            .cluster_resources(&key)
-            .filter(|r| {
-                r.attributes
-                    .as_machine()
-                    .is_some_and(|m| m.owner == g.owner)
-            })
-            .collect();
+        let in_state: Vec<&Resource> = by_owner.remove(&g.owner).unwrap_or_default();
         // Interrupted deletes are finished first: the machines still exist
         // until then, so the rollout's first wave waits for them.
         let mut interrupted: Vec<usize> = Vec::new();

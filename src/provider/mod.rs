@@ -220,7 +220,7 @@ pub async fn registry(
             settings.sim_latency,
         )?)),
         ProviderKind::Docker => docker::connect(&settings.docker).await,
-        ProviderKind::Openstack => openstack::connect(&settings.openstack).await,
+        ProviderKind::Openstack => openstack::connect(settings).await,
         ProviderKind::Local => Err(ProviderError::Failed(
             "local resources have no provider".into(),
         )),

@@ -693,7 +693,6 @@ fn no_secret_in_any_output() {
     run(&["plan", "-f", "s.yaml"]);
     run(&["apply", "--auto-approve", "--json", "-f", "s.yaml"]);
     run(&["graph", "-f", "s.yaml"]);
-    drop(run);
     // A failing bootstrap: its error output is redacted too.
     let o = capi(dir.path())
         .args(["apply", "--auto-approve", "-f", exs])

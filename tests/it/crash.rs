@@ -127,32 +127,20 @@ impl Lcg {
 
 #[test]
 fn sigkill_at_random_points_then_reapply_converges() {
-    // How long an uninterrupted apply takes here.
-    let probe = tempfile::tempdir().unwrap();
-    std::fs::write(probe.path().join("c.yaml"), CLUSTER).unwrap();
-    let t0 = Instant::now();
-    capi(probe.path())
-        .args([
-            "apply",
-            "--auto-approve",
-            "--sim-latency",
-            "60ms",
-            "--parallelism",
-            "3",
-            "-f",
-            "c.yaml",
-        ])
-        .assert()
-        .success();
-    let full = t0.elapsed();
-    assert_converged(probe.path());
-
+    // Kill points are taken from the apply's own progress, not from the
+    // clock (a loaded machine shifts every timing): SIGKILL a random time
+    // (0-40 ms) after the k-th "Creating..." line, counting only machine
+    // lines on even runs (a machine create is in flight for 60 ms) and every
+    // resource on odd runs.
     let mut rng = Lcg(0x5eed);
     let mut interrupted_with_pending = 0;
     for i in 0..10 {
+        use std::io::BufRead;
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("c.yaml"), CLUSTER).unwrap();
-        let kill_after = Duration::from_millis(rng.next() % (full.as_millis() as u64).max(1));
+        let machines_only = i % 2 == 0;
+        let k = 1 + rng.next() % if machines_only { 5 } else { 12 };
+        let delay = Duration::from_millis(rng.next() % 40);
         let mut child = capi_process(dir.path())
             .args([
                 "apply",
@@ -165,17 +153,31 @@ fn sigkill_at_random_points_then_reapply_converges() {
                 "c.yaml",
             ])
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        std::thread::sleep(kill_after);
+        let progress = std::io::BufReader::new(child.stderr.take().unwrap());
+        let mut seen = 0;
+        let mut kill_point = None;
+        for line in progress.lines() {
+            let line = line.unwrap();
+            if line.ends_with(": Creating...") && (!machines_only || line.contains("/machine/")) {
+                seen += 1;
+                if seen == k {
+                    kill_point = Some(line);
+                    break;
+                }
+            }
+        }
+        std::thread::sleep(delay);
         let _ = child.kill(); // SIGKILL
         let _ = child.wait();
+        let at = format!("{kill_point:?} + {delay:?}");
         // The state (if any) loads and validates right after the kill.
         if dir.path().join("capi.state.json").exists() {
             let st = StateStore::new(dir.path().join("capi.state.json"))
                 .load()
-                .unwrap_or_else(|e| panic!("run {i} (killed after {kill_after:?}): {e}"))
+                .unwrap_or_else(|e| panic!("run {i} (killed at {at}): {e}"))
                 .unwrap();
             assert_state_valid(&dir.path().join("capi.state.json"));
             if st.resources.iter().any(|r| r.status.is_pending()) {
@@ -188,7 +190,7 @@ fn sigkill_at_random_points_then_reapply_converges() {
             .unwrap();
         assert!(
             out.status.success(),
-            "run {i}: re-apply after a kill at {kill_after:?} failed:\n{}\n{}",
+            "run {i}: re-apply after a kill at {at} failed:\n{}\n{}",
             stdout(&out),
             stderr(&out)
         );
