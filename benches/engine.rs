@@ -246,42 +246,71 @@ fn apply_bench(
     parallelism: usize,
     report: &mut Vec<String>,
 ) {
-    let dir = work.join(format!("apply-{latency_ms}ms-p{parallelism}"));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
     // 3 control-plane + 997 workers = 1,000 machines.
     let text = manifest(1, 997, "v1.31.2", None);
-    std::fs::write(dir.join("bench.yaml"), &text).unwrap();
     let lat = format!("{latency_ms}ms");
     let par = parallelism.to_string();
-    let r = run_capi(
-        bin,
-        &dir,
-        &[
-            "apply",
-            "--auto-approve",
-            "--sim-latency",
-            &lat,
-            "--parallelism",
-            &par,
-            "-f",
-            "bench.yaml",
-        ],
-    );
-    assert_eq!(r.status, 0, "apply failed");
-    // Lower bound: the critical path (pki, then network → lb → the 3
-    // control-plane machines one after another → token) plus the workers
-    // spread over the parallel slots.
+    // Three runs, each in a new directory; the median is reported.
+    let mut runs = Vec::new();
+    for i in 0..3 {
+        let dir = work.join(format!("apply-{latency_ms}ms-p{parallelism}-{i}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("bench.yaml"), &text).unwrap();
+        let r = run_capi(
+            bin,
+            &dir,
+            &[
+                "apply",
+                "--auto-approve",
+                "--json",
+                "--sim-latency",
+                &lat,
+                "--parallelism",
+                &par,
+                "-f",
+                "bench.yaml",
+            ],
+        );
+        assert_eq!(r.status, 0, "apply failed");
+        // The executor's makespan, from the apply_summary event: from the
+        // first operation to the last durable state write.
+        let summary: serde_json::Value = r
+            .stdout
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["type"] == "apply_summary")
+            .expect("an apply_summary event");
+        let makespan = Duration::from_secs_f64(
+            summary["elapsed_seconds"]
+                .as_f64()
+                .expect("elapsed_seconds"),
+        );
+        runs.push((makespan, r.wall, r.max_rss_kb));
+    }
+    runs.sort();
+    let (makespan, wall, rss) = runs[1];
+    // Lower bound: nothing but the first control-plane machine can start
+    // before kubeadm init (the network, load balancer, PKI and token have no
+    // simulated latency), then the other 999 machines fill the slots.
     let l = Duration::from_millis(latency_ms);
-    let workers = 997u32;
-    let waves = workers.div_ceil(parallelism as u32);
-    let bound = l * 3 + l * waves;
+    let waves = 999u32.div_ceil(parallelism as u32);
+    let bound = l + l * waves;
+    let ratio = |d: Duration| {
+        if bound.is_zero() {
+            "n/a".to_string()
+        } else {
+            format!("{:.2}", d.as_secs_f64() / bound.as_secs_f64())
+        }
+    };
     let line = format!(
-        "apply of 1,000 simulated machines, latency {latency_ms} ms, parallelism {parallelism}: {} (lower bound {}, ratio {}) , peak {:.0} MB",
-        ms(r.wall),
+        "apply of 1,000 simulated machines, latency {latency_ms} ms, parallelism {parallelism} (median of 3): makespan {} (lower bound {}, ratio {}); whole command {} (ratio {}); peak {:.0} MB",
+        ms(makespan),
         ms(bound),
-        if bound.is_zero() { "n/a".to_string() } else { format!("{:.2}", r.wall.as_secs_f64() / bound.as_secs_f64()) },
-        r.max_rss_kb as f64 / 1024.0
+        ratio(makespan),
+        ms(wall),
+        ratio(wall),
+        rss as f64 / 1024.0
     );
     println!("{line}");
     report.push(line);

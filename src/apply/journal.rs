@@ -5,6 +5,12 @@
 //! a run is a full snapshot; later ones append the changed resources to the
 //! store's journal file, compacted into a new snapshot when the journal has
 //! grown as large as the snapshot and when the apply ends.
+//!
+//! The fsyncs run on a thread of their own: while the disk makes one batch
+//! durable, the writer already appends the next, and every batch waiting
+//! when the disk becomes free shares the next fsync. No commit is
+//! acknowledged before it is durable, so only the last line of the journal
+//! can ever be torn.
 
 use std::sync::{Arc, Mutex};
 
@@ -44,6 +50,14 @@ impl Journal {
         let handle = std::thread::Builder::new()
             .name("capi-state-writer".into())
             .spawn(move || {
+                // fsyncs run on their own thread, so a result waiting for
+                // the disk never holds up the next batch's write.
+                let (sync_tx, sync_rx) = std::sync::mpsc::channel::<SyncRequest>();
+                let syncer = std::thread::Builder::new()
+                    .name("capi-state-sync".into())
+                    .spawn(move || sync_loop(sync_rx))
+                    .expect("spawn the state syncer");
+                let mut generation = 0u64;
                 let mut snapshotted = false;
                 let mut base_serial = 0;
                 while let Ok(first) = rx.recv() {
@@ -57,15 +71,21 @@ impl Journal {
                         let mut touched = Vec::with_capacity(batch.len());
                         for m in batch {
                             (m.mutation)(&mut st);
-                            touched.push(m.address);
                             acks.push(m.ack);
+                            touched.push(m.address);
                         }
                         if st.lineage.is_empty() {
                             st.lineage = uuid::Uuid::new_v4().to_string();
                         }
                         st.serial += 1;
                         st.capi_version = env!("CARGO_PKG_VERSION").to_string();
-                        st.gc_documents();
+                        // Only a changed bootstrap resource can orphan a document.
+                        if touched
+                            .iter()
+                            .any(|a| a.kind() == Some(ResourceKind::Bootstrap))
+                        {
+                            st.gc_documents();
+                        }
                         let (journal, snapshot) = store.journal_len();
                         let write = if !snapshotted || journal >= snapshot.max(256 * 1024) {
                             base_serial = st.serial;
@@ -75,16 +95,41 @@ impl Journal {
                         };
                         (write, acks)
                     };
-                    let result = match write {
-                        Write::Snapshot(bytes) => store.write_bytes(&bytes),
-                        Write::Record(lineage, r) => store.append(&lineage, base_serial, &r),
-                    }
-                    .map_err(|e| e.to_string());
-                    snapshotted |= result.is_ok();
-                    for ack in acks {
-                        let _ = ack.send(result.clone());
+                    match write {
+                        Write::Snapshot(bytes) => {
+                            // Written and fsynced in place.
+                            generation += 1;
+                            let result = store.write_bytes(&bytes).map_err(|e| e.to_string());
+                            snapshotted |= result.is_ok();
+                            for ack in acks {
+                                let _ = ack.send(result.clone());
+                            }
+                        }
+                        Write::Record(lineage, r) => {
+                            // Appended here, acknowledged by the syncer.
+                            let handle = store
+                                .append(&lineage, base_serial, &r)
+                                .and_then(|()| store.journal_handle())
+                                .map_err(|e| e.to_string());
+                            match handle {
+                                Ok(file) => {
+                                    let _ = sync_tx.send(SyncRequest {
+                                        file,
+                                        generation,
+                                        acks,
+                                    });
+                                }
+                                Err(e) => {
+                                    for ack in acks {
+                                        let _ = ack.send(Err(e.clone()));
+                                    }
+                                }
+                            }
+                        }
                     }
                 }
+                drop(sync_tx);
+                let _ = syncer.join();
                 // The apply is over: fold the journal into the snapshot.
                 if store.journal_len().0 > 0 {
                     let bytes = store::encode(&shared.lock().unwrap());
@@ -95,7 +140,7 @@ impl Journal {
         (Journal { state, tx }, handle)
     }
 
-    /// Apply a mutation and wait until it is on disk.
+    /// Apply a mutation and wait until it is durable on disk.
     /// `f` may change the resource at `address`, the documents and the
     /// sequence counter, nothing else.
     pub async fn commit(
@@ -122,6 +167,41 @@ impl Journal {
 
     pub fn snapshot(&self) -> State {
         self.state.lock().unwrap().clone()
+    }
+}
+
+struct SyncRequest {
+    file: std::fs::File,
+    /// Which journal file (a snapshot starts a new one).
+    generation: u64,
+    acks: Vec<oneshot::Sender<Result<(), String>>>,
+}
+
+/// Make appended results durable: every request waiting when the disk
+/// becomes free shares one fdatasync per journal file.
+fn sync_loop(rx: std::sync::mpsc::Receiver<SyncRequest>) {
+    while let Ok(first) = rx.recv() {
+        let mut group = vec![first];
+        while let Ok(r) = rx.try_recv() {
+            group.push(r);
+        }
+        while !group.is_empty() {
+            let generation = group[0].generation;
+            let (same, rest): (Vec<_>, Vec<_>) =
+                group.into_iter().partition(|r| r.generation == generation);
+            group = rest;
+            let result = same
+                .last()
+                .expect("non-empty")
+                .file
+                .sync_data()
+                .map_err(|e| format!("making the state journal durable: {e}"));
+            for r in same {
+                for ack in r.acks {
+                    let _ = ack.send(result.clone());
+                }
+            }
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! The executor: runs a plan's steps on tokio, each as soon as the steps it
-//! waits for are done, at most `parallelism` at a time. Before each provider
+//! waits for are done, at most `parallelism` provider operations at a time
+//! (local steps and durable writes of results take no slot). Before each provider
 //! operation the intent is journalled in state (pending); after it, the
 //! result. A failed step skips its dependents while independent branches
 //! finish. Cancellation (the first Ctrl-C) stops new steps and lets the ones
@@ -183,12 +184,26 @@ pub async fn apply(plan: &Plan, state: State, store: StateStore, exec: Executor)
             dependents[a].push(s.id);
         }
     }
-    let mut ready: BinaryHeap<std::cmp::Reverse<usize>> = (0..n)
-        .filter(|&i| waiting[i] == 0)
-        .map(std::cmp::Reverse)
-        .collect();
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(usize, Result<(), String>, Duration)>();
-    let parallelism = exec.parallelism.max(1);
+    // Steps that call a provider wait for one of `parallelism` slots and
+    // hold it only for the provider operation and its intent record; local
+    // steps (PKI, bootstrap data), health gates and the durable write of a
+    // result take none, so they never idle a slot.
+    let mut ready_local: BinaryHeap<std::cmp::Reverse<usize>> = BinaryHeap::new();
+    let mut ready_remote: BinaryHeap<std::cmp::Reverse<usize>> = BinaryHeap::new();
+    let push_ready = |id: usize,
+                      local: &mut BinaryHeap<std::cmp::Reverse<usize>>,
+                      remote: &mut BinaryHeap<std::cmp::Reverse<usize>>| {
+        if needs_slot(&plan.steps[id]) {
+            remote.push(std::cmp::Reverse(id));
+        } else {
+            local.push(std::cmp::Reverse(id));
+        }
+    };
+    for i in (0..n).filter(|&i| waiting[i] == 0) {
+        push_ready(i, &mut ready_local, &mut ready_remote);
+    }
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Msg>();
+    let mut free_slots = exec.parallelism.max(1);
     let mut in_flight = 0usize;
     let mut interrupted = false;
     let emit = |e: Event| {
@@ -201,10 +216,19 @@ pub async fn apply(plan: &Plan, state: State, store: StateStore, exec: Executor)
             interrupted = true;
             emit(Event::Interrupted);
         }
-        while !interrupted && in_flight < parallelism {
-            let Some(std::cmp::Reverse(id)) = ready.pop() else {
-                break;
+        while !interrupted {
+            let next = match ready_local.pop() {
+                Some(std::cmp::Reverse(id)) => (id, None),
+                None if free_slots > 0 => match ready_remote.pop() {
+                    Some(std::cmp::Reverse(id)) => {
+                        free_slots -= 1;
+                        (id, Some(Slot(done_tx.clone())))
+                    }
+                    None => break,
+                },
+                None => break,
             };
+            let (id, mut slot) = next;
             let step = plan.steps[id].clone();
             emit(Event::Started {
                 id,
@@ -216,8 +240,9 @@ pub async fn apply(plan: &Plan, state: State, store: StateStore, exec: Executor)
             in_flight += 1;
             tokio::spawn(async move {
                 let t = Instant::now();
-                let r = run_step(&ctx, &step).await;
-                let _ = tx.send((id, r, t.elapsed()));
+                let r = run_step(&ctx, &step, &mut slot).await;
+                drop(slot);
+                let _ = tx.send(Msg::Done(id, r, t.elapsed()));
             });
         }
         if in_flight == 0 {
@@ -227,8 +252,13 @@ pub async fn apply(plan: &Plan, state: State, store: StateStore, exec: Executor)
             m = done_rx.recv() => m,
             _ = tokio::time::sleep(Duration::from_millis(100)), if !interrupted => None,
         };
-        let Some((id, result, elapsed)) = msg else {
-            continue;
+        let (id, result, elapsed) = match msg {
+            Some(Msg::Done(id, result, elapsed)) => (id, result, elapsed),
+            Some(Msg::SlotFreed) => {
+                free_slots += 1;
+                continue;
+            }
+            None => continue,
         };
         in_flight -= 1;
         let step = &plan.steps[id];
@@ -245,7 +275,7 @@ pub async fn apply(plan: &Plan, state: State, store: StateStore, exec: Executor)
                 for &d in &dependents[id] {
                     waiting[d] -= 1;
                     if waiting[d] == 0 && outcomes[d] == Outcome::NotStarted {
-                        ready.push(std::cmp::Reverse(d));
+                        push_ready(d, &mut ready_local, &mut ready_remote);
                     }
                 }
             }
@@ -330,6 +360,31 @@ pub async fn apply(plan: &Plan, state: State, store: StateStore, exec: Executor)
     report
 }
 
+enum Msg {
+    Done(usize, Result<(), String>, Duration),
+    SlotFreed,
+}
+
+/// One of the executor's `parallelism` slots for provider operations; it
+/// goes back to the scheduler when dropped.
+struct Slot(mpsc::UnboundedSender<Msg>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let _ = self.0.send(Msg::SlotFreed);
+    }
+}
+
+/// Does the step call a provider (and so wait for a slot)?
+fn needs_slot(step: &Step) -> bool {
+    match step.op {
+        Op::Delete => !step.address.kind().is_some_and(|k| k.is_local()),
+        Op::Create | Op::Update => {
+            !matches!(step.spec, Some(Spec::Pki(_)) | Some(Spec::Bootstrap(_)))
+        }
+    }
+}
+
 fn record_error(e: &ProviderError, redact: &dyn Fn(&str) -> String) -> ErrorRecord {
     match e {
         ProviderError::Bootstrap {
@@ -352,7 +407,7 @@ fn record_error(e: &ProviderError, redact: &dyn Fn(&str) -> String) -> ErrorReco
     }
 }
 
-/// Journal a pending operation on a resource.
+/// Journal a pending operation on a resource (durable before the provider is called).
 async fn journal_pending(ctx: &Ctx, step: &Step, status: Status) -> Result<(), String> {
     let step = step.clone();
     ctx.journal
@@ -404,7 +459,7 @@ async fn finish(
         .await
 }
 
-async fn run_step(ctx: &Ctx, step: &Step) -> Result<(), String> {
+async fn run_step(ctx: &Ctx, step: &Step, slot: &mut Option<Slot>) -> Result<(), String> {
     let kind = step
         .address
         .kind()
@@ -428,11 +483,11 @@ async fn run_step(ctx: &Ctx, step: &Step) -> Result<(), String> {
                 let lineage = ctx.journal.read(|s| s.lineage.clone());
                 let redactor = ctx.redactor.read().unwrap().clone();
                 let p = ctx.provider(existing.provider)?;
-                p.delete(&existing, &lineage, &redactor)
-                    .await
-                    .map_err(|e| {
-                        format!("deleting {}: {}", step.address, ctx.redact(&e.to_string()))
-                    })?;
+                let r = p.delete(&existing, &lineage, &redactor).await;
+                drop(slot.take());
+                r.map_err(|e| {
+                    format!("deleting {}: {}", step.address, ctx.redact(&e.to_string()))
+                })?;
             }
             let a = step.address.clone();
             ctx.journal
@@ -538,7 +593,9 @@ async fn run_step(ctx: &Ctx, step: &Step) -> Result<(), String> {
                         Some((&token, expires)),
                         Some(&current),
                     )
-                    .await?;
+                    .await;
+                    drop(slot.take());
+                    let observed = observed?;
                     let id = bootstrap::token::id(&token).to_string();
                     finish(ctx, &step.address, move |r| {
                         r.status = Status::Ready;
@@ -564,7 +621,9 @@ async fn run_step(ctx: &Ctx, step: &Step) -> Result<(), String> {
                     )
                     .await?;
                     let current = ctx.journal.read(|s| s.get(&step.address).cloned());
-                    match provider_call(ctx, step, &spec, None, None, current.as_ref()).await {
+                    let r = provider_call(ctx, step, &spec, None, None, current.as_ref()).await;
+                    drop(slot.take());
+                    match r {
                         Ok(observed) => {
                             finish(ctx, &step.address, move |r| {
                                 r.status = Status::Ready;
@@ -595,7 +654,9 @@ async fn run_step(ctx: &Ctx, step: &Step) -> Result<(), String> {
                         journal_pending(ctx, step, Status::Updating).await?;
                         let current = ctx.journal.read(|s| s.get(&step.address).cloned());
                         let observed =
-                            provider_call(ctx, step, &spec, None, None, current.as_ref()).await?;
+                            provider_call(ctx, step, &spec, None, None, current.as_ref()).await;
+                        drop(slot.take());
+                        let observed = observed?;
                         return finish(ctx, &step.address, move |r| {
                             r.status = Status::Ready;
                             r.attributes = spec;
@@ -605,7 +666,9 @@ async fn run_step(ctx: &Ctx, step: &Step) -> Result<(), String> {
                     }
                     journal_pending(ctx, step, Status::Creating).await?;
                     let doc = resolve_bootstrap(ctx, &step.address)?;
-                    match machine_create(ctx, step, &spec, &doc).await {
+                    let r = machine_create(ctx, step, &spec, &doc).await;
+                    drop(slot.take());
+                    match r {
                         Ok(observed) => {
                             finish(ctx, &step.address, move |r| {
                                 r.status = Status::Ready;

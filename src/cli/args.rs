@@ -80,7 +80,7 @@ pub struct ApplyArgs {
     /// Skip the interactive approval.
     #[arg(long)]
     pub auto_approve: bool,
-    /// Operations run at the same time.
+    /// Provider operations in flight at once (local steps take no slot).
     #[arg(long, default_value_t = 10)]
     pub parallelism: usize,
 }

@@ -127,8 +127,33 @@ impl StateStore {
         (self.journal_bytes, self.snapshot_bytes)
     }
 
-    /// Append one record after the snapshot last written by this store, and
-    /// make it durable. Only valid after a [`StateStore::write_bytes`] in this run.
+    /// A second handle on the open journal file, to make it durable from
+    /// another thread while appends go on.
+    pub fn journal_handle(&self) -> Result<File, StateError> {
+        let err = |e: std::io::Error| StateError::Write {
+            path: self.journal_path().display().to_string(),
+            source: e,
+        };
+        match &self.journal {
+            Some(f) => f.try_clone().map_err(err),
+            None => Err(err(std::io::Error::other("no journal is open"))),
+        }
+    }
+
+    /// Make every record appended so far durable.
+    pub fn sync_journal(&mut self) -> Result<(), StateError> {
+        match &self.journal {
+            Some(f) => f.sync_data().map_err(|e| StateError::Write {
+                path: self.journal_path().display().to_string(),
+                source: e,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Append one record after the snapshot last written by this store (in
+    /// the file, not yet durable: see [`StateStore::sync_journal`]). Only
+    /// valid after a [`StateStore::write_bytes`] in this run.
     pub fn append(
         &mut self,
         lineage: &str,
@@ -163,7 +188,6 @@ impl StateStore {
         let line = journal_line(record);
         let f = self.journal.as_mut().expect("opened above");
         f.write_all(&line).map_err(err)?;
-        f.sync_data().map_err(err)?;
         self.journal_bytes += line.len() as u64;
         Ok(())
     }
@@ -677,6 +701,7 @@ mod tests {
             ..Default::default()
         };
         store.append("lin", 1, &r3).unwrap();
+        store.sync_journal().unwrap();
         let jp = store.journal_path();
         assert_eq!(
             fs::metadata(&jp).unwrap().permissions().mode() & 0o777,

@@ -548,3 +548,44 @@ fn describe_shows_progress_and_reasons() {
         "{plain}"
     );
 }
+
+/// `--parallelism` bounds the provider operations in flight, and the bound is
+/// used: with 3 slots and 12 workers that become ready together, exactly 3
+/// machines are ever being created at once (bootstrap data and durable state
+/// writes take no slot).
+#[test]
+fn parallelism_bounds_machines_in_flight_and_is_used() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("c.yaml"), cluster("v1.31.2", 1, 12, 1, 0)).unwrap();
+    capi(dir.path())
+        .args([
+            "apply",
+            "--auto-approve",
+            "--parallelism",
+            "3",
+            "--sim-latency",
+            "100ms",
+            "-f",
+            "c.yaml",
+        ])
+        .assert()
+        .success();
+    let mut in_flight = BTreeSet::new();
+    let mut most = 0;
+    let events = ops(dir.path());
+    for e in &events {
+        match e.event.as_str() {
+            "machine-created" => {
+                in_flight.insert(e.address.clone());
+            }
+            "machine-ready" => {
+                in_flight.remove(&e.address);
+            }
+            _ => {}
+        }
+        most = most.max(in_flight.len());
+    }
+    let ready = events.iter().filter(|e| e.event == "machine-ready").count();
+    assert_eq!(ready, 13, "{events:#?}");
+    assert_eq!(most, 3, "machines in creation at once: {events:#?}");
+}
