@@ -47,17 +47,15 @@ fn two_processes_race_for_the_lock() {
     assert_eq!(info["Operation"], "apply");
     assert_eq!(info["Pid"], first.id());
 
-    // A second apply fails at once, naming the holder.
-    let t = Instant::now();
+    // A second apply fails without waiting (no --lock-timeout), naming the holder.
     let out = capi(dir.path())
         .args(["apply", "--auto-approve", "-f", "c.yaml"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        t.elapsed() < Duration::from_secs(5),
-        "must fail at once, took {:?}",
-        t.elapsed()
+        first.try_wait().unwrap().is_none(),
+        "the second apply returned only after the first had finished"
     );
     let err = stderr(&out);
     assert!(
