@@ -108,7 +108,7 @@ struct Ctx {
     journal: Journal,
     providers: BTreeMap<ProviderKind, Arc<dyn Provider>>,
     secrets: ManifestSecrets,
-    documents: BTreeMap<String, String>,
+    documents: Arc<BTreeMap<String, String>>,
     redactor: RwLock<Redactor>,
     health: Option<health::HealthCheck>,
     gates: health::Gates,
@@ -167,7 +167,7 @@ pub async fn apply(plan: &Plan, state: State, store: StateStore, exec: Executor)
         journal: journal.clone(),
         providers: exec.providers,
         secrets: exec.secrets,
-        documents: plan.documents.clone(),
+        documents: Arc::new(plan.documents.clone()),
         redactor: RwLock::new(Redactor::new(secret_values)),
         health: exec.health,
         gates: health::Gates::default(),
@@ -500,22 +500,39 @@ async fn run_step(ctx: &Ctx, step: &Step, slot: &mut Option<Slot>) -> Result<(),
             let spec = step.spec.clone().expect("spec");
             match &spec {
                 Spec::Bootstrap(b) => {
-                    let doc = ctx
-                        .documents
-                        .get(&b.sha256)
-                        .cloned()
-                        .or_else(|| ctx.journal.read(|s| s.documents.get(&b.sha256).cloned()))
-                        .ok_or_else(|| {
-                            format!(
-                                "{}: bootstrap document {} is missing from the plan",
-                                step.address, b.sha256
-                            )
-                        })?;
+                    // Machines of one template share a document: it is copied
+                    // into the state only by the first of them to commit
+                    // (thousands of these steps can wait for the writer at once).
+                    enum Source {
+                        Plan(Arc<BTreeMap<String, String>>),
+                        State(String),
+                    }
+                    let source = if ctx.documents.contains_key(&b.sha256) {
+                        Source::Plan(ctx.documents.clone())
+                    } else {
+                        // A saved plan may refer to a document the state holds.
+                        Source::State(
+                            ctx.journal
+                                .read(|s| s.documents.get(&b.sha256).cloned())
+                                .ok_or_else(|| {
+                                    format!(
+                                        "{}: bootstrap document {} is missing from the plan",
+                                        step.address, b.sha256
+                                    )
+                                })?,
+                        )
+                    };
                     let step2 = step.clone();
                     let sha = b.sha256.clone();
                     ctx.journal
                         .commit(&step.address, move |st| {
-                            st.documents.insert(sha, doc);
+                            if !st.documents.contains_key(&sha) {
+                                let doc = match source {
+                                    Source::Plan(docs) => docs[&sha].clone(),
+                                    Source::State(doc) => doc,
+                                };
+                                st.documents.insert(sha, doc);
+                            }
                             let sequence = st
                                 .get(&step2.address)
                                 .map(|r| r.sequence)
