@@ -239,6 +239,38 @@ fn plan_bench(bin: &Path, work: &Path, workers: usize, repeats: usize, report: &
     report.push(line);
 }
 
+/// Plan of a new cluster (no state) whose workers are all in one
+/// MachineDeployment: every machine needs a fresh name in the same group.
+fn fresh_plan_bench(bin: &Path, work: &Path, workers: usize, report: &mut Vec<String>) {
+    let dir = work.join(format!("fresh-plan-{workers}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("bench.yaml"),
+        manifest(1, workers, "v1.31.2", None),
+    )
+    .unwrap();
+    let mut walls = Vec::new();
+    let mut rss = 0;
+    for _ in 0..3 {
+        let r = run_capi(
+            bin,
+            &dir,
+            &["plan", "--detailed-exitcode", "-f", "bench.yaml"],
+        );
+        assert_eq!(r.status, 2, "a new cluster's plan has changes");
+        walls.push(r.wall);
+        rss = rss.max(r.max_rss_kb);
+    }
+    let line = format!(
+        "plan of a new cluster, 3 control-plane + {workers} workers in one MachineDeployment (no state; median of 3): {} (peak {:.0} MB)",
+        ms(median(walls)),
+        rss as f64 / 1024.0
+    );
+    println!("{line}");
+    report.push(line);
+}
+
 fn apply_bench(
     bin: &Path,
     work: &Path,
@@ -634,6 +666,7 @@ fn main() {
             &mut report,
         );
     }
+    fresh_plan_bench(&bin, &work, 10_000, &mut report);
     apply_bench(&bin, &work, 0, 10, &mut report);
     apply_bench(&bin, &work, 20, 10, &mut report);
     apply_bench(&bin, &work, 20, 50, &mut report);
