@@ -216,34 +216,37 @@ pub async fn apply(plan: &Plan, state: State, store: StateStore, exec: Executor)
             interrupted = true;
             emit(Event::Interrupted);
         }
-        while !interrupted {
-            let next = match ready_local.pop() {
-                Some(std::cmp::Reverse(id)) => (id, None),
-                None if free_slots > 0 => match ready_remote.pop() {
-                    Some(std::cmp::Reverse(id)) => {
-                        free_slots -= 1;
-                        (id, Some(Slot(done_tx.clone())))
-                    }
+        // Start what is ready (local steps first), unless interrupted.
+        if !interrupted {
+            loop {
+                let next = match ready_local.pop() {
+                    Some(std::cmp::Reverse(id)) => (id, None),
+                    None if free_slots > 0 => match ready_remote.pop() {
+                        Some(std::cmp::Reverse(id)) => {
+                            free_slots -= 1;
+                            (id, Some(Slot(done_tx.clone())))
+                        }
+                        None => break,
+                    },
                     None => break,
-                },
-                None => break,
-            };
-            let (id, mut slot) = next;
-            let step = plan.steps[id].clone();
-            emit(Event::Started {
-                id,
-                address: step.address.clone(),
-                op: step.op,
-            });
-            let ctx = ctx.clone();
-            let tx = done_tx.clone();
-            in_flight += 1;
-            tokio::spawn(async move {
-                let t = Instant::now();
-                let r = run_step(&ctx, &step, &mut slot).await;
-                drop(slot);
-                let _ = tx.send(Msg::Done(id, r, t.elapsed()));
-            });
+                };
+                let (id, mut slot) = next;
+                let step = plan.steps[id].clone();
+                emit(Event::Started {
+                    id,
+                    address: step.address.clone(),
+                    op: step.op,
+                });
+                let ctx = ctx.clone();
+                let tx = done_tx.clone();
+                in_flight += 1;
+                tokio::spawn(async move {
+                    let t = Instant::now();
+                    let r = run_step(&ctx, &step, &mut slot).await;
+                    drop(slot);
+                    let _ = tx.send(Msg::Done(id, r, t.elapsed()));
+                });
+            }
         }
         if in_flight == 0 {
             break;
@@ -526,12 +529,14 @@ async fn run_step(ctx: &Ctx, step: &Step, slot: &mut Option<Slot>) -> Result<(),
                     let sha = b.sha256.clone();
                     ctx.journal
                         .commit(&step.address, move |st| {
-                            if !st.documents.contains_key(&sha) {
+                            if let std::collections::btree_map::Entry::Vacant(e) =
+                                st.documents.entry(sha)
+                            {
                                 let doc = match source {
-                                    Source::Plan(docs) => docs[&sha].clone(),
+                                    Source::Plan(docs) => docs[e.key()].clone(),
                                     Source::State(doc) => doc,
                                 };
-                                st.documents.insert(sha, doc);
+                                e.insert(doc);
                             }
                             let sequence = st
                                 .get(&step2.address)

@@ -140,19 +140,8 @@ impl StateStore {
         }
     }
 
-    /// Make every record appended so far durable.
-    pub fn sync_journal(&mut self) -> Result<(), StateError> {
-        match &self.journal {
-            Some(f) => f.sync_data().map_err(|e| StateError::Write {
-                path: self.journal_path().display().to_string(),
-                source: e,
-            }),
-            None => Ok(()),
-        }
-    }
-
     /// Append one record after the snapshot last written by this store (in
-    /// the file, not yet durable: see [`StateStore::sync_journal`]). Only
+    /// the file, not yet durable: fsync a [`StateStore::journal_handle`]). Only
     /// valid after a [`StateStore::write_bytes`] in this run.
     pub fn append(
         &mut self,
@@ -701,7 +690,7 @@ mod tests {
             ..Default::default()
         };
         store.append("lin", 1, &r3).unwrap();
-        store.sync_journal().unwrap();
+        store.journal_handle().unwrap().sync_data().unwrap();
         let jp = store.journal_path();
         assert_eq!(
             fs::metadata(&jp).unwrap().permissions().mode() & 0o777,

@@ -126,7 +126,13 @@ fn write_json(path: &Path, v: &impl Serialize) -> Result<(), ProviderError> {
     use std::os::unix::fs::FileExt;
     let mut bytes = serde_json::to_vec_pretty(v).expect("serialisable");
     bytes.push(b'\n');
-    let open = || fs::OpenOptions::new().write(true).create(true).open(path);
+    let open = || {
+        fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+    };
     let f = match open() {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             if let Some(p) = path.parent() {
