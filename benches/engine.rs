@@ -86,7 +86,7 @@ spec:
 /// The state an apply of `text` leaves behind, built from the plan.
 fn synthetic_state(text: &str) -> State {
     let m = capi::manifest::load_str("bench.yaml", text, &Default::default()).unwrap();
-    let d = capi::graph::build(&m, &Default::default()).unwrap();
+    let d = capi::desired::build(&m, &Default::default()).unwrap();
     let now = capi::util::time::now_unix();
     let p = plan::plan(
         &d,

@@ -9,7 +9,8 @@
 pub mod apply;
 pub mod bootstrap;
 pub mod cli;
-pub mod graph;
+pub mod desired;
+pub mod infra;
 pub mod manifest;
 pub mod plan;
 pub mod provider;

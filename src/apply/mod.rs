@@ -7,8 +7,6 @@
 //! in flight finish. Apply makes no decision the plan did not record.
 
 pub mod health;
-pub mod journal;
-pub mod refresh;
 
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,7 +23,7 @@ use crate::resource::{Address, ClusterId, ProviderKind, ResourceKind, Spec};
 use crate::state::{ErrorRecord, Resource, State, StateStore, Status};
 use crate::util::time::{format_rfc3339, now_unix};
 
-pub use journal::Journal;
+use crate::state::Journal;
 
 /// Progress events for the UI.
 #[derive(Debug, Clone)]
@@ -141,14 +139,6 @@ pub fn state_secrets(state: &State) -> Vec<String> {
         .iter()
         .flat_map(|r| r.sensitive.values().cloned())
         .collect()
-}
-
-fn cluster_of(address: &Address) -> ClusterId {
-    let key = address.cluster_key();
-    match key.split_once(':') {
-        Some((ns, n)) => ClusterId::new(ns, n),
-        None => ClusterId::new(crate::manifest::DEFAULT_NAMESPACE, key),
-    }
 }
 
 /// Run a plan against a locked state.
@@ -381,7 +371,7 @@ impl Drop for Slot {
 /// Does the step call a provider (and so wait for a slot)?
 fn needs_slot(step: &Step) -> bool {
     match step.op {
-        Op::Delete => !step.address.kind().is_some_and(|k| k.is_local()),
+        Op::Delete => !step.address.kind().is_local(),
         Op::Create | Op::Update => {
             !matches!(step.spec, Some(Spec::Pki(_)) | Some(Spec::Bootstrap(_)))
         }
@@ -422,7 +412,7 @@ async fn journal_pending(ctx: &Ctx, step: &Step, status: Status) -> Result<(), S
                 .unwrap_or_else(|| st.take_sequence());
             let mut r = existing.unwrap_or(Resource {
                 address: step.address.clone(),
-                kind: step.address.kind().unwrap_or(ResourceKind::Machine),
+                kind: step.address.kind(),
                 provider: step.provider,
                 status,
                 attributes: step.spec.clone().expect("create/update steps carry a spec"),
@@ -463,10 +453,7 @@ async fn finish(
 }
 
 async fn run_step(ctx: &Ctx, step: &Step, slot: &mut Option<Slot>) -> Result<(), String> {
-    let kind = step
-        .address
-        .kind()
-        .ok_or_else(|| format!("bad address {}", step.address))?;
+    let kind = step.address.kind();
     match step.op {
         Op::Delete => {
             let Some(existing) = ctx.journal.read(|s| s.get(&step.address).cloned()) else {
@@ -733,7 +720,7 @@ async fn health_gate(ctx: &Ctx, hc: &health::HealthCheck, machine: &Address) -> 
         match k.get(&key) {
             Some(p) => p.clone(),
             None => {
-                let text = ctx.journal.read(|s| admin_kubeconfig(s, &key))?;
+                let text = ctx.journal.read(|s| admin_kubeconfig(s, &machine.cluster()))?;
                 let path = ctx
                     .scratch
                     .path()
@@ -758,7 +745,7 @@ async fn health_gate(ctx: &Ctx, hc: &health::HealthCheck, machine: &Address) -> 
             let _ = tx.send(Event::HealthCheck(a));
         }
     };
-    let cluster = cluster_of(machine).name;
+    let cluster = machine.cluster_name().to_string();
     ctx.gates
         .gate(
             hc,
@@ -773,12 +760,12 @@ async fn health_gate(ctx: &Ctx, hc: &health::HealthCheck, machine: &Address) -> 
 }
 
 /// An admin kubeconfig for a cluster from the state (CA and endpoint).
-pub fn admin_kubeconfig(state: &State, cluster_key: &str) -> Result<String, String> {
+pub fn admin_kubeconfig(state: &State, cluster: &ClusterId) -> Result<String, String> {
     let pki = state
-        .get(&Address(format!("{cluster_key}/pki")))
+        .get(&Address::new(cluster, ResourceKind::Pki, None))
         .ok_or("the cluster has no certificates in the state")?;
     let endpoint = state
-        .get(&Address(format!("{cluster_key}/loadbalancer")))
+        .get(&Address::new(cluster, ResourceKind::Loadbalancer, None))
         .and_then(|r| r.observed.get("endpoint"))
         .and_then(|v| v.as_str())
         .ok_or("the cluster has no control-plane endpoint yet")?;
@@ -800,8 +787,7 @@ pub fn admin_kubeconfig(state: &State, cluster_key: &str) -> Result<String, Stri
         .get("not_before")
         .and_then(|v| v.as_i64())
         .unwrap_or_else(now_unix);
-    let name = cluster_key.rsplit(':').next().unwrap_or(cluster_key);
-    bootstrap::pki::admin_kubeconfig(name, endpoint, ca, key, &alg, not_before, now_unix())
+    bootstrap::pki::admin_kubeconfig(&cluster.name, endpoint, ca, key, &alg, not_before, now_unix())
         .map_err(|e| e.to_string())
 }
 
@@ -835,7 +821,7 @@ async fn machine_create(
         )
     })?;
     let redactor = ctx.redactor.read().unwrap().clone();
-    let cluster = cluster_of(&step.address);
+    let cluster = step.address.cluster();
     let input = OpInput {
         address: &step.address,
         cluster: &cluster,
@@ -879,7 +865,7 @@ async fn provider_call(
     });
     let p = ctx.provider(step.provider)?;
     let redactor = ctx.redactor.read().unwrap().clone();
-    let cluster = cluster_of(&step.address);
+    let cluster = step.address.cluster();
     let input = OpInput {
         address: &step.address,
         cluster: &cluster,
@@ -904,17 +890,16 @@ async fn provider_call(
 
 /// The machine's bootstrap document with every reference resolved.
 fn resolve_bootstrap(ctx: &Ctx, machine: &Address) -> Result<String, String> {
-    let key = machine.cluster_key();
     let name = machine.name().unwrap_or_default();
-    let cluster = cluster_of(machine);
-    let bs_addr = Address(format!("{key}/bootstrap/{name}"));
+    let cluster = machine.cluster();
+    let bs_addr = machine.sibling(ResourceKind::Bootstrap, Some(name));
     ctx.journal.read(|s| {
         let bs = s.get(&bs_addr).ok_or_else(|| format!("{machine}: its bootstrap data {bs_addr} is not in the state"))?;
         let sha = &bs.attributes.as_bootstrap().ok_or("bootstrap resource without a bootstrap spec")?.sha256;
         let doc = s.documents.get(sha).ok_or_else(|| format!("{machine}: bootstrap document {sha} is missing from the state"))?;
-        let pki = s.get(&Address(format!("{key}/pki")));
-        let token = s.get(&Address(format!("{key}/token")));
-        let lb = s.get(&Address(format!("{key}/loadbalancer")));
+        let pki = s.get(&machine.sibling(ResourceKind::Pki, None));
+        let token = s.get(&machine.sibling(ResourceKind::Token, None));
+        let lb = s.get(&machine.sibling(ResourceKind::Loadbalancer, None));
         let lookup = |n: &str| -> Option<String> {
             match n {
                 refs::TOKEN => token.and_then(|t| t.sensitive.get("token").cloned()),

@@ -6,7 +6,8 @@
 use serde_json::{json, Map, Value};
 
 use crate::manifest::raw::{self, KubeadmConfigSpec, NodeRegistration};
-use crate::manifest::{Args, ClusterNetwork, Version};
+use crate::manifest::{Args, ClusterNetwork};
+use crate::resource::Version;
 
 use super::refs;
 

@@ -17,7 +17,8 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::manifest::raw::{self, KubeadmConfigSpec};
-use crate::manifest::{ClusterNetwork, Version};
+use crate::manifest::ClusterNetwork;
+use crate::resource::Version;
 use crate::resource::BootstrapRole;
 
 use cloudinit::{CloudConfig, WriteFile};

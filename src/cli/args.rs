@@ -140,10 +140,10 @@ impl HealthArgs {
 pub struct TargetArgs {
     /// Only this resource and what it depends on. Repeatable.
     #[arg(long = "target", value_name = "ADDRESS")]
-    pub targets: Vec<String>,
+    pub targets: Vec<crate::resource::Address>,
     /// Force replacement of this resource. Repeatable.
     #[arg(long = "replace", value_name = "ADDRESS")]
-    pub replace: Vec<String>,
+    pub replace: Vec<crate::resource::Address>,
 }
 
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {

@@ -178,7 +178,7 @@ async fn dispatch(cli: Cli, p: &Printer) -> Result<u8, CliError> {
         Command::Schema { which } => {
             let v = match which {
                 args::SchemaKind::State => crate::state::schema::state_schema(),
-                args::SchemaKind::Plan => crate::state::schema::plan_schema(),
+                args::SchemaKind::Plan => crate::plan::schema::plan_schema(),
             };
             p.data(&crate::state::schema::to_file_text(&v));
             Ok(0)

@@ -2,7 +2,8 @@
 //! step) and as minimal text edits of the manifest files (`--write`), which
 //! change the version values and nothing else.
 
-use super::{Body, Manifest, Object, Version};
+use super::{Body, Manifest, Object};
+use crate::resource::Version;
 
 /// Which objects of a cluster an upgrade touches.
 pub struct Selection<'a> {

@@ -11,6 +11,7 @@ use super::error::Problem;
 use super::model::*;
 use super::raw;
 use super::yaml::{self, Document, SpanMap};
+use crate::resource::{Version, DEFAULT_NAMESPACE};
 
 /// Context for reporting problems about one document.
 pub struct DocCtx<'a> {

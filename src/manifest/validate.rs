@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::error::Problem;
 use super::model::*;
 use super::Manifest;
+use crate::resource::{Backend, Version};
 
 struct V<'a> {
     m: &'a Manifest,
@@ -461,21 +462,21 @@ pub fn validate(m: &Manifest, out: &mut Vec<Problem>) {
     for o in &m.objects {
         let (problems, base) = match &o.body {
             Body::InfraCluster(InfraCluster::OpenStack(spec)) => (
-                crate::provider::openstack::validate_cluster_spec(spec),
+                crate::infra::validate_cluster_spec(Backend::Openstack, spec),
                 "/spec",
             ),
             Body::InfraMachineTemplate(InfraMachine::OpenStack(spec)) => (
-                crate::provider::openstack::validate_machine_spec(spec),
+                crate::infra::validate_machine_spec(Backend::Openstack, spec),
                 "/spec/template/spec",
             ),
             _ => continue,
         };
-        for (pointer, message, help) in problems {
+        for problem in problems {
             v.err(
                 o,
-                &format!("{base}{pointer}"),
-                format!("{}: {message}", o.key),
-                help,
+                &format!("{base}{}", problem.pointer),
+                format!("{}: {}", o.key, problem.message),
+                problem.help,
             );
         }
     }

@@ -6,7 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::Plan;
-use crate::state::store::{encode_checksummed, verify_checksummed};
+use crate::state::codec::{encode_checksummed, verify_checksummed};
 
 pub const PLAN_FILE_FORMAT: &str = "capi-plan";
 

@@ -10,6 +10,7 @@ pub mod order;
 pub mod planner;
 pub mod render;
 pub mod rollout;
+pub mod schema;
 pub mod simulate;
 pub mod skew;
 
@@ -17,8 +18,8 @@ use std::collections::BTreeMap;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
+pub use crate::resource::{AttributeChange, DriftEntry};
 use crate::resource::{Address, ProviderKind, ResourceKind, Spec};
 
 pub use planner::{plan, PlanError, PlanOptions};
@@ -87,15 +88,6 @@ pub enum ReasonCode {
     Requested,
     /// `capi destroy`.
     Destroy,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-pub struct AttributeChange {
-    pub path: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub before: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub after: Option<Value>,
 }
 
 /// One reviewed change to one resource.
@@ -175,17 +167,6 @@ pub struct Summary {
     pub change: usize,
     pub replace: usize,
     pub destroy: usize,
-}
-
-/// Something observed at the provider that differs from state (drift).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-pub struct DriftEntry {
-    pub address: Address,
-    /// `missing`, `stopped`, `failed`, `changed`, `unmanaged`.
-    pub kind: String,
-    pub detail: String,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub attributes: Vec<AttributeChange>,
 }
 
 /// One wave of a group's rollout: machines created and deleted together.

@@ -137,7 +137,7 @@ pub fn finalize(
                 target_set.contains(&p.address)
                     || target_set
                         .iter()
-                        .any(|t| t.kind().is_some_and(|k| !k.is_named()) && p.address == **t)
+                        .any(|t| !t.kind().is_named() && p.address == **t)
                     || p.spec
                         .as_ref()
                         .and_then(Spec::as_bootstrap)

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use crate::graph::desired::{Desired, DesiredCluster, MachineGroup};
+use crate::desired::{Desired, DesiredCluster, MachineGroup};
 use crate::manifest::{IntOrPercent, TriggerIf};
 use crate::resource::*;
 use crate::state::{Resource, State, Status};
@@ -10,17 +10,6 @@ use crate::state::{Resource, State, Status};
 use super::order::{self, ProtoStep};
 use super::rollout::{self, Existing, GroupOp};
 use super::*;
-
-/// What refresh found for a resource (drift).
-#[derive(Debug, Clone, PartialEq)]
-pub enum Observation {
-    /// Gone at the provider.
-    Missing,
-    /// Exists but is not running (stopped, exited, error).
-    Stopped(String),
-    /// Exists but attributes differ from state.
-    Changed(Vec<AttributeChange>),
-}
 
 #[derive(Debug, Clone)]
 pub struct PlanOptions {
@@ -123,14 +112,9 @@ fn provider_of(kind: ResourceKind, cluster: ProviderKind) -> ProviderKind {
 pub fn plan(desired: &Desired, state: &State, opts: &PlanOptions) -> Result<Plan, PlanError> {
     for (flag, list) in [("replace", &opts.replace), ("target", &opts.targets)] {
         for a in list {
-            Address::parse(a.as_str()).map_err(|m| PlanError::BadAddress {
-                flag,
-                address: a.to_string(),
-                message: m,
-            })?;
             let known = state.get(a).is_some()
                 || desired.cluster(a.cluster_key()).is_some()
-                    && matches!(a.kind(), Some(k) if !k.is_named());
+                    && !a.kind().is_named();
             if flag == "replace" && state.get(a).is_none() {
                 return Err(PlanError::BadAddress {
                     flag,
@@ -391,8 +375,8 @@ fn infra_immutable_reason(before: &Spec, after: &Spec) -> Option<String> {
         (Spec::Loadbalancer(b), Spec::Loadbalancer(a)) => (&b.infra, &a.infra),
         _ => return None,
     };
-    match crate::provider::classify_infra_change(b, a) {
-        crate::provider::InfraChange::Immutable(field, why) if !why.is_empty() => {
+    match crate::infra::classify_infra_change(b, a) {
+        crate::infra::InfraChange::Immutable(field, why) if !why.is_empty() => {
             Some(format!("{field}: {why}"))
         }
         _ => None,
@@ -411,8 +395,8 @@ fn in_place_infra(before: &Spec, after: &Spec) -> bool {
         _ => return false,
     };
     matches!(
-        crate::provider::classify_infra_change(b, a),
-        crate::provider::InfraChange::InPlace
+        crate::infra::classify_infra_change(b, a),
+        crate::infra::InfraChange::InPlace
     )
 }
 
@@ -588,12 +572,12 @@ fn plan_cluster(b: &mut Builder<'_>, dc: &DesiredCluster) -> Result<(), PlanErro
                 g.owner
             ));
         }
-        if g.role == Role::Worker && matches!(g.rollout, crate::graph::desired::Rollout::OnDelete) {
+        if g.role == Role::Worker && matches!(g.rollout, crate::desired::Rollout::OnDelete) {
             let outdated = existing
                 .iter()
                 .filter(|e| !e.up_to_date && !e.unhealthy)
                 .count();
-            if outdated > 0 && g.owner.kind == "MachineDeployment" {
+            if outdated > 0 && g.owner.kind == OwnerKind::MachineDeployment {
                 b.warnings.push(format!("{}: {outdated} machine(s) are outdated; with the OnDelete strategy they are replaced only when you delete them", g.owner));
             }
         }
@@ -735,7 +719,7 @@ fn plan_cluster(b: &mut Builder<'_>, dc: &DesiredCluster) -> Result<(), PlanErro
                             name: name.clone(),
                             role: g.role,
                             owner: g.owner.clone(),
-                            version: g.version.to_string(),
+                            version: g.version.clone(),
                             identity: g.machine_identity(failure_domain),
                             failure_domain: failure_domain.clone(),
                             infra: g.infra.clone(),
@@ -1145,7 +1129,7 @@ fn delete_reason(
                 );
             }
             let mut why = Vec::new();
-            if m.version != g.version.to_string() {
+            if m.version != g.version {
                 why.push(format!("version {} → {}", m.version, g.version));
             }
             if m.infra.kind != g.infra.kind || m.infra.name != g.infra.name {
@@ -1297,8 +1281,7 @@ fn pair_replacements(
         .collect();
     for (addr, reason, wave, spec, sha) in created {
         let name = addr.name().unwrap_or_default().to_string();
-        let cluster_key = addr.cluster_key().to_string();
-        let bs_addr = Address(format!("{cluster_key}/bootstrap/{name}"));
+        let bs_addr = addr.sibling(ResourceKind::Bootstrap, Some(&name));
         let bs_spec = step_index
             .get(&bs_addr)
             .and_then(|&i| b.steps[i].spec.clone());
@@ -1326,7 +1309,7 @@ fn pair_replacements(
                 let old_name = old_addr.name().unwrap_or_default();
                 let old_bs = b
                     .state
-                    .get(&Address(format!("{cluster_key}/bootstrap/{old_name}")));
+                    .get(&old_addr.sibling(ResourceKind::Bootstrap, Some(old_name)));
                 if let Some(ob) = old_bs.and_then(|r| r.attributes.as_bootstrap()) {
                     if ob.sha256 != *sha {
                         match shown.get(&(ob.sha256.clone(), sha.clone())) {
@@ -1380,7 +1363,7 @@ fn pair_replacements(
                     _ => "new machine".into(),
                 };
                 let code = if *reason == ReasonCode::ScaleUp
-                    && b.state.cluster_resources(&cluster_key).next().is_none()
+                    && b.state.cluster_resources(addr.cluster_key()).next().is_none()
                 {
                     ReasonCode::New
                 } else {
@@ -1510,7 +1493,7 @@ fn remove_cluster(b: &mut Builder<'_>, key: &str, code: ReasonCode) {
         let part_of = r
             .attributes
             .as_bootstrap()
-            .map(|bs| Address(format!("{key}/machine/{}", bs.machine)))
+            .map(|bs| r.address.sibling(ResourceKind::Machine, Some(&bs.machine)))
             .filter(|a| b.state.get(a).is_some());
         b.change(mk(r, part_of));
         b.step(ProtoStep::delete(r.address.clone(), r.provider));
@@ -1528,7 +1511,7 @@ mod scratch {
         .unwrap();
         let m = crate::manifest::load_str("examples/sim/cluster.yaml", &text, &Default::default())
             .unwrap();
-        let d = crate::graph::build(&m, &Default::default()).unwrap();
+        let d = crate::desired::build(&m, &Default::default()).unwrap();
         let p = super::plan(&d, &crate::state::State::empty(), &Default::default()).unwrap();
         println!(
             "{}",

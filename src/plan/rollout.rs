@@ -16,7 +16,7 @@
 
 use std::cmp::Reverse;
 
-use crate::graph::desired::{MachineGroup, Rollout};
+use crate::desired::{MachineGroup, Rollout};
 use crate::manifest::{DeletionOrder, IntOrPercent};
 use crate::resource::hash_json;
 
@@ -361,14 +361,14 @@ fn pick_control_plane_victim(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::graph::desired::{MachineGroup, Source};
-    use crate::manifest::Version;
+    use crate::desired::{MachineGroup, Source};
+    use crate::resource::{Backend, OwnerKind, Version};
     use crate::resource::{InfraSpec, Owner, Role};
 
     pub fn group(replicas: u32, rollout: Rollout, order: DeletionOrder) -> MachineGroup {
         MachineGroup {
             owner: Owner {
-                kind: "MachineDeployment".into(),
+                kind: OwnerKind::MachineDeployment,
                 name: "md".into(),
             },
             role: Role::Worker,
@@ -381,7 +381,7 @@ mod tests {
             infra: InfraSpec {
                 kind: "DevMachineTemplate".into(),
                 name: "t".into(),
-                backend: "inMemory".into(),
+                backend: Backend::InMemory,
                 spec: serde_json::json!({}),
                 options: Default::default(),
             },

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use serde_json::json;
 
 use super::{Op, Plan};
-use crate::resource::{ResourceKind, Spec};
+use crate::resource::Spec;
 use crate::state::{Resource, State, Status};
 
 /// Apply `plan` to `state` as if every step succeeded at time `now`.
@@ -51,7 +51,7 @@ pub fn simulate(state: &State, plan: &Plan, now: i64) -> State {
                 };
                 st.upsert(Resource {
                     address: s.address.clone(),
-                    kind: s.address.kind().unwrap_or(ResourceKind::Machine),
+                    kind: s.address.kind(),
                     provider: s.provider,
                     status: Status::Ready,
                     attributes: spec,

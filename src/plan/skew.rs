@@ -5,8 +5,8 @@
 //! - a joining worker must match the control plane's minor (kubeadm joins
 //!   only at its own minor).
 
-use crate::graph::desired::{DesiredCluster, MachineGroup};
-use crate::manifest::Version;
+use crate::desired::{DesiredCluster, MachineGroup};
+use crate::resource::Version;
 use crate::resource::Role;
 use crate::state::State;
 
@@ -18,7 +18,7 @@ pub fn current_control_plane_version(state: &State, dc: &DesiredCluster) -> Opti
         .cluster_resources(&dc.id.key())
         .filter_map(|r| r.attributes.as_machine())
         .filter(|m| m.role == Role::ControlPlane)
-        .filter_map(|m| Version::parse(&m.version).ok())
+        .map(|m| m.version.clone())
         .min()
 }
 
@@ -28,7 +28,7 @@ pub fn newest_control_plane_version(state: &State, dc: &DesiredCluster) -> Optio
         .cluster_resources(&dc.id.key())
         .filter_map(|r| r.attributes.as_machine())
         .filter(|m| m.role == Role::ControlPlane)
-        .filter_map(|m| Version::parse(&m.version).ok())
+        .map(|m| m.version.clone())
         .max()
 }
 

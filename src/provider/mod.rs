@@ -4,6 +4,7 @@
 pub mod cloudinit;
 pub mod docker;
 pub mod openstack;
+pub mod refresh;
 pub mod sim;
 
 use std::collections::BTreeMap;
@@ -12,8 +13,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde_json::Value;
 
-use crate::plan::planner::Observation;
-use crate::resource::{Address, ClusterId, ProviderKind, Spec};
+use crate::resource::{Address, ClusterId, Observation, ProviderKind, Spec};
 use crate::state::Resource;
 
 /// Labels every provider puts on what it creates, so that a resource created
@@ -187,26 +187,6 @@ pub struct ProviderSettings {
     /// Secrets from the manifests by (namespace, name): credentials such as
     /// an OpenStackCluster's `identityRef`. Never written to state.
     pub secrets: BTreeMap<(String, String), BTreeMap<String, Vec<u8>>>,
-}
-
-/// How a change of a cluster's infrastructure spec (network, load balancer)
-/// is applied: in place, or refused because the field is immutable.
-pub enum InfraChange {
-    InPlace,
-    /// (field path, why, how to proceed)
-    Immutable(String, String),
-}
-
-/// Pure: classify a change of a network/load balancer spec. Providers whose
-/// infrastructure has mutable fields answer for their backend.
-pub fn classify_infra_change(
-    before: &crate::resource::InfraSpec,
-    after: &crate::resource::InfraSpec,
-) -> InfraChange {
-    match after.backend.as_str() {
-        "openstack" => openstack::classify_infra_change(before, after),
-        _ => InfraChange::Immutable(String::new(), String::new()),
-    }
 }
 
 /// The provider registry: one line per provider.

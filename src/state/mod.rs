@@ -1,14 +1,23 @@
 //! The state: what `capi` has created, as a locked, checksummed JSON file.
 //!
+//! Pure (any floor may use them):
 //! - [`model`]: the types (also the source of the JSON Schema in `state-schema/`);
-//! - [`store`]: atomic load/save with checksum and backup;
+//! - [`codec`]: the checksummed snapshot and journal-line encodings;
+//! - [`schema`]: the state's JSON Schema.
+//!
+//! Persistence (I/O; used by the executor and the CLI only):
+//! - [`store`]: atomic load/save with checksum and backup, journal replay;
+//! - [`journal`]: the write-ahead journal apply commits through;
 //! - [`lock`]: the kernel file lock held for a whole plan/apply/destroy.
 
+pub mod codec;
+pub mod journal;
 pub mod lock;
 pub mod model;
 pub mod schema;
 pub mod store;
 
+pub use journal::Journal;
 pub use lock::{LockError, LockInfo, StateLock};
 pub use model::*;
 pub use store::{StateError, StateStore};

@@ -125,9 +125,15 @@ impl State {
         State::new(String::new())
     }
 
-    pub fn get(&self, address: &Address) -> Option<&Resource> {
+    /// By address (an [`Address`] or its text).
+    pub fn get<Q>(&self, address: &Q) -> Option<&Resource>
+    where
+        Q: Ord + ?Sized,
+        Address: std::borrow::Borrow<Q>,
+    {
+        use std::borrow::Borrow;
         self.resources
-            .binary_search_by(|r| r.address.cmp(address))
+            .binary_search_by(|r| Borrow::<Q>::borrow(&r.address).cmp(address))
             .ok()
             .map(|i| &self.resources[i])
     }

@@ -1,5 +1,5 @@
-//! JSON Schemas generated from the Rust types: the state file (checked in
-//! under `state-schema/`; a test fails when it is stale) and the plan.
+//! The state file's JSON Schema, generated from the Rust types (checked in
+//! under `state-schema/`; a test fails when it is stale).
 
 use serde_json::Value;
 
@@ -7,10 +7,6 @@ use super::State;
 
 pub fn state_schema() -> Value {
     serde_json::to_value(schemars::schema_for!(State)).expect("schema serialises")
-}
-
-pub fn plan_schema() -> Value {
-    serde_json::to_value(schemars::schema_for!(crate::plan::Plan)).expect("schema serialises")
 }
 
 /// Pretty JSON with a trailing newline, as checked in.

@@ -68,7 +68,7 @@ fn fixtures() -> Vec<(&'static str, std::path::PathBuf, Variables)> {
 fn renderings(path: &Path, vars: &Variables) -> Vec<(&'static str, String)> {
     let sources = manifest::read_sources(&[path.to_path_buf()], &mut std::io::empty()).unwrap();
     let m = manifest::load(sources, vars).unwrap();
-    let d = capi::graph::build(&m, &Default::default()).unwrap();
+    let d = capi::desired::build(&m, &Default::default()).unwrap();
     let c = &d.clusters[0];
     let cp = &c.groups[0];
     let worker = c
@@ -478,7 +478,7 @@ fn kubeconfig_chains_to_the_cluster_ca() {
         .unwrap()
         .unwrap();
     let endpoint = state
-        .get(&capi::resource::Address("demo/loadbalancer".into()))
+        .get("demo/loadbalancer")
         .unwrap()
         .observed["endpoint"]
         .as_str()
@@ -560,7 +560,7 @@ fn bad_bootstrap_input_names_file_and_line() {
         "  version: v1.21.3\n  machineTemplate",
     );
     let m = manifest::load_str("c.yaml", &old, &Variables::new()).unwrap();
-    let problems = capi::graph::build(&m, &Default::default()).unwrap_err();
+    let problems = capi::desired::build(&m, &Default::default()).unwrap_err();
     let p = problems
         .iter()
         .find(|p| p.message.contains("v1.21.3"))
@@ -603,7 +603,7 @@ fn expired_token_is_rotated_first_and_nothing_else_changes() {
         .unwrap()
         .unwrap();
     let token = state
-        .get(&capi::resource::Address("demo/token".into()))
+        .get("demo/token")
         .unwrap();
     let expires = token.observed["expires_unix"].as_i64().unwrap();
     let later = (expires + 60).to_string();
@@ -651,7 +651,7 @@ fn expired_token_is_rotated_first_and_nothing_else_changes() {
         .unwrap()
         .unwrap();
     let new_token = &after
-        .get(&capi::resource::Address("demo/token".into()))
+        .get("demo/token")
         .unwrap()
         .sensitive["token"];
     assert_ne!(new_token, &token.sensitive["token"], "rotated");

@@ -169,7 +169,7 @@ fn upstream_fixtures_load_unchanged() {
         assert!(m.warnings.is_empty(), "{rel}: {:?}", m.warnings);
         // And they build a graph (rendering every bootstrap document).
         let d =
-            capi::graph::build(&m, &Default::default()).unwrap_or_else(|p| panic!("{rel}: {p:#?}"));
+            capi::desired::build(&m, &Default::default()).unwrap_or_else(|p| panic!("{rel}: {p:#?}"));
         assert_eq!(d.clusters.len(), 1);
     }
 }
@@ -192,12 +192,12 @@ fn v1beta1_and_v1beta2_normalise_to_the_same_identity() {
         .replace("controlplane.cluster.x-k8s.io/v1beta2\nkind: KubeadmControlPlane", "controlplane.cluster.x-k8s.io/v1beta1\nkind: KubeadmControlPlane")
         .replace("  machineTemplate:\n    spec:\n      infrastructureRef:\n        apiGroup: infrastructure.cluster.x-k8s.io\n        kind: DevMachineTemplate", "  machineTemplate:\n    infrastructureRef:\n      apiVersion: infrastructure.cluster.x-k8s.io/v1beta2\n      kind: DevMachineTemplate")
         .replace("        name: c1-machines\n  kubeadmConfigSpec: {}", "      name: c1-machines\n  kubeadmConfigSpec:\n    clusterConfiguration:\n      apiServer:\n        extraArgs:\n          a: \"1\"\n          b: \"2\"");
-    let d1 = capi::graph::build(&load(&v1).unwrap(), &Default::default()).unwrap();
-    let d2 = capi::graph::build(&load(&v2).unwrap(), &Default::default()).unwrap();
+    let d1 = capi::desired::build(&load(&v1).unwrap(), &Default::default()).unwrap();
+    let d2 = capi::desired::build(&load(&v2).unwrap(), &Default::default()).unwrap();
     // v1beta1 maps are sorted by key (as Go marshals them); the v1beta2 list
     // keeps its order: these two differ in order, so compare against a sorted list.
     let v2_sorted = v2.replace("          - name: b\n            value: \"2\"\n          - name: a\n            value: \"1\"", "          - name: a\n            value: \"1\"\n          - name: b\n            value: \"2\"");
-    let d2s = capi::graph::build(&load(&v2_sorted).unwrap(), &Default::default()).unwrap();
+    let d2s = capi::desired::build(&load(&v2_sorted).unwrap(), &Default::default()).unwrap();
     assert_eq!(
         d1.clusters[0].groups[0].identity,
         d2s.clusters[0].groups[0].identity
@@ -214,8 +214,8 @@ fn explicit_defaults_equal_implicit_ones() {
         .replace("  replicas: 2\n  template:", "  replicas: 2\n  rollout:\n    strategy:\n      type: RollingUpdate\n      rollingUpdate:\n        maxSurge: 1\n        maxUnavailable: 0\n  deletion:\n    order: Random\n  template:")
         .replace("spec:\n  controlPlaneRef:", "spec:\n  clusterNetwork:\n    apiServerPort: 6443\n    serviceDomain: cluster.local\n    services:\n      cidrBlocks: [\"10.96.0.0/12\"]\n  controlPlaneRef:")
         .replace("    spec: {}\n", "    spec:\n      files: []\n      format: cloud-config\n      preKubeadmCommands: []\n");
-    let a = capi::graph::build(&load(BASE).unwrap(), &Default::default()).unwrap();
-    let b = capi::graph::build(&load(&explicit).unwrap(), &Default::default()).unwrap();
+    let a = capi::desired::build(&load(BASE).unwrap(), &Default::default()).unwrap();
+    let b = capi::desired::build(&load(&explicit).unwrap(), &Default::default()).unwrap();
     for (ga, gb) in a.clusters[0].groups.iter().zip(&b.clusters[0].groups) {
         assert_eq!(ga.identity, gb.identity, "{}", ga.owner);
         assert_eq!(ga.join_document, gb.join_document, "{}", ga.owner);

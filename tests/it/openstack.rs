@@ -275,7 +275,7 @@ fn upstream_fixture_full_lifecycle() {
     let st = c.state();
     let tag = c.tag();
     let res = |a: &str| {
-        st.get(&capi::resource::Address(format!("{name}/{a}")))
+        st.get(format!("{name}/{a}").as_str())
             .unwrap_or_else(|| panic!("{a} in state"))
             .clone()
     };
@@ -615,7 +615,7 @@ fn server_deleted_behind_capis_back_is_reported_and_recreated() {
     // The API floating IP follows the control-plane machine.
     let st = c.state();
     let lb = st
-        .get(&capi::resource::Address(format!("{name}/loadbalancer")))
+        .get(format!("{name}/loadbalancer").as_str())
         .unwrap();
     assert_eq!(lb.observed["mode"], "floating-ip");
     let cp = c

@@ -148,7 +148,7 @@ fn shape() -> impl Strategy<Value = Shape> {
 
 fn plan_for(text: &str, state: &State) -> Plan {
     let m = capi::manifest::load_str("p.yaml", text, &Default::default()).expect("manifest");
-    let d = capi::graph::build(&m, &Default::default()).expect("graph");
+    let d = capi::desired::build(&m, &Default::default()).expect("graph");
     plan::plan(
         &d,
         state,

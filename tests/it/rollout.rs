@@ -277,7 +277,7 @@ fn interrupted_rollouts_resume_and_never_break_the_limits() {
     let versions: BTreeSet<String> = state
         .resources
         .iter()
-        .filter_map(|r| r.attributes.as_machine().map(|m| m.version.clone()))
+        .filter_map(|r| r.attributes.as_machine().map(|m| m.version.to_string()))
         .collect();
     assert_eq!(versions, BTreeSet::from(["v1.31.3".to_string()]));
     let sim =
@@ -351,9 +351,9 @@ fn a_failing_health_check_stops_the_rollout_and_apply_resumes() {
         .resources
         .iter()
         .filter_map(|r| r.attributes.as_machine())
-        .filter(|m| m.owner.kind == "MachineDeployment")
+        .filter(|m| m.owner.kind == capi::resource::OwnerKind::MachineDeployment)
         .fold(BTreeMap::new(), |mut acc, m| {
-            *acc.entry(m.version.clone()).or_default() += 1;
+            *acc.entry(m.version.to_string()).or_default() += 1;
             acc
         });
     assert_eq!(by_version.get("v1.31.3"), Some(&1), "{by_version:?}");

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::graph::DesiredCluster;
+use crate::desired::DesiredCluster;
 use crate::resource::{Role, Spec};
 use crate::state::{Resource, State, StateStore, Status};
 
@@ -138,7 +138,7 @@ fn machine_row(r: &Resource, desired: Option<&DesiredCluster>) -> Row {
     if utd == Some(false) && ok {
         message = format!(
             "outdated ({}): will be replaced",
-            m.map(|m| m.version.as_str()).unwrap_or_default()
+            m.map(|m| m.version.to_string()).unwrap_or_default()
         );
     }
     Row {

@@ -5,7 +5,7 @@
 
 use serde_json::json;
 
-use crate::plan::DriftEntry;
+use crate::resource::{DriftEntry, DriftKind};
 use crate::state::StateStore;
 
 use super::super::args::{GlobalArgs, ManifestArgs, RunArgs};
@@ -30,12 +30,12 @@ pub fn apply_ignores(drift: Vec<DriftEntry>, ignores: &[String]) -> Vec<DriftEnt
             if ignored.is_empty() {
                 return Some(d);
             }
-            if d.kind == "changed" {
+            if d.kind == DriftKind::Changed {
                 d.attributes.retain(|a| !ignored.contains(&a.path.as_str()));
                 return (!d.attributes.is_empty()).then_some(d);
             }
             // `.status` silences stopped machines.
-            if d.kind == "stopped" && ignored.contains(&"status") {
+            if d.kind == DriftKind::Stopped && ignored.contains(&"status") {
                 return None;
             }
             Some(d)
@@ -62,10 +62,10 @@ pub async fn run(
             g.state.display()
         )));
     };
-    let kinds = crate::apply::refresh::providers_in(&state);
+    let kinds = crate::provider::refresh::providers_in(&state);
     let providers = providers_for(&kinds, &provider_settings(g, Some(run), m.as_ref())).await?;
     let start = std::time::Instant::now();
-    let r = crate::apply::refresh::refresh(&state, &providers).await?;
+    let r = crate::provider::refresh::refresh(&state, &providers).await?;
     let elapsed = start.elapsed();
     let drift = apply_ignores(r.drift, ignores);
     let checked: usize = r.stats.iter().map(|(_, n, _)| n).sum();

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::graph::ResourceGraph;
+use crate::desired::graph::ResourceGraph;
 use crate::plan::{self, Op};
 use crate::resource::Address;
 use crate::state::StateStore;

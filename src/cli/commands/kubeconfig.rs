@@ -7,7 +7,7 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-use crate::resource::Address;
+use crate::resource::{Address, ClusterId, ResourceKind};
 use crate::state::StateStore;
 
 use super::super::args::GlobalArgs;
@@ -26,13 +26,14 @@ pub fn run(
             g.state.display()
         ))
     })?;
-    if state.get(&Address(format!("{cluster}/pki"))).is_none() {
+    let id = ClusterId::from_key(cluster);
+    if state.get(&Address::new(&id, ResourceKind::Pki, None)).is_none() {
         return Err(CliError::Usage(format!(
             "no cluster {cluster:?} with certificates in the state; clusters: {}",
             state.cluster_keys().join(", ")
         )));
     }
-    let kc = crate::apply::admin_kubeconfig(&state, cluster).map_err(|e| {
+    let kc = crate::apply::admin_kubeconfig(&state, &id).map_err(|e| {
         CliError::Usage(format!("cluster {cluster:?}: {e}; run `capi apply` first"))
     })?;
     match output {

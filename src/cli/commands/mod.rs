@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::apply::{ApplyReport, Cancel, Event, Executor, ManifestSecrets, Outcome};
-use crate::graph::{Desired, GraphOptions};
+use crate::desired::{Desired, GraphOptions};
 use crate::manifest::{self, Body, Kind, Manifest, Variables};
 use crate::plan::{Op, Plan, PlanOptions};
 use crate::provider::{self, Provider, ProviderSettings};
@@ -110,7 +110,7 @@ pub fn graph_options(args: &ManifestArgs) -> GraphOptions {
 }
 
 pub fn build_desired(m: &Manifest, args: &ManifestArgs) -> Result<Desired, CliError> {
-    crate::graph::build(m, &graph_options(args))
+    crate::desired::build(m, &graph_options(args))
         .map_err(|problems| CliError::Problems(problems, m.files.clone()))
 }
 
@@ -185,11 +185,11 @@ pub async fn refresh_into(
     if !run.refresh || state.resources.is_empty() {
         return Ok(Vec::new());
     }
-    let kinds = crate::apply::refresh::providers_in(state);
+    let kinds = crate::provider::refresh::providers_in(state);
     let providers = providers_for(&kinds, &provider_settings(g, Some(run), m)).await.map_err(|e| {
         CliError::Message(format!("{e}\n  (refreshing the state needs the provider; plan without it with --refresh=false)"))
     })?;
-    let r = crate::apply::refresh::refresh(state, &providers).await?;
+    let r = crate::provider::refresh::refresh(state, &providers).await?;
     for (kind, n, t) in &r.stats {
         if !p.json {
             p.message(&format!(

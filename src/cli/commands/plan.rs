@@ -1,7 +1,6 @@
 //! `capi plan`.
 
 use crate::plan;
-use crate::resource::Address;
 use crate::state::StateStore;
 
 use super::super::args::{GlobalArgs, ManifestArgs, RunArgs, TargetArgs};
@@ -10,8 +9,8 @@ use super::super::{json, CliError};
 use super::*;
 
 pub fn target_options(opts: &mut crate::plan::PlanOptions, t: &TargetArgs) {
-    opts.targets = t.targets.iter().map(|s| Address(s.clone())).collect();
-    opts.replace = t.replace.iter().map(|s| Address(s.clone())).collect();
+    opts.targets = t.targets.clone();
+    opts.replace = t.replace.clone();
 }
 
 pub async fn run(

@@ -22,7 +22,7 @@ pub fn list(g: &GlobalArgs, p: &Printer) -> Result<u8, CliError> {
 }
 
 pub fn show(g: &GlobalArgs, address: &str, p: &Printer) -> Result<u8, CliError> {
-    let a = Address::parse(address).map_err(CliError::Usage)?;
+    let a = Address::parse(address).map_err(|e| CliError::Usage(e.to_string()))?;
     let state = StateStore::new(&g.state)
         .load()?
         .unwrap_or_else(crate::state::State::empty);

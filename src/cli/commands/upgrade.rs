@@ -7,7 +7,8 @@
 use std::collections::BTreeSet;
 
 use crate::manifest::edit::{self, Selection};
-use crate::manifest::{Body, Kind, Version};
+use crate::manifest::{Body, Kind};
+use crate::resource::Version;
 use crate::plan::{self, render, simulate::simulate, Plan};
 use crate::state::{State, StateStore};
 
@@ -21,7 +22,7 @@ fn current_cp_version(state: &State, key: &str) -> Option<(Version, Version)> {
         .cluster_resources(key)
         .filter_map(|r| r.attributes.as_machine())
         .filter(|m| m.role == crate::resource::Role::ControlPlane)
-        .filter_map(|m| Version::parse(&m.version).ok())
+        .map(|m| m.version.clone())
         .collect();
     Some((vs.iter().min()?.clone(), vs.iter().max()?.clone()))
 }
@@ -46,10 +47,10 @@ pub async fn run(
     let clusters: Vec<&crate::manifest::Object> = m.of_kind(Kind::Cluster).collect();
     let cluster = match &u.cluster {
         Some(c) => {
-            let (ns, name) = c.split_once(':').unwrap_or(("default", c));
+            let id = crate::resource::ClusterId::from_key(c);
             clusters
                 .iter()
-                .find(|o| o.key.name == name && o.key.namespace == ns)
+                .find(|o| o.key.name == id.name && o.key.namespace == id.namespace)
                 .copied()
                 .ok_or_else(|| CliError::Usage(format!("no Cluster {c:?} in the manifests")))?
         }

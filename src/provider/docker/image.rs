@@ -7,19 +7,17 @@ pub const LB_REPOSITORY: &str = "kindest";
 pub const LB_IMAGE_NAME: &str = "haproxy";
 pub const LB_TAG: &str = "v20230606-42a2262b";
 
+use crate::resource::Version;
+
 /// `customImage` when set, else `kindest/node:<version>` with the characters
 /// a tag cannot hold replaced by `_` (CAPD's fallback when the version is
 /// not in kind's table of digest-pinned images; capi always uses the
 /// fallback, see docs/providers/docker.md).
-pub fn node_image(version: &str, custom: Option<&str>) -> String {
+pub fn node_image(version: &Version, custom: Option<&str>) -> String {
     if let Some(c) = custom.filter(|c| !c.trim().is_empty()) {
         return c.trim().to_string();
     }
-    let v = if version.starts_with('v') {
-        version.to_string()
-    } else {
-        format!("v{version}")
-    };
+    let v = version.to_string();
     let tag: String = v
         .chars()
         .map(|c| {
@@ -46,18 +44,22 @@ pub fn lb_image(repository: Option<&str>, tag: Option<&str>) -> String {
 mod tests {
     use super::*;
 
+    fn v(s: &str) -> Version {
+        Version::parse(s).unwrap()
+    }
+
     #[test]
     fn mapping() {
-        assert_eq!(node_image("v1.31.2", None), "kindest/node:v1.31.2");
+        assert_eq!(node_image(&v("v1.31.2"), None), "kindest/node:v1.31.2");
         assert_eq!(
-            node_image("1.37.0-rc.1+x", None),
+            node_image(&v("1.37.0-rc.1+x"), None),
             "kindest/node:v1.37.0-rc.1_x"
         );
         assert_eq!(
-            node_image("v1.31.2", Some("capi-node:test")),
+            node_image(&v("v1.31.2"), Some("capi-node:test")),
             "capi-node:test"
         );
-        assert_eq!(node_image("v1.31.2", Some("")), "kindest/node:v1.31.2");
+        assert_eq!(node_image(&v("v1.31.2"), Some("")), "kindest/node:v1.31.2");
         assert_eq!(lb_image(None, None), "kindest/haproxy:v20230606-42a2262b");
         assert_eq!(lb_image(Some("capi"), Some("test")), "capi/haproxy:test");
     }

@@ -1390,8 +1390,7 @@ impl Provider for DockerProvider {
         lineage: &str,
         _redactor: &Redactor,
     ) -> Result<(), ProviderError> {
-        let key = r.address.cluster_key();
-        let cluster = key.rsplit(':').next().unwrap_or(key).to_string();
+        let cluster = r.address.cluster_name().to_string();
         match &r.attributes {
             Spec::Network(n) => self.delete_network(&n.name).await,
             Spec::Loadbalancer(_) => self.remove_container(&lb_name(&cluster)).await,
@@ -1537,13 +1536,14 @@ impl Provider for DockerProvider {
             .iter()
             .filter_map(|c| {
                 let a = c.labels.as_ref()?.get(LABEL_ADDRESS)?.clone();
+                let address = Address::parse(&a).ok()?;
                 (!known.contains(a.as_str())).then(|| Unmanaged {
                     detail: format!(
                         "container {} ({}) carries this state's labels but is not in the state",
                         summary_name(c),
                         summary_state(c)
                     ),
-                    address: Address(a),
+                    address,
                 })
             })
             .collect())

@@ -19,7 +19,6 @@
 
 pub mod api;
 pub mod auth;
-pub mod capo;
 pub mod sdk;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -31,11 +30,10 @@ use base64::Engine;
 use serde_json::{json, Value};
 
 use self::api::{ApiError, Kind, OpenStackApi, Query};
-use self::capo::{ClusterPlan, MachinePlan, Ref};
+use crate::infra::openstack::{self as capo, ClusterPlan, MachinePlan, Ref};
 use super::*;
-use crate::plan::planner::Observation;
-use crate::plan::AttributeChange;
-use crate::resource::{InfraSpec, Role};
+use crate::resource::{AttributeChange, Observation};
+use crate::resource::Role;
 
 /// Settings from the environment (`OS_CLOUD`, `OS_*`) and the manifests.
 #[derive(Debug, Clone, Default)]
@@ -50,33 +48,6 @@ pub async fn connect(settings: &ProviderSettings) -> Result<Arc<dyn Provider>, P
         s.secrets = settings.secrets.clone();
     }
     Ok(Arc::new(OpenStackProvider::new(Clients::Connect(s))))
-}
-
-/// Which OpenStackCluster changes can be applied in place (CAPO's webhook
-/// allows managed security-group rules, `allowAllInClusterTraffic` and
-/// `identityRef`); the others are refused at plan time, naming the field.
-pub fn classify_infra_change(before: &InfraSpec, after: &InfraSpec) -> InfraChange {
-    if before.kind != after.kind {
-        return InfraChange::Immutable(
-            "kind".into(),
-            "the infrastructure kind cannot change".into(),
-        );
-    }
-    match capo::immutable_change(&before.spec, &after.spec) {
-        None => InfraChange::InPlace,
-        Some((field, why)) => InfraChange::Immutable(field, why),
-    }
-}
-
-/// Problems in an OpenStackCluster spec (JSON pointer relative to `spec`,
-/// message, help), checked when manifests are read.
-pub fn validate_cluster_spec(spec: &Value) -> Vec<(String, String, String)> {
-    capo::validate_cluster(spec)
-}
-
-/// Problems in an OpenStackMachineTemplate's `spec.template.spec`.
-pub fn validate_machine_spec(spec: &Value) -> Vec<(String, String, String)> {
-    capo::validate_machine(spec)
 }
 
 /// Where clients come from.
@@ -265,11 +236,7 @@ impl OpenStackProvider {
     }
 
     fn namespace_of(r: &Resource) -> String {
-        r.address
-            .cluster_key()
-            .split_once(':')
-            .map(|(n, _)| n.to_string())
-            .unwrap_or_else(|| crate::manifest::DEFAULT_NAMESPACE.to_string())
+        r.address.cluster().namespace
     }
 
     fn recorded_identity(r: &Resource) -> Option<(String, String, String)> {
@@ -1700,8 +1667,9 @@ impl Provider for OpenStackProvider {
                     .pointer(&format!("/metadata/{META_ADDRESS}"))?
                     .as_str()?
                     .to_string();
+                let address = Address::parse(&a).ok()?;
                 (!known_set.contains(a.as_str())).then(|| Unmanaged {
-                    address: Address(a),
+                    address,
                     detail: format!(
                         "server {} ({}) carries this state's tags but is not in the state",
                         s["name"].as_str().unwrap_or("?"),

@@ -9,8 +9,10 @@ use serde_json::{json, Value};
 
 use super::api::{Kind, MemoryApi};
 use super::*;
+use crate::infra::{classify_infra_change, InfraChange};
 use crate::resource::{
-    ClusterId, InfraSpec, LoadBalancerSpec, MachineSpec, NetworkSpec, Owner, ResourceKind, Role,
+    Backend, ClusterId, InfraSpec, LoadBalancerSpec, MachineSpec, NetworkSpec, Owner, OwnerKind,
+    ResourceKind, Role, Version,
 };
 use crate::state::{Resource, Status};
 
@@ -34,7 +36,7 @@ fn infra(kind: &str, spec: Value) -> InfraSpec {
     InfraSpec {
         kind: kind.into(),
         name: "c".into(),
-        backend: "openstack".into(),
+        backend: Backend::Openstack,
         spec,
         options: BTreeMap::new(),
     }
@@ -42,7 +44,7 @@ fn infra(kind: &str, spec: Value) -> InfraSpec {
 
 fn res(address: &str, spec: Spec, observed: Observed) -> Resource {
     Resource {
-        address: Address(address.into()),
+        address: Address::parse(address).unwrap(),
         kind: spec.kind(),
         provider: ProviderKind::Openstack,
         status: Status::Ready,
@@ -60,10 +62,10 @@ fn machine(name: &str, role: Role, flavor: &str) -> Spec {
         name: name.into(),
         role,
         owner: Owner {
-            kind: "MachineDeployment".into(),
+            kind: OwnerKind::MachineDeployment,
             name: "md".into(),
         },
-        version: "v1.31.2".into(),
+        version: Version::parse("v1.31.2").unwrap(),
         identity: format!("id-{flavor}"),
         failure_domain: Some("nova".into()),
         infra: infra(
@@ -100,7 +102,7 @@ impl World {
         spec: &Spec,
         deps: &[&Resource],
     ) -> Result<Resource, ProviderError> {
-        let a = Address(address.into());
+        let a = Address::parse(address).unwrap();
         let input = OpInput {
             address: &a,
             cluster: &self.cluster,
@@ -281,12 +283,12 @@ async fn refresh_lists_once_per_type_and_reports_drift() {
     let r = w.p.refresh(&all, LINEAGE).await.unwrap();
     let obs: BTreeMap<String, Option<Observation>> = r
         .into_iter()
-        .map(|x| (x.address.0, x.observation))
+        .map(|x| (x.address.to_string(), x.observation))
         .collect();
     assert_eq!(obs["c/machine/c-m-2"], Some(Observation::Missing));
     assert!(matches!(obs["c/network"], Some(Observation::Changed(_))));
     // Update puts the rule back.
-    let a = Address("c/network".into());
+    let a = Address::parse("c/network").unwrap();
     let input = OpInput {
         address: &a,
         cluster: &w.cluster,

@@ -30,7 +30,7 @@ use sha2::{Digest, Sha256};
 
 use super::cloudinit::{self, Action};
 use super::*;
-use crate::plan::planner::Observation;
+use crate::resource::Observation;
 use crate::plan::AttributeChange;
 use crate::resource::Role;
 
@@ -476,7 +476,7 @@ impl SimProvider {
                     // Adopted (a crash came between its bootstrap and the
                     // state write): announce it again, the log may have
                     // missed it.
-                    self.log("machine-ready", input.address, &group, &spec.version);
+                    self.log("machine-ready", input.address, &group, &spec.version.to_string());
                     return Ok(observed_of(&m, true));
                 }
                 if m.bootstrap.started {
@@ -505,14 +505,14 @@ impl SimProvider {
                     cluster: cluster.to_string(),
                     role: spec.role,
                     group: group.clone(),
-                    version: spec.version.clone(),
+                    version: spec.version.to_string(),
                     ip,
                     provider_id: format!("sim:///{cluster}/{}", spec.name),
                     status: "provisioning".into(),
                     labels,
                     bootstrap: SimBootstrap::default(),
                 };
-                self.log("machine-created", input.address, &group, &spec.version);
+                self.log("machine-created", input.address, &group, &spec.version.to_string());
                 write_json(&path, &m)?;
                 m
             }
@@ -554,7 +554,7 @@ impl SimProvider {
         m.bootstrap.succeeded = true;
         m.status = "running".into();
         write_json(&path, &m)?;
-        self.log("machine-ready", input.address, &group, &spec.version);
+        self.log("machine-ready", input.address, &group, &spec.version.to_string());
         if spec.role == Role::ControlPlane {
             let (name, ip) = (m.name.clone(), m.ip.clone());
             self.reconfigure_lb(cluster, |lb| {
@@ -766,7 +766,7 @@ impl Provider for SimProvider {
                     "machine-deleted",
                     &r.address,
                     &m.owner.to_string(),
-                    &m.version,
+                    &m.version.to_string(),
                     !removed,
                 );
                 if m.role == Role::ControlPlane {
@@ -799,7 +799,7 @@ impl Provider for SimProvider {
                     }
                     Some(sm) => {
                         let mut diffs = Vec::new();
-                        if sm.version != m.version {
+                        if sm.version != m.version.to_string() {
                             diffs.push(AttributeChange { path: "version".into(), before: Some(json!(m.version)), after: Some(json!(sm.version)) });
                         }
                         if sm.labels.get(LABEL_IDENTITY) != Some(&m.identity) {
@@ -835,7 +835,8 @@ impl Provider for SimProvider {
             .filter(|m| m.labels.get(LABEL_LINEAGE).map(String::as_str) == Some(lineage))
             .filter_map(|m| {
                 let a = m.labels.get(LABEL_ADDRESS)?.clone();
-                (!known.contains(a.as_str())).then(|| Unmanaged { address: Address(a), detail: format!("simulated machine {} ({}) carries this state's labels but is not in the state", m.name, m.ip) })
+                let address = Address::parse(&a).ok()?;
+                (!known.contains(a.as_str())).then(|| Unmanaged { address, detail: format!("simulated machine {} ({}) carries this state's labels but is not in the state", m.name, m.ip) })
             })
             .collect())
     }

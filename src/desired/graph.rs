@@ -1,9 +1,6 @@
-//! The dependency graph. [`desired`] turns manifests into desired clusters;
-//! this module holds the concrete resource graph (petgraph), its checks (a
-//! cycle or a missing dependency is an error naming the resources) and its
-//! DOT and indented-text renderings for `capi graph`.
-
-pub mod desired;
+//! The resource graph `capi graph` draws: the concrete resources (petgraph),
+//! its checks (a cycle or a missing dependency is an error naming the
+//! resources) and its DOT and indented-text renderings.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -12,8 +9,6 @@ use petgraph::algo::toposort;
 use petgraph::graph::{DiGraph, NodeIndex};
 
 use crate::resource::Address;
-
-pub use desired::{build, Desired, DesiredCluster, GraphOptions, MachineGroup};
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum GraphError {
@@ -132,14 +127,14 @@ mod tests {
 
     #[test]
     fn cycle_and_missing() {
-        let a = Address("c/network".into());
-        let b = Address("c/loadbalancer".into());
+        let a = Address::parse("c/network").unwrap();
+        let b = Address::parse("c/loadbalancer").unwrap();
         assert!(matches!(
             ResourceGraph::new(&[(a.clone(), vec![b.clone()]), (b.clone(), vec![a.clone()])]),
             Err(GraphError::Cycle(_))
         ));
         assert!(matches!(
-            ResourceGraph::new(&[(a.clone(), vec![Address("c/pki".into())])]),
+            ResourceGraph::new(&[(a.clone(), vec![Address::parse("c/pki").unwrap()])]),
             Err(GraphError::MissingDependency { .. })
         ));
         let g = ResourceGraph::new(&[(b.clone(), vec![a.clone()]), (a.clone(), vec![])]).unwrap();

@@ -17,8 +17,8 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
 use crate::resource::{Address, ResourceKind, Spec};
-use crate::state::store::JournalRecord;
-use crate::state::{store, State, StateStore};
+use super::codec::{self, JournalRecord};
+use super::{State, StateStore};
 
 type Mutation = Box<dyn FnOnce(&mut State) + Send>;
 
@@ -82,14 +82,14 @@ impl Journal {
                         // Only a changed bootstrap resource can orphan a document.
                         if touched
                             .iter()
-                            .any(|a| a.kind() == Some(ResourceKind::Bootstrap))
+                            .any(|a| a.kind() == ResourceKind::Bootstrap)
                         {
                             st.gc_documents();
                         }
                         let (journal, snapshot) = store.journal_len();
                         let write = if !snapshotted || journal >= snapshot.max(256 * 1024) {
                             base_serial = st.serial;
-                            Write::Snapshot(store::encode(&st))
+                            Write::Snapshot(codec::encode(&st))
                         } else {
                             Write::Record(st.lineage.clone(), record(&st, touched))
                         };
@@ -132,7 +132,7 @@ impl Journal {
                 let _ = syncer.join();
                 // The apply is over: fold the journal into the snapshot.
                 if store.journal_len().0 > 0 {
-                    let bytes = store::encode(&shared.lock().unwrap());
+                    let bytes = codec::encode(&shared.lock().unwrap());
                     let _ = store.write_bytes(&bytes);
                 }
             })

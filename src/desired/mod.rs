@@ -1,5 +1,9 @@
 //! Manifest → desired clusters: infrastructure, machine groups with their
 //! identity hashes, and rendered bootstrap documents. Pure.
+//!
+//! [`graph`] holds the resource graph `capi graph` draws.
+
+pub mod graph;
 
 use std::collections::BTreeMap;
 
@@ -9,7 +13,7 @@ use crate::bootstrap::{self, RenderInput};
 use crate::manifest::raw::KubeadmConfigSpec;
 use crate::manifest::{
     Body, ClusterNetwork, DeletionOrder, InfraCluster, InfraMachine, IntOrPercent, Kind, Manifest,
-    Object, Problem, Strategy, TriggerIf, Version,
+    Object, Problem, Strategy, TriggerIf,
 };
 use crate::resource::*;
 
@@ -187,11 +191,11 @@ impl Builder<'_> {
 /// Annotation prefix for capi's own settings on upstream kinds.
 pub const OPTION_PREFIX: &str = "capi.x-k8s.io/";
 
-fn infra_spec(o: &Object, backend: &str, spec: Value) -> InfraSpec {
+fn infra_spec(o: &Object, backend: Backend, spec: Value) -> InfraSpec {
     InfraSpec {
         kind: o.key.kind.to_string(),
         name: o.key.name.clone(),
-        backend: backend.to_string(),
+        backend,
         spec,
         options: o
             .annotations
@@ -209,14 +213,14 @@ fn machine_infra(o: &Object, defaults: &BTreeMap<String, String>) -> Option<Infr
     };
     let mut spec = match im {
         InfraMachine::Docker(d) => {
-            infra_spec(o, "docker", serde_json::to_value(d).unwrap_or(Value::Null))
+            infra_spec(o, Backend::Docker, serde_json::to_value(d).unwrap_or(Value::Null))
         }
         InfraMachine::InMemory(m) => infra_spec(
             o,
-            "inMemory",
+            Backend::InMemory,
             serde_json::to_value(m).unwrap_or(Value::Null),
         ),
-        InfraMachine::OpenStack(v) => infra_spec(o, "openstack", v.clone()),
+        InfraMachine::OpenStack(v) => infra_spec(o, Backend::Openstack, v.clone()),
     };
     for (k, v) in defaults {
         spec.options.entry(k.clone()).or_insert_with(|| v.clone());
@@ -254,24 +258,24 @@ fn standard_labels(
 ) -> BTreeMap<String, String> {
     let mut l = extra.clone();
     l.insert("cluster.x-k8s.io/cluster-name".into(), cluster.into());
-    match owner.kind.as_str() {
-        "KubeadmControlPlane" => {
+    match owner.kind {
+        OwnerKind::KubeadmControlPlane => {
             l.insert("cluster.x-k8s.io/control-plane".into(), String::new());
             l.insert(
                 "cluster.x-k8s.io/control-plane-name".into(),
                 owner.name.clone(),
             );
         }
-        "MachineDeployment" => {
+        OwnerKind::MachineDeployment => {
             l.insert(
                 "cluster.x-k8s.io/deployment-name".into(),
                 owner.name.clone(),
             );
         }
-        "MachineSet" => {
+        OwnerKind::MachineSet => {
             l.insert("cluster.x-k8s.io/set-name".into(), owner.name.clone());
         }
-        _ => {
+        OwnerKind::Machine => {
             if role == Role::ControlPlane {
                 l.insert("cluster.x-k8s.io/control-plane".into(), String::new());
             }
@@ -322,15 +326,15 @@ fn build_cluster(b: &mut Builder<'_>, o: &Object) -> Option<DesiredCluster> {
     let (native, backend, infra_value) = match ic {
         InfraCluster::Docker(d) => (
             ProviderKind::Docker,
-            "docker",
+            Backend::Docker,
             serde_json::to_value(d).unwrap_or(Value::Null),
         ),
         InfraCluster::InMemory => (
             ProviderKind::Sim,
-            "inMemory",
+            Backend::InMemory,
             Value::Object(Default::default()),
         ),
-        InfraCluster::OpenStack(v) => (ProviderKind::Openstack, "openstack", v.clone()),
+        InfraCluster::OpenStack(v) => (ProviderKind::Openstack, Backend::Openstack, v.clone()),
     };
     let provider = b.opts.provider_override.unwrap_or(native);
     let mut cluster_infra = infra_spec(infra_obj, backend, infra_value);
@@ -437,7 +441,7 @@ fn build_cluster(b: &mut Builder<'_>, o: &Object) -> Option<DesiredCluster> {
         let join = render(b, BootstrapRole::JoinControlPlane);
         let (init, join) = (init?, join?);
         let owner = Owner {
-            kind: "KubeadmControlPlane".into(),
+            kind: OwnerKind::KubeadmControlPlane,
             name: k.key.name.clone(),
         };
         let fds: Vec<Option<String>> = if cluster_fds.is_empty() {
@@ -494,7 +498,7 @@ fn build_cluster(b: &mut Builder<'_>, o: &Object) -> Option<DesiredCluster> {
                     md.replicas,
                     rollout,
                     md.deletion_order,
-                    "MachineDeployment",
+                    OwnerKind::MachineDeployment,
                     md.paused,
                     false,
                     false,
@@ -508,7 +512,7 @@ fn build_cluster(b: &mut Builder<'_>, o: &Object) -> Option<DesiredCluster> {
                     ms.replicas,
                     Rollout::OnDelete,
                     ms.deletion_order,
-                    "MachineSet",
+                    OwnerKind::MachineSet,
                     false,
                     false,
                     false,
@@ -522,7 +526,7 @@ fn build_cluster(b: &mut Builder<'_>, o: &Object) -> Option<DesiredCluster> {
                     1,
                     Rollout::OnDelete,
                     DeletionOrder::Oldest,
-                    "Machine",
+                    OwnerKind::Machine,
                     false,
                     true,
                     mm.control_plane,
@@ -647,7 +651,7 @@ fn build_cluster(b: &mut Builder<'_>, o: &Object) -> Option<DesiredCluster> {
             None => None,
         };
         let owner = Owner {
-            kind: owner_kind.into(),
+            kind: owner_kind,
             name: w.key.name.clone(),
         };
         let group = MachineGroup {

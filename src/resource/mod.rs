@@ -1,6 +1,16 @@
-//! The vocabulary shared by the graph, the planner, the state and the
-//! providers: resource addresses, kinds and the desired specification of each
-//! kind. Everything here is plain data: serialisable, comparable, no I/O.
+//! The vocabulary shared by every floor (manifests, desired state, planner,
+//! state, providers, CLI): resource addresses, kinds, the desired
+//! specification of each kind, and what refresh observes. Everything here is
+//! plain data: serialisable, comparable, no I/O, and it imports nothing else
+//! of the crate.
+
+mod address;
+mod observation;
+mod version;
+
+pub use address::{Address, AddressError, ClusterId, DEFAULT_NAMESPACE};
+pub use observation::{AttributeChange, DriftEntry, DriftKind, Observation};
+pub use version::Version;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -8,113 +18,6 @@ use std::fmt;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-
-/// A resource address: `<cluster>/<type>[/<name>]`, where `<cluster>` is the
-/// Cluster's name, prefixed with `<namespace>:` outside the default namespace.
-/// Examples: `dev/network`, `dev/machine/dev-md-0-7k2x9-0`.
-#[derive(
-    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
-)]
-#[serde(transparent)]
-pub struct Address(pub String);
-
-impl Address {
-    pub fn new(cluster: &ClusterId, kind: ResourceKind, name: Option<&str>) -> Address {
-        match name {
-            Some(n) => Address(format!("{}/{}/{}", cluster.key(), kind.as_str(), n)),
-            None => Address(format!("{}/{}", cluster.key(), kind.as_str())),
-        }
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    /// The `<cluster>` part.
-    pub fn cluster_key(&self) -> &str {
-        self.0.split('/').next().unwrap_or("")
-    }
-
-    pub fn kind(&self) -> Option<ResourceKind> {
-        self.0.split('/').nth(1).and_then(ResourceKind::parse)
-    }
-
-    /// The `<name>` part, for machines and bootstrap data.
-    pub fn name(&self) -> Option<&str> {
-        self.0.splitn(3, '/').nth(2)
-    }
-
-    /// Parse and check the shape of a user-supplied address.
-    pub fn parse(s: &str) -> Result<Address, String> {
-        let parts: Vec<&str> = s.splitn(3, '/').collect();
-        if parts.len() < 2 || parts[0].is_empty() {
-            return Err(format!("{s:?} is not an address; addresses look like <cluster>/<type>[/<name>], e.g. dev/machine/dev-md-0-7k2x9-0"));
-        }
-        let Some(kind) = ResourceKind::parse(parts[1]) else {
-            return Err(format!(
-                "{s:?}: unknown resource type {:?}; types are {}",
-                parts[1],
-                ResourceKind::ALL
-                    .iter()
-                    .map(|k| k.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
-        };
-        match (kind.is_named(), parts.get(2)) {
-            (true, None) | (true, Some(&"")) => Err(format!(
-                "{s:?}: a {} address needs a name: <cluster>/{}/<name>",
-                kind.as_str(),
-                kind.as_str()
-            )),
-            (false, Some(_)) => Err(format!(
-                "{s:?}: a {} address has no name part: <cluster>/{}",
-                kind.as_str(),
-                kind.as_str()
-            )),
-            _ => Ok(Address(s.to_string())),
-        }
-    }
-}
-
-impl fmt::Display for Address {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// A Cluster's identity: namespace and name.
-#[derive(
-    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
-)]
-pub struct ClusterId {
-    pub namespace: String,
-    pub name: String,
-}
-
-impl ClusterId {
-    pub fn new(namespace: &str, name: &str) -> Self {
-        ClusterId {
-            namespace: namespace.to_string(),
-            name: name.to_string(),
-        }
-    }
-
-    /// The form used in addresses.
-    pub fn key(&self) -> String {
-        if self.namespace == crate::manifest::DEFAULT_NAMESPACE {
-            self.name.clone()
-        } else {
-            format!("{}:{}", self.namespace, self.name)
-        }
-    }
-}
-
-impl fmt::Display for ClusterId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.key())
-    }
-}
 
 /// The kinds of resources `capi` manages.
 #[derive(
@@ -235,9 +138,37 @@ impl Role {
     Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
 )]
 pub struct Owner {
-    /// `KubeadmControlPlane`, `MachineDeployment`, `MachineSet` or `Machine`.
-    pub kind: String,
+    pub kind: OwnerKind,
     pub name: String,
+}
+
+/// The Cluster API kinds that own machines. Declared in the order of their
+/// names, so owners sort as their text does.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+pub enum OwnerKind {
+    KubeadmControlPlane,
+    Machine,
+    MachineDeployment,
+    MachineSet,
+}
+
+impl OwnerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OwnerKind::KubeadmControlPlane => "KubeadmControlPlane",
+            OwnerKind::Machine => "Machine",
+            OwnerKind::MachineDeployment => "MachineDeployment",
+            OwnerKind::MachineSet => "MachineSet",
+        }
+    }
+}
+
+impl fmt::Display for OwnerKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl fmt::Display for Owner {
@@ -279,8 +210,7 @@ pub struct InfraSpec {
     pub kind: String,
     /// The object's name.
     pub name: String,
-    /// Backend: `docker`, `inMemory` or `openstack`.
-    pub backend: String,
+    pub backend: Backend,
     /// The normalised spec.
     #[schemars(with = "Value")]
     pub spec: Value,
@@ -288,6 +218,36 @@ pub struct InfraSpec {
     /// capi adds to the upstream kinds (e.g. `capi.x-k8s.io/docker-privileged`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub options: BTreeMap<String, String>,
+}
+
+/// Which infrastructure an [`InfraSpec`] describes.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "camelCase")]
+pub enum Backend {
+    /// Containers on a Docker Engine (`DockerCluster`, `DevCluster` with `backend.docker`).
+    Docker,
+    /// Cluster API's in-memory backend (`DevCluster` with `backend.inMemory`): the simulator.
+    InMemory,
+    /// OpenStack (`OpenStackCluster`).
+    Openstack,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Docker => "docker",
+            Backend::InMemory => "inMemory",
+            Backend::Openstack => "openstack",
+        }
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Certificate authorities and service-account key of a cluster.
@@ -344,7 +304,8 @@ pub struct MachineSpec {
     pub name: String,
     pub role: Role,
     pub owner: Owner,
-    pub version: String,
+    #[schemars(with = "String")]
+    pub version: Version,
     /// What the machine was created from, hashed (version, infrastructure
     /// template and content, bootstrap template and content, failure domain).
     pub identity: String,
@@ -456,22 +417,6 @@ pub fn short_hash(hex_hash: &str, len: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn addresses() {
-        let c = ClusterId::new("default", "dev");
-        let a = Address::new(&c, ResourceKind::Machine, Some("dev-md-0-abc12-0"));
-        assert_eq!(a.as_str(), "dev/machine/dev-md-0-abc12-0");
-        assert_eq!(a.cluster_key(), "dev");
-        assert_eq!(a.kind(), Some(ResourceKind::Machine));
-        assert_eq!(a.name(), Some("dev-md-0-abc12-0"));
-        let n = Address::new(&ClusterId::new("team", "x"), ResourceKind::Network, None);
-        assert_eq!(n.as_str(), "team:x/network");
-        assert!(Address::parse("dev/machine").is_err());
-        assert!(Address::parse("dev/network/x").is_err());
-        assert!(Address::parse("dev/bogus").is_err());
-        assert!(Address::parse("dev/machine/a").is_ok());
-    }
 
     #[test]
     fn short_hashes_are_stable() {

@@ -7,10 +7,8 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use crate::plan::planner::Observation;
-use crate::plan::{AttributeChange, DriftEntry};
-use crate::provider::{Provider, ProviderError};
-use crate::resource::{Address, ProviderKind};
+use super::{Provider, ProviderError};
+use crate::resource::{Address, AttributeChange, DriftEntry, DriftKind, Observation, ProviderKind};
 use crate::state::{State, Status};
 
 #[derive(Debug, Default, Clone)]
@@ -41,7 +39,7 @@ pub async fn refresh(
             .resources
             .iter()
             .filter(|r| r.provider == *kind && r.status != Status::Deleting)
-            .filter(|r| crate::provider::refreshable(r.kind))
+            .filter(|r| super::refreshable(r.kind))
             .cloned()
             .collect();
         let all_known: Vec<crate::state::Resource> = state
@@ -76,12 +74,12 @@ pub async fn refresh(
             let Some(obs) = r.observation else { continue };
             let (kind, detail, attributes) = match &obs {
                 Observation::Missing => (
-                    "missing",
+                    DriftKind::Missing,
                     "no longer exists at the provider".to_string(),
                     vec![],
                 ),
                 Observation::Stopped(s) => (
-                    "stopped",
+                    DriftKind::Stopped,
                     format!("is {s}"),
                     vec![AttributeChange {
                         path: "status".into(),
@@ -90,14 +88,14 @@ pub async fn refresh(
                     }],
                 ),
                 Observation::Changed(a) => (
-                    "changed",
+                    DriftKind::Changed,
                     "attributes differ from what capi created".to_string(),
                     a.clone(),
                 ),
             };
             out.drift.push(DriftEntry {
                 address: r.address.clone(),
-                kind: kind.into(),
+                kind,
                 detail,
                 attributes,
             });
@@ -106,7 +104,7 @@ pub async fn refresh(
         for u in unmanaged {
             out.drift.push(DriftEntry {
                 address: u.address,
-                kind: "unmanaged".into(),
+                kind: DriftKind::Unmanaged,
                 detail: u.detail,
                 attributes: vec![],
             });

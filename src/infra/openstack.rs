@@ -9,6 +9,16 @@
 
 use serde_json::{json, Value};
 
+use super::SpecProblem;
+
+fn problem(pointer: String, message: String, help: String) -> SpecProblem {
+    SpecProblem {
+        pointer,
+        message,
+        help,
+    }
+}
+
 /// A reference to an existing object: by id, or by a filter (name, tags).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Ref {
@@ -433,19 +443,19 @@ impl MachinePlan {
     }
 }
 
-/// Problems in an OpenStackCluster spec: (JSON pointer, message, help).
-pub fn validate_cluster(spec: &Value) -> Vec<(String, String, String)> {
+/// Problems in an OpenStackCluster spec.
+pub fn validate_cluster(spec: &Value) -> Vec<SpecProblem> {
     let mut out = Vec::new();
     let p = ClusterPlan::parse(spec);
     if p.network.is_none() && p.managed_subnets.is_empty() {
-        out.push((
+        out.push(problem(
             "/managedSubnets".into(),
             "the cluster has neither a network nor managedSubnets: machines would have nowhere to connect".into(),
             "add managedSubnets: [{cidr: 10.6.0.0/24}] (CAPO's usual value) or name an existing network".into(),
         ));
     }
     if p.network.is_some() && !p.managed_subnets.is_empty() {
-        out.push((
+        out.push(problem(
             "/managedSubnets".into(),
             "managedSubnets cannot be combined with an existing network".into(),
             "remove managedSubnets, or remove network to let capi create one".into(),
@@ -453,7 +463,7 @@ pub fn validate_cluster(spec: &Value) -> Vec<(String, String, String)> {
     }
     for (i, s) in p.managed_subnets.iter().enumerate() {
         if !looks_like_cidr(&s.cidr) {
-            out.push((
+            out.push(problem(
                 format!("/managedSubnets/{i}/cidr"),
                 format!("{:?} is not an IPv4 CIDR", s.cidr),
                 "write it as a.b.c.d/n, e.g. 10.6.0.0/24".into(),
@@ -466,7 +476,7 @@ pub fn validate_cluster(spec: &Value) -> Vec<(String, String, String)> {
         .and_then(Value::as_bool)
         == Some(true)
     {
-        out.push((
+        out.push(problem(
             "/bastion".into(),
             "a bastion host is not supported by capi's OpenStack provider".into(),
             "remove bastion (or set bastion.enabled: false)".into(),
@@ -483,25 +493,25 @@ fn looks_like_cidr(s: &str) -> bool {
 }
 
 /// Problems in an OpenStackMachineTemplate's `spec.template.spec`.
-pub fn validate_machine(spec: &Value) -> Vec<(String, String, String)> {
+pub fn validate_machine(spec: &Value) -> Vec<SpecProblem> {
     let mut out = Vec::new();
     let p = MachinePlan::parse(spec);
     if p.flavor.is_none() {
-        out.push((
+        out.push(problem(
             "/flavor".into(),
             "no flavor".into(),
             "set flavor: {filter: {name: m1.small}} or flavor: {id: ...}".into(),
         ));
     }
     if p.image.is_none() && p.root_volume.is_none() {
-        out.push((
+        out.push(problem(
             "/image".into(),
             "no image".into(),
             "set image: {filter: {name: ubuntu-2204-kube-v1.31}} or image: {id: ...}".into(),
         ));
     }
     if spec.get("providerID").is_some() {
-        out.push((
+        out.push(problem(
             "/providerID".into(),
             "providerID is set by the provider and forbidden in templates".into(),
             "remove providerID".into(),

@@ -1,0 +1,7 @@
+//! The plan's JSON Schema (`capi schema plan`), generated from the Rust types.
+
+use serde_json::Value;
+
+pub fn plan_schema() -> Value {
+    serde_json::to_value(schemars::schema_for!(super::Plan)).expect("schema serialises")
+}
