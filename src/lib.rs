@@ -10,7 +10,7 @@ pub mod apply;
 pub mod bootstrap;
 pub mod cli;
 pub mod desired;
-pub mod infra;
+pub(crate) mod infra;
 pub mod manifest;
 pub mod plan;
 pub mod provider;

@@ -13,25 +13,25 @@ use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
 #[derive(Debug, Clone)]
-pub struct HealthCheck {
-    pub command: String,
-    pub count: u32,
-    pub interval: Duration,
-    pub timeout: Duration,
+pub(crate) struct HealthCheck {
+    pub(crate) command: String,
+    pub(crate) count: u32,
+    pub(crate) interval: Duration,
+    pub(crate) timeout: Duration,
 }
 
 /// One attempt, for progress output.
 #[derive(Debug, Clone)]
-pub struct Attempt {
-    pub cluster: String,
-    pub machine: String,
-    pub attempt: u32,
-    pub passed: bool,
-    pub output: String,
+pub(crate) struct Attempt {
+    pub(crate) cluster: String,
+    pub(crate) machine: String,
+    pub(crate) attempt: u32,
+    pub(crate) passed: bool,
+    pub(crate) output: String,
 }
 
 #[derive(Default)]
-pub struct Gates {
+pub(crate) struct Gates {
     /// Per cluster: when the last successful check sequence started.
     last_pass: std::sync::Mutex<BTreeMap<String, Arc<Mutex<Option<Instant>>>>>,
 }
@@ -43,7 +43,7 @@ fn tail(s: &str, lines: usize) -> String {
 
 impl Gates {
     /// Wait until the cluster passes the check (started after `ready_at`).
-    pub async fn gate(
+    pub(crate) async fn gate(
         &self,
         hc: &HealthCheck,
         cluster: &str,

@@ -6,7 +6,7 @@
 //! finish. Cancellation (the first Ctrl-C) stops new steps and lets the ones
 //! in flight finish. Apply makes no decision the plan did not record.
 
-pub mod health;
+pub(crate) mod health;
 
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,7 +27,7 @@ use crate::state::Journal;
 
 /// Progress events for the UI.
 #[derive(Debug, Clone)]
-pub enum Event {
+pub(crate) enum Event {
     Started {
         id: usize,
         address: Address,
@@ -54,25 +54,25 @@ pub enum Event {
 pub struct Cancel(Arc<AtomicBool>);
 
 impl Cancel {
-    pub fn cancel(&self) {
+    pub(crate) fn cancel(&self) {
         self.0.store(true, Ordering::SeqCst);
     }
-    pub fn is_cancelled(&self) -> bool {
+    pub(crate) fn is_cancelled(&self) -> bool {
         self.0.load(Ordering::SeqCst)
     }
 }
 
 /// Secrets from the manifests, for `<capi:secret:NAME:KEY>` references.
-pub type ManifestSecrets = BTreeMap<(String, String), BTreeMap<String, Vec<u8>>>;
+pub(crate) type ManifestSecrets = BTreeMap<(String, String), BTreeMap<String, Vec<u8>>>;
 
 pub struct Executor {
-    pub parallelism: usize,
-    pub providers: BTreeMap<ProviderKind, Arc<dyn Provider>>,
-    pub secrets: ManifestSecrets,
-    pub cancel: Cancel,
-    pub events: Option<mpsc::UnboundedSender<Event>>,
+    pub(crate) parallelism: usize,
+    pub(crate) providers: BTreeMap<ProviderKind, Arc<dyn Provider>>,
+    pub(crate) secrets: ManifestSecrets,
+    pub(crate) cancel: Cancel,
+    pub(crate) events: Option<mpsc::UnboundedSender<Event>>,
     /// `--health-check`: run between rollout steps.
-    pub health: Option<health::HealthCheck>,
+    pub(crate) health: Option<health::HealthCheck>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -133,7 +133,7 @@ impl Ctx {
 }
 
 /// Every secret value in a state, for redaction.
-pub fn state_secrets(state: &State) -> Vec<String> {
+pub(crate) fn state_secrets(state: &State) -> Vec<String> {
     state
         .resources
         .iter()
@@ -760,7 +760,7 @@ async fn health_gate(ctx: &Ctx, hc: &health::HealthCheck, machine: &Address) -> 
 }
 
 /// An admin kubeconfig for a cluster from the state (CA and endpoint).
-pub fn admin_kubeconfig(state: &State, cluster: &ClusterId) -> Result<String, String> {
+pub(crate) fn admin_kubeconfig(state: &State, cluster: &ClusterId) -> Result<String, String> {
     let pki = state
         .get(&Address::new(cluster, ResourceKind::Pki, None))
         .ok_or("the cluster has no certificates in the state")?;

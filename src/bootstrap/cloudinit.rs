@@ -9,69 +9,69 @@ use serde_json::Value;
 const TEMPLATE: &str = include_str!("cloud-config.tera");
 
 #[derive(Debug, Clone, Serialize, Default)]
-pub struct WriteFile {
-    pub path: String,
-    pub encoding: String,
-    pub owner: String,
-    pub permissions: String,
+pub(crate) struct WriteFile {
+    pub(crate) path: String,
+    pub(crate) encoding: String,
+    pub(crate) owner: String,
+    pub(crate) permissions: String,
     /// `"true"`, `"false"` or empty (not set).
-    pub append: String,
-    pub content: String,
+    pub(crate) append: String,
+    pub(crate) content: String,
     /// A one-line double-quoted content (the placeholder file).
-    pub inline: String,
+    pub(crate) inline: String,
 }
 
 #[derive(Debug, Clone, Serialize, Default)]
-pub struct UserEntry {
-    pub name: String,
+pub(crate) struct UserEntry {
+    pub(crate) name: String,
     /// `(cloud-init key, raw value)` in CABPK's order.
-    pub fields: Vec<(String, String)>,
-    pub ssh_authorized_keys: Vec<String>,
+    pub(crate) fields: Vec<(String, String)>,
+    pub(crate) ssh_authorized_keys: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Default)]
-pub struct NtpEntry {
-    pub enabled: String,
-    pub servers: Vec<String>,
+pub(crate) struct NtpEntry {
+    pub(crate) enabled: String,
+    pub(crate) servers: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Default)]
-pub struct Partition {
-    pub device: String,
-    pub table_type: String,
-    pub layout: String,
-    pub layout_items: Vec<String>,
-    pub overwrite: String,
+pub(crate) struct Partition {
+    pub(crate) device: String,
+    pub(crate) table_type: String,
+    pub(crate) layout: String,
+    pub(crate) layout_items: Vec<String>,
+    pub(crate) overwrite: String,
 }
 
 #[derive(Debug, Clone, Serialize, Default)]
-pub struct Filesystem {
-    pub label: String,
-    pub filesystem: String,
-    pub device: String,
-    pub partition: String,
-    pub overwrite: String,
-    pub replace_fs: String,
-    pub extra_opts: Vec<String>,
+pub(crate) struct Filesystem {
+    pub(crate) label: String,
+    pub(crate) filesystem: String,
+    pub(crate) device: String,
+    pub(crate) partition: String,
+    pub(crate) overwrite: String,
+    pub(crate) replace_fs: String,
+    pub(crate) extra_opts: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Default)]
-pub struct DiskSetup {
-    pub partitions: Vec<Partition>,
-    pub filesystems: Vec<Filesystem>,
+pub(crate) struct DiskSetup {
+    pub(crate) partitions: Vec<Partition>,
+    pub(crate) filesystems: Vec<Filesystem>,
 }
 
 #[derive(Debug, Clone, Serialize, Default)]
-pub struct CloudConfig {
-    pub files: Vec<WriteFile>,
-    pub boot_commands: Vec<String>,
-    pub pre_commands: Vec<String>,
-    pub kubeadm_command: String,
-    pub post_commands: Vec<String>,
-    pub ntp: Option<NtpEntry>,
-    pub users: Vec<UserEntry>,
-    pub disk_setup: Option<DiskSetup>,
-    pub mounts: Vec<Vec<String>>,
+pub(crate) struct CloudConfig {
+    pub(crate) files: Vec<WriteFile>,
+    pub(crate) boot_commands: Vec<String>,
+    pub(crate) pre_commands: Vec<String>,
+    pub(crate) kubeadm_command: String,
+    pub(crate) post_commands: Vec<String>,
+    pub(crate) ntp: Option<NtpEntry>,
+    pub(crate) users: Vec<UserEntry>,
+    pub(crate) disk_setup: Option<DiskSetup>,
+    pub(crate) mounts: Vec<Vec<String>>,
 }
 
 fn engine() -> &'static tera::Tera {
@@ -98,7 +98,7 @@ fn engine() -> &'static tera::Tera {
     })
 }
 
-pub fn render(cc: &CloudConfig) -> Result<String, String> {
+pub(crate) fn render(cc: &CloudConfig) -> Result<String, String> {
     let ctx = tera::Context::from_serialize(cc).map_err(|e| e.to_string())?;
     engine().render("cloud-config", &ctx).map_err(|e| {
         let mut msg = e.to_string();
@@ -112,7 +112,7 @@ pub fn render(cc: &CloudConfig) -> Result<String, String> {
 }
 
 /// Go's `strconv.Quote` (the `%q` verb CABPK uses for commands).
-pub fn go_quote(s: &str) -> String {
+pub(crate) fn go_quote(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for c in s.chars() {

@@ -8,7 +8,7 @@
 use serde_json::Value;
 
 /// Emit a document (always ends with a newline).
-pub fn to_string(v: &Value) -> String {
+pub(crate) fn to_string(v: &Value) -> String {
     let mut out = String::new();
     match v {
         Value::Object(m) if !m.is_empty() => emit_map(m, 0, &mut out),

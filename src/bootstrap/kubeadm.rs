@@ -12,13 +12,13 @@ use crate::resource::Version;
 use super::refs;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KubeadmApi {
+pub(crate) enum KubeadmApi {
     V1beta3,
     V1beta4,
 }
 
 impl KubeadmApi {
-    pub fn for_version(v: &Version) -> Result<KubeadmApi, String> {
+    pub(crate) fn for_version(v: &Version) -> Result<KubeadmApi, String> {
         let (maj, min) = (v.major, v.minor);
         if maj != 1 || min < 22 {
             return Err(format!(
@@ -32,7 +32,7 @@ impl KubeadmApi {
         })
     }
 
-    pub fn group_version(self) -> &'static str {
+    pub(crate) fn group_version(self) -> &'static str {
         match self {
             KubeadmApi::V1beta3 => "kubeadm.k8s.io/v1beta3",
             KubeadmApi::V1beta4 => "kubeadm.k8s.io/v1beta4",
@@ -41,16 +41,16 @@ impl KubeadmApi {
 }
 
 /// Cluster-level values CABPK fills in itself.
-pub struct ClusterValues<'a> {
-    pub cluster_name: &'a str,
-    pub network: &'a ClusterNetwork,
+pub(crate) struct ClusterValues<'a> {
+    pub(crate) cluster_name: &'a str,
+    pub(crate) network: &'a ClusterNetwork,
     /// `host:port` when the manifests fix it, else the `<capi:endpoint>` reference.
-    pub endpoint: String,
-    pub version: &'a Version,
+    pub(crate) endpoint: String,
+    pub(crate) version: &'a Version,
 }
 
 /// Go's `time.Duration.String()` for whole seconds: `30s`, `4m0s`, `1h0m0s`.
-pub fn go_duration(secs: i64) -> String {
+pub(crate) fn go_duration(secs: i64) -> String {
     let (h, m, s) = (secs / 3600, (secs % 3600) / 60, secs % 60);
     if h > 0 {
         format!("{h}h{m}m{s}s")
@@ -135,7 +135,7 @@ fn component(
 }
 
 /// The ClusterConfiguration document (init only).
-pub fn cluster_configuration(
+pub(crate) fn cluster_configuration(
     spec: &KubeadmConfigSpec,
     cv: &ClusterValues<'_>,
     api: KubeadmApi,
@@ -348,7 +348,7 @@ fn api_endpoint(e: &Option<raw::ApiEndpoint>) -> Value {
 }
 
 /// The InitConfiguration document.
-pub fn init_configuration(spec: &KubeadmConfigSpec, api: KubeadmApi) -> Value {
+pub(crate) fn init_configuration(spec: &KubeadmConfigSpec, api: KubeadmApi) -> Value {
     let default_init = raw::InitConfiguration::default();
     let i = spec.init_configuration.as_ref().unwrap_or(&default_init);
     let mut m = Map::new();
@@ -374,7 +374,7 @@ pub fn init_configuration(spec: &KubeadmConfigSpec, api: KubeadmApi) -> Value {
 }
 
 /// The JoinConfiguration document (control-plane join or worker join).
-pub fn join_configuration(
+pub(crate) fn join_configuration(
     spec: &KubeadmConfigSpec,
     endpoint: &str,
     api: KubeadmApi,

@@ -6,9 +6,9 @@
 //! written as references (see [`refs`]), which [`refs::resolve`] substitutes
 //! when a machine is created.
 
-pub mod cloudinit;
-pub mod goyaml;
-pub mod kubeadm;
+pub(crate) mod cloudinit;
+pub(crate) mod goyaml;
+pub(crate) mod kubeadm;
 pub mod pki;
 pub mod refs;
 pub mod token;
@@ -25,46 +25,46 @@ use cloudinit::{CloudConfig, WriteFile};
 use kubeadm::{ClusterValues, KubeadmApi};
 
 /// The sentinel every CABPK kubeadm command ends with.
-pub const SUCCESS_SENTINEL: &str = "/run/cluster-api/bootstrap-success.complete";
+pub(crate) const SUCCESS_SENTINEL: &str = "/run/cluster-api/bootstrap-success.complete";
 
 /// Default TTL of the bootstrap token. CABPK uses 15 minutes and refreshes it
 /// from its controller while machines join; `capi` has no controller running
 /// between invocations, so it uses kubeadm's own default of 24 hours and
 /// rotates an expired token at plan time.
-pub const DEFAULT_TOKEN_TTL_SECONDS: u64 = 24 * 3600;
+pub(crate) const DEFAULT_TOKEN_TTL_SECONDS: u64 = 24 * 3600;
 
-pub struct RenderInput<'a> {
-    pub cluster_name: &'a str,
-    pub network: &'a ClusterNetwork,
+pub(crate) struct RenderInput<'a> {
+    pub(crate) cluster_name: &'a str,
+    pub(crate) network: &'a ClusterNetwork,
     /// `host:port` when `Cluster.spec.controlPlaneEndpoint` is set.
-    pub fixed_endpoint: Option<String>,
-    pub role: BootstrapRole,
-    pub version: &'a Version,
-    pub spec: &'a KubeadmConfigSpec,
+    pub(crate) fixed_endpoint: Option<String>,
+    pub(crate) role: BootstrapRole,
+    pub(crate) version: &'a Version,
+    pub(crate) spec: &'a KubeadmConfigSpec,
     /// The spec is a KubeadmControlPlane's `kubeadmConfigSpec` (KCP adjusts it
     /// per machine: init vs join, default feature gates).
-    pub from_kcp: bool,
+    pub(crate) from_kcp: bool,
     /// Does the manifests' Secret `name` have key `key`?
-    pub secret_exists: &'a dyn Fn(&str, &str) -> bool,
+    pub(crate) secret_exists: &'a dyn Fn(&str, &str) -> bool,
     /// For `contentFormat: Template` files.
-    pub control_plane_version: Option<&'a Version>,
+    pub(crate) control_plane_version: Option<&'a Version>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Rendered {
+pub(crate) struct Rendered {
     /// The cloud-config with `<capi:...>` references.
-    pub content: String,
-    pub sha256: String,
-    pub kubeadm_api: &'static str,
+    pub(crate) content: String,
+    pub(crate) sha256: String,
+    pub(crate) kubeadm_api: &'static str,
 }
 
 /// A rendering problem, located by a JSON pointer inside the KubeadmConfigSpec.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
-pub struct BootstrapError {
-    pub field: String,
-    pub message: String,
-    pub help: String,
+pub(crate) struct BootstrapError {
+    pub(crate) field: String,
+    pub(crate) message: String,
+    pub(crate) help: String,
 }
 
 fn err(
@@ -80,7 +80,7 @@ fn err(
 }
 
 /// Render one machine's bootstrap data.
-pub fn render(input: &RenderInput<'_>) -> Result<Rendered, BootstrapError> {
+pub(crate) fn render(input: &RenderInput<'_>) -> Result<Rendered, BootstrapError> {
     let api = KubeadmApi::for_version(input.version).map_err(|m| {
         err(
             "",

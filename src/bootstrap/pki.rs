@@ -30,14 +30,14 @@ pub enum PkiError {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Algorithm {
+pub(crate) enum Algorithm {
     Rsa(usize),
     P256,
     P384,
 }
 
 impl Algorithm {
-    pub fn parse(s: &str) -> Result<Algorithm, PkiError> {
+    pub(crate) fn parse(s: &str) -> Result<Algorithm, PkiError> {
         Ok(match s {
             "" | "RSA-2048" => Algorithm::Rsa(2048),
             "RSA-3072" => Algorithm::Rsa(3072),
@@ -51,14 +51,14 @@ impl Algorithm {
 
 /// A generated key: rcgen signer, private key PEM (PKCS#1 for RSA, as CABPK),
 /// public key PEM and SubjectPublicKeyInfo DER.
-pub struct Key {
-    pub signer: KeyPair,
-    pub private_pem: String,
-    pub public_pem: String,
-    pub spki_der: Vec<u8>,
+pub(crate) struct Key {
+    pub(crate) signer: KeyPair,
+    pub(crate) private_pem: String,
+    pub(crate) public_pem: String,
+    pub(crate) spki_der: Vec<u8>,
 }
 
-pub fn generate_key(alg: Algorithm) -> Result<Key, PkiError> {
+pub(crate) fn generate_key(alg: Algorithm) -> Result<Key, PkiError> {
     match alg {
         Algorithm::Rsa(bits) => {
             let mut rng = rand::rngs::OsRng;
@@ -120,7 +120,7 @@ fn rustls_pki_types_der(bytes: &[u8]) -> rustls_pki_types::PrivatePkcs8KeyDer<'s
 }
 
 /// Load a private key PEM written by [`generate_key`] back into a signer.
-pub fn load_key(pem: &str) -> Result<KeyPair, PkiError> {
+pub(crate) fn load_key(pem: &str) -> Result<KeyPair, PkiError> {
     if pem.contains("RSA PRIVATE KEY") {
         let key =
             rsa::RsaPrivateKey::from_pkcs1_pem(pem).map_err(|e| PkiError::Key(e.to_string()))?;
@@ -141,7 +141,7 @@ fn pem_block(label: &str, der: &[u8]) -> String {
 }
 
 /// `sha256:<hex>` of a SubjectPublicKeyInfo, as kubeadm's discovery hash.
-pub fn spki_hash(spki_der: &[u8]) -> String {
+pub(crate) fn spki_hash(spki_der: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(spki_der)))
 }
 
@@ -177,8 +177,8 @@ pub struct ClusterPki {
     pub secret: BTreeMap<String, String>,
     /// The discovery hash of the cluster CA.
     pub ca_cert_hash: String,
-    pub not_before: i64,
-    pub not_after: i64,
+    pub(crate) not_before: i64,
+    pub(crate) not_after: i64,
 }
 
 /// Generate the cluster CA, etcd CA (unless etcd is external), front-proxy CA
@@ -241,7 +241,7 @@ pub fn generate(
 /// certificate CN=kubernetes-admin, O=system:masters, signed by the cluster CA,
 /// valid one year from now (not-before = the CA's not-before).
 #[allow(clippy::too_many_arguments)]
-pub fn admin_kubeconfig(
+pub(crate) fn admin_kubeconfig(
     cluster_name: &str,
     server_host_port: &str,
     ca_crt_pem: &str,

@@ -12,7 +12,7 @@ pub const CA_CERT_HASH: &str = "ca-cert-hash";
 pub const ENDPOINT: &str = "endpoint";
 
 /// Block references: PEM material written as whole files.
-pub const PKI_FILES: &[(&str, &str, bool)] = &[
+pub(crate) const PKI_FILES: &[(&str, &str, bool)] = &[
     // (reference, file under certificatesDir, is secret)
     ("ca.crt", "ca.crt", false),
     ("ca.key", "ca.key", true),
@@ -25,17 +25,17 @@ pub const PKI_FILES: &[(&str, &str, bool)] = &[
 ];
 
 /// `<capi:NAME>`.
-pub fn inline(name: &str) -> String {
+pub(crate) fn inline(name: &str) -> String {
     format!("<capi:{name}>")
 }
 
 /// A reference to a key of a Secret in the manifests.
-pub fn secret(name: &str, key: &str) -> String {
+pub(crate) fn secret(name: &str, key: &str) -> String {
     format!("secret:{name}:{key}")
 }
 
 /// Every reference name in a document, in order of first appearance.
-pub fn names(doc: &str) -> Vec<String> {
+pub(crate) fn names(doc: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     let mut rest = doc;
     while let Some(i) = rest.find("<capi:") {
@@ -55,7 +55,7 @@ pub fn names(doc: &str) -> Vec<String> {
 }
 
 /// Does this reference name secret material?
-pub fn is_secret(name: &str) -> bool {
+pub(crate) fn is_secret(name: &str) -> bool {
     name == TOKEN
         || name.starts_with("secret:")
         || PKI_FILES.iter().any(|(n, _, s)| *s && *n == name)
@@ -63,7 +63,7 @@ pub fn is_secret(name: &str) -> bool {
 
 /// CABPK's `Indent`: split on `\n`, prefix every piece (the last one too) with
 /// `n` spaces, join with `\n`.
-pub fn indent(s: &str, n: usize) -> String {
+pub(crate) fn indent(s: &str, n: usize) -> String {
     let pad = " ".repeat(n);
     s.split('\n')
         .map(|l| format!("{pad}{l}"))

@@ -25,7 +25,7 @@ pub fn is_valid(token: &str) -> bool {
 }
 
 /// The public half of a token (safe to show).
-pub fn id(token: &str) -> &str {
+pub(crate) fn id(token: &str) -> &str {
     token.split('.').next().unwrap_or("")
 }
 

@@ -15,15 +15,15 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
                   (simulated infrastructure, Docker, OpenStack).",
     after_help = "Exit codes: 0 success, 1 error, 2 changes present (plan --detailed-exitcode) or drift found (drift)."
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(flatten)]
-    pub global: GlobalArgs,
+    pub(crate) global: GlobalArgs,
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 }
 
 #[derive(Debug, Args, Clone)]
-pub struct GlobalArgs {
+pub(crate) struct GlobalArgs {
     /// State file.
     #[arg(
         long,
@@ -31,100 +31,100 @@ pub struct GlobalArgs {
         env = "CAPI_STATE",
         default_value = "capi.state.json"
     )]
-    pub state: PathBuf,
+    pub(crate) state: PathBuf,
     /// Disable colours (also: NO_COLOR).
     #[arg(long, global = true)]
-    pub no_color: bool,
+    pub(crate) no_color: bool,
     /// Machine-readable output: one JSON object per line on stdout.
     #[arg(long, global = true)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 #[derive(Debug, Args, Clone, Default)]
-pub struct ManifestArgs {
+pub(crate) struct ManifestArgs {
     /// Manifest files, directories (every *.yaml/*.yml) or - for stdin. Repeatable.
     #[arg(short = 'f', long = "filename", value_name = "PATH")]
-    pub files: Vec<PathBuf>,
+    pub(crate) files: Vec<PathBuf>,
     /// Set a variable (clusterctl syntax: ${VAR}, ${VAR:=default}). Repeatable.
     #[arg(long = "var", value_name = "KEY=VALUE")]
-    pub vars: Vec<String>,
+    pub(crate) vars: Vec<String>,
     /// Read variables from a YAML file of KEY: value pairs. Repeatable.
     #[arg(long = "var-file", value_name = "FILE")]
-    pub var_files: Vec<PathBuf>,
+    pub(crate) var_files: Vec<PathBuf>,
     /// Run every cluster on this provider instead of its own (`sim` rehearses
     /// Docker or OpenStack manifests on the simulator).
     #[arg(long, value_enum)]
-    pub provider: Option<ProviderOverride>,
+    pub(crate) provider: Option<ProviderOverride>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
-pub enum ProviderOverride {
+pub(crate) enum ProviderOverride {
     Sim,
 }
 
 #[derive(Debug, Args, Clone)]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     /// Wait this long for the state lock (e.g. 30s); 0 fails at once.
     #[arg(long, default_value = "0s", value_parser = parse_duration)]
-    pub lock_timeout: std::time::Duration,
+    pub(crate) lock_timeout: std::time::Duration,
     /// Provisioning time of simulated machines (overrides the manifests).
     #[arg(long, value_parser = parse_duration)]
-    pub sim_latency: Option<std::time::Duration>,
+    pub(crate) sim_latency: Option<std::time::Duration>,
     /// Read real infrastructure back before planning (--refresh=false skips it).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
-    pub refresh: bool,
+    pub(crate) refresh: bool,
 }
 
 #[derive(Debug, Args, Clone)]
-pub struct ApplyArgs {
+pub(crate) struct ApplyArgs {
     /// Skip the interactive approval.
     #[arg(long)]
-    pub auto_approve: bool,
+    pub(crate) auto_approve: bool,
     /// Provider operations in flight at once (local steps take no slot).
     #[arg(long, default_value_t = 10)]
-    pub parallelism: usize,
+    pub(crate) parallelism: usize,
 }
 
 #[derive(Debug, Args, Clone)]
-pub struct UpgradeArgs {
+pub(crate) struct UpgradeArgs {
     /// The Kubernetes version to reach.
     #[arg(long, value_name = "VERSION")]
-    pub to: String,
+    pub(crate) to: String,
     /// The cluster (required when the manifests hold several).
-    pub cluster: Option<String>,
+    pub(crate) cluster: Option<String>,
     /// Only these MachineDeployments (default: all of the cluster). Repeatable.
     #[arg(long = "md", value_name = "NAME")]
-    pub md: Vec<String>,
+    pub(crate) md: Vec<String>,
     /// Intermediate version for a minor of a chained upgrade (default vX.Y.0). Repeatable.
     #[arg(long, value_name = "VERSION")]
-    pub via: Vec<String>,
+    pub(crate) via: Vec<String>,
     /// Show the steps and waves only.
     #[arg(long)]
-    pub dry_run: bool,
+    pub(crate) dry_run: bool,
     /// Write the new versions into the manifest files (nothing else changes in them).
     #[arg(long)]
-    pub write: bool,
+    pub(crate) write: bool,
 }
 
 #[derive(Debug, Args, Clone)]
-pub struct HealthArgs {
+pub(crate) struct HealthArgs {
     /// A command that must pass between rollout steps (with CAPI_CLUSTER,
     /// CAPI_MACHINE and KUBECONFIG set); a failure stops the rollout.
     #[arg(long, value_name = "CMD")]
-    pub health_check: Option<String>,
+    pub(crate) health_check: Option<String>,
     /// Consecutive passes required.
     #[arg(long, default_value_t = 2)]
-    pub health_check_count: u32,
+    pub(crate) health_check_count: u32,
     /// Time between attempts.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
-    pub health_check_interval: std::time::Duration,
+    pub(crate) health_check_interval: std::time::Duration,
     /// Give up after this long.
     #[arg(long, default_value = "15m", value_parser = parse_duration)]
-    pub health_check_timeout: std::time::Duration,
+    pub(crate) health_check_timeout: std::time::Duration,
 }
 
 impl HealthArgs {
-    pub fn check(&self) -> Option<crate::apply::health::HealthCheck> {
+    pub(crate) fn check(&self) -> Option<crate::apply::health::HealthCheck> {
         self.health_check
             .as_ref()
             .map(|c| crate::apply::health::HealthCheck {
@@ -137,16 +137,16 @@ impl HealthArgs {
 }
 
 #[derive(Debug, Args, Clone)]
-pub struct TargetArgs {
+pub(crate) struct TargetArgs {
     /// Only this resource and what it depends on. Repeatable.
     #[arg(long = "target", value_name = "ADDRESS")]
-    pub targets: Vec<crate::resource::Address>,
+    pub(crate) targets: Vec<crate::resource::Address>,
     /// Force replacement of this resource. Repeatable.
     #[arg(long = "replace", value_name = "ADDRESS")]
-    pub replace: Vec<crate::resource::Address>,
+    pub(crate) replace: Vec<crate::resource::Address>,
 }
 
-pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let s = s.trim();
     if s == "0" {
         return Ok(std::time::Duration::ZERO);
@@ -157,7 +157,7 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Show the changes that apply would make.
     Plan {
         #[command(flatten)]
@@ -271,7 +271,7 @@ pub enum Command {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum DescribeCommand {
+pub(crate) enum DescribeCommand {
     /// The cluster, its infrastructure, control plane and MachineDeployments,
     /// with READY and UP TO DATE counts (UP TO DATE needs -f manifests).
     Cluster {
@@ -285,57 +285,57 @@ pub enum DescribeCommand {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum GenerateCommand {
+pub(crate) enum GenerateCommand {
     /// A cluster from a flavor (sim, docker, openstack) or --from TEMPLATE,
     /// with clusterctl's variables; prints to stdout.
     Cluster(GenerateArgs),
 }
 
 #[derive(Debug, Args, Clone)]
-pub struct GenerateArgs {
+pub(crate) struct GenerateArgs {
     /// The cluster's name (CLUSTER_NAME).
-    pub name: Option<String>,
+    pub(crate) name: Option<String>,
     /// Built-in template: sim (default), docker, openstack.
     #[arg(long)]
-    pub flavor: Option<String>,
+    pub(crate) flavor: Option<String>,
     /// A template file (or - for stdin) instead of a flavor.
     #[arg(long, value_name = "TEMPLATE")]
-    pub from: Option<PathBuf>,
+    pub(crate) from: Option<PathBuf>,
     /// KUBERNETES_VERSION.
     #[arg(long)]
-    pub kubernetes_version: Option<String>,
+    pub(crate) kubernetes_version: Option<String>,
     /// CONTROL_PLANE_MACHINE_COUNT (default 1).
     #[arg(long)]
-    pub control_plane_machine_count: Option<u32>,
+    pub(crate) control_plane_machine_count: Option<u32>,
     /// WORKER_MACHINE_COUNT (default 0).
     #[arg(long)]
-    pub worker_machine_count: Option<u32>,
+    pub(crate) worker_machine_count: Option<u32>,
     /// NAMESPACE (default: $NAMESPACE, else default).
     #[arg(long, short = 'n')]
-    pub target_namespace: Option<String>,
+    pub(crate) target_namespace: Option<String>,
     /// List the template's variables instead of rendering it.
     #[arg(long)]
-    pub list_variables: bool,
+    pub(crate) list_variables: bool,
     #[arg(long = "var", value_name = "KEY=VALUE")]
-    pub vars: Vec<String>,
+    pub(crate) vars: Vec<String>,
     #[arg(long = "var-file", value_name = "FILE")]
-    pub var_files: Vec<PathBuf>,
+    pub(crate) var_files: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum SchemaKind {
+pub(crate) enum SchemaKind {
     State,
     Plan,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum GraphFormat {
+pub(crate) enum GraphFormat {
     Dot,
     Text,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum StateCommand {
+pub(crate) enum StateCommand {
     /// List resource addresses.
     List,
     /// Show one resource (secrets are masked).

@@ -7,11 +7,11 @@ use crate::apply::ApplyReport;
 use crate::manifest::{Problem, Severity};
 use crate::plan::{Change, Plan};
 
-pub fn version() -> Value {
+pub(crate) fn version() -> Value {
     json!({"type": "version", "capi_version": env!("CARGO_PKG_VERSION"), "format_version": 1})
 }
 
-pub fn diagnostic(p: &Problem) -> Value {
+pub(crate) fn diagnostic(p: &Problem) -> Value {
     json!({
         "type": "diagnostic",
         "severity": match p.severity { Severity::Error => "error", Severity::Warning => "warning" },
@@ -23,11 +23,11 @@ pub fn diagnostic(p: &Problem) -> Value {
     })
 }
 
-pub fn warning(message: &str) -> Value {
+pub(crate) fn warning(message: &str) -> Value {
     json!({"type": "diagnostic", "severity": "warning", "message": message})
 }
 
-pub fn planned_change(c: &Change) -> Value {
+pub(crate) fn planned_change(c: &Change) -> Value {
     json!({
         "type": "planned_change",
         "address": c.address,
@@ -48,11 +48,11 @@ pub fn planned_change(c: &Change) -> Value {
     })
 }
 
-pub fn plan(p: &Plan) -> Value {
+pub(crate) fn plan(p: &Plan) -> Value {
     json!({"type": "plan", "plan": p})
 }
 
-pub fn change_summary(p: &Plan, operation: &str) -> Value {
+pub(crate) fn change_summary(p: &Plan, operation: &str) -> Value {
     json!({
         "type": "change_summary",
         "operation": operation,
@@ -63,7 +63,7 @@ pub fn change_summary(p: &Plan, operation: &str) -> Value {
     })
 }
 
-pub fn apply_summary(r: &ApplyReport, operation: &str) -> Value {
+pub(crate) fn apply_summary(r: &ApplyReport, operation: &str) -> Value {
     json!({
         "type": "apply_summary",
         "operation": operation,
@@ -78,13 +78,13 @@ pub fn apply_summary(r: &ApplyReport, operation: &str) -> Value {
 }
 
 /// Emit a plan as events: version, diagnostics, planned changes, the plan, the summary.
-pub fn emit_plan(printer: &super::output::Printer, p: &Plan, operation: &str) {
+pub(crate) fn emit_plan(printer: &super::output::Printer, p: &Plan, operation: &str) {
     printer.event(&version());
     emit_plan_body(printer, p, operation);
 }
 
 /// The plan events without the leading version line.
-pub fn emit_plan_body(printer: &super::output::Printer, p: &Plan, operation: &str) {
+pub(crate) fn emit_plan_body(printer: &super::output::Printer, p: &Plan, operation: &str) {
     for w in &p.warnings {
         printer.event(&warning(w));
     }

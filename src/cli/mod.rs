@@ -1,10 +1,10 @@
 //! The command-line interface: arguments, resolved settings, the output
 //! gate, one file per command. Errors are rendered here, once.
 
-pub mod args;
-pub mod commands;
-pub mod json;
-pub mod output;
+pub(crate) mod args;
+pub(crate) mod commands;
+pub(crate) mod json;
+pub(crate) mod output;
 
 use std::process::ExitCode;
 
@@ -19,7 +19,7 @@ use args::{Cli, Command, StateCommand};
 use output::Printer;
 
 #[derive(Debug, thiserror::Error)]
-pub enum CliError {
+pub(crate) enum CliError {
     #[error(transparent)]
     Manifest(#[from] ManifestError),
     #[error("{} problem(s) in the manifests", .0.len())]

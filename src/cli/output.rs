@@ -8,18 +8,18 @@ use serde_json::Value;
 use crate::plan::render::Style;
 
 #[derive(Debug, Clone)]
-pub struct Printer {
+pub(crate) struct Printer {
     /// Colours on stdout.
-    pub color: bool,
+    pub(crate) color: bool,
     /// Colours on stderr.
-    pub color_err: bool,
-    pub json: bool,
-    pub stderr_tty: bool,
-    pub stdin_tty: bool,
+    pub(crate) color_err: bool,
+    pub(crate) json: bool,
+    pub(crate) stderr_tty: bool,
+    pub(crate) stdin_tty: bool,
 }
 
 impl Printer {
-    pub fn new(no_color: bool, json: bool) -> Printer {
+    pub(crate) fn new(no_color: bool, json: bool) -> Printer {
         let allowed = !no_color && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
         let stderr_tty = std::io::stderr().is_terminal();
         Printer {
@@ -31,29 +31,29 @@ impl Printer {
         }
     }
 
-    pub fn style(&self) -> Style {
+    pub(crate) fn style(&self) -> Style {
         Style { color: self.color }
     }
 
     /// Data: the plan, the state, the graph.
-    pub fn data(&self, s: &str) {
+    pub(crate) fn data(&self, s: &str) {
         let mut out = std::io::stdout().lock();
         let _ = out.write_all(s.as_bytes());
         let _ = out.flush();
     }
 
     /// One JSON event per line on stdout.
-    pub fn event(&self, v: &Value) {
+    pub(crate) fn event(&self, v: &Value) {
         self.data(&format!("{}\n", serde_json::to_string(v).expect("json")));
     }
 
     /// Messages for people (stderr).
-    pub fn message(&self, s: &str) {
+    pub(crate) fn message(&self, s: &str) {
         let mut err = std::io::stderr().lock();
         let _ = writeln!(err, "{s}");
     }
 
-    pub fn warning(&self, s: &str) {
+    pub(crate) fn warning(&self, s: &str) {
         let tag = if self.color_stderr() {
             "\x1b[33mWarning:\x1b[0m"
         } else {
@@ -62,7 +62,7 @@ impl Printer {
         self.message(&format!("{tag} {s}"));
     }
 
-    pub fn error(&self, s: &str) {
+    pub(crate) fn error(&self, s: &str) {
         let tag = if self.color_stderr() {
             "\x1b[31mError:\x1b[0m"
         } else {
@@ -71,12 +71,12 @@ impl Printer {
         self.message(&format!("{tag} {s}"));
     }
 
-    pub fn color_stderr(&self) -> bool {
+    pub(crate) fn color_stderr(&self) -> bool {
         self.color_err
     }
 
     /// Render a miette diagnostic on stderr.
-    pub fn diagnostic(&self, d: &dyn miette::Diagnostic) {
+    pub(crate) fn diagnostic(&self, d: &dyn miette::Diagnostic) {
         let handler = if self.color_stderr() {
             miette::GraphicalReportHandler::new_themed(miette::GraphicalTheme::unicode())
         } else {

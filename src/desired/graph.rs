@@ -11,7 +11,7 @@ use petgraph::graph::{DiGraph, NodeIndex};
 use crate::resource::Address;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum GraphError {
+pub(crate) enum GraphError {
     #[error("{from} depends on {to}, which does not exist")]
     MissingDependency { from: Address, to: Address },
     #[error("dependency cycle: {0}")]
@@ -20,13 +20,13 @@ pub enum GraphError {
 
 /// Resources and their direct dependencies (edge: dependency → dependent).
 #[derive(Debug, Default)]
-pub struct ResourceGraph {
-    pub graph: DiGraph<Address, ()>,
+pub(crate) struct ResourceGraph {
+    pub(crate) graph: DiGraph<Address, ()>,
     index: BTreeMap<Address, NodeIndex>,
 }
 
 impl ResourceGraph {
-    pub fn new(nodes: &[(Address, Vec<Address>)]) -> Result<ResourceGraph, GraphError> {
+    pub(crate) fn new(nodes: &[(Address, Vec<Address>)]) -> Result<ResourceGraph, GraphError> {
         let mut g = ResourceGraph::default();
         for (a, _) in nodes {
             let i = g.graph.add_node(a.clone());
@@ -50,7 +50,7 @@ impl ResourceGraph {
     }
 
     /// Dependencies first, ties broken by address.
-    pub fn order(&self) -> Vec<&Address> {
+    pub(crate) fn order(&self) -> Vec<&Address> {
         let mut indegree: BTreeMap<NodeIndex, usize> = self
             .graph
             .node_indices()
@@ -81,7 +81,7 @@ impl ResourceGraph {
         out
     }
 
-    pub fn to_dot(&self) -> String {
+    pub(crate) fn to_dot(&self) -> String {
         let mut s =
             String::from("digraph capi {\n  rankdir = \"LR\";\n  node [shape = \"box\"];\n");
         for a in self.order() {
@@ -102,7 +102,7 @@ impl ResourceGraph {
     }
 
     /// Each resource in dependency order with what it depends on.
-    pub fn to_text(&self) -> String {
+    pub(crate) fn to_text(&self) -> String {
         let mut s = String::new();
         for a in self.order() {
             let i = self.index[a];

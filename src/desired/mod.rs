@@ -3,7 +3,7 @@
 //!
 //! [`graph`] holds the resource graph `capi graph` draws.
 
-pub mod graph;
+pub(crate) mod graph;
 
 use std::collections::BTreeMap;
 
@@ -21,15 +21,15 @@ use crate::resource::*;
 #[derive(Debug, Clone)]
 pub struct GraphOptions {
     /// `--provider sim`: run every cluster on the simulator.
-    pub provider_override: Option<ProviderKind>,
+    pub(crate) provider_override: Option<ProviderKind>,
     /// The Docker network for DockerClusters without their own
     /// (`DOCKER_NETWORK`, default `kind`).
-    pub docker_network: String,
-    pub token_ttl_seconds: u64,
+    pub(crate) docker_network: String,
+    pub(crate) token_ttl_seconds: u64,
     /// Options applied to infrastructure objects that do not set them (from
     /// the environment, e.g. `CAPI_DOCKER_PRIVILEGED=false` →
     /// `capi.x-k8s.io/docker-privileged: "false"`). Recorded in the plan.
-    pub default_options: BTreeMap<String, String>,
+    pub(crate) default_options: BTreeMap<String, String>,
 }
 
 impl Default for GraphOptions {
@@ -44,7 +44,7 @@ impl Default for GraphOptions {
 }
 
 /// Annotation on a DockerCluster/DevCluster naming its Docker network.
-pub const DOCKER_NETWORK_ANNOTATION: &str = "capi.x-k8s.io/docker-network";
+pub(crate) const DOCKER_NETWORK_ANNOTATION: &str = "capi.x-k8s.io/docker-network";
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Rollout {
@@ -60,49 +60,49 @@ pub enum Rollout {
 
 /// Where an object was written, for messages.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Source {
-    pub file: String,
-    pub line: u32,
+pub(crate) struct Source {
+    pub(crate) file: String,
+    pub(crate) line: u32,
 }
 
 #[derive(Debug, Clone)]
 pub struct MachineGroup {
     pub owner: Owner,
     pub role: Role,
-    pub replicas: u32,
-    pub version: Version,
+    pub(crate) replicas: u32,
+    pub(crate) version: Version,
     /// Hash of what the machines are created from, without the failure domain.
     pub identity: String,
     /// Machine names are `<prefix>-<index>` (or `fixed_name`).
-    pub name_prefix: String,
-    pub fixed_name: Option<String>,
+    pub(crate) name_prefix: String,
+    pub(crate) fixed_name: Option<String>,
     /// Failure domains to spread over (control plane), or the one of the
     /// template (`[None]` when there is none).
-    pub failure_domains: Vec<Option<String>>,
-    pub infra: InfraSpec,
-    pub bootstrap_template: String,
+    pub(crate) failure_domains: Vec<Option<String>>,
+    pub(crate) infra: InfraSpec,
+    pub(crate) bootstrap_template: String,
     /// SHA-256 of the init rendering (first control-plane machine only).
     pub init_document: Option<(String, &'static str)>,
     /// SHA-256 and kubeadm API of the join rendering.
     pub join_document: (String, &'static str),
     pub rollout: Rollout,
-    pub deletion_order: DeletionOrder,
-    pub labels: BTreeMap<String, String>,
-    pub annotations: BTreeMap<String, String>,
-    pub paused: bool,
-    pub source: Source,
+    pub(crate) deletion_order: DeletionOrder,
+    pub(crate) labels: BTreeMap<String, String>,
+    pub(crate) annotations: BTreeMap<String, String>,
+    pub(crate) paused: bool,
+    pub(crate) source: Source,
 }
 
 impl MachineGroup {
     /// Identity of a machine of this group in a failure domain.
-    pub fn machine_identity(&self, fd: &Option<String>) -> String {
+    pub(crate) fn machine_identity(&self, fd: &Option<String>) -> String {
         match fd {
             None => self.identity.clone(),
             Some(f) => hash_json(&serde_json::json!({"group": self.identity, "failureDomain": f})),
         }
     }
 
-    pub fn machine_name(&self, index: u32) -> String {
+    pub(crate) fn machine_name(&self, index: u32) -> String {
         match &self.fixed_name {
             Some(n) => n.clone(),
             None => format!("{}-{index}", self.name_prefix),
@@ -111,40 +111,40 @@ impl MachineGroup {
 }
 
 #[derive(Debug, Clone)]
-pub struct HealthCheck {
-    pub name: String,
-    pub selector: BTreeMap<String, String>,
-    pub node_startup_timeout_seconds: i64,
-    pub trigger_if: TriggerIf,
+pub(crate) struct HealthCheck {
+    pub(crate) name: String,
+    pub(crate) selector: BTreeMap<String, String>,
+    pub(crate) node_startup_timeout_seconds: i64,
+    pub(crate) trigger_if: TriggerIf,
 }
 
 #[derive(Debug, Clone)]
 pub struct DesiredCluster {
-    pub id: ClusterId,
-    pub provider: ProviderKind,
-    pub paused: bool,
-    pub source: Source,
-    pub network_config: ClusterNetwork,
-    pub pki: PkiSpec,
-    pub network: NetworkSpec,
-    pub loadbalancer: LoadBalancerSpec,
-    pub token: TokenSpec,
+    pub(crate) id: ClusterId,
+    pub(crate) provider: ProviderKind,
+    pub(crate) paused: bool,
+    pub(crate) source: Source,
+    pub(crate) network_config: ClusterNetwork,
+    pub(crate) pki: PkiSpec,
+    pub(crate) network: NetworkSpec,
+    pub(crate) loadbalancer: LoadBalancerSpec,
+    pub(crate) token: TokenSpec,
     /// Control-plane groups first (in init order), then workers in manifest order.
     pub groups: Vec<MachineGroup>,
-    pub health_checks: Vec<HealthCheck>,
+    pub(crate) health_checks: Vec<HealthCheck>,
 }
 
 impl DesiredCluster {
-    pub fn address(&self, kind: ResourceKind, name: Option<&str>) -> Address {
+    pub(crate) fn address(&self, kind: ResourceKind, name: Option<&str>) -> Address {
         Address::new(&self.id, kind, name)
     }
 
-    pub fn control_plane_groups(&self) -> impl Iterator<Item = &MachineGroup> {
+    pub(crate) fn control_plane_groups(&self) -> impl Iterator<Item = &MachineGroup> {
         self.groups.iter().filter(|g| g.role == Role::ControlPlane)
     }
 
     /// The control plane's version (the first control-plane group).
-    pub fn control_plane_version(&self) -> Option<&Version> {
+    pub(crate) fn control_plane_version(&self) -> Option<&Version> {
         self.control_plane_groups().next().map(|g| &g.version)
     }
 }
@@ -157,7 +157,7 @@ pub struct Desired {
 }
 
 impl Desired {
-    pub fn cluster(&self, key: &str) -> Option<&DesiredCluster> {
+    pub(crate) fn cluster(&self, key: &str) -> Option<&DesiredCluster> {
         self.clusters.iter().find(|c| c.id.key() == key)
     }
 }
@@ -189,7 +189,7 @@ impl Builder<'_> {
 }
 
 /// Annotation prefix for capi's own settings on upstream kinds.
-pub const OPTION_PREFIX: &str = "capi.x-k8s.io/";
+pub(crate) const OPTION_PREFIX: &str = "capi.x-k8s.io/";
 
 fn infra_spec(o: &Object, backend: Backend, spec: Value) -> InfraSpec {
     InfraSpec {

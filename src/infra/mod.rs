@@ -6,7 +6,7 @@
 //! * [`openstack`]: CAPO's API interpreted (defaults, security-group rules,
 //!   webhook immutability, validation).
 
-pub mod openstack;
+pub(crate) mod openstack;
 
 use serde_json::Value;
 
@@ -15,7 +15,7 @@ use crate::resource::{Backend, InfraSpec};
 /// How a change of a cluster's infrastructure spec (network, load balancer)
 /// is applied: in place, or refused because the field is immutable.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum InfraChange {
+pub(crate) enum InfraChange {
     InPlace,
     /// (field path, why); both empty when the backend gives no reason.
     Immutable(String, String),
@@ -24,7 +24,7 @@ pub enum InfraChange {
 /// Classify a change of a network/load balancer spec. Backends whose
 /// infrastructure has mutable fields answer for themselves; for the others
 /// the infrastructure is immutable.
-pub fn classify_infra_change(before: &InfraSpec, after: &InfraSpec) -> InfraChange {
+pub(crate) fn classify_infra_change(before: &InfraSpec, after: &InfraSpec) -> InfraChange {
     match after.backend {
         Backend::Openstack => {
             if before.kind != after.kind {
@@ -47,14 +47,14 @@ pub fn classify_infra_change(before: &InfraSpec, after: &InfraSpec) -> InfraChan
 /// One problem in an infrastructure object's spec: JSON pointer relative to
 /// the spec checked, what is wrong, how to fix it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SpecProblem {
-    pub pointer: String,
-    pub message: String,
-    pub help: String,
+pub(crate) struct SpecProblem {
+    pub(crate) pointer: String,
+    pub(crate) message: String,
+    pub(crate) help: String,
 }
 
 /// Problems in an infrastructure cluster's `spec` (checked when manifests are read).
-pub fn validate_cluster_spec(backend: Backend, spec: &Value) -> Vec<SpecProblem> {
+pub(crate) fn validate_cluster_spec(backend: Backend, spec: &Value) -> Vec<SpecProblem> {
     match backend {
         Backend::Openstack => openstack::validate_cluster(spec),
         Backend::Docker | Backend::InMemory => Vec::new(),
@@ -62,7 +62,7 @@ pub fn validate_cluster_spec(backend: Backend, spec: &Value) -> Vec<SpecProblem>
 }
 
 /// Problems in an infrastructure machine template's `spec.template.spec`.
-pub fn validate_machine_spec(backend: Backend, spec: &Value) -> Vec<SpecProblem> {
+pub(crate) fn validate_machine_spec(backend: Backend, spec: &Value) -> Vec<SpecProblem> {
     match backend {
         Backend::Openstack => openstack::validate_machine(spec),
         Backend::Docker | Backend::InMemory => Vec::new(),

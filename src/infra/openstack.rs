@@ -21,15 +21,15 @@ fn problem(pointer: String, message: String, help: String) -> SpecProblem {
 
 /// A reference to an existing object: by id, or by a filter (name, tags).
 #[derive(Debug, Clone, PartialEq, Default)]
-pub struct Ref {
-    pub id: Option<String>,
-    pub name: Option<String>,
-    pub tags: Vec<String>,
+pub(crate) struct Ref {
+    pub(crate) id: Option<String>,
+    pub(crate) name: Option<String>,
+    pub(crate) tags: Vec<String>,
 }
 
 impl Ref {
     /// `{id}`, `{filter: {name, tags}}`, `{name}` or a plain string (a name).
-    pub fn parse(v: Option<&Value>) -> Option<Ref> {
+    pub(crate) fn parse(v: Option<&Value>) -> Option<Ref> {
         let v = v?;
         if let Some(s) = v.as_str() {
             return (!s.is_empty()).then(|| Ref {
@@ -47,7 +47,7 @@ impl Ref {
         (r.id.is_some() || r.name.is_some() || !r.tags.is_empty()).then_some(r)
     }
 
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match (&self.id, &self.name) {
             (Some(id), _) => format!("id {id}"),
             (None, Some(n)) if self.tags.is_empty() => format!("name {n:?}"),
@@ -58,24 +58,24 @@ impl Ref {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct ManagedSubnet {
-    pub cidr: String,
-    pub dns: Vec<String>,
-    pub pools: Vec<(String, String)>,
+pub(crate) struct ManagedSubnet {
+    pub(crate) cidr: String,
+    pub(crate) dns: Vec<String>,
+    pub(crate) pools: Vec<(String, String)>,
 }
 
 /// One security-group rule as CAPO describes it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Rule {
-    pub description: String,
-    pub direction: String,
-    pub ether_type: String,
-    pub protocol: Option<String>,
-    pub port_min: Option<i64>,
-    pub port_max: Option<i64>,
-    pub remote_ip_prefix: Option<String>,
+pub(crate) struct Rule {
+    pub(crate) description: String,
+    pub(crate) direction: String,
+    pub(crate) ether_type: String,
+    pub(crate) protocol: Option<String>,
+    pub(crate) port_min: Option<i64>,
+    pub(crate) port_max: Option<i64>,
+    pub(crate) remote_ip_prefix: Option<String>,
     /// `controlplane`, `worker` (managed groups), or `id:<sg id>`.
-    pub remote_group: Option<String>,
+    pub(crate) remote_group: Option<String>,
 }
 
 impl Rule {
@@ -101,7 +101,7 @@ impl Rule {
     }
 
     /// Compare with a Neutron rule (`remote_group_id` resolved by `groups`).
-    pub fn signature(&self, group_id: &dyn Fn(&str) -> Option<String>) -> String {
+    pub(crate) fn signature(&self, group_id: &dyn Fn(&str) -> Option<String>) -> String {
         let remote = self.remote_group.as_deref().map(|g| {
             g.strip_prefix("id:")
                 .map(str::to_string)
@@ -121,7 +121,7 @@ impl Rule {
 }
 
 /// A rule's identity: what Neutron compares for duplicates.
-pub fn sig(
+pub(crate) fn sig(
     direction: &str,
     ether: &str,
     proto: Option<&str>,
@@ -148,7 +148,7 @@ pub fn sig(
 }
 
 /// The signature of a rule as Neutron returns it.
-pub fn neutron_sig(r: &Value) -> String {
+pub(crate) fn neutron_sig(r: &Value) -> String {
     let s = |k: &str| r.get(k).and_then(Value::as_str);
     sig(
         s("direction").unwrap_or_default(),
@@ -168,32 +168,32 @@ enum Remote {
 
 /// What an OpenStackCluster asks for.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ClusterPlan {
+pub(crate) struct ClusterPlan {
     /// An existing network named by the manifests (never deleted).
-    pub network: Option<Ref>,
-    pub subnets: Vec<Ref>,
-    pub managed_subnets: Vec<ManagedSubnet>,
-    pub router: Option<Ref>,
-    pub external_network: Option<Ref>,
-    pub disable_external_network: bool,
+    pub(crate) network: Option<Ref>,
+    pub(crate) subnets: Vec<Ref>,
+    pub(crate) managed_subnets: Vec<ManagedSubnet>,
+    pub(crate) router: Option<Ref>,
+    pub(crate) external_network: Option<Ref>,
+    pub(crate) disable_external_network: bool,
     /// `None`: no managed security groups.
-    pub security_groups: Option<SecurityGroups>,
-    pub lb: bool,
-    pub lb_provider: Option<String>,
-    pub floating_ip: bool,
-    pub floating_ip_address: Option<String>,
-    pub tags: Vec<String>,
-    pub mtu: Option<u64>,
-    pub disable_port_security: bool,
-    pub control_plane_omit_az: bool,
-    pub identity: Option<(String, String)>,
+    pub(crate) security_groups: Option<SecurityGroups>,
+    pub(crate) lb: bool,
+    pub(crate) lb_provider: Option<String>,
+    pub(crate) floating_ip: bool,
+    pub(crate) floating_ip_address: Option<String>,
+    pub(crate) tags: Vec<String>,
+    pub(crate) mtu: Option<u64>,
+    pub(crate) disable_port_security: bool,
+    pub(crate) control_plane_omit_az: bool,
+    pub(crate) identity: Option<(String, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct SecurityGroups {
-    pub control_plane: Vec<Rule>,
-    pub worker: Vec<Rule>,
-    pub allow_all_in_cluster: bool,
+pub(crate) struct SecurityGroups {
+    pub(crate) control_plane: Vec<Rule>,
+    pub(crate) worker: Vec<Rule>,
+    pub(crate) allow_all_in_cluster: bool,
 }
 
 fn b(v: &Value, ptr: &str) -> Option<bool> {
@@ -216,7 +216,7 @@ fn st(v: &Value, ptr: &str) -> Option<String> {
 }
 
 /// The identityRef of a spec: (secret name, cloud name).
-pub fn identity_ref(spec: &Value) -> Option<(String, String)> {
+pub(crate) fn identity_ref(spec: &Value) -> Option<(String, String)> {
     let name = st(spec, "/identityRef/name")?;
     let cloud = st(spec, "/identityRef/cloudName").unwrap_or_else(|| "openstack".into());
     Some((name, cloud))
@@ -255,7 +255,7 @@ fn user_rules(v: Option<&Value>) -> Vec<Rule> {
 }
 
 impl ClusterPlan {
-    pub fn parse(spec: &Value) -> ClusterPlan {
+    pub(crate) fn parse(spec: &Value) -> ClusterPlan {
         let lb_obj = spec
             .get("apiServerLoadBalancer")
             .or_else(|| spec.pointer("/apiServer/managedLoadBalancer"));
@@ -343,7 +343,7 @@ impl ClusterPlan {
     }
 
     /// Whether capi creates (and later deletes) the network.
-    pub fn managed_network(&self) -> bool {
+    pub(crate) fn managed_network(&self) -> bool {
         self.network.is_none()
     }
 }
@@ -387,21 +387,21 @@ fn default_rules(control_plane: bool, allow_all: bool) -> Vec<Rule> {
 
 /// What an OpenStackMachineTemplate's `spec.template.spec` asks for.
 #[derive(Debug, Clone, PartialEq)]
-pub struct MachinePlan {
-    pub flavor: Option<Ref>,
-    pub image: Option<Ref>,
-    pub ssh_key: Option<String>,
-    pub security_groups: Vec<Ref>,
-    pub tags: Vec<String>,
-    pub metadata: Vec<(String, String)>,
-    pub config_drive: Option<bool>,
+pub(crate) struct MachinePlan {
+    pub(crate) flavor: Option<Ref>,
+    pub(crate) image: Option<Ref>,
+    pub(crate) ssh_key: Option<String>,
+    pub(crate) security_groups: Vec<Ref>,
+    pub(crate) tags: Vec<String>,
+    pub(crate) metadata: Vec<(String, String)>,
+    pub(crate) config_drive: Option<bool>,
     /// (size GiB, volume type)
-    pub root_volume: Option<(i64, Option<String>)>,
-    pub identity: Option<(String, String)>,
+    pub(crate) root_volume: Option<(i64, Option<String>)>,
+    pub(crate) identity: Option<(String, String)>,
 }
 
 impl MachinePlan {
-    pub fn parse(spec: &Value) -> MachinePlan {
+    pub(crate) fn parse(spec: &Value) -> MachinePlan {
         let flavor = Ref::parse(spec.get("flavor")).or_else(|| {
             st(spec, "/flavorID").map(|id| Ref {
                 id: Some(id),
@@ -444,7 +444,7 @@ impl MachinePlan {
 }
 
 /// Problems in an OpenStackCluster spec.
-pub fn validate_cluster(spec: &Value) -> Vec<SpecProblem> {
+pub(crate) fn validate_cluster(spec: &Value) -> Vec<SpecProblem> {
     let mut out = Vec::new();
     let p = ClusterPlan::parse(spec);
     if p.network.is_none() && p.managed_subnets.is_empty() {
@@ -493,7 +493,7 @@ fn looks_like_cidr(s: &str) -> bool {
 }
 
 /// Problems in an OpenStackMachineTemplate's `spec.template.spec`.
-pub fn validate_machine(spec: &Value) -> Vec<SpecProblem> {
+pub(crate) fn validate_machine(spec: &Value) -> Vec<SpecProblem> {
     let mut out = Vec::new();
     let p = MachinePlan::parse(spec);
     if p.flavor.is_none() {
@@ -523,7 +523,7 @@ pub fn validate_machine(spec: &Value) -> Vec<SpecProblem> {
 /// Which OpenStackCluster fields may change in place (CAPO's webhook:
 /// managed security-group rules and `allowAllInClusterTraffic`,
 /// `identityRef`; everything else is immutable).
-pub fn immutable_change(before: &Value, after: &Value) -> Option<(String, String)> {
+pub(crate) fn immutable_change(before: &Value, after: &Value) -> Option<(String, String)> {
     let strip = |v: &Value| {
         let mut v = v.clone();
         if let Some(o) = v.as_object_mut() {
@@ -569,7 +569,7 @@ pub fn immutable_change(before: &Value, after: &Value) -> Option<(String, String
 }
 
 /// The desired rules of both managed groups, as JSON for observed/docs.
-pub fn rules_json(rules: &[Rule]) -> Value {
+pub(crate) fn rules_json(rules: &[Rule]) -> Value {
     Value::Array(
         rules
             .iter()

@@ -6,11 +6,11 @@ use super::{Body, Manifest, Object};
 use crate::resource::Version;
 
 /// Which objects of a cluster an upgrade touches.
-pub struct Selection<'a> {
-    pub namespace: &'a str,
-    pub cluster: &'a str,
+pub(crate) struct Selection<'a> {
+    pub(crate) namespace: &'a str,
+    pub(crate) cluster: &'a str,
     /// `None`: every MachineDeployment of the cluster; `Some`: only these.
-    pub machine_deployments: Option<&'a [String]>,
+    pub(crate) machine_deployments: Option<&'a [String]>,
 }
 
 fn selected(sel: &Selection<'_>, m: &Manifest, o: &Object) -> Option<&'static str> {
@@ -42,7 +42,7 @@ fn selected(sel: &Selection<'_>, m: &Manifest, o: &Object) -> Option<&'static st
 }
 
 /// A copy of the manifest with the selected versions set.
-pub fn with_versions(
+pub(crate) fn with_versions(
     m: &Manifest,
     sel: &Selection<'_>,
     control_plane: &Version,
@@ -67,14 +67,14 @@ pub fn with_versions(
 
 /// One edit of a manifest file: replace the version value on `line`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct VersionEdit {
-    pub file: String,
-    pub line: u32,
-    pub object: String,
-    pub new: String,
+pub(crate) struct VersionEdit {
+    pub(crate) file: String,
+    pub(crate) line: u32,
+    pub(crate) object: String,
+    pub(crate) new: String,
 }
 
-pub fn version_edits(
+pub(crate) fn version_edits(
     m: &Manifest,
     sel: &Selection<'_>,
     control_plane: &Version,
@@ -102,7 +102,7 @@ pub fn version_edits(
 
 /// Replace the value of the `version:` key on a 1-based line, keeping its
 /// quoting, trailing comment and everything else in the text.
-pub fn apply_edit(text: &str, line: u32, new: &str) -> Result<String, String> {
+pub(crate) fn apply_edit(text: &str, line: u32, new: &str) -> Result<String, String> {
     let mut out = String::with_capacity(text.len() + 8);
     let mut found = false;
     for (i, l) in text.split_inclusive('\n').enumerate() {
@@ -157,7 +157,7 @@ pub fn apply_edit(text: &str, line: u32, new: &str) -> Result<String, String> {
 /// The versions a multi-minor upgrade steps through: one per minor, using a
 /// `via` version for a minor when given, else `vMAJOR.MINOR.0`; the last step
 /// is the target itself.
-pub fn chain(current: &Version, target: &Version, via: &[Version]) -> Result<Vec<Version>, String> {
+pub(crate) fn chain(current: &Version, target: &Version, via: &[Version]) -> Result<Vec<Version>, String> {
     if target.major != current.major {
         return Err(format!(
             "cannot upgrade across major versions ({current} → {target})"

@@ -31,7 +31,7 @@ pub struct Problem {
 }
 
 impl Problem {
-    pub fn error(
+    pub(crate) fn error(
         file_index: usize,
         file: &str,
         pos: Pos,
@@ -48,7 +48,7 @@ impl Problem {
         }
     }
 
-    pub fn warning(
+    pub(crate) fn warning(
         file_index: usize,
         file: &str,
         pos: Pos,
@@ -113,14 +113,14 @@ fn missing_vars_message(vars: &[MissingVar]) -> String {
 /// A problem with its source text, for miette's renderer.
 #[derive(Debug)]
 pub struct ProblemReport {
-    pub problem: Problem,
-    pub source: Option<NamedSource<Arc<str>>>,
-    pub offset: usize,
-    pub len: usize,
+    pub(crate) problem: Problem,
+    pub(crate) source: Option<NamedSource<Arc<str>>>,
+    pub(crate) offset: usize,
+    pub(crate) len: usize,
 }
 
 impl ProblemReport {
-    pub fn new(problem: Problem, files: &[SourceFile]) -> Self {
+    pub(crate) fn new(problem: Problem, files: &[SourceFile]) -> Self {
         let file = files.get(problem.file_index);
         let (offset, len) = file
             .map(|f| offset_of(&f.text, problem.pos))
@@ -136,7 +136,7 @@ impl ProblemReport {
 }
 
 /// Byte offset and length of the token at a 1-based line/column (column in chars).
-pub fn offset_of(text: &str, pos: Pos) -> (usize, usize) {
+pub(crate) fn offset_of(text: &str, pos: Pos) -> (usize, usize) {
     let mut offset = 0;
     for (i, line) in text.split_inclusive('\n').enumerate() {
         if i + 1 == pos.line as usize {

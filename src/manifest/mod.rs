@@ -1,28 +1,28 @@
 //! Reading manifests: sources → variable substitution → YAML → normalised
 //! objects → validation. Pure except for [`read_sources`], which reads files.
 
-pub mod edit;
-pub mod error;
-pub mod model;
-pub mod normalize;
-pub mod raw;
-pub mod validate;
-pub mod vars;
-pub mod yaml;
+pub(crate) mod edit;
+pub(crate) mod error;
+pub(crate) mod model;
+pub(crate) mod normalize;
+pub(crate) mod raw;
+pub(crate) mod validate;
+pub(crate) mod vars;
+pub(crate) mod yaml;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use error::{ManifestError, Problem, ProblemReport, Severity};
-pub use model::*;
+pub(crate) use model::*;
 pub use vars::Variables;
 
 /// A manifest input before substitution.
 #[derive(Debug, Clone)]
 pub struct RawSource {
-    pub name: String,
-    pub text: String,
+    pub(crate) name: String,
+    pub(crate) text: String,
 }
 
 /// Read `-f` arguments: files, directories (every `*.yaml`/`*.yml`, sorted) and
@@ -109,7 +109,7 @@ pub struct Manifest {
 }
 
 impl Manifest {
-    pub fn get(&self, kind: Kind, namespace: &str, name: &str) -> Option<&Object> {
+    pub(crate) fn get(&self, kind: Kind, namespace: &str, name: &str) -> Option<&Object> {
         self.index
             .get(&ObjectKey {
                 kind,
@@ -120,7 +120,7 @@ impl Manifest {
     }
 
     /// Is this object present but invalid (already reported)?
-    pub fn is_broken(&self, kind: Kind, namespace: &str, name: &str) -> bool {
+    pub(crate) fn is_broken(&self, kind: Kind, namespace: &str, name: &str) -> bool {
         self.broken.contains(&ObjectKey {
             kind,
             namespace: namespace.to_string(),
@@ -129,21 +129,21 @@ impl Manifest {
     }
 
     /// Resolve a reference made by `from` (same namespace).
-    pub fn resolve(&self, from: &Object, r: &ObjectRef) -> Option<&Object> {
+    pub(crate) fn resolve(&self, from: &Object, r: &ObjectRef) -> Option<&Object> {
         let kind = Kind::parse(&r.kind)?;
         self.get(kind, &from.key.namespace, &r.name)
     }
 
-    pub fn of_kind(&self, kind: Kind) -> impl Iterator<Item = &Object> {
+    pub(crate) fn of_kind(&self, kind: Kind) -> impl Iterator<Item = &Object> {
         self.objects.iter().filter(move |o| o.key.kind == kind)
     }
 
-    pub fn file_name(&self, o: &Object) -> &str {
+    pub(crate) fn file_name(&self, o: &Object) -> &str {
         &self.files[o.origin.file].name
     }
 
     /// SHA-256 of the variables used, with their values.
-    pub fn variables_digest(&self) -> String {
+    pub(crate) fn variables_digest(&self) -> String {
         crate::resource::hash_json(&self.variables)
     }
 }
@@ -185,7 +185,7 @@ pub fn load(sources: Vec<RawSource>, vars: &Variables) -> Result<Manifest, Manif
 }
 
 /// Parse already-substituted files.
-pub fn parse(
+pub(crate) fn parse(
     files: Vec<SourceFile>,
     variables: BTreeMap<String, String>,
 ) -> Result<Manifest, ManifestError> {

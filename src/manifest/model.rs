@@ -16,7 +16,7 @@ use super::yaml::{Pos, SpanMap};
 
 /// The kinds `capi` understands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum Kind {
+pub(crate) enum Kind {
     Cluster,
     KubeadmControlPlane,
     MachineDeployment,
@@ -38,7 +38,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub fn parse(kind: &str) -> Option<Kind> {
+    pub(crate) fn parse(kind: &str) -> Option<Kind> {
         Some(match kind {
             "Cluster" => Kind::Cluster,
             "KubeadmControlPlane" => Kind::KubeadmControlPlane,
@@ -62,7 +62,7 @@ impl Kind {
         })
     }
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Kind::Cluster => "Cluster",
             Kind::KubeadmControlPlane => "KubeadmControlPlane",
@@ -86,7 +86,7 @@ impl Kind {
     }
 
     /// The API group a kind belongs to (`""` for the core group).
-    pub fn group(self) -> &'static str {
+    pub(crate) fn group(self) -> &'static str {
         match self {
             Kind::Cluster
             | Kind::MachineDeployment
@@ -108,7 +108,7 @@ impl Kind {
     }
 
     /// API versions served for this kind.
-    pub fn versions(self) -> &'static [&'static str] {
+    pub(crate) fn versions(self) -> &'static [&'static str] {
         match self {
             Kind::Secret | Kind::ConfigMap => &["v1"],
             _ => &["v1beta1", "v1beta2"],
@@ -125,7 +125,7 @@ impl fmt::Display for Kind {
 /// Which API generation an object was written in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum ApiGen {
+pub(crate) enum ApiGen {
     V1beta1,
     V1beta2,
     V1,
@@ -133,10 +133,10 @@ pub enum ApiGen {
 
 /// (kind, namespace, name): unique within a manifest set.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct ObjectKey {
-    pub kind: Kind,
-    pub namespace: String,
-    pub name: String,
+pub(crate) struct ObjectKey {
+    pub(crate) kind: Kind,
+    pub(crate) namespace: String,
+    pub(crate) name: String,
 }
 
 impl fmt::Display for ObjectKey {
@@ -149,16 +149,16 @@ impl fmt::Display for ObjectKey {
     }
 }
 
-pub use crate::resource::DEFAULT_NAMESPACE;
+pub(crate) use crate::resource::DEFAULT_NAMESPACE;
 
 /// A reference from one object to another, in the referrer's namespace.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ObjectRef {
-    pub kind: String,
-    pub name: String,
+pub(crate) struct ObjectRef {
+    pub(crate) kind: String,
+    pub(crate) name: String,
     /// JSON pointer of the reference inside the referring object (for errors).
     #[serde(skip)]
-    pub path: String,
+    pub(crate) path: String,
 }
 
 /// Kubernetes' IntOrString as used by `maxSurge`, `maxUnavailable`, `maxUnhealthy`.
@@ -170,7 +170,7 @@ pub enum IntOrPercent {
 
 impl IntOrPercent {
     /// Resolve against a total. Percentages round up or down as Kubernetes does.
-    pub fn resolve(self, total: u32, round_up: bool) -> i64 {
+    pub(crate) fn resolve(self, total: u32, round_up: bool) -> i64 {
         match self {
             IntOrPercent::Int(i) => i,
             IntOrPercent::Percent(p) => {
@@ -184,7 +184,7 @@ impl IntOrPercent {
         }
     }
 
-    pub fn is_zero(self) -> bool {
+    pub(crate) fn is_zero(self) -> bool {
         matches!(self, IntOrPercent::Int(0) | IntOrPercent::Percent(0))
     }
 }
@@ -237,13 +237,13 @@ impl<'de> Deserialize<'de> for IntOrPercent {
 /// Extra arguments: a `map[string]string` in v1beta1, `[{name, value}]` in
 /// v1beta2. Normalised to a list; a map is sorted by key (as Go marshals it).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Args(pub Vec<(String, String)>);
+pub(crate) struct Args(pub(crate) Vec<(String, String)>);
 
 impl Args {
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
-    pub fn get(&self, name: &str) -> Option<&str> {
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
         self.0
             .iter()
             .find(|(n, _)| n == name)
@@ -330,22 +330,22 @@ impl<'de> Deserialize<'de> for Args {
 #[derive(Debug, Clone)]
 pub struct SourceFile {
     /// As the user named it (`examples/sim/cluster.yaml`, `<stdin>`).
-    pub name: String,
+    pub(crate) name: String,
     /// The text that was parsed (after substitution): line numbers refer to it.
-    pub text: Arc<str>,
+    pub(crate) text: Arc<str>,
 }
 
 /// Where an object came from.
 #[derive(Debug, Clone)]
-pub struct Origin {
-    pub file: usize,
-    pub pos: Pos,
-    pub spans: Arc<SpanMap>,
+pub(crate) struct Origin {
+    pub(crate) file: usize,
+    pub(crate) pos: Pos,
+    pub(crate) spans: Arc<SpanMap>,
 }
 
 impl Origin {
     /// Position of the field at `pointer`, or of its nearest recorded ancestor.
-    pub fn pos_of(&self, pointer: &str) -> Pos {
+    pub(crate) fn pos_of(&self, pointer: &str) -> Pos {
         let mut p = pointer;
         loop {
             if let Some(pos) = self.spans.get(p) {
@@ -361,17 +361,17 @@ impl Origin {
 
 #[derive(Debug, Clone)]
 pub struct Object {
-    pub key: ObjectKey,
-    pub api_version: String,
-    pub api_gen: ApiGen,
-    pub labels: BTreeMap<String, String>,
-    pub annotations: BTreeMap<String, String>,
-    pub origin: Origin,
-    pub body: Body,
+    pub(crate) key: ObjectKey,
+    pub(crate) api_version: String,
+    pub(crate) api_gen: ApiGen,
+    pub(crate) labels: BTreeMap<String, String>,
+    pub(crate) annotations: BTreeMap<String, String>,
+    pub(crate) origin: Origin,
+    pub(crate) body: Body,
 }
 
 #[derive(Debug, Clone)]
-pub enum Body {
+pub(crate) enum Body {
     Cluster(Cluster),
     KubeadmControlPlane(KubeadmControlPlane),
     MachineDeployment(MachineDeployment),
@@ -388,43 +388,43 @@ pub enum Body {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ClusterNetwork {
-    pub api_server_port: u16,
-    pub services: Vec<String>,
-    pub pods: Vec<String>,
-    pub service_domain: String,
+pub(crate) struct ClusterNetwork {
+    pub(crate) api_server_port: u16,
+    pub(crate) services: Vec<String>,
+    pub(crate) pods: Vec<String>,
+    pub(crate) service_domain: String,
 }
 
 #[derive(Debug, Clone)]
-pub struct Cluster {
-    pub network: ClusterNetwork,
-    pub control_plane_endpoint: Option<raw::Endpoint>,
-    pub control_plane_ref: Option<ObjectRef>,
-    pub infrastructure_ref: Option<ObjectRef>,
-    pub paused: bool,
+pub(crate) struct Cluster {
+    pub(crate) network: ClusterNetwork,
+    pub(crate) control_plane_endpoint: Option<raw::Endpoint>,
+    pub(crate) control_plane_ref: Option<ObjectRef>,
+    pub(crate) infrastructure_ref: Option<ObjectRef>,
+    pub(crate) paused: bool,
 }
 
 #[derive(Debug, Clone)]
-pub struct KubeadmControlPlane {
-    pub replicas: i64,
-    pub version: Result<Version, String>,
-    pub infrastructure_ref: Option<ObjectRef>,
-    pub kubeadm_config_spec: raw::KubeadmConfigSpec,
-    pub max_surge: Option<IntOrPercent>,
-    pub rollout_after: Option<String>,
-    pub machine_labels: BTreeMap<String, String>,
-    pub machine_annotations: BTreeMap<String, String>,
+pub(crate) struct KubeadmControlPlane {
+    pub(crate) replicas: i64,
+    pub(crate) version: Result<Version, String>,
+    pub(crate) infrastructure_ref: Option<ObjectRef>,
+    pub(crate) kubeadm_config_spec: raw::KubeadmConfigSpec,
+    pub(crate) max_surge: Option<IntOrPercent>,
+    pub(crate) rollout_after: Option<String>,
+    pub(crate) machine_labels: BTreeMap<String, String>,
+    pub(crate) machine_annotations: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum DeletionOrder {
+pub(crate) enum DeletionOrder {
     Random,
     Newest,
     Oldest,
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum Strategy {
+pub(crate) enum Strategy {
     RollingUpdate {
         max_surge: IntOrPercent,
         max_unavailable: IntOrPercent,
@@ -434,46 +434,46 @@ pub enum Strategy {
 
 /// The machine template shared by MachineDeployment, MachineSet and Machine.
 #[derive(Debug, Clone)]
-pub struct MachineTemplate {
-    pub cluster_name: String,
-    pub version: Option<Result<Version, String>>,
-    pub bootstrap_ref: Option<ObjectRef>,
-    pub data_secret_name: Option<String>,
-    pub infrastructure_ref: Option<ObjectRef>,
-    pub failure_domain: Option<String>,
-    pub labels: BTreeMap<String, String>,
-    pub annotations: BTreeMap<String, String>,
+pub(crate) struct MachineTemplate {
+    pub(crate) cluster_name: String,
+    pub(crate) version: Option<Result<Version, String>>,
+    pub(crate) bootstrap_ref: Option<ObjectRef>,
+    pub(crate) data_secret_name: Option<String>,
+    pub(crate) infrastructure_ref: Option<ObjectRef>,
+    pub(crate) failure_domain: Option<String>,
+    pub(crate) labels: BTreeMap<String, String>,
+    pub(crate) annotations: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone)]
-pub struct MachineDeployment {
-    pub cluster_name: String,
-    pub replicas: i64,
-    pub template: MachineTemplate,
-    pub strategy: Strategy,
-    pub deletion_order: DeletionOrder,
-    pub rollout_after: Option<String>,
-    pub paused: bool,
+pub(crate) struct MachineDeployment {
+    pub(crate) cluster_name: String,
+    pub(crate) replicas: i64,
+    pub(crate) template: MachineTemplate,
+    pub(crate) strategy: Strategy,
+    pub(crate) deletion_order: DeletionOrder,
+    pub(crate) rollout_after: Option<String>,
+    pub(crate) paused: bool,
 }
 
 #[derive(Debug, Clone)]
-pub struct MachineSet {
-    pub cluster_name: String,
-    pub replicas: i64,
-    pub template: MachineTemplate,
-    pub deletion_order: DeletionOrder,
+pub(crate) struct MachineSet {
+    pub(crate) cluster_name: String,
+    pub(crate) replicas: i64,
+    pub(crate) template: MachineTemplate,
+    pub(crate) deletion_order: DeletionOrder,
 }
 
 #[derive(Debug, Clone)]
-pub struct Machine {
-    pub template: MachineTemplate,
-    pub control_plane: bool,
+pub(crate) struct Machine {
+    pub(crate) template: MachineTemplate,
+    pub(crate) control_plane: bool,
 }
 
 /// Infrastructure cluster kinds, normalised.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "backend", rename_all = "camelCase")]
-pub enum InfraCluster {
+pub(crate) enum InfraCluster {
     /// DockerCluster, or DevCluster with the `docker` backend.
     Docker(raw::DockerClusterSpec),
     /// DevCluster with the `inMemory` backend.
@@ -485,21 +485,21 @@ pub enum InfraCluster {
 /// Infrastructure machine (template) specs, normalised.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "backend", rename_all = "camelCase")]
-pub enum InfraMachine {
+pub(crate) enum InfraMachine {
     Docker(raw::DockerMachineSpec),
     InMemory(raw::InMemoryMachineSpec),
     OpenStack(Value),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct HealthCondition {
-    pub kind: String,
-    pub status: String,
-    pub timeout_seconds: i64,
+pub(crate) struct HealthCondition {
+    pub(crate) kind: String,
+    pub(crate) status: String,
+    pub(crate) timeout_seconds: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub enum TriggerIf {
+pub(crate) enum TriggerIf {
     /// Remediate only while unhealthy machines ≤ this (int or percent of targets).
     AtMost(IntOrPercent),
     /// Remediate only while the unhealthy count is within `[min-max]`.
@@ -508,11 +508,11 @@ pub enum TriggerIf {
 }
 
 #[derive(Debug, Clone)]
-pub struct MachineHealthCheck {
-    pub cluster_name: String,
-    pub selector: BTreeMap<String, String>,
-    pub node_startup_timeout_seconds: i64,
-    pub unhealthy_node_conditions: Vec<HealthCondition>,
-    pub unhealthy_machine_conditions: Vec<HealthCondition>,
-    pub trigger_if: TriggerIf,
+pub(crate) struct MachineHealthCheck {
+    pub(crate) cluster_name: String,
+    pub(crate) selector: BTreeMap<String, String>,
+    pub(crate) node_startup_timeout_seconds: i64,
+    pub(crate) unhealthy_node_conditions: Vec<HealthCondition>,
+    pub(crate) unhealthy_machine_conditions: Vec<HealthCondition>,
+    pub(crate) trigger_if: TriggerIf,
 }

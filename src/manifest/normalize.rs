@@ -14,16 +14,16 @@ use super::yaml::{self, Document, SpanMap};
 use crate::resource::{Version, DEFAULT_NAMESPACE};
 
 /// Context for reporting problems about one document.
-pub struct DocCtx<'a> {
-    pub file_index: usize,
-    pub file: &'a str,
-    pub origin: Origin,
-    pub problems: &'a mut Vec<Problem>,
-    pub what: String,
+pub(crate) struct DocCtx<'a> {
+    pub(crate) file_index: usize,
+    pub(crate) file: &'a str,
+    pub(crate) origin: Origin,
+    pub(crate) problems: &'a mut Vec<Problem>,
+    pub(crate) what: String,
 }
 
 impl DocCtx<'_> {
-    pub fn error(&mut self, pointer: &str, message: impl Into<String>, help: impl Into<String>) {
+    pub(crate) fn error(&mut self, pointer: &str, message: impl Into<String>, help: impl Into<String>) {
         let pos = self.origin.pos_of(pointer);
         self.problems.push(Problem::error(
             self.file_index,
@@ -34,7 +34,7 @@ impl DocCtx<'_> {
         ));
     }
 
-    pub fn warning(&mut self, pointer: &str, message: impl Into<String>, help: impl Into<String>) {
+    pub(crate) fn warning(&mut self, pointer: &str, message: impl Into<String>, help: impl Into<String>) {
         let pos = self.origin.pos_of(pointer);
         self.problems.push(Problem::warning(
             self.file_index,
@@ -49,7 +49,7 @@ impl DocCtx<'_> {
     /// problem located at the failing field. Unknown fields are reported and
     /// dropped, and parsing continues, so that one typo does not hide the
     /// other problems of the object.
-    pub fn typed<T: DeserializeOwned + Default>(
+    pub(crate) fn typed<T: DeserializeOwned + Default>(
         &mut self,
         root: &Value,
         pointer: &str,
@@ -172,7 +172,7 @@ fn suggest(field: &str, expected: &str) -> Option<String> {
     best.map(|(_, c)| c)
 }
 
-pub fn edit_distance(a: &str, b: &str) -> usize {
+pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
     let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
     let mut prev: Vec<usize> = (0..=b.len()).collect();
@@ -188,7 +188,7 @@ pub fn edit_distance(a: &str, b: &str) -> usize {
 }
 
 /// `/spec/template/spec/files/0/path` → `spec.template.spec.files[0].path`.
-pub fn pointer_to_dotted(pointer: &str) -> String {
+pub(crate) fn pointer_to_dotted(pointer: &str) -> String {
     let mut out = String::new();
     for seg in pointer.split('/').skip(1) {
         if !seg.is_empty() && seg.bytes().all(|b| b.is_ascii_digit()) {
@@ -218,7 +218,7 @@ const PRESENCE_ONLY: &[&str] = &[
     "managedLoadBalancer",
 ];
 
-pub fn prune(v: Value) -> Value {
+pub(crate) fn prune(v: Value) -> Value {
     match v {
         Value::Object(m) => {
             let mut out = serde_json::Map::new();
@@ -259,7 +259,7 @@ pub fn prune(v: Value) -> Value {
 /// Parse one YAML document into an object. Returns `None` (with problems or a
 /// warning recorded) when the document is not a usable object.
 /// What a document turned out to be.
-pub enum Parsed {
+pub(crate) enum Parsed {
     Object(Object),
     /// A known kind whose body has errors (already reported): other objects
     /// may still refer to it without a second, misleading error.
@@ -268,7 +268,7 @@ pub enum Parsed {
     Skip,
 }
 
-pub fn parse_document(
+pub(crate) fn parse_document(
     file_index: usize,
     file: &str,
     doc: &Document,
@@ -537,7 +537,7 @@ fn parse_version(v: &str) -> Result<Version, String> {
 }
 
 /// Go duration (`1h30m`, `4m0s`, `300ms`) to seconds.
-pub fn go_duration_seconds(s: &str) -> Option<f64> {
+pub(crate) fn go_duration_seconds(s: &str) -> Option<f64> {
     let s = s.trim();
     if s == "0" {
         return Some(0.0);
@@ -577,7 +577,7 @@ pub fn go_duration_seconds(s: &str) -> Option<f64> {
 }
 
 /// A duration given either as a Go duration string or as a number of seconds.
-pub fn duration_value_seconds(v: &Value) -> Option<f64> {
+pub(crate) fn duration_value_seconds(v: &Value) -> Option<f64> {
     match v {
         Value::Number(n) => n.as_f64(),
         Value::String(s) => go_duration_seconds(s),

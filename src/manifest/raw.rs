@@ -15,254 +15,254 @@ use super::model::{Args, IntOrPercent};
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct RawRef {
+pub(crate) struct RawRef {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub api_version: Option<String>,
+    pub(crate) api_version: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub api_group: Option<String>,
+    pub(crate) api_group: Option<String>,
     #[serde(default)]
-    pub kind: String,
+    pub(crate) kind: String,
     #[serde(default)]
-    pub name: String,
+    pub(crate) name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub namespace: Option<String>,
+    pub(crate) namespace: Option<String>,
     #[serde(default, skip_serializing)]
-    pub uid: Option<Value>,
+    pub(crate) uid: Option<Value>,
     #[serde(default, skip_serializing)]
-    pub resource_version: Option<Value>,
+    pub(crate) resource_version: Option<Value>,
     #[serde(default, skip_serializing)]
-    pub field_path: Option<Value>,
+    pub(crate) field_path: Option<Value>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
-pub struct RawMeta {
+pub(crate) struct RawMeta {
     #[serde(default)]
-    pub labels: BTreeMap<String, String>,
+    pub(crate) labels: BTreeMap<String, String>,
     #[serde(default)]
-    pub annotations: BTreeMap<String, String>,
+    pub(crate) annotations: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Endpoint {
+pub(crate) struct Endpoint {
     #[serde(default)]
-    pub host: String,
+    pub(crate) host: String,
     #[serde(default)]
-    pub port: i64,
+    pub(crate) port: i64,
 }
 
 // ---------------------------------------------------------------- Cluster
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ClusterSpec {
-    pub paused: Option<bool>,
-    pub cluster_network: Option<ClusterNetwork>,
-    pub control_plane_endpoint: Option<Endpoint>,
-    pub control_plane_ref: Option<RawRef>,
-    pub infrastructure_ref: Option<RawRef>,
-    pub topology: Option<Value>,
-    pub availability_gates: Option<Value>,
+pub(crate) struct ClusterSpec {
+    pub(crate) paused: Option<bool>,
+    pub(crate) cluster_network: Option<ClusterNetwork>,
+    pub(crate) control_plane_endpoint: Option<Endpoint>,
+    pub(crate) control_plane_ref: Option<RawRef>,
+    pub(crate) infrastructure_ref: Option<RawRef>,
+    pub(crate) topology: Option<Value>,
+    pub(crate) availability_gates: Option<Value>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ClusterNetwork {
-    pub api_server_port: Option<i64>,
-    pub services: Option<CidrBlocks>,
-    pub pods: Option<CidrBlocks>,
-    pub service_domain: Option<String>,
+pub(crate) struct ClusterNetwork {
+    pub(crate) api_server_port: Option<i64>,
+    pub(crate) services: Option<CidrBlocks>,
+    pub(crate) pods: Option<CidrBlocks>,
+    pub(crate) service_domain: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct CidrBlocks {
+pub(crate) struct CidrBlocks {
     #[serde(default)]
-    pub cidr_blocks: Vec<String>,
+    pub(crate) cidr_blocks: Vec<String>,
 }
 
 // ---------------------------------------------------- KubeadmControlPlane
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct KcpSpec {
-    pub replicas: Option<i64>,
+pub(crate) struct KcpSpec {
+    pub(crate) replicas: Option<i64>,
     #[serde(default)]
-    pub version: String,
+    pub(crate) version: String,
     #[serde(default)]
-    pub machine_template: KcpMachineTemplate,
+    pub(crate) machine_template: KcpMachineTemplate,
     #[serde(default)]
-    pub kubeadm_config_spec: KubeadmConfigSpec,
+    pub(crate) kubeadm_config_spec: KubeadmConfigSpec,
     // v1beta2
-    pub rollout: Option<KcpRollout>,
-    pub remediation: Option<Value>,
-    pub machine_naming: Option<Value>,
+    pub(crate) rollout: Option<KcpRollout>,
+    pub(crate) remediation: Option<Value>,
+    pub(crate) machine_naming: Option<Value>,
     // v1beta1
-    pub rollout_strategy: Option<RolloutStrategy>,
-    pub rollout_after: Option<String>,
-    pub rollout_before: Option<Value>,
-    pub remediation_strategy: Option<Value>,
-    pub machine_naming_strategy: Option<Value>,
+    pub(crate) rollout_strategy: Option<RolloutStrategy>,
+    pub(crate) rollout_after: Option<String>,
+    pub(crate) rollout_before: Option<Value>,
+    pub(crate) remediation_strategy: Option<Value>,
+    pub(crate) machine_naming_strategy: Option<Value>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct KcpMachineTemplate {
-    pub metadata: Option<RawMeta>,
+pub(crate) struct KcpMachineTemplate {
+    pub(crate) metadata: Option<RawMeta>,
     // v1beta2
-    pub spec: Option<KcpMachineTemplateSpec>,
+    pub(crate) spec: Option<KcpMachineTemplateSpec>,
     // v1beta1
-    pub infrastructure_ref: Option<RawRef>,
-    pub node_drain_timeout: Option<Value>,
-    pub node_volume_detach_timeout: Option<Value>,
-    pub node_deletion_timeout: Option<Value>,
-    pub readiness_gates: Option<Value>,
+    pub(crate) infrastructure_ref: Option<RawRef>,
+    pub(crate) node_drain_timeout: Option<Value>,
+    pub(crate) node_volume_detach_timeout: Option<Value>,
+    pub(crate) node_deletion_timeout: Option<Value>,
+    pub(crate) readiness_gates: Option<Value>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct KcpMachineTemplateSpec {
-    pub infrastructure_ref: Option<RawRef>,
-    pub readiness_gates: Option<Value>,
-    pub deletion: Option<Value>,
-    pub taints: Option<Value>,
+pub(crate) struct KcpMachineTemplateSpec {
+    pub(crate) infrastructure_ref: Option<RawRef>,
+    pub(crate) readiness_gates: Option<Value>,
+    pub(crate) deletion: Option<Value>,
+    pub(crate) taints: Option<Value>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct KcpRollout {
-    pub before: Option<Value>,
-    pub after: Option<String>,
-    pub strategy: Option<RolloutStrategy>,
+pub(crate) struct KcpRollout {
+    pub(crate) before: Option<Value>,
+    pub(crate) after: Option<String>,
+    pub(crate) strategy: Option<RolloutStrategy>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct RolloutStrategy {
+pub(crate) struct RolloutStrategy {
     #[serde(rename = "type")]
-    pub kind: Option<String>,
-    pub rolling_update: Option<RollingUpdate>,
+    pub(crate) kind: Option<String>,
+    pub(crate) rolling_update: Option<RollingUpdate>,
     // v1beta1 MachineDeployment only
-    pub remediation: Option<Value>,
+    pub(crate) remediation: Option<Value>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct RollingUpdate {
-    pub max_surge: Option<IntOrPercent>,
-    pub max_unavailable: Option<IntOrPercent>,
+pub(crate) struct RollingUpdate {
+    pub(crate) max_surge: Option<IntOrPercent>,
+    pub(crate) max_unavailable: Option<IntOrPercent>,
     // v1beta1 MachineDeployment
-    pub delete_policy: Option<String>,
+    pub(crate) delete_policy: Option<String>,
 }
 
 // ----------------------------------------- MachineDeployment / MachineSet / Machine
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct MachineDeploymentSpec {
+pub(crate) struct MachineDeploymentSpec {
     #[serde(default)]
-    pub cluster_name: String,
-    pub replicas: Option<i64>,
-    pub selector: Option<Value>,
+    pub(crate) cluster_name: String,
+    pub(crate) replicas: Option<i64>,
+    pub(crate) selector: Option<Value>,
     #[serde(default)]
-    pub template: MachineTemplateSpec,
+    pub(crate) template: MachineTemplateSpec,
     // v1beta2
-    pub rollout: Option<MdRollout>,
-    pub deletion: Option<Deletion>,
-    pub remediation: Option<Value>,
-    pub machine_naming: Option<Value>,
+    pub(crate) rollout: Option<MdRollout>,
+    pub(crate) deletion: Option<Deletion>,
+    pub(crate) remediation: Option<Value>,
+    pub(crate) machine_naming: Option<Value>,
     // v1beta1
-    pub strategy: Option<RolloutStrategy>,
-    pub rollout_after: Option<String>,
-    pub min_ready_seconds: Option<Value>,
-    pub revision_history_limit: Option<Value>,
-    pub progress_deadline_seconds: Option<Value>,
-    pub machine_naming_strategy: Option<Value>,
-    pub paused: Option<bool>,
+    pub(crate) strategy: Option<RolloutStrategy>,
+    pub(crate) rollout_after: Option<String>,
+    pub(crate) min_ready_seconds: Option<Value>,
+    pub(crate) revision_history_limit: Option<Value>,
+    pub(crate) progress_deadline_seconds: Option<Value>,
+    pub(crate) machine_naming_strategy: Option<Value>,
+    pub(crate) paused: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct MdRollout {
-    pub after: Option<String>,
-    pub strategy: Option<RolloutStrategy>,
+pub(crate) struct MdRollout {
+    pub(crate) after: Option<String>,
+    pub(crate) strategy: Option<RolloutStrategy>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Deletion {
-    pub order: Option<String>,
+pub(crate) struct Deletion {
+    pub(crate) order: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct MachineSetSpec {
+pub(crate) struct MachineSetSpec {
     #[serde(default)]
-    pub cluster_name: String,
-    pub replicas: Option<i64>,
-    pub selector: Option<Value>,
+    pub(crate) cluster_name: String,
+    pub(crate) replicas: Option<i64>,
+    pub(crate) selector: Option<Value>,
     #[serde(default)]
-    pub template: MachineTemplateSpec,
-    pub deletion: Option<Deletion>,
-    pub delete_policy: Option<String>,
-    pub machine_naming: Option<Value>,
-    pub machine_naming_strategy: Option<Value>,
-    pub min_ready_seconds: Option<Value>,
+    pub(crate) template: MachineTemplateSpec,
+    pub(crate) deletion: Option<Deletion>,
+    pub(crate) delete_policy: Option<String>,
+    pub(crate) machine_naming: Option<Value>,
+    pub(crate) machine_naming_strategy: Option<Value>,
+    pub(crate) min_ready_seconds: Option<Value>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct MachineTemplateSpec {
-    pub metadata: Option<RawMeta>,
+pub(crate) struct MachineTemplateSpec {
+    pub(crate) metadata: Option<RawMeta>,
     #[serde(default)]
-    pub spec: MachineSpec,
+    pub(crate) spec: MachineSpec,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct MachineSpec {
+pub(crate) struct MachineSpec {
     #[serde(default)]
-    pub cluster_name: String,
+    pub(crate) cluster_name: String,
     #[serde(default)]
-    pub bootstrap: MachineBootstrap,
-    pub infrastructure_ref: Option<RawRef>,
-    pub version: Option<String>,
+    pub(crate) bootstrap: MachineBootstrap,
+    pub(crate) infrastructure_ref: Option<RawRef>,
+    pub(crate) version: Option<String>,
     #[serde(rename = "providerID")]
-    pub provider_id: Option<String>,
-    pub failure_domain: Option<String>,
-    pub min_ready_seconds: Option<Value>,
-    pub readiness_gates: Option<Value>,
-    pub deletion: Option<Value>,
-    pub taints: Option<Value>,
+    pub(crate) provider_id: Option<String>,
+    pub(crate) failure_domain: Option<String>,
+    pub(crate) min_ready_seconds: Option<Value>,
+    pub(crate) readiness_gates: Option<Value>,
+    pub(crate) deletion: Option<Value>,
+    pub(crate) taints: Option<Value>,
     // v1beta1
-    pub node_drain_timeout: Option<Value>,
-    pub node_volume_detach_timeout: Option<Value>,
-    pub node_deletion_timeout: Option<Value>,
+    pub(crate) node_drain_timeout: Option<Value>,
+    pub(crate) node_volume_detach_timeout: Option<Value>,
+    pub(crate) node_deletion_timeout: Option<Value>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct MachineBootstrap {
-    pub config_ref: Option<RawRef>,
-    pub data_secret_name: Option<String>,
+pub(crate) struct MachineBootstrap {
+    pub(crate) config_ref: Option<RawRef>,
+    pub(crate) data_secret_name: Option<String>,
 }
 
 // ---------------------------------------------------------- KubeadmConfig
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct KubeadmConfigTemplateSpec {
+pub(crate) struct KubeadmConfigTemplateSpec {
     #[serde(default)]
-    pub template: KubeadmConfigTemplateResource,
+    pub(crate) template: KubeadmConfigTemplateResource,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct KubeadmConfigTemplateResource {
-    pub metadata: Option<RawMeta>,
+pub(crate) struct KubeadmConfigTemplateResource {
+    pub(crate) metadata: Option<RawMeta>,
     #[serde(default)]
-    pub spec: KubeadmConfigSpec,
+    pub(crate) spec: KubeadmConfigSpec,
 }
 
 /// `KubeadmConfigSpec` of both generations. After `normalize()`, the v1beta1
@@ -270,675 +270,675 @@ pub struct KubeadmConfigTemplateResource {
 /// serialise (and hash) the same.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct KubeadmConfigSpec {
+pub(crate) struct KubeadmConfigSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cluster_configuration: Option<ClusterConfiguration>,
+    pub(crate) cluster_configuration: Option<ClusterConfiguration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub init_configuration: Option<InitConfiguration>,
+    pub(crate) init_configuration: Option<InitConfiguration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub join_configuration: Option<JoinConfiguration>,
+    pub(crate) join_configuration: Option<JoinConfiguration>,
     #[serde(
         default,
         skip_serializing_if = "Vec::is_empty",
         deserialize_with = "null_as_default"
     )]
-    pub files: Vec<File>,
+    pub(crate) files: Vec<File>,
     #[serde(
         default,
         skip_serializing_if = "Vec::is_empty",
         deserialize_with = "null_as_default"
     )]
-    pub boot_commands: Vec<String>,
+    pub(crate) boot_commands: Vec<String>,
     #[serde(
         default,
         skip_serializing_if = "Vec::is_empty",
         deserialize_with = "null_as_default"
     )]
-    pub pre_kubeadm_commands: Vec<String>,
+    pub(crate) pre_kubeadm_commands: Vec<String>,
     #[serde(
         default,
         skip_serializing_if = "Vec::is_empty",
         deserialize_with = "null_as_default"
     )]
-    pub post_kubeadm_commands: Vec<String>,
+    pub(crate) post_kubeadm_commands: Vec<String>,
     #[serde(
         default,
         skip_serializing_if = "Vec::is_empty",
         deserialize_with = "null_as_default"
     )]
-    pub users: Vec<User>,
+    pub(crate) users: Vec<User>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ntp: Option<Ntp>,
+    pub(crate) ntp: Option<Ntp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub format: Option<String>,
+    pub(crate) format: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub verbosity: Option<i64>,
+    pub(crate) verbosity: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub use_experimental_retry_join: Option<bool>,
+    pub(crate) use_experimental_retry_join: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ignition: Option<Value>,
+    pub(crate) ignition: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub disk_setup: Option<Value>,
+    pub(crate) disk_setup: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mounts: Option<Value>,
+    pub(crate) mounts: Option<Value>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ClusterConfiguration {
+pub(crate) struct ClusterConfiguration {
     // v1beta1 carries the kubeadm type meta and fields CABPK fills in itself.
     #[serde(default, skip_serializing)]
-    pub api_version: Option<String>,
+    pub(crate) api_version: Option<String>,
     #[serde(default, skip_serializing)]
-    pub kind: Option<String>,
+    pub(crate) kind: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cluster_name: Option<String>,
+    pub(crate) cluster_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kubernetes_version: Option<String>,
+    pub(crate) kubernetes_version: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub networking: Option<Networking>,
+    pub(crate) networking: Option<Networking>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub etcd: Option<Etcd>,
+    pub(crate) etcd: Option<Etcd>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub control_plane_endpoint: Option<String>,
+    pub(crate) control_plane_endpoint: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub api_server: Option<ApiServer>,
+    pub(crate) api_server: Option<ApiServer>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub controller_manager: Option<ControlPlaneComponent>,
+    pub(crate) controller_manager: Option<ControlPlaneComponent>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub scheduler: Option<ControlPlaneComponent>,
+    pub(crate) scheduler: Option<ControlPlaneComponent>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dns: Option<ImageMeta>,
+    pub(crate) dns: Option<ImageMeta>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub certificates_dir: Option<String>,
+    pub(crate) certificates_dir: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub image_repository: Option<String>,
+    pub(crate) image_repository: Option<String>,
     #[serde(
         default,
         skip_serializing_if = "BTreeMap::is_empty",
         deserialize_with = "null_as_default"
     )]
-    pub feature_gates: BTreeMap<String, bool>,
+    pub(crate) feature_gates: BTreeMap<String, bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub certificate_validity_period_days: Option<i64>,
+    pub(crate) certificate_validity_period_days: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ca_certificate_validity_period_days: Option<i64>,
+    pub(crate) ca_certificate_validity_period_days: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub encryption_algorithm: Option<String>,
+    pub(crate) encryption_algorithm: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Networking {
+pub(crate) struct Networking {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub service_subnet: Option<String>,
+    pub(crate) service_subnet: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pod_subnet: Option<String>,
+    pub(crate) pod_subnet: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dns_domain: Option<String>,
+    pub(crate) dns_domain: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Etcd {
+pub(crate) struct Etcd {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub local: Option<LocalEtcd>,
+    pub(crate) local: Option<LocalEtcd>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub external: Option<ExternalEtcd>,
+    pub(crate) external: Option<ExternalEtcd>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct LocalEtcd {
+pub(crate) struct LocalEtcd {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub image_repository: Option<String>,
+    pub(crate) image_repository: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub image_tag: Option<String>,
+    pub(crate) image_tag: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub data_dir: Option<String>,
+    pub(crate) data_dir: Option<String>,
     #[serde(default, skip_serializing_if = "Args::is_empty")]
-    pub extra_args: Args,
+    pub(crate) extra_args: Args,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub extra_envs: Option<Value>,
+    pub(crate) extra_envs: Option<Value>,
     #[serde(
         default,
         skip_serializing_if = "Vec::is_empty",
         deserialize_with = "null_as_default"
     )]
-    pub server_cert_s_a_ns: Vec<String>,
+    pub(crate) server_cert_s_a_ns: Vec<String>,
     #[serde(
         default,
         skip_serializing_if = "Vec::is_empty",
         deserialize_with = "null_as_default"
     )]
-    pub peer_cert_s_a_ns: Vec<String>,
+    pub(crate) peer_cert_s_a_ns: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ExternalEtcd {
+pub(crate) struct ExternalEtcd {
     #[serde(default)]
-    pub endpoints: Vec<String>,
+    pub(crate) endpoints: Vec<String>,
     #[serde(default)]
-    pub ca_file: String,
+    pub(crate) ca_file: String,
     #[serde(default)]
-    pub cert_file: String,
+    pub(crate) cert_file: String,
     #[serde(default)]
-    pub key_file: String,
+    pub(crate) key_file: String,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ApiServer {
+pub(crate) struct ApiServer {
     #[serde(default, skip_serializing_if = "Args::is_empty")]
-    pub extra_args: Args,
+    pub(crate) extra_args: Args,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub extra_volumes: Option<Value>,
+    pub(crate) extra_volumes: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub extra_envs: Option<Value>,
+    pub(crate) extra_envs: Option<Value>,
     #[serde(
         default,
         skip_serializing_if = "Vec::is_empty",
         rename = "certSANs",
         deserialize_with = "null_as_default"
     )]
-    pub cert_sans: Vec<String>,
+    pub(crate) cert_sans: Vec<String>,
     /// v1beta1 only; v1beta2 moved it to `initConfiguration.timeouts`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeout_for_control_plane: Option<String>,
+    pub(crate) timeout_for_control_plane: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ControlPlaneComponent {
+pub(crate) struct ControlPlaneComponent {
     #[serde(default, skip_serializing_if = "Args::is_empty")]
-    pub extra_args: Args,
+    pub(crate) extra_args: Args,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub extra_volumes: Option<Value>,
+    pub(crate) extra_volumes: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub extra_envs: Option<Value>,
+    pub(crate) extra_envs: Option<Value>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ImageMeta {
+pub(crate) struct ImageMeta {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub image_repository: Option<String>,
+    pub(crate) image_repository: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub image_tag: Option<String>,
+    pub(crate) image_tag: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct InitConfiguration {
+pub(crate) struct InitConfiguration {
     #[serde(default, skip_serializing)]
-    pub api_version: Option<String>,
+    pub(crate) api_version: Option<String>,
     #[serde(default, skip_serializing)]
-    pub kind: Option<String>,
+    pub(crate) kind: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bootstrap_tokens: Option<Value>,
+    pub(crate) bootstrap_tokens: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub node_registration: Option<NodeRegistration>,
+    pub(crate) node_registration: Option<NodeRegistration>,
     #[serde(
         default,
         rename = "localAPIEndpoint",
         skip_serializing_if = "Option::is_none"
     )]
-    pub local_api_endpoint: Option<ApiEndpoint>,
+    pub(crate) local_api_endpoint: Option<ApiEndpoint>,
     #[serde(
         default,
         skip_serializing_if = "Vec::is_empty",
         deserialize_with = "null_as_default"
     )]
-    pub skip_phases: Vec<String>,
+    pub(crate) skip_phases: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub patches: Option<Patches>,
+    pub(crate) patches: Option<Patches>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeouts: Option<Timeouts>,
+    pub(crate) timeouts: Option<Timeouts>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct JoinConfiguration {
+pub(crate) struct JoinConfiguration {
     #[serde(default, skip_serializing)]
-    pub api_version: Option<String>,
+    pub(crate) api_version: Option<String>,
     #[serde(default, skip_serializing)]
-    pub kind: Option<String>,
+    pub(crate) kind: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub node_registration: Option<NodeRegistration>,
+    pub(crate) node_registration: Option<NodeRegistration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ca_cert_path: Option<String>,
+    pub(crate) ca_cert_path: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub discovery: Option<Discovery>,
+    pub(crate) discovery: Option<Discovery>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub control_plane: Option<JoinControlPlane>,
+    pub(crate) control_plane: Option<JoinControlPlane>,
     #[serde(
         default,
         skip_serializing_if = "Vec::is_empty",
         deserialize_with = "null_as_default"
     )]
-    pub skip_phases: Vec<String>,
+    pub(crate) skip_phases: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub patches: Option<Patches>,
+    pub(crate) patches: Option<Patches>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeouts: Option<Timeouts>,
+    pub(crate) timeouts: Option<Timeouts>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct NodeRegistration {
+pub(crate) struct NodeRegistration {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
+    pub(crate) name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cri_socket: Option<String>,
+    pub(crate) cri_socket: Option<String>,
     /// `None` means "not set" (CABPK then adds its defaults); `Some([])` means
     /// explicitly no taints.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub taints: Option<Vec<Taint>>,
+    pub(crate) taints: Option<Vec<Taint>>,
     #[serde(default, skip_serializing_if = "Args::is_empty")]
-    pub kubelet_extra_args: Args,
+    pub(crate) kubelet_extra_args: Args,
     #[serde(
         default,
         skip_serializing_if = "Vec::is_empty",
         deserialize_with = "null_as_default"
     )]
-    pub ignore_preflight_errors: Vec<String>,
+    pub(crate) ignore_preflight_errors: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub image_pull_policy: Option<String>,
+    pub(crate) image_pull_policy: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub image_pull_serial: Option<bool>,
+    pub(crate) image_pull_serial: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Taint {
+pub(crate) struct Taint {
     #[serde(default)]
-    pub key: String,
+    pub(crate) key: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub value: Option<String>,
+    pub(crate) value: Option<String>,
     #[serde(default)]
-    pub effect: String,
+    pub(crate) effect: String,
     #[serde(default, skip_serializing)]
-    pub time_added: Option<Value>,
+    pub(crate) time_added: Option<Value>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ApiEndpoint {
+pub(crate) struct ApiEndpoint {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub advertise_address: Option<String>,
+    pub(crate) advertise_address: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bind_port: Option<i64>,
+    pub(crate) bind_port: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Patches {
+pub(crate) struct Patches {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub directory: Option<String>,
+    pub(crate) directory: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Timeouts {
+pub(crate) struct Timeouts {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub control_plane_component_health_check_seconds: Option<i64>,
+    pub(crate) control_plane_component_health_check_seconds: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kubelet_health_check_seconds: Option<i64>,
+    pub(crate) kubelet_health_check_seconds: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kube_api_server_seconds: Option<i64>,
+    pub(crate) kube_api_server_seconds: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub etcd_api_call_seconds: Option<i64>,
+    pub(crate) etcd_api_call_seconds: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub discovery_seconds: Option<i64>,
+    pub(crate) discovery_seconds: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tls_bootstrap_seconds: Option<i64>,
+    pub(crate) tls_bootstrap_seconds: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Discovery {
+pub(crate) struct Discovery {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bootstrap_token: Option<BootstrapTokenDiscovery>,
+    pub(crate) bootstrap_token: Option<BootstrapTokenDiscovery>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub file: Option<Value>,
+    pub(crate) file: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tls_bootstrap_token: Option<String>,
+    pub(crate) tls_bootstrap_token: Option<String>,
     /// v1beta1 only (a duration); v1beta2 uses `timeouts.discoverySeconds`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeout: Option<String>,
+    pub(crate) timeout: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct BootstrapTokenDiscovery {
+pub(crate) struct BootstrapTokenDiscovery {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub token: Option<String>,
+    pub(crate) token: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub api_server_endpoint: Option<String>,
+    pub(crate) api_server_endpoint: Option<String>,
     #[serde(
         default,
         skip_serializing_if = "Vec::is_empty",
         deserialize_with = "null_as_default"
     )]
-    pub ca_cert_hashes: Vec<String>,
+    pub(crate) ca_cert_hashes: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub unsafe_skip_c_a_verification: Option<bool>,
+    pub(crate) unsafe_skip_c_a_verification: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct JoinControlPlane {
+pub(crate) struct JoinControlPlane {
     #[serde(
         default,
         rename = "localAPIEndpoint",
         skip_serializing_if = "Option::is_none"
     )]
-    pub local_api_endpoint: Option<ApiEndpoint>,
+    pub(crate) local_api_endpoint: Option<ApiEndpoint>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct File {
+pub(crate) struct File {
     #[serde(default)]
-    pub path: String,
+    pub(crate) path: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub owner: Option<String>,
+    pub(crate) owner: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub permissions: Option<String>,
+    pub(crate) permissions: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub encoding: Option<String>,
+    pub(crate) encoding: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub append: Option<bool>,
+    pub(crate) append: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub content: Option<String>,
+    pub(crate) content: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub content_from: Option<ContentFrom>,
+    pub(crate) content_from: Option<ContentFrom>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub content_format: Option<String>,
+    pub(crate) content_format: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ContentFrom {
+pub(crate) struct ContentFrom {
     #[serde(default)]
-    pub secret: SecretKeyRef,
+    pub(crate) secret: SecretKeyRef,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct SecretKeyRef {
+pub(crate) struct SecretKeyRef {
     #[serde(default)]
-    pub name: String,
+    pub(crate) name: String,
     #[serde(default)]
-    pub key: String,
+    pub(crate) key: String,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct User {
+pub(crate) struct User {
     #[serde(default)]
-    pub name: String,
+    pub(crate) name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gecos: Option<String>,
+    pub(crate) gecos: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub groups: Option<String>,
+    pub(crate) groups: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub home_dir: Option<String>,
+    pub(crate) home_dir: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub inactive: Option<bool>,
+    pub(crate) inactive: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub shell: Option<String>,
+    pub(crate) shell: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub passwd: Option<String>,
+    pub(crate) passwd: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub passwd_from: Option<ContentFrom>,
+    pub(crate) passwd_from: Option<ContentFrom>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub primary_group: Option<String>,
+    pub(crate) primary_group: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lock_password: Option<bool>,
+    pub(crate) lock_password: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sudo: Option<String>,
+    pub(crate) sudo: Option<String>,
     #[serde(
         default,
         skip_serializing_if = "Vec::is_empty",
         deserialize_with = "null_as_default"
     )]
-    pub ssh_authorized_keys: Vec<String>,
+    pub(crate) ssh_authorized_keys: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Ntp {
+pub(crate) struct Ntp {
     #[serde(
         default,
         skip_serializing_if = "Vec::is_empty",
         deserialize_with = "null_as_default"
     )]
-    pub servers: Vec<String>,
+    pub(crate) servers: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub enabled: Option<bool>,
+    pub(crate) enabled: Option<bool>,
 }
 
 // ------------------------------------------------------- Docker / Dev kinds
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct DockerClusterSpec {
+pub(crate) struct DockerClusterSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub control_plane_endpoint: Option<Endpoint>,
+    pub(crate) control_plane_endpoint: Option<Endpoint>,
     /// v1beta2: a list of `{name, controlPlane, attributes}`; v1beta1: a map
     /// from name to `{controlPlane, attributes}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub failure_domains: Option<Value>,
+    pub(crate) failure_domains: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub load_balancer: Option<DockerLoadBalancer>,
+    pub(crate) load_balancer: Option<DockerLoadBalancer>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct DockerLoadBalancer {
+pub(crate) struct DockerLoadBalancer {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub image_repository: Option<String>,
+    pub(crate) image_repository: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub image_tag: Option<String>,
+    pub(crate) image_tag: Option<String>,
     #[serde(
         default,
         rename = "customHAProxyConfigTemplateRef",
         skip_serializing_if = "Option::is_none"
     )]
-    pub custom_haproxy_config_template_ref: Option<NameRef>,
+    pub(crate) custom_haproxy_config_template_ref: Option<NameRef>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct NameRef {
+pub(crate) struct NameRef {
     #[serde(default)]
-    pub name: String,
+    pub(crate) name: String,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct DockerMachineTemplateSpec {
+pub(crate) struct DockerMachineTemplateSpec {
     #[serde(default)]
-    pub template: DockerMachineTemplateResource,
+    pub(crate) template: DockerMachineTemplateResource,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct DockerMachineTemplateResource {
-    pub metadata: Option<RawMeta>,
+pub(crate) struct DockerMachineTemplateResource {
+    pub(crate) metadata: Option<RawMeta>,
     #[serde(default)]
-    pub spec: DockerMachineSpec,
+    pub(crate) spec: DockerMachineSpec,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct DockerMachineSpec {
+pub(crate) struct DockerMachineSpec {
     #[serde(default, rename = "providerID", skip_serializing)]
-    pub provider_id: Option<String>,
+    pub(crate) provider_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub custom_image: Option<String>,
+    pub(crate) custom_image: Option<String>,
     #[serde(
         default,
         skip_serializing_if = "Vec::is_empty",
         deserialize_with = "null_as_default"
     )]
-    pub pre_load_images: Vec<String>,
+    pub(crate) pre_load_images: Vec<String>,
     #[serde(
         default,
         skip_serializing_if = "Vec::is_empty",
         deserialize_with = "null_as_default"
     )]
-    pub extra_mounts: Vec<Mount>,
+    pub(crate) extra_mounts: Vec<Mount>,
     #[serde(default, skip_serializing)]
-    pub bootstrapped: Option<bool>,
+    pub(crate) bootstrapped: Option<bool>,
     /// v1beta1 Duration string (`5m`); default 3 minutes in CAPD.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bootstrap_timeout: Option<Value>,
+    pub(crate) bootstrap_timeout: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bootstrap_timeout_seconds: Option<i64>,
+    pub(crate) bootstrap_timeout_seconds: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Mount {
+pub(crate) struct Mount {
     #[serde(default)]
-    pub container_path: String,
+    pub(crate) container_path: String,
     #[serde(default)]
-    pub host_path: String,
+    pub(crate) host_path: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub read_only: Option<bool>,
+    pub(crate) read_only: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct DevClusterSpec {
-    pub control_plane_endpoint: Option<Endpoint>,
+pub(crate) struct DevClusterSpec {
+    pub(crate) control_plane_endpoint: Option<Endpoint>,
     #[serde(default)]
-    pub backend: DevClusterBackend,
+    pub(crate) backend: DevClusterBackend,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct DevClusterBackend {
-    pub docker: Option<DockerClusterSpec>,
-    pub in_memory: Option<Value>,
+pub(crate) struct DevClusterBackend {
+    pub(crate) docker: Option<DockerClusterSpec>,
+    pub(crate) in_memory: Option<Value>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct DevMachineTemplateSpec {
+pub(crate) struct DevMachineTemplateSpec {
     #[serde(default)]
-    pub template: DevMachineTemplateResource,
+    pub(crate) template: DevMachineTemplateResource,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct DevMachineTemplateResource {
-    pub metadata: Option<RawMeta>,
+pub(crate) struct DevMachineTemplateResource {
+    pub(crate) metadata: Option<RawMeta>,
     #[serde(default)]
-    pub spec: DevMachineSpec,
+    pub(crate) spec: DevMachineSpec,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct DevMachineSpec {
+pub(crate) struct DevMachineSpec {
     #[serde(rename = "providerID")]
-    pub provider_id: Option<String>,
+    pub(crate) provider_id: Option<String>,
     #[serde(default)]
-    pub backend: DevMachineBackend,
+    pub(crate) backend: DevMachineBackend,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct DevMachineBackend {
-    pub docker: Option<DockerMachineSpec>,
-    pub in_memory: Option<InMemoryMachineSpec>,
+pub(crate) struct DevMachineBackend {
+    pub(crate) docker: Option<DockerMachineSpec>,
+    pub(crate) in_memory: Option<InMemoryMachineSpec>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct InMemoryMachineSpec {
+pub(crate) struct InMemoryMachineSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub vm: Option<InMemoryPhase>,
+    pub(crate) vm: Option<InMemoryPhase>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub node: Option<InMemoryPhase>,
+    pub(crate) node: Option<InMemoryPhase>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub api_server: Option<InMemoryPhase>,
+    pub(crate) api_server: Option<InMemoryPhase>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub etcd: Option<InMemoryPhase>,
+    pub(crate) etcd: Option<InMemoryPhase>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct InMemoryPhase {
+pub(crate) struct InMemoryPhase {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub provisioning: Option<InMemoryProvisioning>,
+    pub(crate) provisioning: Option<InMemoryProvisioning>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct InMemoryProvisioning {
+pub(crate) struct InMemoryProvisioning {
     /// A duration: `10s` (v1beta1 Duration) or seconds as a number.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub startup_duration: Option<Value>,
+    pub(crate) startup_duration: Option<Value>,
     /// A fraction (`"0.2"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub startup_jitter: Option<Value>,
+    pub(crate) startup_jitter: Option<Value>,
 }
 
 // ------------------------------------------------------ MachineHealthCheck
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct MachineHealthCheckSpec {
+pub(crate) struct MachineHealthCheckSpec {
     #[serde(default)]
-    pub cluster_name: String,
-    pub selector: Option<Value>,
+    pub(crate) cluster_name: String,
+    pub(crate) selector: Option<Value>,
     // v1beta2
-    pub checks: Option<MhcChecks>,
-    pub remediation: Option<MhcRemediation>,
+    pub(crate) checks: Option<MhcChecks>,
+    pub(crate) remediation: Option<MhcRemediation>,
     // v1beta1
-    pub unhealthy_conditions: Option<Vec<UnhealthyCondition>>,
-    pub unhealthy_machine_conditions: Option<Vec<UnhealthyCondition>>,
-    pub max_unhealthy: Option<IntOrPercent>,
-    pub unhealthy_range: Option<String>,
-    pub node_startup_timeout: Option<String>,
-    pub remediation_template: Option<Value>,
+    pub(crate) unhealthy_conditions: Option<Vec<UnhealthyCondition>>,
+    pub(crate) unhealthy_machine_conditions: Option<Vec<UnhealthyCondition>>,
+    pub(crate) max_unhealthy: Option<IntOrPercent>,
+    pub(crate) unhealthy_range: Option<String>,
+    pub(crate) node_startup_timeout: Option<String>,
+    pub(crate) remediation_template: Option<Value>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct MhcChecks {
-    pub node_startup_timeout_seconds: Option<i64>,
-    pub unhealthy_node_conditions: Option<Vec<UnhealthyCondition>>,
-    pub unhealthy_machine_conditions: Option<Vec<UnhealthyCondition>>,
+pub(crate) struct MhcChecks {
+    pub(crate) node_startup_timeout_seconds: Option<i64>,
+    pub(crate) unhealthy_node_conditions: Option<Vec<UnhealthyCondition>>,
+    pub(crate) unhealthy_machine_conditions: Option<Vec<UnhealthyCondition>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct MhcRemediation {
-    pub trigger_if: Option<MhcTriggerIf>,
-    pub template_ref: Option<Value>,
+pub(crate) struct MhcRemediation {
+    pub(crate) trigger_if: Option<MhcTriggerIf>,
+    pub(crate) template_ref: Option<Value>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct MhcTriggerIf {
-    pub unhealthy_less_than_or_equal_to: Option<IntOrPercent>,
-    pub unhealthy_in_range: Option<String>,
+pub(crate) struct MhcTriggerIf {
+    pub(crate) unhealthy_less_than_or_equal_to: Option<IntOrPercent>,
+    pub(crate) unhealthy_in_range: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct UnhealthyCondition {
+pub(crate) struct UnhealthyCondition {
     #[serde(rename = "type", default)]
-    pub kind: String,
+    pub(crate) kind: String,
     #[serde(default)]
-    pub status: String,
-    pub timeout: Option<String>,
-    pub timeout_seconds: Option<i64>,
+    pub(crate) status: String,
+    pub(crate) timeout: Option<String>,
+    pub(crate) timeout_seconds: Option<i64>,
 }
 
 /// Treat an explicit YAML `null` like an absent field (`files: null`).

@@ -139,7 +139,7 @@ fn family_of_machine(m: &InfraMachine) -> &'static str {
     }
 }
 
-pub fn validate(m: &Manifest, out: &mut Vec<Problem>) {
+pub(crate) fn validate(m: &Manifest, out: &mut Vec<Problem>) {
     let mut v = V { m, out };
 
     // Which cluster owns each control plane / infra cluster.

@@ -19,7 +19,7 @@ impl Variables {
         Self::default()
     }
 
-    pub fn with_env(mut self, env: impl IntoIterator<Item = (String, String)>) -> Self {
+    pub(crate) fn with_env(mut self, env: impl IntoIterator<Item = (String, String)>) -> Self {
         self.env.extend(env);
         self
     }
@@ -28,11 +28,11 @@ impl Variables {
         self.explicit.insert(key.into(), value.into());
     }
 
-    pub fn set_from_file(&mut self, key: impl Into<String>, value: impl Into<String>) {
+    pub(crate) fn set_from_file(&mut self, key: impl Into<String>, value: impl Into<String>) {
         self.files.insert(key.into(), value.into());
     }
 
-    pub fn get(&self, key: &str) -> Option<&str> {
+    pub(crate) fn get(&self, key: &str) -> Option<&str> {
         self.explicit
             .get(key)
             .or_else(|| self.files.get(key))
@@ -42,39 +42,39 @@ impl Variables {
 
     /// Values that came from `--var` or `--var-file`: part of a saved plan's
     /// fingerprint (environment values are included only when used).
-    pub fn explicit(&self) -> impl Iterator<Item = (&String, &String)> {
+    pub(crate) fn explicit(&self) -> impl Iterator<Item = (&String, &String)> {
         self.files.iter().chain(self.explicit.iter())
     }
 }
 
 /// A variable reference found in a source text.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VarRef {
-    pub name: String,
-    pub has_default: bool,
+pub(crate) struct VarRef {
+    pub(crate) name: String,
+    pub(crate) has_default: bool,
     /// 1-based line of the first occurrence.
-    pub line: u32,
+    pub(crate) line: u32,
 }
 
 /// A required variable that has no value.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct MissingVar {
-    pub name: String,
-    pub file: String,
-    pub line: u32,
+    pub(crate) name: String,
+    pub(crate) file: String,
+    pub(crate) line: u32,
 }
 
 /// The result of substituting one text.
 #[derive(Debug, Clone)]
-pub struct Substituted {
-    pub text: String,
+pub(crate) struct Substituted {
+    pub(crate) text: String,
     /// Names actually used, with the value they resolved to (for fingerprints).
-    pub used: BTreeMap<String, String>,
-    pub missing: Vec<MissingVar>,
+    pub(crate) used: BTreeMap<String, String>,
+    pub(crate) missing: Vec<MissingVar>,
 }
 
 /// List the variables a text refers to (for `generate --list-variables`).
-pub fn list_variables(text: &str) -> Vec<VarRef> {
+pub(crate) fn list_variables(text: &str) -> Vec<VarRef> {
     let mut out: Vec<VarRef> = Vec::new();
     let mut seen = BTreeSet::new();
     let mut line = 1u32;
@@ -172,7 +172,7 @@ fn parse_expr(text: &str, start: usize) -> Option<(Expr, usize)> {
 
 /// Substitute every variable in `text`. Missing required variables are collected
 /// (with their file and line) rather than failing at the first.
-pub fn substitute(file: &str, text: &str, vars: &Variables) -> Substituted {
+pub(crate) fn substitute(file: &str, text: &str, vars: &Variables) -> Substituted {
     let mut out = Substituted {
         text: String::with_capacity(text.len()),
         used: BTreeMap::new(),

@@ -16,11 +16,11 @@ use yaml_rust2::scanner::{Marker, TScalarStyle};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct Pos {
     pub line: u32,
-    pub col: u32,
+    pub(crate) col: u32,
 }
 
 #[derive(Debug, Clone)]
-pub enum NodeValue {
+pub(crate) enum NodeValue {
     Null,
     Bool(bool),
     Int(i64),
@@ -32,28 +32,28 @@ pub enum NodeValue {
 }
 
 #[derive(Debug, Clone)]
-pub struct Node {
-    pub value: NodeValue,
-    pub pos: Pos,
+pub(crate) struct Node {
+    pub(crate) value: NodeValue,
+    pub(crate) pos: Pos,
 }
 
 /// One YAML document of a multi-document stream.
 #[derive(Debug, Clone)]
-pub struct Document {
-    pub root: Node,
+pub(crate) struct Document {
+    pub(crate) root: Node,
     /// Line where the document's content starts.
-    pub pos: Pos,
+    pub(crate) pos: Pos,
 }
 
 /// A syntax error reported by the YAML scanner.
 #[derive(Debug, Clone)]
-pub struct SyntaxError {
-    pub pos: Pos,
-    pub message: String,
+pub(crate) struct SyntaxError {
+    pub(crate) pos: Pos,
+    pub(crate) message: String,
 }
 
 /// Parse every document of `text`. Empty documents (only comments) are skipped.
-pub fn parse_documents(text: &str) -> Result<Vec<Document>, SyntaxError> {
+pub(crate) fn parse_documents(text: &str) -> Result<Vec<Document>, SyntaxError> {
     let mut builder = Builder::default();
     let mut parser = Parser::new_from_str(text);
     if let Err(e) = parser.load(&mut builder, true) {
@@ -258,10 +258,10 @@ fn looks_like_float(text: &str) -> bool {
 
 /// Map from JSON pointer (`/spec/replicas`, `/spec/files/0/path`) to the position
 /// of the key (for mapping entries) or of the item (for sequence items).
-pub type SpanMap = BTreeMap<String, Pos>;
+pub(crate) type SpanMap = BTreeMap<String, Pos>;
 
 /// Convert a node to JSON, recording the position of every path.
-pub fn to_json(node: &Node, spans: &mut SpanMap) -> Value {
+pub(crate) fn to_json(node: &Node, spans: &mut SpanMap) -> Value {
     let mut path = String::new();
     spans.insert(String::new(), node.pos);
     convert(node, &mut path, spans)
@@ -317,7 +317,7 @@ fn scalar_key(node: &Node) -> String {
 }
 
 /// Escape a key for use in a JSON pointer (RFC 6901).
-pub fn escape_pointer(key: &str) -> String {
+pub(crate) fn escape_pointer(key: &str) -> String {
     if key.contains(['~', '/']) {
         key.replace('~', "~0").replace('/', "~1")
     } else {
@@ -327,7 +327,7 @@ pub fn escape_pointer(key: &str) -> String {
 
 /// Keys that appear more than once in one mapping: YAML forbids them and the
 /// last one silently wins in most tools, so we report them.
-pub fn duplicate_keys(node: &Node, path: &mut String, out: &mut Vec<(String, Pos)>) {
+pub(crate) fn duplicate_keys(node: &Node, path: &mut String, out: &mut Vec<(String, Pos)>) {
     match &node.value {
         NodeValue::Map(entries) => {
             let mut seen: HashMap<String, ()> = HashMap::new();

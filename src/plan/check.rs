@@ -8,7 +8,7 @@ use crate::state::State;
 
 use super::{Op, Plan};
 
-pub fn check(plan: &Plan, state: &State) -> Result<(), String> {
+pub(crate) fn check(plan: &Plan, state: &State) -> Result<(), String> {
     let mut seen: BTreeSet<(&Address, Op)> = BTreeSet::new();
     let mut write_id: BTreeMap<&Address, usize> = BTreeMap::new();
     let mut delete_id: BTreeMap<&Address, usize> = BTreeMap::new();

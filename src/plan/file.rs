@@ -8,29 +8,29 @@ use serde::{Deserialize, Serialize};
 use super::Plan;
 use crate::state::codec::{encode_checksummed, verify_checksummed};
 
-pub const PLAN_FILE_FORMAT: &str = "capi-plan";
+pub(crate) const PLAN_FILE_FORMAT: &str = "capi-plan";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlanFile {
-    pub format: String,
-    pub format_version: u32,
-    pub capi_version: String,
+    pub(crate) format: String,
+    pub(crate) format_version: u32,
+    pub(crate) capi_version: String,
     /// The `-f` arguments, re-read by `capi apply FILE` to check staleness.
-    pub manifest_files: Vec<String>,
+    pub(crate) manifest_files: Vec<String>,
     /// SHA-256 of the manifest sources as written (before substitution).
-    pub manifest_digest: String,
+    pub(crate) manifest_digest: String,
     /// SHA-256 of the variables the manifests used, with their values.
-    pub variables_digest: String,
+    pub(crate) variables_digest: String,
     /// `--provider` override the plan was made with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub provider_override: Option<String>,
+    pub(crate) provider_override: Option<String>,
     pub plan: Plan,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub checksum: Option<String>,
+    pub(crate) checksum: Option<String>,
 }
 
-pub fn encode(f: &PlanFile) -> Vec<u8> {
+pub(crate) fn encode(f: &PlanFile) -> Vec<u8> {
     let mut f = f.clone();
     f.checksum = None;
     encode_checksummed(&f)
@@ -57,7 +57,7 @@ pub fn decode(bytes: &[u8]) -> Result<PlanFile, String> {
 
 /// Why a saved plan can no longer be applied.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum Stale {
+pub(crate) enum Stale {
     #[error("Saved plan does not match the given state: it was made for state lineage {plan:?}, but the state's lineage is {state:?}. Make a new plan against this state")]
     Lineage { plan: String, state: String },
     #[error("Saved plan is stale: the state changed since the plan was made (serial {plan} → {state}). Make a new plan")]
@@ -69,7 +69,7 @@ pub enum Stale {
 }
 
 /// Compare a saved plan with the current state and inputs.
-pub fn check_fresh(
+pub(crate) fn check_fresh(
     f: &PlanFile,
     lineage: &str,
     serial: u64,

@@ -4,33 +4,33 @@
 //! operations with explicit dependencies). No clock, randomness or I/O: the
 //! current time is an input, and the same inputs give a byte-identical plan.
 
-pub mod check;
+pub(crate) mod check;
 pub mod file;
-pub mod order;
-pub mod planner;
+pub(crate) mod order;
+pub(crate) mod planner;
 pub mod render;
-pub mod rollout;
-pub mod schema;
+pub(crate) mod rollout;
+pub(crate) mod schema;
 pub mod simulate;
-pub mod skew;
+pub(crate) mod skew;
 
 use std::collections::BTreeMap;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-pub use crate::resource::{AttributeChange, DriftEntry};
+pub(crate) use crate::resource::{AttributeChange, DriftEntry};
 use crate::resource::{Address, ProviderKind, ResourceKind, Spec};
 
 pub use planner::{plan, PlanError, PlanOptions};
 
-pub const PLAN_FORMAT_VERSION: u32 = 1;
+pub(crate) const PLAN_FORMAT_VERSION: u32 = 1;
 
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
 )]
 #[serde(rename_all = "snake_case")]
-pub enum Action {
+pub(crate) enum Action {
     Create,
     Update,
     /// Create the replacement, then delete (or, where the rollout asks for
@@ -40,7 +40,7 @@ pub enum Action {
 }
 
 impl Action {
-    pub fn symbol(self) -> &'static str {
+    pub(crate) fn symbol(self) -> &'static str {
         match self {
             Action::Create => "+",
             Action::Update => "~",
@@ -50,7 +50,7 @@ impl Action {
     }
 
     /// Terraform's JSON action list.
-    pub fn terraform_actions(self) -> &'static [&'static str] {
+    pub(crate) fn terraform_actions(self) -> &'static [&'static str] {
         match self {
             Action::Create => &["create"],
             Action::Update => &["update"],
@@ -63,7 +63,7 @@ impl Action {
 /// Why a change is planned (machine-readable; `Change::reason` is the sentence).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum ReasonCode {
+pub(crate) enum ReasonCode {
     /// Not in state yet.
     New,
     /// More replicas requested.
@@ -93,33 +93,33 @@ pub enum ReasonCode {
 /// One reviewed change to one resource.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Change {
-    pub address: Address,
+    pub(crate) address: Address,
     #[serde(rename = "type")]
-    pub kind: ResourceKind,
-    pub provider: ProviderKind,
-    pub action: Action,
-    pub reason_code: ReasonCode,
-    pub reason: String,
+    pub(crate) kind: ResourceKind,
+    pub(crate) provider: ProviderKind,
+    pub(crate) action: Action,
+    pub(crate) reason_code: ReasonCode,
+    pub(crate) reason: String,
     /// For replacements: the resource that replaces this one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub replacement: Option<Address>,
+    pub(crate) replacement: Option<Address>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub before: Option<Spec>,
+    pub(crate) before: Option<Spec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub after: Option<Spec>,
+    pub(crate) after: Option<Spec>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub attributes: Vec<AttributeChange>,
+    pub(crate) attributes: Vec<AttributeChange>,
     /// Unified diff of the bootstrap cloud-config (replacements).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bootstrap_diff: Option<String>,
+    pub(crate) bootstrap_diff: Option<String>,
     /// Bootstrap data is reviewed with its machine: the machine's address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub part_of: Option<Address>,
+    pub(crate) part_of: Option<Address>,
     /// The machine group (`MachineDeployment/md-0`) and rollout wave.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub group: Option<String>,
+    pub(crate) group: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub wave: Option<u32>,
+    pub(crate) wave: Option<u32>,
 }
 
 #[derive(
@@ -138,10 +138,10 @@ pub struct Step {
     pub id: usize,
     pub op: Op,
     pub address: Address,
-    pub provider: ProviderKind,
+    pub(crate) provider: ProviderKind,
     /// The desired spec (create and update).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub spec: Option<Spec>,
+    pub(crate) spec: Option<Spec>,
     /// The resource's dependencies, recorded in state.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dependencies: Vec<Address>,
@@ -151,7 +151,7 @@ pub struct Step {
     /// For machine creates in a rollout: wait until the machine is healthy
     /// before dependents start.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub health_gate: bool,
+    pub(crate) health_gate: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -163,28 +163,28 @@ pub enum Operation {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Summary {
-    pub add: usize,
-    pub change: usize,
-    pub replace: usize,
-    pub destroy: usize,
+    pub(crate) add: usize,
+    pub(crate) change: usize,
+    pub(crate) replace: usize,
+    pub(crate) destroy: usize,
 }
 
 /// One wave of a group's rollout: machines created and deleted together.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-pub struct Wave {
+pub(crate) struct Wave {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub create: Vec<String>,
+    pub(crate) create: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub delete: Vec<String>,
+    pub(crate) delete: Vec<String>,
 }
 
 /// The ordered waves of one machine group (each waits for the previous).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Rollout {
-    pub cluster: String,
+    pub(crate) cluster: String,
     /// `MachineDeployment/md-0`.
-    pub group: String,
-    pub waves: Vec<Wave>,
+    pub(crate) group: String,
+    pub(crate) waves: Vec<Wave>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -217,11 +217,11 @@ impl Plan {
     }
 
     /// Changes a person reviews (bootstrap data is reviewed with its machine).
-    pub fn reviewed_changes(&self) -> impl Iterator<Item = &Change> {
+    pub(crate) fn reviewed_changes(&self) -> impl Iterator<Item = &Change> {
         self.changes.iter().filter(|c| c.part_of.is_none())
     }
 
-    pub fn compute_summary(changes: &[Change]) -> Summary {
+    pub(crate) fn compute_summary(changes: &[Change]) -> Summary {
         let mut s = Summary::default();
         for c in changes.iter().filter(|c| c.part_of.is_none()) {
             match c.action {

@@ -11,20 +11,20 @@ use crate::state::State;
 use super::{Change, Op, PlanError, Step};
 
 #[derive(Debug, Clone)]
-pub struct ProtoStep {
-    pub op: Op,
-    pub address: Address,
-    pub provider: ProviderKind,
-    pub spec: Option<Spec>,
+pub(crate) struct ProtoStep {
+    pub(crate) op: Op,
+    pub(crate) address: Address,
+    pub(crate) provider: ProviderKind,
+    pub(crate) spec: Option<Spec>,
     /// Resource dependencies (recorded in state).
-    pub deps: Vec<Address>,
+    pub(crate) deps: Vec<Address>,
     /// Extra ordering constraints (indices into the proto-step list).
-    pub after: Vec<usize>,
-    pub health_gate: bool,
+    pub(crate) after: Vec<usize>,
+    pub(crate) health_gate: bool,
 }
 
 impl ProtoStep {
-    pub fn create(
+    pub(crate) fn create(
         address: Address,
         provider: ProviderKind,
         spec: Spec,
@@ -40,7 +40,7 @@ impl ProtoStep {
             health_gate: false,
         }
     }
-    pub fn update(
+    pub(crate) fn update(
         address: Address,
         provider: ProviderKind,
         spec: Spec,
@@ -56,7 +56,7 @@ impl ProtoStep {
             health_gate: false,
         }
     }
-    pub fn delete(address: Address, provider: ProviderKind) -> Self {
+    pub(crate) fn delete(address: Address, provider: ProviderKind) -> Self {
         ProtoStep {
             op: Op::Delete,
             address,
@@ -69,7 +69,7 @@ impl ProtoStep {
     }
 }
 
-pub fn finalize(
+pub(crate) fn finalize(
     changes: Vec<Change>,
     mut protos: Vec<ProtoStep>,
     state: &State,
@@ -242,7 +242,7 @@ pub fn finalize(
 }
 
 /// Order changes like their first step, so the plan reads in execution order.
-pub fn sort_changes(changes: &mut [Change], steps: &[Step]) {
+pub(crate) fn sort_changes(changes: &mut [Change], steps: &[Step]) {
     let mut first: BTreeMap<&Address, usize> = BTreeMap::new();
     for s in steps {
         first.entry(&s.address).or_insert(s.id);

@@ -1409,7 +1409,7 @@ fn pair_replacements(
     }
 }
 
-pub fn unified_diff(before: &str, after: &str, from: &str, to: &str) -> String {
+pub(crate) fn unified_diff(before: &str, after: &str, from: &str, to: &str) -> String {
     similar::TextDiff::from_lines(before, after)
         .unified_diff()
         .context_radius(3)
@@ -1418,7 +1418,7 @@ pub fn unified_diff(before: &str, after: &str, from: &str, to: &str) -> String {
 }
 
 /// Attribute-level differences (flattened paths).
-pub fn attribute_diff(before: Option<&Spec>, after: Option<&Spec>) -> Vec<AttributeChange> {
+pub(crate) fn attribute_diff(before: Option<&Spec>, after: Option<&Spec>) -> Vec<AttributeChange> {
     let b = before.map(Spec::flatten).unwrap_or_default();
     let a = after.map(Spec::flatten).unwrap_or_default();
     let keys: BTreeSet<&String> = b.keys().chain(a.keys()).collect();

@@ -13,7 +13,7 @@ use super::{Action, Change, Plan};
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Style {
-    pub color: bool,
+    pub(crate) color: bool,
 }
 
 impl Style {
@@ -33,7 +33,7 @@ impl Style {
         };
         self.paint(code, a.symbol())
     }
-    pub fn bold(&self, s: &str) -> String {
+    pub(crate) fn bold(&self, s: &str) -> String {
         self.paint("1", s)
     }
 }

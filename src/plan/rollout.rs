@@ -23,17 +23,17 @@ use crate::resource::hash_json;
 use super::ReasonCode;
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Existing {
-    pub name: String,
-    pub sequence: u64,
-    pub failure_domain: Option<String>,
-    pub up_to_date: bool,
+pub(crate) struct Existing {
+    pub(crate) name: String,
+    pub(crate) sequence: u64,
+    pub(crate) failure_domain: Option<String>,
+    pub(crate) up_to_date: bool,
     /// Failed, missing or stopped: not available.
-    pub unhealthy: bool,
+    pub(crate) unhealthy: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum GroupOp {
+pub(crate) enum GroupOp {
     Create {
         failure_domain: Option<String>,
         reason: ReasonCode,
@@ -46,14 +46,14 @@ pub enum GroupOp {
 
 /// Ordered waves: every operation of a wave waits for the whole previous wave.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Schedule {
-    pub waves: Vec<Vec<GroupOp>>,
+pub(crate) struct Schedule {
+    pub(crate) waves: Vec<Vec<GroupOp>>,
     /// Unhealthy machines left alone (remediation not allowed), for warnings.
-    pub not_remediated: Vec<String>,
+    pub(crate) not_remediated: Vec<String>,
 }
 
 /// Resolved (maxSurge, maxUnavailable) for `replicas`.
-pub fn fenceposts(surge: IntOrPercent, unavailable: IntOrPercent, replicas: u32) -> (u32, u32) {
+pub(crate) fn fenceposts(surge: IntOrPercent, unavailable: IntOrPercent, replicas: u32) -> (u32, u32) {
     let s = surge.resolve(replicas, true).max(0) as u32;
     let mut u = unavailable.resolve(replicas, false).max(0) as u32;
     if s == 0 && u == 0 {
@@ -79,7 +79,7 @@ fn deletion_sort(machines: &mut [Existing], order: DeletionOrder, seed: &str) {
     });
 }
 
-pub fn schedule(
+pub(crate) fn schedule(
     group: &MachineGroup,
     existing: &[Existing],
     seed: &str,
@@ -365,7 +365,7 @@ mod tests {
     use crate::resource::{Backend, OwnerKind, Version};
     use crate::resource::{InfraSpec, Owner, Role};
 
-    pub fn group(replicas: u32, rollout: Rollout, order: DeletionOrder) -> MachineGroup {
+    pub(crate) fn group(replicas: u32, rollout: Rollout, order: DeletionOrder) -> MachineGroup {
         MachineGroup {
             owner: Owner {
                 kind: OwnerKind::MachineDeployment,

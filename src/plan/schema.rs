@@ -2,6 +2,6 @@
 
 use serde_json::Value;
 
-pub fn plan_schema() -> Value {
+pub(crate) fn plan_schema() -> Value {
     serde_json::to_value(schemars::schema_for!(super::Plan)).expect("schema serialises")
 }

@@ -13,7 +13,7 @@ use crate::state::State;
 use super::PlanError;
 
 /// The lowest version among the cluster's control-plane machines in state.
-pub fn current_control_plane_version(state: &State, dc: &DesiredCluster) -> Option<Version> {
+pub(crate) fn current_control_plane_version(state: &State, dc: &DesiredCluster) -> Option<Version> {
     state
         .cluster_resources(&dc.id.key())
         .filter_map(|r| r.attributes.as_machine())
@@ -23,7 +23,7 @@ pub fn current_control_plane_version(state: &State, dc: &DesiredCluster) -> Opti
 }
 
 /// The highest version among the cluster's control-plane machines in state.
-pub fn newest_control_plane_version(state: &State, dc: &DesiredCluster) -> Option<Version> {
+pub(crate) fn newest_control_plane_version(state: &State, dc: &DesiredCluster) -> Option<Version> {
     state
         .cluster_resources(&dc.id.key())
         .filter_map(|r| r.attributes.as_machine())
@@ -32,7 +32,7 @@ pub fn newest_control_plane_version(state: &State, dc: &DesiredCluster) -> Optio
         .max()
 }
 
-pub fn check(state: &State, dc: &DesiredCluster) -> Result<(), PlanError> {
+pub(crate) fn check(state: &State, dc: &DesiredCluster) -> Result<(), PlanError> {
     let Some(cp) = dc.control_plane_groups().next() else {
         return Ok(());
     };
@@ -90,7 +90,7 @@ pub fn check(state: &State, dc: &DesiredCluster) -> Result<(), PlanError> {
 }
 
 /// New worker machines join with kubeadm, which requires the control plane's minor.
-pub fn check_join(dc: &DesiredCluster, g: &MachineGroup) -> Result<(), PlanError> {
+pub(crate) fn check_join(dc: &DesiredCluster, g: &MachineGroup) -> Result<(), PlanError> {
     let Some(cp) = dc.control_plane_groups().next() else {
         return Ok(());
     };

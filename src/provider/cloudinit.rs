@@ -29,7 +29,7 @@ pub struct Actions {
 }
 
 /// Decode a write_files entry's content by its encoding.
-pub fn decode_content(content: &str, encoding: Option<&str>) -> Result<Vec<u8>, String> {
+pub(crate) fn decode_content(content: &str, encoding: Option<&str>) -> Result<Vec<u8>, String> {
     let b64 = |s: &str| {
         let cleaned: String = s.split_whitespace().collect();
         base64::engine::general_purpose::STANDARD
@@ -113,9 +113,9 @@ pub fn actions(doc: &str) -> Result<Actions, String> {
 
 /// CAPD runs `kubeadm init|join` with extra preflight exclusions and records
 /// that bootstrap started; `capi` does the same.
-pub const STARTED_SENTINEL: &str = "/run/cluster-api/capd.bootstrap.started";
+pub(crate) const STARTED_SENTINEL: &str = "/run/cluster-api/capd.bootstrap.started";
 
-pub fn capd_command(cmd: &[String]) -> Vec<String> {
+pub(crate) fn capd_command(cmd: &[String]) -> Vec<String> {
     if cmd.len() == 3 && cmd[0] == "/bin/sh" && cmd[1] == "-c" {
         let s = &cmd[2];
         for verb in ["kubeadm init", "kubeadm join"] {

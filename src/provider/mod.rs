@@ -3,8 +3,8 @@
 
 pub mod cloudinit;
 pub mod docker;
-pub mod openstack;
-pub mod refresh;
+pub(crate) mod openstack;
+pub(crate) mod refresh;
 pub mod sim;
 
 use std::collections::BTreeMap;
@@ -29,7 +29,7 @@ pub struct Redactor {
 }
 
 impl Redactor {
-    pub fn new(secrets: impl IntoIterator<Item = String>) -> Self {
+    pub(crate) fn new(secrets: impl IntoIterator<Item = String>) -> Self {
         let mut secrets: Vec<String> = secrets.into_iter().filter(|s| s.len() >= 6).collect();
         // Multi-line PEM blocks: also hide each line, as outputs may wrap.
         let mut extra = Vec::new();
@@ -48,12 +48,12 @@ impl Redactor {
     }
 
     /// Add more secret values.
-    pub fn add(&mut self, values: impl IntoIterator<Item = String>) {
+    pub(crate) fn add(&mut self, values: impl IntoIterator<Item = String>) {
         let old = std::mem::take(&mut self.secrets);
         *self = Redactor::new(old.into_iter().chain(values));
     }
 
-    pub fn redact(&self, text: &str) -> String {
+    pub(crate) fn redact(&self, text: &str) -> String {
         let mut t = text.to_string();
         for s in &self.secrets {
             if t.contains(s.as_str()) {
@@ -88,42 +88,42 @@ pub enum ProviderError {
 
 /// What an operation needs besides the spec.
 pub struct OpInput<'a> {
-    pub address: &'a Address,
-    pub cluster: &'a ClusterId,
-    pub lineage: &'a str,
-    pub spec: &'a Spec,
+    pub(crate) address: &'a Address,
+    pub(crate) cluster: &'a ClusterId,
+    pub(crate) lineage: &'a str,
+    pub(crate) spec: &'a Spec,
     /// Resources this one depends on, as recorded in state (network, load
     /// balancer...), by kind.
-    pub deps: Vec<&'a Resource>,
+    pub(crate) deps: Vec<&'a Resource>,
     /// For machines: the cloud-config with every reference resolved.
-    pub bootstrap: Option<&'a str>,
+    pub(crate) bootstrap: Option<&'a str>,
     /// For tokens: the token and its expiry (unix seconds).
-    pub token: Option<(&'a str, i64)>,
-    pub redactor: &'a Redactor,
+    pub(crate) token: Option<(&'a str, i64)>,
+    pub(crate) redactor: &'a Redactor,
 }
 
 impl OpInput<'_> {
-    pub fn dep(&self, kind: crate::resource::ResourceKind) -> Option<&Resource> {
+    pub(crate) fn dep(&self, kind: crate::resource::ResourceKind) -> Option<&Resource> {
         self.deps.iter().copied().find(|r| r.kind == kind)
     }
 }
 
 /// The result of a create or update: what the provider reports.
-pub type Observed = BTreeMap<String, Value>;
+pub(crate) type Observed = BTreeMap<String, Value>;
 
 /// One resource as refresh found it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Refreshed {
-    pub address: Address,
+    pub(crate) address: Address,
     /// `None`: matches state.
-    pub observation: Option<Observation>,
+    pub(crate) observation: Option<Observation>,
 }
 
 /// Something carrying this state's labels that state does not know.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Unmanaged {
-    pub address: Address,
-    pub detail: String,
+    pub(crate) address: Address,
+    pub(crate) detail: String,
 }
 
 #[async_trait]
@@ -167,7 +167,7 @@ pub trait Provider: Send + Sync {
 
 /// Resource kinds providers read back on refresh (the others are local or
 /// cannot drift).
-pub fn refreshable(kind: crate::resource::ResourceKind) -> bool {
+pub(crate) fn refreshable(kind: crate::resource::ResourceKind) -> bool {
     use crate::resource::ResourceKind;
     matches!(
         kind,
@@ -177,20 +177,20 @@ pub fn refreshable(kind: crate::resource::ResourceKind) -> bool {
 
 /// Settings for building providers (from the CLI).
 #[derive(Debug, Clone, Default)]
-pub struct ProviderSettings {
+pub(crate) struct ProviderSettings {
     /// The simulator's directory.
-    pub sim_dir: std::path::PathBuf,
+    pub(crate) sim_dir: std::path::PathBuf,
     /// `--sim-latency`: overrides the manifests' startup durations.
-    pub sim_latency: Option<std::time::Duration>,
-    pub docker: docker::DockerSettings,
-    pub openstack: openstack::OpenStackSettings,
+    pub(crate) sim_latency: Option<std::time::Duration>,
+    pub(crate) docker: docker::DockerSettings,
+    pub(crate) openstack: openstack::OpenStackSettings,
     /// Secrets from the manifests by (namespace, name): credentials such as
     /// an OpenStackCluster's `identityRef`. Never written to state.
-    pub secrets: BTreeMap<(String, String), BTreeMap<String, Vec<u8>>>,
+    pub(crate) secrets: BTreeMap<(String, String), BTreeMap<String, Vec<u8>>>,
 }
 
 /// The provider registry: one line per provider.
-pub async fn registry(
+pub(crate) async fn registry(
     kind: ProviderKind,
     settings: &ProviderSettings,
 ) -> Result<Arc<dyn Provider>, ProviderError> {

@@ -12,15 +12,15 @@ use crate::resource::{Address, AttributeChange, DriftEntry, DriftKind, Observati
 use crate::state::{State, Status};
 
 #[derive(Debug, Default, Clone)]
-pub struct Refresh {
-    pub observations: BTreeMap<Address, Observation>,
-    pub drift: Vec<DriftEntry>,
+pub(crate) struct Refresh {
+    pub(crate) observations: BTreeMap<Address, Observation>,
+    pub(crate) drift: Vec<DriftEntry>,
     /// Per provider: resources read and time taken.
-    pub stats: Vec<(ProviderKind, usize, std::time::Duration)>,
+    pub(crate) stats: Vec<(ProviderKind, usize, std::time::Duration)>,
 }
 
 /// Provider kinds that hold something in this state.
-pub fn providers_in(state: &State) -> BTreeSet<ProviderKind> {
+pub(crate) fn providers_in(state: &State) -> BTreeSet<ProviderKind> {
     state
         .resources
         .iter()
@@ -29,7 +29,7 @@ pub fn providers_in(state: &State) -> BTreeSet<ProviderKind> {
         .collect()
 }
 
-pub async fn refresh(
+pub(crate) async fn refresh(
     state: &State,
     providers: &BTreeMap<ProviderKind, Arc<dyn Provider>>,
 ) -> Result<Refresh, ProviderError> {

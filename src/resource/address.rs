@@ -17,19 +17,19 @@ use serde::{Deserialize, Serialize};
 use super::ResourceKind;
 
 /// The namespace a manifest object without `metadata.namespace` lives in.
-pub const DEFAULT_NAMESPACE: &str = "default";
+pub(crate) const DEFAULT_NAMESPACE: &str = "default";
 
 /// A Cluster's identity: namespace and name.
 #[derive(
     Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
 )]
-pub struct ClusterId {
-    pub namespace: String,
-    pub name: String,
+pub(crate) struct ClusterId {
+    pub(crate) namespace: String,
+    pub(crate) name: String,
 }
 
 impl ClusterId {
-    pub fn new(namespace: &str, name: &str) -> Self {
+    pub(crate) fn new(namespace: &str, name: &str) -> Self {
         ClusterId {
             namespace: namespace.to_string(),
             name: name.to_string(),
@@ -37,7 +37,7 @@ impl ClusterId {
     }
 
     /// Parse the `<cluster>` part of an address: `name` or `namespace:name`.
-    pub fn from_key(key: &str) -> ClusterId {
+    pub(crate) fn from_key(key: &str) -> ClusterId {
         match key.split_once(':') {
             Some((ns, name)) => ClusterId::new(ns, name),
             None => ClusterId::new(DEFAULT_NAMESPACE, key),
@@ -45,7 +45,7 @@ impl ClusterId {
     }
 
     /// The form used in addresses.
-    pub fn key(&self) -> String {
+    pub(crate) fn key(&self) -> String {
         if self.namespace == DEFAULT_NAMESPACE {
             self.name.clone()
         } else {
@@ -91,7 +91,7 @@ pub struct Address {
 }
 
 impl Address {
-    pub fn new(cluster: &ClusterId, kind: ResourceKind, name: Option<&str>) -> Address {
+    pub(crate) fn new(cluster: &ClusterId, kind: ResourceKind, name: Option<&str>) -> Address {
         let mut text = cluster.to_string();
         let cluster_end = text.len() as u32;
         text.push('/');
@@ -108,7 +108,7 @@ impl Address {
     }
 
     /// Another resource of the same cluster.
-    pub fn sibling(&self, kind: ResourceKind, name: Option<&str>) -> Address {
+    pub(crate) fn sibling(&self, kind: ResourceKind, name: Option<&str>) -> Address {
         let mut text = String::with_capacity(self.text.len() + 16);
         text.push_str(self.cluster_key());
         text.push('/');
@@ -129,33 +129,33 @@ impl Address {
     }
 
     /// The `<cluster>` part, as it appears in the address.
-    pub fn cluster_key(&self) -> &str {
+    pub(crate) fn cluster_key(&self) -> &str {
         &self.text[..self.cluster_end as usize]
     }
 
     /// The cluster, parsed.
-    pub fn cluster(&self) -> ClusterId {
+    pub(crate) fn cluster(&self) -> ClusterId {
         ClusterId::from_key(self.cluster_key())
     }
 
     /// The Cluster's name (without its namespace).
-    pub fn cluster_name(&self) -> &str {
+    pub(crate) fn cluster_name(&self) -> &str {
         let key = self.cluster_key();
         key.split_once(':').map_or(key, |(_, n)| n)
     }
 
-    pub fn kind(&self) -> ResourceKind {
+    pub(crate) fn kind(&self) -> ResourceKind {
         self.kind
     }
 
     /// The `<name>` part, for machines and bootstrap data.
-    pub fn name(&self) -> Option<&str> {
+    pub(crate) fn name(&self) -> Option<&str> {
         let start = self.cluster_end as usize + 1 + self.kind.as_str().len();
         self.text.get(start + 1..)
     }
 
     /// Parse and check the shape of an address.
-    pub fn parse(s: &str) -> Result<Address, AddressError> {
+    pub(crate) fn parse(s: &str) -> Result<Address, AddressError> {
         let mut parts = s.splitn(3, '/');
         let cluster = parts.next().unwrap_or("");
         let Some(kind_text) = parts.next() else {

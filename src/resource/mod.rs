@@ -8,9 +8,9 @@ mod address;
 mod observation;
 mod version;
 
-pub use address::{Address, AddressError, ClusterId, DEFAULT_NAMESPACE};
-pub use observation::{AttributeChange, DriftEntry, DriftKind, Observation};
-pub use version::Version;
+pub(crate) use address::{Address, AddressError, ClusterId, DEFAULT_NAMESPACE};
+pub(crate) use observation::{AttributeChange, DriftEntry, DriftKind, Observation};
+pub(crate) use version::Version;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -40,7 +40,7 @@ pub enum ResourceKind {
 }
 
 impl ResourceKind {
-    pub const ALL: [ResourceKind; 6] = [
+    pub(crate) const ALL: [ResourceKind; 6] = [
         ResourceKind::Pki,
         ResourceKind::Network,
         ResourceKind::Loadbalancer,
@@ -49,7 +49,7 @@ impl ResourceKind {
         ResourceKind::Machine,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ResourceKind::Pki => "pki",
             ResourceKind::Network => "network",
@@ -60,16 +60,16 @@ impl ResourceKind {
         }
     }
 
-    pub fn parse(s: &str) -> Option<ResourceKind> {
+    pub(crate) fn parse(s: &str) -> Option<ResourceKind> {
         ResourceKind::ALL.into_iter().find(|k| k.as_str() == s)
     }
 
-    pub fn is_named(self) -> bool {
+    pub(crate) fn is_named(self) -> bool {
         matches!(self, ResourceKind::Bootstrap | ResourceKind::Machine)
     }
 
     /// Resources `capi` computes itself, without a provider call.
-    pub fn is_local(self) -> bool {
+    pub(crate) fn is_local(self) -> bool {
         matches!(self, ResourceKind::Pki | ResourceKind::Bootstrap)
     }
 }
@@ -89,7 +89,7 @@ pub enum ProviderKind {
 }
 
 impl ProviderKind {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ProviderKind::Local => "local",
             ProviderKind::Sim => "sim",
@@ -98,7 +98,7 @@ impl ProviderKind {
         }
     }
 
-    pub fn parse(s: &str) -> Option<ProviderKind> {
+    pub(crate) fn parse(s: &str) -> Option<ProviderKind> {
         match s {
             "local" => Some(ProviderKind::Local),
             "sim" => Some(ProviderKind::Sim),
@@ -139,7 +139,7 @@ impl Role {
 )]
 pub struct Owner {
     pub kind: OwnerKind,
-    pub name: String,
+    pub(crate) name: String,
 }
 
 /// The Cluster API kinds that own machines. Declared in the order of their
@@ -155,7 +155,7 @@ pub enum OwnerKind {
 }
 
 impl OwnerKind {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             OwnerKind::KubeadmControlPlane => "KubeadmControlPlane",
             OwnerKind::Machine => "Machine",
@@ -180,7 +180,7 @@ impl fmt::Display for Owner {
 /// Which of CABPK's three renderings a bootstrap document is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
-pub enum BootstrapRole {
+pub(crate) enum BootstrapRole {
     /// The first control-plane machine: `kubeadm init`.
     Init,
     /// Further control-plane machines: `kubeadm join --control-plane`.
@@ -190,7 +190,7 @@ pub enum BootstrapRole {
 }
 
 impl BootstrapRole {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             BootstrapRole::Init => "init",
             BootstrapRole::JoinControlPlane => "join-control-plane",
@@ -205,19 +205,19 @@ impl BootstrapRole {
 /// simulator.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct InfraSpec {
+pub(crate) struct InfraSpec {
     /// `DockerCluster`, `DevCluster`, `OpenStackCluster`, `DockerMachineTemplate`, ...
-    pub kind: String,
+    pub(crate) kind: String,
     /// The object's name.
-    pub name: String,
-    pub backend: Backend,
+    pub(crate) name: String,
+    pub(crate) backend: Backend,
     /// The normalised spec.
     #[schemars(with = "Value")]
-    pub spec: Value,
+    pub(crate) spec: Value,
     /// `capi.x-k8s.io/*` annotations of the infrastructure object: settings
     /// capi adds to the upstream kinds (e.g. `capi.x-k8s.io/docker-privileged`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub options: BTreeMap<String, String>,
+    pub(crate) options: BTreeMap<String, String>,
 }
 
 /// Which infrastructure an [`InfraSpec`] describes.
@@ -225,7 +225,7 @@ pub struct InfraSpec {
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
 )]
 #[serde(rename_all = "camelCase")]
-pub enum Backend {
+pub(crate) enum Backend {
     /// Containers on a Docker Engine (`DockerCluster`, `DevCluster` with `backend.docker`).
     Docker,
     /// Cluster API's in-memory backend (`DevCluster` with `backend.inMemory`): the simulator.
@@ -235,7 +235,7 @@ pub enum Backend {
 }
 
 impl Backend {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Backend::Docker => "docker",
             Backend::InMemory => "inMemory",
@@ -255,44 +255,44 @@ impl fmt::Display for Backend {
 #[serde(rename_all = "camelCase")]
 pub struct PkiSpec {
     /// `RSA-2048` (default), `RSA-3072`, `RSA-4096`, `ECDSA-P256`, `ECDSA-P384`.
-    pub encryption_algorithm: String,
-    pub ca_validity_days: u32,
+    pub(crate) encryption_algorithm: String,
+    pub(crate) ca_validity_days: u32,
     /// With external etcd, no etcd CA is generated.
-    pub external_etcd: bool,
+    pub(crate) external_etcd: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NetworkSpec {
     /// The network's name at the provider (`kind` for Docker).
-    pub name: String,
-    pub infra: InfraSpec,
+    pub(crate) name: String,
+    pub(crate) infra: InfraSpec,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LoadBalancerSpec {
     /// The API server port behind the endpoint.
-    pub port: u16,
+    pub(crate) port: u16,
     /// An endpoint the manifests fix in advance (`Cluster.spec.controlPlaneEndpoint`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fixed_endpoint: Option<String>,
-    pub infra: InfraSpec,
+    pub(crate) fixed_endpoint: Option<String>,
+    pub(crate) infra: InfraSpec,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TokenSpec {
-    pub ttl_seconds: u64,
+    pub(crate) ttl_seconds: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BootstrapSpec {
-    pub machine: String,
-    pub role: BootstrapRole,
+    pub(crate) machine: String,
+    pub(crate) role: BootstrapRole,
     /// `kubeadm.k8s.io/v1beta3` or `v1beta4`.
-    pub kubeadm_api: String,
+    pub(crate) kubeadm_api: String,
     /// SHA-256 of the rendered document, with secrets and values known only
     /// after apply replaced by stable references (`<capi:...>`).
     pub sha256: String,
@@ -310,15 +310,15 @@ pub struct MachineSpec {
     /// template and content, bootstrap template and content, failure domain).
     pub identity: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub failure_domain: Option<String>,
-    pub infra: InfraSpec,
+    pub(crate) failure_domain: Option<String>,
+    pub(crate) infra: InfraSpec,
     /// `KubeadmConfigTemplate/<name>` or `KubeadmControlPlane/<name>`.
-    pub bootstrap_template: String,
+    pub(crate) bootstrap_template: String,
     /// Machine labels and annotations: updated in place, never a replacement.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub labels: BTreeMap<String, String>,
+    pub(crate) labels: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub annotations: BTreeMap<String, String>,
+    pub(crate) annotations: BTreeMap<String, String>,
 }
 
 /// The desired specification of a resource (its "attributes" in state).
@@ -334,7 +334,7 @@ pub enum Spec {
 }
 
 impl Spec {
-    pub fn kind(&self) -> ResourceKind {
+    pub(crate) fn kind(&self) -> ResourceKind {
         match self {
             Spec::Pki(_) => ResourceKind::Pki,
             Spec::Network(_) => ResourceKind::Network,
@@ -360,7 +360,7 @@ impl Spec {
     }
 
     /// Flatten to `path = value` pairs for attribute-level diffs.
-    pub fn flatten(&self) -> BTreeMap<String, Value> {
+    pub(crate) fn flatten(&self) -> BTreeMap<String, Value> {
         let mut out = BTreeMap::new();
         let v = serde_json::to_value(self).unwrap_or(Value::Null);
         flatten_into("", &v, &mut out);
@@ -369,7 +369,7 @@ impl Spec {
     }
 }
 
-pub fn flatten_into(prefix: &str, v: &Value, out: &mut BTreeMap<String, Value>) {
+pub(crate) fn flatten_into(prefix: &str, v: &Value, out: &mut BTreeMap<String, Value>) {
     match v {
         Value::Object(m) if !m.is_empty() => {
             for (k, val) in m {
@@ -395,7 +395,7 @@ pub fn flatten_into(prefix: &str, v: &Value, out: &mut BTreeMap<String, Value>) 
 }
 
 /// SHA-256 of a value's canonical JSON (object keys sorted), hex encoded.
-pub fn hash_json(v: &impl Serialize) -> String {
+pub(crate) fn hash_json(v: &impl Serialize) -> String {
     use sha2::{Digest, Sha256};
     let value = serde_json::to_value(v).expect("serialisable");
     let bytes = serde_json::to_vec(&value).expect("serialisable");
@@ -403,7 +403,7 @@ pub fn hash_json(v: &impl Serialize) -> String {
 }
 
 /// A short, readable, lower-case base-36 rendering of a hex hash (for names).
-pub fn short_hash(hex_hash: &str, len: usize) -> String {
+pub(crate) fn short_hash(hex_hash: &str, len: usize) -> String {
     const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
     let mut n = u64::from_str_radix(&hex_hash[..15.min(hex_hash.len())], 16).unwrap_or(0);
     let mut out = String::with_capacity(len);

@@ -10,11 +10,11 @@ use super::Address;
 /// One attribute that differs: its flattened path and both values.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct AttributeChange {
-    pub path: String,
+    pub(crate) path: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub before: Option<Value>,
+    pub(crate) before: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub after: Option<Value>,
+    pub(crate) after: Option<Value>,
 }
 
 /// What refresh found for a resource that differs from state.
@@ -31,7 +31,7 @@ pub enum Observation {
 /// The kinds of drift `capi drift` reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum DriftKind {
+pub(crate) enum DriftKind {
     /// In state, gone at the provider.
     Missing,
     /// Exists but is not running.
@@ -45,7 +45,7 @@ pub enum DriftKind {
 }
 
 impl DriftKind {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             DriftKind::Missing => "missing",
             DriftKind::Stopped => "stopped",
@@ -65,9 +65,9 @@ impl std::fmt::Display for DriftKind {
 /// Something observed at the provider that differs from state (drift).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct DriftEntry {
-    pub address: Address,
-    pub kind: DriftKind,
-    pub detail: String,
+    pub(crate) address: Address,
+    pub(crate) kind: DriftKind,
+    pub(crate) detail: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub attributes: Vec<AttributeChange>,
+    pub(crate) attributes: Vec<AttributeChange>,
 }

@@ -10,16 +10,16 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(into = "String", try_from = "String")]
 pub struct Version {
-    pub major: u64,
-    pub minor: u64,
-    pub patch: u64,
-    pub pre: String,
-    pub build: String,
+    pub(crate) major: u64,
+    pub(crate) minor: u64,
+    pub(crate) patch: u64,
+    pub(crate) pre: String,
+    pub(crate) build: String,
 }
 
 impl Version {
     /// Parse like the Cluster API webhooks: a missing leading `v` is added.
-    pub fn parse(s: &str) -> Result<Version, String> {
+    pub(crate) fn parse(s: &str) -> Result<Version, String> {
         let t = s.trim();
         let body = t.strip_prefix('v').unwrap_or(t);
         let (core, build) = match body.split_once('+') {
@@ -67,7 +67,7 @@ impl Version {
         })
     }
 
-    pub fn minor_key(&self) -> (u64, u64) {
+    pub(crate) fn minor_key(&self) -> (u64, u64) {
         (self.major, self.minor)
     }
 }

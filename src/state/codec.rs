@@ -9,25 +9,25 @@ use super::model::{State, FORMAT_VERSION};
 
 /// The first line of a journal: which snapshot its records follow.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
-pub struct JournalHeader {
-    pub lineage: String,
-    pub base_serial: u64,
+pub(crate) struct JournalHeader {
+    pub(crate) lineage: String,
+    pub(crate) base_serial: u64,
 }
 
 /// One journal line: the resources one commit changed, as they are after it.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-pub struct JournalRecord {
-    pub serial: u64,
-    pub next_sequence: u64,
+pub(crate) struct JournalRecord {
+    pub(crate) serial: u64,
+    pub(crate) next_sequence: u64,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub upsert: Vec<super::model::Resource>,
+    pub(crate) upsert: Vec<super::model::Resource>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub remove: Vec<crate::resource::Address>,
+    pub(crate) remove: Vec<crate::resource::Address>,
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    pub documents: std::collections::BTreeMap<String, String>,
+    pub(crate) documents: std::collections::BTreeMap<String, String>,
 }
 
-pub fn journal_line(value: &impl serde::Serialize) -> Vec<u8> {
+pub(crate) fn journal_line(value: &impl serde::Serialize) -> Vec<u8> {
     let mut line = serde_json::to_vec(value).expect("serialises");
     let sum = hex::encode(Sha256::digest(&line));
     line.push(b'\t');
@@ -37,7 +37,7 @@ pub fn journal_line(value: &impl serde::Serialize) -> Vec<u8> {
 }
 
 /// The JSON of a complete, intact journal line.
-pub fn journal_payload(line: &str) -> Option<&str> {
+pub(crate) fn journal_payload(line: &str) -> Option<&str> {
     let (json, sum) = line.rsplit_once('\t')?;
     (hex::encode(Sha256::digest(json.as_bytes())) == sum).then_some(json)
 }
@@ -45,7 +45,7 @@ pub fn journal_payload(line: &str) -> Option<&str> {
 const CHECKSUM_KEY: &str = ",\n  \"checksum\": \"";
 
 /// Serialise with the trailing checksum.
-pub fn encode(state: &State) -> Vec<u8> {
+pub(crate) fn encode(state: &State) -> Vec<u8> {
     if state.checksum.is_none() {
         return encode_checksummed(state);
     }
@@ -60,7 +60,7 @@ pub fn encode(state: &State) -> Vec<u8> {
 /// document per line); everything deeper is compact. That keeps the file
 /// readable and line-diffable while a 20,000-resource state stays ~30%
 /// smaller and faster to read than fully indented JSON.
-pub fn encode_checksummed(value: &impl serde::Serialize) -> Vec<u8> {
+pub(crate) fn encode_checksummed(value: &impl serde::Serialize) -> Vec<u8> {
     let mut body = Vec::new();
     let mut ser = serde_json::Serializer::with_formatter(&mut body, ShallowPretty::default());
     value.serialize(&mut ser).expect("serialises");
@@ -165,7 +165,7 @@ impl serde_json::ser::Formatter for ShallowPretty {
 }
 
 /// Verify the checksum and parse.
-pub fn decode(bytes: &[u8]) -> Result<State, String> {
+pub(crate) fn decode(bytes: &[u8]) -> Result<State, String> {
     // The checksum (a hash of the whole file) and the parse are independent:
     // run them on two threads; a parse of a corrupt file is discarded.
     let (verified, parsed) = std::thread::scope(|scope| {
@@ -197,7 +197,7 @@ pub fn decode(bytes: &[u8]) -> Result<State, String> {
 }
 
 /// Check the trailing checksum written by [`encode_checksummed`]; returns the text.
-pub fn verify_checksummed(bytes: &[u8]) -> Result<&str, String> {
+pub(crate) fn verify_checksummed(bytes: &[u8]) -> Result<&str, String> {
     if bytes.is_empty() {
         return Err("the file is empty (0 bytes)".into());
     }

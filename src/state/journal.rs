@@ -30,14 +30,14 @@ struct Msg {
 }
 
 #[derive(Clone)]
-pub struct Journal {
+pub(crate) struct Journal {
     state: Arc<Mutex<State>>,
     tx: std::sync::mpsc::Sender<Msg>,
 }
 
 impl Journal {
     /// Start the writer thread. A state without lineage gets one at its first write.
-    pub fn start(
+    pub(crate) fn start(
         mut state: State,
         mut store: StateStore,
     ) -> (Journal, std::thread::JoinHandle<()>) {
@@ -143,7 +143,7 @@ impl Journal {
     /// Apply a mutation and wait until it is durable on disk.
     /// `f` may change the resource at `address`, the documents and the
     /// sequence counter, nothing else.
-    pub async fn commit(
+    pub(crate) async fn commit(
         &self,
         address: &Address,
         f: impl FnOnce(&mut State) + Send + 'static,
@@ -161,11 +161,11 @@ impl Journal {
     }
 
     /// Read the current in-memory state.
-    pub fn read<T>(&self, f: impl FnOnce(&State) -> T) -> T {
+    pub(crate) fn read<T>(&self, f: impl FnOnce(&State) -> T) -> T {
         f(&self.state.lock().unwrap())
     }
 
-    pub fn snapshot(&self) -> State {
+    pub(crate) fn snapshot(&self) -> State {
         self.state.lock().unwrap().clone()
     }
 }

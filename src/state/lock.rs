@@ -14,23 +14,23 @@ use serde::{Deserialize, Serialize};
 use crate::util;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LockInfo {
+pub(crate) struct LockInfo {
     #[serde(rename = "ID")]
-    pub id: String,
+    pub(crate) id: String,
     #[serde(rename = "Operation")]
-    pub operation: String,
+    pub(crate) operation: String,
     #[serde(rename = "Who")]
-    pub who: String,
+    pub(crate) who: String,
     #[serde(rename = "Host")]
-    pub host: String,
+    pub(crate) host: String,
     #[serde(rename = "Pid")]
-    pub pid: u32,
+    pub(crate) pid: u32,
     #[serde(rename = "Version")]
-    pub version: String,
+    pub(crate) version: String,
     #[serde(rename = "Created")]
-    pub created: String,
+    pub(crate) created: String,
     #[serde(rename = "Path")]
-    pub path: String,
+    pub(crate) path: String,
 }
 
 impl std::fmt::Display for LockInfo {
@@ -44,7 +44,7 @@ impl std::fmt::Display for LockInfo {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum LockError {
+pub(crate) enum LockError {
     #[error("the state {path} is locked by another capi: {}.\n  Wait for it to finish, or retry with --lock-timeout 60s to wait", info.as_ref().map(|i| i.to_string()).unwrap_or_else(|| "holder unknown".into()))]
     Held {
         path: String,
@@ -73,13 +73,13 @@ pub enum LockError {
 }
 
 #[derive(Debug)]
-pub struct StateLock {
+pub(crate) struct StateLock {
     file: File,
     info_path: PathBuf,
-    pub info: LockInfo,
+    pub(crate) info: LockInfo,
 }
 
-pub fn lock_paths(state: &Path) -> (PathBuf, PathBuf) {
+pub(crate) fn lock_paths(state: &Path) -> (PathBuf, PathBuf) {
     let mut l = state.as_os_str().to_owned();
     l.push(".lock");
     let mut i = l.clone();
@@ -100,13 +100,13 @@ fn try_flock(f: &File) -> std::io::Result<bool> {
     }
 }
 
-pub fn read_info(info_path: &Path) -> Option<LockInfo> {
+pub(crate) fn read_info(info_path: &Path) -> Option<LockInfo> {
     serde_json::from_slice(&fs::read(info_path).ok()?).ok()
 }
 
 impl StateLock {
     /// Take the lock, waiting up to `timeout` (zero: fail at once).
-    pub fn acquire(
+    pub(crate) fn acquire(
         state: &Path,
         operation: &str,
         timeout: Duration,
@@ -190,7 +190,7 @@ impl StateLock {
 
     /// Remove a stale lock-info file recorded under `id`. Refuses while the
     /// kernel lock is held by a live process.
-    pub fn force_unlock(state: &Path, id: &str) -> Result<LockInfo, LockError> {
+    pub(crate) fn force_unlock(state: &Path, id: &str) -> Result<LockInfo, LockError> {
         let (lock_path, info_path) = lock_paths(state);
         let current = read_info(&info_path);
         match &current {

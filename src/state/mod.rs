@@ -10,14 +10,14 @@
 //! - [`journal`]: the write-ahead journal apply commits through;
 //! - [`lock`]: the kernel file lock held for a whole plan/apply/destroy.
 
-pub mod codec;
-pub mod journal;
-pub mod lock;
-pub mod model;
+pub(crate) mod codec;
+pub(crate) mod journal;
+pub(crate) mod lock;
+pub(crate) mod model;
 pub mod schema;
-pub mod store;
+pub(crate) mod store;
 
-pub use journal::Journal;
-pub use lock::{LockError, LockInfo, StateLock};
+pub(crate) use journal::Journal;
+pub(crate) use lock::{LockError, LockInfo, StateLock};
 pub use model::*;
 pub use store::{StateError, StateStore};

@@ -9,7 +9,7 @@ use serde_json::Value;
 use crate::resource::{Address, ProviderKind, ResourceKind, Spec};
 
 /// Bumped when the file format changes incompatibly.
-pub const FORMAT_VERSION: u32 = 1;
+pub(crate) const FORMAT_VERSION: u32 = 1;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -52,7 +52,7 @@ pub enum Status {
 }
 
 impl Status {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Status::Ready => "ready",
             Status::Creating => "creating",
@@ -70,7 +70,7 @@ impl Status {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ErrorRecord {
-    pub message: String,
+    pub(crate) message: String,
     /// For bootstrap failures: the command that failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<String>,
@@ -107,7 +107,7 @@ pub struct Resource {
 }
 
 impl State {
-    pub fn new(lineage: String) -> State {
+    pub(crate) fn new(lineage: String) -> State {
         State {
             format_version: FORMAT_VERSION,
             serial: 0,
@@ -138,7 +138,7 @@ impl State {
             .map(|i| &self.resources[i])
     }
 
-    pub fn get_mut(&mut self, address: &Address) -> Option<&mut Resource> {
+    pub(crate) fn get_mut(&mut self, address: &Address) -> Option<&mut Resource> {
         self.resources
             .binary_search_by(|r| r.address.cmp(address))
             .ok()
@@ -146,7 +146,7 @@ impl State {
     }
 
     /// Insert or replace, keeping resources sorted by address.
-    pub fn upsert(&mut self, r: Resource) {
+    pub(crate) fn upsert(&mut self, r: Resource) {
         match self
             .resources
             .binary_search_by(|x| x.address.cmp(&r.address))
@@ -156,21 +156,21 @@ impl State {
         }
     }
 
-    pub fn remove(&mut self, address: &Address) -> Option<Resource> {
+    pub(crate) fn remove(&mut self, address: &Address) -> Option<Resource> {
         match self.resources.binary_search_by(|x| x.address.cmp(address)) {
             Ok(i) => Some(self.resources.remove(i)),
             Err(_) => None,
         }
     }
 
-    pub fn take_sequence(&mut self) -> u64 {
+    pub(crate) fn take_sequence(&mut self) -> u64 {
         let s = self.next_sequence;
         self.next_sequence += 1;
         s
     }
 
     /// Drop documents no bootstrap resource refers to.
-    pub fn gc_documents(&mut self) {
+    pub(crate) fn gc_documents(&mut self) {
         let used: std::collections::BTreeSet<&str> = self
             .resources
             .iter()
@@ -180,7 +180,7 @@ impl State {
     }
 
     /// Resources of one cluster (by address prefix).
-    pub fn cluster_resources<'a>(
+    pub(crate) fn cluster_resources<'a>(
         &'a self,
         cluster_key: &'a str,
     ) -> impl Iterator<Item = &'a Resource> + 'a {
@@ -190,7 +190,7 @@ impl State {
     }
 
     /// The distinct cluster keys in this state, sorted.
-    pub fn cluster_keys(&self) -> Vec<String> {
+    pub(crate) fn cluster_keys(&self) -> Vec<String> {
         let mut keys: Vec<String> = self
             .resources
             .iter()

@@ -81,19 +81,19 @@ impl StateStore {
     }
 
     /// `<state>.journal`: changes appended during apply since the last snapshot.
-    pub fn journal_path(&self) -> PathBuf {
+    pub(crate) fn journal_path(&self) -> PathBuf {
         with_suffix(&self.path, ".journal")
     }
 
     /// Bytes appended to the journal since the last snapshot, and the size of
     /// that snapshot: the journal writer compacts when the first reaches the second.
-    pub fn journal_len(&self) -> (u64, u64) {
+    pub(crate) fn journal_len(&self) -> (u64, u64) {
         (self.journal_bytes, self.snapshot_bytes)
     }
 
     /// A second handle on the open journal file, to make it durable from
     /// another thread while appends go on.
-    pub fn journal_handle(&self) -> Result<File, StateError> {
+    pub(crate) fn journal_handle(&self) -> Result<File, StateError> {
         let err = |e: std::io::Error| StateError::Write {
             path: self.journal_path().display().to_string(),
             source: e,
@@ -107,7 +107,7 @@ impl StateStore {
     /// Append one record after the snapshot last written by this store (in
     /// the file, not yet durable: fsync a [`StateStore::journal_handle`]). Only
     /// valid after a [`StateStore::write_bytes`] in this run.
-    pub fn append(
+    pub(crate) fn append(
         &mut self,
         lineage: &str,
         base_serial: u64,
@@ -228,11 +228,11 @@ impl StateStore {
         Ok(Some(state))
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
-    pub fn backup_path(&self) -> PathBuf {
+    pub(crate) fn backup_path(&self) -> PathBuf {
         with_suffix(&self.path, ".backup")
     }
 
@@ -284,7 +284,7 @@ impl StateStore {
     }
 
     /// Write pre-encoded bytes (from [`encode`]) atomically.
-    pub fn write_bytes(&mut self, bytes: &[u8]) -> Result<(), StateError> {
+    pub(crate) fn write_bytes(&mut self, bytes: &[u8]) -> Result<(), StateError> {
         let err = |e: std::io::Error| StateError::Write {
             path: self.path.display().to_string(),
             source: e,

@@ -3,14 +3,14 @@
 pub mod time;
 
 /// The user running `capi`, for lock info.
-pub fn current_user() -> String {
+pub(crate) fn current_user() -> String {
     std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))
         .unwrap_or_else(|_| unsafe { format!("uid{}", libc::getuid()) })
 }
 
 /// This machine's host name.
-pub fn hostname() -> String {
+pub(crate) fn hostname() -> String {
     let mut buf = [0u8; 256];
     let rc = unsafe { libc::gethostname(buf.as_mut_ptr() as *mut libc::c_char, buf.len()) };
     if rc != 0 {
@@ -21,7 +21,7 @@ pub fn hostname() -> String {
 }
 
 /// Whether a process with this pid exists on this host.
-pub fn pid_alive(pid: u32) -> bool {
+pub(crate) fn pid_alive(pid: u32) -> bool {
     if pid == 0 {
         return false;
     }

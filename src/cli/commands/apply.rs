@@ -10,7 +10,7 @@ use super::super::output::Printer;
 use super::super::{json, CliError};
 use super::*;
 
-pub async fn run(
+pub(crate) async fn run(
     g: &GlobalArgs,
     margs: &ManifestArgs,
     run: &RunArgs,
@@ -58,7 +58,7 @@ pub async fn run(
 }
 
 /// `capi apply FILE`: apply exactly a saved plan, refusing a stale one.
-pub async fn run_saved(
+pub(crate) async fn run_saved(
     g: &GlobalArgs,
     file: &std::path::Path,
     margs: &ManifestArgs,

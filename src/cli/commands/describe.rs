@@ -159,7 +159,7 @@ fn machine_row(r: &Resource, desired: Option<&DesiredCluster>) -> Row {
     }
 }
 
-pub fn run(
+pub(crate) fn run(
     g: &GlobalArgs,
     cluster: &str,
     margs: &ManifestArgs,

@@ -10,7 +10,7 @@ use super::super::output::Printer;
 use super::super::{json, CliError};
 use super::*;
 
-pub async fn run(
+pub(crate) async fn run(
     g: &GlobalArgs,
     margs: &ManifestArgs,
     run: &RunArgs,

@@ -15,7 +15,7 @@ use super::*;
 
 /// `--ignore ADDRESS` drops every finding for that resource;
 /// `--ignore ADDRESS.ATTRIBUTE` drops only that attribute's change.
-pub fn apply_ignores(drift: Vec<DriftEntry>, ignores: &[String]) -> Vec<DriftEntry> {
+pub(crate) fn apply_ignores(drift: Vec<DriftEntry>, ignores: &[String]) -> Vec<DriftEntry> {
     drift
         .into_iter()
         .filter_map(|mut d| {
@@ -43,7 +43,7 @@ pub fn apply_ignores(drift: Vec<DriftEntry>, ignores: &[String]) -> Vec<DriftEnt
         .collect()
 }
 
-pub async fn run(
+pub(crate) async fn run(
     g: &GlobalArgs,
     margs: &ManifestArgs,
     run: &RunArgs,

@@ -6,7 +6,7 @@ use super::super::args::GlobalArgs;
 use super::super::output::Printer;
 use super::super::CliError;
 
-pub fn run(g: &GlobalArgs, id: &str, p: &Printer) -> Result<u8, CliError> {
+pub(crate) fn run(g: &GlobalArgs, id: &str, p: &Printer) -> Result<u8, CliError> {
     let info = StateLock::force_unlock(&g.state, id)?;
     p.message(&format!(
         "Removed the stale lock record {} (operation {:?} by {}, pid {}).",

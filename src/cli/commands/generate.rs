@@ -9,7 +9,7 @@ use super::super::CliError;
 use super::*;
 
 /// The built-in flavors (also in examples/templates/).
-pub const FLAVORS: &[(&str, &str)] = &[
+pub(crate) const FLAVORS: &[(&str, &str)] = &[
     (
         "sim",
         include_str!("../../../examples/templates/cluster-template-sim.yaml"),
@@ -53,7 +53,7 @@ fn template(a: &GenerateArgs) -> Result<(String, String), CliError> {
         })
 }
 
-pub fn run(a: &GenerateArgs, p: &Printer) -> Result<u8, CliError> {
+pub(crate) fn run(a: &GenerateArgs, p: &Printer) -> Result<u8, CliError> {
     let (name, text) = template(a)?;
     if a.list_variables {
         let mut out = String::from("Required variables:\n");

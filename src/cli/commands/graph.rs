@@ -13,7 +13,7 @@ use super::super::output::Printer;
 use super::super::CliError;
 use super::*;
 
-pub fn run(
+pub(crate) fn run(
     g: &GlobalArgs,
     margs: &ManifestArgs,
     format: GraphFormat,

@@ -14,7 +14,7 @@ use super::super::args::GlobalArgs;
 use super::super::output::Printer;
 use super::super::CliError;
 
-pub fn run(
+pub(crate) fn run(
     g: &GlobalArgs,
     cluster: &str,
     output: Option<&Path>,

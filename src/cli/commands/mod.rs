@@ -2,19 +2,19 @@
 //! manifests and variables, the state and its lock, providers, approval, and
 //! running the executor with progress output.
 
-pub mod apply;
-pub mod describe;
-pub mod destroy;
-pub mod drift;
-pub mod force_unlock;
-pub mod generate;
-pub mod graph;
-pub mod kubeconfig;
-pub mod plan;
-pub mod show;
-pub mod state;
-pub mod upgrade;
-pub mod validate;
+pub(crate) mod apply;
+pub(crate) mod describe;
+pub(crate) mod destroy;
+pub(crate) mod drift;
+pub(crate) mod force_unlock;
+pub(crate) mod generate;
+pub(crate) mod graph;
+pub(crate) mod kubeconfig;
+pub(crate) mod plan;
+pub(crate) mod show;
+pub(crate) mod state;
+pub(crate) mod upgrade;
+pub(crate) mod validate;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::BufRead;
@@ -34,7 +34,7 @@ use super::output::Printer;
 use super::{json, CliError};
 
 /// Variables from the environment, `--var-file`s and `--var`s.
-pub fn variables(args: &ManifestArgs) -> Result<Variables, CliError> {
+pub(crate) fn variables(args: &ManifestArgs) -> Result<Variables, CliError> {
     let mut v = Variables::new().with_env(std::env::vars());
     for f in &args.var_files {
         let text = std::fs::read_to_string(f)
@@ -70,7 +70,7 @@ pub fn variables(args: &ManifestArgs) -> Result<Variables, CliError> {
     Ok(v)
 }
 
-pub fn load_manifests(args: &ManifestArgs, p: &Printer) -> Result<Manifest, CliError> {
+pub(crate) fn load_manifests(args: &ManifestArgs, p: &Printer) -> Result<Manifest, CliError> {
     if args.files.is_empty() {
         return Err(CliError::Usage(
             "no manifests given: pass -f FILE, -f DIRECTORY or -f - (stdin)".into(),
@@ -91,7 +91,7 @@ pub fn load_manifests(args: &ManifestArgs, p: &Printer) -> Result<Manifest, CliE
     Ok(m)
 }
 
-pub fn graph_options(args: &ManifestArgs) -> GraphOptions {
+pub(crate) fn graph_options(args: &ManifestArgs) -> GraphOptions {
     let mut default_options = BTreeMap::new();
     if let Ok(v) = std::env::var("CAPI_DOCKER_PRIVILEGED") {
         default_options.insert("capi.x-k8s.io/docker-privileged".to_string(), v);
@@ -109,13 +109,13 @@ pub fn graph_options(args: &ManifestArgs) -> GraphOptions {
     }
 }
 
-pub fn build_desired(m: &Manifest, args: &ManifestArgs) -> Result<Desired, CliError> {
+pub(crate) fn build_desired(m: &Manifest, args: &ManifestArgs) -> Result<Desired, CliError> {
     crate::desired::build(m, &graph_options(args))
         .map_err(|problems| CliError::Problems(problems, m.files.clone()))
 }
 
 /// Secrets in the manifests, by (namespace, name).
-pub fn manifest_secrets(m: &Manifest) -> ManifestSecrets {
+pub(crate) fn manifest_secrets(m: &Manifest) -> ManifestSecrets {
     m.of_kind(Kind::Secret)
         .filter_map(|o| match &o.body {
             Body::Secret(d) => Some(((o.key.namespace.clone(), o.key.name.clone()), d.clone())),
@@ -125,7 +125,7 @@ pub fn manifest_secrets(m: &Manifest) -> ManifestSecrets {
 }
 
 /// The simulator's directory beside the state: `capi.state.json` → `capi.state.sim`.
-pub fn sim_dir(state: &Path) -> PathBuf {
+pub(crate) fn sim_dir(state: &Path) -> PathBuf {
     let name = state
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -134,7 +134,7 @@ pub fn sim_dir(state: &Path) -> PathBuf {
     state.with_file_name(format!("{stem}.sim"))
 }
 
-pub fn provider_settings(
+pub(crate) fn provider_settings(
     g: &GlobalArgs,
     run: Option<&RunArgs>,
     manifest: Option<&Manifest>,
@@ -150,15 +150,15 @@ pub fn provider_settings(
     }
 }
 
-pub fn load_state(store: &StateStore) -> Result<State, CliError> {
+pub(crate) fn load_state(store: &StateStore) -> Result<State, CliError> {
     Ok(store.load()?.unwrap_or_else(State::empty))
 }
 
-pub fn lock(g: &GlobalArgs, operation: &str, run: &RunArgs) -> Result<StateLock, CliError> {
+pub(crate) fn lock(g: &GlobalArgs, operation: &str, run: &RunArgs) -> Result<StateLock, CliError> {
     Ok(StateLock::acquire(&g.state, operation, run.lock_timeout)?)
 }
 
-pub async fn providers_for(
+pub(crate) async fn providers_for(
     kinds: &BTreeSet<ProviderKind>,
     settings: &ProviderSettings,
 ) -> Result<BTreeMap<ProviderKind, Arc<dyn Provider>>, CliError> {
@@ -174,7 +174,7 @@ pub async fn providers_for(
 
 /// Refresh what the state knows (unless --refresh=false) and put the
 /// observations into the plan options. Returns the drift to show.
-pub async fn refresh_into(
+pub(crate) async fn refresh_into(
     opts: &mut PlanOptions,
     state: &State,
     g: &GlobalArgs,
@@ -204,7 +204,7 @@ pub async fn refresh_into(
 
 /// The current time for planning: the clock, or `CAPI_NOW` (unix seconds or
 /// RFC 3339) so that plans can be reproduced exactly (tests, reviews).
-pub fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     std::env::var("CAPI_NOW")
         .ok()
         .and_then(|v| {
@@ -215,7 +215,7 @@ pub fn now() -> i64 {
         .unwrap_or_else(crate::util::time::now_unix)
 }
 
-pub fn plan_options(now: i64) -> PlanOptions {
+pub(crate) fn plan_options(now: i64) -> PlanOptions {
     PlanOptions {
         now_unix: now,
         ..Default::default()
@@ -223,7 +223,7 @@ pub fn plan_options(now: i64) -> PlanOptions {
 }
 
 /// Ask for `yes` on a terminal; refuse without one.
-pub fn confirm(p: &Printer, what: &str) -> Result<bool, CliError> {
+pub(crate) fn confirm(p: &Printer, what: &str) -> Result<bool, CliError> {
     if !p.stdin_tty {
         return Err(CliError::Usage(format!(
             "{what} needs approval, but there is no terminal to ask on; re-run with --auto-approve (for CI), or save a plan with `capi plan -out FILE` and apply that file"
@@ -241,7 +241,7 @@ pub fn confirm(p: &Printer, what: &str) -> Result<bool, CliError> {
 
 /// Run a plan with progress output and Ctrl-C handling.
 #[allow(clippy::too_many_arguments)]
-pub async fn execute(
+pub(crate) async fn execute(
     plan: &Plan,
     state: State,
     store: StateStore,
@@ -395,7 +395,7 @@ pub async fn execute(
 }
 
 /// Print the outcome of an apply or destroy; exit code 0 or 1.
-pub fn report_outcome(r: &ApplyReport, plan: &Plan, operation: &str, p: &Printer) -> u8 {
+pub(crate) fn report_outcome(r: &ApplyReport, plan: &Plan, operation: &str, p: &Printer) -> u8 {
     if p.json {
         p.event(&json::apply_summary(r, operation));
     }

@@ -8,12 +8,12 @@ use super::super::output::Printer;
 use super::super::{json, CliError};
 use super::*;
 
-pub fn target_options(opts: &mut crate::plan::PlanOptions, t: &TargetArgs) {
+pub(crate) fn target_options(opts: &mut crate::plan::PlanOptions, t: &TargetArgs) {
     opts.targets = t.targets.clone();
     opts.replace = t.replace.clone();
 }
 
-pub async fn run(
+pub(crate) async fn run(
     g: &GlobalArgs,
     margs: &ManifestArgs,
     run: &RunArgs,

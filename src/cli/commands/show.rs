@@ -9,7 +9,7 @@ use super::super::output::Printer;
 use super::super::CliError;
 
 /// A resource as shown to people and programs: sensitive values masked.
-pub fn public_resource(r: &Resource) -> Value {
+pub(crate) fn public_resource(r: &Resource) -> Value {
     let mut v = serde_json::to_value(r).expect("json");
     if let Some(obj) = v.as_object_mut() {
         if let Some(Value::Object(s)) = obj.get_mut("sensitive") {
@@ -40,7 +40,7 @@ fn summary_line(r: &Resource) -> String {
     )
 }
 
-pub fn select<'a>(state: &'a State, cluster: Option<&'a str>) -> Vec<&'a Resource> {
+pub(crate) fn select<'a>(state: &'a State, cluster: Option<&'a str>) -> Vec<&'a Resource> {
     state
         .resources
         .iter()
@@ -48,7 +48,7 @@ pub fn select<'a>(state: &'a State, cluster: Option<&'a str>) -> Vec<&'a Resourc
         .collect()
 }
 
-pub fn run(g: &GlobalArgs, cluster: Option<&str>, p: &Printer) -> Result<u8, CliError> {
+pub(crate) fn run(g: &GlobalArgs, cluster: Option<&str>, p: &Printer) -> Result<u8, CliError> {
     let Some(state) = StateStore::new(&g.state).load()? else {
         p.message(&format!(
             "No state at {}: nothing has been applied yet.",

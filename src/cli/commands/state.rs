@@ -8,7 +8,7 @@ use super::super::output::Printer;
 use super::super::CliError;
 use super::show::public_resource;
 
-pub fn list(g: &GlobalArgs, p: &Printer) -> Result<u8, CliError> {
+pub(crate) fn list(g: &GlobalArgs, p: &Printer) -> Result<u8, CliError> {
     let state = StateStore::new(&g.state)
         .load()?
         .unwrap_or_else(crate::state::State::empty);
@@ -21,7 +21,7 @@ pub fn list(g: &GlobalArgs, p: &Printer) -> Result<u8, CliError> {
     Ok(0)
 }
 
-pub fn show(g: &GlobalArgs, address: &str, p: &Printer) -> Result<u8, CliError> {
+pub(crate) fn show(g: &GlobalArgs, address: &str, p: &Printer) -> Result<u8, CliError> {
     let a = Address::parse(address).map_err(|e| CliError::Usage(e.to_string()))?;
     let state = StateStore::new(&g.state)
         .load()?

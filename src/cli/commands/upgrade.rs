@@ -28,7 +28,7 @@ fn current_cp_version(state: &State, key: &str) -> Option<(Version, Version)> {
 }
 
 #[allow(clippy::too_many_arguments)]
-pub async fn run(
+pub(crate) async fn run(
     g: &GlobalArgs,
     margs: &ManifestArgs,
     run: &RunArgs,

@@ -5,7 +5,7 @@ use super::super::output::Printer;
 use super::super::CliError;
 use super::*;
 
-pub fn run(margs: &ManifestArgs, p: &Printer) -> Result<u8, CliError> {
+pub(crate) fn run(margs: &ManifestArgs, p: &Printer) -> Result<u8, CliError> {
     let m = load_manifests(margs, p)?;
     let d = build_desired(&m, margs)?;
     let machines: u32 = d

@@ -6,17 +6,17 @@
 #[derive(Debug, Clone, PartialEq)]
 pub struct Backend {
     /// The container name (also the server name in haproxy).
-    pub name: String,
-    pub address: String,
+    pub(crate) name: String,
+    pub(crate) address: String,
     /// 0 drains the server before its container goes.
-    pub weight: u32,
+    pub(crate) weight: u32,
 }
 
 /// Where the configuration lives inside the load-balancer container.
-pub const CONFIG_PATH: &str = "/usr/local/etc/haproxy/haproxy.cfg";
+pub(crate) const CONFIG_PATH: &str = "/usr/local/etc/haproxy/haproxy.cfg";
 
 /// The API server port on control-plane machines.
-pub const BACKEND_PORT: u16 = 6443;
+pub(crate) const BACKEND_PORT: u16 = 6443;
 
 fn join_host_port(host: &str, port: u16) -> String {
     if host.contains(':') {

@@ -1,11 +1,11 @@
 //! Which image a machine runs: CAPD's `kindest/node` mapping.
 
 /// The default node image repository.
-pub const NODE_REPOSITORY: &str = "kindest/node";
+pub(crate) const NODE_REPOSITORY: &str = "kindest/node";
 /// CAPD's default load balancer image (`internal/loadbalancer/const.go`).
-pub const LB_REPOSITORY: &str = "kindest";
-pub const LB_IMAGE_NAME: &str = "haproxy";
-pub const LB_TAG: &str = "v20230606-42a2262b";
+pub(crate) const LB_REPOSITORY: &str = "kindest";
+pub(crate) const LB_IMAGE_NAME: &str = "haproxy";
+pub(crate) const LB_TAG: &str = "v20230606-42a2262b";
 
 use crate::resource::Version;
 
@@ -13,7 +13,7 @@ use crate::resource::Version;
 /// a tag cannot hold replaced by `_` (CAPD's fallback when the version is
 /// not in kind's table of digest-pinned images; capi always uses the
 /// fallback, see docs/providers/docker.md).
-pub fn node_image(version: &Version, custom: Option<&str>) -> String {
+pub(crate) fn node_image(version: &Version, custom: Option<&str>) -> String {
     if let Some(c) = custom.filter(|c| !c.trim().is_empty()) {
         return c.trim().to_string();
     }
@@ -32,7 +32,7 @@ pub fn node_image(version: &Version, custom: Option<&str>) -> String {
 }
 
 /// `<repository>/haproxy:<tag>`, CAPD's defaults for what is not set.
-pub fn lb_image(repository: Option<&str>, tag: Option<&str>) -> String {
+pub(crate) fn lb_image(repository: Option<&str>, tag: Option<&str>) -> String {
     let r = repository
         .filter(|s| !s.is_empty())
         .unwrap_or(LB_REPOSITORY);

@@ -19,7 +19,7 @@
 //! created (or bootstrapped), before the state records it.
 
 pub mod haproxy;
-pub mod image;
+pub(crate) mod image;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -50,24 +50,24 @@ use crate::plan::AttributeChange;
 use crate::resource::{LoadBalancerSpec, MachineSpec, NetworkSpec, Role};
 
 /// CAPD's (kind's) labels.
-pub const LABEL_KIND_CLUSTER: &str = "io.x-k8s.kind.cluster";
-pub const LABEL_KIND_ROLE: &str = "io.x-k8s.kind.role";
-pub const LABEL_FAILURE_DOMAIN: &str = "io.x-k8s.cluster.failureDomain";
+pub(crate) const LABEL_KIND_CLUSTER: &str = "io.x-k8s.kind.cluster";
+pub(crate) const LABEL_KIND_ROLE: &str = "io.x-k8s.kind.role";
+pub(crate) const LABEL_FAILURE_DOMAIN: &str = "io.x-k8s.cluster.failureDomain";
 /// capi's own: the cluster key (namespace-qualified) and what the object is.
-pub const LABEL_CLUSTER: &str = "capi.x-k8s.io/cluster";
-pub const LABEL_TYPE: &str = "capi.x-k8s.io/type";
+pub(crate) const LABEL_CLUSTER: &str = "capi.x-k8s.io/cluster";
+pub(crate) const LABEL_TYPE: &str = "capi.x-k8s.io/type";
 
 /// Option annotations (on DockerCluster / DockerMachineTemplate), also set
 /// from the environment through `GraphOptions::default_options`.
-pub const OPT_PRIVILEGED: &str = "capi.x-k8s.io/docker-privileged";
-pub const OPT_SECURITY_OPT: &str = "capi.x-k8s.io/docker-security-opt";
-pub const OPT_TMPFS: &str = "capi.x-k8s.io/docker-tmpfs";
-pub const OPT_VAR_VOLUME: &str = "capi.x-k8s.io/docker-var-volume";
-pub const OPT_PUBLISH: &str = "capi.x-k8s.io/docker-publish-api-server";
-pub const OPT_NODE_READY_TIMEOUT: &str = "capi.x-k8s.io/docker-node-ready-timeout";
+pub(crate) const OPT_PRIVILEGED: &str = "capi.x-k8s.io/docker-privileged";
+pub(crate) const OPT_SECURITY_OPT: &str = "capi.x-k8s.io/docker-security-opt";
+pub(crate) const OPT_TMPFS: &str = "capi.x-k8s.io/docker-tmpfs";
+pub(crate) const OPT_VAR_VOLUME: &str = "capi.x-k8s.io/docker-var-volume";
+pub(crate) const OPT_PUBLISH: &str = "capi.x-k8s.io/docker-publish-api-server";
+pub(crate) const OPT_NODE_READY_TIMEOUT: &str = "capi.x-k8s.io/docker-node-ready-timeout";
 
 /// CABPK's success sentinel.
-pub const SUCCESS_SENTINEL: &str = "/run/cluster-api/bootstrap-success.complete";
+pub(crate) const SUCCESS_SENTINEL: &str = "/run/cluster-api/bootstrap-success.complete";
 /// Where files are staged (in the container's writable layer) before they
 /// are moved into place; tmpfs mounts cannot receive archive uploads.
 const STAGING: &str = "/.capi-staging";
@@ -75,16 +75,16 @@ const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
 /// capi's copies of the bootstrap markers, on `/var` (a volume): `/run` is a
 /// tmpfs, emptied when a container restarts, and bootstrap must still never
 /// run twice on it.
-pub const PERSISTENT_MARKERS: &str = "/var/lib/capi";
+pub(crate) const PERSISTENT_MARKERS: &str = "/var/lib/capi";
 
 /// Settings from the environment and command line.
 #[derive(Debug, Clone, Default)]
-pub struct DockerSettings {
+pub(crate) struct DockerSettings {
     /// `DOCKER_HOST`; `None` means the default socket.
-    pub host: Option<String>,
+    pub(crate) host: Option<String>,
 }
 
-pub struct DockerProvider {
+pub(crate) struct DockerProvider {
     docker: Docker,
     /// Serialises load-balancer reconfigurations within this process.
     lb_lock: tokio::sync::Mutex<()>,
@@ -103,7 +103,7 @@ fn describe_host(settings: &DockerSettings) -> String {
 
 /// Connect to the engine named by `DOCKER_HOST` (or the default socket) and
 /// negotiate the API version.
-pub async fn connect(
+pub(crate) async fn connect(
     settings: &DockerSettings,
 ) -> Result<std::sync::Arc<dyn super::Provider>, ProviderError> {
     Ok(Arc::new(DockerProvider::connect(settings).await?))
@@ -125,7 +125,7 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 impl DockerProvider {
-    pub async fn connect(settings: &DockerSettings) -> Result<DockerProvider, ProviderError> {
+    pub(crate) async fn connect(settings: &DockerSettings) -> Result<DockerProvider, ProviderError> {
         let host = describe_host(settings);
         if let Some(path) = host.strip_prefix("unix://") {
             if !std::path::Path::new(path).exists() {
@@ -156,7 +156,7 @@ impl DockerProvider {
         })
     }
 
-    pub fn client(&self) -> &Docker {
+    pub(crate) fn client(&self) -> &Docker {
         &self.docker
     }
 
@@ -240,7 +240,7 @@ impl DockerProvider {
     }
 
     /// Run a command in a container; returns (exit code, combined output).
-    pub async fn exec(
+    pub(crate) async fn exec(
         &self,
         container: &str,
         cmd: &[String],
@@ -1177,7 +1177,7 @@ impl DockerProvider {
 
 /// CAPD's container name: `<cluster>-<machine>`, or the machine name when it
 /// already starts with the cluster name.
-pub fn container_name(cluster: &str, machine: &str) -> String {
+pub(crate) fn container_name(cluster: &str, machine: &str) -> String {
     if machine.starts_with(cluster) {
         machine.to_string()
     } else {
@@ -1185,7 +1185,7 @@ pub fn container_name(cluster: &str, machine: &str) -> String {
     }
 }
 
-pub fn lb_name(cluster: &str) -> String {
+pub(crate) fn lb_name(cluster: &str) -> String {
     format!("{cluster}-lb")
 }
 

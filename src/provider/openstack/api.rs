@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 
 /// The kinds of cloud objects the provider manages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Kind {
+pub(crate) enum Kind {
     Network,
     Subnet,
     Router,
@@ -29,7 +29,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Kind::Network => "network",
             Kind::Subnet => "subnet",
@@ -46,25 +46,25 @@ impl Kind {
 
 /// A list filter. Every field set must match; `tags` must all be present.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Query {
-    pub tags: Vec<String>,
-    pub id: Option<String>,
-    pub name: Option<String>,
-    pub network_id: Option<String>,
-    pub device_id: Option<String>,
+pub(crate) struct Query {
+    pub(crate) tags: Vec<String>,
+    pub(crate) id: Option<String>,
+    pub(crate) name: Option<String>,
+    pub(crate) network_id: Option<String>,
+    pub(crate) device_id: Option<String>,
     /// Networks: `router:external`.
-    pub external: Option<bool>,
+    pub(crate) external: Option<bool>,
 }
 
 impl Query {
-    pub fn tagged(tag: &str) -> Query {
+    pub(crate) fn tagged(tag: &str) -> Query {
         Query {
             tags: vec![tag.to_string()],
             ..Default::default()
         }
     }
 
-    pub fn id(id: &str) -> Query {
+    pub(crate) fn id(id: &str) -> Query {
         Query {
             id: Some(id.to_string()),
             ..Default::default()
@@ -72,7 +72,7 @@ impl Query {
     }
 
     /// Does an object match (used by the in-memory cloud)?
-    pub fn matches(&self, v: &Value) -> bool {
+    pub(crate) fn matches(&self, v: &Value) -> bool {
         let s = |k: &str| v.get(k).and_then(Value::as_str);
         let tags: Vec<&str> = v
             .get("tags")
@@ -102,20 +102,20 @@ impl Query {
 /// An error from the cloud, with the HTTP status when there was one.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{message}")]
-pub struct ApiError {
-    pub status: Option<u16>,
-    pub message: String,
+pub(crate) struct ApiError {
+    pub(crate) status: Option<u16>,
+    pub(crate) message: String,
 }
 
 impl ApiError {
-    pub fn new(status: Option<u16>, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: Option<u16>, message: impl Into<String>) -> Self {
         ApiError {
             status,
             message: message.into(),
         }
     }
 
-    pub fn is_quota(&self) -> bool {
+    pub(crate) fn is_quota(&self) -> bool {
         let m = self.message.to_ascii_lowercase();
         self.status == Some(413)
             || ((self.status == Some(409) || self.status == Some(403)) && m.contains("quota"))
@@ -124,7 +124,7 @@ impl ApiError {
     /// Worth retrying: server errors, rate limiting, a connection that
     /// failed, and conflicts that are not quota (Octavia answers 409 while a
     /// load balancer is PENDING_UPDATE; Neutron while a port is still bound).
-    pub fn is_transient(&self) -> bool {
+    pub(crate) fn is_transient(&self) -> bool {
         match self.status {
             None => true,
             Some(409) => !self.is_quota(),
@@ -134,7 +134,7 @@ impl ApiError {
     }
 
     /// A clear, one-line explanation for the user.
-    pub fn explain(&self, what: &str) -> String {
+    pub(crate) fn explain(&self, what: &str) -> String {
         let first = self.message.lines().next().unwrap_or_default().trim();
         let detail = short_detail(&self.message);
         match self.status {
@@ -196,7 +196,7 @@ fn find_message(v: &Value) -> Option<String> {
 
 /// The operations the provider needs. Implementations count their calls.
 #[async_trait]
-pub trait OpenStackApi: Send + Sync {
+pub(crate) trait OpenStackApi: Send + Sync {
     /// One list call for a kind, filtered.
     async fn list(&self, kind: Kind, q: &Query) -> Result<Vec<Value>, ApiError>;
     /// `None` when it does not exist.
@@ -244,10 +244,10 @@ pub trait OpenStackApi: Send + Sync {
 
 /// Counts calls (shared by the implementations).
 #[derive(Debug, Default)]
-pub struct CallCounter(Mutex<BTreeMap<String, u64>>);
+pub(crate) struct CallCounter(Mutex<BTreeMap<String, u64>>);
 
 impl CallCounter {
-    pub fn count(&self, op: &str, kind: &str) {
+    pub(crate) fn count(&self, op: &str, kind: &str) {
         *self
             .0
             .lock()
@@ -255,7 +255,7 @@ impl CallCounter {
             .entry(format!("{op} {kind}"))
             .or_insert(0) += 1;
     }
-    pub fn snapshot(&self) -> BTreeMap<String, u64> {
+    pub(crate) fn snapshot(&self) -> BTreeMap<String, u64> {
         self.0.lock().unwrap().clone()
     }
 }
@@ -264,14 +264,14 @@ impl CallCounter {
 /// provider's logic. Servers become ACTIVE at once, except with a flavor
 /// named `unschedulable` (ERROR, with a fault, like Nova's "No valid host").
 #[derive(Default)]
-pub struct MemoryApi {
-    pub objects: Mutex<BTreeMap<Kind, Vec<Value>>>,
-    pub members: Mutex<BTreeMap<String, Vec<Value>>>,
-    pub flavors: Vec<Value>,
-    pub images: Vec<Value>,
-    pub keypairs: Vec<String>,
+pub(crate) struct MemoryApi {
+    pub(crate) objects: Mutex<BTreeMap<Kind, Vec<Value>>>,
+    pub(crate) members: Mutex<BTreeMap<String, Vec<Value>>>,
+    pub(crate) flavors: Vec<Value>,
+    pub(crate) images: Vec<Value>,
+    pub(crate) keypairs: Vec<String>,
     /// Operations that fail once with this status (`"create server"` → 503).
-    pub fail_once: Mutex<BTreeMap<String, u16>>,
+    pub(crate) fail_once: Mutex<BTreeMap<String, u16>>,
     seq: Mutex<u64>,
     calls: CallCounter,
 }
@@ -279,7 +279,7 @@ pub struct MemoryApi {
 impl MemoryApi {
     /// A cloud with an external network `public`, flavors `m1.small` and
     /// `unschedulable`, image `tiny` and key pair `key`.
-    pub fn seeded() -> MemoryApi {
+    pub(crate) fn seeded() -> MemoryApi {
         let m = MemoryApi {
             flavors: vec![
                 json!({"id": "f-small", "name": "m1.small", "vcpus": 1, "ram": 512, "disk": 1}),
@@ -313,7 +313,7 @@ impl MemoryApi {
         Ok(())
     }
 
-    pub fn all(&self, kind: Kind) -> Vec<Value> {
+    pub(crate) fn all(&self, kind: Kind) -> Vec<Value> {
         self.objects
             .lock()
             .unwrap()
@@ -323,7 +323,7 @@ impl MemoryApi {
     }
 
     /// Remove an object behind the provider's back.
-    pub fn remove(&self, kind: Kind, id: &str) {
+    pub(crate) fn remove(&self, kind: Kind, id: &str) {
         if let Some(v) = self.objects.lock().unwrap().get_mut(&kind) {
             v.retain(|o| o["id"] != id);
         }

@@ -22,7 +22,7 @@ use super::OpenStackSettings;
 /// The SDK configuration for an identity (`(namespace, secret, cloud)`), or
 /// for the environment when there is none or its Secret is not in the
 /// manifests (e.g. `capi destroy` without `-f`).
-pub fn cloud_config(
+pub(crate) fn cloud_config(
     settings: &OpenStackSettings,
     identity: Option<&(String, String, String)>,
 ) -> Result<(CloudConfig, Option<tempfile::TempDir>), String> {

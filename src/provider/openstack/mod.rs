@@ -17,9 +17,9 @@
 //! metadata, with the resource address), so an object created just before a
 //! crash is found and adopted instead of duplicated.
 
-pub mod api;
-pub mod auth;
-pub mod sdk;
+pub(crate) mod api;
+pub(crate) mod auth;
+pub(crate) mod sdk;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -37,12 +37,12 @@ use crate::resource::Role;
 
 /// Settings from the environment (`OS_CLOUD`, `OS_*`) and the manifests.
 #[derive(Debug, Clone, Default)]
-pub struct OpenStackSettings {
+pub(crate) struct OpenStackSettings {
     /// Secrets from the manifests by (namespace, name): identityRef.
-    pub secrets: BTreeMap<(String, String), BTreeMap<String, Vec<u8>>>,
+    pub(crate) secrets: BTreeMap<(String, String), BTreeMap<String, Vec<u8>>>,
 }
 
-pub async fn connect(settings: &ProviderSettings) -> Result<Arc<dyn Provider>, ProviderError> {
+pub(crate) async fn connect(settings: &ProviderSettings) -> Result<Arc<dyn Provider>, ProviderError> {
     let mut s = settings.openstack.clone();
     if s.secrets.is_empty() {
         s.secrets = settings.secrets.clone();
@@ -51,14 +51,14 @@ pub async fn connect(settings: &ProviderSettings) -> Result<Arc<dyn Provider>, P
 }
 
 /// Where clients come from.
-pub enum Clients {
+pub(crate) enum Clients {
     /// Credentials from identityRef Secrets or the environment.
     Connect(OpenStackSettings),
     /// One fixed client (unit tests with [`api::MemoryApi`]).
     Fixed(Arc<dyn OpenStackApi>),
 }
 
-pub struct OpenStackProvider {
+pub(crate) struct OpenStackProvider {
     clients: Clients,
     cache: tokio::sync::Mutex<BTreeMap<String, Arc<dyn OpenStackApi>>>,
     /// Serialises pool-member changes per load balancer (Octavia refuses
@@ -76,7 +76,7 @@ pub struct OpenStackProvider {
 }
 
 /// The tag every object of a state carries.
-pub fn lineage_tag(lineage: &str) -> String {
+pub(crate) fn lineage_tag(lineage: &str) -> String {
     format!("capi-lineage:{lineage}")
 }
 
@@ -105,7 +105,7 @@ fn cluster_slug(c: &crate::resource::ClusterId) -> String {
 }
 
 impl OpenStackProvider {
-    pub fn new(clients: Clients) -> OpenStackProvider {
+    pub(crate) fn new(clients: Clients) -> OpenStackProvider {
         let secs = |k: &str, d: u64| {
             std::env::var(k)
                 .ok()
@@ -131,7 +131,7 @@ impl OpenStackProvider {
     }
 
     /// The API calls made so far by every client, summed by operation.
-    pub async fn api_calls(&self) -> BTreeMap<String, u64> {
+    pub(crate) async fn api_calls(&self) -> BTreeMap<String, u64> {
         let mut out = BTreeMap::new();
         let clients: Vec<Arc<dyn OpenStackApi>> = match &self.clients {
             Clients::Fixed(a) => vec![a.clone()],

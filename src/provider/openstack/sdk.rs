@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use super::api::{ApiError, CallCounter, Kind, OpenStackApi, Query};
 
-pub struct SdkApi {
+pub(crate) struct SdkApi {
     os: AsyncOpenStack,
     calls: CallCounter,
     /// Files (clouds.yaml, CA) that must outlive the session.
@@ -69,7 +69,7 @@ impl SdkApi {
     /// Authenticate and discover the versioned endpoints (openstack_sdk does
     /// no version discovery by itself: an unversioned catalog URL would be
     /// used as is).
-    pub async fn connect(
+    pub(crate) async fn connect(
         profile: &openstack_sdk::config::CloudConfig,
         files: Option<tempfile::TempDir>,
     ) -> Result<SdkApi, String> {

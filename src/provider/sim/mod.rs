@@ -62,35 +62,35 @@ pub struct SimMachine {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct SimNetwork {
-    pub cluster: String,
-    pub name: String,
-    pub cidr: String,
-    pub labels: BTreeMap<String, String>,
+pub(crate) struct SimNetwork {
+    pub(crate) cluster: String,
+    pub(crate) name: String,
+    pub(crate) cidr: String,
+    pub(crate) labels: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct SimMember {
-    pub name: String,
-    pub ip: String,
-    pub weight: u32,
+pub(crate) struct SimMember {
+    pub(crate) name: String,
+    pub(crate) ip: String,
+    pub(crate) weight: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct SimLoadBalancer {
-    pub cluster: String,
-    pub ip: String,
-    pub port: u16,
-    pub members: Vec<SimMember>,
+pub(crate) struct SimLoadBalancer {
+    pub(crate) cluster: String,
+    pub(crate) ip: String,
+    pub(crate) port: u16,
+    pub(crate) members: Vec<SimMember>,
     /// Incremented at every reconfiguration (like CAPD's SIGHUP).
-    pub reloads: u64,
-    pub labels: BTreeMap<String, String>,
+    pub(crate) reloads: u64,
+    pub(crate) labels: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
-pub struct SimTokens {
+pub(crate) struct SimTokens {
     /// Token ids with their expiry (the secret half is never stored here).
-    pub tokens: Vec<(String, i64)>,
+    pub(crate) tokens: Vec<(String, i64)>,
 }
 
 pub struct SimProvider {
@@ -264,7 +264,7 @@ impl SimProvider {
         Ok(p)
     }
 
-    pub fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         &self.dir
     }
 
@@ -279,7 +279,7 @@ impl SimProvider {
     fn token_path(&self, cluster: &str) -> PathBuf {
         self.dir.join("tokens").join(format!("{cluster}.json"))
     }
-    pub fn machine_path(&self, cluster: &str, name: &str) -> PathBuf {
+    pub(crate) fn machine_path(&self, cluster: &str, name: &str) -> PathBuf {
         self.dir
             .join("machines")
             .join(cluster)
