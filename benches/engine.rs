@@ -15,6 +15,8 @@
 //! plan does not refresh (`--refresh=false`), so what is measured is reading,
 //! validating, rendering, planning and printing.
 
+#![allow(clippy::print_stdout, clippy::print_stderr)] // a benchmark reports on the terminal
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 

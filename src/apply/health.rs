@@ -13,16 +13,16 @@ use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
 #[derive(Debug, Clone)]
-pub(crate) struct HealthCheck {
-    pub(crate) command: String,
-    pub(crate) count: u32,
-    pub(crate) interval: Duration,
-    pub(crate) timeout: Duration,
+pub struct HealthCheck {
+    pub command: String,
+    pub count: u32,
+    pub interval: Duration,
+    pub timeout: Duration,
 }
 
 /// One attempt, for progress output.
 #[derive(Debug, Clone)]
-pub(crate) struct Attempt {
+pub struct Attempt {
     pub(crate) cluster: String,
     pub(crate) machine: String,
     pub(crate) attempt: u32,

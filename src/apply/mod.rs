@@ -27,21 +27,18 @@ use crate::state::Journal;
 
 /// Progress events for the UI.
 #[derive(Debug, Clone)]
-pub(crate) enum Event {
+pub enum Event {
     Started {
-        id: usize,
         address: Address,
         op: Op,
     },
     Finished {
-        id: usize,
         address: Address,
         op: Op,
         elapsed: Duration,
         error: Option<String>,
     },
     Skipped {
-        id: usize,
         address: Address,
         op: Op,
         because: Address,
@@ -66,13 +63,13 @@ impl Cancel {
 pub(crate) type ManifestSecrets = BTreeMap<(String, String), BTreeMap<String, Vec<u8>>>;
 
 pub struct Executor {
-    pub(crate) parallelism: usize,
-    pub(crate) providers: BTreeMap<ProviderKind, Arc<dyn Provider>>,
-    pub(crate) secrets: ManifestSecrets,
-    pub(crate) cancel: Cancel,
-    pub(crate) events: Option<mpsc::UnboundedSender<Event>>,
+    pub parallelism: usize,
+    pub providers: BTreeMap<ProviderKind, Arc<dyn Provider>>,
+    pub secrets: ManifestSecrets,
+    pub cancel: Cancel,
+    pub events: Option<mpsc::UnboundedSender<Event>>,
     /// `--health-check`: run between rollout steps.
-    pub(crate) health: Option<health::HealthCheck>,
+    pub health: Option<health::HealthCheck>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -223,7 +220,6 @@ pub async fn apply(plan: &Plan, state: State, store: StateStore, exec: Executor)
                 let (id, mut slot) = next;
                 let step = plan.steps[id].clone();
                 emit(Event::Started {
-                    id,
                     address: step.address.clone(),
                     op: step.op,
                 });
@@ -259,7 +255,6 @@ pub async fn apply(plan: &Plan, state: State, store: StateStore, exec: Executor)
             Ok(()) => {
                 outcomes[id] = Outcome::Done;
                 emit(Event::Finished {
-                    id,
                     address: step.address.clone(),
                     op: step.op,
                     elapsed,
@@ -276,7 +271,6 @@ pub async fn apply(plan: &Plan, state: State, store: StateStore, exec: Executor)
                 let e = ctx.redact(&e);
                 outcomes[id] = Outcome::Failed(e.clone());
                 emit(Event::Finished {
-                    id,
                     address: step.address.clone(),
                     op: step.op,
                     elapsed,
@@ -288,7 +282,6 @@ pub async fn apply(plan: &Plan, state: State, store: StateStore, exec: Executor)
                     if outcomes[d] == Outcome::NotStarted {
                         outcomes[d] = Outcome::Skipped;
                         emit(Event::Skipped {
-                            id: d,
                             address: plan.steps[d].address.clone(),
                             op: plan.steps[d].op,
                             because: step.address.clone(),
@@ -720,7 +713,9 @@ async fn health_gate(ctx: &Ctx, hc: &health::HealthCheck, machine: &Address) -> 
         match k.get(&key) {
             Some(p) => p.clone(),
             None => {
-                let text = ctx.journal.read(|s| admin_kubeconfig(s, &machine.cluster()))?;
+                let text = ctx
+                    .journal
+                    .read(|s| admin_kubeconfig(s, &machine.cluster()))?;
                 let path = ctx
                     .scratch
                     .path()
@@ -787,8 +782,16 @@ pub(crate) fn admin_kubeconfig(state: &State, cluster: &ClusterId) -> Result<Str
         .get("not_before")
         .and_then(|v| v.as_i64())
         .unwrap_or_else(now_unix);
-    bootstrap::pki::admin_kubeconfig(&cluster.name, endpoint, ca, key, &alg, not_before, now_unix())
-        .map_err(|e| e.to_string())
+    bootstrap::pki::admin_kubeconfig(
+        &cluster.name,
+        endpoint,
+        ca,
+        key,
+        &alg,
+        not_before,
+        now_unix(),
+    )
+    .map_err(|e| e.to_string())
 }
 
 type MachineErr = (String, ErrorRecord, Option<BTreeMap<String, Value>>);

@@ -18,8 +18,8 @@ use sha2::{Digest, Sha256};
 
 use crate::manifest::raw::{self, KubeadmConfigSpec};
 use crate::manifest::ClusterNetwork;
-use crate::resource::Version;
 use crate::resource::BootstrapRole;
+use crate::resource::Version;
 
 use cloudinit::{CloudConfig, WriteFile};
 use kubeadm::{ClusterValues, KubeadmApi};

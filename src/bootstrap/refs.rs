@@ -34,33 +34,6 @@ pub(crate) fn secret(name: &str, key: &str) -> String {
     format!("secret:{name}:{key}")
 }
 
-/// Every reference name in a document, in order of first appearance.
-pub(crate) fn names(doc: &str) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    let mut rest = doc;
-    while let Some(i) = rest.find("<capi:") {
-        let after = &rest[i + 6..];
-        match after.find('>') {
-            Some(j) if !after[..j].contains('\n') => {
-                let name = after[..j].to_string();
-                if !out.contains(&name) {
-                    out.push(name);
-                }
-                rest = &after[j + 1..];
-            }
-            _ => break,
-        }
-    }
-    out
-}
-
-/// Does this reference name secret material?
-pub(crate) fn is_secret(name: &str) -> bool {
-    name == TOKEN
-        || name.starts_with("secret:")
-        || PKI_FILES.iter().any(|(n, _, s)| *s && *n == name)
-}
-
 /// CABPK's `Indent`: split on `\n`, prefix every piece (the last one too) with
 /// `n` spaces, join with `\n`.
 pub(crate) fn indent(s: &str, n: usize) -> String {
@@ -111,6 +84,26 @@ pub fn resolve(doc: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Str
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every reference name in a document, in order of first appearance.
+    fn names(doc: &str) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        let mut rest = doc;
+        while let Some(i) = rest.find("<capi:") {
+            let after = &rest[i + 6..];
+            match after.find('>') {
+                Some(j) if !after[..j].contains('\n') => {
+                    let name = after[..j].to_string();
+                    if !out.contains(&name) {
+                        out.push(name);
+                    }
+                    rest = &after[j + 1..];
+                }
+                _ => break,
+            }
+        }
+        out
+    }
 
     #[test]
     fn block_and_inline() {

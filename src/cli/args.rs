@@ -80,9 +80,9 @@ pub(crate) struct ApplyArgs {
     /// Skip the interactive approval.
     #[arg(long)]
     pub(crate) auto_approve: bool,
-    /// Provider operations in flight at once (local steps take no slot).
-    #[arg(long, default_value_t = 10)]
-    pub(crate) parallelism: usize,
+    /// Provider operations in flight at once, at least 1 (local steps take no slot).
+    #[arg(long, default_value = "10")]
+    pub(crate) parallelism: std::num::NonZeroUsize,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -123,19 +123,6 @@ pub(crate) struct HealthArgs {
     pub(crate) health_check_timeout: std::time::Duration,
 }
 
-impl HealthArgs {
-    pub(crate) fn check(&self) -> Option<crate::apply::health::HealthCheck> {
-        self.health_check
-            .as_ref()
-            .map(|c| crate::apply::health::HealthCheck {
-                command: c.clone(),
-                count: self.health_check_count.max(1),
-                interval: self.health_check_interval,
-                timeout: self.health_check_timeout,
-            })
-    }
-}
-
 #[derive(Debug, Args, Clone)]
 pub(crate) struct TargetArgs {
     /// Only this resource and what it depends on. Repeatable.
@@ -151,7 +138,7 @@ pub(crate) fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     if s == "0" {
         return Ok(std::time::Duration::ZERO);
     }
-    crate::manifest::normalize::go_duration_seconds(s)
+    crate::util::time::go_duration_seconds(s)
         .map(std::time::Duration::from_secs_f64)
         .ok_or_else(|| format!("{s:?} is not a duration like 30s, 2m or 500ms"))
 }

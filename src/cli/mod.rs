@@ -1,10 +1,17 @@
-//! The command-line interface: arguments, resolved settings, the output
-//! gate, one file per command. Errors are rendered here, once.
+//! The command-line interface, in the order a command flows through it:
+//! clap arguments (`args`) → resolved settings (`settings`, the only reader
+//! of the environment) → one file per command (`commands`), sharing the
+//! plan/apply `pipeline` → the one output gate (`output`, with `progress`
+//! and `json`). Errors are rendered here, once, and every command ends in an
+//! [`ExitStatus`].
 
 pub(crate) mod args;
 pub(crate) mod commands;
 pub(crate) mod json;
 pub(crate) mod output;
+pub(crate) mod pipeline;
+pub(crate) mod progress;
+pub(crate) mod settings;
 
 use std::process::ExitCode;
 
@@ -17,6 +24,30 @@ use crate::state::{LockError, StateError};
 
 use args::{Cli, Command, StateCommand};
 use output::Printer;
+use settings::{ApplySettings, Env, GlobalSettings, ManifestSettings, RunSettings};
+
+/// How a command ended, as the process exit code says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ExitStatus {
+    /// 0: done; `plan --detailed-exitcode`: no changes; `drift`: none.
+    Success,
+    /// 1: an error (reported before returning this).
+    Failure,
+    /// 2 with `plan --detailed-exitcode`: there are changes to apply.
+    Changes,
+    /// 2 for `drift`: something changed outside capi.
+    Drift,
+}
+
+impl ExitStatus {
+    pub(crate) fn code(self) -> u8 {
+        match self {
+            ExitStatus::Success => 0,
+            ExitStatus::Failure => 1,
+            ExitStatus::Changes | ExitStatus::Drift => 2,
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum CliError {
@@ -36,15 +67,11 @@ pub(crate) enum CliError {
     Usage(String),
     #[error("{0}")]
     Message(String),
-    /// Already reported; exit with this code.
-    #[error("exit {0}")]
-    Exit(u8),
 }
 
 impl CliError {
     fn report(&self, p: &Printer) -> u8 {
         match self {
-            CliError::Exit(code) => return *code,
             CliError::Manifest(ManifestError::Invalid { problems, files })
             | CliError::Problems(problems, files) => {
                 for pr in problems {
@@ -82,9 +109,33 @@ fn normalise_args(args: impl Iterator<Item = std::ffi::OsString>) -> Vec<std::ff
     .collect()
 }
 
+/// `CAPI_LOG=debug` (or `trace`, `info`...) logs capi's own `tracing` events
+/// to stderr; anything else is an `EnvFilter` directive (`capi=debug,hyper=info`).
+fn init_logging(env: &Env) {
+    let Some(filter) = settings::log_filter(env) else {
+        return;
+    };
+    let level = filter.to_ascii_lowercase();
+    let directive = if ["trace", "debug", "info", "warn", "error"].contains(&level.as_str()) {
+        format!("capi={level}")
+    } else {
+        filter
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(directive))
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
 pub fn run() -> ExitCode {
     let cli = Cli::parse_from(normalise_args(std::env::args_os()));
-    let printer = Printer::new(cli.global.no_color, cli.global.json);
+    let env = Env::capture();
+    init_logging(&env);
+    let printer = Printer::new(
+        settings::color_choice(cli.global.no_color, &env),
+        cli.global.json,
+    );
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -95,27 +146,29 @@ pub fn run() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let result = rt.block_on(dispatch(cli, &printer));
-    match result {
-        Ok(code) => ExitCode::from(code),
+    match rt.block_on(dispatch(cli, &env, &printer)) {
+        Ok(status) => ExitCode::from(status.code()),
         Err(e) => ExitCode::from(e.report(&printer)),
     }
 }
 
-async fn dispatch(cli: Cli, p: &Printer) -> Result<u8, CliError> {
-    let g = &cli.global;
+async fn dispatch(cli: Cli, env: &Env, p: &Printer) -> Result<ExitStatus, CliError> {
+    let g = GlobalSettings::resolve(&cli.global, env)?;
+    let manifests = |a: &args::ManifestArgs| ManifestSettings::resolve(a, env);
+    let running = |r: Option<&args::RunArgs>| RunSettings::resolve(&g, r, env);
     match cli.command {
         Command::Plan {
-            manifests,
+            manifests: m,
             run,
             targets,
             detailed_exitcode,
             out,
         } => {
+            let ms = manifests(&m)?;
             commands::plan::run(
-                g,
-                &manifests,
-                &run,
+                &g,
+                &ms,
+                &running(Some(&run))?,
                 &targets,
                 detailed_exitcode,
                 out.as_deref(),
@@ -125,7 +178,7 @@ async fn dispatch(cli: Cli, p: &Printer) -> Result<u8, CliError> {
         }
         Command::Apply {
             plan_file: Some(f),
-            manifests,
+            manifests: m,
             run,
             apply,
             targets,
@@ -134,46 +187,60 @@ async fn dispatch(cli: Cli, p: &Printer) -> Result<u8, CliError> {
             if !targets.targets.is_empty() || !targets.replace.is_empty() {
                 return Err(CliError::Usage("--target and --replace belong to `capi plan -out FILE`; a saved plan is applied exactly as it was made".into()));
             }
-            commands::apply::run_saved(g, &f, &manifests, &run, &apply, &health, p).await
+            let a = ApplySettings::resolve(&apply, Some(&health));
+            commands::apply::run_saved(&g, &f, &manifests(&m)?, &running(Some(&run))?, &a, p).await
         }
         Command::Apply {
             plan_file: None,
-            manifests,
+            manifests: m,
             run,
             apply,
             targets,
             health,
-        } => commands::apply::run(g, &manifests, &run, &apply, &targets, &health, p).await,
+        } => {
+            let a = ApplySettings::resolve(&apply, Some(&health));
+            commands::apply::run(&g, &manifests(&m)?, &running(Some(&run))?, &a, &targets, p).await
+        }
         Command::Upgrade {
             upgrade,
-            manifests,
+            manifests: m,
             run,
             apply,
             health,
-        } => commands::upgrade::run(g, &manifests, &run, &apply, &health, &upgrade, p).await,
+        } => {
+            let a = ApplySettings::resolve(&apply, Some(&health));
+            commands::upgrade::run(&g, &manifests(&m)?, &running(Some(&run))?, &a, &upgrade, p)
+                .await
+        }
         Command::Destroy {
-            manifests,
+            manifests: m,
             run,
             apply,
-        } => commands::destroy::run(g, &manifests, &run, &apply, p).await,
+        } => {
+            let a = ApplySettings::resolve(&apply, None);
+            commands::destroy::run(&g, &manifests(&m)?, &running(Some(&run))?, &a, p).await
+        }
         Command::Drift {
-            manifests,
+            manifests: m,
             run,
             ignore,
-        } => commands::drift::run(g, &manifests, &run, &ignore, p).await,
-        Command::Generate(args::GenerateCommand::Cluster(a)) => commands::generate::run(&a, p),
-        Command::Validate { manifests } => commands::validate::run(&manifests, p),
-        Command::Graph { manifests, format } => commands::graph::run(g, &manifests, format, p),
+        } => commands::drift::run(&g, &manifests(&m)?, &running(Some(&run))?, &ignore, p).await,
+        Command::Generate(args::GenerateCommand::Cluster(a)) => commands::generate::run(&a, env, p),
+        Command::Validate { manifests: m } => commands::validate::run(&manifests(&m)?, p),
+        Command::Graph {
+            manifests: m,
+            format,
+        } => commands::graph::run(&g, &manifests(&m)?, format, p),
         Command::Describe(args::DescribeCommand::Cluster {
             cluster,
-            manifests,
+            manifests: m,
             grouping,
-        }) => commands::describe::run(g, &cluster, &manifests, grouping, p),
-        Command::Show { cluster } => commands::show::run(g, cluster.as_deref(), p),
-        Command::State(StateCommand::List) => commands::state::list(g, p),
-        Command::State(StateCommand::Show { address }) => commands::state::show(g, &address, p),
+        }) => commands::describe::run(&g, &cluster, &manifests(&m)?, grouping, p),
+        Command::Show { cluster } => commands::show::run(&g, cluster.as_deref(), p),
+        Command::State(StateCommand::List) => commands::state::list(&g, p),
+        Command::State(StateCommand::Show { address }) => commands::state::show(&g, &address, p),
         Command::Kubeconfig { cluster, output } => {
-            commands::kubeconfig::run(g, &cluster, output.as_deref(), p)
+            commands::kubeconfig::run(&g, &cluster, output.as_deref(), p)
         }
         Command::Schema { which } => {
             let v = match which {
@@ -181,8 +248,8 @@ async fn dispatch(cli: Cli, p: &Printer) -> Result<u8, CliError> {
                 args::SchemaKind::Plan => crate::plan::schema::plan_schema(),
             };
             p.data(&crate::state::schema::to_file_text(&v));
-            Ok(0)
+            Ok(ExitStatus::Success)
         }
-        Command::ForceUnlock { id } => commands::force_unlock::run(g, &id, p),
+        Command::ForceUnlock { id } => commands::force_unlock::run(&g, &id, p),
     }
 }

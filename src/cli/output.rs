@@ -1,10 +1,13 @@
-//! The one output gate: data on stdout, messages and progress on stderr,
-//! colours only on a terminal and never with NO_COLOR or --no-color.
+//! The one output gate: data on stdout, messages and progress on stderr.
+//! Colours follow the [`ColorChoice`] the settings layer resolved: on a
+//! terminal by default, never with `--no-color`, `NO_COLOR`, `CLICOLOR=0` or
+//! `TERM=dumb`, always with `CLICOLOR_FORCE`.
 
 use std::io::{IsTerminal, Write};
 
 use serde_json::Value;
 
+use super::settings::ColorChoice;
 use crate::plan::render::Style;
 
 #[derive(Debug, Clone)]
@@ -19,12 +22,16 @@ pub(crate) struct Printer {
 }
 
 impl Printer {
-    pub(crate) fn new(no_color: bool, json: bool) -> Printer {
-        let allowed = !no_color && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    pub(crate) fn new(color: ColorChoice, json: bool) -> Printer {
         let stderr_tty = std::io::stderr().is_terminal();
+        let on = |tty: bool| match color {
+            ColorChoice::Never => false,
+            ColorChoice::Always => true,
+            ColorChoice::Auto => tty,
+        };
         Printer {
-            color: allowed && !json && std::io::stdout().is_terminal(),
-            color_err: allowed && stderr_tty,
+            color: !json && on(std::io::stdout().is_terminal()),
+            color_err: on(stderr_tty),
             json,
             stderr_tty,
             stdin_tty: std::io::stdin().is_terminal(),
@@ -51,6 +58,13 @@ impl Printer {
     pub(crate) fn message(&self, s: &str) {
         let mut err = std::io::stderr().lock();
         let _ = writeln!(err, "{s}");
+    }
+
+    /// A question on stderr, answered on the same line.
+    pub(crate) fn prompt(&self, s: &str) {
+        let mut err = std::io::stderr().lock();
+        let _ = err.write_all(s.as_bytes());
+        let _ = err.flush();
     }
 
     pub(crate) fn warning(&self, s: &str) {

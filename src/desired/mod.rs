@@ -12,8 +12,8 @@ use serde_json::Value;
 use crate::bootstrap::{self, RenderInput};
 use crate::manifest::raw::KubeadmConfigSpec;
 use crate::manifest::{
-    Body, ClusterNetwork, DeletionOrder, InfraCluster, InfraMachine, IntOrPercent, Kind, Manifest,
-    Object, Problem, Strategy, TriggerIf,
+    Body, DeletionOrder, InfraCluster, InfraMachine, IntOrPercent, Kind, Manifest, Object, Problem,
+    Strategy, TriggerIf,
 };
 use crate::resource::*;
 
@@ -114,7 +114,6 @@ impl MachineGroup {
 pub(crate) struct HealthCheck {
     pub(crate) name: String,
     pub(crate) selector: BTreeMap<String, String>,
-    pub(crate) node_startup_timeout_seconds: i64,
     pub(crate) trigger_if: TriggerIf,
 }
 
@@ -124,7 +123,6 @@ pub struct DesiredCluster {
     pub(crate) provider: ProviderKind,
     pub(crate) paused: bool,
     pub(crate) source: Source,
-    pub(crate) network_config: ClusterNetwork,
     pub(crate) pki: PkiSpec,
     pub(crate) network: NetworkSpec,
     pub(crate) loadbalancer: LoadBalancerSpec,
@@ -141,11 +139,6 @@ impl DesiredCluster {
 
     pub(crate) fn control_plane_groups(&self) -> impl Iterator<Item = &MachineGroup> {
         self.groups.iter().filter(|g| g.role == Role::ControlPlane)
-    }
-
-    /// The control plane's version (the first control-plane group).
-    pub(crate) fn control_plane_version(&self) -> Option<&Version> {
-        self.control_plane_groups().next().map(|g| &g.version)
     }
 }
 
@@ -212,9 +205,11 @@ fn machine_infra(o: &Object, defaults: &BTreeMap<String, String>) -> Option<Infr
         _ => return None,
     };
     let mut spec = match im {
-        InfraMachine::Docker(d) => {
-            infra_spec(o, Backend::Docker, serde_json::to_value(d).unwrap_or(Value::Null))
-        }
+        InfraMachine::Docker(d) => infra_spec(
+            o,
+            Backend::Docker,
+            serde_json::to_value(d).unwrap_or(Value::Null),
+        ),
         InfraMachine::InMemory(m) => infra_spec(
             o,
             Backend::InMemory,
@@ -696,7 +691,6 @@ fn build_cluster(b: &mut Builder<'_>, o: &Object) -> Option<DesiredCluster> {
                 Some(HealthCheck {
                     name: h.key.name.clone(),
                     selector: mhc.selector.clone(),
-                    node_startup_timeout_seconds: mhc.node_startup_timeout_seconds,
                     trigger_if: mhc.trigger_if.clone(),
                 })
             }
@@ -708,7 +702,6 @@ fn build_cluster(b: &mut Builder<'_>, o: &Object) -> Option<DesiredCluster> {
         provider,
         paused: c.paused,
         source: b.source(o),
-        network_config: c.network.clone(),
         pki: PkiSpec {
             encryption_algorithm: cc
                 .encryption_algorithm

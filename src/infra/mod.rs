@@ -38,9 +38,7 @@ pub(crate) fn classify_infra_change(before: &InfraSpec, after: &InfraSpec) -> In
                 Some((field, why)) => InfraChange::Immutable(field, why),
             }
         }
-        Backend::Docker | Backend::InMemory => {
-            InfraChange::Immutable(String::new(), String::new())
-        }
+        Backend::Docker | Backend::InMemory => InfraChange::Immutable(String::new(), String::new()),
     }
 }
 

@@ -7,7 +7,7 @@
 //! the v1beta2 names (`apiServer.managedLoadBalancer`, `apiServer.floatingIP`,
 //! `managedSecurityGroups.clusterNodesSecurityGroupRules`) are read.
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::SpecProblem;
 
@@ -341,11 +341,6 @@ impl ClusterPlan {
             identity: identity_ref(spec),
         }
     }
-
-    /// Whether capi creates (and later deletes) the network.
-    pub(crate) fn managed_network(&self) -> bool {
-        self.network.is_none()
-    }
 }
 
 /// CAPO's default rules (`pkg/cloud/services/networking/securitygroups.go`):
@@ -568,22 +563,10 @@ pub(crate) fn immutable_change(before: &Value, after: &Value) -> Option<(String,
     Some((format!("spec.{field}"), why.to_string()))
 }
 
-/// The desired rules of both managed groups, as JSON for observed/docs.
-pub(crate) fn rules_json(rules: &[Rule]) -> Value {
-    Value::Array(
-        rules
-            .iter()
-            .map(|r| {
-                json!({"description": r.description, "direction": r.direction, "protocol": r.protocol,
-                       "portRangeMin": r.port_min, "portRangeMax": r.port_max, "remote": r.remote_group.clone().or(r.remote_ip_prefix.clone())})
-            })
-            .collect(),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn v1beta2_cluster_with_defaults() {
@@ -597,7 +580,7 @@ mod tests {
             "managedSubnets": [{"cidr": "10.6.0.0/24", "dnsNameservers": ["8.8.8.8"]}]
         });
         let p = ClusterPlan::parse(&spec);
-        assert!(p.lb && p.floating_ip && p.managed_network());
+        assert!(p.lb && p.floating_ip && p.network.is_none());
         assert_eq!(p.external_network.unwrap().id.as_deref(), Some("ext"));
         assert_eq!(
             p.identity,

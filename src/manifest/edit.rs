@@ -157,7 +157,11 @@ pub(crate) fn apply_edit(text: &str, line: u32, new: &str) -> Result<String, Str
 /// The versions a multi-minor upgrade steps through: one per minor, using a
 /// `via` version for a minor when given, else `vMAJOR.MINOR.0`; the last step
 /// is the target itself.
-pub(crate) fn chain(current: &Version, target: &Version, via: &[Version]) -> Result<Vec<Version>, String> {
+pub(crate) fn chain(
+    current: &Version,
+    target: &Version,
+    via: &[Version],
+) -> Result<Vec<Version>, String> {
     if target.major != current.major {
         return Err(format!(
             "cannot upgrade across major versions ({current} → {target})"

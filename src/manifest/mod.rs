@@ -138,10 +138,6 @@ impl Manifest {
         self.objects.iter().filter(move |o| o.key.kind == kind)
     }
 
-    pub(crate) fn file_name(&self, o: &Object) -> &str {
-        &self.files[o.origin.file].name
-    }
-
     /// SHA-256 of the variables used, with their values.
     pub(crate) fn variables_digest(&self) -> String {
         crate::resource::hash_json(&self.variables)
@@ -197,7 +193,7 @@ pub(crate) fn parse(
             Ok(docs) => {
                 for doc in &docs {
                     match normalize::parse_document(fi, &file.name, doc, &mut problems) {
-                        normalize::Parsed::Object(o) => objects.push(o),
+                        normalize::Parsed::Object(o) => objects.push(*o),
                         normalize::Parsed::Broken(k) => {
                             broken.insert(k);
                         }
@@ -309,8 +305,7 @@ mod fixture_tests {
 
     #[test]
     fn upstream_fixtures_probe() {
-        let base =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/upstream");
+        let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/upstream");
         if !base.exists() {
             return;
         }

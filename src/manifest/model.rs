@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::raw;
-use crate::resource::Version;
 use super::yaml::{Pos, SpanMap};
+use crate::resource::Version;
 
 /// The kinds `capi` understands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -243,12 +243,6 @@ impl Args {
     pub(crate) fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
-    pub(crate) fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
 }
 
 impl Serialize for Args {
@@ -362,14 +356,19 @@ impl Origin {
 #[derive(Debug, Clone)]
 pub struct Object {
     pub(crate) key: ObjectKey,
+    #[allow(dead_code)] // kept for error messages that quote the written apiVersion
     pub(crate) api_version: String,
     pub(crate) api_gen: ApiGen,
+    #[allow(dead_code)] // labels of the object itself; machines get their template's
     pub(crate) labels: BTreeMap<String, String>,
     pub(crate) annotations: BTreeMap<String, String>,
     pub(crate) origin: Origin,
     pub(crate) body: Body,
 }
 
+// Objects are built once per manifest document and kept whole; boxing the
+// large kinds would add an allocation per object and save nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub(crate) enum Body {
     Cluster(Cluster),
@@ -384,7 +383,7 @@ pub(crate) enum Body {
     InfraMachine(InfraMachine),
     MachineHealthCheck(MachineHealthCheck),
     Secret(BTreeMap<String, Vec<u8>>),
-    ConfigMap(BTreeMap<String, String>),
+    ConfigMap(#[allow(dead_code)] BTreeMap<String, String>),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -411,6 +410,7 @@ pub(crate) struct KubeadmControlPlane {
     pub(crate) infrastructure_ref: Option<ObjectRef>,
     pub(crate) kubeadm_config_spec: raw::KubeadmConfigSpec,
     pub(crate) max_surge: Option<IntOrPercent>,
+    #[allow(dead_code)] // validated; rollouts it forces are not planned yet
     pub(crate) rollout_after: Option<String>,
     pub(crate) machine_labels: BTreeMap<String, String>,
     pub(crate) machine_annotations: BTreeMap<String, String>,
@@ -452,6 +452,7 @@ pub(crate) struct MachineDeployment {
     pub(crate) template: MachineTemplate,
     pub(crate) strategy: Strategy,
     pub(crate) deletion_order: DeletionOrder,
+    #[allow(dead_code)] // validated; rollouts it forces are not planned yet
     pub(crate) rollout_after: Option<String>,
     pub(crate) paused: bool,
 }
@@ -512,7 +513,11 @@ pub(crate) struct MachineHealthCheck {
     pub(crate) cluster_name: String,
     pub(crate) selector: BTreeMap<String, String>,
     pub(crate) node_startup_timeout_seconds: i64,
+    // capi has no nodes to watch: a machine is unhealthy when refresh finds
+    // it failed, missing or stopped. The conditions are parsed and kept.
+    #[allow(dead_code)]
     pub(crate) unhealthy_node_conditions: Vec<HealthCondition>,
+    #[allow(dead_code)]
     pub(crate) unhealthy_machine_conditions: Vec<HealthCondition>,
     pub(crate) trigger_if: TriggerIf,
 }

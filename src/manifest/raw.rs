@@ -6,6 +6,11 @@
 //! silently ignored setting. Fields `capi` accepts but does not act on are typed
 //! `Option<Value>`; `normalize.rs` turns these shapes into the internal model.
 
+// These shapes mirror the upstream API: a field capi accepts but does not
+// act on is still parsed (so that a typo beside it is an error), and is
+// never read.
+#![allow(dead_code)]
+
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};

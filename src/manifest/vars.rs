@@ -39,12 +39,6 @@ impl Variables {
             .or_else(|| self.env.get(key))
             .map(String::as_str)
     }
-
-    /// Values that came from `--var` or `--var-file`: part of a saved plan's
-    /// fingerprint (environment values are included only when used).
-    pub(crate) fn explicit(&self) -> impl Iterator<Item = (&String, &String)> {
-        self.files.iter().chain(self.explicit.iter())
-    }
 }
 
 /// A variable reference found in a source text.

@@ -19,8 +19,8 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-pub(crate) use crate::resource::{AttributeChange, DriftEntry};
 use crate::resource::{Address, ProviderKind, ResourceKind, Spec};
+pub(crate) use crate::resource::{AttributeChange, DriftEntry};
 
 pub use planner::{plan, PlanError, PlanOptions};
 

@@ -113,8 +113,7 @@ pub fn plan(desired: &Desired, state: &State, opts: &PlanOptions) -> Result<Plan
     for (flag, list) in [("replace", &opts.replace), ("target", &opts.targets)] {
         for a in list {
             let known = state.get(a).is_some()
-                || desired.cluster(a.cluster_key()).is_some()
-                    && !a.kind().is_named();
+                || desired.cluster(a.cluster_key()).is_some() && !a.kind().is_named();
             if flag == "replace" && state.get(a).is_none() {
                 return Err(PlanError::BadAddress {
                     flag,
@@ -199,7 +198,7 @@ pub fn plan(desired: &Desired, state: &State, opts: &PlanOptions) -> Result<Plan
             }
         }
     }
-    super::check::check(&plan, state).map_err(PlanError::Check)?;
+    check::check(&plan, state).map_err(PlanError::Check)?;
     Ok(plan)
 }
 
@@ -475,7 +474,7 @@ fn plan_cluster(b: &mut Builder<'_>, dc: &DesiredCluster) -> Result<(), PlanErro
         Spec::Loadbalancer(dc.loadbalancer.clone()),
         vec![a(ResourceKind::Network)],
     )?;
-    super::skew::check(b.state, dc)?;
+    skew::check(b.state, dc)?;
 
     let mut initialized = cluster_initialized(b, dc);
     let token_addr = a(ResourceKind::Token);
@@ -488,7 +487,7 @@ fn plan_cluster(b: &mut Builder<'_>, dc: &DesiredCluster) -> Result<(), PlanErro
     // The cluster's machines in state by owner, in state order (one pass,
     // not one per group: a cluster may have hundreds of groups).
     let state = b.state;
-    let mut by_owner: HashMap<&crate::resource::Owner, Vec<&Resource>> = HashMap::new();
+    let mut by_owner: HashMap<&Owner, Vec<&Resource>> = HashMap::new();
     for r in state.cluster_resources(&key) {
         if let Some(m) = r.attributes.as_machine() {
             by_owner.entry(&m.owner).or_default().push(r);
@@ -564,7 +563,7 @@ fn plan_cluster(b: &mut Builder<'_>, dc: &DesiredCluster) -> Result<(), PlanErro
             .flatten()
             .any(|o| matches!(o, GroupOp::Create { .. }))
         {
-            super::skew::check_join(dc, g)?;
+            skew::check_join(dc, g)?;
         }
         if g.paused {
             b.warnings.push(format!(
@@ -1363,7 +1362,10 @@ fn pair_replacements(
                     _ => "new machine".into(),
                 };
                 let code = if *reason == ReasonCode::ScaleUp
-                    && b.state.cluster_resources(addr.cluster_key()).next().is_none()
+                    && b.state
+                        .cluster_resources(addr.cluster_key())
+                        .next()
+                        .is_none()
                 {
                     ReasonCode::New
                 } else {

@@ -53,7 +53,11 @@ pub(crate) struct Schedule {
 }
 
 /// Resolved (maxSurge, maxUnavailable) for `replicas`.
-pub(crate) fn fenceposts(surge: IntOrPercent, unavailable: IntOrPercent, replicas: u32) -> (u32, u32) {
+pub(crate) fn fenceposts(
+    surge: IntOrPercent,
+    unavailable: IntOrPercent,
+    replicas: u32,
+) -> (u32, u32) {
     let s = surge.resolve(replicas, true).max(0) as u32;
     let mut u = unavailable.resolve(replicas, false).max(0) as u32;
     if s == 0 && u == 0 {

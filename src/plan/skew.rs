@@ -6,8 +6,8 @@
 //!   only at its own minor).
 
 use crate::desired::{DesiredCluster, MachineGroup};
-use crate::resource::Version;
 use crate::resource::Role;
+use crate::resource::Version;
 use crate::state::State;
 
 use super::PlanError;

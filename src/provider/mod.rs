@@ -9,6 +9,7 @@ pub mod sim;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::Value;
@@ -181,12 +182,50 @@ pub(crate) struct ProviderSettings {
     /// The simulator's directory.
     pub(crate) sim_dir: std::path::PathBuf,
     /// `--sim-latency`: overrides the manifests' startup durations.
-    pub(crate) sim_latency: Option<std::time::Duration>,
+    pub(crate) sim_latency: Option<Duration>,
     pub(crate) docker: docker::DockerSettings,
     pub(crate) openstack: openstack::OpenStackSettings,
     /// Secrets from the manifests by (namespace, name): credentials such as
     /// an OpenStackCluster's `identityRef`. Never written to state.
     pub(crate) secrets: BTreeMap<(String, String), BTreeMap<String, Vec<u8>>>,
+    pub(crate) overrides: Overrides,
+}
+
+/// Test hooks and tuning knobs of the providers, resolved once by the CLI's
+/// settings layer (from `CAPI_*` variables) and passed down explicitly;
+/// provider code reads no environment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Overrides {
+    /// Simulator: fail the n-th operation at a point (`bootstrap:5`).
+    pub sim_failures: Vec<(String, u64)>,
+    /// Simulator: fail this fraction of machine creates...
+    pub sim_fail_rate: f64,
+    /// ...chosen by this seed.
+    pub sim_seed: u64,
+    /// Docker: SIGKILL the process after the n-th event at a point
+    /// (`create:2`), to test crash recovery against a real engine.
+    pub docker_crash: Option<(String, u64)>,
+    /// OpenStack: exit as if killed right after the n-th server create was
+    /// accepted, before the state records it.
+    pub openstack_crash_after_server_create: Option<u64>,
+    /// OpenStack: attempts for a transient API error.
+    pub openstack_retries: u32,
+    /// OpenStack: how long a server may take to become ACTIVE.
+    pub openstack_server_timeout: Duration,
+}
+
+impl Default for Overrides {
+    fn default() -> Self {
+        Overrides {
+            sim_failures: Vec::new(),
+            sim_fail_rate: 0.0,
+            sim_seed: 0,
+            docker_crash: None,
+            openstack_crash_after_server_create: None,
+            openstack_retries: 6,
+            openstack_server_timeout: Duration::from_secs(600),
+        }
+    }
 }
 
 /// The provider registry: one line per provider.
@@ -195,11 +234,12 @@ pub(crate) async fn registry(
     settings: &ProviderSettings,
 ) -> Result<Arc<dyn Provider>, ProviderError> {
     match kind {
-        ProviderKind::Sim => Ok(Arc::new(sim::SimProvider::open(
+        ProviderKind::Sim => Ok(Arc::new(sim::SimProvider::open_with(
             &settings.sim_dir,
             settings.sim_latency,
+            &settings.overrides,
         )?)),
-        ProviderKind::Docker => docker::connect(&settings.docker).await,
+        ProviderKind::Docker => docker::connect(&settings.docker, &settings.overrides).await,
         ProviderKind::Openstack => openstack::connect(settings).await,
         ProviderKind::Local => Err(ProviderError::Failed(
             "local resources have no provider".into(),

@@ -8,7 +8,7 @@ mod address;
 mod observation;
 mod version;
 
-pub(crate) use address::{Address, AddressError, ClusterId, DEFAULT_NAMESPACE};
+pub(crate) use address::{Address, ClusterId, DEFAULT_NAMESPACE};
 pub(crate) use observation::{AttributeChange, DriftEntry, DriftKind, Observation};
 pub(crate) use version::Version;
 
@@ -95,16 +95,6 @@ impl ProviderKind {
             ProviderKind::Sim => "sim",
             ProviderKind::Docker => "docker",
             ProviderKind::Openstack => "openstack",
-        }
-    }
-
-    pub(crate) fn parse(s: &str) -> Option<ProviderKind> {
-        match s {
-            "local" => Some(ProviderKind::Local),
-            "sim" => Some(ProviderKind::Sim),
-            "docker" => Some(ProviderKind::Docker),
-            "openstack" => Some(ProviderKind::Openstack),
-            _ => None,
         }
     }
 }
@@ -322,6 +312,9 @@ pub struct MachineSpec {
 }
 
 /// The desired specification of a resource (its "attributes" in state).
+// Nearly every resource is a machine, so boxing the largest variant would
+// add an allocation per resource and save no memory.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Spec {

@@ -66,10 +66,6 @@ impl Version {
             build,
         })
     }
-
-    pub(crate) fn minor_key(&self) -> (u64, u64) {
-        (self.major, self.minor)
-    }
 }
 
 impl fmt::Display for Version {

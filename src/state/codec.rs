@@ -228,7 +228,6 @@ pub(crate) fn verify_checksummed(bytes: &[u8]) -> Result<&str, String> {
     Ok(text)
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,9 +16,9 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
 
-use crate::resource::{Address, ResourceKind, Spec};
 use super::codec::{self, JournalRecord};
 use super::{State, StateStore};
+use crate::resource::{Address, ResourceKind, Spec};
 
 type Mutation = Box<dyn FnOnce(&mut State) + Send>;
 
@@ -80,10 +80,7 @@ impl Journal {
                         st.serial += 1;
                         st.capi_version = env!("CARGO_PKG_VERSION").to_string();
                         // Only a changed bootstrap resource can orphan a document.
-                        if touched
-                            .iter()
-                            .any(|a| a.kind() == ResourceKind::Bootstrap)
-                        {
+                        if touched.iter().any(|a| a.kind() == ResourceKind::Bootstrap) {
                             st.gc_documents();
                         }
                         let (journal, snapshot) = store.journal_len();

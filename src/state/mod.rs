@@ -18,6 +18,6 @@ pub mod schema;
 pub(crate) mod store;
 
 pub(crate) use journal::Journal;
-pub(crate) use lock::{LockError, LockInfo, StateLock};
+pub(crate) use lock::{LockError, StateLock};
 pub use model::*;
 pub use store::{StateError, StateStore};

@@ -24,9 +24,7 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use super::codec::{
-    decode, encode, journal_line, journal_payload, JournalHeader, JournalRecord,
-};
+use super::codec::{decode, encode, journal_line, journal_payload, JournalHeader, JournalRecord};
 use super::model::{State, FORMAT_VERSION};
 
 #[derive(Debug, thiserror::Error)]
@@ -226,10 +224,6 @@ impl StateStore {
             state.checksum = None;
         }
         Ok(Some(state))
-    }
-
-    pub(crate) fn path(&self) -> &Path {
-        &self.path
     }
 
     pub(crate) fn backup_path(&self) -> PathBuf {

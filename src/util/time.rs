@@ -1,7 +1,11 @@
-//! UTC timestamps without a date-time dependency: RFC 3339 formatting and
-//! parsing of the `YYYY-MM-DDTHH:MM:SSZ` form `capi` writes.
+//! Time in the forms `capi` reads and writes: UTC timestamps as RFC 3339
+//! (`YYYY-MM-DDTHH:MM:SSZ`, computed here with civil-date arithmetic rather
+//! than a date-time library) and Go durations (`1h30m`, `300ms`) as
+//! manifests and flags write them.
 
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
 
 pub fn now_unix() -> i64 {
     SystemTime::now()
@@ -85,9 +89,67 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
     Some(days_from_civil(y, mo as u32, d as u32) * 86_400 + h * 3600 + mi * 60 + se - offset)
 }
 
+/// Go duration (`1h30m`, `4m0s`, `300ms`) to seconds.
+pub(crate) fn go_duration_seconds(s: &str) -> Option<f64> {
+    let s = s.trim();
+    if s == "0" {
+        return Some(0.0);
+    }
+    let mut total = 0.0;
+    let mut rest = s;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let num_len = rest
+            .bytes()
+            .take_while(|b| b.is_ascii_digit() || *b == b'.')
+            .count();
+        if num_len == 0 {
+            return None;
+        }
+        let n: f64 = rest[..num_len].parse().ok()?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .bytes()
+            .take_while(|b| b.is_ascii_alphabetic() || *b == 0xc2 || *b == 0xb5)
+            .count();
+        let unit = &rest[..unit_len];
+        rest = &rest[unit_len..];
+        total += n * match unit {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 0.001,
+            "us" | "µs" => 0.000_001,
+            "ns" => 0.000_000_001,
+            _ => return None,
+        };
+    }
+    Some(total)
+}
+
+/// A duration given either as a Go duration string or as a number of seconds.
+pub(crate) fn duration_value_seconds(v: &Value) -> Option<f64> {
+    match v {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => go_duration_seconds(s),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(go_duration_seconds("4m0s"), Some(240.0));
+        assert_eq!(go_duration_seconds("1h30m"), Some(5400.0));
+        assert_eq!(go_duration_seconds("300ms"), Some(0.3));
+        assert_eq!(go_duration_seconds("10"), None);
+        assert_eq!(go_duration_seconds("x"), None);
+    }
 
     #[test]
     fn roundtrip() {

@@ -477,10 +477,7 @@ fn kubeconfig_chains_to_the_cluster_ca() {
         .load()
         .unwrap()
         .unwrap();
-    let endpoint = state
-        .get("demo/loadbalancer")
-        .unwrap()
-        .observed["endpoint"]
+    let endpoint = state.get("demo/loadbalancer").unwrap().observed["endpoint"]
         .as_str()
         .unwrap()
         .to_string();
@@ -602,9 +599,7 @@ fn expired_token_is_rotated_first_and_nothing_else_changes() {
         .load()
         .unwrap()
         .unwrap();
-    let token = state
-        .get("demo/token")
-        .unwrap();
+    let token = state.get("demo/token").unwrap();
     let expires = token.observed["expires_unix"].as_i64().unwrap();
     let later = (expires + 60).to_string();
     // No machine joins: no rotation needed, no changes.
@@ -650,10 +645,7 @@ fn expired_token_is_rotated_first_and_nothing_else_changes() {
         .load()
         .unwrap()
         .unwrap();
-    let new_token = &after
-        .get("demo/token")
-        .unwrap()
-        .sensitive["token"];
+    let new_token = &after.get("demo/token").unwrap().sensitive["token"];
     assert_ne!(new_token, &token.sensitive["token"], "rotated");
     // Existing machines keep the bootstrap data they were created with.
     for sha in &before_docs {
@@ -734,7 +726,7 @@ fn no_secret_in_any_output() {
     }
     assert!(
         secrets.iter().any(|s| s.contains("PRIVATE KEY"))
-            && secrets.iter().any(|s| capi::bootstrap::token::is_valid(s)),
+            && secrets.iter().any(|s| bootstrap::token::is_valid(s)),
         "the state holds keys and a token"
     );
     assert!(

@@ -4,17 +4,17 @@
 
 use std::path::{Path, PathBuf};
 
-pub fn repo() -> PathBuf {
+pub(crate) fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-pub fn example(rel: &str) -> PathBuf {
+pub(crate) fn example(rel: &str) -> PathBuf {
     repo().join("examples").join(rel)
 }
 
 /// A file under `../shared` (upstream fixtures, briefs). `None`, with a
 /// visible message, when the project is used outside its workplace.
-pub fn shared(rel: &str) -> Option<PathBuf> {
+pub(crate) fn shared(rel: &str) -> Option<PathBuf> {
     let p = repo().join("..").join("shared").join(rel);
     if p.exists() {
         Some(p)
@@ -29,7 +29,7 @@ pub fn shared(rel: &str) -> Option<PathBuf> {
 
 /// The `capi` binary, run in `dir`, with colours off and a clean environment
 /// for the variables capi reads.
-pub fn capi(dir: &Path) -> assert_cmd::Command {
+pub(crate) fn capi(dir: &Path) -> assert_cmd::Command {
     let mut c = assert_cmd::Command::cargo_bin("capi").expect("capi binary");
     c.current_dir(dir)
         .env("NO_COLOR", "1")
@@ -41,7 +41,7 @@ pub fn capi(dir: &Path) -> assert_cmd::Command {
 }
 
 /// Same, as a std process (for tests that kill or race processes).
-pub fn capi_process(dir: &Path) -> std::process::Command {
+pub(crate) fn capi_process(dir: &Path) -> std::process::Command {
     let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("capi"));
     c.current_dir(dir)
         .env("NO_COLOR", "1")
@@ -51,17 +51,17 @@ pub fn capi_process(dir: &Path) -> std::process::Command {
     c
 }
 
-pub fn stdout(o: &std::process::Output) -> String {
+pub(crate) fn stdout(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-pub fn stderr(o: &std::process::Output) -> String {
+pub(crate) fn stderr(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// Replace what legitimately varies between runs (lineage, serial, hashes of
 /// generated material, timings) so snapshots compare structure.
-pub fn scrub(s: &str) -> String {
+pub(crate) fn scrub(s: &str) -> String {
     let mut out = s.to_string();
     let re_like = |text: &str, prefix: &str, len: usize, repl: &str| -> String {
         let mut o = String::new();
@@ -106,7 +106,7 @@ pub fn scrub(s: &str) -> String {
 
 /// Parse a `--json` stream and validate every line against
 /// docs/json-output.schema.json.
-pub fn json_events(stdout: &str) -> Vec<serde_json::Value> {
+pub(crate) fn json_events(stdout: &str) -> Vec<serde_json::Value> {
     let schema: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(repo().join("docs/json-output.schema.json")).unwrap(),
     )

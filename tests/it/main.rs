@@ -1,6 +1,9 @@
 //! The integration-test binary: CLI snapshot tests, scenario folders, crash
 //! and lock tests against real processes, and the real-provider tests.
 
+// Tests say on stderr what they skip and why.
+#![allow(clippy::print_stderr)]
+
 mod common;
 
 mod bootstrap;

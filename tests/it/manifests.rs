@@ -168,8 +168,8 @@ fn upstream_fixtures_load_unchanged() {
         assert_eq!(m.objects.len(), objects, "{rel}");
         assert!(m.warnings.is_empty(), "{rel}: {:?}", m.warnings);
         // And they build a graph (rendering every bootstrap document).
-        let d =
-            capi::desired::build(&m, &Default::default()).unwrap_or_else(|p| panic!("{rel}: {p:#?}"));
+        let d = capi::desired::build(&m, &Default::default())
+            .unwrap_or_else(|p| panic!("{rel}: {p:#?}"));
         assert_eq!(d.clusters.len(), 1);
     }
 }

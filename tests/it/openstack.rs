@@ -455,11 +455,7 @@ fn upstream_fixture_full_lifecycle() {
     assert!(!state_text.contains(&yaml_b64) && !state_text.contains("password: \"devcloud\""));
 
     // Refresh cost: one list call per object type, not per resource.
-    let plan = c.run(
-        "plan",
-        &["--detailed-exitcode"],
-        &[("CAPI_OPENSTACK_DEBUG_CALLS", "1")],
-    );
+    let plan = c.run("plan", &["--detailed-exitcode"], &[("CAPI_LOG", "debug")]);
     assert_eq!(
         plan.status.code(),
         Some(0),
@@ -614,9 +610,7 @@ fn server_deleted_behind_capis_back_is_reported_and_recreated() {
     let tag = c.tag();
     // The API floating IP follows the control-plane machine.
     let st = c.state();
-    let lb = st
-        .get(format!("{name}/loadbalancer").as_str())
-        .unwrap();
+    let lb = st.get(format!("{name}/loadbalancer").as_str()).unwrap();
     assert_eq!(lb.observed["mode"], "floating-ip");
     let cp = c
         .machines()

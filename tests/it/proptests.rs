@@ -243,13 +243,13 @@ proptest! {
         assert_ordered(&p1, &empty);
         let s1 = run(&p1, empty, dir.path());
         let again = plan_for(&render(&before), &s1);
-        prop_assert!(again.is_empty(), "re-plan after apply is not empty:\n{}", capi::plan::render::render_plan(&again, Default::default()));
+        prop_assert!(again.is_empty(), "re-plan after apply is not empty:\n{}", plan::render::render_plan(&again, Default::default()));
 
         let p2 = plan_for(&render(&after), &s1);
         assert_ordered(&p2, &s1);
         let s2 = run(&p2, s1, dir.path());
         let again = plan_for(&render(&after), &s2);
-        prop_assert!(again.is_empty(), "re-plan after the change is not empty:\n{}", capi::plan::render::render_plan(&again, Default::default()));
+        prop_assert!(again.is_empty(), "re-plan after the change is not empty:\n{}", plan::render::render_plan(&again, Default::default()));
         // Same inputs, same plan.
         prop_assert_eq!(serde_json::to_string(&plan_for(&render(&after), &s2)).unwrap(), serde_json::to_string(&again).unwrap());
     }

@@ -11,10 +11,10 @@ use crate::desired::DesiredCluster;
 use crate::resource::{Role, Spec};
 use crate::state::{Resource, State, StateStore, Status};
 
-use super::super::args::{GlobalArgs, ManifestArgs};
 use super::super::output::Printer;
-use super::super::CliError;
-use super::*;
+use super::super::pipeline;
+use super::super::settings::{GlobalSettings, ManifestSettings};
+use super::super::{CliError, ExitStatus};
 
 struct Row {
     name: String,
@@ -160,19 +160,22 @@ fn machine_row(r: &Resource, desired: Option<&DesiredCluster>) -> Row {
 }
 
 pub(crate) fn run(
-    g: &GlobalArgs,
+    g: &GlobalSettings,
     cluster: &str,
-    margs: &ManifestArgs,
+    ms: &ManifestSettings,
     grouping: bool,
     p: &Printer,
-) -> Result<u8, CliError> {
+) -> Result<ExitStatus, CliError> {
     let state = StateStore::new(&g.state)
         .load()?
         .unwrap_or_else(State::empty);
-    let desired = if margs.files.is_empty() {
+    let desired = if ms.files.is_empty() {
         None
     } else {
-        Some(build_desired(&load_manifests(margs, p)?, margs)?)
+        Some(pipeline::build_desired(
+            &pipeline::load_manifests(ms, p)?,
+            ms,
+        )?)
     };
     let dc = desired.as_ref().and_then(|d| d.cluster(cluster));
     let resources: Vec<&Resource> = state.cluster_resources(cluster).collect();
@@ -345,7 +348,7 @@ pub(crate) fn run(
         }
     }
     p.data(&table(&rows));
-    Ok(0)
+    Ok(ExitStatus::Success)
 }
 
 fn group_row(name: &str, n: usize, replicas: Option<u32>, ready: usize, utd: Option<usize>) -> Row {

@@ -1,58 +1,37 @@
 //! `capi destroy`: everything in the state, in reverse dependency order.
 
-use std::collections::BTreeSet;
+use crate::plan::{self, Operation as PlanOperation, PlanOptions};
 
-use crate::plan::{self, Operation};
-use crate::state::StateStore;
-
-use super::super::args::{ApplyArgs, GlobalArgs, ManifestArgs, RunArgs};
 use super::super::output::Printer;
-use super::super::{json, CliError};
-use super::*;
+use super::super::pipeline::{self, LockedState, Operation};
+use super::super::settings::{ApplySettings, GlobalSettings, ManifestSettings, RunSettings};
+use super::super::{CliError, ExitStatus};
 
 pub(crate) async fn run(
-    g: &GlobalArgs,
-    margs: &ManifestArgs,
-    run: &RunArgs,
-    a: &ApplyArgs,
+    g: &GlobalSettings,
+    ms: &ManifestSettings,
+    run: &RunSettings,
+    a: &ApplySettings,
     p: &Printer,
-) -> Result<u8, CliError> {
+) -> Result<ExitStatus, CliError> {
     // Manifests are optional: they only provide credentials (Secrets).
-    let m = if margs.files.is_empty() {
+    let m = if ms.files.is_empty() {
         None
     } else {
-        Some(load_manifests(margs, p)?)
+        Some(pipeline::load_manifests(ms, p)?)
     };
-    let _lock = lock(g, "destroy", run)?;
-    let store = StateStore::new(&g.state);
-    let state = load_state(&store)?;
-    let mut opts = plan_options(now());
-    opts.operation = Operation::Destroy;
-    let pl = plan::plan(&Default::default(), &state, &opts)?;
-    if p.json {
-        json::emit_plan(p, &pl, "destroy");
-    } else {
-        p.data(&plan::render::render_plan(&pl, p.style()));
-    }
-    if pl.is_empty() {
-        return Ok(0);
-    }
-    if !a.auto_approve && !confirm(p, "destroy all the resources")? {
-        p.error("Destroy cancelled: only 'yes' is accepted.");
-        return Ok(1);
-    }
-    let kinds: BTreeSet<_> = pl.steps.iter().map(|s| s.provider).collect();
-    let providers = providers_for(&kinds, &provider_settings(g, Some(run), m.as_ref())).await?;
-    let report = execute(
-        &pl,
-        state,
-        store,
-        providers,
-        Default::default(),
-        a.parallelism,
-        None,
-        p,
-    )
-    .await;
-    Ok(report_outcome(&report, &pl, "destroy", p))
+    let locked = LockedState::acquire(g, run, "destroy")?;
+    let opts = PlanOptions {
+        operation: PlanOperation::Destroy,
+        now_unix: g.now(),
+        ..Default::default()
+    };
+    let pl = plan::plan(&Default::default(), &locked.state, &opts)?;
+    pipeline::show_plan(p, &pl, "destroy");
+    let op = Operation {
+        name: "destroy",
+        question: "destroy all the resources",
+        approved: false,
+    };
+    pipeline::approve_and_execute(&pl, locked, run, a, m.as_ref(), &op, p).await
 }

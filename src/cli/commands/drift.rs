@@ -8,10 +8,10 @@ use serde_json::json;
 use crate::resource::{DriftEntry, DriftKind};
 use crate::state::StateStore;
 
-use super::super::args::{GlobalArgs, ManifestArgs, RunArgs};
 use super::super::output::Printer;
-use super::super::{json, CliError};
-use super::*;
+use super::super::pipeline;
+use super::super::settings::{GlobalSettings, ManifestSettings, RunSettings};
+use super::super::{json, CliError, ExitStatus};
 
 /// `--ignore ADDRESS` drops every finding for that resource;
 /// `--ignore ADDRESS.ATTRIBUTE` drops only that attribute's change.
@@ -44,16 +44,16 @@ pub(crate) fn apply_ignores(drift: Vec<DriftEntry>, ignores: &[String]) -> Vec<D
 }
 
 pub(crate) async fn run(
-    g: &GlobalArgs,
-    margs: &ManifestArgs,
-    run: &RunArgs,
+    g: &GlobalSettings,
+    ms: &ManifestSettings,
+    run: &RunSettings,
     ignores: &[String],
     p: &Printer,
-) -> Result<u8, CliError> {
-    let m = if margs.files.is_empty() {
+) -> Result<ExitStatus, CliError> {
+    let m = if ms.files.is_empty() {
         None
     } else {
-        Some(load_manifests(margs, p)?)
+        Some(pipeline::load_manifests(ms, p)?)
     };
     let store = StateStore::new(&g.state);
     let Some(state) = store.load()? else {
@@ -63,7 +63,8 @@ pub(crate) async fn run(
         )));
     };
     let kinds = crate::provider::refresh::providers_in(&state);
-    let providers = providers_for(&kinds, &provider_settings(g, Some(run), m.as_ref())).await?;
+    let settings = pipeline::provider_settings(run, m.as_ref());
+    let providers = pipeline::providers_for(&kinds, &settings).await?;
     let start = std::time::Instant::now();
     let r = crate::provider::refresh::refresh(&state, &providers).await?;
     let elapsed = start.elapsed();
@@ -107,5 +108,9 @@ pub(crate) async fn run(
         }
         p.data(&out);
     }
-    Ok(if drift.is_empty() { 0 } else { 2 })
+    Ok(if drift.is_empty() {
+        ExitStatus::Success
+    } else {
+        ExitStatus::Drift
+    })
 }

@@ -2,15 +2,15 @@
 
 use crate::state::StateLock;
 
-use super::super::args::GlobalArgs;
 use super::super::output::Printer;
-use super::super::CliError;
+use super::super::settings::GlobalSettings;
+use super::super::{CliError, ExitStatus};
 
-pub(crate) fn run(g: &GlobalArgs, id: &str, p: &Printer) -> Result<u8, CliError> {
+pub(crate) fn run(g: &GlobalSettings, id: &str, p: &Printer) -> Result<ExitStatus, CliError> {
     let info = StateLock::force_unlock(&g.state, id)?;
     p.message(&format!(
         "Removed the stale lock record {} (operation {:?} by {}, pid {}).",
         info.id, info.operation, info.who, info.pid
     ));
-    Ok(0)
+    Ok(ExitStatus::Success)
 }

@@ -3,10 +3,10 @@
 
 use crate::manifest::{self, vars, RawSource};
 
-use super::super::args::{GenerateArgs, ManifestArgs};
+use super::super::args::GenerateArgs;
 use super::super::output::Printer;
-use super::super::CliError;
-use super::*;
+use super::super::settings::{variables, Env};
+use super::super::{CliError, ExitStatus};
 
 /// The built-in flavors (also in examples/templates/).
 pub(crate) const FLAVORS: &[(&str, &str)] = &[
@@ -53,7 +53,7 @@ fn template(a: &GenerateArgs) -> Result<(String, String), CliError> {
         })
 }
 
-pub(crate) fn run(a: &GenerateArgs, p: &Printer) -> Result<u8, CliError> {
+pub(crate) fn run(a: &GenerateArgs, env: &Env, p: &Printer) -> Result<ExitStatus, CliError> {
     let (name, text) = template(a)?;
     if a.list_variables {
         let mut out = String::from("Required variables:\n");
@@ -66,7 +66,7 @@ pub(crate) fn run(a: &GenerateArgs, p: &Printer) -> Result<u8, CliError> {
             out.push_str(&format!("  - {}\n", v.name));
         }
         p.data(&out);
-        return Ok(0);
+        return Ok(ExitStatus::Success);
     }
     let cluster = a
         .name
@@ -78,18 +78,13 @@ pub(crate) fn run(a: &GenerateArgs, p: &Printer) -> Result<u8, CliError> {
         ));
     }
     // clusterctl's rules: flags win; the environment (and --var) fill the rest.
-    let margs = ManifestArgs {
-        vars: a.vars.clone(),
-        var_files: a.var_files.clone(),
-        ..Default::default()
-    };
-    let mut v = variables(&margs)?;
+    let mut v = variables(&a.vars, &a.var_files, env)?;
     v.set("CLUSTER_NAME", &cluster);
     v.set(
         "NAMESPACE",
         a.target_namespace
             .clone()
-            .or_else(|| std::env::var("NAMESPACE").ok())
+            .or_else(|| env.get("NAMESPACE").map(str::to_string))
             .unwrap_or_else(|| "default".into()),
     );
     if let Some(k) = &a.kubernetes_version {
@@ -98,12 +93,12 @@ pub(crate) fn run(a: &GenerateArgs, p: &Printer) -> Result<u8, CliError> {
     let cp = a
         .control_plane_machine_count
         .map(|n| n.to_string())
-        .or_else(|| std::env::var("CONTROL_PLANE_MACHINE_COUNT").ok())
+        .or_else(|| env.get("CONTROL_PLANE_MACHINE_COUNT").map(str::to_string))
         .unwrap_or_else(|| "1".into());
     let workers = a
         .worker_machine_count
         .map(|n| n.to_string())
-        .or_else(|| std::env::var("WORKER_MACHINE_COUNT").ok())
+        .or_else(|| env.get("WORKER_MACHINE_COUNT").map(str::to_string))
         .unwrap_or_else(|| "0".into());
     v.set("CONTROL_PLANE_MACHINE_COUNT", cp);
     v.set("WORKER_MACHINE_COUNT", workers);
@@ -115,5 +110,5 @@ pub(crate) fn run(a: &GenerateArgs, p: &Printer) -> Result<u8, CliError> {
     manifest::load(sources, &v)?;
     let rendered = vars::substitute(&name, &text, &v).text;
     p.data(&rendered);
-    Ok(0)
+    Ok(ExitStatus::Success)
 }

@@ -8,21 +8,28 @@ use crate::plan::{self, Op};
 use crate::resource::Address;
 use crate::state::StateStore;
 
-use super::super::args::{GlobalArgs, GraphFormat, ManifestArgs};
+use super::super::args::GraphFormat;
 use super::super::output::Printer;
-use super::super::CliError;
-use super::*;
+use super::super::pipeline;
+use super::super::settings::{GlobalSettings, ManifestSettings};
+use super::super::{CliError, ExitStatus};
 
 pub(crate) fn run(
-    g: &GlobalArgs,
-    margs: &ManifestArgs,
+    g: &GlobalSettings,
+    ms: &ManifestSettings,
     format: GraphFormat,
     p: &Printer,
-) -> Result<u8, CliError> {
-    let m = load_manifests(margs, p)?;
-    let desired = build_desired(&m, margs)?;
-    let state = load_state(&StateStore::new(&g.state))?;
-    let pl = plan::plan(&desired, &state, &plan_options(now()))?;
+) -> Result<ExitStatus, CliError> {
+    let m = pipeline::load_manifests(ms, p)?;
+    let desired = pipeline::build_desired(&m, ms)?;
+    let state = StateStore::new(&g.state)
+        .load()?
+        .unwrap_or_else(crate::state::State::empty);
+    let opts = plan::PlanOptions {
+        now_unix: g.now(),
+        ..Default::default()
+    };
+    let pl = plan::plan(&desired, &state, &opts)?;
     // The graph after the plan: state minus deletes, plus creates.
     let mut nodes: BTreeMap<Address, Vec<Address>> = state
         .resources
@@ -45,5 +52,5 @@ pub(crate) fn run(
         GraphFormat::Dot => graph.to_dot(),
         GraphFormat::Text => graph.to_text(),
     });
-    Ok(0)
+    Ok(ExitStatus::Success)
 }

@@ -10,16 +10,16 @@ use std::path::Path;
 use crate::resource::{Address, ClusterId, ResourceKind};
 use crate::state::StateStore;
 
-use super::super::args::GlobalArgs;
 use super::super::output::Printer;
-use super::super::CliError;
+use super::super::settings::GlobalSettings;
+use super::super::{CliError, ExitStatus};
 
 pub(crate) fn run(
-    g: &GlobalArgs,
+    g: &GlobalSettings,
     cluster: &str,
     output: Option<&Path>,
     p: &Printer,
-) -> Result<u8, CliError> {
+) -> Result<ExitStatus, CliError> {
     let state = StateStore::new(&g.state).load()?.ok_or_else(|| {
         CliError::Usage(format!(
             "no state at {}: apply a cluster first",
@@ -27,7 +27,10 @@ pub(crate) fn run(
         ))
     })?;
     let id = ClusterId::from_key(cluster);
-    if state.get(&Address::new(&id, ResourceKind::Pki, None)).is_none() {
+    if state
+        .get(&Address::new(&id, ResourceKind::Pki, None))
+        .is_none()
+    {
         return Err(CliError::Usage(format!(
             "no cluster {cluster:?} with certificates in the state; clusters: {}",
             state.cluster_keys().join(", ")
@@ -54,5 +57,5 @@ pub(crate) fn run(
             ));
         }
     }
-    Ok(0)
+    Ok(ExitStatus::Success)
 }

@@ -1,55 +1,50 @@
-//! `capi plan`.
+//! `capi plan`: what apply would do, optionally saved (`-out FILE`) for
+//! `capi apply FILE` to run exactly.
 
-use crate::plan;
-use crate::state::StateStore;
+use std::path::Path;
 
-use super::super::args::{GlobalArgs, ManifestArgs, RunArgs, TargetArgs};
+use crate::plan::{self, PlanOptions};
+
+use super::super::args::TargetArgs;
 use super::super::output::Printer;
-use super::super::{json, CliError};
-use super::*;
+use super::super::pipeline::{self, LockedState};
+use super::super::settings::{GlobalSettings, ManifestSettings, RunSettings};
+use super::super::{CliError, ExitStatus};
 
-pub(crate) fn target_options(opts: &mut crate::plan::PlanOptions, t: &TargetArgs) {
-    opts.targets = t.targets.clone();
-    opts.replace = t.replace.clone();
+/// Plan options for `--target` and `--replace`.
+pub(crate) fn options(g: &GlobalSettings, t: &TargetArgs) -> PlanOptions {
+    PlanOptions {
+        now_unix: g.now(),
+        targets: t.targets.clone(),
+        replace: t.replace.clone(),
+        ..Default::default()
+    }
 }
 
 pub(crate) async fn run(
-    g: &GlobalArgs,
-    margs: &ManifestArgs,
-    run: &RunArgs,
+    g: &GlobalSettings,
+    ms: &ManifestSettings,
+    run: &RunSettings,
     targets: &TargetArgs,
     detailed: bool,
-    out: Option<&std::path::Path>,
+    out: Option<&Path>,
     p: &Printer,
-) -> Result<u8, CliError> {
-    let m = load_manifests(margs, p)?;
-    let desired = build_desired(&m, margs)?;
-    let _lock = lock(g, "plan", run)?;
-    let store = StateStore::new(&g.state);
-    let state = load_state(&store)?;
-    let mut opts = plan_options(now());
-    target_options(&mut opts, targets);
-    let drift = refresh_into(&mut opts, &state, g, run, Some(&m), p).await?;
-    let mut pl = plan::plan(&desired, &state, &opts)?;
-    pl.drift = drift;
-    if p.json {
-        json::emit_plan(p, &pl, "plan");
-    } else {
-        p.data(&plan::render::render_plan(&pl, p.style()));
-    }
+) -> Result<ExitStatus, CliError> {
+    let m = pipeline::load_manifests(ms, p)?;
+    let desired = pipeline::build_desired(&m, ms)?;
+    let locked = LockedState::acquire(g, run, "plan")?;
+    let pl =
+        pipeline::plan_changes(&desired, &locked, options(g, targets), run, Some(&m), p).await?;
+    pipeline::show_plan(p, &pl, "plan");
     if let Some(path) = out {
         let f = plan::file::PlanFile {
             format: plan::file::PLAN_FILE_FORMAT.into(),
             format_version: plan::PLAN_FORMAT_VERSION,
             capi_version: env!("CARGO_PKG_VERSION").into(),
-            manifest_files: margs
-                .files
-                .iter()
-                .map(|f| f.display().to_string())
-                .collect(),
+            manifest_files: ms.files.iter().map(|f| f.display().to_string()).collect(),
             manifest_digest: m.source_digest.clone(),
             variables_digest: m.variables_digest(),
-            provider_override: margs.provider.map(|_| "sim".to_string()),
+            provider_override: ms.provider_override_name(),
             plan: pl.clone(),
             checksum: None,
         };
@@ -66,9 +61,13 @@ pub(crate) async fn run(
     } else if !p.json && !pl.is_empty() {
         p.message("Note: this plan was not saved (-out FILE); `capi apply` plans again and may act differently if something changes in between.");
     }
-    let code = if detailed && !pl.is_empty() { 2 } else { 0 };
+    let status = if detailed && !pl.is_empty() {
+        ExitStatus::Changes
+    } else {
+        ExitStatus::Success
+    };
     // The process ends right after this: freeing a 20,000-resource state,
     // graph and plan piece by piece would cost more than the planning itself.
-    std::mem::forget((state, desired, pl, m));
-    Ok(code)
+    std::mem::forget((locked, desired, pl, m));
+    Ok(status)
 }

@@ -4,9 +4,9 @@ use serde_json::{json, Value};
 
 use crate::state::{Resource, State, StateStore};
 
-use super::super::args::GlobalArgs;
 use super::super::output::Printer;
-use super::super::CliError;
+use super::super::settings::GlobalSettings;
+use super::super::{CliError, ExitStatus};
 
 /// A resource as shown to people and programs: sensitive values masked.
 pub(crate) fn public_resource(r: &Resource) -> Value {
@@ -48,13 +48,17 @@ pub(crate) fn select<'a>(state: &'a State, cluster: Option<&'a str>) -> Vec<&'a 
         .collect()
 }
 
-pub(crate) fn run(g: &GlobalArgs, cluster: Option<&str>, p: &Printer) -> Result<u8, CliError> {
+pub(crate) fn run(
+    g: &GlobalSettings,
+    cluster: Option<&str>,
+    p: &Printer,
+) -> Result<ExitStatus, CliError> {
     let Some(state) = StateStore::new(&g.state).load()? else {
         p.message(&format!(
             "No state at {}: nothing has been applied yet.",
             g.state.display()
         ));
-        return Ok(0);
+        return Ok(ExitStatus::Success);
     };
     let rs = select(&state, cluster);
     if let Some(c) = cluster {
@@ -86,5 +90,5 @@ pub(crate) fn run(g: &GlobalArgs, cluster: Option<&str>, p: &Printer) -> Result<
         }
         p.data(&out);
     }
-    Ok(0)
+    Ok(ExitStatus::Success)
 }

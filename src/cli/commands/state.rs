@@ -3,12 +3,12 @@
 use crate::resource::Address;
 use crate::state::StateStore;
 
-use super::super::args::GlobalArgs;
 use super::super::output::Printer;
-use super::super::CliError;
+use super::super::settings::GlobalSettings;
+use super::super::{CliError, ExitStatus};
 use super::show::public_resource;
 
-pub(crate) fn list(g: &GlobalArgs, p: &Printer) -> Result<u8, CliError> {
+pub(crate) fn list(g: &GlobalSettings, p: &Printer) -> Result<ExitStatus, CliError> {
     let state = StateStore::new(&g.state)
         .load()?
         .unwrap_or_else(crate::state::State::empty);
@@ -18,10 +18,10 @@ pub(crate) fn list(g: &GlobalArgs, p: &Printer) -> Result<u8, CliError> {
         out.push('\n');
     }
     p.data(&out);
-    Ok(0)
+    Ok(ExitStatus::Success)
 }
 
-pub(crate) fn show(g: &GlobalArgs, address: &str, p: &Printer) -> Result<u8, CliError> {
+pub(crate) fn show(g: &GlobalSettings, address: &str, p: &Printer) -> Result<ExitStatus, CliError> {
     let a = Address::parse(address).map_err(|e| CliError::Usage(e.to_string()))?;
     let state = StateStore::new(&g.state)
         .load()?
@@ -36,5 +36,5 @@ pub(crate) fn show(g: &GlobalArgs, address: &str, p: &Printer) -> Result<u8, Cli
         "{}\n",
         serde_json::to_string_pretty(&v).expect("json")
     ));
-    Ok(0)
+    Ok(ExitStatus::Success)
 }

@@ -4,18 +4,19 @@
 //! step). Shows every step's waves, asks, runs them with the health gates,
 //! and with `--write` puts the new versions into the manifest files.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 
 use crate::manifest::edit::{self, Selection};
-use crate::manifest::{Body, Kind};
-use crate::resource::Version;
-use crate::plan::{self, render, simulate::simulate, Plan};
-use crate::state::{State, StateStore};
+use crate::manifest::{self, Body, Kind, Manifest};
+use crate::plan::{self, render, simulate::simulate, Plan, PlanOptions};
+use crate::resource::{ClusterId, Version};
+use crate::state::State;
 
-use super::super::args::{ApplyArgs, GlobalArgs, HealthArgs, ManifestArgs, RunArgs, UpgradeArgs};
+use super::super::args::UpgradeArgs;
 use super::super::output::Printer;
-use super::super::{json, CliError};
-use super::*;
+use super::super::pipeline::{self, LockedState, Operation};
+use super::super::settings::{ApplySettings, GlobalSettings, ManifestSettings, RunSettings};
+use super::super::{json, CliError, ExitStatus};
 
 fn current_cp_version(state: &State, key: &str) -> Option<(Version, Version)> {
     let vs: Vec<Version> = state
@@ -27,27 +28,25 @@ fn current_cp_version(state: &State, key: &str) -> Option<(Version, Version)> {
     Some((vs.iter().min()?.clone(), vs.iter().max()?.clone()))
 }
 
-#[allow(clippy::too_many_arguments)]
 pub(crate) async fn run(
-    g: &GlobalArgs,
-    margs: &ManifestArgs,
-    run: &RunArgs,
-    a: &ApplyArgs,
-    health: &HealthArgs,
+    g: &GlobalSettings,
+    ms: &ManifestSettings,
+    run: &RunSettings,
+    a: &ApplySettings,
     u: &UpgradeArgs,
     p: &Printer,
-) -> Result<u8, CliError> {
+) -> Result<ExitStatus, CliError> {
     let target = Version::parse(&u.to).map_err(|e| CliError::Usage(format!("--to: {e}")))?;
     let via: Vec<Version> = u
         .via
         .iter()
         .map(|v| Version::parse(v).map_err(|e| CliError::Usage(format!("--via: {e}"))))
         .collect::<Result<_, _>>()?;
-    let m = load_manifests(margs, p)?;
-    let clusters: Vec<&crate::manifest::Object> = m.of_kind(Kind::Cluster).collect();
+    let m = pipeline::load_manifests(ms, p)?;
+    let clusters: Vec<&manifest::Object> = m.of_kind(Kind::Cluster).collect();
     let cluster = match &u.cluster {
         Some(c) => {
-            let id = crate::resource::ClusterId::from_key(c);
+            let id = ClusterId::from_key(c);
             clusters
                 .iter()
                 .find(|o| o.key.name == id.name && o.key.namespace == id.namespace)
@@ -67,7 +66,7 @@ pub(crate) async fn run(
             )))
         }
     };
-    let key = crate::resource::ClusterId::new(&cluster.key.namespace, &cluster.key.name).key();
+    let key = ClusterId::new(&cluster.key.namespace, &cluster.key.name).key();
     let Body::Cluster(c) = &cluster.body else {
         unreachable!()
     };
@@ -95,14 +94,13 @@ pub(crate) async fn run(
         machine_deployments: if u.md.is_empty() { None } else { Some(&u.md) },
     };
 
-    let _lock = lock(g, "upgrade", run)?;
-    let store = StateStore::new(&g.state);
-    let state = load_state(&store)?;
+    let locked = LockedState::acquire(g, run, "upgrade")?;
+    let state = &locked.state;
     let manifest_cp = match &kcp.body {
         Body::KubeadmControlPlane(k) => k.version.clone().ok(),
         _ => None,
     };
-    let (current, running_max) = match current_cp_version(&state, &key) {
+    let (current, running_max) = match current_cp_version(state, &key) {
         Some(v) => v,
         None => {
             let v = manifest_cp
@@ -116,18 +114,21 @@ pub(crate) async fn run(
         p.data(&format!(
             "Cluster {key} already runs {target}: nothing to upgrade.\n"
         ));
-        return Ok(0);
+        return Ok(ExitStatus::Success);
     }
 
     // Plan every step; later steps against the state the earlier ones leave.
-    let now = now();
+    let now = g.now();
     let mut plans: Vec<(Version, Plan)> = Vec::new();
     let mut st = state.clone();
-    let mut opts = plan_options(now);
-    let drift = refresh_into(&mut opts, &state, g, run, Some(&m), p).await?;
+    let mut opts = PlanOptions {
+        now_unix: now,
+        ..Default::default()
+    };
+    let drift = pipeline::refresh_into(&mut opts, state, run, Some(&m), p).await?;
     for (i, v) in steps.iter().enumerate() {
         let mi = edit::with_versions(&m, &sel, v, v);
-        let desired = build_desired(&mi, margs)?;
+        let desired = pipeline::build_desired(&mi, ms)?;
         let mut o = opts.clone();
         if i > 0 {
             o.observations.clear();
@@ -169,26 +170,27 @@ pub(crate) async fn run(
         if u.write {
             write_versions(&m, &sel, &target, p)?;
         }
-        return Ok(0);
+        return Ok(ExitStatus::Success);
     }
-    if !a.auto_approve && !confirm(p, &format!("upgrade cluster {key} to {target}"))? {
+    if !a.auto_approve && !pipeline::confirm(p, &format!("upgrade cluster {key} to {target}"))? {
         p.error("Upgrade cancelled: only 'yes' is accepted.");
-        return Ok(1);
+        return Ok(ExitStatus::Failure);
     }
-    drop(_lock);
+    drop(locked);
 
     // Run each step against the real state.
     for (i, v) in steps.iter().enumerate() {
-        let _lock = lock(g, "upgrade", run)?;
-        let store = StateStore::new(&g.state);
-        let state = load_state(&store)?;
+        let locked = LockedState::acquire(g, run, "upgrade")?;
         let mi = edit::with_versions(&m, &sel, v, v);
-        let desired = build_desired(&mi, margs)?;
-        let mut o = plan_options(super::now());
+        let desired = pipeline::build_desired(&mi, ms)?;
+        let mut o = PlanOptions {
+            now_unix: g.now(),
+            ..Default::default()
+        };
         if i > 0 {
-            refresh_into(&mut o, &state, g, run, Some(&m), p).await?;
+            pipeline::refresh_into(&mut o, &locked.state, run, Some(&m), p).await?;
         }
-        let pl = plan::plan(&desired, &state, &o)?;
+        let pl = plan::plan(&desired, &locked.state, &o)?;
         if !p.json {
             p.message(&format!(
                 "\n=== Upgrading {key}: step {}/{} ({v}), {} operation(s) ===",
@@ -202,22 +204,15 @@ pub(crate) async fn run(
         if pl.is_empty() {
             continue;
         }
-        let kinds: BTreeSet<_> = pl.steps.iter().map(|s| s.provider).collect();
-        let providers = providers_for(&kinds, &provider_settings(g, Some(run), Some(&m))).await?;
-        let report = execute(
-            &pl,
-            state,
-            store,
-            providers,
-            manifest_secrets(&m),
-            a.parallelism,
-            health.check(),
-            p,
-        )
-        .await;
-        if report_outcome(&report, &pl, "upgrade", p) != 0 {
+        let op = Operation {
+            name: "upgrade",
+            question: "",
+            approved: true,
+        };
+        let status = pipeline::approve_and_execute(&pl, locked, run, a, Some(&m), &op, p).await?;
+        if status != ExitStatus::Success {
             p.error(&format!("The upgrade stopped during step {}/{} ({v}); the state is saved. Run the same `capi upgrade` again to resume.", i + 1, steps.len()));
-            return Ok(1);
+            return Ok(ExitStatus::Failure);
         }
     }
     if u.write {
@@ -228,18 +223,18 @@ pub(crate) async fn run(
             manifest_cp.map(|v| v.to_string()).unwrap_or_default()
         ));
     }
-    Ok(0)
+    Ok(ExitStatus::Success)
 }
 
 fn write_versions(
-    m: &crate::manifest::Manifest,
+    m: &Manifest,
     sel: &Selection<'_>,
     target: &Version,
     p: &Printer,
 ) -> Result<(), CliError> {
     let edits = edit::version_edits(m, sel, target, target);
     // Check every edit first; write only when all apply.
-    let mut files: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
+    let mut files: BTreeMap<String, String> = BTreeMap::new();
     for e in &edits {
         if e.file == "<stdin>" {
             return Err(CliError::Usage(

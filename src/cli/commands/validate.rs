@@ -1,13 +1,13 @@
 //! `capi validate`: read and check the manifests, report every problem.
 
-use super::super::args::ManifestArgs;
 use super::super::output::Printer;
-use super::super::CliError;
-use super::*;
+use super::super::pipeline;
+use super::super::settings::ManifestSettings;
+use super::super::{CliError, ExitStatus};
 
-pub(crate) fn run(margs: &ManifestArgs, p: &Printer) -> Result<u8, CliError> {
-    let m = load_manifests(margs, p)?;
-    let d = build_desired(&m, margs)?;
+pub(crate) fn run(ms: &ManifestSettings, p: &Printer) -> Result<ExitStatus, CliError> {
+    let m = pipeline::load_manifests(ms, p)?;
+    let d = pipeline::build_desired(&m, ms)?;
     let machines: u32 = d
         .clusters
         .iter()
@@ -25,5 +25,5 @@ pub(crate) fn run(margs: &ManifestArgs, p: &Printer) -> Result<u8, CliError> {
             machines
         ));
     }
-    Ok(0)
+    Ok(ExitStatus::Success)
 }

@@ -6,10 +6,10 @@
 #[derive(Debug, Clone, PartialEq)]
 pub struct Backend {
     /// The container name (also the server name in haproxy).
-    pub(crate) name: String,
-    pub(crate) address: String,
+    pub name: String,
+    pub address: String,
     /// 0 drains the server before its container goes.
-    pub(crate) weight: u32,
+    pub weight: u32,
 }
 
 /// Where the configuration lives inside the load-balancer container.

@@ -46,7 +46,7 @@ use serde_json::{json, Value};
 
 use super::cloudinit::{self, Action};
 use super::*;
-use crate::plan::AttributeChange;
+use crate::resource::AttributeChange;
 use crate::resource::{LoadBalancerSpec, MachineSpec, NetworkSpec, Role};
 
 /// CAPD's (kind's) labels.
@@ -105,8 +105,11 @@ fn describe_host(settings: &DockerSettings) -> String {
 /// negotiate the API version.
 pub(crate) async fn connect(
     settings: &DockerSettings,
-) -> Result<std::sync::Arc<dyn super::Provider>, ProviderError> {
-    Ok(Arc::new(DockerProvider::connect(settings).await?))
+    overrides: &Overrides,
+) -> Result<std::sync::Arc<dyn Provider>, ProviderError> {
+    Ok(Arc::new(
+        DockerProvider::connect(settings, overrides).await?,
+    ))
 }
 
 fn unavailable(host: &str, why: &str) -> ProviderError {
@@ -125,7 +128,10 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 impl DockerProvider {
-    pub(crate) async fn connect(settings: &DockerSettings) -> Result<DockerProvider, ProviderError> {
+    pub(crate) async fn connect(
+        settings: &DockerSettings,
+        overrides: &Overrides,
+    ) -> Result<DockerProvider, ProviderError> {
         let host = describe_host(settings);
         if let Some(path) = host.strip_prefix("unix://") {
             if !std::path::Path::new(path).exists() {
@@ -142,10 +148,7 @@ impl DockerProvider {
             .ping()
             .await
             .map_err(|e| unavailable(&host, &root_cause(&e)))?;
-        let crash = std::env::var("CAPI_DOCKER_CRASH").ok().and_then(|v| {
-            let (k, n) = v.split_once(':')?;
-            Some((k.to_string(), n.parse().ok()?))
-        });
+        let crash = overrides.docker_crash.clone();
         Ok(DockerProvider {
             docker,
             lb_lock: tokio::sync::Mutex::new(()),
@@ -156,15 +159,17 @@ impl DockerProvider {
         })
     }
 
-    pub(crate) fn client(&self) -> &Docker {
-        &self.docker
-    }
-
     fn maybe_crash(&self, point: &str, counter: &AtomicU64) {
         let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
         if let Some((p, at)) = &self.crash {
             if p == point && *at == n {
-                eprintln!("CAPI_DOCKER_CRASH: killing the process after {point} #{n}");
+                #[allow(
+                    clippy::print_stderr,
+                    reason = "a test hook announces itself before the kill"
+                )]
+                {
+                    eprintln!("CAPI_DOCKER_CRASH: killing the process after {point} #{n}");
+                }
                 unsafe {
                     libc::kill(libc::getpid(), libc::SIGKILL);
                 }

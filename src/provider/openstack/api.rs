@@ -64,13 +64,6 @@ impl Query {
         }
     }
 
-    pub(crate) fn id(id: &str) -> Query {
-        Query {
-            id: Some(id.to_string()),
-            ..Default::default()
-        }
-    }
-
     /// Does an object match (used by the in-memory cloud)?
     pub(crate) fn matches(&self, v: &Value) -> bool {
         let s = |k: &str| v.get(k).and_then(Value::as_str);
@@ -276,6 +269,13 @@ pub(crate) struct MemoryApi {
     calls: CallCounter,
 }
 
+#[cfg_attr(
+    not(test),
+    expect(
+        dead_code,
+        reason = "unit tests run the provider against this in-memory cloud"
+    )
+)]
 impl MemoryApi {
     /// A cloud with an external network `public`, flavors `m1.small` and
     /// `unschedulable`, image `tiny` and key pair `key`.

@@ -31,7 +31,7 @@ pub(crate) fn cloud_config(
             return from_secret(data, name, cloud);
         }
     }
-    from_environment(identity)
+    from_environment(settings, identity)
 }
 
 fn private_file(
@@ -89,6 +89,7 @@ fn from_secret(
 }
 
 fn from_environment(
+    settings: &OpenStackSettings,
     identity: Option<&(String, String, String)>,
 ) -> Result<(CloudConfig, Option<tempfile::TempDir>), String> {
     let note = match identity {
@@ -97,11 +98,10 @@ fn from_environment(
         ),
         None => String::new(),
     };
-    let cloud = std::env::var("OS_CLOUD").ok().filter(|s| !s.is_empty());
-    let cloud = cloud.or_else(|| {
+    let cloud = settings.cloud.clone().or_else(|| {
         identity
             .map(|i| i.2.clone())
-            .filter(|_| std::env::var_os("OS_AUTH_URL").is_none())
+            .filter(|_| !settings.auth_url_set)
     });
     if let Some(cloud) = cloud {
         let file = ConfigFile::new().map_err(|e| format!("cannot read clouds.yaml: {e}{note}"))?;
@@ -112,13 +112,13 @@ fn from_environment(
             cfg.auth_cache = Some(false);
             return Ok((cfg, None));
         }
-        if std::env::var_os("OS_AUTH_URL").is_none() {
+        if !settings.auth_url_set {
             return Err(format!(
                 "no cloud named {cloud:?} in clouds.yaml (OS_CLOUD / identityRef.cloudName){note}"
             ));
         }
     }
-    if std::env::var_os("OS_AUTH_URL").is_some() {
+    if settings.auth_url_set {
         let mut cfg =
             CloudConfig::from_env().map_err(|e| format!("cannot read the OS_* variables: {e}"))?;
         cfg.auth_cache = Some(false);

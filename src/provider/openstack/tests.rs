@@ -417,7 +417,7 @@ async fn transient_errors_are_retried_permanent_ones_are_not() {
         .unwrap()
         .insert("create port".into(), 409);
     // 409 quota is permanent, with a clear message.
-    let q = api::ApiError::new(Some(409), "Quota exceeded for resources: ['port'].");
+    let q = ApiError::new(Some(409), "Quota exceeded for resources: ['port'].");
     assert!(q.is_quota() && !q.is_transient());
     assert!(q.explain("creating port").contains("quota is exhausted"));
 }

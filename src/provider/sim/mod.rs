@@ -30,9 +30,7 @@ use sha2::{Digest, Sha256};
 
 use super::cloudinit::{self, Action};
 use super::*;
-use crate::resource::Observation;
-use crate::plan::AttributeChange;
-use crate::resource::Role;
+use crate::resource::{AttributeChange, Observation, Role};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct SimBootstrap {
@@ -177,7 +175,7 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, P
             Ok(v) => return Ok(Some(v)),
             Err(_) if attempt < 3 => {
                 attempt += 1;
-                std::thread::sleep(std::time::Duration::from_millis(2));
+                std::thread::sleep(Duration::from_millis(2));
             }
             Err(e) => {
                 return Err(io_err(
@@ -215,28 +213,25 @@ fn h64(parts: &[&str]) -> u64 {
 
 /// A duration from a DevMachineTemplate field: `10s` or a number of seconds.
 fn duration_of(v: &Value) -> Option<Duration> {
-    let secs = crate::manifest::normalize::duration_value_seconds(v)?;
+    let secs = crate::util::time::duration_value_seconds(v)?;
     Some(Duration::from_secs_f64(secs.max(0.0)))
 }
 
 impl SimProvider {
+    /// The simulator in `dir`, without failure injection.
     pub fn open(dir: &Path, latency: Option<Duration>) -> Result<SimProvider, ProviderError> {
-        let failures = std::env::var("CAPI_SIM_FAIL")
-            .unwrap_or_default()
-            .split(',')
-            .filter_map(|p| {
-                let (k, n) = p.trim().split_once(':')?;
-                Some((k.to_string(), n.parse().ok()?))
-            })
-            .collect();
-        let fail_rate = std::env::var("CAPI_SIM_FAIL_RATE")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0.0);
-        let seed = std::env::var("CAPI_SIM_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
+        Self::open_with(dir, latency, &Overrides::default())
+    }
+
+    /// The simulator in `dir`, failing what `overrides` asks for.
+    pub(crate) fn open_with(
+        dir: &Path,
+        latency: Option<Duration>,
+        overrides: &Overrides,
+    ) -> Result<SimProvider, ProviderError> {
+        let failures = overrides.sim_failures.iter().cloned().collect();
+        let fail_rate = overrides.sim_fail_rate;
+        let seed = overrides.sim_seed;
         let p = SimProvider {
             dir: dir.to_path_buf(),
             latency,
@@ -262,10 +257,6 @@ impl SimProvider {
         }
         drop(ips);
         Ok(p)
-    }
-
-    pub(crate) fn dir(&self) -> &Path {
-        &self.dir
     }
 
     fn network_path(&self, cluster: &str) -> PathBuf {
@@ -476,7 +467,12 @@ impl SimProvider {
                     // Adopted (a crash came between its bootstrap and the
                     // state write): announce it again, the log may have
                     // missed it.
-                    self.log("machine-ready", input.address, &group, &spec.version.to_string());
+                    self.log(
+                        "machine-ready",
+                        input.address,
+                        &group,
+                        &spec.version.to_string(),
+                    );
                     return Ok(observed_of(&m, true));
                 }
                 if m.bootstrap.started {
@@ -512,7 +508,12 @@ impl SimProvider {
                     labels,
                     bootstrap: SimBootstrap::default(),
                 };
-                self.log("machine-created", input.address, &group, &spec.version.to_string());
+                self.log(
+                    "machine-created",
+                    input.address,
+                    &group,
+                    &spec.version.to_string(),
+                );
                 write_json(&path, &m)?;
                 m
             }
@@ -554,7 +555,12 @@ impl SimProvider {
         m.bootstrap.succeeded = true;
         m.status = "running".into();
         write_json(&path, &m)?;
-        self.log("machine-ready", input.address, &group, &spec.version.to_string());
+        self.log(
+            "machine-ready",
+            input.address,
+            &group,
+            &spec.version.to_string(),
+        );
         if spec.role == Role::ControlPlane {
             let (name, ip) = (m.name.clone(), m.ip.clone());
             self.reconfigure_lb(cluster, |lb| {

@@ -1,0 +1,314 @@
+//! The plan/apply pipeline `plan`, `apply`, `destroy` and `upgrade` share:
+//! read the manifests into desired state, lock and load the state, refresh,
+//! plan, show the plan, ask, execute with progress and Ctrl-C handling, and
+//! report the outcome. Each command file strings these steps together; none
+//! repeats them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::BufRead;
+use std::sync::Arc;
+
+use crate::apply::{ApplyReport, Cancel, Event, Executor, ManifestSecrets, Outcome};
+use crate::desired::Desired;
+use crate::manifest::{self, Body, Kind, Manifest};
+use crate::plan::{self, DriftEntry, Plan, PlanOptions};
+use crate::provider::{self, Provider, ProviderSettings};
+use crate::resource::ProviderKind;
+use crate::state::{State, StateLock, StateStore};
+
+use super::output::Printer;
+use super::settings::{ApplySettings, GlobalSettings, ManifestSettings, RunSettings};
+use super::{json, progress, CliError, ExitStatus};
+
+/// Read, substitute and validate the manifests; print their warnings.
+pub(crate) fn load_manifests(ms: &ManifestSettings, p: &Printer) -> Result<Manifest, CliError> {
+    if ms.files.is_empty() {
+        return Err(CliError::Usage(
+            "no manifests given: pass -f FILE, -f DIRECTORY or -f - (stdin)".into(),
+        ));
+    }
+    let sources = manifest::read_sources(&ms.files, &mut std::io::stdin())?;
+    let m = manifest::load(sources, &ms.variables)?;
+    for w in &m.warnings {
+        if p.json {
+            p.event(&json::diagnostic(w));
+        }
+        p.warning(&format!(
+            "{}:{}: {} ({})",
+            w.file, w.pos.line, w.message, w.help
+        ));
+    }
+    Ok(m)
+}
+
+/// The desired clusters the manifests describe.
+pub(crate) fn build_desired(m: &Manifest, ms: &ManifestSettings) -> Result<Desired, CliError> {
+    crate::desired::build(m, &ms.graph)
+        .map_err(|problems| CliError::Problems(problems, m.files.clone()))
+}
+
+/// Secrets in the manifests, by (namespace, name).
+pub(crate) fn manifest_secrets(m: &Manifest) -> ManifestSecrets {
+    m.of_kind(Kind::Secret)
+        .filter_map(|o| match &o.body {
+            Body::Secret(d) => Some(((o.key.namespace.clone(), o.key.name.clone()), d.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The state, loaded under its lock (held until this is dropped).
+pub(crate) struct LockedState {
+    _lock: StateLock,
+    pub(crate) store: StateStore,
+    pub(crate) state: State,
+}
+
+impl LockedState {
+    pub(crate) fn acquire(
+        g: &GlobalSettings,
+        run: &RunSettings,
+        operation: &str,
+    ) -> Result<LockedState, CliError> {
+        let lock = StateLock::acquire(&g.state, operation, run.lock_timeout)?;
+        let store = StateStore::new(&g.state);
+        let state = store.load()?.unwrap_or_else(State::empty);
+        Ok(LockedState {
+            _lock: lock,
+            store,
+            state,
+        })
+    }
+}
+
+/// Provider settings with the manifests' Secrets (credentials) added.
+pub(crate) fn provider_settings(run: &RunSettings, m: Option<&Manifest>) -> ProviderSettings {
+    let mut s = run.providers.clone();
+    s.secrets = m.map(manifest_secrets).unwrap_or_default();
+    s
+}
+
+/// Connect the providers of these kinds.
+pub(crate) async fn providers_for(
+    kinds: &BTreeSet<ProviderKind>,
+    settings: &ProviderSettings,
+) -> Result<BTreeMap<ProviderKind, Arc<dyn Provider>>, CliError> {
+    let mut out = BTreeMap::new();
+    for k in kinds {
+        if *k == ProviderKind::Local {
+            continue;
+        }
+        out.insert(*k, provider::registry(*k, settings).await?);
+    }
+    Ok(out)
+}
+
+/// Refresh what the state knows (unless `--refresh=false`) and put the
+/// observations into the plan options. Returns the drift to show.
+pub(crate) async fn refresh_into(
+    opts: &mut PlanOptions,
+    state: &State,
+    run: &RunSettings,
+    m: Option<&Manifest>,
+    p: &Printer,
+) -> Result<Vec<DriftEntry>, CliError> {
+    if !run.refresh || state.resources.is_empty() {
+        return Ok(Vec::new());
+    }
+    let kinds = provider::refresh::providers_in(state);
+    let providers = providers_for(&kinds, &provider_settings(run, m)).await.map_err(|e| {
+        CliError::Message(format!("{e}\n  (refreshing the state needs the provider; plan without it with --refresh=false)"))
+    })?;
+    let r = provider::refresh::refresh(state, &providers).await?;
+    for (kind, n, t) in &r.stats {
+        if !p.json {
+            p.message(&format!(
+                "Refreshed {n} {kind} resource(s) in {:.2}s",
+                t.as_secs_f64()
+            ));
+        }
+    }
+    opts.observations = r.observations;
+    Ok(r.drift)
+}
+
+/// Refresh, then plan the desired state against the locked state.
+pub(crate) async fn plan_changes(
+    desired: &Desired,
+    locked: &LockedState,
+    mut opts: PlanOptions,
+    run: &RunSettings,
+    m: Option<&Manifest>,
+    p: &Printer,
+) -> Result<Plan, CliError> {
+    let drift = refresh_into(&mut opts, &locked.state, run, m, p).await?;
+    let mut pl = plan::plan(desired, &locked.state, &opts)?;
+    pl.drift = drift;
+    Ok(pl)
+}
+
+/// The plan, as text on stdout or as JSON events.
+pub(crate) fn show_plan(p: &Printer, pl: &Plan, operation: &str) {
+    if p.json {
+        json::emit_plan(p, pl, operation);
+    } else {
+        p.data(&plan::render::render_plan(pl, p.style()));
+    }
+}
+
+/// Ask for `yes` on a terminal; refuse without one.
+pub(crate) fn confirm(p: &Printer, what: &str) -> Result<bool, CliError> {
+    if !p.stdin_tty {
+        return Err(CliError::Usage(format!(
+            "{what} needs approval, but there is no terminal to ask on; re-run with --auto-approve (for CI), or save a plan with `capi plan -out FILE` and apply that file"
+        )));
+    }
+    p.message(&format!("\nDo you want to perform these actions?\n  capi will {what} as shown above.\n  Only 'yes' will be accepted to approve.\n"));
+    p.prompt("  Enter a value: ");
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| CliError::Message(e.to_string()))?;
+    Ok(line.trim() == "yes")
+}
+
+/// What an approved plan runs as: its name in messages and the question
+/// asked before it runs.
+pub(crate) struct Operation<'a> {
+    /// `apply`, `destroy`, `upgrade`.
+    pub(crate) name: &'a str,
+    /// "apply these changes", shown in the approval prompt.
+    pub(crate) question: &'a str,
+    /// Already approved (a saved plan, or an earlier question).
+    pub(crate) approved: bool,
+}
+
+/// Ask (unless approved), connect the providers and execute the plan.
+pub(crate) async fn approve_and_execute(
+    pl: &Plan,
+    locked: LockedState,
+    run: &RunSettings,
+    a: &ApplySettings,
+    m: Option<&Manifest>,
+    op: &Operation<'_>,
+    p: &Printer,
+) -> Result<ExitStatus, CliError> {
+    if pl.is_empty() {
+        return Ok(ExitStatus::Success);
+    }
+    if !op.approved && !a.auto_approve && !confirm(p, op.question)? {
+        let mut name = op.name.to_string();
+        name[..1].make_ascii_uppercase();
+        p.error(&format!("{name} cancelled: only 'yes' is accepted."));
+        return Ok(ExitStatus::Failure);
+    }
+    let kinds: BTreeSet<_> = pl.steps.iter().map(|s| s.provider).collect();
+    let providers = providers_for(&kinds, &provider_settings(run, m)).await?;
+    let secrets = m.map(manifest_secrets).unwrap_or_default();
+    let LockedState {
+        _lock,
+        store,
+        state,
+        ..
+    } = locked;
+    let report = execute(pl, state, store, providers, secrets, a, p).await;
+    drop(_lock);
+    Ok(report_outcome(&report, pl, op.name, p))
+}
+
+/// Run a plan with progress output and Ctrl-C handling.
+async fn execute(
+    pl: &Plan,
+    state: State,
+    store: StateStore,
+    providers: BTreeMap<ProviderKind, Arc<dyn Provider>>,
+    secrets: ManifestSecrets,
+    a: &ApplySettings,
+    p: &Printer,
+) -> ApplyReport {
+    let cancel = Cancel::default();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
+    let sig_cancel = cancel.clone();
+    let printer = p.clone();
+    let signals = tokio::spawn(async move {
+        let mut count = 0;
+        while tokio::signal::ctrl_c().await.is_ok() {
+            count += 1;
+            if count == 1 {
+                sig_cancel.cancel();
+                printer.message("\nInterrupt received: no new operations start; waiting for the ones in flight to finish and saving the state. Press Ctrl-C again to exit at once (the state stays valid; operations in flight are left for the next apply to resolve).");
+            } else {
+                printer.message("\nTwo interrupts received: exiting now.");
+                std::process::exit(130);
+            }
+        }
+    });
+    let progress = tokio::spawn(progress::report(p.clone(), pl.steps.len(), rx));
+    let exec = Executor {
+        parallelism: a.parallelism.get(),
+        providers,
+        secrets,
+        cancel,
+        events: Some(tx),
+        health: a.health.clone(),
+    };
+    let report = crate::apply::apply(pl, state, store, exec).await;
+    let _ = progress.await;
+    signals.abort();
+    report
+}
+
+/// Print the outcome of an apply or destroy.
+pub(crate) fn report_outcome(
+    r: &ApplyReport,
+    pl: &Plan,
+    operation: &str,
+    p: &Printer,
+) -> ExitStatus {
+    if p.json {
+        p.event(&json::apply_summary(r, operation));
+    }
+    let count = |f: fn(&Outcome) -> bool| r.outcomes.iter().filter(|o| f(o)).count();
+    let skipped = count(|o| matches!(o, Outcome::Skipped));
+    let not_started = count(|o| matches!(o, Outcome::NotStarted));
+    if r.ok() {
+        if !p.json {
+            if operation == "destroy" {
+                p.data(&format!(
+                    "\nDestroy complete! Resources: {} destroyed.\n",
+                    r.destroyed
+                ));
+            } else {
+                p.data(&format!(
+                    "\nApply complete! Resources: {} added, {} changed, {} replaced, {} destroyed.\n",
+                    r.added, r.changed, r.replaced, r.destroyed
+                ));
+            }
+        }
+        return ExitStatus::Success;
+    }
+    let mut msg = String::new();
+    if r.interrupted {
+        msg.push_str(&format!(
+            "{operation} interrupted: {not_started} of {} operations did not start. ",
+            pl.steps.len()
+        ));
+    }
+    if !r.failures.is_empty() {
+        msg.push_str(&format!("{} operation(s) failed", r.failures.len()));
+        if skipped > 0 {
+            msg.push_str(&format!(" and {skipped} that depend on them were skipped"));
+        }
+        msg.push_str(":\n");
+        for (a, e) in &r.failures {
+            msg.push_str(&format!("  - {a}: {e}\n"));
+        }
+    }
+    msg.push_str(&format!(
+        "Done before stopping: {} added, {} changed, {} replaced, {} destroyed. The state is saved; run `capi {operation}` again to finish.",
+        r.added, r.changed, r.replaced, r.destroyed
+    ));
+    p.error(&msg);
+    ExitStatus::Failure
+}
