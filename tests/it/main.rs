@@ -9,6 +9,7 @@ mod common;
 mod bootstrap;
 mod ci;
 mod cli;
+mod layers;
 mod crash;
 mod docker;
 mod lock;
