@@ -21,7 +21,14 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
         ("bootstrap", &["resource", "util", "manifest"][..]),
         (
             "desired",
-            &["resource", "util", "manifest", "topology", "bootstrap", "infra"][..],
+            &[
+                "resource",
+                "util",
+                "manifest",
+                "topology",
+                "bootstrap",
+                "infra",
+            ][..],
         ),
         ("state-pure", &["resource", "util"][..]),
         (
@@ -208,8 +215,8 @@ fn floors_only_import_downward() {
         for (first, second) in crate_paths(&text) {
             let target = target_floor(&first, second.as_deref());
             checked += 1;
-            let same = target == floor
-                || (floor.starts_with("state") && target.starts_with("state-pure"));
+            let same =
+                target == floor || (floor.starts_with("state") && target.starts_with("state-pure"));
             if !same && !ok.contains(&target.as_str()) {
                 violations.insert(format!(
                     "src/{}: {floor} imports crate::{first}{} ({target})",
@@ -219,7 +226,10 @@ fn floors_only_import_downward() {
             }
         }
     }
-    assert!(checked > 100, "only {checked} crate:: paths found: is the scan broken?");
+    assert!(
+        checked > 100,
+        "only {checked} crate:: paths found: is the scan broken?"
+    );
     assert!(
         violations.is_empty(),
         "imports that point up a floor (see docs/architecture.md):\n  {}",
