@@ -245,7 +245,7 @@ pub(crate) enum Command {
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
-    /// Print a JSON Schema: the state file or the plan.
+    /// Print a JSON Schema: the state file, the plan, or the `--json` events.
     Schema {
         #[arg(value_enum)]
         which: SchemaKind,
@@ -311,8 +311,12 @@ pub(crate) struct GenerateArgs {
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub(crate) enum SchemaKind {
+    /// The state file.
     State,
+    /// A plan (`capi plan -out`, the `plan` JSON event).
     Plan,
+    /// The lines of a `--json` stream.
+    Events,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

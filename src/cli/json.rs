@@ -1,99 +1,354 @@
 //! Machine-readable output: one JSON object per line, each with a `type`.
-//! Documented in docs/json-output.md.
+//! Every line is a [`JsonEvent`]; its JSON Schema is generated from this
+//! enum (`capi schema events`, checked in as docs/json-output.schema.json, a
+//! test fails when it is stale). Documented in docs/json-output.md.
 
-use serde_json::{json, Value};
+use schemars::JsonSchema;
+use serde::Serialize;
+use serde_json::Value;
 
 use crate::apply::ApplyReport;
 use crate::manifest::{Problem, Severity};
-use crate::plan::{Change, Plan};
+use crate::plan::{Action, AttributeChange, Change, Op, Plan, ReasonCode};
+use crate::resource::{Address, DriftEntry, DriftKind, ProviderKind, ResourceKind, Spec};
 
-pub(crate) fn version() -> Value {
-    json!({"type": "version", "capi_version": env!("CARGO_PKG_VERSION"), "format_version": 1})
+use super::output::Printer;
+
+/// The version of this event format.
+pub(crate) const FORMAT_VERSION: u32 = 1;
+
+/// One line of a `--json` stream.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub(crate) enum JsonEvent<'a> {
+    /// First line of plan/apply/destroy/drift/upgrade.
+    Version {
+        capi_version: &'static str,
+        format_version: u32,
+    },
+    /// A warning or an error.
+    Diagnostic {
+        severity: DiagnosticSeverity,
+        message: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        help: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        file: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        line: Option<u32>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        column: Option<u32>,
+    },
+    /// Refresh found a change made outside capi.
+    ResourceDrift {
+        address: &'a Address,
+        kind: DriftKind,
+        detail: &'a str,
+        attributes: &'a [AttributeChange],
+    },
+    /// One resource change of the plan.
+    PlannedChange(PlannedChange<'a>),
+    /// The whole plan (see `capi schema plan`).
+    Plan { plan: &'a Plan },
+    /// After the plan.
+    ChangeSummary {
+        operation: &'a str,
+        add: usize,
+        change: usize,
+        replace: usize,
+        remove: usize,
+    },
+    /// An operation starts.
+    ApplyStart { address: &'a Address, action: Op },
+    /// It finished.
+    ApplyComplete {
+        address: &'a Address,
+        action: Op,
+        elapsed_seconds: f64,
+    },
+    /// It failed (secrets redacted).
+    ApplyErrored {
+        address: &'a Address,
+        action: Op,
+        error: &'a str,
+        elapsed_seconds: f64,
+    },
+    /// It did not run because something it waits for failed.
+    ApplySkipped {
+        address: &'a Address,
+        action: Op,
+        because: &'a Address,
+    },
+    /// The first Ctrl-C.
+    Interrupted {},
+    /// Last line of apply/destroy/upgrade.
+    ApplySummary {
+        operation: &'a str,
+        add: usize,
+        change: usize,
+        replace: usize,
+        remove: usize,
+        failed: Vec<FailedOperation<'a>>,
+        interrupted: bool,
+        elapsed_seconds: f64,
+    },
+    /// Last line of `capi drift`.
+    DriftSummary {
+        checked: usize,
+        drifted: usize,
+        elapsed_seconds: f64,
+    },
+    /// `capi show --json`.
+    State {
+        lineage: &'a str,
+        serial: u64,
+        capi_version: &'a str,
+        /// Resources with sensitive values masked.
+        resources: Vec<Value>,
+    },
+    /// `capi validate --json`.
+    Valid {
+        objects: usize,
+        clusters: usize,
+        machines: u32,
+        warnings: usize,
+    },
+    /// `capi upgrade`: a step of a chained upgrade starts.
+    UpgradeStep {
+        cluster: &'a str,
+        step: usize,
+        of: usize,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        from: Option<String>,
+        to: String,
+    },
+    /// A `--health-check` command ran between rollout waves.
+    HealthCheck {
+        cluster: &'a str,
+        /// The machine the check ran after.
+        after: &'a str,
+        attempt: u32,
+        passed: bool,
+        output: &'a str,
+    },
 }
 
-pub(crate) fn diagnostic(p: &Problem) -> Value {
-    json!({
-        "type": "diagnostic",
-        "severity": match p.severity { Severity::Error => "error", Severity::Warning => "warning" },
-        "message": p.message,
-        "help": p.help,
-        "file": p.file,
-        "line": p.pos.line,
-        "column": p.pos.col,
-    })
+#[derive(Debug, Clone, Copy, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum DiagnosticSeverity {
+    Error,
+    Warning,
 }
 
-pub(crate) fn warning(message: &str) -> Value {
-    json!({"type": "diagnostic", "severity": "warning", "message": message})
+/// A failed operation in an [`JsonEvent::ApplySummary`].
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FailedOperation<'a> {
+    address: &'a Address,
+    error: &'a str,
 }
 
-pub(crate) fn planned_change(c: &Change) -> Value {
-    json!({
-        "type": "planned_change",
-        "address": c.address,
-        "resource_type": c.kind,
-        "provider": c.provider,
-        "action": c.action,
-        "actions": c.action.terraform_actions(),
-        "reason_code": c.reason_code,
-        "reason": c.reason,
-        "replacement": c.replacement,
-        "part_of": c.part_of,
-        "group": c.group,
-        "wave": c.wave,
-        "before": c.before,
-        "after": c.after,
-        "attributes": c.attributes,
-        "bootstrap_diff": c.bootstrap_diff,
-    })
+/// A [`JsonEvent::PlannedChange`]: Terraform's resource change, with capi's
+/// reason and rollout position.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PlannedChange<'a> {
+    address: &'a Address,
+    resource_type: ResourceKind,
+    provider: ProviderKind,
+    action: Action,
+    /// Terraform's list: replace is `["create", "delete"]`.
+    actions: &'static [&'static str],
+    reason_code: ReasonCode,
+    reason: &'a str,
+    replacement: Option<&'a Address>,
+    /// Bootstrap data: its machine.
+    part_of: Option<&'a Address>,
+    group: Option<&'a str>,
+    wave: Option<u32>,
+    before: Option<&'a Spec>,
+    after: Option<&'a Spec>,
+    attributes: &'a [AttributeChange],
+    /// Unified diff of the cloud-config.
+    bootstrap_diff: Option<&'a str>,
 }
 
-pub(crate) fn plan(p: &Plan) -> Value {
-    json!({"type": "plan", "plan": p})
+impl<'a> JsonEvent<'a> {
+    pub(crate) fn version() -> JsonEvent<'static> {
+        JsonEvent::Version {
+            capi_version: env!("CARGO_PKG_VERSION"),
+            format_version: FORMAT_VERSION,
+        }
+    }
+
+    pub(crate) fn diagnostic(p: &Problem) -> JsonEvent<'static> {
+        JsonEvent::Diagnostic {
+            severity: match p.severity {
+                Severity::Error => DiagnosticSeverity::Error,
+                Severity::Warning => DiagnosticSeverity::Warning,
+            },
+            message: p.message.clone(),
+            help: Some(p.help.clone()),
+            file: Some(p.file.clone()),
+            line: Some(p.pos.line),
+            column: Some(p.pos.col),
+        }
+    }
+
+    /// A diagnostic with a message only.
+    pub(crate) fn message(severity: DiagnosticSeverity, message: String) -> JsonEvent<'static> {
+        JsonEvent::Diagnostic {
+            severity,
+            message,
+            help: None,
+            file: None,
+            line: None,
+            column: None,
+        }
+    }
+
+    pub(crate) fn drift(d: &'a DriftEntry) -> JsonEvent<'a> {
+        JsonEvent::ResourceDrift {
+            address: &d.address,
+            kind: d.kind,
+            detail: &d.detail,
+            attributes: &d.attributes,
+        }
+    }
+
+    pub(crate) fn planned_change(c: &'a Change) -> JsonEvent<'a> {
+        JsonEvent::PlannedChange(PlannedChange {
+            address: &c.address,
+            resource_type: c.kind,
+            provider: c.provider,
+            action: c.action,
+            actions: c.action.terraform_actions(),
+            reason_code: c.reason_code,
+            reason: &c.reason,
+            replacement: c.replacement.as_ref(),
+            part_of: c.part_of.as_ref(),
+            group: c.group.as_deref(),
+            wave: c.wave,
+            before: c.before.as_ref(),
+            after: c.after.as_ref(),
+            attributes: &c.attributes,
+            bootstrap_diff: c.bootstrap_diff.as_deref(),
+        })
+    }
+
+    pub(crate) fn change_summary(p: &'a Plan, operation: &'a str) -> JsonEvent<'a> {
+        JsonEvent::ChangeSummary {
+            operation,
+            add: p.summary.add,
+            change: p.summary.change,
+            replace: p.summary.replace,
+            remove: p.summary.destroy,
+        }
+    }
+
+    pub(crate) fn apply_summary(r: &'a ApplyReport, operation: &'a str) -> JsonEvent<'a> {
+        JsonEvent::ApplySummary {
+            operation,
+            add: r.added,
+            change: r.changed,
+            replace: r.replaced,
+            remove: r.destroyed,
+            failed: r
+                .failures
+                .iter()
+                .map(|(address, error)| FailedOperation { address, error })
+                .collect(),
+            interrupted: r.interrupted,
+            elapsed_seconds: r.elapsed.as_secs_f64(),
+        }
+    }
 }
 
-pub(crate) fn change_summary(p: &Plan, operation: &str) -> Value {
-    json!({
-        "type": "change_summary",
-        "operation": operation,
-        "add": p.summary.add,
-        "change": p.summary.change,
-        "replace": p.summary.replace,
-        "remove": p.summary.destroy,
-    })
+/// The JSON Schema of a `--json` stream's lines.
+pub(crate) fn events_schema() -> Value {
+    let mut v =
+        serde_json::to_value(schemars::schema_for!(JsonEvent<'static>)).expect("schema serialises");
+    if let Some(o) = v.as_object_mut() {
+        o.insert(
+            "title".into(),
+            Value::String("capi --json event stream (one object per line)".into()),
+        );
+    }
+    v
 }
 
-pub(crate) fn apply_summary(r: &ApplyReport, operation: &str) -> Value {
-    json!({
-        "type": "apply_summary",
-        "operation": operation,
-        "add": r.added,
-        "change": r.changed,
-        "replace": r.replaced,
-        "remove": r.destroyed,
-        "failed": r.failures.iter().map(|(a, e)| json!({"address": a, "error": e})).collect::<Vec<_>>(),
-        "interrupted": r.interrupted,
-        "elapsed_seconds": r.elapsed.as_secs_f64(),
-    })
-}
-
-/// Emit a plan as events: version, diagnostics, planned changes, the plan, the summary.
-pub(crate) fn emit_plan(printer: &super::output::Printer, p: &Plan, operation: &str) {
-    printer.event(&version());
+/// Emit a plan as events: version, diagnostics, drift, planned changes, the
+/// plan, the summary.
+pub(crate) fn emit_plan(printer: &Printer, p: &Plan, operation: &str) {
+    printer.emit(&JsonEvent::version());
     emit_plan_body(printer, p, operation);
 }
 
 /// The plan events without the leading version line.
-pub(crate) fn emit_plan_body(printer: &super::output::Printer, p: &Plan, operation: &str) {
+pub(crate) fn emit_plan_body(printer: &Printer, p: &Plan, operation: &str) {
     for w in &p.warnings {
-        printer.event(&warning(w));
+        printer.emit(&JsonEvent::message(DiagnosticSeverity::Warning, w.clone()));
     }
     for d in &p.drift {
-        printer.event(&json!({"type": "resource_drift", "address": d.address, "kind": d.kind, "detail": d.detail, "attributes": d.attributes}));
+        printer.emit(&JsonEvent::drift(d));
     }
     for c in &p.changes {
-        printer.event(&planned_change(c));
+        printer.emit(&JsonEvent::planned_change(c));
     }
-    printer.event(&plan(p));
-    printer.event(&change_summary(p, operation));
+    printer.emit(&JsonEvent::Plan { plan: p });
+    printer.emit(&JsonEvent::change_summary(p, operation));
+}
+
+/// Counts by event type, for tests.
+#[cfg(test)]
+fn type_names() -> std::collections::BTreeMap<String, usize> {
+    let schema = events_schema();
+    let mut out = std::collections::BTreeMap::new();
+    for v in schema["oneOf"].as_array().into_iter().flatten() {
+        if let Some(t) = v.pointer("/properties/type/const").and_then(Value::as_str) {
+            *out.entry(t.to_string()).or_insert(0) += 1;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_event_type_is_in_the_schema_once() {
+        let names = type_names();
+        for t in [
+            "version",
+            "diagnostic",
+            "resource_drift",
+            "planned_change",
+            "plan",
+            "change_summary",
+            "apply_start",
+            "apply_complete",
+            "apply_errored",
+            "apply_skipped",
+            "interrupted",
+            "apply_summary",
+            "drift_summary",
+            "state",
+            "valid",
+            "upgrade_step",
+            "health_check",
+        ] {
+            assert_eq!(names.get(t), Some(&1), "{t} in {names:?}");
+        }
+        assert_eq!(names.len(), 17);
+    }
+
+    #[test]
+    fn events_serialise_with_their_type_first_class() {
+        let v = serde_json::to_value(JsonEvent::version()).unwrap();
+        assert_eq!(v["type"], "version");
+        assert_eq!(v["format_version"], FORMAT_VERSION);
+        let i = serde_json::to_value(JsonEvent::Interrupted {}).unwrap();
+        assert_eq!(i, serde_json::json!({"type": "interrupted"}));
+    }
 }

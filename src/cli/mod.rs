@@ -80,7 +80,7 @@ impl CliError {
                 let n = problems.iter().filter(|x| x.is_error()).count();
                 if p.json {
                     for pr in problems {
-                        p.event(&json::diagnostic(pr));
+                        p.emit(&json::JsonEvent::diagnostic(pr));
                     }
                 }
                 p.error(&format!(
@@ -90,7 +90,10 @@ impl CliError {
             }
             other => {
                 if p.json {
-                    p.event(&serde_json::json!({"type": "diagnostic", "severity": "error", "message": other.to_string()}));
+                    p.emit(&json::JsonEvent::message(
+                        json::DiagnosticSeverity::Error,
+                        other.to_string(),
+                    ));
                 }
                 p.error(&other.to_string());
             }
@@ -246,6 +249,7 @@ async fn dispatch(cli: Cli, env: &Env, p: &Printer) -> Result<ExitStatus, CliErr
             let v = match which {
                 args::SchemaKind::State => crate::state::schema::state_schema(),
                 args::SchemaKind::Plan => crate::plan::schema::plan_schema(),
+                args::SchemaKind::Events => json::events_schema(),
             };
             p.data(&crate::state::schema::to_file_text(&v));
             Ok(ExitStatus::Success)

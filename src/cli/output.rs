@@ -5,8 +5,7 @@
 
 use std::io::{IsTerminal, Write};
 
-use serde_json::Value;
-
+use super::json::JsonEvent;
 use super::settings::ColorChoice;
 use crate::plan::render::Style;
 
@@ -50,8 +49,12 @@ impl Printer {
     }
 
     /// One JSON event per line on stdout.
-    pub(crate) fn event(&self, v: &Value) {
-        self.data(&format!("{}\n", serde_json::to_string(v).expect("json")));
+    pub(crate) fn emit(&self, e: &JsonEvent<'_>) {
+        let mut line = serde_json::to_vec(e).expect("events serialise");
+        line.push(b'\n');
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(&line);
+        let _ = out.flush();
     }
 
     /// Messages for people (stderr).

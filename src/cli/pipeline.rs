@@ -16,9 +16,10 @@ use crate::provider::{self, Provider, ProviderSettings};
 use crate::resource::ProviderKind;
 use crate::state::{State, StateLock, StateStore};
 
+use super::json::{self, JsonEvent};
 use super::output::Printer;
 use super::settings::{ApplySettings, GlobalSettings, ManifestSettings, RunSettings};
-use super::{json, progress, CliError, ExitStatus};
+use super::{progress, CliError, ExitStatus};
 
 /// Read, substitute and validate the manifests; print their warnings.
 pub(crate) fn load_manifests(ms: &ManifestSettings, p: &Printer) -> Result<Manifest, CliError> {
@@ -31,7 +32,7 @@ pub(crate) fn load_manifests(ms: &ManifestSettings, p: &Printer) -> Result<Manif
     let m = manifest::load(sources, &ms.variables)?;
     for w in &m.warnings {
         if p.json {
-            p.event(&json::diagnostic(w));
+            p.emit(&JsonEvent::diagnostic(w));
         }
         p.warning(&format!(
             "{}:{}: {} ({})",
@@ -267,7 +268,7 @@ pub(crate) fn report_outcome(
     p: &Printer,
 ) -> ExitStatus {
     if p.json {
-        p.event(&json::apply_summary(r, operation));
+        p.emit(&JsonEvent::apply_summary(r, operation));
     }
     let count = |f: fn(&Outcome) -> bool| r.outcomes.iter().filter(|o| f(o)).count();
     let skipped = count(|o| matches!(o, Outcome::Skipped));

@@ -7,6 +7,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use crate::apply::Event;
 use crate::plan::Op;
 
+use super::json::JsonEvent;
 use super::output::Printer;
 
 fn verbs(op: Op) -> (&'static str, &'static str) {
@@ -41,7 +42,10 @@ pub(crate) async fn report(printer: Printer, total: usize, mut rx: UnboundedRece
         match &e {
             Event::Started { address, op } => {
                 if printer.json {
-                    printer.event(&serde_json::json!({"type": "apply_start", "address": address, "action": op}));
+                    printer.emit(&JsonEvent::ApplyStart {
+                        address,
+                        action: *op,
+                    });
                 } else if let Some(b) = &bar {
                     b.set_message(format!("{address}: {}", verbs(*op).0));
                 } else {
@@ -56,8 +60,17 @@ pub(crate) async fn report(printer: Printer, total: usize, mut rx: UnboundedRece
             } => {
                 if printer.json {
                     match error {
-                        None => printer.event(&serde_json::json!({"type": "apply_complete", "address": address, "action": op, "elapsed_seconds": elapsed.as_secs_f64()})),
-                        Some(err) => printer.event(&serde_json::json!({"type": "apply_errored", "address": address, "action": op, "error": err, "elapsed_seconds": elapsed.as_secs_f64()})),
+                        None => printer.emit(&JsonEvent::ApplyComplete {
+                            address,
+                            action: *op,
+                            elapsed_seconds: elapsed.as_secs_f64(),
+                        }),
+                        Some(err) => printer.emit(&JsonEvent::ApplyErrored {
+                            address,
+                            action: *op,
+                            error: err,
+                            elapsed_seconds: elapsed.as_secs_f64(),
+                        }),
                     }
                 }
                 let text = match error {
@@ -87,7 +100,11 @@ pub(crate) async fn report(printer: Printer, total: usize, mut rx: UnboundedRece
                 op,
             } => {
                 if printer.json {
-                    printer.event(&serde_json::json!({"type": "apply_skipped", "address": address, "action": op, "because": because}));
+                    printer.emit(&JsonEvent::ApplySkipped {
+                        address,
+                        action: *op,
+                        because,
+                    });
                 }
                 if let Some(b) = &bar {
                     b.inc(1);
@@ -98,12 +115,18 @@ pub(crate) async fn report(printer: Printer, total: usize, mut rx: UnboundedRece
             }
             Event::Interrupted => {
                 if printer.json {
-                    printer.event(&serde_json::json!({"type": "interrupted"}));
+                    printer.emit(&JsonEvent::Interrupted {});
                 }
             }
             Event::HealthCheck(a) => {
                 if printer.json {
-                    printer.event(&serde_json::json!({"type": "health_check", "cluster": a.cluster, "after": a.machine, "attempt": a.attempt, "passed": a.passed, "output": a.output}));
+                    printer.emit(&JsonEvent::HealthCheck {
+                        cluster: &a.cluster,
+                        after: &a.machine,
+                        attempt: a.attempt,
+                        passed: a.passed,
+                        output: &a.output,
+                    });
                 }
                 line(format!(
                     "health check after {} (attempt {}): {}",

@@ -20,6 +20,13 @@ fn check_file(rel: &str, generated: &str) {
 }
 
 #[test]
+fn json_events_schema_is_current() {
+    let out = capi(&repo()).args(["schema", "events"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    check_file("docs/json-output.schema.json", &stdout(&out));
+}
+
+#[test]
 fn state_schema_is_current() {
     check_file(
         STATE_SCHEMA,

@@ -3,15 +3,14 @@
 //! atomically, so a concurrent apply never shows it a torn file). Exit 0: no
 //! drift; 2: drift; 1: error. Unapplied manifest changes are not drift.
 
-use serde_json::json;
-
 use crate::resource::{DriftEntry, DriftKind};
 use crate::state::StateStore;
 
+use super::super::json::JsonEvent;
 use super::super::output::Printer;
 use super::super::pipeline;
 use super::super::settings::{GlobalSettings, ManifestSettings, RunSettings};
-use super::super::{json, CliError, ExitStatus};
+use super::super::{CliError, ExitStatus};
 
 /// `--ignore ADDRESS` drops every finding for that resource;
 /// `--ignore ADDRESS.ATTRIBUTE` drops only that attribute's change.
@@ -71,11 +70,15 @@ pub(crate) async fn run(
     let drift = apply_ignores(r.drift, ignores);
     let checked: usize = r.stats.iter().map(|(_, n, _)| n).sum();
     if p.json {
-        p.event(&json::version());
+        p.emit(&JsonEvent::version());
         for d in &drift {
-            p.event(&json!({"type": "resource_drift", "address": d.address, "kind": d.kind, "detail": d.detail, "attributes": d.attributes}));
+            p.emit(&JsonEvent::drift(d));
         }
-        p.event(&json!({"type": "drift_summary", "checked": checked, "drifted": drift.len(), "elapsed_seconds": elapsed.as_secs_f64()}));
+        p.emit(&JsonEvent::DriftSummary {
+            checked,
+            drifted: drift.len(),
+            elapsed_seconds: elapsed.as_secs_f64(),
+        });
     } else {
         let mut out = String::new();
         if drift.is_empty() {

@@ -4,6 +4,7 @@ use serde_json::{json, Value};
 
 use crate::state::{Resource, State, StateStore};
 
+use super::super::json::JsonEvent;
 use super::super::output::Printer;
 use super::super::settings::GlobalSettings;
 use super::super::{CliError, ExitStatus};
@@ -70,13 +71,12 @@ pub(crate) fn run(
         }
     }
     if p.json {
-        p.event(&json!({
-            "type": "state",
-            "lineage": state.lineage,
-            "serial": state.serial,
-            "capi_version": state.capi_version,
-            "resources": rs.iter().map(|r| public_resource(r)).collect::<Vec<_>>(),
-        }));
+        p.emit(&JsonEvent::State {
+            lineage: &state.lineage,
+            serial: state.serial,
+            capi_version: &state.capi_version,
+            resources: rs.iter().map(|r| public_resource(r)).collect(),
+        });
     } else {
         let mut out = format!(
             "# state {} (lineage {}, serial {})\n",

@@ -13,10 +13,11 @@ use crate::resource::{ClusterId, Version};
 use crate::state::State;
 
 use super::super::args::UpgradeArgs;
+use super::super::json::{self, JsonEvent};
 use super::super::output::Printer;
 use super::super::pipeline::{self, LockedState, Operation};
 use super::super::settings::{ApplySettings, GlobalSettings, ManifestSettings, RunSettings};
-use super::super::{json, CliError, ExitStatus};
+use super::super::{CliError, ExitStatus};
 
 fn current_cp_version(state: &State, key: &str) -> Option<(Version, Version)> {
     let vs: Vec<Version> = state
@@ -147,7 +148,7 @@ pub(crate) async fn run(
     };
     let chain: Vec<String> = steps.iter().map(|v| v.to_string()).collect();
     if p.json {
-        p.event(&json::version());
+        p.emit(&JsonEvent::version());
     } else {
         p.data(&format!(
             "Upgrade of cluster {key} from {current} to {target}: {} step{} ({}); each step rolls the control plane, then {names}.\n\n",
@@ -158,7 +159,17 @@ pub(crate) async fn run(
     }
     for (i, (v, pl)) in plans.iter().enumerate() {
         if p.json {
-            p.event(&serde_json::json!({"type": "upgrade_step", "cluster": key, "step": i + 1, "of": plans.len(), "from": if i == 0 { current.to_string() } else { steps[i - 1].to_string() }, "to": v.to_string()}));
+            p.emit(&JsonEvent::UpgradeStep {
+                cluster: &key,
+                step: i + 1,
+                of: plans.len(),
+                from: Some(if i == 0 {
+                    current.to_string()
+                } else {
+                    steps[i - 1].to_string()
+                }),
+                to: v.to_string(),
+            });
             json::emit_plan_body(p, pl, "upgrade");
         } else {
             p.data(&format!("=== Step {}/{}: {v} ===\n\n", i + 1, plans.len()));
@@ -199,7 +210,13 @@ pub(crate) async fn run(
                 pl.steps.len()
             ));
         } else {
-            p.event(&serde_json::json!({"type": "upgrade_step", "cluster": key, "step": i + 1, "of": steps.len(), "to": v.to_string()}));
+            p.emit(&JsonEvent::UpgradeStep {
+                cluster: &key,
+                step: i + 1,
+                of: steps.len(),
+                from: None,
+                to: v.to_string(),
+            });
         }
         if pl.is_empty() {
             continue;

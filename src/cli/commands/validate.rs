@@ -15,7 +15,12 @@ pub(crate) fn run(ms: &ManifestSettings, p: &Printer) -> Result<ExitStatus, CliE
         .map(|g| g.replicas)
         .sum();
     if p.json {
-        p.event(&serde_json::json!({"type": "valid", "objects": m.objects.len(), "clusters": d.clusters.len(), "machines": machines, "warnings": m.warnings.len()}));
+        p.emit(&super::super::json::JsonEvent::Valid {
+            objects: m.objects.len(),
+            clusters: d.clusters.len(),
+            machines,
+            warnings: m.warnings.len(),
+        });
     } else {
         p.data(&format!(
             "Success! {} object(s) in {} file(s) are valid: {} cluster(s), {} machine(s).\n",
