@@ -72,7 +72,8 @@ impl LockedState {
         operation: &str,
     ) -> Result<LockedState, CliError> {
         let lock = StateLock::acquire(&g.state, operation, run.lock_timeout)?;
-        let store = StateStore::new(&g.state);
+        let mut store = StateStore::new(&g.state);
+        store.set_guard(lock.guard()?);
         let state = store.load()?.unwrap_or_else(State::empty);
         Ok(LockedState {
             _lock: lock,

@@ -81,8 +81,11 @@ impl Env {
 /// Settings every command has.
 #[derive(Debug, Clone)]
 pub(crate) struct GlobalSettings {
-    /// The state file.
+    /// The state file, resolved to the real file (symlinks followed): what
+    /// is locked, read and written, and what side files sit beside.
     pub(crate) state: PathBuf,
+    /// The state path as given, for messages.
+    pub(crate) state_arg: PathBuf,
     /// A fixed clock for the planner: `CAPI_NOW` (unix seconds or RFC
     /// 3339), so that plans can be reproduced exactly.
     fixed_now: Option<i64>,
@@ -104,7 +107,11 @@ impl GlobalSettings {
             ),
         };
         Ok(GlobalSettings {
-            state: g.state.clone(),
+            // An unusable path fails later, where it is opened, with the error
+            // that says why.
+            state: crate::state::files::resolve_state_path(&g.state)
+                .unwrap_or_else(|_| g.state.clone()),
+            state_arg: g.state.clone(),
             fixed_now,
         })
     }

@@ -2,15 +2,24 @@
 //! command, plus `<state>.lock.info` describing the holder. The kernel drops
 //! the lock when the process dies, so a lock can never outlive its holder; the
 //! info file of a dead holder is simply overwritten by the next one.
+//!
+//! The lock is the inode `<state>.lock` names when it is taken. A lock file
+//! removed or replaced while held would let a second process lock a new inode
+//! under the same name, so the holder checks that the name still leads to its
+//! inode after taking the lock and before every state write
+//! ([`StateLock::guard`]). The caller passes the resolved state path
+//! (symlinks followed), so every name for a state shares one lock.
 
 use std::fs::{self, File, OpenOptions};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use super::files;
+use super::store::WriteGuard;
 use crate::util;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,9 +81,21 @@ pub(crate) enum LockError {
     HolderAlive { info: LockInfo },
 }
 
+fn check_identity(lock_path: &Path, file: &File) -> Result<(), String> {
+    if names_inode(lock_path, file) {
+        Ok(())
+    } else {
+        Err(format!(
+            "the lock file {} was removed or replaced while this command held the lock, so another capi may be using the state now; nothing more is written. Check that no other capi runs, then run this command again",
+            lock_path.display()
+        ))
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct StateLock {
     file: File,
+    lock_path: PathBuf,
     info_path: PathBuf,
     pub(crate) info: LockInfo,
 }
@@ -88,7 +109,11 @@ pub(crate) fn lock_paths(state: &Path) -> (PathBuf, PathBuf) {
 }
 
 fn try_flock(f: &File) -> std::io::Result<bool> {
-    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    try_flock_mode(f, libc::LOCK_EX)
+}
+
+fn try_flock_mode(f: &File, mode: libc::c_int) -> std::io::Result<bool> {
+    let rc = unsafe { libc::flock(f.as_raw_fd(), mode | libc::LOCK_NB) };
     if rc == 0 {
         return Ok(true);
     }
@@ -104,6 +129,29 @@ pub(crate) fn read_info(info_path: &Path) -> Option<LockInfo> {
     serde_json::from_slice(&fs::read(info_path).ok()?).ok()
 }
 
+/// Does `path` still name the inode `file` is open on?
+fn names_inode(path: &Path, file: &File) -> bool {
+    match (fs::metadata(path), file.metadata()) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+/// Whether another process holds `state`'s lock right now (and who, when
+/// recorded). `None` when it is free or held by this process.
+pub(crate) fn held_by_another(state: &Path) -> Option<Option<LockInfo>> {
+    let (lock_path, info_path) = lock_paths(state);
+    let file = OpenOptions::new().read(true).open(&lock_path).ok()?;
+    if try_flock_mode(&file, libc::LOCK_SH).ok()? {
+        return None;
+    }
+    let info = read_info(&info_path);
+    if info.as_ref().is_some_and(|i| i.pid == std::process::id()) {
+        return None;
+    }
+    Some(info)
+}
+
 impl StateLock {
     /// Take the lock, waiting up to `timeout` (zero: fail at once).
     pub(crate) fn acquire(
@@ -116,19 +164,28 @@ impl StateLock {
             path: lock_path.display().to_string(),
             source: e,
         };
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&lock_path)
-            .map_err(io)?;
+        let open = || {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&lock_path)
+        };
+        let mut file = open().map_err(io)?;
         let start = Instant::now();
         let mut backoff = Duration::from_millis(100);
         loop {
             if try_flock(&file).map_err(io)? {
-                break;
+                if names_inode(&lock_path, &file) {
+                    break;
+                }
+                // Removed or replaced between our open and our lock: the
+                // lock that counts is on whatever the name leads to now.
+                file = open().map_err(io)?;
+                continue;
             }
             let info = read_info(&info_path);
             if start.elapsed() >= timeout {
@@ -162,30 +219,32 @@ impl StateLock {
             created: util::time::format_rfc3339(util::time::now_unix()),
             path: state.display().to_string(),
         };
-        let tmp = {
-            let mut t = info_path.as_os_str().to_owned();
-            t.push(".tmp");
-            PathBuf::from(t)
-        };
-        let write = || -> std::io::Result<()> {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            std::io::Write::write_all(
-                &mut f,
-                &serde_json::to_vec_pretty(&info).expect("serialises"),
-            )?;
-            fs::rename(&tmp, &info_path)
-        };
-        write().map_err(io)?;
+        // Whatever a killed writer left behind can go now: it was written
+        // under this lock, by a process that no longer holds it.
+        files::remove_stale_temporaries(state);
+        files::remove_stale_temporaries(&info_path);
+        files::write_private_atomic(
+            &info_path,
+            &serde_json::to_vec_pretty(&info).expect("serialises"),
+        )
+        .map_err(io)?;
         Ok(StateLock {
             file,
+            lock_path,
             info_path,
             info,
         })
+    }
+
+    /// A guard for the state store, checking [`StateLock::check`] before
+    /// every write.
+    pub(crate) fn guard(&self) -> Result<WriteGuard, LockError> {
+        let file = self.file.try_clone().map_err(|e| LockError::Io {
+            path: self.lock_path.display().to_string(),
+            source: e,
+        })?;
+        let path = self.lock_path.clone();
+        Ok(WriteGuard::new(move || check_identity(&path, &file)))
     }
 
     /// Remove a stale lock-info file recorded under `id`. Refuses while the

@@ -11,6 +11,7 @@
 //! - [`lock`]: the kernel file lock held for a whole plan/apply/destroy.
 
 pub(crate) mod codec;
+pub(crate) mod files;
 pub(crate) mod journal;
 pub(crate) mod lock;
 pub(crate) mod model;

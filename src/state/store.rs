@@ -1,10 +1,14 @@
 //! Atomic, checksummed state files.
 //!
-//! A write goes to a temporary file in the same directory (mode 0600), is
-//! fsynced, renamed over the state and the directory is fsynced: a crash at any
-//! point leaves either the old or the new file, never a torn one. The first
-//! write of a run hard-links the previous file to `<state>.backup`, so the
-//! backup is the state as it was before this command changed anything.
+//! A write goes to an exclusively created temporary file with a random name
+//! in the same directory (mode 0600, see [`super::files`]), is fsynced,
+//! renamed over the state and the directory is fsynced: a crash at any point
+//! leaves either the old or the new file, never a torn one, and nothing
+//! planted beside the state receives its bytes. The first write of a run
+//! hard-links the previous file to `<state>.backup`, so the backup is the
+//! state as it was before this command changed anything. A writer holding the
+//! lock passes a guard that is checked before every write: a lock that was
+//! removed or replaced stops the writer before it commits anything more.
 //!
 //! The last field of the file is `"checksum": "sha256:<hex>"`, the SHA-256 of
 //! the bytes before it (with the object closed). A file that does not parse,
@@ -16,15 +20,19 @@
 //! per commit, fsynced before the operation continues) and rewrites the
 //! snapshot when the journal has grown as large as the snapshot, and at the
 //! end. Loading reads the snapshot and replays the journal's records newer
-//! than it; a torn last line (a crash in the middle of an append, never
-//! acknowledged) is ignored. Every snapshot write removes the journal.
+//! than it. Only an unterminated last line is a torn append (a crash in the
+//! middle of it, never acknowledged) and is ignored; a complete line whose
+//! checksum fails is corruption, wherever it is. Every snapshot write removes
+//! the journal. A reader racing a compaction (old snapshot, new journal)
+//! reads again instead of reporting corruption.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::codec::{decode, encode, journal_line, journal_payload, JournalHeader, JournalRecord};
+use super::files::{create_new_private, dir_of, preserve_copy, sync_dir, write_private_atomic};
 use super::model::{State, FORMAT_VERSION};
 
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +50,14 @@ pub enum StateError {
         backup: String,
         backup_note: String,
     },
+    #[error("state file {path} could not be read consistently: {reason}.\n  Another capi ({holder}) is writing it right now; nothing is wrong with the files. Wait for it to finish and run this again; do not copy or edit the state files while it runs")]
+    Busy {
+        path: String,
+        reason: String,
+        holder: String,
+    },
+    #[error("stopped before writing the state {path}: {reason}")]
+    LockLost { path: String, reason: String },
     #[error("state file {path} has format version {found}, but this capi ({ours}) reads version {expected}; use a newer capi")]
     FutureFormat {
         path: String,
@@ -57,9 +73,41 @@ pub enum StateError {
     },
 }
 
+/// Checked before every write: `Err` stops the writer (the lock it holds is
+/// gone or belongs to someone else now).
+#[derive(Clone)]
+pub(crate) struct WriteGuard(Arc<dyn Fn() -> Result<(), String> + Send + Sync>);
+
+impl WriteGuard {
+    pub(crate) fn new(check: impl Fn() -> Result<(), String> + Send + Sync + 'static) -> Self {
+        WriteGuard(Arc::new(check))
+    }
+}
+
+impl std::fmt::Debug for WriteGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WriteGuard")
+    }
+}
+
+/// Why a load attempt did not give a state.
+enum LoadError {
+    /// A reader saw a snapshot and a journal from two different moments (a
+    /// writer compacted in between): read both again.
+    Raced(String),
+    Failed(StateError),
+}
+
+impl From<StateError> for LoadError {
+    fn from(e: StateError) -> Self {
+        LoadError::Failed(e)
+    }
+}
+
 #[derive(Debug)]
 pub struct StateStore {
     path: PathBuf,
+    guard: Option<WriteGuard>,
     backup_done: bool,
     /// The journal open for appends, and its size.
     journal: Option<File>,
@@ -71,10 +119,26 @@ impl StateStore {
     pub fn new(path: impl Into<PathBuf>) -> Self {
         StateStore {
             path: path.into(),
+            guard: None,
             backup_done: false,
             journal: None,
             journal_bytes: 0,
             snapshot_bytes: 0,
+        }
+    }
+
+    /// Check `guard` before every write from now on.
+    pub(crate) fn set_guard(&mut self, guard: WriteGuard) {
+        self.guard = Some(guard);
+    }
+
+    fn check_guard(&self) -> Result<(), StateError> {
+        match &self.guard {
+            Some(g) => (g.0)().map_err(|reason| StateError::LockLost {
+                path: self.path.display().to_string(),
+                reason,
+            }),
+            None => Ok(()),
         }
     }
 
@@ -111,28 +175,28 @@ impl StateStore {
         base_serial: u64,
         record: &JournalRecord,
     ) -> Result<(), StateError> {
+        self.check_guard()?;
         let path = self.journal_path();
         let err = |e: std::io::Error| StateError::Write {
             path: path.display().to_string(),
             source: e,
         };
         if self.journal.is_none() {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&path)
-                .map_err(err)?;
+            // The snapshot before this append removed any journal; whatever
+            // has the name now was planted: replace it, never write through it.
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(err(e)),
+            }
+            let mut f = create_new_private(&path).map_err(err)?;
             let header = journal_line(&JournalHeader {
                 lineage: lineage.to_string(),
                 base_serial,
             });
             f.write_all(&header).map_err(err)?;
             f.sync_all().map_err(err)?;
-            if let Ok(d) = File::open(dir_of(&self.path)) {
-                let _ = d.sync_all();
-            }
+            sync_dir(&dir_of(&self.path));
             self.journal_bytes = header.len() as u64;
             self.journal = Some(f);
         }
@@ -144,8 +208,20 @@ impl StateStore {
     }
 
     /// Replay the journal (if any) onto the snapshot just loaded.
-    fn replay(&self, state: Option<State>) -> Result<Option<State>, StateError> {
+    fn replay(&self, state: Option<State>) -> Result<Option<State>, LoadError> {
         let path = self.journal_path();
+        if let Some(target) = super::files::symlink_target(&path) {
+            return Err(StateError::Corrupt {
+                path: path.display().to_string(),
+                reason: format!(
+                    "it is a symlink (to {}), which capi never creates; remove it",
+                    target.display()
+                ),
+                backup: self.path.display().to_string(),
+                backup_note: " (the snapshot the journal follows)".into(),
+            }
+            .into());
+        }
         let text = match fs::read(&path) {
             Ok(b) => String::from_utf8_lossy(&b).into_owned(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(state),
@@ -153,14 +229,17 @@ impl StateStore {
                 return Err(StateError::Read {
                     path: path.display().to_string(),
                     source: e,
-                })
+                }
+                .into())
             }
         };
-        let bad = |reason: String| StateError::Corrupt {
-            path: path.display().to_string(),
-            reason,
-            backup: self.path.display().to_string(),
-            backup_note: " (the snapshot the journal follows)".into(),
+        let bad = |reason: String| {
+            LoadError::Failed(StateError::Corrupt {
+                path: path.display().to_string(),
+                reason,
+                backup: self.path.display().to_string(),
+                backup_note: " (the snapshot the journal follows)".into(),
+            })
         };
         let Some(mut state) = state else {
             return Err(bad(format!(
@@ -171,26 +250,36 @@ impl StateStore {
         let lines: Vec<&str> = text.split_inclusive('\n').collect();
         let mut changed = false;
         for (i, raw) in lines.iter().enumerate() {
-            let last = i + 1 == lines.len();
-            let payload = raw.strip_suffix('\n').and_then(journal_payload);
-            let Some(json) = payload else {
-                if last {
-                    // A crash in the middle of an append: that commit was never
-                    // acknowledged, so nothing depended on it.
+            let Some(json) = raw.strip_suffix('\n').and_then(journal_payload) else {
+                if i + 1 == lines.len() && !raw.ends_with('\n') {
+                    // A crash in the middle of an append: that commit was
+                    // never acknowledged, so nothing depended on it.
                     break;
                 }
                 return Err(bad(format!(
-                    "line {} is damaged (checksum mismatch)",
-                    i + 1
+                    "line {} is damaged (checksum mismatch){}",
+                    i + 1,
+                    if i + 1 == lines.len() {
+                        "; it is complete, so it was acknowledged: this is not a torn write"
+                    } else {
+                        ""
+                    }
                 )));
             };
             if i == 0 {
                 let h: JournalHeader = serde_json::from_str(json)
                     .map_err(|e| bad(format!("its header does not parse ({e})")))?;
-                if h.lineage != state.lineage || h.base_serial > state.serial {
+                if h.lineage != state.lineage {
                     return Err(bad(format!(
                         "it follows state {} serial {}, but the state file is {} serial {}",
                         h.lineage, h.base_serial, state.lineage, state.serial
+                    )));
+                }
+                if h.base_serial > state.serial {
+                    // Written after a snapshot newer than the one just read.
+                    return Err(LoadError::Raced(format!(
+                        "the journal follows serial {}, the snapshot read is serial {}",
+                        h.base_serial, state.serial
                     )));
                 }
                 continue;
@@ -230,8 +319,29 @@ impl StateStore {
         with_suffix(&self.path, ".backup")
     }
 
-    /// Load the state; `None` when the file does not exist yet.
+    /// Load the state; `None` when the file does not exist yet. A reader that
+    /// races a writer's compaction reads again; only what stays inconsistent
+    /// is reported, and never as corruption while a writer holds the lock.
     pub fn load(&self) -> Result<Option<State>, StateError> {
+        const ATTEMPTS: u32 = 20;
+        let mut last = String::new();
+        for attempt in 0..ATTEMPTS {
+            match self.load_once() {
+                Ok(s) => return Ok(s),
+                Err(LoadError::Failed(e)) => return Err(self.busy_or(e)),
+                Err(LoadError::Raced(why)) => last = why,
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5 << attempt.min(5)));
+        }
+        Err(self.busy_or(StateError::Corrupt {
+            path: self.journal_path().display().to_string(),
+            reason: last,
+            backup: self.path.display().to_string(),
+            backup_note: " (the snapshot the journal should follow)".into(),
+        }))
+    }
+
+    fn load_once(&self) -> Result<Option<State>, LoadError> {
         let bytes = match fs::read(&self.path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return self.replay(None),
@@ -239,11 +349,30 @@ impl StateStore {
                 return Err(StateError::Read {
                     path: self.path.display().to_string(),
                     source: e,
-                })
+                }
+                .into())
             }
         };
         let state = decode(&bytes).map_err(|reason| self.corrupt(reason))?;
         self.replay(Some(state))
+    }
+
+    /// A corruption seen while another process holds the lock is most likely
+    /// a write in progress: say so instead of advising repairs.
+    fn busy_or(&self, e: StateError) -> StateError {
+        let StateError::Corrupt { path, reason, .. } = &e else {
+            return e;
+        };
+        match super::lock::held_by_another(&self.path) {
+            Some(holder) => StateError::Busy {
+                path: path.clone(),
+                reason: reason.clone(),
+                holder: holder
+                    .map(|i| i.to_string())
+                    .unwrap_or_else(|| "holder unknown".into()),
+            },
+            None => e,
+        }
     }
 
     fn corrupt(&self, reason: String) -> StateError {
@@ -279,62 +408,28 @@ impl StateStore {
 
     /// Write pre-encoded bytes (from [`encode`]) atomically.
     pub(crate) fn write_bytes(&mut self, bytes: &[u8]) -> Result<(), StateError> {
+        self.check_guard()?;
         let err = |e: std::io::Error| StateError::Write {
             path: self.path.display().to_string(),
             source: e,
         };
-        let dir = match self.path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
         if !self.backup_done {
             if self.path.exists() {
-                let tmp = with_suffix(&self.path, &format!(".backup.tmp.{}", std::process::id()));
-                let _ = fs::remove_file(&tmp);
-                if fs::hard_link(&self.path, &tmp).is_err() {
-                    fs::copy(&self.path, &tmp).map_err(err)?;
-                }
-                fs::rename(&tmp, self.backup_path()).map_err(err)?;
+                preserve_copy(&self.path, &self.backup_path()).map_err(err)?;
             }
             self.backup_done = true;
         }
-        let tmp = with_suffix(&self.path, &format!(".tmp.{}", std::process::id()));
-        {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)
-                .map_err(err)?;
-            f.write_all(bytes).map_err(err)?;
-            f.sync_all().map_err(err)?;
-        }
-        fs::rename(&tmp, &self.path).map_err(err)?;
-        if let Ok(d) = File::open(&dir) {
-            let _ = d.sync_all();
-        }
+        write_private_atomic(&self.path, bytes).map_err(err)?;
         // The snapshot holds everything the journal did.
         self.journal = None;
         self.journal_bytes = 0;
         self.snapshot_bytes = bytes.len() as u64;
         match fs::remove_file(self.journal_path()) {
-            Ok(()) => {
-                if let Ok(d) = File::open(&dir) {
-                    let _ = d.sync_all();
-                }
-            }
+            Ok(()) => sync_dir(&dir_of(&self.path)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(err(e)),
         }
         Ok(())
-    }
-}
-
-fn dir_of(p: &Path) -> PathBuf {
-    match p.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
     }
 }
 
@@ -497,5 +592,88 @@ mod tests {
         assert!(err.contains("corrupt"), "{err}");
         assert!(err.contains("s.json.backup"), "{err}");
         assert_eq!(fs::read(&p).unwrap(), b"{\"format_version\": 1, \"ser");
+    }
+
+    /// Two records after a snapshot of serial 1: serials 2 and 3.
+    fn journalled(dir: &Path) -> (PathBuf, Vec<u8>) {
+        let p = dir.join("capi.state.json");
+        let mut store = StateStore::new(&p);
+        let mut s = sample();
+        s.serial = 1;
+        store.save(&s).unwrap();
+        for serial in [2, 3] {
+            let mut r = s.resources[0].clone();
+            r.sequence = serial;
+            let rec = JournalRecord {
+                serial,
+                next_sequence: 9,
+                upsert: vec![r],
+                ..Default::default()
+            };
+            store.append("lin", 1, &rec).unwrap();
+        }
+        store.journal_handle().unwrap().sync_data().unwrap();
+        let jp = store.journal_path();
+        (p, fs::read(jp).unwrap())
+    }
+
+    #[test]
+    fn a_complete_last_line_with_a_bad_checksum_is_corruption_not_a_torn_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, whole) = journalled(dir.path());
+        let jp = StateStore::new(&p).journal_path();
+        // Flip a byte inside the last line, keeping its newline: that line
+        // was complete, so it was acknowledged.
+        let mut bad = whole.clone();
+        let at = bad.len() - 10;
+        bad[at] ^= 1;
+        fs::write(&jp, &bad).unwrap();
+        let err = StateStore::new(&p).load().unwrap_err().to_string();
+        assert!(err.contains("line 3 is damaged"), "{err}");
+        assert!(err.contains("not a torn write"), "{err}");
+        // Without its newline, the same damage is a torn append: ignored.
+        fs::write(&jp, &bad[..bad.len() - 1]).unwrap();
+        let loaded = StateStore::new(&p).load().unwrap().unwrap();
+        assert_eq!(loaded.serial, 2);
+    }
+
+    #[test]
+    fn a_reader_racing_a_compaction_reads_again_instead_of_reporting_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, _) = journalled(dir.path());
+        // The writer compacted (snapshot serial 3) and started a new journal;
+        // a reader that read the old snapshot (serial 1) now reads that journal.
+        let store = StateStore::new(&p);
+        let now = store.load().unwrap().unwrap();
+        let old = fs::read(&p).unwrap();
+        let mut compacted = now.clone();
+        compacted.serial = 3;
+        let mut w = StateStore::new(&p);
+        w.save(&compacted).unwrap();
+        let mut r = compacted.resources[0].clone();
+        r.sequence = 4;
+        w.append(
+            "lin",
+            3,
+            &JournalRecord {
+                serial: 4,
+                next_sequence: 9,
+                upsert: vec![r],
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        w.journal_handle().unwrap().sync_data().unwrap();
+        let new_snapshot = fs::read(&p).unwrap();
+        fs::write(&p, &old).unwrap();
+        // The new snapshot lands while the reader retries.
+        let p2 = p.clone();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(30));
+            write_private_atomic(&p2, &new_snapshot).unwrap();
+        });
+        let loaded = StateStore::new(&p).load().unwrap().unwrap();
+        t.join().unwrap();
+        assert_eq!(loaded.serial, 4);
     }
 }

@@ -58,7 +58,7 @@ pub(crate) async fn run(
     let Some(state) = store.load()? else {
         return Err(CliError::Usage(format!(
             "no state at {}: nothing to compare",
-            g.state.display()
+            g.state_arg.display()
         )));
     };
     let kinds = crate::provider::refresh::providers_in(&state);

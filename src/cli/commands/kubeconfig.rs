@@ -3,12 +3,10 @@
 //! O system:masters) signed by the cluster CA in the state; the server is the
 //! control-plane endpoint.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use crate::resource::{Address, ClusterId, ResourceKind};
-use crate::state::StateStore;
+use crate::state::{files, StateStore};
 
 use super::super::output::Printer;
 use super::super::settings::GlobalSettings;
@@ -23,7 +21,7 @@ pub(crate) fn run(
     let state = StateStore::new(&g.state).load()?.ok_or_else(|| {
         CliError::Usage(format!(
             "no state at {}: apply a cluster first",
-            g.state.display()
+            g.state_arg.display()
         ))
     })?;
     let id = ClusterId::from_key(cluster);
@@ -42,17 +40,20 @@ pub(crate) fn run(
     match output {
         None => p.data(&kc),
         Some(path) => {
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(path)
+            if let Some(target) = files::symlink_target(path) {
+                return Err(CliError::Usage(format!(
+                    "{} is a symlink (to {}): refusing to write the admin kubeconfig, which holds the cluster's admin key, through it. Write to the target itself, or remove the link",
+                    path.display(),
+                    target.display()
+                )));
+            }
+            let existed = path.exists();
+            files::write_private_atomic(path, kc.as_bytes())
                 .map_err(|e| CliError::Message(format!("cannot write {}: {e}", path.display())))?;
-            f.write_all(kc.as_bytes())
-                .map_err(|e| CliError::Message(e.to_string()))?;
             p.message(&format!(
-                "Wrote the admin kubeconfig of {cluster} to {} (mode 0600).",
+                "{} the admin kubeconfig of {cluster} {} {} (mode 0600).",
+                if existed { "Replaced" } else { "Wrote" },
+                if existed { "in" } else { "to" },
                 path.display()
             ));
         }

@@ -48,7 +48,9 @@ pub(crate) async fn run(
             plan: pl.clone(),
             checksum: None,
         };
-        std::fs::write(path, plan::file::encode(&f)).map_err(|e| {
+        // Mode 0600 like the state, and a rename: a symlink at the name is
+        // replaced, never written through.
+        crate::state::files::write_private_atomic(path, &plan::file::encode(&f)).map_err(|e| {
             CliError::Message(format!("cannot write the plan to {}: {e}", path.display()))
         })?;
         if !p.json {

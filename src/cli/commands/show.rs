@@ -57,7 +57,7 @@ pub(crate) fn run(
     let Some(state) = StateStore::new(&g.state).load()? else {
         p.message(&format!(
             "No state at {}: nothing has been applied yet.",
-            g.state.display()
+            g.state_arg.display()
         ));
         return Ok(ExitStatus::Success);
     };
@@ -80,7 +80,7 @@ pub(crate) fn run(
     } else {
         let mut out = format!(
             "# state {} (lineage {}, serial {})\n",
-            g.state.display(),
+            g.state_arg.display(),
             state.lineage,
             state.serial
         );

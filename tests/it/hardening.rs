@@ -1,0 +1,286 @@
+//! Hostile files around the state (issue "Hardening", items 1-9): planted
+//! symlinks, permissions, two names for one state, a lock file removed while
+//! held, damaged journals, temporaries left by a killed writer.
+
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+fn cluster(dir: &Path) {
+    let text = std::fs::read_to_string(example("sim/cluster.yaml")).unwrap();
+    std::fs::write(dir.join("c.yaml"), text).unwrap();
+}
+
+fn mode(p: &Path) -> u32 {
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+fn victim(dir: &Path) -> std::path::PathBuf {
+    let v = dir.join("victim.txt");
+    std::fs::write(&v, "untouched").unwrap();
+    std::fs::set_permissions(&v, std::fs::Permissions::from_mode(0o644)).unwrap();
+    v
+}
+
+fn apply_ok(dir: &Path, extra: &[&str]) {
+    let out = capi(dir)
+        .args(["apply", "--auto-approve", "-f", "c.yaml"])
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < Duration::from_secs(30), "{what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn side_files_never_write_through_planted_symlinks() {
+    let dir = tempfile::tempdir().unwrap();
+    cluster(dir.path());
+    let v = victim(dir.path());
+    // Names earlier versions wrote to, and the journal's name.
+    for name in [
+        "capi.state.json.lock.info.tmp",
+        &format!("capi.state.json.tmp.{}", std::process::id()),
+        &format!("capi.state.json.backup.tmp.{}", std::process::id()),
+    ] {
+        symlink(&v, dir.path().join(name)).unwrap();
+    }
+    apply_ok(dir.path(), &[]);
+    // A journal is never a symlink: reading through one is refused, naming it.
+    let journal = dir.path().join("capi.state.json.journal");
+    symlink(&v, &journal).unwrap();
+    let text = std::fs::read_to_string(dir.path().join("c.yaml"))
+        .unwrap()
+        .replace("replicas: 2", "replicas: 4");
+    std::fs::write(dir.path().join("c.yaml"), text).unwrap();
+    let out = capi(dir.path())
+        .args(["apply", "--auto-approve", "-f", "c.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("is a symlink"), "{}", stderr(&out));
+    std::fs::remove_file(&journal).unwrap();
+    apply_ok(dir.path(), &[]);
+    assert_eq!(std::fs::read_to_string(&v).unwrap(), "untouched");
+    assert_eq!(mode(&v), 0o644);
+    assert_eq!(mode(&dir.path().join("capi.state.json")), 0o600);
+    assert_eq!(mode(&dir.path().join("capi.state.json.backup")), 0o600);
+    // What a killed writer may have left (the planted names) is gone.
+    for e in std::fs::read_dir(dir.path()).unwrap() {
+        let n = e.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(!n.contains(".tmp"), "left behind: {n}");
+    }
+}
+
+#[test]
+fn saved_plans_are_private_and_replace_a_symlink() {
+    let dir = tempfile::tempdir().unwrap();
+    cluster(dir.path());
+    let v = victim(dir.path());
+    symlink(&v, dir.path().join("p.plan")).unwrap();
+    let out = capi(dir.path())
+        .args(["plan", "-f", "c.yaml", "-out", "p.plan"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(std::fs::read_to_string(&v).unwrap(), "untouched");
+    let plan = dir.path().join("p.plan");
+    assert!(!std::fs::symlink_metadata(&plan)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(mode(&plan), 0o600);
+}
+
+#[test]
+fn kubeconfig_output_is_0600_and_never_through_a_symlink() {
+    let dir = tempfile::tempdir().unwrap();
+    cluster(dir.path());
+    apply_ok(dir.path(), &[]);
+    let existing = dir.path().join("kc.yaml");
+    std::fs::write(&existing, "old").unwrap();
+    std::fs::set_permissions(&existing, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = capi(dir.path())
+        .args(["kubeconfig", "demo", "-o", "kc.yaml"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(mode(&existing), 0o600, "the admin key must not stay 0644");
+    assert!(stderr(&out).contains("(mode 0600)"), "{}", stderr(&out));
+    assert!(std::fs::read_to_string(&existing)
+        .unwrap()
+        .contains("client-key-data"));
+
+    let v = victim(dir.path());
+    symlink(&v, dir.path().join("link.yaml")).unwrap();
+    let out = capi(dir.path())
+        .args(["kubeconfig", "demo", "-o", "link.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("is a symlink"), "{}", stderr(&out));
+    assert_eq!(std::fs::read_to_string(&v).unwrap(), "untouched");
+}
+
+#[test]
+fn two_names_for_one_state_share_one_lock_and_one_simulator() {
+    let dir = tempfile::tempdir().unwrap();
+    cluster(dir.path());
+    apply_ok(dir.path(), &["--state", "real.json"]);
+    symlink("real.json", dir.path().join("alias.json")).unwrap();
+    let mut holder = capi_process(dir.path())
+        .args([
+            "destroy",
+            "--auto-approve",
+            "--state",
+            "alias.json",
+            "--sim-latency",
+            "1500ms",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // The lock and its record sit beside the real file, whichever name is used.
+    wait_for("the destroy never took the lock", || {
+        dir.path().join("real.json.lock.info").exists()
+    });
+    assert!(!dir.path().join("alias.json.lock").exists());
+    assert!(!dir.path().join("alias.sim").exists());
+    let out = capi(dir.path())
+        .args(["plan", "--state", "real.json", "-f", "c.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("locked"), "{}", stderr(&out));
+    assert!(holder.try_wait().unwrap().is_none());
+    let _ = holder.kill();
+    let _ = holder.wait();
+    // The symlink is still a symlink: the state never forked in two.
+    assert!(std::fs::symlink_metadata(dir.path().join("alias.json"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+}
+
+#[test]
+fn a_lock_file_removed_while_held_stops_the_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    cluster(dir.path());
+    let first = capi_process(dir.path())
+        .args([
+            "apply",
+            "--auto-approve",
+            "--sim-latency",
+            "700ms",
+            "-f",
+            "c.yaml",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let info = dir.path().join("capi.state.json.lock.info");
+    wait_for("the apply never took the lock", || info.exists());
+    std::fs::remove_file(dir.path().join("capi.state.json.lock")).unwrap();
+    // A second command can now lock a new file under the same name...
+    let out = capi(dir.path())
+        .args(["plan", "-f", "c.yaml", "--refresh=false"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    // ...and the first stops at its next write instead of writing on.
+    let out = first.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("was removed or replaced while this command held the lock"),
+        "{}",
+        stderr(&out)
+    );
+    // What it wrote before is a state that loads.
+    let show = capi(dir.path()).args(["show"]).output().unwrap();
+    assert!(show.status.success(), "{}", stderr(&show));
+}
+
+#[test]
+fn stale_temporaries_of_a_killed_writer_are_removed_by_the_next_locked_command() {
+    let dir = tempfile::tempdir().unwrap();
+    cluster(dir.path());
+    let stale = [
+        "capi.state.json.tmp.999999",
+        ".capi.state.json.tmp.Ab12Cd",
+        "capi.state.json.backup.tmp.999999",
+    ];
+    for n in stale {
+        std::fs::write(dir.path().join(n), "-----BEGIN PRIVATE KEY-----").unwrap();
+    }
+    let out = capi(dir.path())
+        .args(["plan", "-f", "c.yaml"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    for n in stale {
+        assert!(!dir.path().join(n).exists(), "{n} is still there");
+    }
+}
+
+#[test]
+fn a_corrupt_journal_seen_while_another_process_holds_the_lock_is_not_called_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    cluster(dir.path());
+    apply_ok(dir.path(), &[]);
+    // A journal whose header follows a newer snapshot than the one on disk:
+    // what a reader sees in the middle of a compaction.
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("capi.state.json")).unwrap())
+            .unwrap();
+    let header = serde_json::json!({
+        "lineage": state["lineage"],
+        "base_serial": state["serial"].as_u64().unwrap() + 5,
+    })
+    .to_string();
+    std::fs::write(
+        dir.path().join("capi.state.json.journal"),
+        format!("{header}\t{}\n", hex_sha256(header.as_bytes())),
+    )
+    .unwrap();
+    // Another process holds the lock meanwhile.
+    let mut holder = std::process::Command::new("flock")
+        .args(["-o", "capi.state.json.lock", "sleep", "20"])
+        .current_dir(dir.path())
+        .spawn()
+        .unwrap();
+    wait_for("flock never took the lock", || {
+        std::process::Command::new("flock")
+            .args(["-n", "capi.state.json.lock", "true"])
+            .current_dir(dir.path())
+            .status()
+            .map(|s| !s.success())
+            .unwrap_or(false)
+    });
+    let out = capi(dir.path()).args(["show"]).output().unwrap();
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("is writing it right now"), "{err}");
+    assert!(!err.contains("copy the backup"), "{err}");
+    // Without a holder the same files are reported as corrupt, with advice.
+    let out = capi(dir.path()).args(["show"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("corrupt"), "{}", stderr(&out));
+}
+
+fn hex_sha256(b: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(b))
+}
