@@ -149,10 +149,14 @@ pub fn run() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match rt.block_on(dispatch(cli, &env, &printer)) {
-        Ok(status) => ExitCode::from(status.code()),
-        Err(e) => ExitCode::from(e.report(&printer)),
-    }
+    let code = match rt.block_on(dispatch(cli, &env, &printer)) {
+        Ok(status) => status.code(),
+        Err(e) => e.report(&printer),
+    };
+    // A prompt abandoned by an interrupt leaves a blocking read of stdin
+    // behind: do not wait for it.
+    rt.shutdown_background();
+    ExitCode::from(code)
 }
 
 async fn dispatch(cli: Cli, env: &Env, p: &Printer) -> Result<ExitStatus, CliError> {

@@ -17,7 +17,6 @@ pub(crate) struct Printer {
     pub(crate) color_err: bool,
     pub(crate) json: bool,
     pub(crate) stderr_tty: bool,
-    pub(crate) stdin_tty: bool,
 }
 
 impl Printer {
@@ -33,7 +32,6 @@ impl Printer {
             color_err: on(stderr_tty),
             json,
             stderr_tty,
-            stdin_tty: std::io::stdin().is_terminal(),
         }
     }
 

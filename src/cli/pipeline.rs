@@ -158,21 +158,121 @@ pub(crate) fn show_plan(p: &Printer, pl: &Plan, operation: &str) {
     }
 }
 
-/// Ask for `yes` on a terminal; refuse without one.
-pub(crate) fn confirm(p: &Printer, what: &str) -> Result<bool, CliError> {
-    if !p.stdin_tty {
-        return Err(CliError::Usage(format!(
-            "{what} needs approval, but there is no terminal to ask on; re-run with --auto-approve (for CI), or save a plan with `capi plan -out FILE` and apply that file"
-        )));
+/// The signals that stop an apply: Ctrl-C, a CI runner's or systemd's
+/// SIGTERM, a closed terminal's SIGHUP.
+pub(crate) struct Interrupts {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+/// Which signal arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Interrupt {
+    Int,
+    Term,
+    Hup,
+}
+
+impl Interrupt {
+    /// The exit code of a process that dies of this signal (128 + number).
+    pub(crate) fn exit_code(self) -> i32 {
+        128 + match self {
+            Interrupt::Hup => libc::SIGHUP,
+            Interrupt::Int => libc::SIGINT,
+            Interrupt::Term => libc::SIGTERM,
+        }
     }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Interrupt::Int => "Interrupt received",
+            Interrupt::Term => "Interrupt received (SIGTERM)",
+            Interrupt::Hup => "Interrupt received (SIGHUP)",
+        }
+    }
+}
+
+impl Interrupts {
+    /// From now on these signals no longer end the process: they arrive here.
+    pub(crate) fn install() -> Result<Interrupts, CliError> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let s = |k| signal(k).map_err(|e| CliError::Message(format!("cannot handle signals: {e}")));
+        Ok(Interrupts {
+            int: s(SignalKind::interrupt())?,
+            term: s(SignalKind::terminate())?,
+            hup: s(SignalKind::hangup())?,
+        })
+    }
+
+    pub(crate) async fn next(&mut self) -> Interrupt {
+        tokio::select! {
+            _ = self.int.recv() => Interrupt::Int,
+            _ = self.term.recv() => Interrupt::Term,
+            _ = self.hup.recv() => Interrupt::Hup,
+        }
+    }
+}
+
+/// The answer to the approval prompt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Answer {
+    Yes,
+    No,
+    /// Ctrl-C (or SIGTERM, SIGHUP) while waiting.
+    Interrupted,
+}
+
+impl Answer {
+    /// Report a refusal: `Some(status)` unless the answer was yes.
+    pub(crate) fn refused(self, operation: &str, p: &Printer) -> Option<ExitStatus> {
+        let mut name = operation.to_string();
+        name[..1].make_ascii_uppercase();
+        match self {
+            Answer::Yes => None,
+            Answer::No => {
+                p.error(&format!("{name} cancelled: only 'yes' is accepted."));
+                Some(ExitStatus::Failure)
+            }
+            Answer::Interrupted => {
+                p.error(&format!("{name} cancelled."));
+                Some(ExitStatus::Failure)
+            }
+        }
+    }
+}
+
+/// Ask for `yes` on stdin (a terminal, or a pipe: `echo yes | capi apply`).
+/// An interrupt while waiting cancels, leaving no lock behind.
+pub(crate) async fn confirm(p: &Printer, what: &str) -> Result<Answer, CliError> {
+    let mut interrupts = Interrupts::install()?;
     p.message(&format!("\nDo you want to perform these actions?\n  capi will {what} as shown above.\n  Only 'yes' will be accepted to approve.\n"));
     p.prompt("  Enter a value: ");
-    let mut line = String::new();
-    std::io::stdin()
-        .lock()
-        .read_line(&mut line)
-        .map_err(|e| CliError::Message(e.to_string()))?;
-    Ok(line.trim() == "yes")
+    let read = tokio::task::spawn_blocking(|| {
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .map(|n| (n, line))
+    });
+    tokio::select! {
+        r = read => {
+            let (n, line) = r
+                .map_err(|e| CliError::Message(e.to_string()))?
+                .map_err(|e| CliError::Message(format!("cannot read the answer from stdin: {e}")))?;
+            if n == 0 {
+                p.message("");
+                return Err(CliError::Usage(format!(
+                    "{what} needs approval, but stdin gave no answer (it was closed or empty); answer yes on stdin, re-run with --auto-approve (for CI), or save a plan with `capi plan -out FILE` and apply that file"
+                )));
+            }
+            Ok(if line.trim() == "yes" { Answer::Yes } else { Answer::No })
+        }
+        _ = interrupts.next() => {
+            p.message("");
+            Ok(Answer::Interrupted)
+        }
+    }
 }
 
 /// What an approved plan runs as: its name in messages and the question
@@ -199,11 +299,10 @@ pub(crate) async fn approve_and_execute(
     if pl.is_empty() {
         return Ok(ExitStatus::Success);
     }
-    if !op.approved && !a.auto_approve && !confirm(p, op.question)? {
-        let mut name = op.name.to_string();
-        name[..1].make_ascii_uppercase();
-        p.error(&format!("{name} cancelled: only 'yes' is accepted."));
-        return Ok(ExitStatus::Failure);
+    if !op.approved && !a.auto_approve {
+        if let Some(status) = confirm(p, op.question).await?.refused(op.name, p) {
+            return Ok(status);
+        }
     }
     let kinds: BTreeSet<_> = pl.steps.iter().map(|s| s.provider).collect();
     let providers = providers_for(&kinds, &provider_settings(run, m)).await?;
@@ -233,18 +332,19 @@ async fn execute(
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
     let sig_cancel = cancel.clone();
     let printer = p.clone();
+    // SIGINT, SIGTERM and SIGHUP alike: the first stops new operations, the
+    // second exits at once (the state stays valid either way).
+    let interrupts = Interrupts::install();
     let signals = tokio::spawn(async move {
-        let mut count = 0;
-        while tokio::signal::ctrl_c().await.is_ok() {
-            count += 1;
-            if count == 1 {
-                sig_cancel.cancel();
-                printer.message("\nInterrupt received: no new operations start; waiting for the ones in flight to finish and saving the state. Press Ctrl-C again to exit at once (the state stays valid; operations in flight are left for the next apply to resolve).");
-            } else {
-                printer.message("\nTwo interrupts received: exiting now.");
-                std::process::exit(130);
-            }
-        }
+        let Ok(mut interrupts) = interrupts else {
+            return;
+        };
+        let first = interrupts.next().await;
+        sig_cancel.cancel();
+        printer.message(&format!("\n{}: no new operations start; waiting for the ones in flight to finish and saving the state. Press Ctrl-C again to exit at once (the state stays valid; operations in flight are left for the next apply to resolve).", first.describe()));
+        let second = interrupts.next().await;
+        printer.message("\nTwo interrupts received: exiting now.");
+        std::process::exit(second.exit_code());
     });
     let progress = tokio::spawn(progress::report(p.clone(), pl.steps.len(), rx));
     let exec = Executor {

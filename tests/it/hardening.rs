@@ -143,8 +143,9 @@ fn two_names_for_one_state_share_one_lock_and_one_simulator() {
             "--auto-approve",
             "--state",
             "alias.json",
+            // Long enough to outlast any scheduling delay; killed below.
             "--sim-latency",
-            "1500ms",
+            "60s",
         ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -283,4 +284,177 @@ fn a_corrupt_journal_seen_while_another_process_holds_the_lock_is_not_called_cor
 fn hex_sha256(b: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(b))
+}
+
+fn machine_versions(dir: &Path) -> Vec<String> {
+    let st = capi::state::StateStore::new(dir.join("capi.state.json"))
+        .load()
+        .unwrap()
+        .unwrap();
+    st.resources
+        .iter()
+        .filter_map(|r| r.attributes.as_machine())
+        .map(|m| format!("{}:{}", m.owner.kind, m.version))
+        .collect()
+}
+
+#[test]
+fn upgrade_resumes_workers_left_behind_by_a_killed_run() {
+    let dir = tempfile::tempdir().unwrap();
+    cluster(dir.path());
+    // What a run killed after its control-plane rollout leaves: the control
+    // plane at the target, the workers still on the old version.
+    let text = std::fs::read_to_string(dir.path().join("c.yaml")).unwrap();
+    let mut n = 0;
+    let text: String = text
+        .lines()
+        .map(|l| {
+            if l.contains("version: v1.31.2") {
+                n += 1;
+                if n == 1 {
+                    return l.replace("v1.31.2", "v1.31.3");
+                }
+            }
+            l.to_string()
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(dir.path().join("c.yaml"), text).unwrap();
+    apply_ok(dir.path(), &[]);
+    let before = machine_versions(dir.path());
+    assert!(
+        before.contains(&"MachineDeployment:v1.31.2".to_string()),
+        "{before:?}"
+    );
+    let out = capi(dir.path())
+        .args([
+            "upgrade",
+            "--to",
+            "v1.31.3",
+            "--auto-approve",
+            "-f",
+            "c.yaml",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        !stdout(&out).contains("nothing to upgrade"),
+        "{}",
+        stdout(&out)
+    );
+    let after = machine_versions(dir.path());
+    assert!(
+        after.iter().all(|v| v.ends_with("v1.31.3")),
+        "workers left behind: {after:?}"
+    );
+    // Now it is done.
+    let out = capi(dir.path())
+        .args([
+            "upgrade",
+            "--to",
+            "v1.31.3",
+            "--auto-approve",
+            "-f",
+            "c.yaml",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("nothing to upgrade"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn sigterm_stops_an_apply_like_the_first_ctrl_c() {
+    let dir = tempfile::tempdir().unwrap();
+    cluster(dir.path());
+    let child = capi_process(dir.path())
+        .args([
+            "apply",
+            "--auto-approve",
+            "--sim-latency",
+            "500ms",
+            "-f",
+            "c.yaml",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("no machine was being created", || {
+        dir.path().join("capi.state.sim/machines/demo").exists()
+    });
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("Interrupt received (SIGTERM)"), "{err}");
+    assert!(err.contains("did not start"), "{err}");
+    // Folded and released: no journal, no lock record, nothing pending.
+    assert!(!dir.path().join("capi.state.json.journal").exists());
+    assert!(!dir.path().join("capi.state.json.lock.info").exists());
+    let st = capi::state::StateStore::new(dir.path().join("capi.state.json"))
+        .load()
+        .unwrap()
+        .unwrap();
+    assert!(st.resources.iter().all(|r| !r.status.is_pending()));
+}
+
+#[test]
+fn approval_reads_stdin_and_an_interrupt_at_the_prompt_cancels_cleanly() {
+    use std::io::{BufRead, Write};
+    let dir = tempfile::tempdir().unwrap();
+    cluster(dir.path());
+    // `echo yes | capi apply`
+    let mut child = capi_process(dir.path())
+        .args(["apply", "-f", "c.yaml"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"yes\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("Enter a value"), "{}", stderr(&out));
+
+    // Ctrl-C at the prompt.
+    let text = std::fs::read_to_string(dir.path().join("c.yaml"))
+        .unwrap()
+        .replace("replicas: 2", "replicas: 3");
+    std::fs::write(dir.path().join("c.yaml"), text).unwrap();
+    let serial_before = std::fs::read_to_string(dir.path().join("capi.state.json")).unwrap();
+    let mut child = capi_process(dir.path())
+        .args(["apply", "-f", "c.yaml"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdin = child.stdin.take().unwrap();
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    while !seen.contains("Enter a value") {
+        let mut chunk = Vec::new();
+        let n = err.read_until(b':', &mut chunk).unwrap();
+        assert!(n > 0, "no prompt before EOF: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
+    drop(stdin);
+    assert_eq!(status.code(), Some(1), "{seen}{rest}");
+    assert!(rest.contains("Apply cancelled."), "{seen}{rest}");
+    assert!(!dir.path().join("capi.state.json.lock.info").exists());
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("capi.state.json")).unwrap(),
+        serial_before,
+        "a cancelled apply changed the state"
+    );
 }

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use crate::manifest::edit::{self, Selection};
 use crate::manifest::{self, Body, Kind, Manifest};
 use crate::plan::{self, render, simulate::simulate, Plan, PlanOptions};
-use crate::resource::{ClusterId, Version};
+use crate::resource::{ClusterId, OwnerKind, Version};
 use crate::state::State;
 
 use super::super::args::UpgradeArgs;
@@ -18,6 +18,25 @@ use super::super::output::Printer;
 use super::super::pipeline::{self, LockedState, Operation};
 use super::super::settings::{ApplySettings, GlobalSettings, ManifestSettings, RunSettings};
 use super::super::{CliError, ExitStatus};
+
+/// Whether the upgrade has anything left to do in the state: a machine it
+/// rolls (the control plane's, the selected MachineDeployments') that does
+/// not run `target`, or an operation a killed run left pending. An upgrade
+/// killed after its control plane finished is resumed from here, not judged
+/// done by the control plane's version alone.
+fn unfinished(state: &State, key: &str, mds: &[String], target: &Version) -> bool {
+    state.cluster_resources(key).any(|r| {
+        let rolled = r.attributes.as_machine().is_some_and(|m| {
+            let ours = match m.owner.kind {
+                OwnerKind::KubeadmControlPlane => true,
+                OwnerKind::MachineDeployment => mds.is_empty() || mds.contains(&m.owner.name),
+                OwnerKind::MachineSet | OwnerKind::Machine => false,
+            };
+            ours && m.version != *target
+        });
+        rolled || r.status.is_pending()
+    })
+}
 
 fn current_cp_version(state: &State, key: &str) -> Option<(Version, Version)> {
     let vs: Vec<Version> = state
@@ -110,12 +129,23 @@ pub(crate) async fn run(
             (v.clone(), v)
         }
     };
-    let steps = edit::chain(&current, &target, &via).map_err(CliError::Usage)?;
-    if steps.is_empty() || (running_max == target && current == target) {
+    let mut steps = edit::chain(&current, &target, &via).map_err(CliError::Usage)?;
+    let unfinished = unfinished(state, &key, &u.md, &target);
+    if !unfinished && (steps.is_empty() || (running_max == target && current == target)) {
         p.data(&format!(
             "Cluster {key} already runs {target}: nothing to upgrade.\n"
         ));
         return Ok(ExitStatus::Success);
+    }
+    if steps.is_empty() {
+        // The control plane is there; machines behind it (or operations a
+        // killed run left pending) are finished by one step to the target.
+        steps.push(target.clone());
+        if !p.json {
+            p.message(&format!(
+                "The control plane of {key} already runs {target}; resuming the rollout of the machines that do not."
+            ));
+        }
     }
 
     // Plan every step; later steps against the state the earlier ones leave.
@@ -183,9 +213,11 @@ pub(crate) async fn run(
         }
         return Ok(ExitStatus::Success);
     }
-    if !a.auto_approve && !pipeline::confirm(p, &format!("upgrade cluster {key} to {target}"))? {
-        p.error("Upgrade cancelled: only 'yes' is accepted.");
-        return Ok(ExitStatus::Failure);
+    if !a.auto_approve {
+        let question = format!("upgrade cluster {key} to {target}");
+        if let Some(status) = pipeline::confirm(p, &question).await?.refused("upgrade", p) {
+            return Ok(status);
+        }
     }
     drop(locked);
 
