@@ -1,5 +1,37 @@
-//! Everything that touches infrastructure, behind one trait. A provider is a
-//! folder here plus one line in [`registry`].
+//! Everything that touches infrastructure, behind one trait ([`Provider`]):
+//! create, update and delete a resource, read a state's resources back, and
+//! find what carries a state's labels but is not in it. The apply executor
+//! and [`refresh`] reach providers only through the trait.
+//!
+//! A provider is a folder (`sim/`, `docker/`, `openstack/`) with the same
+//! rooms as the others, so that "where is the load balancer?" is answered
+//! by a file name:
+//! - `mod.rs`: what the provider maps capi's resources to (its header), its
+//!   settings, `connect`, its test hooks, and the `Provider` impl as a thin
+//!   dispatch by resource kind;
+//! - `network.rs`, `loadbalancer.rs`, `machine.rs`: create, update and
+//!   delete of each;
+//! - `bootstrap.rs`: how bootstrap data reaches a machine (Docker: executed
+//!   in the container as CAPD does, never twice; OpenStack: the server's
+//!   `user_data`; simulator: recorded, not run) and bootstrap tokens;
+//! - `refresh.rs`: reading back and comparing with the state, and the
+//!   lookups by labels or tags that find what the state does not know;
+//! - the low-level client: Docker's `engine.rs` (every `bollard` call),
+//!   OpenStack's `api.rs` (the cloud operations as a trait), `sdk.rs` (that
+//!   trait on the real services) and `ops.rs` (the retry policy and the
+//!   composite operations), the simulator's `store.rs` (its JSON records).
+//!
+//! [`cloudinit`] is shared by the simulator and Docker: how CAPD interprets
+//! cloud-config. [`refresh`] runs every provider's refresh in parallel and
+//! turns the answers into observations and drift.
+//!
+//! A new provider needs more than its folder: a [`ProviderKind`] and an
+//! infrastructure `Backend` (in `resource`), its manifest kinds (`manifest`),
+//! their semantics (`infra`: what changes in place, validation) and their
+//! mapping to resources (`desired`); its settings in [`ProviderSettings`],
+//! resolved by the CLI's settings layer (`cli/settings.rs`) with its test
+//! hooks and knobs in [`Overrides`]; and a line in [`registry`]. Provider
+//! code reads no environment variable.
 
 pub mod cloudinit;
 pub mod docker;

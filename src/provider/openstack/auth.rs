@@ -1,4 +1,5 @@
-//! Credentials, as CAPO and every OpenStack tool take them.
+//! Credentials, as CAPO and every OpenStack tool take them, and which of
+//! them an operation uses.
 //!
 //! 1. The Secret named by the OpenStackCluster's (or machine template's)
 //!    `identityRef`, from the manifests: its `clouds.yaml` and optional
@@ -9,6 +10,11 @@
 //!    `OS_AUTH_TYPE=v3applicationcredential` with
 //!    `OS_APPLICATION_CREDENTIAL_ID`/`_SECRET`).
 //!
+//! The identity of an operation is its spec's identityRef, else the one of
+//! the resources it depends on (the cluster's); a resource being deleted or
+//! refreshed uses the identity it recorded (`observed.identity`, the Secret's
+//! name and cloud, never its content).
+//!
 //! Nothing read here is written to state, plans or output: the clouds.yaml
 //! from a Secret goes to a private temporary directory for the SDK to read
 //! and is removed when the provider ends.
@@ -16,15 +22,70 @@
 use std::io::Write;
 
 use openstack_sdk::config::{CloudConfig, ConfigFile};
+use serde_json::{json, Value};
 
 use super::OpenStackSettings;
+use crate::infra::openstack::identity_ref;
+use crate::provider::{Observed, OpInput};
+use crate::resource::Spec;
+use crate::state::Resource;
+
+/// An identityRef: `(namespace, secret, cloud)`.
+pub(crate) type Identity = (String, String, String);
+
+/// The identityRef of a network, load balancer or machine spec: `(secret,
+/// cloud)`.
+fn of_spec(s: &Spec) -> Option<(String, String)> {
+    match s {
+        Spec::Network(n) => identity_ref(&n.infra.spec),
+        Spec::Loadbalancer(l) => identity_ref(&l.infra.spec),
+        Spec::Machine(m) => identity_ref(&m.infra.spec),
+        _ => None,
+    }
+}
+
+/// The identity a resource recorded when it was created: `(secret, cloud)`.
+fn of_observed(o: &Observed) -> Option<(String, String)> {
+    let i = o.get("identity")?;
+    Some((
+        i.get("secret")?.as_str()?.to_string(),
+        i.get("cloud")?.as_str()?.to_string(),
+    ))
+}
+
+/// The identity of a create or update: the spec's identityRef, else the
+/// cluster's (from a dependency's spec, else from what it recorded).
+pub(crate) fn of_operation(input: &OpInput<'_>) -> Option<Identity> {
+    of_spec(input.spec)
+        .or_else(|| input.deps.iter().find_map(|d| of_spec(&d.attributes)))
+        .or_else(|| input.deps.iter().find_map(|d| of_observed(&d.observed)))
+        .map(|(n, c)| (input.cluster.namespace.clone(), n, c))
+}
+
+/// The identity of a recorded resource: the one it recorded, else its
+/// spec's identityRef.
+pub(crate) fn of_resource(r: &Resource) -> Option<Identity> {
+    let ns = r.address.cluster().namespace;
+    of_observed(&r.observed)
+        .or_else(|| of_spec(&r.attributes))
+        .map(|(n, c)| (ns, n, c))
+}
+
+/// What a resource records about its identity: the Secret's name and
+/// cloud, or that the environment's credentials were used.
+pub(crate) fn to_observed(id: &Option<Identity>) -> Value {
+    match id {
+        Some((_, s, c)) => json!({"secret": s, "cloud": c}),
+        None => json!({"environment": true}),
+    }
+}
 
 /// The SDK configuration for an identity (`(namespace, secret, cloud)`), or
 /// for the environment when there is none or its Secret is not in the
 /// manifests (e.g. `capi destroy` without `-f`).
 pub(crate) fn cloud_config(
     settings: &OpenStackSettings,
-    identity: Option<&(String, String, String)>,
+    identity: Option<&Identity>,
 ) -> Result<(CloudConfig, Option<tempfile::TempDir>), String> {
     if let Some((ns, name, cloud)) = identity {
         if let Some(data) = settings.secrets.get(&(ns.clone(), name.clone())) {
@@ -90,7 +151,7 @@ fn from_secret(
 
 fn from_environment(
     settings: &OpenStackSettings,
-    identity: Option<&(String, String, String)>,
+    identity: Option<&Identity>,
 ) -> Result<(CloudConfig, Option<tempfile::TempDir>), String> {
     let note = match identity {
         Some((ns, name, _)) => format!(

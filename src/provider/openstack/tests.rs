@@ -5,14 +5,16 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use base64::Engine;
 use serde_json::{json, Value};
 
-use super::api::{Kind, MemoryApi};
+use super::api::{ApiError, Kind};
+use super::memory::MemoryApi;
 use super::*;
 use crate::infra::{classify_infra_change, InfraChange};
 use crate::resource::{
-    Backend, ClusterId, InfraSpec, LoadBalancerSpec, MachineSpec, NetworkSpec, Owner, OwnerKind,
-    ResourceKind, Role, Version,
+    Address, Backend, ClusterId, InfraSpec, LoadBalancerSpec, MachineSpec, NetworkSpec,
+    Observation, Owner, OwnerKind, ResourceKind, Role, Version,
 };
 use crate::state::{Resource, Status};
 
@@ -87,9 +89,13 @@ struct World {
 
 impl World {
     fn new() -> World {
+        World::with(&Overrides::default())
+    }
+
+    fn with(overrides: &Overrides) -> World {
         let api = Arc::new(MemoryApi::seeded());
         World {
-            p: OpenStackProvider::new(Clients::Fixed(api.clone())),
+            p: OpenStackProvider::new(Clients::Fixed(api.clone()), overrides),
             api,
             cluster: ClusterId::new("default", "c"),
             redactor: Redactor::default(),
@@ -382,8 +388,10 @@ async fn a_server_in_error_is_a_clear_error_and_leaves_nothing() {
 
 #[tokio::test]
 async fn transient_errors_are_retried_permanent_ones_are_not() {
-    std::env::set_var("CAPI_OPENSTACK_RETRIES", "3");
-    let w = World::new();
+    let w = World::with(&Overrides {
+        openstack_retries: 3,
+        ..Overrides::default()
+    });
     let (net, lbr) = w.base(false).await;
     w.api
         .fail_once

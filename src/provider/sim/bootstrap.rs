@@ -1,0 +1,103 @@
+//! The simulated bootstrap: the cloud-config is parsed as CAPD would
+//! (`write_files` and `runcmd`) and every file and command is recorded on
+//! the machine, in order, nothing run. The "started" mark is written before
+//! the first action, so an interrupted bootstrap is never run again. With
+//! failure injection, the first kubeadm command of the chosen bootstrap
+//! fails.
+//!
+//! Also here: registering a bootstrap token, which needs a bootstrapped,
+//! running control-plane machine; only the token id is recorded.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use super::machine::observed_of;
+use super::store::{read_json, write_json, SimMachine, SimTokens};
+use super::SimProvider;
+use crate::provider::cloudinit::{self, Action, Actions};
+use crate::provider::{Observed, OpInput, ProviderError};
+use crate::resource::Role;
+
+/// The machine's cloud-config as CAPD would run it.
+pub(super) fn actions(input: &OpInput<'_>) -> Result<Actions, ProviderError> {
+    cloudinit::actions(input.bootstrap.unwrap_or_default()).map_err(ProviderError::Failed)
+}
+
+/// A machine whose bootstrap started and never finished.
+pub(super) fn interrupted(m: &SimMachine) -> ProviderError {
+    ProviderError::Bootstrap {
+        command: "(interrupted)".into(),
+        exit_code: -1,
+        output_tail: "bootstrap was interrupted earlier and is never run twice on one machine"
+            .into(),
+        observed: observed_of(m, false),
+    }
+}
+
+impl SimProvider {
+    /// Record the bootstrap's files and commands on the machine; it ends
+    /// running, bootstrapped or failed.
+    pub(super) fn run_bootstrap(
+        &self,
+        input: &OpInput<'_>,
+        m: &mut SimMachine,
+        path: &Path,
+        acts: Actions,
+    ) -> Result<(), ProviderError> {
+        m.bootstrap.started = true;
+        m.bootstrap.ignored_modules = acts.ignored_modules.clone();
+        write_json(path, m)?;
+        let fail_bootstrap = self.inject("bootstrap", &input.address.to_string());
+        for a in acts.actions {
+            match a {
+                Action::Write(f) => m.bootstrap.files.push(f.path),
+                Action::Run(cmd) => {
+                    let cmd = cloudinit::capd_command(&cmd);
+                    let is_kubeadm = cmd.join(" ").contains("kubeadm ");
+                    m.bootstrap.commands.push(cmd.clone());
+                    if fail_bootstrap && is_kubeadm {
+                        let text = input.redactor.redact(&cmd.join(" "));
+                        m.bootstrap.failed_command = Some(text.clone());
+                        m.status = "running".into();
+                        write_json(path, m)?;
+                        return Err(ProviderError::Bootstrap {
+                            command: text,
+                            exit_code: 1,
+                            output_tail: "simulated bootstrap failure (CAPI_SIM_FAIL)".into(),
+                            observed: observed_of(m, false),
+                        });
+                    }
+                }
+            }
+        }
+        m.bootstrap.succeeded = true;
+        m.status = "running".into();
+        write_json(path, m)
+    }
+
+    /// Record the token's id and expiry for the cluster.
+    pub(super) fn register_token(&self, input: &OpInput<'_>) -> Result<Observed, ProviderError> {
+        let cluster = input.address.cluster_key();
+        let (token, expires) = input
+            .token
+            .ok_or_else(|| ProviderError::Failed("no token to register".into()))?;
+        if self.inject("token", cluster) {
+            return Err(ProviderError::Failed(
+                "simulated failure registering the bootstrap token (CAPI_SIM_FAIL)".into(),
+            ));
+        }
+        let ready_cp = self.machines(Some(cluster)).into_iter().any(|m| {
+            m.role == Role::ControlPlane && m.bootstrap.succeeded && m.status == "running"
+        });
+        if !ready_cp {
+            return Err(ProviderError::Failed(format!("no running control-plane machine in {cluster} to register the bootstrap token with")));
+        }
+        let path = self.token_path(cluster);
+        let mut t = read_json::<SimTokens>(&path)?.unwrap_or_default();
+        let id = crate::bootstrap::token::id(token).to_string();
+        t.tokens.retain(|(i, _)| *i != id);
+        t.tokens.push((id, expires));
+        write_json(&path, &t)?;
+        Ok(BTreeMap::new())
+    }
+}

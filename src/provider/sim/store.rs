@@ -1,0 +1,172 @@
+//! The simulator's records: one JSON file per network, load balancer,
+//! token list and machine under the simulator's directory, and the writes
+//! that keep each file valid JSON whatever kills the process. Other
+//! processes (`capi drift` beside an apply, tests) read them too.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::provider::ProviderError;
+use crate::resource::Role;
+
+/// What the simulated bootstrap did on a machine.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct SimBootstrap {
+    pub started: bool,
+    pub succeeded: bool,
+    pub files: Vec<String>,
+    pub commands: Vec<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ignored_modules: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_command: Option<String>,
+}
+
+/// A simulated machine (`machines/<cluster>/<name>.json`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SimMachine {
+    pub name: String,
+    pub cluster: String,
+    pub role: Role,
+    pub group: String,
+    pub version: String,
+    pub ip: String,
+    pub provider_id: String,
+    /// `provisioning`, `running` or `stopped`.
+    pub status: String,
+    pub labels: BTreeMap<String, String>,
+    pub bootstrap: SimBootstrap,
+}
+
+/// A simulated network (`networks/<cluster>.json`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub(crate) struct SimNetwork {
+    pub(crate) cluster: String,
+    pub(crate) name: String,
+    pub(crate) cidr: String,
+    pub(crate) labels: BTreeMap<String, String>,
+}
+
+/// A load balancer member: a control-plane machine.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub(crate) struct SimMember {
+    pub(crate) name: String,
+    pub(crate) ip: String,
+    pub(crate) weight: u32,
+}
+
+/// A simulated load balancer (`loadbalancers/<cluster>.json`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub(crate) struct SimLoadBalancer {
+    pub(crate) cluster: String,
+    pub(crate) ip: String,
+    pub(crate) port: u16,
+    pub(crate) members: Vec<SimMember>,
+    /// Incremented at every reconfiguration (like CAPD's SIGHUP).
+    pub(crate) reloads: u64,
+    pub(crate) labels: BTreeMap<String, String>,
+}
+
+/// A cluster's registered bootstrap tokens (`tokens/<cluster>.json`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub(crate) struct SimTokens {
+    /// Token ids with their expiry (the secret half is never stored here).
+    pub(crate) tokens: Vec<(String, i64)>,
+}
+
+pub(super) fn io_err(what: &str, e: impl std::fmt::Display) -> ProviderError {
+    ProviderError::Failed(format!("simulator: {what}: {e}"))
+}
+
+/// Records up to this size are rewritten in place; larger ones through a
+/// temporary file and a rename.
+const IN_PLACE_MAX: usize = 4096;
+
+/// Write a simulator record. Small records (every machine) are rewritten in
+/// place: creating and renaming a temporary file per write made ext4's inode
+/// allocation and directory locks the largest cost of a 1,000-machine apply.
+/// The record stays valid JSON whatever kills the process: the new text goes
+/// to offset 0 in one write within one page, padded with spaces (JSON allows
+/// trailing whitespace) to cover all of the old text; a file killed between
+/// its creation and its first write is empty and counts as absent.
+pub(super) fn write_json(path: &Path, v: &impl Serialize) -> Result<(), ProviderError> {
+    use std::os::unix::fs::FileExt;
+    let mut bytes = serde_json::to_vec_pretty(v).expect("serialisable");
+    bytes.push(b'\n');
+    let open = || {
+        fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+    };
+    let f = match open() {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(p) = path.parent() {
+                fs::create_dir_all(p).map_err(|e| io_err(&p.display().to_string(), e))?;
+            }
+            open()
+        }
+        r => r,
+    }
+    .map_err(|e| io_err(&path.display().to_string(), e))?;
+    let old = f
+        .metadata()
+        .map_err(|e| io_err(&path.display().to_string(), e))?
+        .len() as usize;
+    if bytes.len().max(old) > IN_PLACE_MAX {
+        drop(f);
+        let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+        fs::write(&tmp, &bytes).map_err(|e| io_err(&tmp.display().to_string(), e))?;
+        return fs::rename(&tmp, path).map_err(|e| io_err(&path.display().to_string(), e));
+    }
+    if bytes.len() < old {
+        bytes.resize(old, b' ');
+    }
+    f.write_all_at(&bytes, 0)
+        .map_err(|e| io_err(&path.display().to_string(), e))
+}
+
+pub(super) fn read_json<T: serde::de::DeserializeOwned>(
+    path: &Path,
+) -> Result<Option<T>, ProviderError> {
+    // Another process (`capi drift` beside an apply) can catch a record in
+    // the middle of its in-place rewrite; a second look sees it whole.
+    let mut attempt = 0;
+    loop {
+        let bytes = match fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err(&path.display().to_string(), e)),
+        };
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(None);
+        }
+        match serde_json::from_slice(&bytes) {
+            Ok(v) => return Ok(Some(v)),
+            Err(_) if attempt < 3 => {
+                attempt += 1;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err(e) => {
+                return Err(io_err(
+                    &format!("{} is not a valid simulator file", path.display()),
+                    e,
+                ))
+            }
+        }
+    }
+}
+
+/// Remove a record; `true` when there was one.
+pub(super) fn remove_record(path: &Path) -> Result<bool, ProviderError> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(io_err(&path.display().to_string(), e)),
+    }
+}
