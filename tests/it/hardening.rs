@@ -458,3 +458,59 @@ fn approval_reads_stdin_and_an_interrupt_at_the_prompt_cancels_cleanly() {
         "a cancelled apply changed the state"
     );
 }
+
+#[test]
+fn simulator_files_are_private_whatever_the_umask_and_destroy_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    cluster(dir.path());
+    let bin = assert_cmd::cargo::cargo_bin("capi");
+    let run = |args: &str| {
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("umask 000; exec {} {args}", bin.display()))
+            .current_dir(dir.path())
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    };
+    run("plan -f c.yaml -out p.plan");
+    run("apply --auto-approve -f c.yaml");
+    let sim = dir.path().join("capi.state.sim");
+    let mut seen = 0;
+    let mut stack = vec![sim.clone()];
+    while let Some(d) = stack.pop() {
+        assert_eq!(mode(&d), 0o700, "{}", d.display());
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                assert_eq!(mode(&p), 0o600, "{}", p.display());
+                seen += 1;
+            }
+        }
+    }
+    assert!(seen > 5, "only {seen} simulator files");
+    assert!(sim.join("tokens/demo.json").exists());
+    run("destroy --auto-approve");
+    let left: Vec<String> = walk_files(&sim);
+    assert_eq!(left, vec!["ops.log".to_string()], "left behind: {left:?}");
+}
+
+fn walk_files(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p.strip_prefix(root).unwrap().display().to_string());
+            }
+        }
+    }
+    out.sort();
+    out
+}

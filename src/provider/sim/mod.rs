@@ -180,12 +180,8 @@ impl SimProvider {
         let seq = self.log_seq.fetch_add(1, Ordering::SeqCst);
         let line = json!({"seq": seq, "pid": std::process::id(), "event": event, "address": address, "group": group, "version": version, "already_gone": already_gone}).to_string();
         if file.is_none() {
-            let _ = fs::create_dir_all(&self.dir);
-            *file = fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(self.dir.join("ops.log"))
-                .ok();
+            let _ = store::create_private_dir(&self.dir);
+            *file = store::open_private(&self.dir.join("ops.log"), true).ok();
         }
         if let Some(f) = file.as_mut() {
             let _ = f.write_all(format!("{line}\n").as_bytes());
@@ -285,7 +281,9 @@ impl Provider for SimProvider {
             Spec::Network(_) => self.delete_network(cluster),
             Spec::Loadbalancer(_) => self.delete_lb(cluster),
             Spec::Machine(m) => self.delete_machine(r, m).await,
-            Spec::Token(_) | Spec::Pki(_) | Spec::Bootstrap(_) => Ok(()),
+            // A deleted token is no longer registered with the cluster.
+            Spec::Token(_) => store::remove_record(&self.token_path(cluster)).map(|_| ()),
+            Spec::Pki(_) | Spec::Bootstrap(_) => Ok(()),
         }
     }
 

@@ -82,6 +82,28 @@ pub(super) fn io_err(what: &str, e: impl std::fmt::Display) -> ProviderError {
     ProviderError::Failed(format!("simulator: {what}: {e}"))
 }
 
+/// The simulator's directories are private (0700) whatever the umask: like
+/// the state beside them, they describe a user's infrastructure.
+pub(super) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+/// Open a record or log file for writing, created 0600 whatever the umask.
+pub(super) fn open_private(path: &Path, append: bool) -> std::io::Result<fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .write(true)
+        .append(append)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+}
+
 /// Records up to this size are rewritten in place; larger ones through a
 /// temporary file and a rename.
 const IN_PLACE_MAX: usize = 4096;
@@ -97,17 +119,11 @@ pub(super) fn write_json(path: &Path, v: &impl Serialize) -> Result<(), Provider
     use std::os::unix::fs::FileExt;
     let mut bytes = serde_json::to_vec_pretty(v).expect("serialisable");
     bytes.push(b'\n');
-    let open = || {
-        fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-    };
+    let open = || open_private(path, false);
     let f = match open() {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             if let Some(p) = path.parent() {
-                fs::create_dir_all(p).map_err(|e| io_err(&p.display().to_string(), e))?;
+                create_private_dir(p).map_err(|e| io_err(&p.display().to_string(), e))?;
             }
             open()
         }
@@ -120,9 +136,14 @@ pub(super) fn write_json(path: &Path, v: &impl Serialize) -> Result<(), Provider
         .len() as usize;
     if bytes.len().max(old) > IN_PLACE_MAX {
         drop(f);
-        let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-        fs::write(&tmp, &bytes).map_err(|e| io_err(&tmp.display().to_string(), e))?;
-        return fs::rename(&tmp, path).map_err(|e| io_err(&path.display().to_string(), e));
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let err = |e: std::io::Error| io_err(&path.display().to_string(), e);
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".sim.tmp.")
+            .tempfile_in(dir)
+            .map_err(err)?;
+        std::io::Write::write_all(&mut tmp, &bytes).map_err(err)?;
+        return tmp.persist(path).map(|_| ()).map_err(|e| err(e.error));
     }
     if bytes.len() < old {
         bytes.resize(old, b' ');
