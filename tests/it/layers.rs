@@ -256,3 +256,117 @@ fn the_scan_sees_grouped_and_nested_paths() {
     assert_eq!(floor_of(Path::new("state/model.rs")), "state-pure");
     assert_eq!(floor_of(Path::new("plan/planner.rs")), "plan");
 }
+
+/// Functions allowed over [`MAX_FN_LINES`], each with its reason (also in
+/// docs/architecture.md, "House rules in code").
+const LONG_FUNCTIONS: &[(&str, &str)] = &[];
+
+/// Files allowed over [`MAX_FILE_LINES`]: flat data shapes.
+const LONG_FILES: &[&str] = &["manifest/raw.rs"];
+
+const MAX_FN_LINES: usize = 150;
+const MAX_FILE_LINES: usize = 800;
+
+/// Non-test functions of a rustfmt-formatted file with their line counts:
+/// a `fn` line, up to the closing brace at its indentation. Code under
+/// `#[cfg(test)]` is skipped.
+fn function_lengths(text: &str) -> Vec<(String, usize)> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let line = lines[i];
+        let trimmed = line.trim_start();
+        let indent = line.len() - trimmed.len();
+        if trimmed.starts_with("#[cfg(test)]") {
+            // Skip the item that follows: up to its closing brace.
+            let item = (i + 1..lines.len()).find(|&j| !lines[j].trim_start().starts_with("#["));
+            if let Some(j) = item {
+                if lines[j].trim_end().ends_with('{') {
+                    let close = format!("{}}}", " ".repeat(indent));
+                    i = (j + 1..lines.len())
+                        .find(|&k| lines[k].trim_end() == close)
+                        .unwrap_or(lines.len());
+                }
+            }
+            i += 1;
+            continue;
+        }
+        let is_fn = [
+            "fn ",
+            "pub fn ",
+            "pub(crate) fn ",
+            "async fn ",
+            "pub(crate) async fn ",
+            "pub async fn ",
+            "pub(super) fn ",
+            "pub(super) async fn ",
+            "const fn ",
+            "pub(crate) const fn ",
+            "unsafe fn ",
+        ]
+        .iter()
+        .any(|p| trimmed.starts_with(p));
+        if is_fn && !trimmed.trim_end().ends_with(';') {
+            let name: String = trimmed
+                .split("fn ")
+                .nth(1)
+                .unwrap_or("")
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            let close = format!("{}}}", " ".repeat(indent));
+            if let Some(end) = (i + 1..lines.len()).find(|&k| lines[k].trim_end() == close) {
+                out.push((name, end - i + 1));
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
+#[test]
+fn no_function_over_150_lines_and_no_file_over_800() {
+    let src = repo().join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut problems = Vec::new();
+    let mut seen = 0;
+    for f in &files {
+        let rel = f.strip_prefix(&src).unwrap().display().to_string();
+        let text = std::fs::read_to_string(f).unwrap();
+        let n = text.lines().count();
+        if n > MAX_FILE_LINES && !LONG_FILES.contains(&rel.as_str()) {
+            problems.push(format!("src/{rel}: {n} lines (over {MAX_FILE_LINES})"));
+        }
+        for (name, len) in function_lengths(&text) {
+            seen += 1;
+            let excused = LONG_FUNCTIONS
+                .iter()
+                .any(|(f, _)| *f == format!("{rel}::{name}"));
+            if len > MAX_FN_LINES && !excused {
+                problems.push(format!(
+                    "src/{rel}: fn {name} is {len} lines (over {MAX_FN_LINES})"
+                ));
+            }
+        }
+    }
+    assert!(
+        seen > 500,
+        "only {seen} functions found: is the scan broken?"
+    );
+    assert!(
+        problems.is_empty(),
+        "split these, or list them with a reason in LONG_FUNCTIONS / LONG_FILES and docs/architecture.md:\n  {}",
+        problems.join("\n  ")
+    );
+}
+
+#[test]
+fn the_length_scan_measures_functions_and_skips_tests() {
+    let text = "fn a() {\n    x();\n}\n\n#[cfg(test)]\nmod tests {\n    fn b() {\n        y();\n    }\n}\n\nimpl T {\n    pub(crate) fn c(&self) {\n        z();\n        z();\n    }\n}\n";
+    assert_eq!(
+        function_lengths(text),
+        vec![("a".to_string(), 3), ("c".to_string(), 4)]
+    );
+}

@@ -190,28 +190,33 @@ pub(crate) fn run(
         .copied()
         .filter(|r| r.attributes.as_machine().is_some())
         .collect();
-    let mut rows: Vec<Row> = Vec::new();
-    let infra = resources.iter().find_map(|r| match &r.attributes {
-        Spec::Network(n) => Some((n.infra.kind.clone(), n.infra.name.clone(), r)),
-        _ => None,
-    });
     let lb_ok = resources
         .iter()
         .any(|r| matches!(r.attributes, Spec::Loadbalancer(_)) && r.status == Status::Ready);
+    let mut rows = vec![cluster_row(cluster, &machines, dc, lb_ok)];
+    rows.extend(infrastructure_row(&resources, lb_ok));
+    rows.extend(group_tree(&machines, dc, grouping));
+    p.data(&table(&rows));
+    Ok(ExitStatus::Success)
+}
+
+/// The top row: the cluster with its machine counts.
+fn cluster_row(
+    cluster: &str,
+    machines: &[&Resource],
+    dc: Option<&DesiredCluster>,
+    lb_ok: bool,
+) -> Row {
     let total_ready = machines.iter().filter(|r| machine_state(r).0).count();
-    let total_utd = if dc.is_some() {
-        Some(
-            machines
-                .iter()
-                .filter(|r| up_to_date(r, dc) == Some(true))
-                .count(),
-        )
-    } else {
-        None
-    };
+    let total_utd = dc.map(|_| {
+        machines
+            .iter()
+            .filter(|r| up_to_date(r, dc) == Some(true))
+            .count()
+    });
     let desired_total: Option<u32> = dc.map(|d| d.groups.iter().map(|g| g.replicas).sum());
     let available = total_ready == machines.len() && !machines.is_empty() && lb_ok;
-    rows.push(Row {
+    Row {
         name: format!("Cluster/{cluster}"),
         replicas: format!(
             "{}/{}",
@@ -236,86 +241,102 @@ pub(crate) fn run(
         } else {
             String::new()
         },
-    });
-    if let Some((kind, name, r)) = infra {
-        rows.push(Row {
-            name: format!("├─ClusterInfrastructure - {kind}/{name}"),
-            replicas: String::new(),
-            available: String::new(),
-            ready: String::new(),
-            up_to_date: String::new(),
-            status: if r.status == Status::Ready && lb_ok {
-                "True"
-            } else {
-                "False"
-            }
-            .into(),
-            reason: if r.status == Status::Ready && lb_ok {
-                "Ready".into()
-            } else {
-                "Provisioning".into()
-            },
-            message: resources
-                .iter()
-                .find(|r| matches!(r.attributes, Spec::Loadbalancer(_)))
-                .and_then(|lb| lb.observed.get("endpoint"))
-                .and_then(|e| e.as_str())
-                .map(|e| format!("endpoint {e}"))
-                .unwrap_or_default(),
-        });
     }
-    // Group machines by owner, control plane first, in manifest order when known.
-    let mut owners: BTreeMap<String, Vec<&Resource>> = BTreeMap::new();
-    for r in &machines {
-        owners
-            .entry(r.attributes.as_machine().unwrap().owner.to_string())
-            .or_default()
-            .push(r);
-    }
+}
+
+/// The infrastructure cluster (network and endpoint), when it exists.
+fn infrastructure_row(resources: &[&Resource], lb_ok: bool) -> Option<Row> {
+    let (kind, name, r) = resources.iter().find_map(|r| match &r.attributes {
+        Spec::Network(n) => Some((n.infra.kind.clone(), n.infra.name.clone(), r)),
+        _ => None,
+    })?;
+    let ready = r.status == Status::Ready && lb_ok;
+    Some(Row {
+        name: format!("├─ClusterInfrastructure - {kind}/{name}"),
+        replicas: String::new(),
+        available: String::new(),
+        ready: String::new(),
+        up_to_date: String::new(),
+        status: if ready { "True" } else { "False" }.into(),
+        reason: if ready { "Ready" } else { "Provisioning" }.into(),
+        message: resources
+            .iter()
+            .find(|r| matches!(r.attributes, Spec::Loadbalancer(_)))
+            .and_then(|lb| lb.observed.get("endpoint"))
+            .and_then(|e| e.as_str())
+            .map(|e| format!("endpoint {e}"))
+            .unwrap_or_default(),
+    })
+}
+
+/// Machine groups in display order (control plane first; manifest order
+/// when known, then groups only the state knows), each with its replicas.
+fn group_order(
+    owners: &BTreeMap<String, Vec<&Resource>>,
+    dc: Option<&DesiredCluster>,
+) -> Vec<(String, Role, Option<u32>)> {
     let mut order: Vec<(String, Role, Option<u32>)> = Vec::new();
     if let Some(d) = dc {
         for g in &d.groups {
             order.push((g.owner.to_string(), g.role, Some(g.replicas)));
         }
     }
-    for (o, ms) in &owners {
+    for (o, ms) in owners {
         if !order.iter().any(|(x, _, _)| x == o) {
             order.push((o.clone(), ms[0].attributes.as_machine().unwrap().role, None));
         }
     }
-    let cps: Vec<_> = order
-        .iter()
-        .filter(|(_, r, _)| *r == Role::ControlPlane)
-        .cloned()
-        .collect();
-    let workers: Vec<_> = order
-        .iter()
-        .filter(|(_, r, _)| *r == Role::Worker)
-        .cloned()
-        .collect();
-    for (i, (owner, _, replicas)) in cps.iter().enumerate() {
-        let ms = owners.get(owner).cloned().unwrap_or_default();
-        let last = workers.is_empty() && i + 1 == cps.len();
+    order
+}
+
+/// One group's row and its machines' rows.
+struct GroupTree<'a> {
+    owners: BTreeMap<String, Vec<&'a Resource>>,
+    dc: Option<&'a DesiredCluster>,
+    grouping: bool,
+    rows: Vec<Row>,
+}
+
+impl GroupTree<'_> {
+    fn push(&mut self, owner: &str, replicas: Option<u32>, name: String, indent: &str) {
+        let ms = self.owners.get(owner).cloned().unwrap_or_default();
         let mut sub = Vec::new();
-        let (n, ready, utd) = group_rows(
-            &ms,
+        let (n, ready, utd) = group_rows(&ms, replicas, self.dc, self.grouping, indent, &mut sub);
+        self.rows.push(group_row(&name, n, replicas, ready, utd));
+        self.rows.extend(sub);
+    }
+}
+
+/// The control-plane groups and the workers, as a tree.
+fn group_tree(machines: &[&Resource], dc: Option<&DesiredCluster>, grouping: bool) -> Vec<Row> {
+    let mut owners: BTreeMap<String, Vec<&Resource>> = BTreeMap::new();
+    for r in machines {
+        owners
+            .entry(r.attributes.as_machine().unwrap().owner.to_string())
+            .or_default()
+            .push(r);
+    }
+    let order = group_order(&owners, dc);
+    let (cps, workers): (Vec<_>, Vec<_>) = order
+        .into_iter()
+        .partition(|(_, r, _)| *r == Role::ControlPlane);
+    let mut tree = GroupTree {
+        owners,
+        dc,
+        grouping,
+        rows: Vec::new(),
+    };
+    for (i, (owner, _, replicas)) in cps.iter().enumerate() {
+        let last = workers.is_empty() && i + 1 == cps.len();
+        tree.push(
+            owner,
             *replicas,
-            dc,
-            grouping,
+            format!("{}ControlPlane - {owner}", if last { "└─" } else { "├─" }),
             if last { "  " } else { "│ " },
-            &mut sub,
         );
-        rows.push(group_row(
-            &format!("{}ControlPlane - {owner}", if last { "└─" } else { "├─" }),
-            n,
-            *replicas,
-            ready,
-            utd,
-        ));
-        rows.extend(sub);
     }
     if !workers.is_empty() {
-        rows.push(Row {
+        tree.rows.push(Row {
             name: "└─Workers".into(),
             replicas: String::new(),
             available: String::new(),
@@ -325,30 +346,17 @@ pub(crate) fn run(
             reason: String::new(),
             message: String::new(),
         });
-        for (i, (owner, _, replicas)) in workers.iter().enumerate() {
-            let ms = owners.get(owner).cloned().unwrap_or_default();
-            let last = i + 1 == workers.len();
-            let mut sub = Vec::new();
-            let (n, ready, utd) = group_rows(
-                &ms,
-                *replicas,
-                dc,
-                grouping,
-                if last { "    " } else { "  │ " },
-                &mut sub,
-            );
-            rows.push(group_row(
-                &format!("  {}{owner}", if last { "└─" } else { "├─" }),
-                n,
-                *replicas,
-                ready,
-                utd,
-            ));
-            rows.extend(sub);
-        }
     }
-    p.data(&table(&rows));
-    Ok(ExitStatus::Success)
+    for (i, (owner, _, replicas)) in workers.iter().enumerate() {
+        let last = i + 1 == workers.len();
+        tree.push(
+            owner,
+            *replicas,
+            format!("  {}{owner}", if last { "└─" } else { "├─" }),
+            if last { "    " } else { "  │ " },
+        );
+    }
+    tree.rows
 }
 
 fn group_row(name: &str, n: usize, replicas: Option<u32>, ready: usize, utd: Option<usize>) -> Row {

@@ -48,21 +48,17 @@ fn current_cp_version(state: &State, key: &str) -> Option<(Version, Version)> {
     Some((vs.iter().min()?.clone(), vs.iter().max()?.clone()))
 }
 
-pub(crate) async fn run(
-    g: &GlobalSettings,
-    ms: &ManifestSettings,
-    run: &RunSettings,
-    a: &ApplySettings,
-    u: &UpgradeArgs,
-    p: &Printer,
-) -> Result<ExitStatus, CliError> {
-    let target = Version::parse(&u.to).map_err(|e| CliError::Usage(format!("--to: {e}")))?;
-    let via: Vec<Version> = u
-        .via
-        .iter()
-        .map(|v| Version::parse(v).map_err(|e| CliError::Usage(format!("--via: {e}"))))
-        .collect::<Result<_, _>>()?;
-    let m = pipeline::load_manifests(ms, p)?;
+/// The cluster an upgrade rolls, and what of it.
+struct Target<'m> {
+    /// `name` or `namespace:name`, as in addresses.
+    key: String,
+    kcp: &'m manifest::Object,
+    sel: Selection<'m>,
+}
+
+/// The Cluster `--to` applies to (named, or the only one) and its
+/// KubeadmControlPlane; `--md` names checked.
+fn select<'m>(m: &'m Manifest, u: &'m UpgradeArgs) -> Result<Target<'m>, CliError> {
     let clusters: Vec<&manifest::Object> = m.of_kind(Kind::Cluster).collect();
     let cluster = match &u.cluster {
         Some(c) => {
@@ -88,7 +84,7 @@ pub(crate) async fn run(
     };
     let key = ClusterId::new(&cluster.key.namespace, &cluster.key.name).key();
     let Body::Cluster(c) = &cluster.body else {
-        unreachable!()
+        unreachable!("of_kind(Cluster) gives clusters")
     };
     let kcp = c
         .control_plane_ref
@@ -113,24 +109,209 @@ pub(crate) async fn run(
         cluster: &cluster.key.name,
         machine_deployments: if u.md.is_empty() { None } else { Some(&u.md) },
     };
+    Ok(Target { key, kcp, sel })
+}
 
-    let locked = LockedState::acquire(g, run, "upgrade")?;
-    let state = &locked.state;
-    let manifest_cp = match &kcp.body {
+/// Where the rollout starts: the lowest and highest control-plane versions
+/// in the state (the manifest's version before the first apply).
+fn running_versions(state: &State, t: &Target<'_>) -> Result<(Version, Version), CliError> {
+    if let Some(v) = current_cp_version(state, &t.key) {
+        return Ok(v);
+    }
+    let v = manifest_cp_version(t)
+        .ok_or_else(|| CliError::Usage("the control plane has no valid version".into()))?;
+    Ok((v.clone(), v))
+}
+
+fn manifest_cp_version(t: &Target<'_>) -> Option<Version> {
+    match &t.kcp.body {
         Body::KubeadmControlPlane(k) => k.version.clone().ok(),
         _ => None,
+    }
+}
+
+/// What every stage of an upgrade reads.
+struct Ctx<'a> {
+    g: &'a GlobalSettings,
+    ms: &'a ManifestSettings,
+    run: &'a RunSettings,
+    m: &'a Manifest,
+    t: &'a Target<'a>,
+    p: &'a Printer,
+}
+
+/// Plan every step of the chain, later steps against the state the earlier
+/// ones leave (simulated), for review before anything runs.
+async fn plan_chain(
+    cx: &Ctx<'_>,
+    state: &State,
+    steps: &[Version],
+) -> Result<Vec<(Version, Plan)>, CliError> {
+    let Ctx {
+        g,
+        ms,
+        run,
+        m,
+        t,
+        p,
+        ..
+    } = *cx;
+    let now = g.now();
+    let mut plans: Vec<(Version, Plan)> = Vec::new();
+    let mut st = state.clone();
+    let mut opts = PlanOptions {
+        now_unix: now,
+        ..Default::default()
     };
-    let (current, running_max) = match current_cp_version(state, &key) {
-        Some(v) => v,
-        None => {
-            let v = manifest_cp
-                .clone()
-                .ok_or_else(|| CliError::Usage("the control plane has no valid version".into()))?;
-            (v.clone(), v)
+    let drift = pipeline::refresh_into(&mut opts, state, run, Some(m), p).await?;
+    for (i, v) in steps.iter().enumerate() {
+        let mi = edit::with_versions(m, &t.sel, v, v);
+        let desired = pipeline::build_desired(&mi, ms)?;
+        let mut o = opts.clone();
+        if i > 0 {
+            o.observations.clear();
         }
+        let mut pl = plan::plan(&desired, &st, &o)?;
+        if i == 0 {
+            pl.drift = drift.clone();
+        }
+        st = simulate(&st, &pl, now);
+        plans.push((v.clone(), pl));
+    }
+    Ok(plans)
+}
+
+/// Show the chain and every step's plan.
+fn show_chain(
+    p: &Printer,
+    t: &Target<'_>,
+    u: &UpgradeArgs,
+    current: &Version,
+    target: &Version,
+    plans: &[(Version, Plan)],
+) {
+    let names = if u.md.is_empty() {
+        "all MachineDeployments".to_string()
+    } else {
+        u.md.join(", ")
     };
+    let key = &t.key;
+    let chain: Vec<String> = plans.iter().map(|(v, _)| v.to_string()).collect();
+    if p.json {
+        p.emit(&JsonEvent::version());
+    } else {
+        p.data(&format!(
+            "Upgrade of cluster {key} from {current} to {target}: {} step{} ({}); each step rolls the control plane, then {names}.\n\n",
+            plans.len(),
+            if plans.len() == 1 { "" } else { "s" },
+            chain.join(" → ")
+        ));
+    }
+    for (i, (v, pl)) in plans.iter().enumerate() {
+        if p.json {
+            p.emit(&JsonEvent::UpgradeStep {
+                cluster: key,
+                step: i + 1,
+                of: plans.len(),
+                from: Some(if i == 0 {
+                    current.to_string()
+                } else {
+                    plans[i - 1].0.to_string()
+                }),
+                to: v.to_string(),
+            });
+            json::emit_plan_body(p, pl, "upgrade");
+        } else {
+            p.data(&format!("=== Step {}/{}: {v} ===\n\n", i + 1, plans.len()));
+            p.data(&render::render_plan(pl, p.style()));
+            p.data("\n");
+        }
+    }
+}
+
+/// Run each step against the real state, each under its own lock: re-plan,
+/// execute, stop at the first failure (the next `capi upgrade` resumes).
+async fn run_chain(
+    cx: &Ctx<'_>,
+    a: &ApplySettings,
+    steps: &[Version],
+) -> Result<ExitStatus, CliError> {
+    let Ctx {
+        g,
+        ms,
+        run,
+        m,
+        t,
+        p,
+        ..
+    } = *cx;
+    let key = &t.key;
+    for (i, v) in steps.iter().enumerate() {
+        let locked = LockedState::acquire(g, run, "upgrade")?;
+        let mi = edit::with_versions(m, &t.sel, v, v);
+        let desired = pipeline::build_desired(&mi, ms)?;
+        let mut o = PlanOptions {
+            now_unix: g.now(),
+            ..Default::default()
+        };
+        if i > 0 {
+            pipeline::refresh_into(&mut o, &locked.state, run, Some(m), p).await?;
+        }
+        let pl = plan::plan(&desired, &locked.state, &o)?;
+        if !p.json {
+            p.message(&format!(
+                "\n=== Upgrading {key}: step {}/{} ({v}), {} operation(s) ===",
+                i + 1,
+                steps.len(),
+                pl.steps.len()
+            ));
+        } else {
+            p.emit(&JsonEvent::UpgradeStep {
+                cluster: key,
+                step: i + 1,
+                of: steps.len(),
+                from: None,
+                to: v.to_string(),
+            });
+        }
+        if pl.is_empty() {
+            continue;
+        }
+        let op = Operation {
+            name: "upgrade",
+            question: "",
+            approved: true,
+        };
+        let status = pipeline::approve_and_execute(&pl, locked, run, a, Some(m), &op, p).await?;
+        if status != ExitStatus::Success {
+            p.error(&format!("The upgrade stopped during step {}/{} ({v}); the state is saved. Run the same `capi upgrade` again to resume.", i + 1, steps.len()));
+            return Ok(ExitStatus::Failure);
+        }
+    }
+    Ok(ExitStatus::Success)
+}
+
+pub(crate) async fn run(
+    g: &GlobalSettings,
+    ms: &ManifestSettings,
+    run: &RunSettings,
+    a: &ApplySettings,
+    u: &UpgradeArgs,
+    p: &Printer,
+) -> Result<ExitStatus, CliError> {
+    let target = Version::parse(&u.to).map_err(|e| CliError::Usage(format!("--to: {e}")))?;
+    let via: Vec<Version> = u
+        .via
+        .iter()
+        .map(|v| Version::parse(v).map_err(|e| CliError::Usage(format!("--via: {e}"))))
+        .collect::<Result<_, _>>()?;
+    let m = pipeline::load_manifests(ms, p)?;
+    let t = select(&m, u)?;
+    let key = t.key.clone();
+    let locked = LockedState::acquire(g, run, "upgrade")?;
+    let (current, running_max) = running_versions(&locked.state, &t)?;
     let mut steps = edit::chain(&current, &target, &via).map_err(CliError::Usage)?;
-    let unfinished = unfinished(state, &key, &u.md, &target);
+    let unfinished = unfinished(&locked.state, &key, &u.md, &target);
     if !unfinished && (steps.is_empty() || (running_max == target && current == target)) {
         p.data(&format!(
             "Cluster {key} already runs {target}: nothing to upgrade.\n"
@@ -147,69 +328,19 @@ pub(crate) async fn run(
             ));
         }
     }
-
-    // Plan every step; later steps against the state the earlier ones leave.
-    let now = g.now();
-    let mut plans: Vec<(Version, Plan)> = Vec::new();
-    let mut st = state.clone();
-    let mut opts = PlanOptions {
-        now_unix: now,
-        ..Default::default()
+    let cx = Ctx {
+        g,
+        ms,
+        run,
+        m: &m,
+        t: &t,
+        p,
     };
-    let drift = pipeline::refresh_into(&mut opts, state, run, Some(&m), p).await?;
-    for (i, v) in steps.iter().enumerate() {
-        let mi = edit::with_versions(&m, &sel, v, v);
-        let desired = pipeline::build_desired(&mi, ms)?;
-        let mut o = opts.clone();
-        if i > 0 {
-            o.observations.clear();
-        }
-        let mut pl = plan::plan(&desired, &st, &o)?;
-        if i == 0 {
-            pl.drift = drift.clone();
-        }
-        st = simulate(&st, &pl, now);
-        plans.push((v.clone(), pl));
-    }
-    let names = if u.md.is_empty() {
-        "all MachineDeployments".to_string()
-    } else {
-        u.md.join(", ")
-    };
-    let chain: Vec<String> = steps.iter().map(|v| v.to_string()).collect();
-    if p.json {
-        p.emit(&JsonEvent::version());
-    } else {
-        p.data(&format!(
-            "Upgrade of cluster {key} from {current} to {target}: {} step{} ({}); each step rolls the control plane, then {names}.\n\n",
-            steps.len(),
-            if steps.len() == 1 { "" } else { "s" },
-            chain.join(" → ")
-        ));
-    }
-    for (i, (v, pl)) in plans.iter().enumerate() {
-        if p.json {
-            p.emit(&JsonEvent::UpgradeStep {
-                cluster: &key,
-                step: i + 1,
-                of: plans.len(),
-                from: Some(if i == 0 {
-                    current.to_string()
-                } else {
-                    steps[i - 1].to_string()
-                }),
-                to: v.to_string(),
-            });
-            json::emit_plan_body(p, pl, "upgrade");
-        } else {
-            p.data(&format!("=== Step {}/{}: {v} ===\n\n", i + 1, plans.len()));
-            p.data(&render::render_plan(pl, p.style()));
-            p.data("\n");
-        }
-    }
+    let plans = plan_chain(&cx, &locked.state, &steps).await?;
+    show_chain(p, &t, u, &current, &target, &plans);
     if u.dry_run {
         if u.write {
-            write_versions(&m, &sel, &target, p)?;
+            write_versions(&m, &t.sel, &target, p)?;
         }
         return Ok(ExitStatus::Success);
     }
@@ -220,56 +351,15 @@ pub(crate) async fn run(
         }
     }
     drop(locked);
-
-    // Run each step against the real state.
-    for (i, v) in steps.iter().enumerate() {
-        let locked = LockedState::acquire(g, run, "upgrade")?;
-        let mi = edit::with_versions(&m, &sel, v, v);
-        let desired = pipeline::build_desired(&mi, ms)?;
-        let mut o = PlanOptions {
-            now_unix: g.now(),
-            ..Default::default()
-        };
-        if i > 0 {
-            pipeline::refresh_into(&mut o, &locked.state, run, Some(&m), p).await?;
-        }
-        let pl = plan::plan(&desired, &locked.state, &o)?;
-        if !p.json {
-            p.message(&format!(
-                "\n=== Upgrading {key}: step {}/{} ({v}), {} operation(s) ===",
-                i + 1,
-                steps.len(),
-                pl.steps.len()
-            ));
-        } else {
-            p.emit(&JsonEvent::UpgradeStep {
-                cluster: &key,
-                step: i + 1,
-                of: steps.len(),
-                from: None,
-                to: v.to_string(),
-            });
-        }
-        if pl.is_empty() {
-            continue;
-        }
-        let op = Operation {
-            name: "upgrade",
-            question: "",
-            approved: true,
-        };
-        let status = pipeline::approve_and_execute(&pl, locked, run, a, Some(&m), &op, p).await?;
-        if status != ExitStatus::Success {
-            p.error(&format!("The upgrade stopped during step {}/{} ({v}); the state is saved. Run the same `capi upgrade` again to resume.", i + 1, steps.len()));
-            return Ok(ExitStatus::Failure);
-        }
+    if run_chain(&cx, a, &steps).await? != ExitStatus::Success {
+        return Ok(ExitStatus::Failure);
     }
     if u.write {
-        write_versions(&m, &sel, &target, p)?;
+        write_versions(&m, &t.sel, &target, p)?;
     } else if !p.json {
         p.warning(&format!(
             "the manifests still say {}: update their versions (or re-run with --write), or a later `capi apply` will refuse to move the control plane back",
-            manifest_cp.map(|v| v.to_string()).unwrap_or_default()
+            manifest_cp_version(&t).map(|v| v.to_string()).unwrap_or_default()
         ));
     }
     Ok(ExitStatus::Success)
