@@ -23,7 +23,8 @@ use super::raw;
 use super::yaml::Document;
 use crate::resource::Version;
 
-pub(crate) use context::{pointer_to_dotted, prune, DocCtx};
+pub(crate) use context::pointer_to_dotted;
+use context::{prune, DocCtx};
 
 /// What a document turned out to be.
 pub(crate) enum Parsed {

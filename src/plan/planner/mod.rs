@@ -264,7 +264,7 @@ fn finish(b: Builder<'_>) -> Result<Plan, PlanError> {
 }
 
 /// Attribute-level differences (flattened paths).
-pub(crate) fn attribute_diff(before: Option<&Spec>, after: Option<&Spec>) -> Vec<AttributeChange> {
+fn attribute_diff(before: Option<&Spec>, after: Option<&Spec>) -> Vec<AttributeChange> {
     let b = before.map(Spec::flatten).unwrap_or_default();
     let a = after.map(Spec::flatten).unwrap_or_default();
     let keys: BTreeSet<&String> = b.keys().chain(a.keys()).collect();

@@ -220,7 +220,7 @@ impl Builder<'_> {
     }
 }
 
-pub(crate) fn unified_diff(before: &str, after: &str, from: &str, to: &str) -> String {
+fn unified_diff(before: &str, after: &str, from: &str, to: &str) -> String {
     similar::TextDiff::from_lines(before, after)
         .unified_diff()
         .context_radius(3)
