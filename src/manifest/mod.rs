@@ -307,6 +307,10 @@ mod fixture_tests {
     fn upstream_fixtures_probe() {
         let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/upstream");
         if !base.exists() {
+            eprintln!(
+                "SKIPPED: {} is absent (../shared is only present in the development workplace)",
+                base.display()
+            );
             return;
         }
         for f in [

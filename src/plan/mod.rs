@@ -22,7 +22,8 @@ use serde::{Deserialize, Serialize};
 use crate::resource::{Address, ProviderKind, ResourceKind, Spec};
 pub(crate) use crate::resource::{AttributeChange, DriftEntry};
 
-pub use planner::{plan, PlanError, PlanOptions};
+pub use planner::report::*;
+pub use planner::{plan, plan_with_report, PlanError, PlanOptions};
 
 pub(crate) const PLAN_FORMAT_VERSION: u32 = 1;
 
@@ -63,7 +64,7 @@ impl Action {
 /// Why a change is planned (machine-readable; `Change::reason` is the sentence).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
-pub(crate) enum ReasonCode {
+pub enum ReasonCode {
     /// Not in state yet.
     New,
     /// More replicas requested.

@@ -69,12 +69,36 @@ impl ProtoStep {
     }
 }
 
+/// Order the proto-steps: add the dependency edges, keep what `--target`
+/// asks for, sort topologically and renumber. Changes without a kept step
+/// are dropped.
 pub(crate) fn finalize(
     changes: Vec<Change>,
     mut protos: Vec<ProtoStep>,
     state: &State,
     targets: &[Address],
 ) -> Result<(Vec<Change>, Vec<Step>), PlanError> {
+    add_dependency_edges(&mut protos, state);
+    let keep = targeted(&protos, targets);
+    let order = topological_order(&protos, &keep)?;
+    let steps = renumber(&protos, &keep, &order);
+    let kept_addresses: BTreeSet<&Address> = steps.iter().map(|s| &s.address).collect();
+    let changes = changes
+        .into_iter()
+        .filter(|c| {
+            kept_addresses.contains(&c.address)
+                || c.replacement
+                    .as_ref()
+                    .is_some_and(|r| kept_addresses.contains(r))
+        })
+        .collect();
+    Ok((changes, steps))
+}
+
+/// Creates and updates wait for the writes of what they depend on (and for
+/// a delete of the same address); deletes wait for the deletes of what
+/// depends on them in state.
+fn add_dependency_edges(protos: &mut [ProtoStep], state: &State) {
     let mut writes: BTreeMap<&Address, usize> = BTreeMap::new();
     let mut deletes: BTreeMap<&Address, usize> = BTreeMap::new();
     for (i, p) in protos.iter().enumerate() {
@@ -123,44 +147,49 @@ pub(crate) fn finalize(
     for (i, e) in extra.into_iter().enumerate() {
         protos[i].after.extend(e);
     }
+}
 
-    // --target: keep the targets and everything they wait for.
-    let keep: Vec<bool> = if targets.is_empty() {
-        vec![true; protos.len()]
-    } else {
-        let target_set: BTreeSet<&Address> = targets.iter().collect();
-        let mut keep = vec![false; protos.len()];
-        let mut stack: Vec<usize> = protos
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| {
-                target_set.contains(&p.address)
-                    || target_set
-                        .iter()
-                        .any(|t| !t.kind().is_named() && p.address == **t)
-                    || p.spec
-                        .as_ref()
-                        .and_then(Spec::as_bootstrap)
-                        .is_some_and(|b| {
-                            target_set.iter().any(|t| {
-                                t.name() == Some(b.machine.as_str())
-                                    && t.cluster_key() == p.address.cluster_key()
-                            })
+/// `--target`: keep the targets and everything they wait for (all steps
+/// without targets).
+fn targeted(protos: &[ProtoStep], targets: &[Address]) -> Vec<bool> {
+    if targets.is_empty() {
+        return vec![true; protos.len()];
+    }
+    let target_set: BTreeSet<&Address> = targets.iter().collect();
+    let mut keep = vec![false; protos.len()];
+    let mut stack: Vec<usize> = protos
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| {
+            target_set.contains(&p.address)
+                || target_set
+                    .iter()
+                    .any(|t| !t.kind().is_named() && p.address == **t)
+                || p.spec
+                    .as_ref()
+                    .and_then(Spec::as_bootstrap)
+                    .is_some_and(|b| {
+                        target_set.iter().any(|t| {
+                            t.name() == Some(b.machine.as_str())
+                                && t.cluster_key() == p.address.cluster_key()
                         })
-            })
-            .map(|(i, _)| i)
-            .collect();
-        while let Some(i) = stack.pop() {
-            if keep[i] {
-                continue;
-            }
-            keep[i] = true;
-            stack.extend(protos[i].after.iter().copied());
+                    })
+        })
+        .map(|(i, _)| i)
+        .collect();
+    while let Some(i) = stack.pop() {
+        if keep[i] {
+            continue;
         }
-        keep
-    };
+        keep[i] = true;
+        stack.extend(protos[i].after.iter().copied());
+    }
+    keep
+}
 
-    // Kahn's algorithm; ties broken by creation order of the proto-steps.
+/// Kahn's algorithm over the kept steps; ties broken by creation order of
+/// the proto-steps.
+fn topological_order(protos: &[ProtoStep], keep: &[bool]) -> Result<Vec<usize>, PlanError> {
     let n = protos.len();
     let mut indegree = vec![0usize; n];
     let mut out: Vec<Vec<usize>> = vec![Vec::new(); n];
@@ -199,11 +228,17 @@ pub(crate) fn finalize(
             .collect();
         return Err(PlanError::Cycle(stuck.join(", ")));
     }
-    let mut new_id = vec![usize::MAX; n];
+    Ok(order)
+}
+
+/// The steps in `order`, numbered from 0, waiting for the kept steps they
+/// waited for (sorted, without duplicates).
+fn renumber(protos: &[ProtoStep], keep: &[bool], order: &[usize]) -> Vec<Step> {
+    let mut new_id = vec![usize::MAX; protos.len()];
     for (pos, &i) in order.iter().enumerate() {
         new_id[i] = pos;
     }
-    let steps: Vec<Step> = order
+    order
         .iter()
         .enumerate()
         .map(|(pos, &i)| {
@@ -227,18 +262,7 @@ pub(crate) fn finalize(
                 health_gate: p.health_gate,
             }
         })
-        .collect();
-    let kept_addresses: BTreeSet<&Address> = steps.iter().map(|s| &s.address).collect();
-    let changes = changes
-        .into_iter()
-        .filter(|c| {
-            kept_addresses.contains(&c.address)
-                || c.replacement
-                    .as_ref()
-                    .is_some_and(|r| kept_addresses.contains(r))
-        })
-        .collect();
-    Ok((changes, steps))
+        .collect()
 }
 
 /// Order changes like their first step, so the plan reads in execution order.

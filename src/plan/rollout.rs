@@ -15,6 +15,7 @@
 //! remediation is allowed.
 
 use std::cmp::Reverse;
+use std::collections::VecDeque;
 
 use crate::desired::{MachineGroup, Rollout};
 use crate::manifest::{DeletionOrder, IntOrPercent};
@@ -89,10 +90,9 @@ pub(crate) fn schedule(
     seed: &str,
     remediate: bool,
 ) -> Schedule {
-    let replicas = group.replicas;
     let mut sched = Schedule::default();
     // Machines to get rid of: outdated ones, and unhealthy ones when allowed.
-    let (mut old, mut current): (Vec<Existing>, Vec<Existing>) = existing
+    let (old, current): (Vec<Existing>, Vec<Existing>) = existing
         .iter()
         .cloned()
         .partition(|m| !m.up_to_date || (m.unhealthy && remediate));
@@ -103,214 +103,270 @@ pub(crate) fn schedule(
             .map(|m| m.name.clone())
             .collect();
     }
-    let reason_for = |m: &Existing| {
-        if m.unhealthy && remediate {
-            ReasonCode::Failed
-        } else {
-            ReasonCode::Outdated
-        }
-    };
     if group.paused {
         return sched;
     }
-
+    let machines = Machines {
+        old,
+        current,
+        remediate,
+    };
     match &group.rollout {
         Rollout::ControlPlane { max_surge } => {
-            // One operation per wave.
-            let fds = &group.failure_domains;
-            let mut created: Vec<Option<String>> = Vec::new();
-            loop {
-                let up = current.len() as u32 + created.len() as u32;
-                let total = up + old.len() as u32;
-                let create = if !old.is_empty() {
-                    up < replicas && total < replicas + max_surge
-                } else {
-                    up < replicas
-                };
-                if create {
-                    let fd = next_failure_domain(fds, &current, &created, &old);
-                    created.push(fd.clone());
-                    sched.waves.push(vec![GroupOp::Create {
-                        failure_domain: fd,
-                        reason: if old.is_empty() {
-                            ReasonCode::ScaleUp
-                        } else {
-                            ReasonCode::Outdated
-                        },
-                    }]);
-                    continue;
-                }
-                let victim: Option<(Existing, ReasonCode)> = if !old.is_empty() {
-                    pick_control_plane_victim(&mut old, &current).map(|m| {
-                        let r = reason_for(&m);
-                        (m, r)
-                    })
-                } else if up > replicas {
-                    pick_control_plane_victim(&mut current, &[]).map(|m| (m, ReasonCode::ScaleDown))
-                } else {
-                    None
-                };
-                match victim {
-                    Some((m, reason)) => sched.waves.push(vec![GroupOp::Delete {
-                        name: m.name,
-                        reason,
-                    }]),
-                    None => break,
-                }
-            }
+            schedule_control_plane(group, machines, *max_surge, &mut sched)
         }
         Rollout::RollingUpdate {
             max_surge,
             max_unavailable,
         } => {
-            let (surge, unavail) = fenceposts(*max_surge, *max_unavailable, replicas);
-            deletion_sort(&mut old, group.deletion_order, seed);
-            // Plain scale-down of up-to-date machines ignores the fenceposts.
-            let mut first_wave = Vec::new();
-            if current.len() as u32 > replicas {
-                deletion_sort(&mut current, group.deletion_order, seed);
-                let extra = current.len() - replicas as usize;
-                for m in current.drain(..extra) {
-                    first_wave.push(GroupOp::Delete {
-                        name: m.name,
-                        reason: ReasonCode::ScaleDown,
-                    });
-                }
-            }
-            let mut up = current.len() as u32;
-            let mut old: std::collections::VecDeque<Existing> = old.into();
-            let mut guard = 0;
-            loop {
-                guard += 1;
-                let mut wave = std::mem::take(&mut first_wave);
-                let total = up + old.len() as u32;
-                let old_available = old.iter().filter(|m| !m.unhealthy).count() as u32;
-                let available = up + old_available;
-                let c = if up < replicas {
-                    (replicas - up).min((replicas + surge).saturating_sub(total))
-                } else {
-                    0
-                };
-                // Unavailable old machines can always go; available ones only
-                // while availability stays at or above replicas − unavailable.
-                let min_available = replicas.saturating_sub(unavail);
-                let mut budget = available.saturating_sub(min_available);
-                let mut keep = std::collections::VecDeque::new();
-                let mut deleted = 0;
-                while let Some(m) = old.pop_front() {
-                    if m.unhealthy {
-                        let reason = reason_for(&m);
-                        wave.push(GroupOp::Delete {
-                            name: m.name,
-                            reason,
-                        });
-                        deleted += 1;
-                    } else if budget > 0 {
-                        budget -= 1;
-                        let reason = reason_for(&m);
-                        wave.push(GroupOp::Delete {
-                            name: m.name,
-                            reason,
-                        });
-                        deleted += 1;
-                    } else {
-                        keep.push_back(m);
-                    }
-                }
-                old = keep;
-                for _ in 0..c {
-                    wave.push(GroupOp::Create {
-                        failure_domain: group.failure_domains.first().cloned().flatten(),
-                        reason: if deleted > 0
-                            || !old.is_empty()
-                            || sched.waves.iter().flatten().any(|o| {
-                                matches!(
-                                    o,
-                                    GroupOp::Delete {
-                                        reason: ReasonCode::Outdated | ReasonCode::Failed,
-                                        ..
-                                    }
-                                )
-                            }) {
-                            ReasonCode::Outdated
-                        } else {
-                            ReasonCode::ScaleUp
-                        },
-                    });
-                }
-                up += c;
-                if wave.is_empty() || guard > 100_000 {
-                    break;
-                }
-                // Creates first within a wave, for readability.
-                wave.sort_by_key(|op| matches!(op, GroupOp::Delete { .. }));
-                sched.waves.push(wave);
-            }
+            let (surge, unavail) = fenceposts(*max_surge, *max_unavailable, group.replicas);
+            schedule_rolling_update(group, machines, (surge, unavail), seed, &mut sched)
         }
-        Rollout::OnDelete => {
-            // Outdated machines stay; unhealthy ones are remediated (deleted).
-            let (unhealthy, keep_old): (Vec<Existing>, Vec<Existing>) =
-                old.into_iter().partition(|m| m.unhealthy && remediate);
-            let mut wave = Vec::new();
-            for m in &unhealthy {
-                wave.push(GroupOp::Delete {
-                    name: m.name.clone(),
-                    reason: ReasonCode::Failed,
-                });
-            }
-            let mut remaining: Vec<Existing> = keep_old;
-            let mut up = current;
-            let total = (remaining.len() + up.len()) as u32;
-            if total > replicas {
-                // Scale down: outdated (older MachineSets) first.
-                deletion_sort(&mut remaining, group.deletion_order, seed);
-                deletion_sort(&mut up, group.deletion_order, seed);
-                let mut extra = (total - replicas) as usize;
-                for m in remaining.drain(..extra.min(remaining.len())) {
-                    wave.push(GroupOp::Delete {
-                        name: m.name,
-                        reason: ReasonCode::ScaleDown,
-                    });
-                    extra -= 1;
-                }
-                for m in up.drain(..extra.min(up.len())) {
-                    wave.push(GroupOp::Delete {
-                        name: m.name,
-                        reason: ReasonCode::ScaleDown,
-                    });
-                }
-            } else {
-                for _ in 0..(replicas - total) {
-                    wave.push(GroupOp::Create {
-                        failure_domain: group.failure_domains.first().cloned().flatten(),
-                        reason: if unhealthy.is_empty() {
-                            ReasonCode::ScaleUp
-                        } else {
-                            ReasonCode::Failed
-                        },
-                    });
-                }
-            }
-            if !wave.is_empty() {
-                wave.sort_by_key(|op| matches!(op, GroupOp::Create { .. }));
-                // A fixed name (standalone Machine) must be deleted before it
-                // is created again: split into two waves.
-                if group.fixed_name.is_some()
-                    && wave.iter().any(|o| matches!(o, GroupOp::Delete { .. }))
-                    && wave.iter().any(|o| matches!(o, GroupOp::Create { .. }))
-                {
-                    let (d, c): (Vec<GroupOp>, Vec<GroupOp>) = wave
-                        .into_iter()
-                        .partition(|o| matches!(o, GroupOp::Delete { .. }));
-                    sched.waves.push(d);
-                    sched.waves.push(c);
-                } else {
-                    sched.waves.push(wave);
-                }
-            }
-        }
+        Rollout::OnDelete => schedule_on_delete(group, machines, seed, &mut sched),
     }
     sched
+}
+
+/// A group's machines, split by what the rollout does with them.
+struct Machines {
+    /// Outdated, or unhealthy and remediation allowed: to get rid of.
+    old: Vec<Existing>,
+    current: Vec<Existing>,
+    remediate: bool,
+}
+
+/// Why an old machine goes: it is unhealthy (and may be remediated), or
+/// outdated.
+fn reason_for(m: &Existing, remediate: bool) -> ReasonCode {
+    if m.unhealthy && remediate {
+        ReasonCode::Failed
+    } else {
+        ReasonCode::Outdated
+    }
+}
+
+/// KubeadmControlPlane: one operation per wave; create while below
+/// `replicas + maxSurge` machines, otherwise delete an old machine.
+fn schedule_control_plane(
+    group: &MachineGroup,
+    machines: Machines,
+    max_surge: u32,
+    sched: &mut Schedule,
+) {
+    let replicas = group.replicas;
+    let fds = &group.failure_domains;
+    let Machines {
+        mut old,
+        mut current,
+        remediate,
+    } = machines;
+    let mut created: Vec<Option<String>> = Vec::new();
+    loop {
+        let up = current.len() as u32 + created.len() as u32;
+        let total = up + old.len() as u32;
+        let create = if !old.is_empty() {
+            up < replicas && total < replicas + max_surge
+        } else {
+            up < replicas
+        };
+        if create {
+            let fd = next_failure_domain(fds, &current, &created, &old);
+            created.push(fd.clone());
+            sched.waves.push(vec![GroupOp::Create {
+                failure_domain: fd,
+                reason: if old.is_empty() {
+                    ReasonCode::ScaleUp
+                } else {
+                    ReasonCode::Outdated
+                },
+            }]);
+            continue;
+        }
+        let victim: Option<(Existing, ReasonCode)> = if !old.is_empty() {
+            pick_control_plane_victim(&mut old, &current).map(|m| {
+                let r = reason_for(&m, remediate);
+                (m, r)
+            })
+        } else if up > replicas {
+            pick_control_plane_victim(&mut current, &[]).map(|m| (m, ReasonCode::ScaleDown))
+        } else {
+            None
+        };
+        match victim {
+            Some((m, reason)) => sched.waves.push(vec![GroupOp::Delete {
+                name: m.name,
+                reason,
+            }]),
+            None => break,
+        }
+    }
+}
+
+/// MachineDeployment RollingUpdate: waves within the (surge, unavailable)
+/// fenceposts.
+fn schedule_rolling_update(
+    group: &MachineGroup,
+    machines: Machines,
+    (surge, unavail): (u32, u32),
+    seed: &str,
+    sched: &mut Schedule,
+) {
+    let replicas = group.replicas;
+    let Machines {
+        mut old,
+        mut current,
+        remediate,
+    } = machines;
+    deletion_sort(&mut old, group.deletion_order, seed);
+    // Plain scale-down of up-to-date machines ignores the fenceposts.
+    let mut first_wave = Vec::new();
+    if current.len() as u32 > replicas {
+        deletion_sort(&mut current, group.deletion_order, seed);
+        let extra = current.len() - replicas as usize;
+        for m in current.drain(..extra) {
+            first_wave.push(GroupOp::Delete {
+                name: m.name,
+                reason: ReasonCode::ScaleDown,
+            });
+        }
+    }
+    let mut up = current.len() as u32;
+    let mut old: VecDeque<Existing> = old.into();
+    let mut guard = 0;
+    loop {
+        guard += 1;
+        let mut wave = std::mem::take(&mut first_wave);
+        let total = up + old.len() as u32;
+        let old_available = old.iter().filter(|m| !m.unhealthy).count() as u32;
+        let available = up + old_available;
+        let c = if up < replicas {
+            (replicas - up).min((replicas + surge).saturating_sub(total))
+        } else {
+            0
+        };
+        // Unavailable old machines can always go; available ones only
+        // while availability stays at or above replicas − unavailable.
+        let min_available = replicas.saturating_sub(unavail);
+        let mut budget = available.saturating_sub(min_available);
+        let mut keep = VecDeque::new();
+        let mut deleted = 0;
+        while let Some(m) = old.pop_front() {
+            if m.unhealthy {
+                let reason = reason_for(&m, remediate);
+                wave.push(GroupOp::Delete {
+                    name: m.name,
+                    reason,
+                });
+                deleted += 1;
+            } else if budget > 0 {
+                budget -= 1;
+                let reason = reason_for(&m, remediate);
+                wave.push(GroupOp::Delete {
+                    name: m.name,
+                    reason,
+                });
+                deleted += 1;
+            } else {
+                keep.push_back(m);
+            }
+        }
+        old = keep;
+        for _ in 0..c {
+            wave.push(GroupOp::Create {
+                failure_domain: group.failure_domains.first().cloned().flatten(),
+                reason: if deleted > 0
+                    || !old.is_empty()
+                    || sched.waves.iter().flatten().any(|o| {
+                        matches!(
+                            o,
+                            GroupOp::Delete {
+                                reason: ReasonCode::Outdated | ReasonCode::Failed,
+                                ..
+                            }
+                        )
+                    }) {
+                    ReasonCode::Outdated
+                } else {
+                    ReasonCode::ScaleUp
+                },
+            });
+        }
+        up += c;
+        if wave.is_empty() || guard > 100_000 {
+            break;
+        }
+        // Creates first within a wave, for readability.
+        wave.sort_by_key(|op| matches!(op, GroupOp::Delete { .. }));
+        sched.waves.push(wave);
+    }
+}
+
+/// OnDelete (MachineSets, standalone Machines): outdated machines stay;
+/// unhealthy ones are remediated; the replica count is restored in one wave.
+fn schedule_on_delete(group: &MachineGroup, machines: Machines, seed: &str, sched: &mut Schedule) {
+    let replicas = group.replicas;
+    let (unhealthy, keep_old): (Vec<Existing>, Vec<Existing>) = machines
+        .old
+        .into_iter()
+        .partition(|m| m.unhealthy && machines.remediate);
+    let mut wave = Vec::new();
+    for m in &unhealthy {
+        wave.push(GroupOp::Delete {
+            name: m.name.clone(),
+            reason: ReasonCode::Failed,
+        });
+    }
+    let mut remaining: Vec<Existing> = keep_old;
+    let mut up = machines.current;
+    let total = (remaining.len() + up.len()) as u32;
+    if total > replicas {
+        // Scale down: outdated (older MachineSets) first.
+        deletion_sort(&mut remaining, group.deletion_order, seed);
+        deletion_sort(&mut up, group.deletion_order, seed);
+        let mut extra = (total - replicas) as usize;
+        for m in remaining.drain(..extra.min(remaining.len())) {
+            wave.push(GroupOp::Delete {
+                name: m.name,
+                reason: ReasonCode::ScaleDown,
+            });
+            extra -= 1;
+        }
+        for m in up.drain(..extra.min(up.len())) {
+            wave.push(GroupOp::Delete {
+                name: m.name,
+                reason: ReasonCode::ScaleDown,
+            });
+        }
+    } else {
+        for _ in 0..(replicas - total) {
+            wave.push(GroupOp::Create {
+                failure_domain: group.failure_domains.first().cloned().flatten(),
+                reason: if unhealthy.is_empty() {
+                    ReasonCode::ScaleUp
+                } else {
+                    ReasonCode::Failed
+                },
+            });
+        }
+    }
+    if wave.is_empty() {
+        return;
+    }
+    wave.sort_by_key(|op| matches!(op, GroupOp::Create { .. }));
+    // A fixed name (standalone Machine) must be deleted before it is created
+    // again: split into two waves.
+    if group.fixed_name.is_some()
+        && wave.iter().any(|o| matches!(o, GroupOp::Delete { .. }))
+        && wave.iter().any(|o| matches!(o, GroupOp::Create { .. }))
+    {
+        let (d, c): (Vec<GroupOp>, Vec<GroupOp>) = wave
+            .into_iter()
+            .partition(|o| matches!(o, GroupOp::Delete { .. }));
+        sched.waves.push(d);
+        sched.waves.push(c);
+    } else {
+        sched.waves.push(wave);
+    }
 }
 
 /// KCP scale-up placement: the failure domain with the fewest up-to-date

@@ -1,0 +1,249 @@
+//! A document's envelope, checked before its body: YAML with positions to
+//! JSON, duplicate keys, `apiVersion` and `kind` (known, supported, in the
+//! right group), `metadata.name` (present, a DNS name), the namespace and
+//! the top-level fields its kind allows.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::super::error::Problem;
+use super::super::model::{ApiGen, Kind, Origin};
+use super::super::raw;
+use super::super::yaml::{self, Document, SpanMap};
+use super::context::{pointer_to_dotted, DocCtx};
+use crate::resource::DEFAULT_NAMESPACE;
+
+/// A document as JSON, with the positions of its values.
+pub(super) fn to_json(file_index: usize, doc: &Document) -> (Value, Origin) {
+    let mut spans = SpanMap::new();
+    let root = yaml::to_json(&doc.root, &mut spans);
+    let origin = Origin {
+        file: file_index,
+        pos: doc.pos,
+        spans: Arc::new(spans),
+    };
+    (root, origin)
+}
+
+/// YAML keys must be unique: the second would silently win.
+pub(super) fn report_duplicate_keys(
+    file_index: usize,
+    file: &str,
+    doc: &Document,
+    problems: &mut Vec<Problem>,
+) {
+    let mut dups = Vec::new();
+    yaml::duplicate_keys(&doc.root, &mut String::new(), &mut dups);
+    for (path, pos) in dups {
+        problems.push(Problem::error(
+            file_index,
+            file,
+            pos,
+            format!("duplicate key {}", pointer_to_dotted(&path)),
+            "remove one of the two entries: YAML keys must be unique and the second would silently win",
+        ));
+    }
+}
+
+/// What the envelope says an object is.
+pub(super) struct Envelope {
+    pub(super) api_version: String,
+    pub(super) kind: Kind,
+    pub(super) api_gen: ApiGen,
+    pub(super) name: String,
+    pub(super) namespace: String,
+    pub(super) meta: raw::RawMeta,
+}
+
+/// Check the envelope. `None` (with the problem or warning recorded) when the
+/// document is not an object capi manages.
+pub(super) fn envelope(ctx: &mut DocCtx<'_>, root: &Value) -> Option<Envelope> {
+    let (api_version, kind, name) = identify(ctx, root)?;
+    ctx.what = format!("{kind} {name:?}");
+    let api_gen = check_api_version(ctx, kind, &name, &api_version)?;
+    if name.is_empty() {
+        ctx.error(
+            "/metadata",
+            format!("{kind} has no metadata.name"),
+            "give the object a name under metadata.name",
+        );
+        return None;
+    }
+    if let Err(why) = check_dns_name(&name) {
+        ctx.error("/metadata/name", format!("{kind} name {name:?} is invalid: {why}"), "use lower-case letters, digits, '-' and '.', starting and ending with a letter or digit (at most 253 characters)");
+    }
+    let namespace = root
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .unwrap_or(DEFAULT_NAMESPACE)
+        .to_string();
+    let meta: raw::RawMeta = ctx.typed(root, "/metadata").unwrap_or_default();
+    check_top_level_fields(ctx, root, kind, &name);
+    Some(Envelope {
+        api_version,
+        kind,
+        api_gen,
+        name,
+        namespace,
+        meta,
+    })
+}
+
+/// `apiVersion`, kind and name of a mapping with a kind capi manages.
+fn identify(ctx: &mut DocCtx<'_>, root: &Value) -> Option<(String, Kind, String)> {
+    if !root.is_object() {
+        ctx.error(
+            "",
+            "a manifest document must be a mapping with apiVersion, kind and metadata",
+            "remove the stray document or fix its indentation",
+        );
+        return None;
+    }
+    let api_version = root.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+    let kind_str = root.get("kind").and_then(Value::as_str).unwrap_or("");
+    if kind_str.is_empty() || api_version.is_empty() {
+        ctx.error(
+            if kind_str.is_empty() {
+                "/kind"
+            } else {
+                "/apiVersion"
+            },
+            format!(
+                "document has no {}",
+                if kind_str.is_empty() {
+                    "`kind`"
+                } else {
+                    "`apiVersion`"
+                }
+            ),
+            "every object needs `apiVersion`, `kind` and `metadata.name`",
+        );
+        return None;
+    }
+    let name = root
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    if kind_str == "ClusterClass"
+        || kind_str.ends_with("ClusterTemplate")
+        || kind_str == "KubeadmControlPlaneTemplate"
+    {
+        ctx.error(
+            "/kind",
+            format!("{kind_str} {name:?}: ClusterClass and managed topologies are not supported yet"),
+            "write the Cluster's objects out explicitly (Cluster, KubeadmControlPlane, MachineDeployment, templates) instead of using a ClusterClass",
+        );
+        return None;
+    }
+    let Some(kind) = Kind::parse(kind_str) else {
+        ctx.warning(
+            "/kind",
+            format!(
+                "{kind_str} {name:?} ({api_version}) is not a kind capi manages; it is ignored"
+            ),
+            "remove it from the manifests passed to capi, or ignore this warning",
+        );
+        return None;
+    };
+    Some((api_version.to_string(), kind, name))
+}
+
+/// The API group must be the kind's and the version one capi reads.
+fn check_api_version(
+    ctx: &mut DocCtx<'_>,
+    kind: Kind,
+    name: &str,
+    api_version: &str,
+) -> Option<ApiGen> {
+    let (group, version) = match api_version.rsplit_once('/') {
+        Some((g, v)) => (g, v),
+        None => ("", api_version),
+    };
+    if group != kind.group() {
+        ctx.error(
+            "/apiVersion",
+            format!("{kind} {name:?}: apiVersion {api_version:?} has the wrong group"),
+            format!("{kind} belongs to the API group {:?}", kind.group()),
+        );
+        return None;
+    }
+    if !kind.versions().contains(&version) {
+        ctx.error(
+            "/apiVersion",
+            format!("{kind} {name:?}: API version {version:?} is not supported"),
+            format!(
+                "use one of: {}",
+                kind.versions()
+                    .iter()
+                    .map(|v| format!("{}/{}", kind.group(), v))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+            .replace("\"/", "\""),
+        );
+        return None;
+    }
+    Some(match version {
+        "v1beta1" => ApiGen::V1beta1,
+        "v1beta2" => ApiGen::V1beta2,
+        _ => ApiGen::V1,
+    })
+}
+
+/// Fields a kind allows at the top level.
+fn check_top_level_fields(ctx: &mut DocCtx<'_>, root: &Value, kind: Kind, name: &str) {
+    for key in root
+        .as_object()
+        .map(|m| m.keys().cloned().collect::<Vec<_>>())
+        .unwrap_or_default()
+    {
+        let allowed: &[&str] = match kind {
+            Kind::Secret => &[
+                "apiVersion",
+                "kind",
+                "metadata",
+                "data",
+                "stringData",
+                "type",
+                "immutable",
+            ],
+            Kind::ConfigMap => &[
+                "apiVersion",
+                "kind",
+                "metadata",
+                "data",
+                "binaryData",
+                "immutable",
+            ],
+            _ => &["apiVersion", "kind", "metadata", "spec", "status"],
+        };
+        if !allowed.contains(&key.as_str()) {
+            ctx.error(
+                &format!("/{}", yaml::escape_pointer(&key)),
+                format!("{kind} {name:?}: unknown top-level field `{key}`"),
+                format!("valid top-level fields: {}", allowed.join(", ")),
+            );
+        }
+    }
+}
+
+fn check_dns_name(name: &str) -> Result<(), &'static str> {
+    if name.len() > 253 {
+        return Err("longer than 253 characters");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+    {
+        return Err("it contains characters other than lower-case letters, digits, '-' and '.'");
+    }
+    let first = name.as_bytes()[0];
+    let last = name.as_bytes()[name.len() - 1];
+    if !first.is_ascii_alphanumeric() || !last.is_ascii_alphanumeric() {
+        return Err("it must start and end with a letter or digit");
+    }
+    Ok(())
+}

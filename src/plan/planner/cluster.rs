@@ -1,0 +1,133 @@
+//! One cluster in the manifests, planned as named steps over a
+//! [`ClusterPlanner`]: infrastructure singletons, each machine group
+//! (`group.rs`), the control-plane gate for workers, the bootstrap token
+//! (`token.rs`) and removals (`removal.rs`). Each step returns its report;
+//! the planner carries what the steps share (whether the control plane is
+//! initialised, the last control-plane step, the workers' steps).
+
+use std::collections::HashMap;
+
+use crate::desired::DesiredCluster;
+use crate::resource::{Address, Observation, Owner, ResourceKind, Role};
+use crate::state::{Resource, Status};
+
+use super::report::{ClusterSteps, ControlPlaneGateReport};
+use super::{Builder, PlanError};
+
+pub(super) struct ClusterPlanner<'p, 'a> {
+    pub(super) b: &'p mut Builder<'a>,
+    pub(super) dc: &'a DesiredCluster,
+    pub(super) key: String,
+    pub(super) token_addr: Address,
+    /// The cluster has a control plane, or the plan has already created its
+    /// first machine (`kubeadm init`): further control-plane machines join.
+    pub(super) initialized: bool,
+    /// Some machine joins (it needs the bootstrap token).
+    pub(super) joins_planned: bool,
+    /// The create of the `kubeadm init` machine.
+    pub(super) init_step: Option<usize>,
+    /// Control-plane machines change one at a time: each step waits for the
+    /// previous one.
+    pub(super) last_cp_step: Option<usize>,
+    /// The last step of a control-plane rollout, which workers wait for.
+    pub(super) cp_rollout_end: Option<usize>,
+    pub(super) worker_step_ids: Vec<usize>,
+}
+
+impl<'p, 'a> ClusterPlanner<'p, 'a> {
+    pub(super) fn new(b: &'p mut Builder<'a>, dc: &'a DesiredCluster) -> Self {
+        let initialized = cluster_initialized(b, dc);
+        ClusterPlanner {
+            b,
+            dc,
+            key: dc.id.key(),
+            token_addr: dc.address(ResourceKind::Token, None),
+            initialized,
+            joins_planned: false,
+            init_step: None,
+            last_cp_step: None,
+            cp_rollout_end: None,
+            worker_step_ids: Vec::new(),
+        }
+    }
+
+    pub(super) fn do_plan(mut self) -> Result<ClusterSteps, PlanError> {
+        let infrastructure = self.do_plan_infrastructure()?;
+        let mut by_owner = self.machines_by_owner();
+        let dc = self.dc;
+        let mut groups = Vec::with_capacity(dc.groups.len());
+        for g in &dc.groups {
+            let in_state = by_owner.remove(&g.owner).unwrap_or_default();
+            groups.push(self.do_plan_group(g, in_state)?);
+        }
+        let control_plane_gate = self.do_plan_control_plane_gate();
+        let token = self.do_plan_token();
+        let removals = self.do_plan_removals();
+        Ok(ClusterSteps {
+            infrastructure,
+            groups,
+            control_plane_gate,
+            token,
+            removals,
+        })
+    }
+
+    /// The cluster's machines in state by owner, in state order (one pass,
+    /// not one per group: a cluster may have hundreds of groups).
+    fn machines_by_owner(&self) -> HashMap<&'a Owner, Vec<&'a Resource>> {
+        let state = self.b.state;
+        let mut by_owner: HashMap<&Owner, Vec<&Resource>> = HashMap::new();
+        // (`State::cluster_resources` would tie the machines to `self.key`.)
+        let key = self.key.as_str();
+        for r in state
+            .resources
+            .iter()
+            .filter(|r| r.address.cluster_key() == key)
+        {
+            if let Some(m) = r.attributes.as_machine() {
+                by_owner.entry(&m.owner).or_default().push(r);
+            }
+        }
+        by_owner
+    }
+
+    /// Workers wait for a control-plane rollout to finish (ControlPlaneIsStable).
+    fn do_plan_control_plane_gate(&mut self) -> ControlPlaneGateReport {
+        let Some(end) = self.cp_rollout_end else {
+            return ControlPlaneGateReport::default();
+        };
+        let mut gated = 0;
+        for id in &self.worker_step_ids {
+            if *id > end {
+                self.b.steps[*id].after.push(end);
+                gated += 1;
+            }
+        }
+        ControlPlaneGateReport {
+            control_plane_rolls: true,
+            gated_worker_steps: gated,
+        }
+    }
+
+    /// Record a step of a machine of `role` (control-plane steps chain).
+    pub(super) fn record_machine_step(&mut self, role: Role, id: usize) {
+        if role == Role::ControlPlane {
+            self.last_cp_step = Some(id);
+        } else {
+            self.worker_step_ids.push(id);
+        }
+    }
+}
+
+fn cluster_initialized(b: &Builder<'_>, dc: &DesiredCluster) -> bool {
+    b.state.cluster_resources(&dc.id.key()).any(|r| {
+        r.attributes
+            .as_machine()
+            .is_some_and(|m| m.role == Role::ControlPlane)
+            && matches!(
+                r.status,
+                Status::Ready | Status::Updating | Status::Deleting
+            )
+            && !matches!(b.observation(&r.address), Some(Observation::Missing))
+    })
+}

@@ -1,0 +1,279 @@
+//! Desired clusters × state → plan. [`plan_with_report`] runs one
+//! [`ClusterPlanner`](cluster::ClusterPlanner) per cluster in the state or the
+//! manifests; its named steps (infrastructure, machine groups, the
+//! control-plane gate, the bootstrap token, removals) append changes and
+//! proto-steps to a shared [`Builder`] and each returns a report of what it
+//! decided. The proto-steps are then ordered (`order.rs`) and the finished
+//! plan is checked (`check.rs`).
+
+mod cluster;
+mod group;
+mod infrastructure;
+mod machines;
+mod removal;
+mod replacements;
+pub(crate) mod report;
+mod token;
+mod waves;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::desired::Desired;
+use crate::resource::*;
+use crate::state::State;
+
+use super::order::{self, ProtoStep};
+use super::*;
+
+use report::*;
+
+#[derive(Debug, Clone)]
+pub struct PlanOptions {
+    pub operation: Operation,
+    /// The current time (the planner reads no clock).
+    pub now_unix: i64,
+    /// Rotate the bootstrap token when it expires within this many seconds.
+    pub token_margin_seconds: i64,
+    /// Refresh results by address.
+    pub observations: BTreeMap<Address, Observation>,
+    /// `--replace ADDRESS`.
+    pub replace: Vec<Address>,
+    /// `--target ADDRESS`: only these (and what they depend on).
+    pub targets: Vec<Address>,
+}
+
+impl Default for PlanOptions {
+    fn default() -> Self {
+        PlanOptions {
+            operation: Operation::Apply,
+            now_unix: 0,
+            token_margin_seconds: 3600,
+            observations: BTreeMap::new(),
+            replace: Vec::new(),
+            targets: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum PlanError {
+    #[error("{address}: {field} cannot change after creation ({before} → {after}).\n  {help}\n  (declared in {file}:{line})")]
+    Immutable {
+        address: Address,
+        field: String,
+        before: String,
+        after: String,
+        help: String,
+        file: String,
+        line: u32,
+    },
+    #[error("{message}\n  {help}\n  (declared in {file}:{line})")]
+    VersionSkew {
+        message: String,
+        help: String,
+        file: String,
+        line: u32,
+    },
+    #[error("--{flag} {address}: {message}")]
+    BadAddress {
+        flag: &'static str,
+        address: String,
+        message: String,
+    },
+    #[error(
+        "the plan failed its own consistency check: {0}. This is a bug in capi; please report it"
+    )]
+    Check(String),
+    #[error("dependency cycle between {0}")]
+    Cycle(String),
+}
+
+/// The plan under construction: what every cluster's steps append to.
+struct Builder<'a> {
+    state: &'a State,
+    desired: &'a Desired,
+    opts: &'a PlanOptions,
+    seed: String,
+    changes: Vec<Change>,
+    steps: Vec<ProtoStep>,
+    documents: BTreeMap<String, String>,
+    warnings: Vec<String>,
+    /// Names taken in this cluster (state + planned).
+    taken: BTreeSet<String>,
+    rollouts: Vec<Rollout>,
+}
+
+impl Builder<'_> {
+    fn step(&mut self, s: ProtoStep) -> usize {
+        self.steps.push(s);
+        self.steps.len() - 1
+    }
+
+    fn observation(&self, a: &Address) -> Option<&Observation> {
+        self.opts.observations.get(a)
+    }
+
+    fn change(&mut self, c: Change) {
+        self.changes.push(c);
+    }
+}
+
+fn provider_of(kind: ResourceKind, cluster: ProviderKind) -> ProviderKind {
+    if kind.is_local() {
+        ProviderKind::Local
+    } else {
+        cluster
+    }
+}
+
+pub fn plan(desired: &Desired, state: &State, opts: &PlanOptions) -> Result<Plan, PlanError> {
+    plan_with_report(desired, state, opts).map(|(plan, _)| plan)
+}
+
+/// [`plan`], and what each planning step decided (before `--target` narrows
+/// the plan down).
+pub fn plan_with_report(
+    desired: &Desired,
+    state: &State,
+    opts: &PlanOptions,
+) -> Result<(Plan, PlanReport), PlanError> {
+    check_addresses(desired, state, opts)?;
+    let mut b = Builder {
+        state,
+        desired,
+        opts,
+        seed: format!("{}:{}", state.lineage, state.serial),
+        changes: Vec::new(),
+        steps: Vec::new(),
+        documents: BTreeMap::new(),
+        warnings: Vec::new(),
+        taken: BTreeSet::new(),
+        rollouts: Vec::new(),
+    };
+    let mut keys: BTreeSet<String> = state.cluster_keys().into_iter().collect();
+    if opts.operation == Operation::Apply {
+        keys.extend(desired.clusters.iter().map(|c| c.id.key()));
+    }
+    let mut report = PlanReport::default();
+    for key in keys {
+        let disposition = plan_cluster_key(&mut b, &key)?;
+        report.clusters.push(ClusterReport {
+            cluster: key,
+            disposition,
+        });
+    }
+    Ok((finish(b)?, report))
+}
+
+/// `--replace` must name a resource in the state, `--target` one in the
+/// state or the manifests.
+fn check_addresses(desired: &Desired, state: &State, opts: &PlanOptions) -> Result<(), PlanError> {
+    for (flag, list) in [("replace", &opts.replace), ("target", &opts.targets)] {
+        for a in list {
+            let known = state.get(a).is_some()
+                || desired.cluster(a.cluster_key()).is_some() && !a.kind().is_named();
+            if flag == "replace" && state.get(a).is_none() {
+                return Err(PlanError::BadAddress {
+                    flag,
+                    address: a.to_string(),
+                    message: "no such resource in the state (see `capi state list`)".into(),
+                });
+            }
+            if flag == "target" && !known && desired.cluster(a.cluster_key()).is_none() {
+                return Err(PlanError::BadAddress {
+                    flag,
+                    address: a.to_string(),
+                    message: "no such resource in the state or the manifests".into(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One cluster: planned step by step, left alone (paused) or removed.
+fn plan_cluster_key(b: &mut Builder<'_>, key: &str) -> Result<ClusterDisposition, PlanError> {
+    b.taken = b
+        .state
+        .cluster_resources(key)
+        .filter_map(|r| r.attributes.as_machine().map(|m| m.name.clone()))
+        .collect();
+    let desired = b.desired;
+    Ok(match (b.opts.operation, desired.cluster(key)) {
+        (Operation::Apply, Some(dc)) if dc.paused => {
+            b.warnings.push(format!(
+                "Cluster {} is paused (spec.paused): capi leaves it untouched",
+                dc.id
+            ));
+            ClusterDisposition::Paused
+        }
+        (Operation::Apply, Some(dc)) => {
+            let steps = cluster::ClusterPlanner::new(b, dc).do_plan()?;
+            ClusterDisposition::Planned(Box::new(steps))
+        }
+        (Operation::Apply, None) => removal::remove_cluster(b, key, ReasonCode::Removed),
+        (Operation::Destroy, _) => removal::remove_cluster(b, key, ReasonCode::Destroy),
+    })
+}
+
+/// Order the proto-steps, keep the documents the steps create, and check the
+/// result.
+fn finish(b: Builder<'_>) -> Result<Plan, PlanError> {
+    let Builder {
+        state,
+        opts,
+        changes,
+        steps,
+        documents,
+        warnings,
+        rollouts,
+        ..
+    } = b;
+    let (mut changes, steps) = order::finalize(changes, steps, state, &opts.targets)?;
+    order::sort_changes(&mut changes, &steps);
+    let mut plan = Plan {
+        format_version: PLAN_FORMAT_VERSION,
+        capi_version: env!("CARGO_PKG_VERSION").to_string(),
+        operation: opts.operation,
+        prior_lineage: state.lineage.clone(),
+        prior_serial: state.serial,
+        summary: Plan::compute_summary(&changes),
+        changes,
+        rollouts: if opts.targets.is_empty() {
+            rollouts
+        } else {
+            Vec::new()
+        },
+        documents: BTreeMap::new(),
+        drift: Vec::new(),
+        warnings,
+        steps,
+    };
+    for s in &plan.steps {
+        if let Some(Spec::Bootstrap(bs)) = &s.spec {
+            if let Some(d) = documents.get(&bs.sha256) {
+                plan.documents.insert(bs.sha256.clone(), d.clone());
+            }
+        }
+    }
+    check::check(&plan, state).map_err(PlanError::Check)?;
+    Ok(plan)
+}
+
+/// Attribute-level differences (flattened paths).
+fn attribute_diff(before: Option<&Spec>, after: Option<&Spec>) -> Vec<AttributeChange> {
+    let b = before.map(Spec::flatten).unwrap_or_default();
+    let a = after.map(Spec::flatten).unwrap_or_default();
+    let keys: BTreeSet<&String> = b.keys().chain(a.keys()).collect();
+    keys.into_iter()
+        .filter(|k| b.get(*k) != a.get(*k))
+        .map(|k| AttributeChange {
+            path: k.clone(),
+            before: b.get(k).cloned(),
+            after: a.get(k).cloned(),
+        })
+        .collect()
+}

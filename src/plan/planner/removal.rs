@@ -1,0 +1,201 @@
+//! Removals: machines of groups that left the manifests and bootstrap data
+//! whose machine is gone (a planned cluster's last step), and whole clusters
+//! that left the manifests or are destroyed.
+
+use std::collections::BTreeSet;
+
+use crate::resource::{Address, Owner, ResourceKind, Role};
+use crate::state::Resource;
+
+use super::super::{Action, Change, ReasonCode};
+use super::cluster::ClusterPlanner;
+use super::machines::delete_machine;
+use super::report::{ClusterDisposition, RemovalReport};
+use super::{Builder, ProtoStep};
+
+impl ClusterPlanner<'_, '_> {
+    pub(super) fn do_plan_removals(&mut self) -> RemovalReport {
+        let mut report = RemovalReport::default();
+        self.remove_orphan_machines(&mut report);
+        self.remove_stray_bootstrap(&mut report);
+        report
+    }
+
+    /// Machines (and their bootstrap data) of groups that are gone: workers
+    /// first, then control-plane machines one at a time, newest first.
+    fn remove_orphan_machines(&mut self, report: &mut RemovalReport) {
+        let groups: BTreeSet<&Owner> = self.dc.groups.iter().map(|g| &g.owner).collect();
+        let orphans: Vec<Resource> = self
+            .b
+            .state
+            .cluster_resources(&self.key)
+            .filter(|r| {
+                r.attributes
+                    .as_machine()
+                    .is_some_and(|m| !groups.contains(&m.owner))
+            })
+            .cloned()
+            .collect();
+        let mut cp_orphans: Vec<&Resource> = Vec::new();
+        for r in &orphans {
+            let m = r.attributes.as_machine().unwrap();
+            if m.role == Role::ControlPlane {
+                cp_orphans.push(r);
+                continue;
+            }
+            let text = format!("{} is no longer in the manifests", m.owner);
+            delete_machine(
+                self.b,
+                self.dc,
+                r,
+                ReasonCode::Removed,
+                text,
+                Some(&m.owner.to_string()),
+                None,
+                None,
+            );
+            report.machines.push(r.address.clone());
+        }
+        cp_orphans.sort_by_key(|r| std::cmp::Reverse(r.sequence));
+        for r in cp_orphans {
+            let m = r.attributes.as_machine().unwrap();
+            let text = format!("{} is no longer in the manifests", m.owner);
+            let id = delete_machine(
+                self.b,
+                self.dc,
+                r,
+                ReasonCode::Removed,
+                text,
+                Some(&m.owner.to_string()),
+                None,
+                Some((vec![], self.last_cp_step)),
+            );
+            if id.is_some() {
+                self.last_cp_step = id;
+            }
+            report.machines.push(r.address.clone());
+        }
+    }
+
+    /// Bootstrap data whose machine is gone from state.
+    fn remove_stray_bootstrap(&mut self, report: &mut RemovalReport) {
+        let machine_names: BTreeSet<String> = self
+            .b
+            .state
+            .cluster_resources(&self.key)
+            .filter_map(|r| r.attributes.as_machine().map(|m| m.name.clone()))
+            .collect();
+        let stray: Vec<Resource> = self
+            .b
+            .state
+            .cluster_resources(&self.key)
+            .filter(|r| {
+                r.attributes
+                    .as_bootstrap()
+                    .is_some_and(|bs| !machine_names.contains(&bs.machine))
+            })
+            .cloned()
+            .collect();
+        for r in stray {
+            self.b.change(Change {
+                address: r.address.clone(),
+                kind: r.kind,
+                provider: r.provider,
+                action: Action::Delete,
+                reason_code: ReasonCode::Removed,
+                reason: "its machine no longer exists".into(),
+                replacement: None,
+                before: Some(r.attributes.clone()),
+                after: None,
+                attributes: vec![],
+                bootstrap_diff: None,
+                part_of: None,
+                group: None,
+                wave: None,
+            });
+            self.b
+                .step(ProtoStep::delete(r.address.clone(), r.provider));
+            report.stray_bootstrap.push(r.address);
+        }
+    }
+}
+
+/// Remove every resource of a cluster: workers, then control-plane machines
+/// newest first, then the rest in reverse dependency order.
+pub(super) fn remove_cluster(
+    b: &mut Builder<'_>,
+    key: &str,
+    code: ReasonCode,
+) -> ClusterDisposition {
+    let reason = match code {
+        ReasonCode::Destroy => "capi destroy".to_string(),
+        _ => format!("Cluster {key} is no longer in the manifests"),
+    };
+    let resources: Vec<Resource> = b.state.cluster_resources(key).cloned().collect();
+    let mut cps: Vec<&Resource> = resources
+        .iter()
+        .filter(|r| {
+            r.attributes
+                .as_machine()
+                .is_some_and(|m| m.role == Role::ControlPlane)
+        })
+        .collect();
+    cps.sort_by_key(|r| std::cmp::Reverse(r.sequence));
+    let mut worker_ids = Vec::new();
+    let mut chain: Option<usize> = None;
+    let mut deleted: Vec<Address> = Vec::with_capacity(resources.len());
+    let mk = |r: &Resource, part_of: Option<Address>| Change {
+        address: r.address.clone(),
+        kind: r.kind,
+        provider: r.provider,
+        action: Action::Delete,
+        reason_code: code,
+        reason: if part_of.is_some() {
+            "deleted with its machine".into()
+        } else {
+            reason.clone()
+        },
+        replacement: None,
+        before: Some(r.attributes.clone()),
+        after: None,
+        attributes: vec![],
+        bootstrap_diff: None,
+        part_of,
+        group: r.attributes.as_machine().map(|m| m.owner.to_string()),
+        wave: None,
+    };
+    for r in resources.iter().filter(|r| {
+        r.attributes
+            .as_machine()
+            .is_some_and(|m| m.role == Role::Worker)
+    }) {
+        b.change(mk(r, None));
+        worker_ids.push(b.step(ProtoStep::delete(r.address.clone(), r.provider)));
+        deleted.push(r.address.clone());
+    }
+    for r in cps {
+        b.change(mk(r, None));
+        let mut s = ProtoStep::delete(r.address.clone(), r.provider);
+        s.after.extend(worker_ids.iter().copied());
+        s.after.extend(chain);
+        chain = Some(b.step(s));
+        deleted.push(r.address.clone());
+    }
+    for r in resources
+        .iter()
+        .filter(|r| r.attributes.as_machine().is_none())
+    {
+        let part_of = r
+            .attributes
+            .as_bootstrap()
+            .map(|bs| r.address.sibling(ResourceKind::Machine, Some(&bs.machine)))
+            .filter(|a| b.state.get(a).is_some());
+        b.change(mk(r, part_of));
+        b.step(ProtoStep::delete(r.address.clone(), r.provider));
+        deleted.push(r.address.clone());
+    }
+    ClusterDisposition::Removed {
+        reason: code,
+        deleted,
+    }
+}
