@@ -71,7 +71,7 @@ pub(crate) fn apply_summary(r: &ApplyReport, operation: &str) -> Value {
         "change": r.changed,
         "replace": r.replaced,
         "remove": r.destroyed,
-        "failed": r.failures.iter().map(|(a, e)| json!({"address": a, "error": e})).collect::<Vec<_>>(),
+        "failed": r.failures.iter().map(|(a, e)| json!({"address": a, "error": e.to_string()})).collect::<Vec<_>>(),
         "interrupted": r.interrupted,
         "elapsed_seconds": r.elapsed.as_secs_f64(),
     })

@@ -57,7 +57,7 @@ pub(crate) async fn report(printer: Printer, total: usize, mut rx: UnboundedRece
                 if printer.json {
                     match error {
                         None => printer.event(&serde_json::json!({"type": "apply_complete", "address": address, "action": op, "elapsed_seconds": elapsed.as_secs_f64()})),
-                        Some(err) => printer.event(&serde_json::json!({"type": "apply_errored", "address": address, "action": op, "error": err, "elapsed_seconds": elapsed.as_secs_f64()})),
+                        Some(err) => printer.event(&serde_json::json!({"type": "apply_errored", "address": address, "action": op, "error": err.to_string(), "elapsed_seconds": elapsed.as_secs_f64()})),
                     }
                 }
                 let text = match error {
