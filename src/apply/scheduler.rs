@@ -114,6 +114,8 @@ where
 {
     let permits = Arc::new(Semaphore::new(parallelism.clamp(1, Semaphore::MAX_PERMITS)));
     let mut s = Scheduler::new(steps, events);
+    let cancelled = cancel.cancelled();
+    tokio::pin!(cancelled);
     loop {
         if !s.interrupted && cancel.is_cancelled() {
             s.interrupted = true;
@@ -128,7 +130,7 @@ where
         let more_to_start = !s.interrupted && !s.ready.remote.is_empty();
         tokio::select! {
             biased;
-            () = cancel.cancelled(), if !s.interrupted => {}
+            () = &mut cancelled, if !s.interrupted => {}
             Some(ended) = s.running.join_next_with_id() => s.ended(ended),
             Ok(permit) = permits.clone().acquire_owned(), if more_to_start => {
                 if let Some(Reverse(id)) = s.ready.remote.pop() {
