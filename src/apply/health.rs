@@ -2,15 +2,26 @@
 //! rolling-update validation: after a new machine is ready, the command must
 //! pass `count` times in a row, `interval` apart, within `timeout`. It runs
 //! with `CAPI_CLUSTER`, `CAPI_MACHINE` and `KUBECONFIG` (an admin kubeconfig
-//! for the cluster) in its environment. Concurrent gates of one cluster share
-//! a check that started after they became ready.
+//! for the cluster, written once per cluster, mode 0600, into the run's
+//! scratch directory) in its environment. Concurrent gates of one cluster
+//! share a check that started after they became ready. Also owns building a
+//! cluster's admin kubeconfig from the state (`capi kubeconfig` uses it too).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::Mutex;
+
+use crate::bootstrap;
+use crate::provider::Redactor;
+use crate::resource::{Address, ClusterId, ResourceKind, Spec};
+use crate::state::State;
+use crate::util::time::now_unix;
+
+use super::context::Ctx;
+use super::Event;
 
 #[derive(Debug, Clone)]
 pub struct HealthCheck {
@@ -30,6 +41,71 @@ pub struct Attempt {
     pub(crate) output: String,
 }
 
+/// Why a cluster's admin kubeconfig cannot be built from the state.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum KubeconfigError {
+    #[error("the cluster has no certificates in the state")]
+    NoPki,
+    #[error("the cluster has no control-plane endpoint yet")]
+    NoEndpoint,
+    #[error("the cluster CA certificate is missing")]
+    NoCaCert,
+    #[error("the cluster CA key is missing")]
+    NoCaKey,
+    /// Signing the client certificate failed.
+    #[error("{0}")]
+    Pki(String),
+}
+
+/// Why a health gate stopped the rollout.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum GateError {
+    #[error(transparent)]
+    Kubeconfig(#[from] KubeconfigError),
+    /// The kubeconfig for the check could not be written.
+    #[error("{0}")]
+    WriteKubeconfig(String),
+    #[error(
+        "the health check `{command}` did not pass {count} time(s) in a row within {timeout:?} after {machine} joined ({attempts} attempt(s)); the rollout stops here. Last failure output:\n{last_output}"
+    )]
+    Failed {
+        command: String,
+        count: u32,
+        timeout: Duration,
+        machine: String,
+        attempts: u32,
+        last_output: String,
+    },
+}
+
+impl GateError {
+    /// The same error with every secret `r` knows of hidden in its text.
+    pub(crate) fn redacted(self, r: &Redactor) -> GateError {
+        match self {
+            GateError::Kubeconfig(KubeconfigError::Pki(m)) => {
+                GateError::Kubeconfig(KubeconfigError::Pki(r.redact(&m)))
+            }
+            GateError::Kubeconfig(k) => GateError::Kubeconfig(k),
+            GateError::WriteKubeconfig(m) => GateError::WriteKubeconfig(r.redact(&m)),
+            GateError::Failed {
+                command,
+                count,
+                timeout,
+                machine,
+                attempts,
+                last_output,
+            } => GateError::Failed {
+                command: r.redact(&command),
+                count,
+                timeout,
+                machine: r.redact(&machine),
+                attempts,
+                last_output: r.redact(&last_output),
+            },
+        }
+    }
+}
+
 #[derive(Default)]
 pub(crate) struct Gates {
     /// Per cluster: when the last successful check sequence started.
@@ -41,22 +117,54 @@ fn tail(s: &str, lines: usize) -> String {
     v[v.len().saturating_sub(lines)..].join("\n")
 }
 
+/// Who the check runs for, and where it finds the cluster.
+struct Subject<'a> {
+    cluster: &'a str,
+    machine: &'a str,
+    kubeconfig: &'a Path,
+}
+
+/// Run the command once, within `limit`: did it pass, and what did it say.
+async fn run_check(hc: &HealthCheck, s: &Subject<'_>, limit: Duration) -> (bool, String) {
+    let run = tokio::process::Command::new("/bin/sh")
+        .arg("-c")
+        .arg(&hc.command)
+        .env("CAPI_CLUSTER", s.cluster)
+        .env("CAPI_MACHINE", s.machine)
+        .env("KUBECONFIG", s.kubeconfig)
+        .kill_on_drop(true)
+        .output();
+    match tokio::time::timeout(limit, run).await {
+        Ok(Ok(o)) => (
+            o.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+        ),
+        Ok(Err(e)) => (false, format!("cannot run the health check: {e}")),
+        Err(_) => (
+            false,
+            "the health check command did not finish in time".to_string(),
+        ),
+    }
+}
+
 impl Gates {
     /// Wait until the cluster passes the check (started after `ready_at`).
-    pub(crate) async fn gate(
+    async fn gate(
         &self,
         hc: &HealthCheck,
-        cluster: &str,
-        machine: &str,
-        kubeconfig: &PathBuf,
+        s: &Subject<'_>,
         ready_at: Instant,
         report: &(dyn Fn(Attempt) + Send + Sync),
-    ) -> Result<(), String> {
+    ) -> Result<(), GateError> {
         let slot = self
             .last_pass
             .lock()
             .unwrap()
-            .entry(cluster.to_string())
+            .entry(s.cluster.to_string())
             .or_default()
             .clone();
         let mut last = slot.lock().await;
@@ -73,32 +181,10 @@ impl Gates {
             let remaining = deadline
                 .saturating_duration_since(Instant::now())
                 .max(Duration::from_secs(1));
-            let run = tokio::process::Command::new("/bin/sh")
-                .arg("-c")
-                .arg(&hc.command)
-                .env("CAPI_CLUSTER", cluster)
-                .env("CAPI_MACHINE", machine)
-                .env("KUBECONFIG", kubeconfig)
-                .kill_on_drop(true)
-                .output();
-            let (passed, output) = match tokio::time::timeout(remaining, run).await {
-                Ok(Ok(o)) => (
-                    o.status.success(),
-                    format!(
-                        "{}{}",
-                        String::from_utf8_lossy(&o.stdout),
-                        String::from_utf8_lossy(&o.stderr)
-                    ),
-                ),
-                Ok(Err(e)) => (false, format!("cannot run the health check: {e}")),
-                Err(_) => (
-                    false,
-                    "the health check command did not finish in time".to_string(),
-                ),
-            };
+            let (passed, output) = run_check(hc, s, remaining).await;
             report(Attempt {
-                cluster: cluster.to_string(),
-                machine: machine.to_string(),
+                cluster: s.cluster.to_string(),
+                machine: s.machine.to_string(),
                 attempt,
                 passed,
                 output: tail(&output, 5),
@@ -114,12 +200,106 @@ impl Gates {
                 last_output = tail(&output, 5);
             }
             if Instant::now() + hc.interval > deadline {
-                return Err(format!(
-                    "the health check `{}` did not pass {} time(s) in a row within {:?} after {machine} joined ({attempt} attempt(s)); the rollout stops here. Last failure output:\n{last_output}",
-                    hc.command, hc.count, hc.timeout
-                ));
+                return Err(GateError::Failed {
+                    command: hc.command.clone(),
+                    count: hc.count,
+                    timeout: hc.timeout,
+                    machine: s.machine.to_string(),
+                    attempts: attempt,
+                    last_output,
+                });
             }
             tokio::time::sleep(hc.interval).await;
         }
     }
+}
+
+/// The gate after `machine` became ready (a no-op without `--health-check`).
+/// The machine stays recorded as ready whatever the gate says.
+pub(super) async fn after_machine(ctx: &Ctx, machine: &Address) -> Result<(), GateError> {
+    let Some(hc) = &ctx.health else {
+        return Ok(());
+    };
+    let ready_at = Instant::now();
+    let kubeconfig = kubeconfig_file(ctx, machine).await?;
+    let events = ctx.events.clone();
+    let report = move |a: Attempt| events.emit(Event::HealthCheck(a));
+    let subject = Subject {
+        cluster: machine.cluster_name(),
+        machine: machine.name().unwrap_or_default(),
+        kubeconfig: &kubeconfig,
+    };
+    ctx.gates.gate(hc, &subject, ready_at, &report).await
+}
+
+/// The admin kubeconfig file of the machine's cluster, written on first use.
+async fn kubeconfig_file(ctx: &Ctx, machine: &Address) -> Result<PathBuf, GateError> {
+    use std::os::unix::fs::OpenOptionsExt;
+
+    let key = machine.cluster_key().to_string();
+    let mut files = ctx.kubeconfigs.lock().await;
+    if let Some(p) = files.get(&key) {
+        return Ok(p.clone());
+    }
+    let text = ctx
+        .journal
+        .read(|s| admin_kubeconfig(s, &machine.cluster()))?;
+    let path = ctx
+        .scratch
+        .path()
+        .join(format!("{}.kubeconfig", key.replace(':', "_")));
+    let write_error = |e: std::io::Error| GateError::WriteKubeconfig(e.to_string());
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(write_error)?;
+    std::io::Write::write_all(&mut f, text.as_bytes()).map_err(write_error)?;
+    files.insert(key, path.clone());
+    Ok(path)
+}
+
+/// An admin kubeconfig for a cluster from the state (CA and endpoint).
+pub(crate) fn admin_kubeconfig(
+    state: &State,
+    cluster: &ClusterId,
+) -> Result<String, KubeconfigError> {
+    let pki = state
+        .get(&Address::new(cluster, ResourceKind::Pki, None))
+        .ok_or(KubeconfigError::NoPki)?;
+    let endpoint = state
+        .get(&Address::new(cluster, ResourceKind::Loadbalancer, None))
+        .and_then(|r| r.observed.get("endpoint"))
+        .and_then(|v| v.as_str())
+        .ok_or(KubeconfigError::NoEndpoint)?;
+    let ca = pki
+        .observed
+        .get("ca.crt")
+        .and_then(|v| v.as_str())
+        .ok_or(KubeconfigError::NoCaCert)?;
+    let key = pki
+        .sensitive
+        .get("ca.key")
+        .ok_or(KubeconfigError::NoCaKey)?;
+    let alg = match &pki.attributes {
+        Spec::Pki(p) => p.encryption_algorithm.clone(),
+        _ => String::new(),
+    };
+    let not_before = pki
+        .observed
+        .get("not_before")
+        .and_then(|v| v.as_i64())
+        .unwrap_or_else(now_unix);
+    bootstrap::pki::admin_kubeconfig(
+        &cluster.name,
+        endpoint,
+        ca,
+        key,
+        &alg,
+        not_before,
+        now_unix(),
+    )
+    .map_err(|e| KubeconfigError::Pki(e.to_string()))
 }

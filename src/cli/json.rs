@@ -70,7 +70,7 @@ pub(crate) enum JsonEvent<'a> {
     ApplyErrored {
         address: &'a Address,
         action: Op,
-        error: &'a str,
+        error: String,
         elapsed_seconds: f64,
     },
     /// It did not run because something it waits for failed.
@@ -145,7 +145,7 @@ pub(crate) enum DiagnosticSeverity {
 #[serde(deny_unknown_fields)]
 pub(crate) struct FailedOperation<'a> {
     address: &'a Address,
-    error: &'a str,
+    error: String,
 }
 
 /// A [`JsonEvent::PlannedChange`]: Terraform's resource change, with capi's
@@ -256,7 +256,10 @@ impl<'a> JsonEvent<'a> {
             failed: r
                 .failures
                 .iter()
-                .map(|(address, error)| FailedOperation { address, error })
+                .map(|(address, error)| FailedOperation {
+                    address,
+                    error: error.to_string(),
+                })
                 .collect(),
             interrupted: r.interrupted,
             elapsed_seconds: r.elapsed.as_secs_f64(),

@@ -68,7 +68,7 @@ pub(crate) async fn report(printer: Printer, total: usize, mut rx: UnboundedRece
                         Some(err) => printer.emit(&JsonEvent::ApplyErrored {
                             address,
                             action: *op,
-                            error: err,
+                            error: err.to_string(),
                             elapsed_seconds: elapsed.as_secs_f64(),
                         }),
                     }

@@ -11,6 +11,7 @@ mod ci;
 mod cli;
 mod crash;
 mod docker;
+mod executor;
 mod hardening;
 mod layers;
 mod lock;

@@ -1,0 +1,196 @@
+//! Creating a machine: journal the intent, resolve the `<capi:...>`
+//! references in its bootstrap document from the state (token, CA hash,
+//! endpoint, PKI, the manifests' Secrets), create it at the provider, record
+//! the result (a failure keeps its error record: for a bootstrap failure the
+//! command, exit code and output tail, and what the provider observed), then
+//! run the health gate if the plan asked for one.
+
+use crate::bootstrap::refs;
+use crate::plan::Step;
+use crate::provider::ProviderError;
+use crate::resource::{Address, ResourceKind, Spec};
+use crate::state::{ErrorRecord, State, Status};
+
+use super::context::Ctx;
+use super::error::{DocumentSource, StepError};
+use super::health;
+use super::scheduler::Permit;
+use super::step::{finish, journal_pending, operate, Extras};
+
+/// Create the machine of a create step, then gate on its health.
+pub(super) async fn create(
+    ctx: &Ctx,
+    step: &Step,
+    spec: Spec,
+    permit: Permit,
+) -> Result<(), StepError> {
+    journal_pending(ctx, step, Status::Creating).await?;
+    let doc = ctx
+        .journal
+        .read(|s| resolve_bootstrap(ctx, s, &step.address))?;
+    let r = provider_create(ctx, step, &spec, &doc).await;
+    drop(permit);
+    match r {
+        Ok(observed) => {
+            finish(ctx, &step.address, move |r| {
+                r.status = Status::Ready;
+                r.observed = observed;
+                r.error = None;
+            })
+            .await?;
+            // The machine is recorded as ready; a failing health gate stops
+            // the rollout without undoing it.
+            if step.health_gate {
+                health::after_machine(ctx, &step.address).await?;
+            }
+            Ok(())
+        }
+        Err(Failed {
+            error,
+            record,
+            observed,
+        }) => {
+            finish(ctx, &step.address, move |r| {
+                r.status = Status::Failed;
+                r.error = Some(record);
+                if let Some(o) = observed {
+                    r.observed = o;
+                }
+            })
+            .await?;
+            Err(error)
+        }
+    }
+}
+
+/// A failed machine create: the step's error and what the state records.
+struct Failed {
+    error: StepError,
+    record: ErrorRecord,
+    /// What the provider saw of a machine that exists but did not bootstrap.
+    observed: Option<crate::provider::Observed>,
+}
+
+async fn provider_create(
+    ctx: &Ctx,
+    step: &Step,
+    spec: &Spec,
+    doc: &str,
+) -> Result<crate::provider::Observed, Failed> {
+    let p = ctx.provider(step.provider).map_err(|error| Failed {
+        record: ErrorRecord {
+            message: error.to_string(),
+            command: None,
+            exit_code: None,
+            output_tail: None,
+        },
+        error,
+        observed: None,
+    })?;
+    let extras = Extras {
+        bootstrap: Some(doc),
+        ..Extras::default()
+    };
+    operate(ctx, p.as_ref(), step, spec, extras)
+        .await
+        .map_err(|e| {
+            let record = error_record(ctx, &e);
+            let observed = match e {
+                ProviderError::Bootstrap { observed, .. } => Some(observed),
+                _ => None,
+            };
+            Failed {
+                error: StepError::MachineCreate {
+                    address: step.address.clone(),
+                    record: record.clone(),
+                },
+                record,
+                observed,
+            }
+        })
+}
+
+/// What the state keeps of a provider's failure, redacted.
+fn error_record(ctx: &Ctx, e: &ProviderError) -> ErrorRecord {
+    match e {
+        ProviderError::Bootstrap {
+            command,
+            exit_code,
+            output_tail,
+            ..
+        } => ErrorRecord {
+            message: ctx.redact(&e.to_string()),
+            command: Some(ctx.redact(command)),
+            exit_code: Some(*exit_code),
+            output_tail: Some(ctx.redact(output_tail)),
+        },
+        other => ErrorRecord {
+            message: ctx.redact(&other.to_string()),
+            command: None,
+            exit_code: None,
+            output_tail: None,
+        },
+    }
+}
+
+/// The machine's bootstrap document with every reference resolved.
+fn resolve_bootstrap(ctx: &Ctx, s: &State, machine: &Address) -> Result<String, StepError> {
+    let name = machine.name().unwrap_or_default();
+    let bs_addr = machine.sibling(ResourceKind::Bootstrap, Some(name));
+    let bs = s
+        .get(&bs_addr)
+        .ok_or_else(|| StepError::BootstrapDataMissing {
+            machine: machine.clone(),
+            bootstrap: bs_addr.clone(),
+        })?;
+    let sha = &bs
+        .attributes
+        .as_bootstrap()
+        .ok_or(StepError::NotBootstrapData)?
+        .sha256;
+    let doc = s
+        .documents
+        .get(sha)
+        .ok_or_else(|| StepError::DocumentMissing {
+            address: machine.clone(),
+            sha256: sha.clone(),
+            missing_from: DocumentSource::State,
+        })?;
+    refs::resolve(doc, &|n| reference_value(ctx, s, machine, n)).map_err(|missing| {
+        StepError::UnresolvedReference {
+            machine: machine.clone(),
+            reference: missing,
+        }
+    })
+}
+
+/// The value of the reference `<capi:NAME>` in a machine's bootstrap data.
+fn reference_value(ctx: &Ctx, s: &State, machine: &Address, name: &str) -> Option<String> {
+    let observed = |kind: ResourceKind, key: &str| {
+        s.get(&machine.sibling(kind, None))
+            .and_then(|r| r.observed.get(key))
+            .and_then(|v| v.as_str().map(str::to_string))
+    };
+    match name {
+        refs::TOKEN => s
+            .get(&machine.sibling(ResourceKind::Token, None))
+            .and_then(|t| t.sensitive.get("token").cloned()),
+        refs::CA_CERT_HASH => observed(ResourceKind::Pki, "ca_cert_hash"),
+        refs::ENDPOINT => observed(ResourceKind::Loadbalancer, "endpoint"),
+        other => {
+            if let Some(rest) = other.strip_prefix("secret:") {
+                let (secret, key) = rest.split_once(':')?;
+                let namespace = machine.cluster().namespace;
+                let data = ctx.secrets.get(&(namespace, secret.to_string()))?;
+                return data
+                    .get(key)
+                    .map(|b| String::from_utf8_lossy(b).into_owned());
+            }
+            let pki = s.get(&machine.sibling(ResourceKind::Pki, None))?;
+            pki.sensitive
+                .get(other)
+                .cloned()
+                .or_else(|| observed(ResourceKind::Pki, other))
+        }
+    }
+}

@@ -1,0 +1,420 @@
+//! Running one step: a function per operation and kind (delete; record
+//! bootstrap data; generate PKI; issue a join token; create or update a
+//! network or load balancer; update a machine; machine creates live in
+//! machine.rs), and the journal writes they share. Every step that calls a
+//! provider journals its intent (status creating, updating or deleting;
+//! durable) first and its result after; the permit it was started with is
+//! released as soon as the provider call returns, before the result is
+//! written.
+
+use std::collections::btree_map::Entry;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde_json::json;
+
+use crate::bootstrap;
+use crate::plan::{Op, Step};
+use crate::provider::{Observed, OpInput, Provider, ProviderError};
+use crate::resource::{Address, BootstrapSpec, PkiSpec, ProviderKind, ResourceKind, Spec};
+use crate::state::{ErrorRecord, Resource, State, Status};
+use crate::util::time::{format_rfc3339, now_unix};
+
+use super::context::Ctx;
+use super::error::{DocumentSource, StepError, Verb};
+use super::machine;
+use super::scheduler::Permit;
+
+/// Run one step to its end (its result durable in the state).
+pub(super) async fn run(ctx: &Ctx, step: &Step, permit: Permit) -> Result<(), StepError> {
+    if step.op == Op::Delete {
+        return delete(ctx, step, permit).await;
+    }
+    let spec = step
+        .spec
+        .clone()
+        .expect("create and update steps carry a spec");
+    match &spec {
+        Spec::Bootstrap(b) => record_bootstrap_data(ctx, step, b).await,
+        Spec::Pki(p) => generate_pki(ctx, step, p).await,
+        Spec::Token(t) => {
+            let ttl_seconds = t.ttl_seconds;
+            issue_token(ctx, step, spec, ttl_seconds, permit).await
+        }
+        Spec::Network(_) | Spec::Loadbalancer(_) => apply_infra(ctx, step, spec, permit).await,
+        Spec::Machine(_) if step.op == Op::Update => update_machine(ctx, step, spec, permit).await,
+        Spec::Machine(_) => machine::create(ctx, step, spec, permit).await,
+    }
+}
+
+/// Mark the resource deleting, delete it at its provider (local resources
+/// have none), then remove it from the state.
+async fn delete(ctx: &Ctx, step: &Step, permit: Permit) -> Result<(), StepError> {
+    let Some(existing) = ctx.journal.read(|s| s.get(&step.address).cloned()) else {
+        return Ok(());
+    };
+    let a = step.address.clone();
+    commit(ctx, &step.address, move |st| {
+        if let Some(r) = st.get_mut(&a) {
+            r.status = Status::Deleting;
+        }
+    })
+    .await?;
+    if !step.address.kind().is_local() {
+        let lineage = ctx.journal.read(|s| s.lineage.clone());
+        let redactor = ctx.redactor();
+        let p = ctx.provider(existing.provider)?;
+        let r = p.delete(&existing, &lineage, &redactor).await;
+        drop(permit);
+        r.map_err(|e| provider_failure(ctx, Verb::Deleting, &step.address, &e))?;
+    }
+    let a = step.address.clone();
+    commit(ctx, &step.address, move |st| {
+        st.remove(&a);
+    })
+    .await
+}
+
+/// Put a machine's bootstrap data (and its document) into the state.
+async fn record_bootstrap_data(ctx: &Ctx, step: &Step, b: &BootstrapSpec) -> Result<(), StepError> {
+    // Machines of one template share a document: it is copied into the
+    // state only by the first of them to commit (thousands of these steps
+    // can wait for the writer at once).
+    enum Source {
+        Plan(Arc<BTreeMap<String, String>>),
+        State(String),
+    }
+    let source = if ctx.documents.contains_key(&b.sha256) {
+        Source::Plan(ctx.documents.clone())
+    } else {
+        // A saved plan may refer to a document the state holds.
+        let doc = ctx.journal.read(|s| s.documents.get(&b.sha256).cloned());
+        Source::State(doc.ok_or_else(|| StepError::DocumentMissing {
+            address: step.address.clone(),
+            sha256: b.sha256.clone(),
+            missing_from: DocumentSource::Plan,
+        })?)
+    };
+    let step = step.clone();
+    let sha = b.sha256.clone();
+    let address = step.address.clone();
+    commit(ctx, &address, move |st| {
+        if let Entry::Vacant(e) = st.documents.entry(sha) {
+            let doc = match source {
+                Source::Plan(docs) => docs[e.key()].clone(),
+                Source::State(doc) => doc,
+            };
+            e.insert(doc);
+        }
+        let sequence = st
+            .get(&step.address)
+            .map(|r| r.sequence)
+            .unwrap_or_else(|| st.take_sequence());
+        st.upsert(Resource {
+            address: step.address.clone(),
+            kind: ResourceKind::Bootstrap,
+            provider: ProviderKind::Local,
+            status: Status::Ready,
+            attributes: step
+                .spec
+                .clone()
+                .expect("a bootstrap step carries its spec"),
+            observed: BTreeMap::new(),
+            sensitive: BTreeMap::new(),
+            dependencies: step.dependencies.clone(),
+            sequence,
+            error: None,
+        });
+    })
+    .await
+}
+
+/// Generate a cluster's certificates and keys (on a blocking thread).
+async fn generate_pki(ctx: &Ctx, step: &Step, p: &PkiSpec) -> Result<(), StepError> {
+    journal_pending(ctx, step, Status::Creating).await?;
+    let (alg, days, ext) = (
+        p.encryption_algorithm.clone(),
+        p.ca_validity_days,
+        p.external_etcd,
+    );
+    let now = now_unix();
+    let pki = tokio::task::spawn_blocking(move || bootstrap::pki::generate(&alg, days, ext, now))
+        .await
+        .map_err(|e| StepError::Panicked(e.to_string()))?
+        .map_err(|e| StepError::Pki {
+            address: step.address.clone(),
+            message: e.to_string(),
+        })?;
+    ctx.add_secrets(pki.secret.values().cloned());
+    finish(ctx, &step.address, move |r| {
+        r.status = Status::Ready;
+        r.observed = pki
+            .public
+            .iter()
+            .map(|(k, v)| (k.clone(), json!(v)))
+            .collect();
+        r.observed
+            .insert("ca_cert_hash".into(), json!(pki.ca_cert_hash));
+        r.observed
+            .insert("not_before".into(), json!(pki.not_before));
+        r.observed
+            .insert("not_after".into(), json!(format_rfc3339(pki.not_after)));
+        r.sensitive = pki.secret;
+    })
+    .await
+}
+
+/// Generate a join token and register it with the provider.
+async fn issue_token(
+    ctx: &Ctx,
+    step: &Step,
+    spec: Spec,
+    ttl_seconds: u64,
+    permit: Permit,
+) -> Result<(), StepError> {
+    journal_pending(ctx, step, pending_status(step.op)).await?;
+    let token = bootstrap::token::generate();
+    ctx.add_secrets([token.clone()]);
+    let expires = now_unix() + ttl_seconds as i64;
+    let current = ctx
+        .journal
+        .read(|s| s.get(&step.address).cloned())
+        .expect("the intent was journalled");
+    let extras = Extras {
+        token: Some((&token, expires)),
+        current: Some(&current),
+        ..Extras::default()
+    };
+    let observed = provider_call(ctx, step, &spec, extras).await;
+    drop(permit);
+    let observed = observed?;
+    let id = bootstrap::token::id(&token).to_string();
+    finish(ctx, &step.address, move |r| {
+        r.status = Status::Ready;
+        r.attributes = spec;
+        r.observed = observed;
+        r.observed.insert("token_id".into(), json!(id));
+        r.observed
+            .insert("expires".into(), json!(format_rfc3339(expires)));
+        r.observed.insert("expires_unix".into(), json!(expires));
+        r.sensitive = BTreeMap::from([("token".to_string(), token)]);
+    })
+    .await
+}
+
+/// Create or update a network or load balancer; a failure is recorded on
+/// the resource.
+async fn apply_infra(ctx: &Ctx, step: &Step, spec: Spec, permit: Permit) -> Result<(), StepError> {
+    journal_pending(ctx, step, pending_status(step.op)).await?;
+    let current = ctx.journal.read(|s| s.get(&step.address).cloned());
+    let extras = Extras {
+        current: current.as_ref(),
+        ..Extras::default()
+    };
+    let r = provider_call(ctx, step, &spec, extras).await;
+    drop(permit);
+    match r {
+        Ok(observed) => {
+            finish(ctx, &step.address, move |r| {
+                r.status = Status::Ready;
+                r.attributes = spec;
+                r.observed = observed;
+                r.error = None;
+            })
+            .await
+        }
+        Err(e) => {
+            let record = ErrorRecord {
+                message: e.to_string(),
+                command: None,
+                exit_code: None,
+                output_tail: None,
+            };
+            finish(ctx, &step.address, move |r| {
+                r.status = Status::Failed;
+                r.error = Some(record);
+            })
+            .await?;
+            Err(e)
+        }
+    }
+}
+
+/// Update a machine in place.
+async fn update_machine(
+    ctx: &Ctx,
+    step: &Step,
+    spec: Spec,
+    permit: Permit,
+) -> Result<(), StepError> {
+    journal_pending(ctx, step, Status::Updating).await?;
+    let current = ctx.journal.read(|s| s.get(&step.address).cloned());
+    let extras = Extras {
+        current: current.as_ref(),
+        ..Extras::default()
+    };
+    let observed = provider_call(ctx, step, &spec, extras).await;
+    drop(permit);
+    let observed = observed?;
+    finish(ctx, &step.address, move |r| {
+        r.status = Status::Ready;
+        r.attributes = spec;
+        r.observed = observed;
+    })
+    .await
+}
+
+fn pending_status(op: Op) -> Status {
+    if op == Op::Create {
+        Status::Creating
+    } else {
+        Status::Updating
+    }
+}
+
+/// Make a mutation of one resource durable.
+async fn commit(
+    ctx: &Ctx,
+    address: &Address,
+    f: impl FnOnce(&mut State) + Send + 'static,
+) -> Result<(), StepError> {
+    ctx.journal
+        .commit(address, f)
+        .await
+        .map_err(StepError::StateWrite)
+}
+
+/// Journal a pending operation on a resource (durable before the provider is called).
+pub(super) async fn journal_pending(
+    ctx: &Ctx,
+    step: &Step,
+    status: Status,
+) -> Result<(), StepError> {
+    let step = step.clone();
+    let address = step.address.clone();
+    commit(ctx, &address, move |st| {
+        let existing = st.get(&step.address).cloned();
+        let sequence = existing
+            .as_ref()
+            .map(|r| r.sequence)
+            .unwrap_or_else(|| st.take_sequence());
+        let mut r = existing.unwrap_or(Resource {
+            address: step.address.clone(),
+            kind: step.address.kind(),
+            provider: step.provider,
+            status,
+            attributes: step.spec.clone().expect("create/update steps carry a spec"),
+            observed: BTreeMap::new(),
+            sensitive: BTreeMap::new(),
+            dependencies: step.dependencies.clone(),
+            sequence,
+            error: None,
+        });
+        r.status = status;
+        if let Some(spec) = &step.spec {
+            if status != Status::Updating {
+                r.attributes = spec.clone();
+            }
+        }
+        if status == Status::Creating {
+            r.dependencies = step.dependencies.clone();
+            r.error = None;
+        }
+        st.upsert(r);
+    })
+    .await
+}
+
+/// Record a step's result on its resource (durable when this returns).
+pub(super) async fn finish(
+    ctx: &Ctx,
+    address: &Address,
+    f: impl FnOnce(&mut Resource) + Send + 'static,
+) -> Result<(), StepError> {
+    let a = address.clone();
+    commit(ctx, address, move |st| {
+        if let Some(r) = st.get_mut(&a) {
+            f(r);
+        }
+    })
+    .await
+}
+
+/// What a create or update passes to the provider besides the step.
+#[derive(Default)]
+pub(super) struct Extras<'a> {
+    /// A machine's bootstrap document, references resolved.
+    pub(super) bootstrap: Option<&'a str>,
+    /// A join token and its expiry (unix seconds).
+    pub(super) token: Option<(&'a str, i64)>,
+    /// The resource as the state has it (an update needs it).
+    pub(super) current: Option<&'a Resource>,
+}
+
+/// Call the provider for a create or update step: an update when the step
+/// updates a resource the state has, a create otherwise.
+pub(super) async fn operate(
+    ctx: &Ctx,
+    provider: &dyn Provider,
+    step: &Step,
+    spec: &Spec,
+    x: Extras<'_>,
+) -> Result<Observed, ProviderError> {
+    let (deps, lineage) = ctx.journal.read(|s| {
+        (
+            step.dependencies
+                .iter()
+                .filter_map(|d| s.get(d).cloned())
+                .collect::<Vec<_>>(),
+            s.lineage.clone(),
+        )
+    });
+    let redactor = ctx.redactor();
+    let cluster = step.address.cluster();
+    let input = OpInput {
+        address: &step.address,
+        cluster: &cluster,
+        lineage: &lineage,
+        spec,
+        deps: deps.iter().collect(),
+        bootstrap: x.bootstrap,
+        token: x.token,
+        redactor: &redactor,
+    };
+    match (step.op, x.current) {
+        (Op::Update, Some(cur)) => provider.update(&input, cur).await,
+        _ => provider.create(&input).await,
+    }
+}
+
+/// `operate` with the step's provider, failures as step errors.
+async fn provider_call(
+    ctx: &Ctx,
+    step: &Step,
+    spec: &Spec,
+    x: Extras<'_>,
+) -> Result<Observed, StepError> {
+    let p = ctx.provider(step.provider)?;
+    let verb = if step.op == Op::Create {
+        Verb::Creating
+    } else {
+        Verb::Updating
+    };
+    operate(ctx, p.as_ref(), step, spec, x)
+        .await
+        .map_err(|e| provider_failure(ctx, verb, &step.address, &e))
+}
+
+/// A provider's failure as a step error, its message redacted.
+pub(super) fn provider_failure(
+    ctx: &Ctx,
+    verb: Verb,
+    address: &Address,
+    e: &ProviderError,
+) -> StepError {
+    StepError::Provider {
+        verb,
+        address: address.clone(),
+        message: ctx.redact(&e.to_string()),
+    }
+}
