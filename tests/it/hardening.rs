@@ -137,24 +137,42 @@ fn two_names_for_one_state_share_one_lock_and_one_simulator() {
     cluster(dir.path());
     apply_ok(dir.path(), &["--state", "real.json"]);
     symlink("real.json", dir.path().join("alias.json")).unwrap();
+    // One more worker, created through the other name: `--sim-latency`
+    // applies to creates (deletes are instant), so the holder keeps the
+    // lock until it is killed below, however slow the machine is.
+    let text = std::fs::read_to_string(dir.path().join("c.yaml")).unwrap();
+    let scaled = text.replacen("replicas: 2", "replicas: 3", 1);
+    assert_ne!(text, scaled, "the example has a pool of 2 workers");
+    std::fs::write(dir.path().join("c.yaml"), scaled).unwrap();
     let mut holder = capi_process(dir.path())
         .args([
-            "destroy",
+            "apply",
             "--auto-approve",
+            "-f",
+            "c.yaml",
             "--state",
             "alias.json",
-            // Long enough to outlast any scheduling delay; killed below.
             "--sim-latency",
-            "60s",
+            "600s",
         ])
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     // The lock and its record sit beside the real file, whichever name is used.
-    wait_for("the destroy never took the lock", || {
-        dir.path().join("real.json.lock.info").exists()
-    });
+    let start = Instant::now();
+    while !dir.path().join("real.json.lock.info").exists() {
+        if let Some(status) = holder.try_wait().unwrap() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(holder.stderr.as_mut().unwrap(), &mut err).unwrap();
+            panic!("the apply through alias.json ended ({status}) without holding the lock: {err}");
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "the apply through alias.json never took the lock"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert!(!dir.path().join("alias.json.lock").exists());
     assert!(!dir.path().join("alias.sim").exists());
     let out = capi(dir.path())
