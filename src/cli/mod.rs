@@ -7,6 +7,7 @@
 
 pub(crate) mod args;
 pub(crate) mod commands;
+mod dash_flags;
 pub(crate) mod json;
 pub(crate) mod output;
 pub(crate) mod pipeline;
@@ -102,16 +103,6 @@ impl CliError {
     }
 }
 
-/// Terraform spells it `-out FILE` / `-out=FILE`; accept that too.
-fn normalise_args(args: impl Iterator<Item = std::ffi::OsString>) -> Vec<std::ffi::OsString> {
-    args.map(|a| match a.to_str() {
-        Some("-out") => "--out".into(),
-        Some(s) if s.starts_with("-out=") => format!("-{s}").into(),
-        _ => a,
-    })
-    .collect()
-}
-
 /// `CAPI_LOG=debug` (or `trace`, `info`...) logs capi's own `tracing` events
 /// to stderr; anything else is an `EnvFilter` directive (`capi=debug,hyper=info`).
 fn init_logging(env: &Env) {
@@ -132,7 +123,15 @@ fn init_logging(env: &Env) {
 }
 
 pub fn run() -> ExitCode {
-    let cli = Cli::parse_from(normalise_args(std::env::args_os()));
+    let cli = match Cli::try_parse_from(dash_flags::normalise(std::env::args_os())) {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Help and --version go to stdout and succeed; every usage error
+            // exits 1, never 2 (which means "changes" or "drift").
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 1 } else { 0 });
+        }
+    };
     let env = Env::capture();
     init_logging(&env);
     let printer = Printer::new(

@@ -252,3 +252,57 @@ fn destroy_removes_everything_in_reverse_order() {
         .stdout
         .is_empty());
 }
+
+#[test]
+fn usage_errors_exit_1_never_2() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        &["plan", "--bogus"][..],
+        &["plann"],
+        &["state", "frobnicate"],
+        &["apply", "-auto-aprove"],
+    ] {
+        let out = capi(dir.path()).args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
+    }
+    // The whole flag is named, with the nearest real one.
+    let out = capi(dir.path())
+        .args(["apply", "-auto-aprove"])
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert!(err.contains("--auto-aprove"), "{err}");
+    assert!(err.contains("--auto-approve"), "{err}");
+    // Help and version are not errors.
+    for args in [&["--help"][..], &["--version"], &["plan", "--help"]] {
+        let out = capi(dir.path()).args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+    }
+}
+
+#[test]
+fn terraform_single_dash_flags_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let ex = example("sim");
+    let out = capi(dir.path())
+        .args([
+            "apply",
+            "-auto-approve",
+            "-parallelism=2",
+            "-input=false",
+            "-lock=true",
+            "-no-color",
+            "-f",
+        ])
+        .arg(&ex)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = capi(dir.path())
+        .args(["plan", "-detailed-exitcode", "-refresh=false", "-f"])
+        .arg(&ex)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains("No changes."), "{}", stdout(&out));
+}
