@@ -4,8 +4,10 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
-cargo build --release --locked
-capi="$root/target/release/capi"
+# The dev profile (dependencies at opt-level 1): the test command builds the
+# same artifacts, so the second README command reuses what this one built.
+cargo build --locked --bin capi
+capi="$root/target/debug/capi"
 work="${CAPI_DEMO_DIR:-$root/target/demo}"
 rm -rf "$work" && mkdir -p "$work" && cd "$work"
 echo "==> capi plan -f examples/sim"
