@@ -66,19 +66,19 @@ pub(super) fn observed_of(m: &SimMachine, ready: bool) -> Observed {
 }
 
 impl SimProvider {
-    /// A deterministic address inside the cluster's /16, probing past collisions.
-    fn allocate_ip(&self, cluster: &str, name: &str) -> String {
-        let (a, b) = cidr_base(cluster);
-        let mut ips = self.ips.lock().unwrap();
-        let start = h64(&[cluster, name]) % 65_000;
-        for i in 0..65_000u64 {
-            let n = (start + i) % 65_000 + 10;
-            let ip = format!("100.{a}.{}.{}", b.wrapping_add((n / 256) as u8), n % 256);
-            if ips.insert(ip.clone()) {
-                return ip;
-            }
-        }
-        format!("100.{a}.{b}.255")
+    /// A deterministic address in the cluster's block (see [`super::ips`]).
+    fn allocate_ip(&self, cluster: &str, name: &str) -> Result<String, ProviderError> {
+        let start = h64(&[cluster, name]);
+        self.ips
+            .lock()
+            .unwrap()
+            .allocate(cidr_base(cluster), start)
+            .ok_or_else(|| {
+                ProviderError::Failed(
+                    "the simulator has no free machine address left (100.64.0.0/10 holds 4,160,000)"
+                        .into(),
+                )
+            })
     }
 
     /// `--sim-latency`, else the sum of the template's startup durations
@@ -188,7 +188,7 @@ impl SimProvider {
                 spec.name
             )));
         }
-        let ip = self.allocate_ip(cluster, &spec.name);
+        let ip = self.allocate_ip(cluster, &spec.name)?;
         let mut labels = Self::labels(input);
         labels.insert(LABEL_IDENTITY.into(), spec.identity.clone());
         let m = SimMachine {

@@ -22,13 +22,14 @@
 //! that fraction of machine creates, chosen by the seed.
 
 mod bootstrap;
+mod ips;
 mod loadbalancer;
 mod machine;
 mod network;
 mod refresh;
 mod store;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -56,7 +57,7 @@ pub struct SimProvider {
     fail_rate: f64,
     seed: u64,
     counters: Mutex<BTreeMap<String, u64>>,
-    ips: Mutex<BTreeSet<String>>,
+    ips: Mutex<ips::IpPool>,
     log_seq: AtomicU64,
     /// `ops.log`, opened at the first event and kept open.
     log_file: Mutex<Option<fs::File>>,
@@ -92,7 +93,7 @@ impl SimProvider {
             fail_rate: overrides.sim_fail_rate,
             seed: overrides.sim_seed,
             counters: Mutex::new(BTreeMap::new()),
-            ips: Mutex::new(BTreeSet::new()),
+            ips: Mutex::new(ips::IpPool::default()),
             log_seq: AtomicU64::new(0),
             log_file: Mutex::new(None),
             lb_lock: tokio::sync::Mutex::new(()),
@@ -103,7 +104,7 @@ impl SimProvider {
             for c in clusters.flatten() {
                 for f in fs::read_dir(c.path()).into_iter().flatten().flatten() {
                     if let Ok(Some(m)) = read_json::<SimMachine>(&f.path()) {
-                        ips.insert(m.ip);
+                        ips.insert_existing(&m.ip);
                     }
                 }
             }
