@@ -292,6 +292,13 @@ impl Drop for StateLock {
         if read_info(&self.info_path).is_some_and(|i| i.id == self.info.id) {
             let _ = fs::remove_file(&self.info_path);
         }
+        // Nothing is left behind in the working tree either. Safe while
+        // others wait: a waiter that opened this inode finds after locking
+        // that the name no longer leads to it and opens the name again
+        // (see `acquire`); nothing is written after this point.
+        if names_inode(&self.lock_path, &self.file) {
+            let _ = fs::remove_file(&self.lock_path);
+        }
         unsafe {
             libc::flock(self.file.as_raw_fd(), libc::LOCK_UN);
         }
@@ -301,6 +308,21 @@ impl Drop for StateLock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn releasing_leaves_no_lock_file_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("s.json");
+        let l1 = StateLock::acquire(&state, "plan", Duration::ZERO).unwrap();
+        assert!(dir.path().join("s.json.lock").exists());
+        drop(l1);
+        let left: Vec<_> = fs::read_dir(dir.path()).unwrap().flatten().collect();
+        assert!(left.is_empty(), "{left:?}");
+        // And the next holder takes it as usual.
+        let l2 = StateLock::acquire(&state, "apply", Duration::ZERO).unwrap();
+        assert!(StateLock::acquire(&state, "plan", Duration::ZERO).is_err());
+        drop(l2);
+    }
 
     #[test]
     fn second_lock_in_same_process_is_refused_then_released() {
