@@ -331,4 +331,22 @@ pub(crate) enum StateCommand {
     List,
     /// Show one resource (secrets are masked).
     Show { address: String },
+    /// Forget resources (their infrastructure is not touched). Locked, backed up.
+    Rm {
+        #[arg(required = true, value_name = "ADDRESS")]
+        addresses: Vec<String>,
+    },
+    /// The whole state as JSON, private keys included (like `capi kubeconfig`).
+    Pull {
+        /// Write to this file (mode 0600) instead of stdout.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Replace the state with FILE: same lineage and a newer serial, unless --force.
+    Push {
+        file: PathBuf,
+        /// Push another lineage or an older serial anyway.
+        #[arg(long)]
+        force: bool,
+    },
 }

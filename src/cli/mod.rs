@@ -245,6 +245,15 @@ async fn dispatch(cli: Cli, env: &Env, p: &Printer) -> Result<ExitStatus, CliErr
         Command::Show { cluster } => commands::show::run(&g, cluster.as_deref(), p),
         Command::State(StateCommand::List) => commands::state::list(&g, p),
         Command::State(StateCommand::Show { address }) => commands::state::show(&g, &address, p),
+        Command::State(StateCommand::Rm { addresses }) => {
+            commands::state_edit::rm(&g, &addresses, p)
+        }
+        Command::State(StateCommand::Pull { output }) => {
+            commands::state_edit::pull(&g, output.as_deref(), p)
+        }
+        Command::State(StateCommand::Push { file, force }) => {
+            commands::state_edit::push(&g, &file, force, p)
+        }
         Command::Kubeconfig { cluster, output } => {
             commands::kubeconfig::run(&g, &cluster, output.as_deref(), p)
         }

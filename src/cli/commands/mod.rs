@@ -14,5 +14,6 @@ pub(crate) mod kubeconfig;
 pub(crate) mod plan;
 pub(crate) mod show;
 pub(crate) mod state;
+pub(crate) mod state_edit;
 pub(crate) mod upgrade;
 pub(crate) mod validate;

@@ -1,0 +1,167 @@
+//! State surgery: `capi state rm`, `capi state pull`, `capi state push`.
+//! Each that writes takes the lock at once (refused while an apply runs),
+//! keeps the previous file as `<state>.backup`, and replaces the state
+//! atomically; the serial moves forward so saved plans made before it go
+//! stale.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::resource::Address;
+use crate::state::codec::{decode, encode};
+use crate::state::{files, State, StateLock, StateStore};
+
+use super::super::output::Printer;
+use super::super::settings::GlobalSettings;
+use super::super::{CliError, ExitStatus};
+
+/// The lock and the loaded state, for one edit.
+fn locked(g: &GlobalSettings, op: &str) -> Result<(StateLock, StateStore, State), CliError> {
+    let lock = StateLock::acquire(&g.state, op, Duration::ZERO)?;
+    let mut store = StateStore::new(&g.state);
+    store.set_guard(lock.guard()?);
+    let state = store
+        .load()?
+        .ok_or_else(|| CliError::Usage(format!("there is no state at {}", g.state.display())))?;
+    Ok((lock, store, state))
+}
+
+/// `capi state rm ADDRESS...`: forget resources. The infrastructure stays;
+/// capi no longer manages it (a later plan creates it again if the
+/// manifests still describe it). A resource others depend on is refused
+/// unless they are removed in the same command.
+pub(crate) fn rm(
+    g: &GlobalSettings,
+    addresses: &[String],
+    p: &Printer,
+) -> Result<ExitStatus, CliError> {
+    let wanted = addresses
+        .iter()
+        .map(|a| Address::parse(a).map_err(|e| CliError::Usage(format!("{a}: {e}"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (_lock, mut store, mut state) = locked(g, "state rm")?;
+    for a in &wanted {
+        if state.get(a).is_none() {
+            return Err(CliError::Usage(format!(
+                "{a} is not in the state (see `capi state list`); nothing was changed"
+            )));
+        }
+        let dependents: Vec<&str> = state
+            .resources
+            .iter()
+            .filter(|r| r.dependencies.contains(a) && !wanted.contains(&r.address))
+            .map(|r| r.address.as_str())
+            .collect();
+        if !dependents.is_empty() {
+            return Err(CliError::Usage(format!(
+                "{a} cannot be removed alone: {} depend(s) on it. Remove them in the same command \
+                 (`capi state rm {a} {}`); nothing was changed",
+                dependents.join(", "),
+                dependents.join(" ")
+            )));
+        }
+    }
+    for a in &wanted {
+        state.remove(a);
+    }
+    state.serial += 1;
+    store.save(&state)?;
+    p.message(&format!(
+        "Removed {} resource(s) from the state (serial {}); their infrastructure was not touched. Backup: {}",
+        wanted.len(),
+        state.serial,
+        store.backup_path().display()
+    ));
+    Ok(ExitStatus::Success)
+}
+
+/// `capi state pull [-o FILE]`: the whole state as JSON, the journal
+/// folded in. It holds the cluster's private keys, like `capi kubeconfig`:
+/// a file is written 0600, never through a symlink.
+pub(crate) fn pull(
+    g: &GlobalSettings,
+    output: Option<&Path>,
+    p: &Printer,
+) -> Result<ExitStatus, CliError> {
+    let state = StateStore::new(&g.state)
+        .load()?
+        .ok_or_else(|| CliError::Usage(format!("there is no state at {}", g.state.display())))?;
+    let bytes = encode(&state);
+    match output {
+        None => p.data(&String::from_utf8_lossy(&bytes)),
+        Some(path) => {
+            if let Some(target) = files::symlink_target(path) {
+                return Err(CliError::Usage(format!(
+                    "{} is a symlink (to {}): refusing to write the state, which holds private keys, through it",
+                    path.display(),
+                    target.display()
+                )));
+            }
+            files::write_private_atomic(path, &bytes)
+                .map_err(|e| CliError::Message(format!("cannot write {}: {e}", path.display())))?;
+            p.message(&format!(
+                "Wrote the state (serial {}) to {} (mode 0600).",
+                state.serial,
+                path.display()
+            ));
+        }
+    }
+    Ok(ExitStatus::Success)
+}
+
+/// `capi state push FILE [--force]`: replace the state with a file that
+/// loads (checksum, format) and continues it: same lineage, newer serial.
+pub(crate) fn push(
+    g: &GlobalSettings,
+    file: &Path,
+    force: bool,
+    p: &Printer,
+) -> Result<ExitStatus, CliError> {
+    let bytes = std::fs::read(file)
+        .map_err(|e| CliError::Message(format!("cannot read {}: {e}", file.display())))?;
+    let mut incoming = decode(&bytes).map_err(|reason| {
+        CliError::Usage(format!(
+            "{} is not a capi state: {reason}. Nothing was changed",
+            file.display()
+        ))
+    })?;
+    let lock = StateLock::acquire(&g.state, "state push", Duration::ZERO)?;
+    let mut store = StateStore::new(&g.state);
+    store.set_guard(lock.guard()?);
+    let current = store.load()?;
+    if let Some(cur) = &current {
+        if !force && cur.lineage != incoming.lineage {
+            return Err(CliError::Usage(format!(
+                "{} belongs to another state (lineage {}, this one is {}): pushing it would replace \
+                 every record of what this state created. Use --force if that is what you want; nothing was changed",
+                file.display(),
+                incoming.lineage,
+                cur.lineage
+            )));
+        }
+        if !force && incoming.serial <= cur.serial {
+            return Err(CliError::Usage(format!(
+                "{} is serial {}, the state is already at serial {}: it is older (or the same) and \
+                 would undo what was applied since. Use --force to push it anyway; nothing was changed",
+                file.display(),
+                incoming.serial,
+                cur.serial
+            )));
+        }
+        // A forced push still moves forward, so saved plans go stale.
+        incoming.serial = incoming.serial.max(cur.serial + 1);
+    }
+    store.save(&incoming)?;
+    p.message(&format!(
+        "Pushed {} to {} (serial {}).{}",
+        file.display(),
+        g.state.display(),
+        incoming.serial,
+        if current.is_some() {
+            format!(" Backup: {}", store.backup_path().display())
+        } else {
+            String::new()
+        }
+    ));
+    Ok(ExitStatus::Success)
+}

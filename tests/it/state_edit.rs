@@ -1,0 +1,109 @@
+//! State surgery (`capi state rm|pull|push`): locked, backed up, refusing
+//! what would silently lose records.
+
+use std::os::unix::fs::PermissionsExt;
+
+use crate::common::*;
+
+fn run(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    capi(dir).args(args).output().unwrap()
+}
+
+fn serial(dir: &std::path::Path) -> u64 {
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("capi.state.json")).unwrap()).unwrap();
+    v["serial"].as_u64().unwrap()
+}
+
+#[test]
+fn rm_pull_push_keep_the_state_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ex = example("sim");
+    let out = capi(d)
+        .args(["apply", "--auto-approve", "-f"])
+        .arg(&ex)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // pull: the whole state, 0600.
+    let out = run(d, &["state", "pull", "-o", "pulled.json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let meta = std::fs::metadata(d.join("pulled.json")).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::read(d.join("pulled.json")).unwrap(),
+        std::fs::read(d.join("capi.state.json")).unwrap()
+    );
+
+    // rm of something others depend on is refused, naming them; nothing changes.
+    let before = serial(d);
+    let out = run(d, &["state", "rm", "demo/pki"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("depend"), "{}", stderr(&out));
+    assert_eq!(serial(d), before);
+
+    // rm of a worker (and nothing depends on it).
+    let list = stdout(&run(d, &["state", "list"]));
+    let worker = list
+        .lines()
+        .find(|l| l.contains("/machine/demo-md-0"))
+        .expect("a worker in the state")
+        .to_string();
+    let out = run(d, &["state", "rm", &worker]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stdout(&run(d, &["state", "list"])).contains(&worker));
+    assert!(serial(d) > before);
+    assert!(d.join("capi.state.json.backup").exists());
+
+    // push of the older pull is refused, then forced.
+    let out = run(d, &["state", "push", "pulled.json"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("older"), "{}", stderr(&out));
+    let after_rm = serial(d);
+    let out = run(d, &["state", "push", "pulled.json", "--force"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&run(d, &["state", "list"])).contains(&worker));
+    assert!(serial(d) > after_rm, "a forced push still moves forward");
+
+    // Another lineage is refused.
+    let other = tempfile::tempdir().unwrap();
+    let out = capi(other.path())
+        .args(["apply", "--auto-approve", "-f"])
+        .arg(&ex)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let foreign = other.path().join("capi.state.json");
+    let out = capi(d)
+        .args(["state", "push"])
+        .arg(&foreign)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("lineage"), "{}", stderr(&out));
+
+    // Not a state at all.
+    std::fs::write(d.join("junk.json"), "{\"hello\": 1}").unwrap();
+    let out = run(d, &["state", "push", "junk.json"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("not a capi state"),
+        "{}",
+        stderr(&out)
+    );
+    // The state still loads and plans clean.
+    let out = capi(d)
+        .args(["plan", "--detailed-exitcode", "-f"])
+        .arg(&ex)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+}
