@@ -60,6 +60,12 @@ pub(crate) enum JsonEvent<'a> {
     },
     /// An operation starts.
     ApplyStart { address: &'a Address, action: Op },
+    /// Still in flight, every 10 seconds of its life.
+    ApplyProgress {
+        address: &'a Address,
+        action: Op,
+        elapsed_seconds: f64,
+    },
     /// It finished.
     ApplyComplete {
         address: &'a Address,

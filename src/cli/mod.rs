@@ -137,6 +137,7 @@ pub fn run() -> ExitCode {
     let printer = Printer::new(
         settings::color_choice(cli.global.no_color, &env),
         cli.global.json,
+        settings::dumb_terminal(&env),
     );
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

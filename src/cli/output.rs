@@ -16,11 +16,13 @@ pub(crate) struct Printer {
     /// Colours on stderr.
     pub(crate) color_err: bool,
     pub(crate) json: bool,
-    pub(crate) stderr_tty: bool,
+    /// A live progress bar can be drawn: stderr is a terminal and not
+    /// `TERM=dumb`.
+    pub(crate) live: bool,
 }
 
 impl Printer {
-    pub(crate) fn new(color: ColorChoice, json: bool) -> Printer {
+    pub(crate) fn new(color: ColorChoice, json: bool, dumb_terminal: bool) -> Printer {
         let stderr_tty = std::io::stderr().is_terminal();
         let on = |tty: bool| match color {
             ColorChoice::Never => false,
@@ -31,7 +33,7 @@ impl Printer {
             color: !json && on(std::io::stdout().is_terminal()),
             color_err: on(stderr_tty),
             json,
-            stderr_tty,
+            live: stderr_tty && !dumb_terminal,
         }
     }
 

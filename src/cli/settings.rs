@@ -334,6 +334,11 @@ pub(crate) enum ColorChoice {
     Always,
 }
 
+/// `TERM=dumb`: no live progress bar (lines instead).
+pub(crate) fn dumb_terminal(env: &Env) -> bool {
+    env.get("TERM") == Some("dumb")
+}
+
 pub(crate) fn color_choice(no_color_flag: bool, env: &Env) -> ColorChoice {
     if no_color_flag || env.get("NO_COLOR").is_some() {
         ColorChoice::Never

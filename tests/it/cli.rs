@@ -306,3 +306,61 @@ fn terraform_single_dash_flags_work() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(stdout(&out).contains("No changes."), "{}", stdout(&out));
 }
+
+/// One control-plane machine and no workers, each create taking `latency`.
+fn single_machine(dir: &std::path::Path) {
+    let text = std::fs::read_to_string(example("sim/cluster.yaml")).unwrap();
+    let text =
+        text.replacen("replicas: 3", "replicas: 1", 1)
+            .replacen("replicas: 2", "replicas: 0", 1);
+    std::fs::write(dir.join("c.yaml"), text).unwrap();
+}
+
+#[test]
+fn piped_apply_says_still_creating_every_ten_seconds() {
+    let dir = tempfile::tempdir().unwrap();
+    single_machine(dir.path());
+    let out = capi(dir.path())
+        .args([
+            "apply",
+            "--auto-approve",
+            "-f",
+            "c.yaml",
+            "--sim-latency",
+            "12s",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    let beat = err
+        .lines()
+        .find(|l| l.contains("Still creating... [10s elapsed]"))
+        .unwrap_or_else(|| panic!("no heartbeat in:\n{err}"));
+    assert!(beat.starts_with("demo/machine/"), "{beat}");
+    assert!(err.contains("Creation complete after"), "{err}");
+    // The same as JSON.
+    let dir = tempfile::tempdir().unwrap();
+    single_machine(dir.path());
+    let out = capi(dir.path())
+        .args([
+            "apply",
+            "--auto-approve",
+            "--json",
+            "-f",
+            "c.yaml",
+            "--sim-latency",
+            "12s",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let events = json_events(&stdout(&out));
+    let progress: Vec<_> = events
+        .iter()
+        .filter(|e| e["type"] == "apply_progress")
+        .collect();
+    assert!(!progress.is_empty(), "{}", stdout(&out));
+    assert_eq!(progress[0]["elapsed_seconds"], 10.0);
+    assert_eq!(progress[0]["action"], "create");
+}
