@@ -231,7 +231,8 @@ pub(crate) enum Command {
     Describe(DescribeCommand),
     /// Show the state, or one cluster's part of it.
     Show {
-        /// Only this cluster.
+        /// Only this cluster; or a saved plan file (`capi plan -out FILE`) to show what it will do.
+        #[arg(value_name = "CLUSTER|PLANFILE")]
         cluster: Option<String>,
     },
     /// Inspect the state.

@@ -364,3 +364,36 @@ fn piped_apply_says_still_creating_every_ten_seconds() {
     assert_eq!(progress[0]["elapsed_seconds"], 10.0);
     assert_eq!(progress[0]["action"], "create");
 }
+
+#[test]
+fn show_planfile_prints_what_apply_will_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let ex = example("sim");
+    let out = capi(dir.path())
+        .args(["plan", "-out", "p.plan", "-f"])
+        .arg(&ex)
+        .env("CAPI_NOW", NOW)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let planned = stdout(&out);
+    let out = capi(dir.path()).args(["show", "p.plan"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The same plan text as when it was made (the plan's own lines).
+    let shown = stdout(&out);
+    assert!(shown.contains("to add"), "{shown}");
+    for line in shown.lines().filter(|l| l.contains("will be created")) {
+        assert!(planned.contains(line), "{line} not in the plan as made");
+    }
+    let out = capi(dir.path())
+        .args(["show", "--json", "p.plan"])
+        .output()
+        .unwrap();
+    let events = json_events(&stdout(&out));
+    assert!(events.iter().any(|e| e["type"] == "planned_change"));
+    // A file that is no plan is a clear error.
+    std::fs::write(dir.path().join("junk"), "hello").unwrap();
+    let out = capi(dir.path()).args(["show", "junk"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("plan file"), "{}", stderr(&out));
+}

@@ -1,11 +1,16 @@
-//! `capi show [CLUSTER]`: the state in text or JSON, secrets masked.
+//! `capi show [CLUSTER]`: the state in text or JSON, secrets masked;
+//! `capi show PLANFILE`: what a saved plan will do.
 
 use serde_json::{json, Value};
 
+use std::path::Path;
+
+use crate::plan;
 use crate::state::{Resource, State, StateStore};
 
 use super::super::json::JsonEvent;
 use super::super::output::Printer;
+use super::super::pipeline;
 use super::super::settings::GlobalSettings;
 use super::super::{CliError, ExitStatus};
 
@@ -49,11 +54,42 @@ pub(crate) fn select<'a>(state: &'a State, cluster: Option<&'a str>) -> Vec<&'a 
         .collect()
 }
 
+/// `capi show PLANFILE`: what a saved plan will do, as `capi plan` showed
+/// it (text or `--json` events).
+fn saved_plan(path: &Path, p: &Printer) -> Result<ExitStatus, CliError> {
+    let bytes = std::fs::read(path).map_err(|e| {
+        CliError::Usage(format!("cannot read the plan file {}: {e}", path.display()))
+    })?;
+    let pf = plan::file::decode(&bytes).map_err(|e| {
+        CliError::Usage(format!(
+            "{} is neither a cluster in the state nor a plan file capi can read: {e}",
+            path.display()
+        ))
+    })?;
+    if !p.json {
+        p.message(&format!(
+            "Saved plan {} (capi {}, from {}); `capi apply {}` applies exactly this, if the state and manifests have not changed since.",
+            path.display(),
+            pf.capi_version,
+            pf.manifest_files.join(", "),
+            path.display()
+        ));
+    }
+    pipeline::show_plan(p, &pf.plan, "apply");
+    Ok(ExitStatus::Success)
+}
+
 pub(crate) fn run(
     g: &GlobalSettings,
     cluster: Option<&str>,
     p: &Printer,
 ) -> Result<ExitStatus, CliError> {
+    if let Some(arg) = cluster {
+        let path = Path::new(arg);
+        if path.is_file() {
+            return saved_plan(path, p);
+        }
+    }
     let Some(state) = StateStore::new(&g.state).load()? else {
         p.message(&format!(
             "No state at {}: nothing has been applied yet.",
