@@ -112,6 +112,10 @@ pub(crate) enum JsonEvent<'a> {
         /// Resources with sensitive values masked.
         resources: Vec<Value>,
     },
+    /// `capi state list --json`.
+    StateList { addresses: Vec<&'a str> },
+    /// `capi state show ADDRESS --json`: one resource, sensitive values masked.
+    StateResource { resource: Value },
     /// `capi validate --json`.
     Valid {
         objects: usize,

@@ -37,6 +37,23 @@ fn rm_pull_push_keep_the_state_whole() {
         std::fs::read(d.join("capi.state.json")).unwrap()
     );
 
+    // The same as JSON: addresses, and one resource with secrets masked.
+    let out = run(d, &["state", "list", "--json"]);
+    let ev = &json_events(&stdout(&out))[0];
+    assert_eq!(ev["type"], "state_list");
+    assert!(ev["addresses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a == "demo/pki"));
+    let out = run(d, &["state", "show", "demo/pki", "--json"]);
+    let text = stdout(&out);
+    let ev = &json_events(&text)[0];
+    assert_eq!(ev["type"], "state_resource");
+    assert_eq!(ev["resource"]["address"], "demo/pki");
+    assert!(!text.contains("PRIVATE KEY"), "{text}");
+    assert!(text.contains("(sensitive)"), "{text}");
+
     // rm of something others depend on is refused, naming them; nothing changes.
     let before = serial(d);
     let out = run(d, &["state", "rm", "demo/pki"]);

@@ -1,8 +1,9 @@
-//! `capi state list` and `capi state show ADDRESS`.
+//! `capi state list` and `capi state show ADDRESS` (text or `--json`).
 
 use crate::resource::Address;
 use crate::state::StateStore;
 
+use super::super::json::JsonEvent;
 use super::super::output::Printer;
 use super::super::settings::GlobalSettings;
 use super::super::{CliError, ExitStatus};
@@ -12,6 +13,12 @@ pub(crate) fn list(g: &GlobalSettings, p: &Printer) -> Result<ExitStatus, CliErr
     let state = StateStore::new(&g.state)
         .load()?
         .unwrap_or_else(crate::state::State::empty);
+    if p.json {
+        p.emit(&JsonEvent::StateList {
+            addresses: state.resources.iter().map(|r| r.address.as_str()).collect(),
+        });
+        return Ok(ExitStatus::Success);
+    }
     let mut out = String::new();
     for r in &state.resources {
         out.push_str(r.address.as_str());
@@ -32,6 +39,10 @@ pub(crate) fn show(g: &GlobalSettings, address: &str, p: &Printer) -> Result<Exi
         )));
     };
     let v = public_resource(r);
+    if p.json {
+        p.emit(&JsonEvent::StateResource { resource: v });
+        return Ok(ExitStatus::Success);
+    }
     p.data(&format!(
         "{}\n",
         serde_json::to_string_pretty(&v).expect("json")
