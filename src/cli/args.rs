@@ -256,6 +256,13 @@ pub(crate) enum Command {
         /// The lock ID printed by the command that holds it.
         id: String,
     },
+    /// Shell completions on stdout (`source <(capi completion bash)`).
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// The manual page (roff) on stdout (`capi man | man -l -`).
+    Man,
 }
 
 #[derive(Debug, Subcommand)]

@@ -268,5 +268,7 @@ async fn dispatch(cli: Cli, env: &Env, p: &Printer) -> Result<ExitStatus, CliErr
             Ok(ExitStatus::Success)
         }
         Command::ForceUnlock { id } => commands::force_unlock::run(&g, &id, p),
+        Command::Completion { shell } => Ok(commands::completion::completion(shell, p)),
+        Command::Man => Ok(commands::completion::man(p)),
     }
 }

@@ -397,3 +397,25 @@ fn show_planfile_prints_what_apply_will_do() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("plan file"), "{}", stderr(&out));
 }
+
+#[test]
+fn completions_and_man_page_come_from_the_real_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    for shell in ["bash", "zsh", "fish"] {
+        let out = capi(dir.path())
+            .args(["completion", shell])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{shell}: {}", stderr(&out));
+        let text = stdout(&out);
+        assert!(text.contains("auto-approve"), "{shell}: {text}");
+        assert!(text.contains("detailed-exitcode"), "{shell}");
+    }
+    let out = capi(dir.path()).args(["man"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).starts_with(".ie") || stdout(&out).contains(".TH capi"),
+        "{}",
+        stdout(&out)
+    );
+}

@@ -4,6 +4,7 @@
 //! and returns an [`super::ExitStatus`].
 
 pub(crate) mod apply;
+pub(crate) mod completion;
 pub(crate) mod describe;
 pub(crate) mod destroy;
 pub(crate) mod drift;
