@@ -193,6 +193,8 @@ pub(crate) enum Command {
     },
     /// Delete everything in the state, in reverse dependency order.
     Destroy {
+        /// Only this cluster (`name` or `namespace:name`); the others stay.
+        cluster: Option<String>,
         #[command(flatten)]
         manifests: ManifestArgs,
         #[command(flatten)]

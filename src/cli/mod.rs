@@ -220,12 +220,14 @@ async fn dispatch(cli: Cli, env: &Env, p: &Printer) -> Result<ExitStatus, CliErr
                 .await
         }
         Command::Destroy {
+            cluster,
             manifests: m,
             run,
             apply,
         } => {
             let a = ApplySettings::resolve(&apply, None);
-            commands::destroy::run(&g, &manifests(&m)?, &running(Some(&run))?, &a, p).await
+            let (ms, rs) = (manifests(&m)?, running(Some(&run))?);
+            commands::destroy::run(&g, cluster.as_deref(), &ms, &rs, &a, p).await
         }
         Command::Drift {
             manifests: m,

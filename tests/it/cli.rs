@@ -419,3 +419,60 @@ fn completions_and_man_page_come_from_the_real_flags() {
         stdout(&out)
     );
 }
+
+#[test]
+fn destroy_one_cluster_leaves_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for name in ["alpha", "beta"] {
+        let out = capi(d)
+            .args(["generate", "cluster", name, "--flavor", "sim"])
+            .args(["--kubernetes-version", "v1.31.2"])
+            .args([
+                "--control-plane-machine-count",
+                "1",
+                "--worker-machine-count",
+                "1",
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        std::fs::write(d.join(format!("{name}.yaml")), out.stdout).unwrap();
+    }
+    let out = capi(d)
+        .args([
+            "apply",
+            "--auto-approve",
+            "-f",
+            "alpha.yaml",
+            "-f",
+            "beta.yaml",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = capi(d)
+        .args(["destroy", "gamma", "--auto-approve"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("alpha, beta"), "{}", stderr(&out));
+    let out = capi(d)
+        .args(["destroy", "beta", "--auto-approve"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let list = stdout(&capi(d).args(["state", "list"]).output().unwrap());
+    assert!(!list.contains("beta/"), "{list}");
+    assert_eq!(
+        list.lines().filter(|l| l.starts_with("alpha/")).count(),
+        8,
+        "{list}"
+    );
+    // alpha is exactly as applied.
+    let out = capi(d)
+        .args(["plan", "--detailed-exitcode", "-f", "alpha.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+}
