@@ -81,6 +81,14 @@ impl LockedState {
             state,
         })
     }
+
+    /// Release the lock now (removing its files) and hand back the state,
+    /// for a command that ends without freeing it.
+    pub(crate) fn release(self) -> State {
+        let LockedState { _lock, state, .. } = self;
+        drop(_lock);
+        state
+    }
 }
 
 /// Provider settings with the manifests' Secrets (credentials) added.

@@ -476,3 +476,31 @@ fn destroy_one_cluster_leaves_the_others() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
 }
+
+#[test]
+fn plan_leaves_no_lock_files_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let ex = example("sim");
+    let out = capi(dir.path())
+        .args(["apply", "--auto-approve", "-f"])
+        .arg(&ex)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    for args in [&["plan"][..], &["plan", "--refresh=false"]] {
+        let out = capi(dir.path())
+            .args(args)
+            .arg("-f")
+            .arg(&ex)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        let left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(".lock"))
+            .collect();
+        assert!(left.is_empty(), "{args:?} left {left:?}");
+    }
+}

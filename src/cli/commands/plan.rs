@@ -70,6 +70,7 @@ pub(crate) async fn run(
     };
     // The process ends right after this: freeing a 20,000-resource state,
     // graph and plan piece by piece would cost more than the planning itself.
-    std::mem::forget((locked, desired, pl, m));
+    // The lock is released properly (its files removed) first.
+    std::mem::forget((locked.release(), desired, pl, m));
     Ok(status)
 }
