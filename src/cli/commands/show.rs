@@ -4,6 +4,7 @@ use serde_json::{json, Value};
 
 use crate::state::{Resource, State, StateStore};
 
+use super::super::cluster_name;
 use super::super::json::JsonEvent;
 use super::super::output::Printer;
 use super::super::settings::GlobalSettings;
@@ -52,6 +53,7 @@ pub(crate) fn select<'a>(state: &'a State, cluster: Option<&'a str>) -> Vec<&'a 
 pub(crate) fn run(
     g: &GlobalSettings,
     cluster: Option<&str>,
+    namespace: Option<&str>,
     p: &Printer,
 ) -> Result<ExitStatus, CliError> {
     let Some(state) = StateStore::new(&g.state).load()? else {
@@ -61,6 +63,10 @@ pub(crate) fn run(
         ));
         return Ok(ExitStatus::Success);
     };
+    let key = cluster
+        .map(|c| cluster_name::resolve(c, namespace, &state.cluster_keys()))
+        .transpose()?;
+    let cluster = key.as_deref();
     let rs = select(&state, cluster);
     if let Some(c) = cluster {
         if rs.is_empty() {
