@@ -242,7 +242,11 @@ pub(crate) const PASSED: &str = "passed";
 pub(crate) const FAILED: &str = "failed";
 
 /// Record a machine's health-check state (durable when this returns).
-pub(super) async fn record(ctx: &Ctx, machine: &Address, verdict: &'static str) -> Result<(), StepError> {
+pub(super) async fn record(
+    ctx: &Ctx,
+    machine: &Address,
+    verdict: &'static str,
+) -> Result<(), StepError> {
     finish(ctx, machine, move |r| {
         r.observed
             .insert(HEALTH_KEY.into(), serde_json::json!(verdict));
@@ -269,7 +273,9 @@ pub(super) async fn recheck_before_delete(ctx: &Ctx, deleting: &Address) -> Resu
     let unchecked: Vec<Address> = ctx.journal.read(|s| unchecked_machines(s, deleting));
     for m in unchecked {
         // Another delete may have checked it meanwhile.
-        let still = ctx.journal.read(|s| unchecked_machines(s, deleting).contains(&m));
+        let still = ctx
+            .journal
+            .read(|s| unchecked_machines(s, deleting).contains(&m));
         if still {
             checked(ctx, &m).await?;
         }

@@ -62,7 +62,10 @@ mod tests {
         ];
         assert_eq!(resolve("alpha", None, &known).unwrap(), "fleet:alpha");
         assert_eq!(resolve("beta", None, &known).unwrap(), "beta");
-        assert_eq!(resolve("alpha", Some("fleet"), &known).unwrap(), "fleet:alpha");
+        assert_eq!(
+            resolve("alpha", Some("fleet"), &known).unwrap(),
+            "fleet:alpha"
+        );
         assert_eq!(resolve("beta", Some("default"), &known).unwrap(), "beta");
         assert_eq!(resolve("fleet:alpha", None, &known).unwrap(), "fleet:alpha");
         assert_eq!(resolve("gamma", Some("b"), &known).unwrap(), "b:gamma");

@@ -312,7 +312,10 @@ mod tests {
         assert!(s.missing.is_empty(), "{:?}", s.missing);
         assert_eq!(s.text, "x: ${COREOS_OPENSTACK_HOSTNAME}");
         let l = list_variables("$${A}\n${B}\n");
-        assert_eq!(l.iter().map(|v| v.name.as_str()).collect::<Vec<_>>(), vec!["B"]);
+        assert_eq!(
+            l.iter().map(|v| v.name.as_str()).collect::<Vec<_>>(),
+            vec!["B"]
+        );
     }
 
     #[test]

@@ -227,7 +227,10 @@ fn graph_dot_and_text() {
         "{dot}"
     );
     assert!(pos("demo/machine/demo-control-plane-888g1-0") < pos("demo/token"));
-    assert!(t.contains("  <- demo/machine/demo-control-plane-888g1-0 (runs after it)"), "{t}");
+    assert!(
+        t.contains("  <- demo/machine/demo-control-plane-888g1-0 (runs after it)"),
+        "{t}"
+    );
 }
 
 #[test]
@@ -281,9 +284,27 @@ fn short_cluster_names_and_namespace_flag_in_every_cluster_command() {
     // upgrade lists the clusters as they must be named, and takes the short name.
     let o = run(&["upgrade", "--to", "v1.31.3", "--dry-run", "-f", "two.yaml"]);
     assert!(stderr(&o).contains("fleet:alpha, beta"), "{}", stderr(&o));
-    let text = ok(&["upgrade", "--to", "v1.31.3", "--dry-run", "-f", "two.yaml", "alpha"]);
+    let text = ok(&[
+        "upgrade",
+        "--to",
+        "v1.31.3",
+        "--dry-run",
+        "-f",
+        "two.yaml",
+        "alpha",
+    ]);
     assert!(text.contains("Upgrade of cluster fleet:alpha"), "{text}");
-    ok(&["upgrade", "--to", "v1.31.3", "--dry-run", "-f", "two.yaml", "-n", "fleet", "alpha"]);
+    ok(&[
+        "upgrade",
+        "--to",
+        "v1.31.3",
+        "--dry-run",
+        "-f",
+        "two.yaml",
+        "-n",
+        "fleet",
+        "alpha",
+    ]);
     // show, kubeconfig, describe: short name, namespace:name, -n.
     for args in [
         vec!["show", "alpha"],
@@ -302,7 +323,9 @@ fn short_cluster_names_and_namespace_flag_in_every_cluster_command() {
     }
     for args in [
         vec!["describe", "cluster", "alpha"],
-        vec!["describe", "cluster", "-n", "fleet", "alpha", "-f", "two.yaml"],
+        vec![
+            "describe", "cluster", "-n", "fleet", "alpha", "-f", "two.yaml",
+        ],
     ] {
         assert!(ok(&args).contains("Cluster/fleet:alpha"), "{args:?}");
     }
@@ -322,7 +345,9 @@ fn describe_shows_the_planners_verdict() {
     let older = |t: &str| t.replace("      version: v1.31.2\n", "      version: v1.31.1\n");
     std::fs::write(dir.path().join("c.yaml"), &on_delete).unwrap();
     let run = |args: &[&str]| capi(dir.path()).args(args).output().unwrap();
-    assert!(run(&["apply", "--auto-approve", "-f", "c.yaml"]).status.success());
+    assert!(run(&["apply", "--auto-approve", "-f", "c.yaml"])
+        .status
+        .success());
     // OnDelete: outdated machines stay; plan and describe agree.
     std::fs::write(dir.path().join("c.yaml"), older(&on_delete)).unwrap();
     let out = run(&["plan", "--detailed-exitcode", "-f", "c.yaml"]);
@@ -331,7 +356,10 @@ fn describe_shows_the_planners_verdict() {
     let text = stdout(&out);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(!text.contains("will be replaced"), "{text}");
-    assert!(text.contains("kept, `capi plan` does not replace it"), "{text}");
+    assert!(
+        text.contains("kept, `capi plan` does not replace it"),
+        "{text}"
+    );
     // RollingUpdate: the same edit rolls the machines, and describe says so.
     std::fs::write(dir.path().join("c.yaml"), older(BASE)).unwrap();
     let out = run(&["plan", "--detailed-exitcode", "-f", "c.yaml"]);
@@ -343,7 +371,10 @@ fn describe_shows_the_planners_verdict() {
 #[test]
 fn template_edits_in_place_follow_cluster_api() {
     let dir = tempfile::tempdir().unwrap();
-    let run = |args: &[&str]| {
+    let run = |args: &[&str]| capi(dir.path()).args(args).output().unwrap();
+    // A clock past the rolloutAfter below (apply records it as the
+    // creation time of the machines it makes).
+    let later = |args: &[&str]| {
         capi(dir.path())
             .args(args)
             .env("CAPI_NOW", NOW)
@@ -352,7 +383,9 @@ fn template_edits_in_place_follow_cluster_api() {
     };
     let write = |text: &str| std::fs::write(dir.path().join("c.yaml"), text).unwrap();
     write(BASE);
-    assert!(run(&["apply", "--auto-approve", "-f", "c.yaml"]).status.success());
+    assert!(run(&["apply", "--auto-approve", "-f", "c.yaml"])
+        .status
+        .success());
 
     // An infrastructure template edited in place is refused, with upstream's advice.
     let edited = BASE.replace(
@@ -364,14 +397,23 @@ fn template_edits_in_place_follow_cluster_api() {
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
     let err = stderr(&out);
     assert!(err.contains("DevMachineTemplate \"c1-machines\""), "{err}");
-    assert!(err.contains("create a new DevMachineTemplate with a new name"), "{err}");
-    let line = BASE[..BASE.find("kind: DevMachineTemplate").unwrap()].lines().count();
+    assert!(
+        err.contains("create a new DevMachineTemplate with a new name"),
+        "{err}"
+    );
+    // The template's own document.
+    let doc = "apiVersion: infrastructure.cluster.x-k8s.io/v1beta2\nkind: DevMachineTemplate";
+    let line = BASE[..BASE.find(doc).unwrap()].lines().count() + 1;
     assert!(err.contains(&format!("c.yaml:{line}")), "{line}: {err}");
     // The same content under a new name rolls the machines.
     write(&edited.replace("c1-machines", "c1-machines-2"));
     let out = run(&["plan", "--detailed-exitcode", "-f", "c.yaml"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(stdout(&out).contains("will be replaced by"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("will be replaced by"),
+        "{}",
+        stdout(&out)
+    );
 
     // A KubeadmConfigTemplate edited in place replaces nothing; new machines differ.
     let bootstrap = BASE.replace(
@@ -382,7 +424,8 @@ fn template_edits_in_place_follow_cluster_api() {
     let out = run(&["plan", "--detailed-exitcode", "-f", "c.yaml"]);
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
     assert!(
-        stdout(&out).contains("KubeadmConfigTemplate/c1-md was edited in place: the 2 existing machine(s)"),
+        stdout(&out)
+            .contains("KubeadmConfigTemplate/c1-md was edited in place: the 2 existing machine(s)"),
         "{}",
         stdout(&out)
     );
@@ -390,8 +433,23 @@ fn template_edits_in_place_follow_cluster_api() {
     let out = run(&["plan", "--detailed-exitcode", "-f", "c.yaml"]);
     assert_eq!(out.status.code(), Some(2));
     let text = stdout(&out);
-    assert!(text.contains("1 to add, 0 to change, 0 to replace, 0 to destroy"), "{text}");
-    assert!(text.contains("echo new"), "the new machine gets the new content: {text}");
+    assert!(
+        text.contains("1 to add, 0 to change, 0 to replace, 0 to destroy"),
+        "{text}"
+    );
+    // The new machine's bootstrap document is the new content's: no machine
+    // in the state has it.
+    let sha = text
+        .split("join-worker (kubeadm.k8s.io/v1beta4), sha256:")
+        .nth(1)
+        .map(|t| &t[..12])
+        .expect("the new machine's bootstrap document");
+    let state_text = std::fs::read_to_string(dir.path().join("capi.state.json")).unwrap();
+    assert!(
+        state_text.contains("\"sha256\":\""),
+        "bootstrap documents are in the state"
+    );
+    assert!(!state_text.contains(sha), "new machines differ: {sha}");
 
     // spec.rollout.after (rolloutAfter) forces a rollout once it has passed.
     let after = |when: &str| {
@@ -400,12 +458,31 @@ fn template_edits_in_place_follow_cluster_api() {
             &format!("  replicas: 2\n  rollout:\n    after: \"{when}\"\n  template:"),
         )
     };
-    write(&after("2099-01-01T00:00:00Z"));
-    assert_eq!(run(&["plan", "--detailed-exitcode", "-f", "c.yaml"]).status.code(), Some(0));
     write(&after("2029-06-01T00:00:00Z"));
-    let out = run(&["plan", "--detailed-exitcode", "-f", "c.yaml"]);
+    assert_eq!(
+        run(&["plan", "--detailed-exitcode", "-f", "c.yaml"])
+            .status
+            .code(),
+        Some(0)
+    );
+    let out = later(&["plan", "--detailed-exitcode", "-f", "c.yaml"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stdout(&out).contains("spec.rolloutAfter (2029-06-01T00:00:00Z) has passed"), "{}", stdout(&out));
-    assert!(run(&["apply", "--auto-approve", "-f", "c.yaml"]).status.success());
-    assert_eq!(run(&["plan", "--detailed-exitcode", "-f", "c.yaml"]).status.code(), Some(0));
+    let text = stdout(&out);
+    assert!(
+        text.contains("spec.rolloutAfter (2029-06-01T00:00:00Z) has passed"),
+        "{text}"
+    );
+    assert!(text.contains("c1/machine/c1-md-"), "{text}");
+    assert!(
+        !text.contains("c1/machine/c1-cp-"),
+        "only the MachineDeployment rolls: {text}"
+    );
+    let out = later(&["apply", "--auto-approve", "-f", "c.yaml"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = later(&["plan", "--detailed-exitcode", "-f", "c.yaml"]);
+    assert!(
+        !stdout(&out).contains("rolloutAfter"),
+        "rolled once: {}",
+        stdout(&out)
+    );
 }

@@ -1268,7 +1268,10 @@ fn two_clusters_in_one_apply_share_one_network_and_survive_duplicates() {
         let id = docker_ok(&[
             "inspect",
             "-f",
-            &format!("{{{{(index .NetworkSettings.Networks \"{}\").NetworkID}}}}", a.network),
+            &format!(
+                "{{{{(index .NetworkSettings.Networks \"{}\").NetworkID}}}}",
+                a.network
+            ),
             c,
         ]);
         assert_eq!(id.trim(), first, "{c} is on the oldest network");

@@ -508,7 +508,10 @@ fn misspelt_cluster_api_kind_is_an_error_with_a_suggestion() {
         "{}",
         p.help
     );
-    assert_eq!(p.pos.line, line_of(&text, "kind: MachineDeploymnet", "c1-cp"));
+    assert_eq!(
+        p.pos.line,
+        line_of(&text, "kind: MachineDeploymnet", "c1-cp")
+    );
     // Unknown kinds of a Cluster API group without a close match are errors too.
     let extra = "---\napiVersion: infrastructure.cluster.x-k8s.io/v1beta1\nkind: AWSCluster\nmetadata:\n  name: x\nspec: {}\n";
     let p = one(&format!("{BASE}{extra}"));

@@ -591,7 +591,7 @@ fn parallelism_bounds_machines_in_flight_and_is_used() {
 }
 
 /// The control-plane machines in the state: name → (version, health_check).
-fn cp_machines(dir: &std::path::Path) -> BTreeMap<String, (String, String)> {
+fn cp_machines(dir: &Path) -> BTreeMap<String, (String, String)> {
     let state = capi::state::StateStore::new(dir.join("capi.state.json"))
         .load()
         .unwrap()
@@ -655,11 +655,7 @@ fn rerun_of_a_failed_health_checked_rollout_checks_the_new_machine_again() {
     // deletes the last good one: it fails again, the old machine stays.
     let out = apply_with("echo not ready; exit 3");
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("did not pass"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("did not pass"), "{}", stderr(&out));
     let cps = cp_machines(dir.path());
     assert_eq!(cps.len(), 2, "the old machine was deleted: {cps:?}");
     assert_eq!(cps[&new.0].1, "failed");
@@ -711,12 +707,21 @@ fn control_plane_scale_up_is_health_checked() {
 #[test]
 fn plan_after_upgrade_without_write_explains_and_write_fixes_it() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("c.yaml"), cluster("v1.31.2", 1, 1, 1, 0)).unwrap();
+    std::fs::write(dir.path().join("c.yaml"), cluster("v1.30.5", 1, 1, 1, 0)).unwrap();
     let run = |args: &[&str]| capi(dir.path()).args(args).output().unwrap();
-    assert!(run(&["apply", "--auto-approve", "-f", "c.yaml"]).status.success());
-    let out = run(&["upgrade", "--to", "v1.31.3", "--auto-approve", "-f", "c.yaml"]);
+    assert!(run(&["apply", "--auto-approve", "-f", "c.yaml"])
+        .status
+        .success());
+    let out = run(&[
+        "upgrade",
+        "--to",
+        "v1.31.3",
+        "--auto-approve",
+        "-f",
+        "c.yaml",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
-    // The manifests still say v1.31.2: refused, with what happened and the fix.
+    // The manifests still say v1.30.5: refused, with what happened and the fix.
     let out = run(&["plan", "-f", "c.yaml"]);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
@@ -727,12 +732,26 @@ fn plan_after_upgrade_without_write_explains_and_write_fixes_it() {
     );
     assert!(err.contains("c.yaml:"), "{err}");
     // The advice works: nothing rolls, the files get the version.
-    let out = run(&["upgrade", "--to", "v1.31.3", "--write", "--auto-approve", "-f", "c.yaml"]);
+    let out = run(&[
+        "upgrade",
+        "--to",
+        "v1.31.3",
+        "--write",
+        "--auto-approve",
+        "-f",
+        "c.yaml",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = std::fs::read_to_string(dir.path().join("c.yaml")).unwrap();
-    assert!(!text.contains("v1.31.2"), "{text}");
+    assert!(!text.contains("v1.30.5"), "{text}");
     let out = run(&["plan", "--detailed-exitcode", "-f", "c.yaml"]);
-    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
 }
 
 /// Versions of the machines in the state by owner kind.
@@ -742,7 +761,11 @@ fn versions_by_owner(dir: &Path) -> BTreeMap<String, BTreeSet<String>> {
         .unwrap()
         .unwrap();
     let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for m in state.resources.iter().filter_map(|r| r.attributes.as_machine()) {
+    for m in state
+        .resources
+        .iter()
+        .filter_map(|r| r.attributes.as_machine())
+    {
         out.entry(format!("{:?}", m.owner.kind))
             .or_default()
             .insert(m.version.to_string());
@@ -753,25 +776,52 @@ fn versions_by_owner(dir: &Path) -> BTreeMap<String, BTreeSet<String>> {
 #[test]
 fn upgrade_md_only_to_a_version_the_control_plane_is_past() {
     let dir = tempfile::tempdir().unwrap();
-    let text = cluster("v1.31.3", 1, 2, 1, 0).replace(
-        "version: \"v1.31.3\"",
-        "version: \"v1.31.1\"",
-    );
+    let text =
+        cluster("v1.31.3", 1, 2, 1, 0).replace("version: \"v1.31.3\"", "version: \"v1.31.1\"");
     std::fs::write(dir.path().join("c.yaml"), &text).unwrap();
     let run = |args: &[&str]| capi(dir.path()).args(args).output().unwrap();
-    assert!(run(&["apply", "--auto-approve", "-f", "c.yaml"]).status.success());
+    assert!(run(&["apply", "--auto-approve", "-f", "c.yaml"])
+        .status
+        .success());
     let out = run(&[
-        "upgrade", "--to", "v1.31.2", "--md", "roll-md", "--auto-approve", "--write", "-f", "c.yaml",
+        "upgrade",
+        "--to",
+        "v1.31.2",
+        "--md",
+        "roll-md",
+        "--auto-approve",
+        "--write",
+        "-f",
+        "c.yaml",
     ]);
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
-    assert!(stdout(&out).contains("the control plane keeps its version"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("the control plane keeps its version"),
+        "{}",
+        stdout(&out)
+    );
     let v = versions_by_owner(dir.path());
-    assert_eq!(v["KubeadmControlPlane"], BTreeSet::from(["v1.31.3".to_string()]));
-    assert_eq!(v["MachineDeployment"], BTreeSet::from(["v1.31.2".to_string()]));
+    assert_eq!(
+        v["KubeadmControlPlane"],
+        BTreeSet::from(["v1.31.3".to_string()])
+    );
+    assert_eq!(
+        v["MachineDeployment"],
+        BTreeSet::from(["v1.31.2".to_string()])
+    );
     let written = std::fs::read_to_string(dir.path().join("c.yaml")).unwrap();
-    assert!(written.contains("version: v1.31.3") && written.contains("version: \"v1.31.2\""), "{written}");
+    assert!(
+        written.contains("version: v1.31.3") && written.contains("version: \"v1.31.2\""),
+        "{written}"
+    );
     let out = run(&["plan", "--detailed-exitcode", "-f", "c.yaml"]);
-    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -804,12 +854,33 @@ spec:
     let out = run(&["apply", "--auto-approve", "-f", "c.yaml"]);
     assert!(out.status.success(), "{}", stderr(&out));
     // Newer than the control plane: refused, saying why.
-    let out = run(&["upgrade", "--to", "v1.32.0", "--auto-approve", "-f", "c.yaml"]);
+    let out = run(&[
+        "upgrade",
+        "--to",
+        "v1.32.0",
+        "--auto-approve",
+        "-f",
+        "c.yaml",
+    ]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("newer than the control plane at v1.31.3"), "{}", stderr(&out));
-    let out = run(&["upgrade", "--to", "v1.31.3", "--auto-approve", "-f", "c.yaml"]);
+    assert!(
+        stderr(&out).contains("newer than the control plane at v1.31.3"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(&[
+        "upgrade",
+        "--to",
+        "v1.31.3",
+        "--auto-approve",
+        "-f",
+        "c.yaml",
+    ]);
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     let v = versions_by_owner(dir.path());
-    assert_eq!(v["MachineDeployment"], BTreeSet::from(["v1.31.3".to_string()]));
+    assert_eq!(
+        v["MachineDeployment"],
+        BTreeSet::from(["v1.31.3".to_string()])
+    );
     assert_eq!(v["Machine"], BTreeSet::from(["v1.31.3".to_string()]));
 }

@@ -88,13 +88,9 @@ fn group_rows(
         None
     };
     // Machines that are ready and up to date collapse into one row.
-    let (fine, other): (Vec<&&Resource>, Vec<&&Resource>) = machines
-        .iter()
-        .partition(|r| {
-            machine_state(r).0
-                && up_to_date(r, desired) != Some(false)
-                && verdict(r, desired).is_none()
-        });
+    let (fine, other): (Vec<&&Resource>, Vec<&&Resource>) = machines.iter().partition(|r| {
+        machine_state(r).0 && up_to_date(r, desired) != Some(false) && verdict(r, desired).is_none()
+    });
     let mut entries: Vec<Row> = Vec::new();
     if grouping && fine.len() > 1 {
         let names: Vec<String> = fine
@@ -190,13 +186,20 @@ impl std::ops::Deref for Judged<'_> {
 }
 
 fn verdict<'j>(r: &Resource, desired: Option<&'j Judged<'_>>) -> Option<&'j str> {
-    desired?.verdicts.get(r.address.as_str()).map(String::as_str)
+    desired?
+        .verdicts
+        .get(r.address.as_str())
+        .map(String::as_str)
 }
 
 /// Plan the manifests against the state (no refresh, as `plan
 /// --refresh=false`): describe shows what `capi plan` would do, from the
 /// same planner. A plan that fails leaves no verdicts, only its error.
-fn verdicts(d: &Desired, state: &State, g: &GlobalSettings) -> Result<BTreeMap<String, String>, String> {
+fn verdicts(
+    d: &Desired,
+    state: &State,
+    g: &GlobalSettings,
+) -> Result<BTreeMap<String, String>, String> {
     let opts = PlanOptions {
         now_unix: g.now(),
         ..Default::default()
@@ -287,12 +290,7 @@ pub(crate) fn run(
 }
 
 /// The top row: the cluster with its machine counts.
-fn cluster_row(
-    cluster: &str,
-    machines: &[&Resource],
-    dc: Option<&Judged<'_>>,
-    lb_ok: bool,
-) -> Row {
+fn cluster_row(cluster: &str, machines: &[&Resource], dc: Option<&Judged<'_>>, lb_ok: bool) -> Row {
     let total_ready = machines.iter().filter(|r| machine_state(r).0).count();
     let total_utd = dc.map(|_| {
         machines

@@ -283,14 +283,22 @@ fn unknown_cluster_api_kind(kind: &str, name: &str, api_version: &str) -> Option
     if !cluster_api_group || KNOWN_UNMANAGED.contains(&kind) {
         return None;
     }
-    let managed = Kind::ALL.iter().map(|k| k.as_str());
-    let closest = managed
-        .map(|k| (edit_distance(&kind.to_lowercase(), &k.to_lowercase()), k))
+    // Suggestions come from the kinds of the same group (all of them when
+    // capi manages none there).
+    let same_group = Kind::ALL.iter().any(|k| k.group() == group);
+    let closest = Kind::ALL
+        .iter()
+        .filter(|k| !same_group || k.group() == group)
+        .map(|k| {
+            (
+                edit_distance(&kind.to_lowercase(), &k.as_str().to_lowercase()),
+                k.as_str(),
+            )
+        })
         .min()
-        .filter(|(d, _)| *d <= 3.max(kind.len() / 4));
-    let message = format!(
-        "{kind} {name:?} ({api_version}): {kind:?} is not a Cluster API kind capi knows"
-    );
+        .filter(|(d, _)| *d <= 2.max(kind.len() / 4));
+    let message =
+        format!("{kind} {name:?} ({api_version}): {kind:?} is not a Cluster API kind capi knows");
     let help = match closest {
         Some((_, k)) => format!(
             "did you mean {k}? An object capi cannot read would be left out of the plan (and the machines it owns destroyed)"

@@ -15,8 +15,7 @@ use super::super::rollout::{self, Existing, GroupOp, Schedule};
 use super::super::{skew, Action, ReasonCode};
 use super::cluster::ClusterPlanner;
 use super::machines::{
-    delete_machine, machine_change, only_bootstrap_template_content_differs,
-    rollout_after_passed,
+    delete_machine, machine_change, only_bootstrap_template_content_differs, rollout_after_passed,
 };
 use super::report::GroupReport;
 use super::{attribute_diff, PlanError, ProtoStep};
@@ -51,7 +50,9 @@ fn refuse_infra_template_edits(gm: &GroupMachines<'_>) -> Result<(), PlanError> 
         let Some(m) = r.attributes.as_machine() else {
             continue;
         };
-        if m.infra.kind == g.infra.kind && m.infra.name == g.infra.name && m.infra.spec != g.infra.spec
+        if m.infra.kind == g.infra.kind
+            && m.infra.name == g.infra.name
+            && m.infra.spec != g.infra.spec
         {
             return Err(PlanError::Immutable {
                 address: r.address.clone(),

@@ -205,8 +205,7 @@ pub(super) fn created_unix(r: &Resource) -> i64 {
 /// The group's `spec.rolloutAfter`, when it has passed and the machine is
 /// older: Cluster API's way to force a rollout.
 pub(super) fn rollout_after_passed(g: &MachineGroup, r: &Resource, now: i64) -> Option<i64> {
-    g.rollout_after
-        .filter(|&t| now >= t && created_unix(r) < t)
+    g.rollout_after.filter(|&t| now >= t && created_unix(r) < t)
 }
 
 /// Only the content of the group's KubeadmConfigTemplate differs from what

@@ -23,7 +23,10 @@ use crate::resource::NetworkSpec;
 const LABEL_MANAGED: &str = "capi.x-k8s.io/managed";
 
 fn labelled_by_capi(labels: Option<&std::collections::HashMap<String, String>>) -> bool {
-    labels.and_then(|l| l.get(LABEL_MANAGED)).map(String::as_str) == Some("true")
+    labels
+        .and_then(|l| l.get(LABEL_MANAGED))
+        .map(String::as_str)
+        == Some("true")
 }
 
 fn created_by_capi(net: &NetworkInspect) -> bool {
@@ -158,5 +161,3 @@ impl DockerProvider {
         Ok(())
     }
 }
-
-
