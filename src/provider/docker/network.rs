@@ -4,11 +4,12 @@
 //! is attached to it any more.
 //!
 //! Docker allows several networks with one name, and then refuses every call
-//! that names it ("network kind is ambiguous"). So capi creates a network at
-//! most once per process (clusters sharing it in one apply wait for each
-//! other), and works with a network's id, never its name: among networks of
-//! one name it uses the one with capi's label, else the oldest, and records
-//! the choice (`note`) in the state.
+//! that names it ("network kind is ambiguous"), starting a container on it
+//! included. So capi creates a network at most once per process (clusters
+//! sharing it in one apply wait for each other) and works with a network's
+//! id: among networks of one name it uses the one with capi's label, else
+//! the oldest, removes the unused duplicates (a duplicate in use is an error
+//! naming it) and records what it did (`note`) in the state.
 
 use std::collections::BTreeMap;
 
@@ -45,20 +46,18 @@ fn preferred(nets: &[Network]) -> Option<&Network> {
     })
 }
 
-/// What to record when the name is ambiguous.
-fn duplicates_note(name: &str, nets: &[Network], chosen: &Network) -> Option<String> {
-    (nets.len() > 1).then(|| {
-        format!(
-            "{} networks are named {name}; capi uses {} ({}) and leaves the others alone",
-            nets.len(),
-            short_id(chosen.id.as_deref().unwrap_or("")),
-            if labelled_by_capi(chosen.labels.as_ref()) {
-                "the one with capi's label"
-            } else {
-                "the oldest"
-            }
-        )
-    })
+/// What to record when the name was ambiguous.
+fn duplicates_note(name: &str, count: usize, chosen: &Network, removed: &[String]) -> String {
+    format!(
+        "{count} networks were named {name}; capi uses {} ({}) and removed the unused duplicate(s) {} (Docker cannot start a container on an ambiguous network name)",
+        short_id(chosen.id.as_deref().unwrap_or("")),
+        if labelled_by_capi(chosen.labels.as_ref()) {
+            "the one with capi's label"
+        } else {
+            "the oldest"
+        },
+        removed.join(", ")
+    )
 }
 
 fn short_id(id: &str) -> &str {
@@ -117,8 +116,13 @@ impl DockerProvider {
                 n.name
             ))
         })?;
-        let note = duplicates_note(&n.name, &nets, chosen);
         let id = chosen.id.clone().unwrap_or_default();
+        let note = if nets.len() > 1 {
+            let removed = self.remove_duplicates(&n.name, &nets, &id).await?;
+            Some(duplicates_note(&n.name, nets.len(), chosen, &removed))
+        } else {
+            None
+        };
         let net = self.engine.inspect_network(&id).await?.ok_or_else(|| {
             ProviderError::Failed(format!("inspecting network {} ({id}): it vanished", n.name))
         })?;
@@ -140,6 +144,40 @@ impl DockerProvider {
             observed.insert("note".into(), json!(note));
         }
         Ok(observed)
+    }
+
+    /// Docker refuses to start a container on a network name that several
+    /// networks share, so the duplicates of `keep` go when nothing uses
+    /// them. One in use cannot be removed by capi: that is an error saying
+    /// which networks and how to resolve it. Returns the removed ids.
+    async fn remove_duplicates(
+        &self,
+        name: &str,
+        nets: &[Network],
+        keep: &str,
+    ) -> Result<Vec<String>, ProviderError> {
+        let mut removed = Vec::new();
+        for other in nets
+            .iter()
+            .filter_map(|n| n.id.as_deref())
+            .filter(|id| *id != keep)
+        {
+            let Some(net) = self.engine.inspect_network(other).await? else {
+                continue;
+            };
+            if net.containers.as_ref().is_some_and(|c| !c.is_empty()) {
+                return Err(ProviderError::Failed(format!(
+                    "{} networks are named {name} and {} (not the one capi uses, {}) has containers attached; Docker cannot start containers on an ambiguous network name. Move or remove those containers and run `docker network rm {}`, then apply again",
+                    nets.len(),
+                    short_id(other),
+                    short_id(keep),
+                    short_id(other)
+                )));
+            }
+            self.engine.remove_network(other).await?;
+            removed.push(short_id(other).to_string());
+        }
+        Ok(removed)
     }
 
     /// Remove the networks of this name that capi created and nothing uses
