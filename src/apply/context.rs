@@ -41,6 +41,8 @@ pub(crate) struct Ctx {
     pub(crate) documents: Arc<BTreeMap<String, String>>,
     pub(crate) redactor: RwLock<Redactor>,
     pub(crate) health: Option<health::HealthCheck>,
+    /// A fixed clock (`CAPI_NOW`) for what apply records.
+    pub(crate) clock: Option<i64>,
     pub(crate) gates: health::Gates,
     pub(crate) events: Events,
     /// Admin kubeconfigs for health checks, written on first use.
@@ -51,6 +53,11 @@ pub(crate) struct Ctx {
 impl Ctx {
     pub(crate) fn provider(&self, kind: ProviderKind) -> Result<&Arc<dyn Provider>, StepError> {
         self.providers.get(&kind).ok_or(StepError::NoProvider(kind))
+    }
+
+    /// Now, by the run's clock.
+    pub(crate) fn now(&self) -> i64 {
+        self.clock.unwrap_or_else(crate::util::time::now_unix)
     }
 
     pub(crate) fn redact(&self, s: &str) -> String {

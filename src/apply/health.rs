@@ -21,6 +21,8 @@ use crate::state::State;
 use crate::util::time::now_unix;
 
 use super::context::Ctx;
+use super::error::StepError;
+use super::step::finish;
 use super::Event;
 
 #[derive(Debug, Clone)]
@@ -230,6 +232,70 @@ pub(super) async fn after_machine(ctx: &Ctx, machine: &Address) -> Result<(), Ga
         kubeconfig: &kubeconfig,
     };
     ctx.gates.gate(hc, &subject, ready_at, &report).await
+}
+
+/// `observed.health_check` of a machine created behind a health gate:
+/// written when it is ready, then replaced by the gate's verdict.
+pub(crate) const HEALTH_KEY: &str = "health_check";
+pub(crate) const PENDING: &str = "pending";
+pub(crate) const PASSED: &str = "passed";
+pub(crate) const FAILED: &str = "failed";
+
+/// Record a machine's health-check state (durable when this returns).
+pub(super) async fn record(
+    ctx: &Ctx,
+    machine: &Address,
+    verdict: &'static str,
+) -> Result<(), StepError> {
+    finish(ctx, machine, move |r| {
+        r.observed
+            .insert(HEALTH_KEY.into(), serde_json::json!(verdict));
+    })
+    .await
+}
+
+/// Run the gate for `machine` and record its verdict.
+pub(super) async fn checked(ctx: &Ctx, machine: &Address) -> Result<(), StepError> {
+    let verdict = after_machine(ctx, machine).await;
+    record(ctx, machine, if verdict.is_ok() { PASSED } else { FAILED }).await?;
+    Ok(verdict?)
+}
+
+/// Before a machine of a cluster is deleted (with `--health-check`): every
+/// other machine of the cluster that never passed its check (it failed, or
+/// the run stopped before its verdict) is checked again and must pass. A
+/// failed rollout run again must not remove the last good machine on the
+/// word of an unchecked one.
+pub(super) async fn recheck_before_delete(ctx: &Ctx, deleting: &Address) -> Result<(), StepError> {
+    if ctx.health.is_none() || deleting.kind() != ResourceKind::Machine {
+        return Ok(());
+    }
+    let unchecked: Vec<Address> = ctx.journal.read(|s| unchecked_machines(s, deleting));
+    for m in unchecked {
+        // Another delete may have checked it meanwhile.
+        let still = ctx
+            .journal
+            .read(|s| unchecked_machines(s, deleting).contains(&m));
+        if still {
+            checked(ctx, &m).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Machines of `deleting`'s cluster, other than it, whose health check has
+/// not passed.
+pub(crate) fn unchecked_machines(s: &State, deleting: &Address) -> Vec<Address> {
+    s.cluster_resources(deleting.cluster_key())
+        .filter(|r| r.kind == ResourceKind::Machine && r.address != *deleting)
+        .filter(|r| {
+            r.observed
+                .get(HEALTH_KEY)
+                .and_then(|v| v.as_str())
+                .is_some_and(|v| v != PASSED)
+        })
+        .map(|r| r.address.clone())
+        .collect()
 }
 
 /// The admin kubeconfig file of the machine's cluster, written on first use.

@@ -3,7 +3,8 @@
 //! endpoint, PKI, the manifests' Secrets), create it at the provider, record
 //! the result (a failure keeps its error record: for a bootstrap failure the
 //! command, exit code and output tail, and what the provider observed), then
-//! run the health gate if the plan asked for one.
+//! run the health gate if the plan asked for one (its result recorded on the
+//! machine: `observed.health_check`).
 
 use crate::bootstrap::refs;
 use crate::plan::Step;
@@ -30,18 +31,24 @@ pub(super) async fn create(
         .read(|s| resolve_bootstrap(ctx, s, &step.address))?;
     let r = provider_create(ctx, step, &spec, &doc).await;
     drop(permit);
+    let now = ctx.now();
     match r {
         Ok(observed) => {
             finish(ctx, &step.address, move |r| {
                 r.status = Status::Ready;
                 r.observed = observed;
+                // For spec.rolloutAfter: machines created before it roll.
+                r.observed
+                    .insert("created_unix".into(), serde_json::json!(now));
                 r.error = None;
             })
             .await?;
             // The machine is recorded as ready; a failing health gate stops
-            // the rollout without undoing it.
-            if step.health_gate {
-                health::after_machine(ctx, &step.address).await?;
+            // the rollout without undoing it, and the state says the machine
+            // has not passed (a later apply checks it again).
+            if step.health_gate && ctx.health.is_some() {
+                health::record(ctx, &step.address, health::PENDING).await?;
+                health::checked(ctx, &step.address).await?;
             }
             Ok(())
         }

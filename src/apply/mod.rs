@@ -98,6 +98,9 @@ pub struct Executor {
     pub events: Option<mpsc::UnboundedSender<Event>>,
     /// `--health-check`: run between rollout steps.
     pub health: Option<health::HealthCheck>,
+    /// A fixed clock for what apply records (`CAPI_NOW`); `None`: the
+    /// system clock.
+    pub clock: Option<i64>,
 }
 
 /// Every secret value in a state, for redaction.
@@ -129,6 +132,7 @@ pub async fn apply(plan: &Plan, state: State, store: StateStore, exec: Executor)
         documents: Arc::new(plan.documents.clone()),
         redactor: RwLock::new(Redactor::new(secret_values)),
         health: exec.health,
+        clock: exec.clock,
         gates: health::Gates::default(),
         events: events.clone(),
         kubeconfigs: tokio::sync::Mutex::new(BTreeMap::new()),

@@ -53,6 +53,7 @@ async fn delete(ctx: &Ctx, step: &Step, permit: Permit) -> Result<(), StepError>
     let Some(existing) = ctx.journal.read(|s| s.get(&step.address).cloned()) else {
         return Ok(());
     };
+    super::health::recheck_before_delete(ctx, &step.address).await?;
     let a = step.address.clone();
     commit(ctx, &step.address, move |st| {
         if let Some(r) = st.get_mut(&a) {
@@ -259,6 +260,14 @@ async fn update_machine(
     finish(ctx, &step.address, move |r| {
         r.status = Status::Ready;
         r.attributes = spec;
+        // What capi itself records (creation time, health-check verdict)
+        // survives the provider's new observation.
+        let mut observed = observed;
+        for key in ["created_unix", super::health::HEALTH_KEY] {
+            if let Some(v) = r.observed.get(key) {
+                observed.entry(key.to_string()).or_insert_with(|| v.clone());
+            }
+        }
         r.observed = observed;
     })
     .await

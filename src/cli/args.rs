@@ -90,8 +90,12 @@ pub(crate) struct UpgradeArgs {
     /// The Kubernetes version to reach.
     #[arg(long, value_name = "VERSION")]
     pub(crate) to: String,
-    /// The cluster (required when the manifests hold several).
+    /// The cluster (required when the manifests hold several): `name`
+    /// (unambiguous), `namespace:name`, or `name -n namespace`.
     pub(crate) cluster: Option<String>,
+    /// The cluster's namespace.
+    #[arg(short = 'n', long, value_name = "NAMESPACE")]
+    pub(crate) namespace: Option<String>,
     /// Only these MachineDeployments (default: all of the cluster). Repeatable.
     #[arg(long = "md", value_name = "NAME")]
     pub(crate) md: Vec<String>,
@@ -236,14 +240,20 @@ pub(crate) enum Command {
         /// Only this cluster; or a saved plan file (`capi plan -out FILE`) to show what it will do.
         #[arg(value_name = "CLUSTER|PLANFILE")]
         cluster: Option<String>,
+        /// The cluster's namespace (then CLUSTER is its bare name).
+        #[arg(short = 'n', long, value_name = "NAMESPACE")]
+        namespace: Option<String>,
     },
     /// Inspect the state.
     #[command(subcommand)]
     State(StateCommand),
     /// Write an admin kubeconfig for a cluster (like `clusterctl get kubeconfig`).
     Kubeconfig {
-        /// The cluster (as in addresses: `name`, or `namespace:name`).
+        /// The cluster: `name` (unambiguous), `namespace:name`, or `name -n namespace`.
         cluster: String,
+        /// The cluster's namespace (then CLUSTER is its bare name).
+        #[arg(short = 'n', long, value_name = "NAMESPACE")]
+        namespace: Option<String>,
         /// Write to this file (mode 0600) instead of stdout.
         #[arg(short, long)]
         output: Option<PathBuf>,
@@ -273,6 +283,9 @@ pub(crate) enum DescribeCommand {
     /// with READY and UP TO DATE counts (UP TO DATE needs -f manifests).
     Cluster {
         cluster: String,
+        /// The cluster's namespace (then CLUSTER is its bare name).
+        #[arg(short = 'n', long, value_name = "NAMESPACE")]
+        namespace: Option<String>,
         #[command(flatten)]
         manifests: ManifestArgs,
         /// Collapse identical ready machines into one row (--grouping=false lists them all).

@@ -6,6 +6,7 @@
 //! [`ExitStatus`].
 
 pub(crate) mod args;
+pub(crate) mod cluster_name;
 pub(crate) mod commands;
 mod dash_flags;
 pub(crate) mod json;
@@ -242,10 +243,19 @@ async fn dispatch(cli: Cli, env: &Env, p: &Printer) -> Result<ExitStatus, CliErr
         } => commands::graph::run(&g, &manifests(&m)?, format, p),
         Command::Describe(args::DescribeCommand::Cluster {
             cluster,
+            namespace,
             manifests: m,
             grouping,
-        }) => commands::describe::run(&g, &cluster, &manifests(&m)?, grouping, p),
-        Command::Show { cluster } => commands::show::run(&g, cluster.as_deref(), p),
+        }) => {
+            let c = commands::describe::Target {
+                cluster: &cluster,
+                namespace: namespace.as_deref(),
+            };
+            commands::describe::run(&g, c, &manifests(&m)?, grouping, p)
+        }
+        Command::Show { cluster, namespace } => {
+            commands::show::run(&g, cluster.as_deref(), namespace.as_deref(), p)
+        }
         Command::State(StateCommand::List) => commands::state::list(&g, p),
         Command::State(StateCommand::Show { address }) => commands::state::show(&g, &address, p),
         Command::State(StateCommand::Rm { addresses }) => {
@@ -257,9 +267,11 @@ async fn dispatch(cli: Cli, env: &Env, p: &Printer) -> Result<ExitStatus, CliErr
         Command::State(StateCommand::Push { file, force }) => {
             commands::state_edit::push(&g, &file, force, p)
         }
-        Command::Kubeconfig { cluster, output } => {
-            commands::kubeconfig::run(&g, &cluster, output.as_deref(), p)
-        }
+        Command::Kubeconfig {
+            cluster,
+            namespace,
+            output,
+        } => commands::kubeconfig::run(&g, &cluster, namespace.as_deref(), output.as_deref(), p),
         Command::Schema { which } => {
             let v = match which {
                 args::SchemaKind::State => crate::state::schema::state_schema(),

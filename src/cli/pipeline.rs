@@ -321,7 +321,7 @@ pub(crate) async fn approve_and_execute(
         state,
         ..
     } = locked;
-    let report = execute(pl, state, store, providers, secrets, a, p).await;
+    let report = execute(pl, state, store, (providers, secrets), run, a, p).await;
     drop(_lock);
     Ok(report_outcome(&report, pl, op.name, p))
 }
@@ -331,8 +331,8 @@ async fn execute(
     pl: &Plan,
     state: State,
     store: StateStore,
-    providers: BTreeMap<ProviderKind, Arc<dyn Provider>>,
-    secrets: ManifestSecrets,
+    (providers, secrets): (BTreeMap<ProviderKind, Arc<dyn Provider>>, ManifestSecrets),
+    run: &RunSettings,
     a: &ApplySettings,
     p: &Printer,
 ) -> ApplyReport {
@@ -362,6 +362,7 @@ async fn execute(
         cancel,
         events: Some(tx),
         health: a.health.clone(),
+        clock: run.fixed_now,
     };
     let report = crate::apply::apply(pl, state, store, exec).await;
     let _ = progress.await;

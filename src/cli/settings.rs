@@ -225,6 +225,9 @@ pub(crate) struct RunSettings {
     pub(crate) refresh: bool,
     /// How providers are built (the manifests' Secrets are added per command).
     pub(crate) providers: ProviderSettings,
+    /// `CAPI_NOW`: the time apply records too (machine creation times), so
+    /// a fixed clock stays consistent between planning and applying.
+    pub(crate) fixed_now: Option<i64>,
 }
 
 impl RunSettings {
@@ -235,6 +238,7 @@ impl RunSettings {
     ) -> Result<RunSettings, CliError> {
         Ok(RunSettings {
             lock_timeout: run.map_or(Duration::ZERO, |r| r.lock_timeout),
+            fixed_now: g.fixed_now,
             refresh: run.is_none_or(|r| r.refresh),
             providers: ProviderSettings {
                 sim_dir: g.sim_dir(),

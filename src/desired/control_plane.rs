@@ -96,7 +96,13 @@ impl ClusterBuilder<'_, '_> {
             },
             deletion_order: DeletionOrder::Oldest,
             paused: false,
-            source: self.b.source(k),
+            // Messages about the control plane are about its version.
+            source: self.b.source_at(k, "/spec/version"),
+            infra_source: self.b.source(infra_tpl),
+            rollout_after: kk
+                .rollout_after
+                .as_deref()
+                .and_then(crate::util::time::parse_rfc3339),
         };
         Some(ControlPlane::Kcp {
             group: Box::new(group),

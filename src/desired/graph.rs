@@ -1,6 +1,9 @@
 //! The resource graph `capi graph` draws: the concrete resources (petgraph),
-//! its checks (a cycle or a missing dependency is an error naming the
-//! resources) and its DOT and indented-text renderings.
+//! their dependencies and the ordering edges the executor also enforces
+//! (from the plan's steps: the first control-plane machine before the token,
+//! one control-plane machine at a time, workers after the control plane's
+//! rollout), its checks (a cycle or a missing dependency is an error naming
+//! the resources) and its DOT and indented-text renderings.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -18,10 +21,19 @@ pub(crate) enum GraphError {
     Cycle(String),
 }
 
+/// Why one resource comes before another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Edge {
+    /// The dependent uses the dependency (recorded in the state).
+    Dependency,
+    /// Only the order the executor runs them in.
+    Order,
+}
+
 /// Resources and their direct dependencies (edge: dependency → dependent).
 #[derive(Debug, Default)]
 pub(crate) struct ResourceGraph {
-    pub(crate) graph: DiGraph<Address, ()>,
+    pub(crate) graph: DiGraph<Address, Edge>,
     index: BTreeMap<Address, NodeIndex>,
 }
 
@@ -40,13 +52,33 @@ impl ResourceGraph {
                         to: d.clone(),
                     });
                 };
-                g.graph.add_edge(from, g.index[a], ());
+                g.graph.add_edge(from, g.index[a], Edge::Dependency);
             }
         }
         if let Err(c) = toposort(&g.graph, None) {
             return Err(GraphError::Cycle(g.graph[c.node_id()].to_string()));
         }
         Ok(g)
+    }
+
+    /// Add the executor's ordering edges (`first` runs before `then`)
+    /// between resources of the graph that no dependency links already.
+    pub(crate) fn with_order(
+        mut self,
+        edges: &[(Address, Address)],
+    ) -> Result<ResourceGraph, GraphError> {
+        for (first, then) in edges {
+            let (Some(&f), Some(&t)) = (self.index.get(first), self.index.get(then)) else {
+                continue;
+            };
+            if f != t && self.graph.find_edge(f, t).is_none() {
+                self.graph.add_edge(f, t, Edge::Order);
+            }
+        }
+        if let Err(c) = toposort(&self.graph, None) {
+            return Err(GraphError::Cycle(self.graph[c.node_id()].to_string()));
+        }
+        Ok(self)
     }
 
     /// Dependencies first, ties broken by address.
@@ -87,15 +119,19 @@ impl ResourceGraph {
         for a in self.order() {
             let _ = writeln!(s, "  \"{a}\";");
         }
-        let mut edges: Vec<(String, String)> = self
+        let mut edges: Vec<(String, String, Edge)> = self
             .graph
             .edge_indices()
-            .filter_map(|e| self.graph.edge_endpoints(e))
-            .map(|(f, t)| (self.graph[f].to_string(), self.graph[t].to_string()))
+            .filter_map(|e| Some((self.graph.edge_endpoints(e)?, self.graph[e])))
+            .map(|((f, t), k)| (self.graph[f].to_string(), self.graph[t].to_string(), k))
             .collect();
-        edges.sort();
-        for (f, t) in edges {
-            let _ = writeln!(s, "  \"{f}\" -> \"{t}\";");
+        edges.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        for (f, t, k) in edges {
+            let style = match k {
+                Edge::Dependency => "",
+                Edge::Order => " [style = \"dashed\"]",
+            };
+            let _ = writeln!(s, "  \"{f}\" -> \"{t}\"{style};");
         }
         s.push_str("}\n");
         s
@@ -108,8 +144,14 @@ impl ResourceGraph {
             let i = self.index[a];
             let mut deps: Vec<String> = self
                 .graph
-                .neighbors_directed(i, petgraph::Incoming)
-                .map(|n| self.graph[n].to_string())
+                .edges_directed(i, petgraph::Incoming)
+                .map(|e| {
+                    let from = &self.graph[petgraph::visit::EdgeRef::source(&e)];
+                    match e.weight() {
+                        Edge::Dependency => from.to_string(),
+                        Edge::Order => format!("{from} (runs after it)"),
+                    }
+                })
                 .collect();
             deps.sort();
             let _ = writeln!(s, "{a}");
@@ -140,5 +182,14 @@ mod tests {
         let g = ResourceGraph::new(&[(b.clone(), vec![a.clone()]), (a.clone(), vec![])]).unwrap();
         assert_eq!(g.order(), vec![&a, &b]);
         assert!(g.to_dot().contains("\"c/network\" -> \"c/loadbalancer\""));
+        let t = Address::parse("c/token").unwrap();
+        let g = ResourceGraph::new(&[(a.clone(), vec![]), (t.clone(), vec![])])
+            .unwrap()
+            .with_order(&[(a.clone(), t.clone())])
+            .unwrap();
+        assert!(g
+            .to_dot()
+            .contains("\"c/network\" -> \"c/token\" [style = \"dashed\"]"));
+        assert!(g.to_text().contains("<- c/network (runs after it)"));
     }
 }

@@ -97,6 +97,12 @@ pub struct MachineGroup {
     pub(crate) annotations: BTreeMap<String, String>,
     pub(crate) paused: bool,
     pub(crate) source: Source,
+    /// Where the infrastructure machine template is written (its in-place
+    /// edits are refused, as Cluster API's providers refuse them).
+    pub(crate) infra_source: Source,
+    /// `spec.rolloutAfter` (KubeadmControlPlane, MachineDeployment), unix
+    /// seconds: once reached, machines created before it are rolled.
+    pub(crate) rollout_after: Option<i64>,
 }
 
 impl MachineGroup {
@@ -183,6 +189,15 @@ impl Builder<'_> {
         Source {
             file: self.m.files[o.origin.file].name.clone(),
             line: o.origin.pos.line,
+        }
+    }
+
+    /// Where a field of `o` is written (its closest written parent when it
+    /// is left to its default), for messages about that field.
+    fn source_at(&self, o: &Object, pointer: &str) -> Source {
+        Source {
+            file: self.m.files[o.origin.file].name.clone(),
+            line: o.origin.pos_of(pointer).line,
         }
     }
 

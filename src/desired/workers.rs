@@ -37,6 +37,7 @@ struct GroupSource<'a> {
     /// A standalone Machine: one machine, named like the object.
     fixed_name: bool,
     control_plane: bool,
+    rollout_after: Option<String>,
 }
 
 /// Where a group's bootstrap data comes from.
@@ -55,6 +56,7 @@ struct BootstrapSource<'a> {
 struct Ingredients<'a> {
     version: Version,
     infra: InfraSpec,
+    infra_object: &'a Object,
     bootstrap: BootstrapSource<'a>,
 }
 
@@ -113,6 +115,7 @@ impl<'a> ClusterBuilder<'_, 'a> {
                 paused: md.paused,
                 fixed_name: false,
                 control_plane: false,
+                rollout_after: md.rollout_after.clone(),
             },
             Body::MachineSet(ms) if mine(&ms.cluster_name) => GroupSource {
                 object: w,
@@ -124,6 +127,7 @@ impl<'a> ClusterBuilder<'_, 'a> {
                 paused: false,
                 fixed_name: false,
                 control_plane: false,
+                rollout_after: None,
             },
             Body::Machine(mm) if mine(&mm.template.cluster_name) => GroupSource {
                 object: w,
@@ -135,6 +139,7 @@ impl<'a> ClusterBuilder<'_, 'a> {
                 paused: false,
                 fixed_name: true,
                 control_plane: mm.control_plane,
+                rollout_after: None,
             },
             _ => return None,
         })
@@ -181,6 +186,7 @@ impl<'a> ClusterBuilder<'_, 'a> {
         Some(Ingredients {
             version,
             infra,
+            infra_object: infra_obj,
             bootstrap,
         })
     }
@@ -196,6 +202,7 @@ impl<'a> ClusterBuilder<'_, 'a> {
         let Ingredients {
             version,
             infra: machine,
+            infra_object,
             bootstrap,
         } = self.ingredients(src)?;
         let (w, template) = (src.object, src.template);
@@ -255,7 +262,20 @@ impl<'a> ClusterBuilder<'_, 'a> {
             rollout: src.rollout.clone(),
             deletion_order: src.deletion_order,
             paused: src.paused,
-            source: self.b.source(w),
+            // Messages about a group are about its version.
+            source: self.b.source_at(
+                w,
+                if src.fixed_name {
+                    "/spec/version"
+                } else {
+                    "/spec/template/spec/version"
+                },
+            ),
+            infra_source: self.b.source(infra_object),
+            rollout_after: src
+                .rollout_after
+                .as_deref()
+                .and_then(crate::util::time::parse_rfc3339),
         })
     }
 

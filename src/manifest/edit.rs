@@ -11,6 +11,8 @@ pub(crate) struct Selection<'a> {
     pub(crate) cluster: &'a str,
     /// `None`: every MachineDeployment of the cluster; `Some`: only these.
     pub(crate) machine_deployments: Option<&'a [String]>,
+    /// The KubeadmControlPlane too (not when only workers are upgraded).
+    pub(crate) control_plane: bool,
 }
 
 fn selected(sel: &Selection<'_>, m: &Manifest, o: &Object) -> Option<&'static str> {
@@ -18,7 +20,7 @@ fn selected(sel: &Selection<'_>, m: &Manifest, o: &Object) -> Option<&'static st
         return None;
     }
     match &o.body {
-        Body::KubeadmControlPlane(_) => {
+        Body::KubeadmControlPlane(_) if sel.control_plane => {
             let cluster = m.get(super::Kind::Cluster, sel.namespace, sel.cluster)?;
             match &cluster.body {
                 Body::Cluster(c)

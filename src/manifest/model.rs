@@ -38,6 +38,28 @@ pub(crate) enum Kind {
 }
 
 impl Kind {
+    /// Every kind capi reads.
+    pub(crate) const ALL: &'static [Kind] = &[
+        Kind::Cluster,
+        Kind::KubeadmControlPlane,
+        Kind::MachineDeployment,
+        Kind::MachineSet,
+        Kind::Machine,
+        Kind::KubeadmConfig,
+        Kind::KubeadmConfigTemplate,
+        Kind::DockerCluster,
+        Kind::DockerMachineTemplate,
+        Kind::DockerMachine,
+        Kind::DevCluster,
+        Kind::DevMachineTemplate,
+        Kind::DevMachine,
+        Kind::OpenStackCluster,
+        Kind::OpenStackMachineTemplate,
+        Kind::MachineHealthCheck,
+        Kind::Secret,
+        Kind::ConfigMap,
+    ];
+
     pub(crate) fn parse(kind: &str) -> Option<Kind> {
         Some(match kind {
             "Cluster" => Kind::Cluster,
@@ -182,10 +204,6 @@ impl IntOrPercent {
                 }
             }
         }
-    }
-
-    pub(crate) fn is_zero(self) -> bool {
-        matches!(self, IntOrPercent::Int(0) | IntOrPercent::Percent(0))
     }
 }
 
@@ -410,7 +428,6 @@ pub(crate) struct KubeadmControlPlane {
     pub(crate) infrastructure_ref: Option<ObjectRef>,
     pub(crate) kubeadm_config_spec: raw::KubeadmConfigSpec,
     pub(crate) max_surge: Option<IntOrPercent>,
-    #[allow(dead_code)] // validated; rollouts it forces are not planned yet
     pub(crate) rollout_after: Option<String>,
     pub(crate) machine_labels: BTreeMap<String, String>,
     pub(crate) machine_annotations: BTreeMap<String, String>,
@@ -452,7 +469,6 @@ pub(crate) struct MachineDeployment {
     pub(crate) template: MachineTemplate,
     pub(crate) strategy: Strategy,
     pub(crate) deletion_order: DeletionOrder,
-    #[allow(dead_code)] // validated; rollouts it forces are not planned yet
     pub(crate) rollout_after: Option<String>,
     pub(crate) paused: bool,
 }

@@ -2,6 +2,8 @@
 //! (and the legacy `${ VAR }` with spaces), substituted as text before YAML
 //! parsing, exactly like `clusterctl generate cluster`. A variable without a
 //! default is required; every missing one is reported together, sorted.
+//! `$$` is clusterctl's escape for a literal `$` (`$${VAR}` renders as the
+//! text `${VAR}`, as CAPO's Flatcar template relies on).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -77,6 +79,11 @@ pub(crate) fn list_variables(text: &str) -> Vec<VarRef> {
     while i < bytes.len() {
         if bytes[i] == b'\n' {
             line += 1;
+        }
+        if bytes[i] == b'$' && bytes.get(i + 1) == Some(&b'$') {
+            // `$$` is an escaped `$`: `$${VAR}` is no variable.
+            i += 2;
+            continue;
         }
         if bytes[i] == b'$' && bytes.get(i + 1) == Some(&b'{') {
             if let Some((expr, end)) = parse_expr(text, i) {
@@ -194,6 +201,14 @@ fn subst_into(
             i += 1;
             continue;
         }
+        if bytes[i] == b'$' && bytes.get(i + 1) == Some(&b'$') {
+            // clusterctl's escape: `$$` is a literal `$`, so `$${VAR}` is
+            // the text `${VAR}`, never a variable.
+            out.text.push_str(&text[copied..=i]);
+            i += 2;
+            copied = i;
+            continue;
+        }
         if bytes[i] == b'$' && bytes.get(i + 1) == Some(&b'{') {
             if let Some((expr, end)) = parse_expr(text, i) {
                 out.text.push_str(&text[copied..i]);
@@ -284,6 +299,23 @@ mod tests {
             &Variables::new(),
         );
         assert_eq!(s.text, "run: echo $HOME && echo /rootx");
+    }
+
+    #[test]
+    fn double_dollar_is_a_literal_dollar() {
+        let v = vars(&[("VAR", "value")]);
+        let s = substitute("f", "a: $${VAR} b: ${VAR} c: $$HOME d: $$$${VAR}", &v);
+        assert!(s.missing.is_empty());
+        assert_eq!(s.text, "a: ${VAR} b: value c: $HOME d: $${VAR}");
+        assert!(!s.used.is_empty());
+        let s = substitute("f", "x: $${COREOS_OPENSTACK_HOSTNAME}", &Variables::new());
+        assert!(s.missing.is_empty(), "{:?}", s.missing);
+        assert_eq!(s.text, "x: ${COREOS_OPENSTACK_HOSTNAME}");
+        let l = list_variables("$${A}\n${B}\n");
+        assert_eq!(
+            l.iter().map(|v| v.name.as_str()).collect::<Vec<_>>(),
+            vec!["B"]
+        );
     }
 
     #[test]

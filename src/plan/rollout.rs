@@ -31,6 +31,9 @@ pub(crate) struct Existing {
     pub(crate) up_to_date: bool,
     /// Failed, missing or stopped: not available.
     pub(crate) unhealthy: bool,
+    /// `--replace` names it: deleted (and replaced) whatever the strategy,
+    /// as deleting a machine by hand is with OnDelete.
+    pub(crate) requested: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -161,6 +164,10 @@ fn schedule_control_plane(
         remediate,
     } = machines;
     let mut created: Vec<Option<String>> = Vec::new();
+    // Old machines deleted, and creates that replace one: with maxSurge 0
+    // the last old machine goes before its replacement is created, which is
+    // still a replacement, not a scale-up.
+    let (mut old_deleted, mut replacing) = (0u32, 0u32);
     loop {
         let up = current.len() as u32 + created.len() as u32;
         let total = up + old.len() as u32;
@@ -172,17 +179,20 @@ fn schedule_control_plane(
         if create {
             let fd = next_failure_domain(fds, &current, &created, &old);
             created.push(fd.clone());
+            let replaces = !old.is_empty() || old_deleted > replacing;
+            replacing += u32::from(replaces);
             sched.waves.push(vec![GroupOp::Create {
                 failure_domain: fd,
-                reason: if old.is_empty() {
-                    ReasonCode::ScaleUp
-                } else {
+                reason: if replaces {
                     ReasonCode::Outdated
+                } else {
+                    ReasonCode::ScaleUp
                 },
             }]);
             continue;
         }
         let victim: Option<(Existing, ReasonCode)> = if !old.is_empty() {
+            old_deleted += 1;
             pick_control_plane_victim(&mut old, &current).map(|m| {
                 let r = reason_for(&m, remediate);
                 (m, r)
@@ -309,11 +319,21 @@ fn schedule_on_delete(group: &MachineGroup, machines: Machines, seed: &str, sche
         .old
         .into_iter()
         .partition(|m| m.unhealthy && machines.remediate);
+    // `--replace` is OnDelete's "delete the machine": the set then creates
+    // its replacement.
+    let (requested, keep_old): (Vec<Existing>, Vec<Existing>) =
+        keep_old.into_iter().partition(|m| m.requested);
     let mut wave = Vec::new();
     for m in &unhealthy {
         wave.push(GroupOp::Delete {
             name: m.name.clone(),
             reason: ReasonCode::Failed,
+        });
+    }
+    for m in &requested {
+        wave.push(GroupOp::Delete {
+            name: m.name.clone(),
+            reason: ReasonCode::Outdated,
         });
     }
     let mut remaining: Vec<Existing> = keep_old;
@@ -341,10 +361,12 @@ fn schedule_on_delete(group: &MachineGroup, machines: Machines, seed: &str, sche
         for _ in 0..(replicas - total) {
             wave.push(GroupOp::Create {
                 failure_domain: group.failure_domains.first().cloned().flatten(),
-                reason: if unhealthy.is_empty() {
-                    ReasonCode::ScaleUp
-                } else {
+                reason: if !unhealthy.is_empty() {
                     ReasonCode::Failed
+                } else if !requested.is_empty() {
+                    ReasonCode::Outdated
+                } else {
+                    ReasonCode::ScaleUp
                 },
             });
         }
@@ -457,6 +479,11 @@ mod tests {
                 file: "f".into(),
                 line: 1,
             },
+            infra_source: Source {
+                file: "f".into(),
+                line: 1,
+            },
+            rollout_after: None,
         }
     }
 
@@ -468,6 +495,7 @@ mod tests {
                 failure_domain: None,
                 up_to_date: false,
                 unhealthy: false,
+                requested: false,
             })
             .collect()
     }

@@ -41,8 +41,11 @@ pub(crate) fn check(state: &State, dc: &DesiredCluster) -> Result<(), PlanError>
             && (cp.version.major, cp.version.minor) != (newest.major, newest.minor)
         {
             return Err(PlanError::VersionSkew {
-                message: format!("{}: the manifests ask for {} but the control plane runs {newest}; capi does not downgrade a control plane", cp.owner, cp.version),
-                help: format!("set the version back to {newest} (after `capi upgrade`, use --write or edit the manifests)"),
+                message: format!("{}: the manifests ask for {} but the control plane already runs {newest}; capi does not downgrade a control plane", cp.owner, cp.version),
+                help: format!(
+                    "the machines were upgraded to {newest} but the manifests still say {} (this is what `capi upgrade` without --write leaves behind): run `capi upgrade --to {newest} --write` with the same -f files to write {newest} into them (nothing is rolled again), or set `version: {newest}` at {}:{}",
+                    cp.version, cp.source.file, cp.source.line
+                ),
                 file: cp.source.file.clone(),
                 line: cp.source.line,
             });

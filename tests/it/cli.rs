@@ -218,6 +218,19 @@ fn graph_dot_and_text() {
     assert!(
         t.contains("demo/machine/demo-control-plane-888g1-1\n") && t.contains("  <- demo/token")
     );
+    // The executor's ordering is drawn too: the first control-plane machine
+    // (kubeadm init) before the token, then the joining machines.
+    assert!(
+        dot.contains(
+            "\"demo/machine/demo-control-plane-888g1-0\" -> \"demo/token\" [style = \"dashed\"]"
+        ),
+        "{dot}"
+    );
+    assert!(pos("demo/machine/demo-control-plane-888g1-0") < pos("demo/token"));
+    assert!(
+        t.contains("  <- demo/machine/demo-control-plane-888g1-0 (runs after it)"),
+        "{t}"
+    );
 }
 
 #[test]
@@ -503,4 +516,225 @@ fn plan_leaves_no_lock_files_behind() {
             .collect();
         assert!(left.is_empty(), "{args:?} left {left:?}");
     }
+}
+
+#[test]
+fn short_cluster_names_and_namespace_flag_in_every_cluster_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let alpha = BASE
+        .replace("c1", "alpha")
+        .replace("metadata:\n", "metadata:\n  namespace: fleet\n");
+    let beta = BASE.replace("c1", "beta");
+    std::fs::write(dir.path().join("two.yaml"), format!("{alpha}---\n{beta}")).unwrap();
+    let run = |args: &[&str]| capi(dir.path()).args(args).output().unwrap();
+    let ok = |args: &[&str]| {
+        let o = run(args);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        stdout(&o)
+    };
+    ok(&["apply", "--auto-approve", "-f", "two.yaml"]);
+    // upgrade lists the clusters as they must be named, and takes the short name.
+    let o = run(&["upgrade", "--to", "v1.31.3", "--dry-run", "-f", "two.yaml"]);
+    assert!(stderr(&o).contains("fleet:alpha, beta"), "{}", stderr(&o));
+    let text = ok(&[
+        "upgrade",
+        "--to",
+        "v1.31.3",
+        "--dry-run",
+        "-f",
+        "two.yaml",
+        "alpha",
+    ]);
+    assert!(text.contains("Upgrade of cluster fleet:alpha"), "{text}");
+    ok(&[
+        "upgrade",
+        "--to",
+        "v1.31.3",
+        "--dry-run",
+        "-f",
+        "two.yaml",
+        "-n",
+        "fleet",
+        "alpha",
+    ]);
+    // show, kubeconfig, describe: short name, namespace:name, -n.
+    for args in [
+        vec!["show", "alpha"],
+        vec!["show", "fleet:alpha"],
+        vec!["show", "-n", "fleet", "alpha"],
+    ] {
+        let text = ok(&args);
+        assert!(text.contains("fleet:alpha/machine/"), "{args:?}: {text}");
+        assert!(!text.contains("beta/"), "{args:?}: {text}");
+    }
+    for args in [
+        vec!["kubeconfig", "alpha"],
+        vec!["kubeconfig", "alpha", "--namespace", "fleet"],
+    ] {
+        assert!(ok(&args).contains("certificate-authority-data"), "{args:?}");
+    }
+    for args in [
+        vec!["describe", "cluster", "alpha"],
+        vec![
+            "describe", "cluster", "-n", "fleet", "alpha", "-f", "two.yaml",
+        ],
+    ] {
+        assert!(ok(&args).contains("Cluster/fleet:alpha"), "{args:?}");
+    }
+    // The wrong namespace is not silently ignored.
+    let o = run(&["show", "-n", "default", "alpha"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("fleet:alpha"), "{}", stderr(&o));
+}
+
+#[test]
+fn describe_shows_the_planners_verdict() {
+    let dir = tempfile::tempdir().unwrap();
+    let on_delete = BASE.replace(
+        "  replicas: 2\n  template:",
+        "  replicas: 2\n  rollout:\n    strategy:\n      type: OnDelete\n  template:",
+    );
+    let older = |t: &str| t.replace("      version: v1.31.2\n", "      version: v1.31.1\n");
+    std::fs::write(dir.path().join("c.yaml"), &on_delete).unwrap();
+    let run = |args: &[&str]| capi(dir.path()).args(args).output().unwrap();
+    assert!(run(&["apply", "--auto-approve", "-f", "c.yaml"])
+        .status
+        .success());
+    // OnDelete: outdated machines stay; plan and describe agree.
+    std::fs::write(dir.path().join("c.yaml"), older(&on_delete)).unwrap();
+    let out = run(&["plan", "--detailed-exitcode", "-f", "c.yaml"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    let out = run(&["describe", "cluster", "c1", "-f", "c.yaml"]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!text.contains("will be replaced"), "{text}");
+    assert!(
+        text.contains("kept, `capi plan` does not replace it"),
+        "{text}"
+    );
+    // RollingUpdate: the same edit rolls the machines, and describe says so.
+    std::fs::write(dir.path().join("c.yaml"), older(BASE)).unwrap();
+    let out = run(&["plan", "--detailed-exitcode", "-f", "c.yaml"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    let text = stdout(&run(&["describe", "cluster", "c1", "-f", "c.yaml"]));
+    assert!(text.contains("outdated (v1.31.2): will be"), "{text}");
+}
+
+#[test]
+fn template_edits_in_place_follow_cluster_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| capi(dir.path()).args(args).output().unwrap();
+    // A clock past the rolloutAfter below (apply records it as the
+    // creation time of the machines it makes).
+    let later = |args: &[&str]| {
+        capi(dir.path())
+            .args(args)
+            .env("CAPI_NOW", NOW)
+            .output()
+            .unwrap()
+    };
+    let write = |text: &str| std::fs::write(dir.path().join("c.yaml"), text).unwrap();
+    write(BASE);
+    assert!(run(&["apply", "--auto-approve", "-f", "c.yaml"])
+        .status
+        .success());
+
+    // An infrastructure template edited in place is refused, with upstream's advice.
+    let edited = BASE.replace(
+        "      backend:\n        inMemory: {}\n",
+        "      backend:\n        inMemory: {vm: {provisioning: {startupDuration: 1s}}}\n",
+    );
+    write(&edited);
+    let out = run(&["plan", "-f", "c.yaml"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(err.contains("DevMachineTemplate \"c1-machines\""), "{err}");
+    assert!(
+        err.contains("create a new DevMachineTemplate with a new name"),
+        "{err}"
+    );
+    // The template's own document.
+    let doc = "apiVersion: infrastructure.cluster.x-k8s.io/v1beta2\nkind: DevMachineTemplate";
+    let line = BASE[..BASE.find(doc).unwrap()].lines().count() + 1;
+    assert!(err.contains(&format!("c.yaml:{line}")), "{line}: {err}");
+    // The same content under a new name rolls the machines.
+    write(&edited.replace("c1-machines", "c1-machines-2"));
+    let out = run(&["plan", "--detailed-exitcode", "-f", "c.yaml"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("will be replaced by"),
+        "{}",
+        stdout(&out)
+    );
+
+    // A KubeadmConfigTemplate edited in place replaces nothing; new machines differ.
+    let bootstrap = BASE.replace(
+        "  template:\n    spec: {}\n",
+        "  template:\n    spec: {preKubeadmCommands: [echo new]}\n",
+    );
+    write(&bootstrap);
+    let out = run(&["plan", "--detailed-exitcode", "-f", "c.yaml"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(
+        stdout(&out)
+            .contains("KubeadmConfigTemplate/c1-md was edited in place: the 2 existing machine(s)"),
+        "{}",
+        stdout(&out)
+    );
+    write(&bootstrap.replace("  replicas: 2\n  template:", "  replicas: 3\n  template:"));
+    let out = run(&["plan", "--detailed-exitcode", "-f", "c.yaml"]);
+    assert_eq!(out.status.code(), Some(2));
+    let text = stdout(&out);
+    assert!(
+        text.contains("1 to add, 0 to change, 0 to replace, 0 to destroy"),
+        "{text}"
+    );
+    // The new machine's bootstrap document is the new content's: no machine
+    // in the state has it.
+    let sha = text
+        .split("join-worker (kubeadm.k8s.io/v1beta4), sha256:")
+        .nth(1)
+        .map(|t| &t[..12])
+        .expect("the new machine's bootstrap document");
+    let state_text = std::fs::read_to_string(dir.path().join("capi.state.json")).unwrap();
+    assert!(
+        state_text.contains("\"sha256\":\""),
+        "bootstrap documents are in the state"
+    );
+    assert!(!state_text.contains(sha), "new machines differ: {sha}");
+
+    // spec.rollout.after (rolloutAfter) forces a rollout once it has passed.
+    let after = |when: &str| {
+        BASE.replace(
+            "  replicas: 2\n  template:",
+            &format!("  replicas: 2\n  rollout:\n    after: \"{when}\"\n  template:"),
+        )
+    };
+    write(&after("2029-06-01T00:00:00Z"));
+    assert_eq!(
+        run(&["plan", "--detailed-exitcode", "-f", "c.yaml"])
+            .status
+            .code(),
+        Some(0)
+    );
+    let out = later(&["plan", "--detailed-exitcode", "-f", "c.yaml"]);
+    assert_eq!(out.status.code(), Some(2));
+    let text = stdout(&out);
+    assert!(
+        text.contains("spec.rolloutAfter (2029-06-01T00:00:00Z) has passed"),
+        "{text}"
+    );
+    assert!(text.contains("c1/machine/c1-md-"), "{text}");
+    assert!(
+        !text.contains("c1/machine/c1-cp-"),
+        "only the MachineDeployment rolls: {text}"
+    );
+    let out = later(&["apply", "--auto-approve", "-f", "c.yaml"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = later(&["plan", "--detailed-exitcode", "-f", "c.yaml"]);
+    assert!(
+        !stdout(&out).contains("rolloutAfter"),
+        "rolled once: {}",
+        stdout(&out)
+    );
 }

@@ -147,6 +147,7 @@ fn executor(p: Arc<dyn Provider>) -> Executor {
         cancel: Cancel::default(),
         events: None,
         health: None,
+        clock: None,
     }
 }
 

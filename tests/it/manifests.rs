@@ -355,7 +355,16 @@ fn rule_control_plane_surge_zero_needs_three() {
 
 #[test]
 fn rule_machine_deployment_surge_and_unavailable_zero() {
-    let text = BASE.replace("  replicas: 2\n  template:", "  replicas: 2\n  rollout:\n    strategy:\n      rollingUpdate:\n        maxSurge: 0\n        maxUnavailable: \"0%\"\n  template:");
+    // Percentages resolving to 0/0 are valid (the rollout falls back to
+    // maxUnavailable 1, as Cluster API's does); only integer 0/0 is refused.
+    let zero = |surge: &str, unavailable: &str| {
+        BASE.replace("  replicas: 2\n  template:", &format!("  replicas: 2\n  rollout:\n    strategy:\n      rollingUpdate:\n        maxSurge: {surge}\n        maxUnavailable: {unavailable}\n  template:"))
+    };
+    for (s, u) in [("\"0%\"", "\"0%\""), ("0", "\"0%\""), ("\"0%\"", "0")] {
+        let m = load(&zero(s, u));
+        assert!(m.is_ok(), "{s}/{u}: {:?}", m.err());
+    }
+    let text = zero("0", "0");
     let p = one(&text);
     assert!(
         p.message
@@ -480,6 +489,37 @@ fn unknown_kind_is_a_warning() {
         w.message
     );
     assert_eq!(w.pos.line, BASE.lines().count() as u32 + 3);
+}
+
+#[test]
+fn misspelt_cluster_api_kind_is_an_error_with_a_suggestion() {
+    // A skipped MachineDeployment would make the next plan destroy its
+    // machines: a typo in a Cluster API group is an error, not a warning.
+    let text = BASE.replace("kind: MachineDeployment\n", "kind: MachineDeploymnet\n");
+    let p = one(&text);
+    assert!(
+        p.message.contains("MachineDeploymnet \"c1-md\"")
+            && p.message.contains("not a Cluster API kind"),
+        "{}",
+        p.message
+    );
+    assert!(
+        p.help.contains("did you mean MachineDeployment?"),
+        "{}",
+        p.help
+    );
+    assert_eq!(
+        p.pos.line,
+        line_of(&text, "kind: MachineDeploymnet", "c1-cp")
+    );
+    // Unknown kinds of a Cluster API group without a close match are errors too.
+    let extra = "---\napiVersion: infrastructure.cluster.x-k8s.io/v1beta1\nkind: AWSCluster\nmetadata:\n  name: x\nspec: {}\n";
+    let p = one(&format!("{BASE}{extra}"));
+    assert!(p.help.contains("capi manages DockerCluster"), "{}", p.help);
+    // Other groups stay warnings.
+    let extra = "---\napiVersion: example.com/v1\nkind: MachineDeploymnet\nmetadata:\n  name: x\nspec: {}\n";
+    let m = load(&format!("{BASE}{extra}")).unwrap();
+    assert_eq!(m.warnings.len(), 1, "{:#?}", m.warnings);
 }
 
 #[test]

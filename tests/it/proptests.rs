@@ -225,6 +225,7 @@ fn run(p: &Plan, state: State, dir: &std::path::Path) -> State {
             cancel: Cancel::default(),
             events: None,
             health: None,
+            clock: None,
         };
         let report = apply::apply(p, state, StateStore::new(dir.join("state.json")), exec).await;
         assert!(report.ok(), "apply failed: {:?}", report.failures);

@@ -589,3 +589,298 @@ fn parallelism_bounds_machines_in_flight_and_is_used() {
     assert_eq!(ready, 13, "{events:#?}");
     assert_eq!(most, 3, "machines in creation at once: {events:#?}");
 }
+
+/// The control-plane machines in the state: name → (version, health_check).
+fn cp_machines(dir: &Path) -> BTreeMap<String, (String, String)> {
+    let state = capi::state::StateStore::new(dir.join("capi.state.json"))
+        .load()
+        .unwrap()
+        .unwrap();
+    state
+        .resources
+        .iter()
+        .filter_map(|r| {
+            let m = r.attributes.as_machine()?;
+            (m.owner.kind == capi::resource::OwnerKind::KubeadmControlPlane).then(|| {
+                let health = r
+                    .observed
+                    .get("health_check")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("-")
+                    .to_string();
+                (m.name.clone(), (m.version.to_string(), health))
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn rerun_of_a_failed_health_checked_rollout_checks_the_new_machine_again() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("c.yaml"), cluster("v1.31.2", 1, 0, 1, 0)).unwrap();
+    capi(dir.path())
+        .args(["apply", "--auto-approve", "-f", "c.yaml"])
+        .assert()
+        .success();
+    std::fs::write(dir.path().join("c.yaml"), cluster("v1.31.3", 1, 0, 1, 0)).unwrap();
+    let apply_with = |check: &str| {
+        capi(dir.path())
+            .args([
+                "apply",
+                "--auto-approve",
+                "-f",
+                "c.yaml",
+                "--health-check",
+                check,
+                "--health-check-interval",
+                "10ms",
+                "--health-check-timeout",
+                "300ms",
+            ])
+            .output()
+            .unwrap()
+    };
+    // The new machine fails its check: the old one stays, the state says so.
+    let out = apply_with("echo not ready; exit 3");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let cps = cp_machines(dir.path());
+    assert_eq!(cps.len(), 2, "{cps:?}");
+    let new = cps
+        .iter()
+        .find(|(_, (v, _))| v == "v1.31.3")
+        .map(|(n, (_, h))| (n.clone(), h.clone()))
+        .unwrap();
+    assert_eq!(new.1, "failed", "{cps:?}");
+    // The identical second run checks the new machine again before it
+    // deletes the last good one: it fails again, the old machine stays.
+    let out = apply_with("echo not ready; exit 3");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("did not pass"), "{}", stderr(&out));
+    let cps = cp_machines(dir.path());
+    assert_eq!(cps.len(), 2, "the old machine was deleted: {cps:?}");
+    assert_eq!(cps[&new.0].1, "failed");
+    // A passing check lets the rollout finish.
+    let out = apply_with("true");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let cps = cp_machines(dir.path());
+    assert_eq!(
+        cps.values().cloned().collect::<Vec<_>>(),
+        vec![("v1.31.3".to_string(), "passed".to_string())]
+    );
+}
+
+#[test]
+fn control_plane_scale_up_is_health_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("c.yaml"), cluster("v1.31.2", 1, 0, 1, 0)).unwrap();
+    capi(dir.path())
+        .args(["apply", "--auto-approve", "-f", "c.yaml"])
+        .assert()
+        .success();
+    std::fs::write(dir.path().join("c.yaml"), cluster("v1.31.2", 3, 0, 1, 0)).unwrap();
+    let out = capi(dir.path())
+        .args([
+            "apply",
+            "--auto-approve",
+            "-f",
+            "c.yaml",
+            "--health-check",
+            "echo not ready; exit 3",
+            "--health-check-interval",
+            "10ms",
+            "--health-check-timeout",
+            "300ms",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let cps = cp_machines(dir.path());
+    // The first joining machine failed its check; the third never started.
+    assert_eq!(cps.len(), 2, "{cps:?}");
+    assert_eq!(
+        cps.values().filter(|(_, h)| h == "failed").count(),
+        1,
+        "{cps:?}"
+    );
+}
+
+#[test]
+fn plan_after_upgrade_without_write_explains_and_write_fixes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("c.yaml"), cluster("v1.30.5", 1, 1, 1, 0)).unwrap();
+    let run = |args: &[&str]| capi(dir.path()).args(args).output().unwrap();
+    assert!(run(&["apply", "--auto-approve", "-f", "c.yaml"])
+        .status
+        .success());
+    let out = run(&[
+        "upgrade",
+        "--to",
+        "v1.31.3",
+        "--auto-approve",
+        "-f",
+        "c.yaml",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The manifests still say v1.30.5: refused, with what happened and the fix.
+    let out = run(&["plan", "-f", "c.yaml"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("does not downgrade"), "{err}");
+    assert!(
+        err.contains("without --write") && err.contains("capi upgrade --to v1.31.3 --write"),
+        "{err}"
+    );
+    assert!(err.contains("c.yaml:"), "{err}");
+    // The advice works: nothing rolls, the files get the version.
+    let out = run(&[
+        "upgrade",
+        "--to",
+        "v1.31.3",
+        "--write",
+        "--auto-approve",
+        "-f",
+        "c.yaml",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = std::fs::read_to_string(dir.path().join("c.yaml")).unwrap();
+    assert!(!text.contains("v1.30.5"), "{text}");
+    let out = run(&["plan", "--detailed-exitcode", "-f", "c.yaml"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+}
+
+/// Versions of the machines in the state by owner kind.
+fn versions_by_owner(dir: &Path) -> BTreeMap<String, BTreeSet<String>> {
+    let state = capi::state::StateStore::new(dir.join("capi.state.json"))
+        .load()
+        .unwrap()
+        .unwrap();
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for m in state
+        .resources
+        .iter()
+        .filter_map(|r| r.attributes.as_machine())
+    {
+        out.entry(format!("{:?}", m.owner.kind))
+            .or_default()
+            .insert(m.version.to_string());
+    }
+    out
+}
+
+#[test]
+fn upgrade_md_only_to_a_version_the_control_plane_is_past() {
+    let dir = tempfile::tempdir().unwrap();
+    let text =
+        cluster("v1.31.3", 1, 2, 1, 0).replace("version: \"v1.31.3\"", "version: \"v1.31.1\"");
+    std::fs::write(dir.path().join("c.yaml"), &text).unwrap();
+    let run = |args: &[&str]| capi(dir.path()).args(args).output().unwrap();
+    assert!(run(&["apply", "--auto-approve", "-f", "c.yaml"])
+        .status
+        .success());
+    let out = run(&[
+        "upgrade",
+        "--to",
+        "v1.31.2",
+        "--md",
+        "roll-md",
+        "--auto-approve",
+        "--write",
+        "-f",
+        "c.yaml",
+    ]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(
+        stdout(&out).contains("the control plane keeps its version"),
+        "{}",
+        stdout(&out)
+    );
+    let v = versions_by_owner(dir.path());
+    assert_eq!(
+        v["KubeadmControlPlane"],
+        BTreeSet::from(["v1.31.3".to_string()])
+    );
+    assert_eq!(
+        v["MachineDeployment"],
+        BTreeSet::from(["v1.31.2".to_string()])
+    );
+    let written = std::fs::read_to_string(dir.path().join("c.yaml")).unwrap();
+    assert!(
+        written.contains("version: v1.31.3") && written.contains("version: \"v1.31.2\""),
+        "{written}"
+    );
+    let out = run(&["plan", "--detailed-exitcode", "-f", "c.yaml"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+}
+
+#[test]
+fn upgrade_without_a_kubeadm_control_plane_moves_the_machine_deployments() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = cluster("v1.31.2", 1, 2, 1, 0);
+    let mut docs: Vec<String> = base
+        .split("---\n")
+        .filter(|d| !d.contains("kind: KubeadmControlPlane\n"))
+        .map(|d| d.replace("  controlPlaneRef: {apiGroup: controlplane.cluster.x-k8s.io, kind: KubeadmControlPlane, name: roll-cp}\n", ""))
+        .collect();
+    docs.push(
+        r#"apiVersion: cluster.x-k8s.io/v1beta2
+kind: Machine
+metadata: {name: roll-cp-0, labels: {cluster.x-k8s.io/control-plane: ""}}
+spec:
+  clusterName: roll
+  version: v1.31.3
+  bootstrap: {configRef: {apiGroup: bootstrap.cluster.x-k8s.io, kind: KubeadmConfig, name: roll-cp}}
+  infrastructureRef: {apiGroup: infrastructure.cluster.x-k8s.io, kind: DevMachineTemplate, name: roll-m}
+"#
+        .to_string(),
+    );
+    docs.push(
+        "apiVersion: bootstrap.cluster.x-k8s.io/v1beta2\nkind: KubeadmConfig\nmetadata: {name: roll-cp}\nspec: {}\n"
+            .to_string(),
+    );
+    std::fs::write(dir.path().join("c.yaml"), docs.join("---\n")).unwrap();
+    let run = |args: &[&str]| capi(dir.path()).args(args).output().unwrap();
+    let out = run(&["apply", "--auto-approve", "-f", "c.yaml"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Newer than the control plane: refused, saying why.
+    let out = run(&[
+        "upgrade",
+        "--to",
+        "v1.32.0",
+        "--auto-approve",
+        "-f",
+        "c.yaml",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("newer than the control plane at v1.31.3"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(&[
+        "upgrade",
+        "--to",
+        "v1.31.3",
+        "--auto-approve",
+        "-f",
+        "c.yaml",
+    ]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let v = versions_by_owner(dir.path());
+    assert_eq!(
+        v["MachineDeployment"],
+        BTreeSet::from(["v1.31.3".to_string()])
+    );
+    assert_eq!(v["Machine"], BTreeSet::from(["v1.31.3".to_string()]));
+}

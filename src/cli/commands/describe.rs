@@ -7,10 +7,12 @@
 
 use std::collections::BTreeMap;
 
-use crate::desired::DesiredCluster;
-use crate::resource::{Role, Spec};
+use crate::desired::{Desired, DesiredCluster};
+use crate::plan::{self, Action, PlanOptions};
+use crate::resource::{ResourceKind, Role, Spec};
 use crate::state::{Resource, State, StateStore, Status};
 
+use super::super::cluster_name;
 use super::super::output::Printer;
 use super::super::pipeline;
 use super::super::settings::{GlobalSettings, ManifestSettings};
@@ -56,7 +58,7 @@ fn machine_state(r: &Resource) -> (bool, &'static str, String) {
     }
 }
 
-fn up_to_date(r: &Resource, desired: Option<&DesiredCluster>) -> Option<bool> {
+fn up_to_date(r: &Resource, desired: Option<&Judged<'_>>) -> Option<bool> {
     let m = r.attributes.as_machine()?;
     let d = desired?;
     let g = d.groups.iter().find(|g| g.owner == m.owner)?;
@@ -69,7 +71,7 @@ fn up_to_date(r: &Resource, desired: Option<&DesiredCluster>) -> Option<bool> {
 fn group_rows(
     machines: &[&Resource],
     desired_replicas: Option<u32>,
-    desired: Option<&DesiredCluster>,
+    desired: Option<&Judged<'_>>,
     grouping: bool,
     prefix: &str,
     rows: &mut Vec<Row>,
@@ -86,9 +88,9 @@ fn group_rows(
         None
     };
     // Machines that are ready and up to date collapse into one row.
-    let (fine, other): (Vec<&&Resource>, Vec<&&Resource>) = machines
-        .iter()
-        .partition(|r| machine_state(r).0 && up_to_date(r, desired) != Some(false));
+    let (fine, other): (Vec<&&Resource>, Vec<&&Resource>) = machines.iter().partition(|r| {
+        machine_state(r).0 && up_to_date(r, desired) != Some(false) && verdict(r, desired).is_none()
+    });
     let mut entries: Vec<Row> = Vec::new();
     if grouping && fine.len() > 1 {
         let names: Vec<String> = fine
@@ -131,15 +133,22 @@ fn group_rows(
     (machines.len(), ready, utd)
 }
 
-fn machine_row(r: &Resource, desired: Option<&DesiredCluster>) -> Row {
+fn machine_row(r: &Resource, desired: Option<&Judged<'_>>) -> Row {
     let (ok, reason, mut message) = machine_state(r);
     let utd = up_to_date(r, desired);
     let m = r.attributes.as_machine();
-    if utd == Some(false) && ok {
-        message = format!(
-            "outdated ({}): will be replaced",
-            m.map(|m| m.version.to_string()).unwrap_or_default()
-        );
+    let version = m.map(|m| m.version.to_string()).unwrap_or_default();
+    // What happens to it is the planner's word, as `capi plan` shows it.
+    match verdict(r, desired) {
+        Some(v) if utd == Some(false) => message = format!("outdated ({version}): {v}"),
+        Some(v) => message = v.to_string(),
+        None if utd == Some(false) && ok => {
+            message = match desired.and_then(|j| j.plan_error.as_deref()) {
+                Some(e) => format!("outdated ({version}); `capi plan` fails: {e}"),
+                None => format!("outdated ({version}): kept, `capi plan` does not replace it"),
+            }
+        }
+        None => {}
     }
     Row {
         name: format!("Machine/{}", r.address.name().unwrap_or_default()),
@@ -159,9 +168,70 @@ fn machine_row(r: &Resource, desired: Option<&DesiredCluster>) -> Row {
     }
 }
 
+/// A cluster of the manifests with the planner's verdict on each machine
+/// that a plan would change (address → what happens to it).
+struct Judged<'d> {
+    dc: &'d DesiredCluster,
+    verdicts: BTreeMap<String, String>,
+    /// Why planning failed (then there are no verdicts).
+    plan_error: Option<String>,
+}
+
+impl std::ops::Deref for Judged<'_> {
+    type Target = DesiredCluster;
+
+    fn deref(&self) -> &DesiredCluster {
+        self.dc
+    }
+}
+
+fn verdict<'j>(r: &Resource, desired: Option<&'j Judged<'_>>) -> Option<&'j str> {
+    desired?
+        .verdicts
+        .get(r.address.as_str())
+        .map(String::as_str)
+}
+
+/// Plan the manifests against the state (no refresh, as `plan
+/// --refresh=false`): describe shows what `capi plan` would do, from the
+/// same planner. A plan that fails leaves no verdicts, only its error.
+fn verdicts(
+    d: &Desired,
+    state: &State,
+    g: &GlobalSettings,
+) -> Result<BTreeMap<String, String>, String> {
+    let opts = PlanOptions {
+        now_unix: g.now(),
+        ..Default::default()
+    };
+    match plan::plan(d, state, &opts) {
+        Ok(pl) => Ok(pl
+            .changes
+            .iter()
+            .filter(|c| c.kind == ResourceKind::Machine)
+            .filter_map(|c| {
+                let what = match c.action {
+                    Action::Replace => "will be replaced",
+                    Action::Delete => "will be destroyed",
+                    Action::Update => "will be updated in place",
+                    Action::Create => return None,
+                };
+                Some((c.address.to_string(), format!("{what} ({})", c.reason)))
+            })
+            .collect()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// The cluster `describe` was asked about, as given.
+pub(crate) struct Target<'a> {
+    pub(crate) cluster: &'a str,
+    pub(crate) namespace: Option<&'a str>,
+}
+
 pub(crate) fn run(
     g: &GlobalSettings,
-    cluster: &str,
+    target: Target<'_>,
     ms: &ManifestSettings,
     grouping: bool,
     p: &Printer,
@@ -177,7 +247,26 @@ pub(crate) fn run(
             ms,
         )?)
     };
-    let dc = desired.as_ref().and_then(|d| d.cluster(cluster));
+    let mut known = state.cluster_keys();
+    if let Some(d) = &desired {
+        known.extend(d.clusters.iter().map(|c| c.id.key()));
+        known.sort();
+        known.dedup();
+    }
+    let key = cluster_name::resolve(target.cluster, target.namespace, &known)?;
+    let cluster = key.as_str();
+    let judged = desired.as_ref().and_then(|d| {
+        let (verdicts, plan_error) = match verdicts(d, &state, g) {
+            Ok(v) => (v, None),
+            Err(e) => (BTreeMap::new(), Some(e)),
+        };
+        Some(Judged {
+            dc: d.cluster(cluster)?,
+            verdicts,
+            plan_error,
+        })
+    });
+    let dc = judged.as_ref();
     let resources: Vec<&Resource> = state.cluster_resources(cluster).collect();
     if resources.is_empty() && dc.is_none() {
         return Err(CliError::Usage(format!(
@@ -201,12 +290,7 @@ pub(crate) fn run(
 }
 
 /// The top row: the cluster with its machine counts.
-fn cluster_row(
-    cluster: &str,
-    machines: &[&Resource],
-    dc: Option<&DesiredCluster>,
-    lb_ok: bool,
-) -> Row {
+fn cluster_row(cluster: &str, machines: &[&Resource], dc: Option<&Judged<'_>>, lb_ok: bool) -> Row {
     let total_ready = machines.iter().filter(|r| machine_state(r).0).count();
     let total_utd = dc.map(|_| {
         machines
@@ -273,7 +357,7 @@ fn infrastructure_row(resources: &[&Resource], lb_ok: bool) -> Option<Row> {
 /// when known, then groups only the state knows), each with its replicas.
 fn group_order(
     owners: &BTreeMap<String, Vec<&Resource>>,
-    dc: Option<&DesiredCluster>,
+    dc: Option<&Judged<'_>>,
 ) -> Vec<(String, Role, Option<u32>)> {
     let mut order: Vec<(String, Role, Option<u32>)> = Vec::new();
     if let Some(d) = dc {
@@ -292,7 +376,7 @@ fn group_order(
 /// One group's row and its machines' rows.
 struct GroupTree<'a> {
     owners: BTreeMap<String, Vec<&'a Resource>>,
-    dc: Option<&'a DesiredCluster>,
+    dc: Option<&'a Judged<'a>>,
     grouping: bool,
     rows: Vec<Row>,
 }
@@ -308,7 +392,7 @@ impl GroupTree<'_> {
 }
 
 /// The control-plane groups and the workers, as a tree.
-fn group_tree(machines: &[&Resource], dc: Option<&DesiredCluster>, grouping: bool) -> Vec<Row> {
+fn group_tree(machines: &[&Resource], dc: Option<&Judged<'_>>, grouping: bool) -> Vec<Row> {
     let mut owners: BTreeMap<String, Vec<&Resource>> = BTreeMap::new();
     for r in machines {
         owners

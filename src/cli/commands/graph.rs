@@ -1,5 +1,6 @@
 //! `capi graph`: the resource graph the manifests describe, against the
-//! current state (machine names come from it), as DOT or indented text.
+//! current state (machine names come from it), as DOT or indented text,
+//! with the plan's ordering edges (dashed) next to the dependencies.
 
 use std::collections::BTreeMap;
 
@@ -47,7 +48,24 @@ pub(crate) fn run(
         }
     }
     let list: Vec<(Address, Vec<Address>)> = nodes.into_iter().collect();
-    let graph = ResourceGraph::new(&list).map_err(|e| CliError::Message(e.to_string()))?;
+    // The order the executor enforces between the plan's creates and
+    // updates (its steps' `after`), beyond the dependencies.
+    let by_id: BTreeMap<usize, &plan::Step> = pl.steps.iter().map(|s| (s.id, s)).collect();
+    let order: Vec<(Address, Address)> = pl
+        .steps
+        .iter()
+        .filter(|s| s.op != Op::Delete)
+        .flat_map(|s| {
+            s.after
+                .iter()
+                .filter_map(|a| by_id.get(a).copied())
+                .filter(|first| first.op != Op::Delete)
+                .map(|first| (first.address.clone(), s.address.clone()))
+        })
+        .collect();
+    let graph = ResourceGraph::new(&list)
+        .and_then(|g| g.with_order(&order))
+        .map_err(|e| CliError::Message(e.to_string()))?;
     p.data(&match format {
         GraphFormat::Dot => graph.to_dot(),
         GraphFormat::Text => graph.to_text(),

@@ -8,6 +8,7 @@ use std::path::Path;
 use crate::resource::{Address, ClusterId, ResourceKind};
 use crate::state::{files, StateStore};
 
+use super::super::cluster_name;
 use super::super::output::Printer;
 use super::super::settings::GlobalSettings;
 use super::super::{CliError, ExitStatus};
@@ -15,6 +16,7 @@ use super::super::{CliError, ExitStatus};
 pub(crate) fn run(
     g: &GlobalSettings,
     cluster: &str,
+    namespace: Option<&str>,
     output: Option<&Path>,
     p: &Printer,
 ) -> Result<ExitStatus, CliError> {
@@ -24,6 +26,8 @@ pub(crate) fn run(
             g.state_arg.display()
         ))
     })?;
+    let key = cluster_name::resolve(cluster, namespace, &state.cluster_keys())?;
+    let cluster = key.as_str();
     let id = ClusterId::from_key(cluster);
     if state
         .get(&Address::new(&id, ResourceKind::Pki, None))

@@ -8,6 +8,7 @@ use std::path::Path;
 use crate::plan;
 use crate::state::{Resource, State, StateStore};
 
+use super::super::cluster_name;
 use super::super::json::JsonEvent;
 use super::super::output::Printer;
 use super::super::pipeline;
@@ -82,6 +83,7 @@ fn saved_plan(path: &Path, p: &Printer) -> Result<ExitStatus, CliError> {
 pub(crate) fn run(
     g: &GlobalSettings,
     cluster: Option<&str>,
+    namespace: Option<&str>,
     p: &Printer,
 ) -> Result<ExitStatus, CliError> {
     if let Some(arg) = cluster {
@@ -97,6 +99,10 @@ pub(crate) fn run(
         ));
         return Ok(ExitStatus::Success);
     };
+    let key = cluster
+        .map(|c| cluster_name::resolve(c, namespace, &state.cluster_keys()))
+        .transpose()?;
+    let cluster = key.as_deref();
     let rs = select(&state, cluster);
     if let Some(c) = cluster {
         if rs.is_empty() {

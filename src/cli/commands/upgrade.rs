@@ -3,6 +3,10 @@
 //! (a target further ahead becomes a chain of steps, workers following each
 //! step). Shows every step's waves, asks, runs them with the health gates,
 //! and with `--write` puts the new versions into the manifest files.
+//!
+//! Without a KubeadmControlPlane (or with `--md` and a target the control
+//! plane already runs or is past), only the MachineDeployments move, in one
+//! step, within the version skew of the running control plane.
 
 use std::collections::BTreeMap;
 
@@ -13,6 +17,7 @@ use crate::resource::{ClusterId, OwnerKind, Version};
 use crate::state::State;
 
 use super::super::args::UpgradeArgs;
+use super::super::cluster_name;
 use super::super::json::{self, JsonEvent};
 use super::super::output::Printer;
 use super::super::pipeline::{self, LockedState, Operation};
@@ -24,11 +29,17 @@ use super::super::{CliError, ExitStatus};
 /// not run `target`, or an operation a killed run left pending. An upgrade
 /// killed after its control plane finished is resumed from here, not judged
 /// done by the control plane's version alone.
-fn unfinished(state: &State, key: &str, mds: &[String], target: &Version) -> bool {
+fn unfinished(
+    state: &State,
+    key: &str,
+    sel: &Selection<'_>,
+    mds: &[String],
+    target: &Version,
+) -> bool {
     state.cluster_resources(key).any(|r| {
         let rolled = r.attributes.as_machine().is_some_and(|m| {
             let ours = match m.owner.kind {
-                OwnerKind::KubeadmControlPlane => true,
+                OwnerKind::KubeadmControlPlane => sel.control_plane,
                 OwnerKind::MachineDeployment => mds.is_empty() || mds.contains(&m.owner.name),
                 OwnerKind::MachineSet | OwnerKind::Machine => false,
             };
@@ -52,7 +63,8 @@ fn current_cp_version(state: &State, key: &str) -> Option<(Version, Version)> {
 struct Target<'m> {
     /// `name` or `namespace:name`, as in addresses.
     key: String,
-    kcp: &'m manifest::Object,
+    /// `None`: a cluster without a KubeadmControlPlane (workers only).
+    kcp: Option<&'m manifest::Object>,
     sel: Selection<'m>,
 }
 
@@ -60,25 +72,30 @@ struct Target<'m> {
 /// KubeadmControlPlane; `--md` names checked.
 fn select<'m>(m: &'m Manifest, u: &'m UpgradeArgs) -> Result<Target<'m>, CliError> {
     let clusters: Vec<&manifest::Object> = m.of_kind(Kind::Cluster).collect();
+    let keys: Vec<String> = clusters
+        .iter()
+        .map(|o| ClusterId::new(&o.key.namespace, &o.key.name).key())
+        .collect();
     let cluster = match &u.cluster {
         Some(c) => {
-            let id = ClusterId::from_key(c);
+            let id = ClusterId::from_key(&cluster_name::resolve(c, u.namespace.as_deref(), &keys)?);
             clusters
                 .iter()
                 .find(|o| o.key.name == id.name && o.key.namespace == id.namespace)
                 .copied()
-                .ok_or_else(|| CliError::Usage(format!("no Cluster {c:?} in the manifests")))?
+                .ok_or_else(|| {
+                    CliError::Usage(format!(
+                        "no Cluster {c:?} in the manifests; they have: {}",
+                        keys.join(", ")
+                    ))
+                })?
         }
         None if clusters.len() == 1 => clusters[0],
         None => {
             return Err(CliError::Usage(format!(
                 "the manifests have {} clusters; name the one to upgrade: {}",
                 clusters.len(),
-                clusters
-                    .iter()
-                    .map(|c| c.key.name.clone())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                keys.join(", ")
             )))
         }
     };
@@ -90,7 +107,7 @@ fn select<'m>(m: &'m Manifest, u: &'m UpgradeArgs) -> Result<Target<'m>, CliErro
         .control_plane_ref
         .as_ref()
         .and_then(|r| m.resolve(cluster, r))
-        .ok_or_else(|| CliError::Usage(format!("cluster {key} has no KubeadmControlPlane: capi upgrade rolls a KubeadmControlPlane and its MachineDeployments")))?;
+        .filter(|o| matches!(o.body, Body::KubeadmControlPlane(_)));
     let mds: Vec<String> = m
         .of_kind(Kind::MachineDeployment)
         .filter(|o| o.key.namespace == cluster.key.namespace && matches!(&o.body, Body::MachineDeployment(md) if md.cluster_name == cluster.key.name))
@@ -108,6 +125,7 @@ fn select<'m>(m: &'m Manifest, u: &'m UpgradeArgs) -> Result<Target<'m>, CliErro
         namespace: &cluster.key.namespace,
         cluster: &cluster.key.name,
         machine_deployments: if u.md.is_empty() { None } else { Some(&u.md) },
+        control_plane: kcp.is_some(),
     };
     Ok(Target { key, kcp, sel })
 }
@@ -124,10 +142,47 @@ fn running_versions(state: &State, t: &Target<'_>) -> Result<(Version, Version),
 }
 
 fn manifest_cp_version(t: &Target<'_>) -> Option<Version> {
-    match &t.kcp.body {
+    match &t.kcp?.body {
         Body::KubeadmControlPlane(k) => k.version.clone().ok(),
         _ => None,
     }
+}
+
+/// A workers-only upgrade must keep them within the skew of the running
+/// control plane (never newer, at most three minors older): checked here,
+/// before anything is planned. Returns the workers' lowest running version.
+fn workers_skew(
+    state: &State,
+    t: &Target<'_>,
+    cp: Option<&(Version, Version)>,
+    target: &Version,
+) -> Result<Version, CliError> {
+    if let Some((lowest, highest)) = cp {
+        let newer = (target.major, target.minor) > (lowest.major, lowest.minor);
+        let too_old = target.major != highest.major || target.minor + 3 < highest.minor;
+        if newer || too_old {
+            return Err(CliError::Usage(format!(
+                "cluster {}: workers at {target} would be {} the control plane at {} (workers may be up to three minor versions older, never newer){}",
+                t.key,
+                if newer { "newer than" } else { "too far behind" },
+                if newer { lowest } else { highest },
+                if t.kcp.is_some() {
+                    format!("; without --md, `capi upgrade --to {target}` upgrades the control plane first")
+                } else {
+                    String::new()
+                }
+            )));
+        }
+    }
+    let mds = t.sel.machine_deployments;
+    Ok(state
+        .cluster_resources(&t.key)
+        .filter_map(|r| r.attributes.as_machine())
+        .filter(|m| m.owner.kind == OwnerKind::MachineDeployment)
+        .filter(|m| mds.is_none_or(|l| l.contains(&m.owner.name)))
+        .map(|m| m.version.clone())
+        .min()
+        .unwrap_or_else(|| target.clone()))
 }
 
 /// What every stage of an upgrade reads.
@@ -197,11 +252,16 @@ fn show_chain(
     };
     let key = &t.key;
     let chain: Vec<String> = plans.iter().map(|(v, _)| v.to_string()).collect();
+    let rolls = if t.sel.control_plane {
+        format!("each step rolls the control plane, then {names}")
+    } else {
+        format!("it rolls {names} only (the control plane keeps its version)")
+    };
     if p.json {
         p.emit(&JsonEvent::version());
     } else {
         p.data(&format!(
-            "Upgrade of cluster {key} from {current} to {target}: {} step{} ({}); each step rolls the control plane, then {names}.\n\n",
+            "Upgrade of cluster {key} from {current} to {target}: {} step{} ({}); {rolls}.\n\n",
             plans.len(),
             if plans.len() == 1 { "" } else { "s" },
             chain.join(" → ")
@@ -306,16 +366,33 @@ pub(crate) async fn run(
         .map(|v| Version::parse(v).map_err(|e| CliError::Usage(format!("--via: {e}"))))
         .collect::<Result<_, _>>()?;
     let m = pipeline::load_manifests(ms, p)?;
-    let t = select(&m, u)?;
+    let mut t = select(&m, u)?;
     let key = t.key.clone();
     let locked = LockedState::acquire(g, run, "upgrade")?;
-    let (current, running_max) = running_versions(&locked.state, &t)?;
-    let mut steps = edit::chain(&current, &target, &via).map_err(CliError::Usage)?;
-    let unfinished = unfinished(&locked.state, &key, &u.md, &target);
+    let cp_running = current_cp_version(&locked.state, &key);
+    // Workers only: no KubeadmControlPlane, or --md to a version the control
+    // plane already runs (or is past).
+    let workers_only = t.kcp.is_none()
+        || (!u.md.is_empty() && cp_running.as_ref().is_some_and(|(_, max)| target <= *max));
+    t.sel.control_plane = !workers_only;
+    let (current, running_max, mut steps) = if workers_only {
+        let current = workers_skew(&locked.state, &t, cp_running.as_ref(), &target)?;
+        (current.clone(), current, vec![target.clone()])
+    } else {
+        let (current, running_max) = running_versions(&locked.state, &t)?;
+        let steps = edit::chain(&current, &target, &via).map_err(CliError::Usage)?;
+        (current, running_max, steps)
+    };
+    let unfinished = unfinished(&locked.state, &key, &t.sel, &u.md, &target);
     if !unfinished && (steps.is_empty() || (running_max == target && current == target)) {
         p.data(&format!(
             "Cluster {key} already runs {target}: nothing to upgrade.\n"
         ));
+        // The machines run it but the manifests may not say so (an earlier
+        // upgrade without --write): write it now, rolling nothing.
+        if u.write && !u.dry_run {
+            write_versions(&m, &t.sel, &target, p)?;
+        }
         return Ok(ExitStatus::Success);
     }
     if steps.is_empty() {
@@ -357,10 +434,10 @@ pub(crate) async fn run(
     if u.write {
         write_versions(&m, &t.sel, &target, p)?;
     } else if !p.json {
-        p.warning(&format!(
-            "the manifests still say {}: update their versions (or re-run with --write), or a later `capi apply` will refuse to move the control plane back",
-            manifest_cp_version(&t).map(|v| v.to_string()).unwrap_or_default()
-        ));
+        p.warning(&match manifest_cp_version(&t).filter(|_| t.sel.control_plane) {
+            Some(v) => format!("the manifests still say {v}: update their versions (or re-run with --write), or a later `capi apply` will refuse to move the control plane back"),
+            None => "the manifests still have the old MachineDeployment versions: update them (or re-run with --write), or a later `capi apply` will roll the machines back".to_string(),
+        });
     }
     Ok(ExitStatus::Success)
 }

@@ -11,7 +11,7 @@ use super::super::error::Problem;
 use super::super::model::{ApiGen, Kind, Origin};
 use super::super::raw;
 use super::super::yaml::{self, Document, SpanMap};
-use super::context::{pointer_to_dotted, DocCtx};
+use super::context::{edit_distance, pointer_to_dotted, DocCtx};
 use crate::resource::DEFAULT_NAMESPACE;
 
 /// A document as JSON, with the positions of its values.
@@ -139,6 +139,10 @@ fn identify(ctx: &mut DocCtx<'_>, root: &Value) -> Option<(String, Kind, String)
         return None;
     }
     let Some(kind) = Kind::parse(kind_str) else {
+        if let Some((message, help)) = unknown_cluster_api_kind(kind_str, &name, api_version) {
+            ctx.error("/kind", message, help);
+            return None;
+        }
         ctx.warning(
             "/kind",
             format!(
@@ -246,4 +250,72 @@ fn check_dns_name(name: &str) -> Result<(), &'static str> {
         return Err("it must start and end with a letter or digit");
     }
     Ok(())
+}
+
+/// Kinds of Cluster API's own groups (and of the providers capi knows) that
+/// capi reads past: a manifest may carry them, capi leaves them alone.
+const KNOWN_UNMANAGED: &[&str] = &[
+    "ClusterResourceSet",
+    "ClusterResourceSetBinding",
+    "MachinePool",
+    "MachineDrainRule",
+    "ExtensionConfig",
+    "IPAddress",
+    "IPAddressClaim",
+    "InClusterIPPool",
+    "GlobalInClusterIPPool",
+    "DockerMachinePool",
+    "DockerMachinePoolTemplate",
+    "DockerClusterTemplate",
+    "DevClusterTemplate",
+    "OpenStackMachine",
+    "OpenStackServer",
+    "OpenStackFloatingIPPool",
+];
+
+/// An unknown kind in a Cluster API group (`*.cluster.x-k8s.io`) is a
+/// mistake, not something to skip: skipping a misspelt MachineDeployment
+/// makes the next plan destroy its machines. `(message, help)` for those;
+/// `None` for other groups and known kinds capi does not manage.
+fn unknown_cluster_api_kind(kind: &str, name: &str, api_version: &str) -> Option<(String, String)> {
+    let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
+    let cluster_api_group = group == "cluster.x-k8s.io" || group.ends_with(".cluster.x-k8s.io");
+    if !cluster_api_group || KNOWN_UNMANAGED.contains(&kind) {
+        return None;
+    }
+    // Suggestions come from the kinds of the same group (all of them when
+    // capi manages none there).
+    let same_group = Kind::ALL.iter().any(|k| k.group() == group);
+    let closest = Kind::ALL
+        .iter()
+        .filter(|k| !same_group || k.group() == group)
+        .map(|k| {
+            (
+                edit_distance(&kind.to_lowercase(), &k.as_str().to_lowercase()),
+                k.as_str(),
+            )
+        })
+        .min()
+        .filter(|(d, _)| *d <= 2.max(kind.len() / 4));
+    let message =
+        format!("{kind} {name:?} ({api_version}): {kind:?} is not a Cluster API kind capi knows");
+    let help = match closest {
+        Some((_, k)) => format!(
+            "did you mean {k}? An object capi cannot read would be left out of the plan (and the machines it owns destroyed)"
+        ),
+        None => {
+            let in_group: Vec<&str> = Kind::ALL
+                .iter()
+                .filter(|k| k.group() == group)
+                .map(|k| k.as_str())
+                .collect();
+            let known = if in_group.is_empty() {
+                format!("capi manages no kind of the group {group}")
+            } else {
+                format!("capi manages {} in {group}", in_group.join(", "))
+            };
+            format!("{known}; fix the kind, or remove the object from the manifests passed to capi")
+        }
+    };
+    Some((message, help))
 }

@@ -143,7 +143,12 @@ pub(super) fn check_deployment(v: &mut V<'_>, owners: &Owners, o: &Object, md: &
                 );
             }
         }
-        if max_surge.is_zero() && max_unavailable.is_zero() {
+        // Cluster API's webhook refuses integer 0/0 only; percentages that
+        // resolve to 0/0 (`0%`, or `10%` of 3) fall back to maxUnavailable 1.
+        if matches!(
+            (max_surge, max_unavailable),
+            (IntOrPercent::Int(0), IntOrPercent::Int(0))
+        ) {
             v.err(
                 o,
                 &path,

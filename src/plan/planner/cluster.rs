@@ -22,6 +22,9 @@ pub(super) struct ClusterPlanner<'p, 'a> {
     /// The cluster has a control plane, or the plan has already created its
     /// first machine (`kubeadm init`): further control-plane machines join.
     pub(super) initialized: bool,
+    /// The cluster had a control plane before this plan: a control-plane
+    /// machine it adds (scale-up or rollout) is health-gated.
+    pub(super) was_initialized: bool,
     /// Some machine joins (it needs the bootstrap token).
     pub(super) joins_planned: bool,
     /// The create of the `kubeadm init` machine.
@@ -43,6 +46,7 @@ impl<'p, 'a> ClusterPlanner<'p, 'a> {
             key: dc.id.key(),
             token_addr: dc.address(ResourceKind::Token, None),
             initialized,
+            was_initialized: initialized,
             joins_planned: false,
             init_step: None,
             last_cp_step: None,
@@ -52,6 +56,7 @@ impl<'p, 'a> ClusterPlanner<'p, 'a> {
     }
 
     pub(super) fn do_plan(mut self) -> Result<ClusterSteps, PlanError> {
+        self.warn_unchecked_machines();
         let infrastructure = self.do_plan_infrastructure()?;
         let mut by_owner = self.machines_by_owner();
         let dc = self.dc;
@@ -70,6 +75,31 @@ impl<'p, 'a> ClusterPlanner<'p, 'a> {
             token,
             removals,
         })
+    }
+
+    /// Machines whose `--health-check` verdict is not "passed" (it failed,
+    /// or the run stopped first): said out loud, since only a run with
+    /// `--health-check` checks them again before deleting other machines.
+    fn warn_unchecked_machines(&mut self) {
+        let unchecked: Vec<String> = self
+            .b
+            .state
+            .cluster_resources(&self.key)
+            .filter(|r| {
+                r.observed
+                    .get("health_check")
+                    .and_then(|v| v.as_str())
+                    .is_some_and(|v| v != "passed")
+            })
+            .filter_map(|r| r.address.name().map(str::to_string))
+            .collect();
+        if !unchecked.is_empty() {
+            self.b.warnings.push(format!(
+                "cluster {}: machine(s) {} never passed the health check; with --health-check they are checked again (and must pass) before other machines of the cluster are deleted, without it nothing checks them",
+                self.key,
+                unchecked.join(", ")
+            ));
+        }
     }
 
     /// The cluster's machines in state by owner, in state order (one pass,

@@ -14,7 +14,9 @@ use crate::state::{Resource, Status};
 use super::super::rollout::{self, Existing, GroupOp, Schedule};
 use super::super::{skew, Action, ReasonCode};
 use super::cluster::ClusterPlanner;
-use super::machines::{delete_machine, machine_change};
+use super::machines::{
+    delete_machine, machine_change, only_bootstrap_template_content_differs, rollout_after_passed,
+};
 use super::report::GroupReport;
 use super::{attribute_diff, PlanError, ProtoStep};
 
@@ -38,6 +40,37 @@ pub(super) fn is_replacement(code: ReasonCode) -> bool {
     )
 }
 
+/// Infrastructure machine templates are immutable in Cluster API (CAPD's and
+/// CAPO's webhooks reject an edit): a template whose content differs from
+/// what its machines were created from, under the same name, is refused
+/// rather than rolled.
+fn refuse_infra_template_edits(gm: &GroupMachines<'_>) -> Result<(), PlanError> {
+    let g = gm.g;
+    for r in &gm.live {
+        let Some(m) = r.attributes.as_machine() else {
+            continue;
+        };
+        if m.infra.kind == g.infra.kind
+            && m.infra.name == g.infra.name
+            && m.infra.spec != g.infra.spec
+        {
+            return Err(PlanError::Immutable {
+                address: r.address.clone(),
+                field: format!("the content of {} {:?}", g.infra.kind, g.infra.name),
+                before: "what the machine was created from".into(),
+                after: "edited in place".into(),
+                help: format!(
+                    "infrastructure machine templates are immutable in Cluster API (the provider's webhook rejects the edit): create a new {} with a new name and update the reference in {}; capi then rolls its machines. Or undo the edit",
+                    g.infra.kind, g.owner
+                ),
+                file: g.infra_source.file.clone(),
+                line: g.infra_source.line,
+            });
+        }
+    }
+    Ok(())
+}
+
 impl<'a> ClusterPlanner<'_, 'a> {
     pub(super) fn do_plan_group(
         &mut self,
@@ -53,6 +86,7 @@ impl<'a> ClusterPlanner<'_, 'a> {
             deleting,
             live,
         };
+        refuse_infra_template_edits(&gm)?;
         let mut report = GroupReport {
             group: gm.label.clone(),
             paused: g.paused,
@@ -71,7 +105,7 @@ impl<'a> ClusterPlanner<'_, 'a> {
         {
             skew::check_join(self.dc, g)?;
         }
-        self.warn_about_group(g, &existing);
+        self.warn_about_group(g, &existing, &sched);
         let resumed = self.resume_interrupted_creates(&gm, &sched, &mut report);
         let prev_wave: Vec<usize> = resumed.iter().chain(interrupted.iter()).copied().collect();
         let materialised = self.materialise_waves(&gm, &sched, prev_wave, &mut report);
@@ -161,17 +195,32 @@ impl<'a> ClusterPlanner<'_, 'a> {
                         Some(Observation::Stopped(_) | Observation::Changed(_)) => true,
                         None => false,
                     };
+                let same = m.identity == g.machine_identity(&m.failure_domain)
+                    || only_bootstrap_template_content_differs(g, r);
                 Existing {
                     name: m.name.clone(),
                     sequence: r.sequence,
                     failure_domain: m.failure_domain.clone(),
                     up_to_date: fd_ok
-                        && m.identity == g.machine_identity(&m.failure_domain)
+                        && same
+                        && rollout_after_passed(g, r, self.b.opts.now_unix).is_none()
                         && !self.b.opts.replace.contains(&r.address),
                     unhealthy,
+                    requested: self.b.opts.replace.contains(&r.address),
                 }
             })
             .collect();
+        let kept_old_content = gm
+            .live
+            .iter()
+            .filter(|r| only_bootstrap_template_content_differs(g, r))
+            .count();
+        if kept_old_content > 0 {
+            self.b.warnings.push(format!(
+                "{} was edited in place: the {kept_old_content} existing machine(s) of {} keep the bootstrap data they were created with, and machines created from now on get the new content (as in Cluster API). To roll them, point {} at a new template, or set its rolloutAfter",
+                g.bootstrap_template, g.owner, g.owner
+            ));
+        }
         report.unhealthy = existing
             .iter()
             .filter(|e| e.unhealthy)
@@ -221,7 +270,7 @@ impl<'a> ClusterPlanner<'_, 'a> {
     }
 
     /// Paused groups, and outdated machines an OnDelete strategy keeps.
-    fn warn_about_group(&mut self, g: &MachineGroup, existing: &[Existing]) {
+    fn warn_about_group(&mut self, g: &MachineGroup, existing: &[Existing], sched: &Schedule) {
         if g.paused {
             self.b.warnings.push(format!(
                 "{} is paused: capi does not scale or roll it",
@@ -229,9 +278,20 @@ impl<'a> ClusterPlanner<'_, 'a> {
             ));
         }
         if g.role == Role::Worker && matches!(g.rollout, desired::Rollout::OnDelete) {
+            // Machines this plan deletes anyway (--replace, scale-down) are
+            // not the ones left outdated.
+            let deleted: BTreeSet<&str> = sched
+                .waves
+                .iter()
+                .flatten()
+                .filter_map(|o| match o {
+                    GroupOp::Delete { name, .. } => Some(name.as_str()),
+                    _ => None,
+                })
+                .collect();
             let outdated = existing
                 .iter()
-                .filter(|e| !e.up_to_date && !e.unhealthy)
+                .filter(|e| !e.up_to_date && !e.unhealthy && !deleted.contains(e.name.as_str()))
                 .count();
             if outdated > 0 && g.owner.kind == OwnerKind::MachineDeployment {
                 self.b.warnings.push(format!("{}: {outdated} machine(s) are outdated; with the OnDelete strategy they are replaced only when you delete them", g.owner));

@@ -108,7 +108,10 @@ pub(super) fn delete_reason(
             ReasonCode::Requested,
         ),
         ReasonCode::Outdated => (
-            format!("{}: machines are immutable", outdated_because(g, r)),
+            format!(
+                "{}: machines are immutable",
+                outdated_because(g, r, b.opts.now_unix)
+            ),
             ReasonCode::Outdated,
         ),
         ReasonCode::ScaleDown => (
@@ -150,7 +153,7 @@ fn unhealthy_because(b: &Builder<'_>, r: &Resource) -> String {
 }
 
 /// What differs between an outdated machine and its group.
-fn outdated_because(g: &MachineGroup, r: &Resource) -> String {
+fn outdated_because(g: &MachineGroup, r: &Resource, now: i64) -> String {
     let m = r.attributes.as_machine().expect("machine");
     let mut why = Vec::new();
     if m.version != g.version {
@@ -179,10 +182,48 @@ fn outdated_because(g: &MachineGroup, r: &Resource) -> String {
             m.failure_domain.as_deref().unwrap_or("(none)")
         ));
     }
+    if let Some(t) = rollout_after_passed(g, r, now) {
+        why.push(format!(
+            "spec.rolloutAfter ({}) has passed since it was created",
+            crate::util::time::format_rfc3339(t)
+        ));
+    }
     if why.is_empty() {
         why.push(format!("{} content changed", g.bootstrap_template));
     }
     why.join(", ")
+}
+
+/// When the machine was created (recorded by apply; 0 when unknown).
+pub(super) fn created_unix(r: &Resource) -> i64 {
+    r.observed
+        .get("created_unix")
+        .and_then(|v| v.as_i64())
+        .unwrap_or(0)
+}
+
+/// The group's `spec.rolloutAfter`, when it has passed and the machine is
+/// older: Cluster API's way to force a rollout.
+pub(super) fn rollout_after_passed(g: &MachineGroup, r: &Resource, now: i64) -> Option<i64> {
+    g.rollout_after.filter(|&t| now >= t && created_unix(r) < t)
+}
+
+/// Only the content of the group's KubeadmConfigTemplate differs from what
+/// the machine was created from (same name, version, infrastructure and
+/// failure domain). Upstream, such an edit affects only machines created
+/// afterwards: the machine is kept.
+pub(super) fn only_bootstrap_template_content_differs(g: &MachineGroup, r: &Resource) -> bool {
+    let Some(m) = r.attributes.as_machine() else {
+        return false;
+    };
+    g.bootstrap_template.starts_with("KubeadmConfigTemplate/")
+        && m.identity != g.machine_identity(&m.failure_domain)
+        && m.version == g.version
+        && m.bootstrap_template == g.bootstrap_template
+        && m.infra.kind == g.infra.kind
+        && m.infra.name == g.infra.name
+        && m.infra.spec == g.infra.spec
+        && g.failure_domains.contains(&m.failure_domain)
 }
 
 /// The first line of a message, at most `n` characters.

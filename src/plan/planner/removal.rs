@@ -36,6 +36,7 @@ impl ClusterPlanner<'_, '_> {
             })
             .cloned()
             .collect();
+        self.warn_vanished_groups(&orphans);
         let mut cp_orphans: Vec<&Resource> = Vec::new();
         for r in &orphans {
             let m = r.attributes.as_machine().unwrap();
@@ -74,6 +75,25 @@ impl ClusterPlanner<'_, '_> {
                 self.last_cp_step = id;
             }
             report.machines.push(r.address.clone());
+        }
+    }
+
+    /// A group that vanished from the manifests takes all its machines with
+    /// it: a misspelt kind or a file left out of `-f` looks exactly like
+    /// that, so the plan says it out loud, once per group.
+    fn warn_vanished_groups(&mut self, orphans: &[Resource]) {
+        let mut counts: std::collections::BTreeMap<&Owner, usize> = Default::default();
+        for m in orphans.iter().filter_map(|r| r.attributes.as_machine()) {
+            *counts.entry(&m.owner).or_default() += 1;
+        }
+        let ns = &self.dc.id.namespace;
+        for (owner, n) in counts {
+            self.b.warnings.push(format!(
+                "{} {ns}/{} is no longer in the manifests: its {n} machine{} will be destroyed",
+                owner.kind,
+                owner.name,
+                if n == 1 { "" } else { "s" }
+            ));
         }
     }
 
@@ -132,6 +152,16 @@ pub(super) fn remove_cluster(
         _ => format!("Cluster {key} is no longer in the manifests"),
     };
     let resources: Vec<Resource> = b.state.cluster_resources(key).cloned().collect();
+    let machines = resources
+        .iter()
+        .filter(|r| r.attributes.as_machine().is_some())
+        .count();
+    if code == ReasonCode::Removed && machines > 0 {
+        b.warnings.push(format!(
+            "Cluster {key} is no longer in the manifests: all its {machines} machine{} and its infrastructure will be destroyed",
+            if machines == 1 { "" } else { "s" }
+        ));
+    }
     let mut cps: Vec<&Resource> = resources
         .iter()
         .filter(|r| {

@@ -237,7 +237,9 @@ impl<'a> ClusterPlanner<'_, 'a> {
         let mut ms = ProtoStep::create(m_addr.clone(), dc.provider, mspec.clone(), mdeps);
         ms.after.push(bs_id);
         ms.after.extend(slot.prev_wave.iter().copied());
-        ms.health_gate = slot.rolling;
+        // A rollout gates each new machine; so does every control-plane
+        // machine joining a running cluster (a plain scale-up included).
+        ms.health_gate = slot.rolling || (g.role == Role::ControlPlane && self.was_initialized);
         if g.role == Role::ControlPlane {
             if let Some(p) = self.last_cp_step {
                 ms.after.push(p);

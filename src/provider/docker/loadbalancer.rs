@@ -94,7 +94,9 @@ impl DockerProvider {
                 labels.insert(LABEL_KIND_CLUSTER.into(), cluster.clone());
                 labels.insert(LABEL_KIND_ROLE.into(), "external-load-balancer".into());
                 labels.insert(LABEL_PORT.into(), l.port.to_string());
-                let body = lb_container(&name, &image, &network, l.port, labels);
+                // By id: Docker refuses an ambiguous network name.
+                let network_id = self.network_id(&network).await?;
+                let body = lb_container(&name, &image, &network_id, l.port, labels);
                 if !self.engine.create_container(&name, body, true).await? {
                     let c = self.engine.inspect(&name).await?;
                     check_owner(c.as_ref().and_then(labels_of), input, &name)?;

@@ -172,7 +172,9 @@ impl DockerProvider {
         match self.engine.inspect(&name).await? {
             Some(c) => check_owner(labels_of(&c), input, &name)?,
             None => {
-                self.new_container(input, m, &name, &network, &image)
+                // By id: Docker refuses an ambiguous network name.
+                let network_id = self.network_id(&network).await?;
+                self.new_container(input, m, &name, &network_id, &image)
                     .await?;
                 self.crash.passed(CrashPoint::Create);
             }

@@ -78,6 +78,8 @@ pub(crate) struct DockerProvider {
     engine: Engine,
     /// Serialises load-balancer reconfigurations within this process.
     lb_lock: tokio::sync::Mutex<()>,
+    /// Serialises network creates and removals within this process.
+    network_lock: tokio::sync::Mutex<()>,
     crash: CrashHook,
 }
 
@@ -90,6 +92,7 @@ pub(crate) async fn connect(
     Ok(Arc::new(DockerProvider {
         engine: Engine::connect(settings).await?,
         lb_lock: tokio::sync::Mutex::new(()),
+        network_lock: tokio::sync::Mutex::new(()),
         crash: CrashHook {
             at: overrides.docker_crash.clone(),
             creates: AtomicU64::new(0),
