@@ -76,14 +76,31 @@ impl CliError {
         match self {
             CliError::Manifest(ManifestError::Invalid { problems, files })
             | CliError::Problems(problems, files) => {
-                for pr in problems {
-                    p.diagnostic(&ProblemReport::new(pr.clone(), files));
+                // Problems are sorted, errors first: the first ones are
+                // shown in full, the rest counted.
+                let max = crate::manifest::limits::MAX_REPORTED_PROBLEMS;
+                let (reports, hidden) = ProblemReport::all(problems, files, max);
+                for r in &reports {
+                    p.diagnostic(r);
                 }
                 let n = problems.iter().filter(|x| x.is_error()).count();
                 if p.json {
-                    for pr in problems {
+                    for pr in problems.iter().take(max) {
                         p.emit(&json::JsonEvent::diagnostic(pr));
                     }
+                }
+                if hidden > 0 {
+                    let note = format!(
+                        "{hidden} more problem{} not shown (the first {max} are); fix these and run again",
+                        if hidden == 1 { " is" } else { "s are" }
+                    );
+                    if p.json {
+                        p.emit(&json::JsonEvent::message(
+                            json::DiagnosticSeverity::Error,
+                            note.clone(),
+                        ));
+                    }
+                    p.error(&note);
                 }
                 p.error(&format!(
                     "{n} problem{} in the manifests; nothing was changed.",

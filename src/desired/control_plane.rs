@@ -78,7 +78,7 @@ impl ClusterBuilder<'_, '_> {
             annotations: kk.machine_annotations.clone(),
             owner,
             role: Role::ControlPlane,
-            replicas: kk.replicas.max(0) as u32,
+            replicas: u32::try_from(kk.replicas.max(0)).unwrap_or(u32::MAX),
             version,
             name_prefix: format!("{}-{}", k.key.name, short_hash(&identity, 5)),
             identity,

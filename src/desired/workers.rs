@@ -249,7 +249,7 @@ impl<'a> ClusterBuilder<'_, 'a> {
             annotations: template.annotations.clone(),
             owner,
             role,
-            replicas: src.replicas.max(0) as u32,
+            replicas: u32::try_from(src.replicas.max(0)).unwrap_or(u32::MAX),
             version,
             name_prefix: format!("{}-{}", w.key.name, short_hash(&identity, 5)),
             identity,

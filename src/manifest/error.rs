@@ -2,9 +2,8 @@
 //! and how to fix it. Problems are collected, never thrown one at a time.
 
 use std::fmt;
-use std::sync::Arc;
 
-use miette::{Diagnostic, LabeledSpan, NamedSource, SourceCode};
+use miette::{Diagnostic, LabeledSpan, SourceCode};
 
 use super::model::SourceFile;
 use super::vars::MissingVar;
@@ -28,6 +27,9 @@ pub struct Problem {
     pub message: String,
     /// How to fix it.
     pub help: String,
+    /// Whether the file's lines may be shown around the problem. A file
+    /// that is not YAML at all (a key file, `/etc/shadow`) is never quoted.
+    pub(crate) quote: bool,
 }
 
 impl Problem {
@@ -45,6 +47,7 @@ impl Problem {
             pos,
             message: message.into(),
             help: help.into(),
+            quote: true,
         }
     }
 
@@ -80,6 +83,14 @@ pub enum ManifestError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{path} is not UTF-8 text: byte 0x{byte:02X} at line {line}, byte {column} of the line (offset {offset} in the file) is not valid UTF-8; capi reads manifests as UTF-8 (convert the file, e.g. with iconv, or remove the byte)")]
+    NotUtf8 {
+        path: String,
+        line: usize,
+        column: usize,
+        offset: usize,
+        byte: u8,
+    },
     #[error("no manifests found: {0}")]
     NoManifests(String),
     #[error("{}", missing_vars_message(.0))]
@@ -114,45 +125,173 @@ fn missing_vars_message(vars: &[MissingVar]) -> String {
 #[derive(Debug)]
 pub struct ProblemReport {
     pub(crate) problem: Problem,
-    pub(crate) source: Option<NamedSource<Arc<str>>>,
+    pub(crate) source: Option<Snippet>,
     pub(crate) offset: usize,
     pub(crate) len: usize,
 }
 
+/// Start offsets of a text's lines, so that placing a problem costs a
+/// binary search, not a scan of the file (a file with thousands of problems
+/// is reported in linear time).
+#[derive(Debug)]
+pub(crate) struct LineIndex {
+    starts: Vec<usize>,
+}
+
+impl LineIndex {
+    pub(crate) fn new(text: &str) -> Self {
+        let mut starts = vec![0];
+        starts.extend(
+            text.bytes()
+                .enumerate()
+                .filter(|(_, b)| *b == b'\n')
+                .map(|(i, _)| i + 1),
+        );
+        LineIndex { starts }
+    }
+
+    /// Byte range of the 0-based line `i` (with its newline), clamped.
+    fn line(&self, text: &str, i: usize) -> (usize, usize) {
+        let i = i.min(self.starts.len() - 1);
+        let end = self.starts.get(i + 1).copied().unwrap_or(text.len());
+        (self.starts[i], end)
+    }
+}
+
+/// The few lines of a file around a problem, shown with their real line
+/// numbers: miette reads only this window, never the whole file.
+#[derive(Debug)]
+pub(crate) struct Snippet {
+    name: String,
+    /// The window's text, made safe for a terminal.
+    text: String,
+    start: usize,
+    first_line: usize,
+}
+
+/// Control and direction-changing characters (U+202E and friends) replaced
+/// by characters of the same length in bytes, so that a quoted line cannot
+/// rewrite the terminal or reorder what it shows, and spans stay valid.
+fn terminal_safe(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            let unsafe_char = (c.is_control() && !matches!(c, '\n' | '\t' | '\r'))
+                || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{061c}');
+            if !unsafe_char {
+                return c.to_string();
+            }
+            match c.len_utf8() {
+                3 => '\u{fffd}'.to_string(),
+                n => "?".repeat(n),
+            }
+        })
+        .collect()
+}
+
+impl SourceCode for Snippet {
+    fn read_span<'a>(
+        &'a self,
+        span: &miette::SourceSpan,
+        before: usize,
+        after: usize,
+    ) -> Result<Box<dyn miette::SpanContents<'a> + 'a>, miette::MietteError> {
+        let window = self.text.as_str();
+        let offset = span.offset().saturating_sub(self.start).min(window.len());
+        let len = span.len().min(window.len() - offset);
+        let inner = window.read_span(&(offset, len).into(), before, after)?;
+        Ok(Box::new(miette::MietteSpanContents::new_named(
+            self.name.clone(),
+            inner.data(),
+            (inner.span().offset() + self.start, inner.span().len()).into(),
+            inner.line() + self.first_line,
+            inner.column(),
+            inner.line_count(),
+        )))
+    }
+}
+
+/// Lines shown before and after a problem's line (the renderer shows one).
+const SNIPPET_LINES: usize = 2;
+
 impl ProblemReport {
-    pub(crate) fn new(problem: Problem, files: &[SourceFile]) -> Self {
-        let file = files.get(problem.file_index);
-        let (offset, len) = file
-            .map(|f| offset_of(&f.text, problem.pos))
-            .unwrap_or((0, 0));
-        let source = file.map(|f| NamedSource::new(f.name.clone(), f.text.clone()));
+    /// Reports for at most `max` problems (in their order) and the number
+    /// left out.
+    pub(crate) fn all(
+        problems: &[Problem],
+        files: &[SourceFile],
+        max: usize,
+    ) -> (Vec<Self>, usize) {
+        let mut indexes: std::collections::HashMap<usize, LineIndex> = Default::default();
+        let shown = problems.len().min(max);
+        let mut reports = Vec::with_capacity(shown);
+        for p in &problems[..shown] {
+            let index = match files.get(p.file_index) {
+                Some(f) => Some(
+                    &*indexes
+                        .entry(p.file_index)
+                        .or_insert_with(|| LineIndex::new(&f.text)),
+                ),
+                None => None,
+            };
+            reports.push(Self::with_index(p.clone(), files, index));
+        }
+        (reports, problems.len() - shown)
+    }
+
+    fn with_index(problem: Problem, files: &[SourceFile], index: Option<&LineIndex>) -> Self {
+        let file = files.get(problem.file_index).filter(|_| problem.quote);
+        let (Some(file), Some(index)) = (file, index) else {
+            return ProblemReport {
+                problem,
+                source: None,
+                offset: 0,
+                len: 0,
+            };
+        };
+        let line = (problem.pos.line as usize).saturating_sub(1);
+        let (line_start, line_end) = index.line(&file.text, line);
+        let (offset, len) = token_at(&file.text[line_start..line_end], problem.pos.col);
+        let first = line.saturating_sub(SNIPPET_LINES);
+        let (start, _) = index.line(&file.text, first);
+        let (_, end) = index.line(&file.text, line + SNIPPET_LINES);
+        let source = Snippet {
+            name: file.name.clone(),
+            text: terminal_safe(&file.text[start..end]),
+            start,
+            first_line: first.min(index.starts.len() - 1),
+        };
         ProblemReport {
             problem,
-            source,
-            offset,
+            source: Some(source),
+            offset: line_start + offset,
             len,
         }
     }
 }
 
+/// Offset and length of the token at a 1-based column (in chars) of a line.
+fn token_at(line: &str, col: u32) -> (usize, usize) {
+    let col = col.saturating_sub(1) as usize;
+    let start = line.char_indices().nth(col).map(|(b, _)| b).unwrap_or(0);
+    let rest = &line[start..];
+    let len = rest
+        .find([':', '\n', '\r'])
+        .unwrap_or(rest.len())
+        .max(1)
+        .min(rest.len());
+    (start, len)
+}
+
 /// Byte offset and length of the token at a 1-based line/column (column in chars).
+#[cfg(test)]
 pub(crate) fn offset_of(text: &str, pos: Pos) -> (usize, usize) {
-    let mut offset = 0;
-    for (i, line) in text.split_inclusive('\n').enumerate() {
-        if i + 1 == pos.line as usize {
-            let col = pos.col.saturating_sub(1) as usize;
-            let start = line.char_indices().nth(col).map(|(b, _)| b).unwrap_or(0);
-            let rest = &line[start..];
-            let len = rest
-                .find([':', '\n', '\r'])
-                .unwrap_or(rest.len())
-                .max(1)
-                .min(rest.len());
-            return (offset + start, len);
-        }
-        offset += line.len();
+    let index = LineIndex::new(text);
+    if pos.line as usize > index.starts.len() || pos.line == 0 {
+        return (text.len().saturating_sub(1), 0);
     }
-    (text.len().saturating_sub(1), 0)
+    let (start, end) = index.line(text, pos.line as usize - 1);
+    let (offset, len) = token_at(&text[start..end], pos.col);
+    (start + offset, len)
 }
 
 impl fmt::Display for ProblemReport {

@@ -3,7 +3,9 @@
 
 pub(crate) mod edit;
 pub(crate) mod error;
+pub(crate) mod limits;
 pub(crate) mod model;
+pub(crate) mod names;
 pub(crate) mod normalize;
 pub(crate) mod raw;
 pub(crate) mod validate;
@@ -34,16 +36,16 @@ pub fn read_sources(
     let mut out = Vec::new();
     for arg in args {
         if arg.as_os_str() == "-" {
-            let mut text = String::new();
+            let mut bytes = Vec::new();
             stdin
-                .read_to_string(&mut text)
+                .read_to_end(&mut bytes)
                 .map_err(|e| ManifestError::Read {
                     path: "<stdin>".into(),
                     source: e,
                 })?;
             out.push(RawSource {
                 name: "<stdin>".into(),
-                text,
+                text: utf8("<stdin>", bytes)?,
             });
             continue;
         }
@@ -81,13 +83,33 @@ pub fn read_sources(
 }
 
 fn read_file(path: &Path) -> Result<RawSource, ManifestError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ManifestError::Read {
-        path: path.display().to_string(),
+    let name = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|e| ManifestError::Read {
+        path: name.clone(),
         source: e,
     })?;
     Ok(RawSource {
-        name: path.display().to_string(),
-        text,
+        text: utf8(&name, bytes)?,
+        name,
+    })
+}
+
+/// The text of a file, or where its first byte that is not UTF-8 is.
+fn utf8(name: &str, bytes: Vec<u8>) -> Result<String, ManifestError> {
+    String::from_utf8(bytes).map_err(|e| {
+        let bytes = e.as_bytes();
+        let at = e.utf8_error().valid_up_to();
+        let line_start = bytes[..at]
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(0, |i| i + 1);
+        ManifestError::NotUtf8 {
+            path: name.to_string(),
+            line: bytes[..at].iter().filter(|b| **b == b'\n').count() + 1,
+            column: at - line_start + 1,
+            offset: at,
+            byte: bytes[at],
+        }
     })
 }
 
@@ -190,6 +212,9 @@ pub(crate) fn parse(
     let mut broken = std::collections::BTreeSet::new();
     for (fi, file) in files.iter().enumerate() {
         match yaml::parse_documents(&file.text) {
+            Ok(docs) if !docs.is_empty() && !docs.iter().any(|d| d.root.looks_like_manifest()) => {
+                problems.push(not_yaml(fi, &file.name));
+            }
             Ok(docs) => {
                 for doc in &docs {
                     match normalize::parse_document(fi, &file.name, doc, &mut problems) {
@@ -201,6 +226,19 @@ pub(crate) fn parse(
                     }
                 }
             }
+            Err(e) if e.limit => {
+                let mut p = Problem::error(
+                    fi,
+                    &file.name,
+                    e.pos,
+                    e.message,
+                    "capi reads manifests within documented limits (docs/reliability.md, \"Limits\"): simplify this part of the file",
+                );
+                // Not quoted unless the file is a manifest (see `not_yaml`).
+                p.quote = e.looks_like_manifest;
+                problems.push(p);
+            }
+            Err(e) if !e.looks_like_manifest => problems.push(not_yaml(fi, &file.name)),
             Err(e) => problems.push(Problem::error(
                 fi,
                 &file.name,
@@ -264,6 +302,20 @@ pub(crate) fn parse(
     Ok(manifest)
 }
 
+/// A file with no mapping or sequence in it is not a manifest, and may be
+/// anything (a key, `/etc/shadow`): say so without quoting a byte of it.
+fn not_yaml(file_index: usize, name: &str) -> Problem {
+    let mut p = Problem::error(
+        file_index,
+        name,
+        yaml::Pos { line: 1, col: 1 },
+        format!("{name} is not a YAML manifest: no document in it has an apiVersion or a kind (its content is not shown)"),
+        "pass the Cluster API manifests with -f (files, directories of *.yaml, or - for standard input)",
+    );
+    p.quote = false;
+    p
+}
+
 /// Load from in-memory text (tests, `generate`).
 pub fn load_str(name: &str, text: &str, vars: &Variables) -> Result<Manifest, ManifestError> {
     load(
@@ -273,6 +325,38 @@ pub fn load_str(name: &str, text: &str, vars: &Variables) -> Result<Manifest, Ma
         }],
         vars,
     )
+}
+
+/// Everything `capi validate` does with the bytes of one manifest, without
+/// touching a file: decode, substitute, parse, validate, and render the
+/// problems as the CLI would (snippets included). Returns the rendered
+/// text. The fuzz target (`fuzz/`) and the random-input tests drive it:
+/// whatever the bytes, it must return, never panic or abort.
+#[doc(hidden)]
+pub fn check_bytes(bytes: &[u8]) -> String {
+    let sources = match read_sources(&[PathBuf::from("-")], &mut &bytes[..]) {
+        Ok(s) => s,
+        Err(e) => return e.to_string(),
+    };
+    match load(sources, &Variables::new()) {
+        Ok(m) => format!("{} objects", m.objects.len()),
+        Err(ManifestError::Invalid { problems, files }) => {
+            let handler = miette::GraphicalReportHandler::new_themed(
+                miette::GraphicalTheme::unicode_nocolor(),
+            )
+            .with_context_lines(1)
+            .with_width(100);
+            let max = limits::MAX_REPORTED_PROBLEMS;
+            let (reports, hidden) = ProblemReport::all(&problems, &files, max);
+            let mut out = String::new();
+            for r in &reports {
+                let _ = handler.render_report(&mut out, r);
+            }
+            out.push_str(&format!("{hidden} more\n"));
+            out
+        }
+        Err(e) => e.to_string(),
+    }
 }
 
 #[cfg(test)]

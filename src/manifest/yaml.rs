@@ -9,8 +9,10 @@
 use std::collections::{BTreeMap, HashMap};
 
 use serde_json::Value;
-use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
+use yaml_rust2::parser::{Event, Parser};
 use yaml_rust2::scanner::{Marker, TScalarStyle};
+
+use super::limits::{allowed_alias_ratio, ALIAS_MIN_ALIASED, ALIAS_MIN_NODES, MAX_DEPTH};
 
 /// A position inside a source file, 1-based line and column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
@@ -37,6 +39,18 @@ pub(crate) struct Node {
     pub(crate) pos: Pos,
 }
 
+impl Node {
+    fn is_manifest_key(&self) -> bool {
+        matches!(&self.value, NodeValue::Str(s) if s == "apiVersion" || s == "kind")
+    }
+
+    /// A mapping with an `apiVersion` or a `kind` key: what a manifest
+    /// document looks like, even a broken one.
+    pub(crate) fn looks_like_manifest(&self) -> bool {
+        matches!(&self.value, NodeValue::Map(entries) if entries.iter().any(|(k, _)| k.is_manifest_key()))
+    }
+}
+
 /// One YAML document of a multi-document stream.
 #[derive(Debug, Clone)]
 pub(crate) struct Document {
@@ -45,49 +59,87 @@ pub(crate) struct Document {
     pub(crate) pos: Pos,
 }
 
-/// A syntax error reported by the YAML scanner.
+/// A syntax error reported by the YAML scanner, or a limit crossed
+/// (nesting, alias expansion, an integer out of range).
 #[derive(Debug, Clone)]
 pub(crate) struct SyntaxError {
     pub(crate) pos: Pos,
     pub(crate) message: String,
+    /// Whether a top-level `apiVersion` or `kind` key was read before the
+    /// error: a file without one is not YAML at all, or not a manifest, and
+    /// its content is not quoted back.
+    pub(crate) looks_like_manifest: bool,
+    /// A limit of capi's (depth, aliases, integers), not YAML's syntax.
+    pub(crate) limit: bool,
 }
 
 /// Parse every document of `text`. Empty documents (only comments) are skipped.
+///
+/// The event stream is consumed here, without recursion, so that nesting is
+/// bounded by [`MAX_DEPTH`] in every style and alias expansion by the
+/// budget of [`limits`](super::limits) before anything is built.
 pub(crate) fn parse_documents(text: &str) -> Result<Vec<Document>, SyntaxError> {
     let mut builder = Builder::default();
     let mut parser = Parser::new_from_str(text);
-    if let Err(e) = parser.load(&mut builder, true) {
-        let m = e.marker();
-        return Err(SyntaxError {
-            pos: Pos {
-                line: m.line() as u32,
-                col: m.col() as u32 + 1,
-            },
-            message: e.info().to_string(),
-        });
+    loop {
+        let (ev, mark) = match parser.next_token() {
+            Ok(x) => x,
+            Err(e) => {
+                let pos = pos_of(e.marker());
+                let mut err = builder.error(pos, e.info().to_string());
+                err.limit = e.info() == "recursion limit exceeded";
+                if err.limit {
+                    err.message = too_deep();
+                }
+                return Err(err);
+            }
+        };
+        if ev == Event::StreamEnd {
+            return Ok(builder.docs);
+        }
+        let pos = pos_of(&mark);
+        if let Err(message) = builder.on_event(ev, pos) {
+            let mut err = builder.error(pos, message);
+            err.limit = true;
+            return Err(err);
+        }
     }
-    Ok(builder.docs)
+}
+
+/// A finished node with what the limits need: how many nodes it holds and
+/// how deep it goes.
+#[derive(Clone)]
+struct Built {
+    node: Node,
+    size: u64,
+    height: usize,
 }
 
 #[derive(Default)]
 struct Builder {
     docs: Vec<Document>,
     stack: Vec<Frame>,
-    anchors: HashMap<usize, Node>,
+    anchors: HashMap<usize, Built>,
     root: Option<Node>,
+    /// Nodes produced in this document, and how many of them by aliases.
+    nodes: u64,
+    aliased: u64,
+    looks_like_manifest: bool,
 }
 
-enum Frame {
-    Seq {
-        items: Vec<Node>,
-        pos: Pos,
-        anchor: usize,
-    },
+struct Frame {
+    value: FrameValue,
+    pos: Pos,
+    anchor: usize,
+    size: u64,
+    height: usize,
+}
+
+enum FrameValue {
+    Seq(Vec<Node>),
     Map {
         entries: Vec<(Node, Node)>,
         key: Option<Node>,
-        pos: Pos,
-        anchor: usize,
     },
 }
 
@@ -99,23 +151,48 @@ fn pos_of(m: &Marker) -> Pos {
 }
 
 impl Builder {
-    fn push_node(&mut self, node: Node) {
-        match self.stack.last_mut() {
-            None => self.root = Some(node),
-            Some(Frame::Seq { items, .. }) => items.push(node),
-            Some(Frame::Map { entries, key, .. }) => match key.take() {
-                None => *key = Some(node),
-                Some(k) => entries.push((k, node)),
+    fn error(&self, pos: Pos, message: String) -> SyntaxError {
+        SyntaxError {
+            pos,
+            message,
+            looks_like_manifest: self.looks_like_manifest,
+            limit: false,
+        }
+    }
+
+    fn push_node(&mut self, built: Built) {
+        let top = self.stack.len() == 1;
+        let Some(frame) = self.stack.last_mut() else {
+            self.root = Some(built.node);
+            return;
+        };
+        frame.size += built.size;
+        frame.height = frame.height.max(built.height + 1);
+        match &mut frame.value {
+            FrameValue::Seq(items) => items.push(built.node),
+            FrameValue::Map { entries, key } => match key.take() {
+                None => {
+                    self.looks_like_manifest |= top && built.node.is_manifest_key();
+                    *key = Some(built.node)
+                }
+                Some(k) => entries.push((k, built.node)),
             },
         }
     }
-}
 
-impl MarkedEventReceiver for Builder {
-    fn on_event(&mut self, ev: Event, mark: Marker) {
+    fn finish(&mut self, built: Built, anchor: usize) {
+        if anchor > 0 {
+            self.anchors.insert(anchor, built.clone());
+        }
+        self.push_node(built);
+    }
+
+    fn on_event(&mut self, ev: Event, pos: Pos) -> Result<(), String> {
         match ev {
             Event::DocumentStart => {
                 self.root = None;
+                self.nodes = 0;
+                self.aliased = 0;
             }
             Event::DocumentEnd => {
                 if let Some(root) = self.root.take() {
@@ -127,122 +204,200 @@ impl MarkedEventReceiver for Builder {
                 self.anchors.clear();
             }
             Event::Scalar(text, style, anchor, tag) => {
-                let value = resolve_scalar(&text, style, tag.as_ref().map(|t| t.suffix.as_str()));
-                let node = Node {
-                    value,
-                    pos: pos_of(&mark),
-                };
-                if anchor > 0 {
-                    self.anchors.insert(anchor, node.clone());
-                }
-                self.push_node(node);
+                let value = resolve_scalar(&text, style, tag.as_ref().map(|t| t.suffix.as_str()))?;
+                self.nodes += 1;
+                let node = Node { value, pos };
+                self.finish(
+                    Built {
+                        node,
+                        size: 1,
+                        height: 0,
+                    },
+                    anchor,
+                );
             }
-            Event::Alias(id) => {
-                let mut node = self.anchors.get(&id).cloned().unwrap_or(Node {
-                    value: NodeValue::Null,
-                    pos: pos_of(&mark),
-                });
-                node.pos = pos_of(&mark);
-                self.push_node(node);
+            Event::Alias(id) => self.alias(id, pos)?,
+            Event::SequenceStart(anchor, _) => {
+                self.open(FrameValue::Seq(Vec::new()), pos, anchor)?
             }
-            Event::SequenceStart(anchor, _) => self.stack.push(Frame::Seq {
-                items: Vec::new(),
-                pos: pos_of(&mark),
+            Event::MappingStart(anchor, _) => self.open(
+                FrameValue::Map {
+                    entries: Vec::new(),
+                    key: None,
+                },
+                pos,
                 anchor,
-            }),
-            Event::MappingStart(anchor, _) => self.stack.push(Frame::Map {
-                entries: Vec::new(),
-                key: None,
-                pos: pos_of(&mark),
-                anchor,
-            }),
+            )?,
             Event::SequenceEnd | Event::MappingEnd => {
-                let (node, anchor) = match self.stack.pop() {
-                    Some(Frame::Seq { items, pos, anchor }) => (
-                        Node {
-                            value: NodeValue::Seq(items),
-                            pos,
-                        },
-                        anchor,
-                    ),
-                    Some(Frame::Map {
-                        entries,
-                        pos,
-                        anchor,
-                        ..
-                    }) => (
-                        Node {
-                            value: NodeValue::Map(entries),
-                            pos,
-                        },
-                        anchor,
-                    ),
-                    None => return,
+                let Some(frame) = self.stack.pop() else {
+                    return Ok(());
                 };
-                if anchor > 0 {
-                    self.anchors.insert(anchor, node.clone());
-                }
-                self.push_node(node);
+                let value = match frame.value {
+                    FrameValue::Seq(items) => NodeValue::Seq(items),
+                    FrameValue::Map { entries, .. } => NodeValue::Map(entries),
+                };
+                let built = Built {
+                    node: Node {
+                        value,
+                        pos: frame.pos,
+                    },
+                    size: frame.size,
+                    height: frame.height,
+                };
+                self.finish(built, frame.anchor);
             }
             Event::StreamStart | Event::StreamEnd | Event::Nothing => {}
         }
+        Ok(())
     }
+
+    fn open(&mut self, value: FrameValue, pos: Pos, anchor: usize) -> Result<(), String> {
+        if self.stack.len() >= MAX_DEPTH {
+            return Err(too_deep());
+        }
+        self.nodes += 1;
+        self.stack.push(Frame {
+            value,
+            pos,
+            anchor,
+            size: 1,
+            height: 0,
+        });
+        Ok(())
+    }
+
+    /// An alias is a copy of its anchor's node, within the nesting and
+    /// expansion limits, checked before the copy is made.
+    fn alias(&mut self, id: usize, pos: Pos) -> Result<(), String> {
+        let Some(anchor) = self.anchors.get(&id) else {
+            return Err(
+                "this alias refers to an anchor that is not defined earlier in the same document"
+                    .into(),
+            );
+        };
+        if self.stack.len() + anchor.height >= MAX_DEPTH {
+            return Err(too_deep());
+        }
+        let nodes = self.nodes + anchor.size;
+        let aliased = self.aliased + anchor.size;
+        if aliased > ALIAS_MIN_ALIASED
+            && nodes > ALIAS_MIN_NODES
+            && aliased as f64 / nodes as f64 > allowed_alias_ratio(nodes)
+        {
+            return Err(format!(
+                "this document expands aliases too much ({aliased} of its {nodes} nodes would come from aliases): a YAML alias bomb?"
+            ));
+        }
+        self.nodes = nodes;
+        self.aliased = aliased;
+        let mut built = anchor.clone();
+        built.node.pos = pos;
+        self.push_node(built);
+        Ok(())
+    }
+}
+
+fn too_deep() -> String {
+    format!("mappings and sequences nest more than {MAX_DEPTH} levels deep here")
 }
 
 /// Resolve a scalar with the YAML 1.2 core schema (what Kubernetes' YAML
 /// decoder agrees with for every value that appears in real manifests).
-fn resolve_scalar(text: &str, style: TScalarStyle, tag: Option<&str>) -> NodeValue {
+/// Integers are exact: one that does not fit in 64 bits is an error, never
+/// a float or a wrapped value.
+fn resolve_scalar(text: &str, style: TScalarStyle, tag: Option<&str>) -> Result<NodeValue, String> {
     if style != TScalarStyle::Plain {
-        return NodeValue::Str(text.to_string());
+        return Ok(NodeValue::Str(text.to_string()));
     }
     match tag {
-        Some("str") => return NodeValue::Str(text.to_string()),
+        Some("str") => return Ok(NodeValue::Str(text.to_string())),
         Some("int") => {
             if let Some(i) = parse_int(text) {
-                return NodeValue::Int(i);
+                return Ok(NodeValue::Int(i));
             }
         }
         _ => {}
     }
-    match text {
-        "" | "~" | "null" | "Null" | "NULL" => return NodeValue::Null,
-        "true" | "True" | "TRUE" => return NodeValue::Bool(true),
-        "false" | "False" | "FALSE" => return NodeValue::Bool(false),
-        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => {
-            return NodeValue::Float(f64::INFINITY)
+    Ok(match text {
+        "" | "~" | "null" | "Null" | "NULL" => NodeValue::Null,
+        "true" | "True" | "TRUE" => NodeValue::Bool(true),
+        "false" | "False" | "FALSE" => NodeValue::Bool(false),
+        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => NodeValue::Float(f64::INFINITY),
+        "-.inf" | "-.Inf" | "-.INF" => NodeValue::Float(f64::NEG_INFINITY),
+        ".nan" | ".NaN" | ".NAN" => NodeValue::Float(f64::NAN),
+        _ => {
+            if let Some(i) = parse_int(text) {
+                NodeValue::Int(i)
+            } else if int_syntax(text) {
+                return Err(format!(
+                    "the integer {} is out of range: integers are at most 64 bits ({} to {})",
+                    shorten(text),
+                    i64::MIN,
+                    i64::MAX
+                ));
+            } else if looks_like_float(text) {
+                match text.parse::<f64>() {
+                    Ok(f) => NodeValue::Float(f),
+                    Err(_) => NodeValue::Str(text.to_string()),
+                }
+            } else {
+                NodeValue::Str(text.to_string())
+            }
         }
-        "-.inf" | "-.Inf" | "-.INF" => return NodeValue::Float(f64::NEG_INFINITY),
-        ".nan" | ".NaN" | ".NAN" => return NodeValue::Float(f64::NAN),
-        _ => {}
+    })
+}
+
+/// At most 40 characters of a value, for a message.
+fn shorten(text: &str) -> String {
+    if text.chars().count() <= 40 {
+        text.to_string()
+    } else {
+        format!("{}...", text.chars().take(40).collect::<String>())
     }
-    if let Some(i) = parse_int(text) {
-        return NodeValue::Int(i);
+}
+
+fn split_sign(text: &str) -> (bool, &str) {
+    match text.as_bytes().first() {
+        Some(b'-') => (true, &text[1..]),
+        Some(b'+') => (false, &text[1..]),
+        _ => (false, text),
     }
-    if looks_like_float(text) {
-        if let Ok(f) = text.parse::<f64>() {
-            return NodeValue::Float(f);
-        }
-    }
-    NodeValue::Str(text.to_string())
+}
+
+/// Written as a YAML 1.2 integer (decimal, `0x` hex, `0o` octal), whatever
+/// its size.
+fn int_syntax(text: &str) -> bool {
+    let (_, digits) = split_sign(text);
+    let (body, radix) = if let Some(h) = digits.strip_prefix("0x") {
+        (h, 16)
+    } else if let Some(o) = digits.strip_prefix("0o") {
+        (o, 8)
+    } else {
+        (digits, 10)
+    };
+    !body.is_empty() && body.chars().all(|c| c.is_digit(radix))
 }
 
 fn parse_int(text: &str) -> Option<i64> {
-    let (neg, digits) = match text.as_bytes().first()? {
-        b'-' => (true, &text[1..]),
-        b'+' => (false, &text[1..]),
-        _ => (false, text),
-    };
-    let v = if let Some(h) = digits.strip_prefix("0x") {
-        i64::from_str_radix(h, 16).ok()?
-    } else if let Some(o) = digits.strip_prefix("0o") {
-        i64::from_str_radix(o, 8).ok()?
-    } else {
-        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
+    if !int_syntax(text) {
+        return None;
+    }
+    let (neg, digits) = split_sign(text);
+    // Parsed with its sign, so that i64::MIN is exact too.
+    let signed = |body: &str| {
+        if neg {
+            format!("-{body}")
+        } else {
+            body.to_string()
         }
-        digits.parse::<i64>().ok()?
     };
-    Some(if neg { -v } else { v })
+    if let Some(h) = digits.strip_prefix("0x") {
+        i64::from_str_radix(&signed(h), 16).ok()
+    } else if let Some(o) = digits.strip_prefix("0o") {
+        i64::from_str_radix(&signed(o), 8).ok()
+    } else {
+        signed(digits).parse::<i64>().ok()
+    }
 }
 
 fn looks_like_float(text: &str) -> bool {
@@ -406,6 +561,72 @@ mod tests {
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].0, "/b/c");
         assert_eq!(out[0].1.line, 4);
+    }
+
+    #[test]
+    fn integers_are_exact() {
+        let docs =
+            parse_documents("a: 4294967296\nb: -9223372036854775808\nc: 0x7fffffffffffffff\n")
+                .unwrap();
+        let v = to_json(&docs[0].root, &mut SpanMap::new());
+        assert_eq!(v["a"], 4_294_967_296_i64);
+        assert_eq!(v["b"], i64::MIN);
+        assert_eq!(v["c"], i64::MAX);
+        for big in [
+            "9223372036854775808",
+            "-9223372036854775809",
+            "0x8000000000000000",
+            "99999999999999999999",
+        ] {
+            let err = parse_documents(&format!("x: 1\ny: {big}\n")).unwrap_err();
+            assert!(
+                err.limit && err.message.contains("out of range"),
+                "{big}: {err:?}"
+            );
+            assert_eq!(err.pos.line, 2);
+        }
+        // Floats and strings that look a little like integers stay what they were.
+        let docs = parse_documents("a: 1e3\nb: 1.5\nc: 0x\nd: '99999999999999999999'\n").unwrap();
+        let v = to_json(&docs[0].root, &mut SpanMap::new());
+        assert_eq!(v["a"], 1000.0);
+        assert_eq!(v["c"], "0x");
+        assert_eq!(v["d"], "99999999999999999999");
+    }
+
+    #[test]
+    fn depth_is_bounded() {
+        let ok: String = (0..MAX_DEPTH - 1)
+            .map(|i| format!("{}a:\n", " ".repeat(i)))
+            .collect();
+        assert!(parse_documents(&ok).is_ok());
+        let deep: String = (0..MAX_DEPTH + 1)
+            .map(|i| format!("{}a:\n", " ".repeat(i)))
+            .collect();
+        let err = parse_documents(&deep).unwrap_err();
+        assert!(
+            err.limit && err.message.contains("nest more than"),
+            "{err:?}"
+        );
+        assert_eq!(err.pos.line as usize, MAX_DEPTH + 1);
+    }
+
+    #[test]
+    fn alias_expansion_is_budgeted() {
+        let mut text = String::from("a: &a [1,2,3,4,5,6,7,8,9]\n");
+        for (p, c) in ["a", "b", "c", "d", "e", "f", "g"]
+            .iter()
+            .zip(["b", "c", "d", "e", "f", "g", "h"])
+        {
+            text.push_str(&format!(
+                "{c}: &{c} [{}]\n",
+                vec![format!("*{p}"); 9].join(",")
+            ));
+        }
+        let err = parse_documents(&text).unwrap_err();
+        assert!(err.message.contains("expands aliases too much"), "{err:?}");
+        // Anchors do not reach across documents.
+        let err = parse_documents("a: &x 1\n---\nb: *x\n").unwrap_err();
+        assert!(err.message.contains("not defined earlier"), "{err:?}");
     }
 
     #[test]

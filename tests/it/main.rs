@@ -13,6 +13,8 @@ mod crash;
 mod docker;
 mod executor;
 mod hardening;
+mod hostile_manifests;
+mod kill_campaign;
 mod layers;
 mod lock;
 pub mod manifests;

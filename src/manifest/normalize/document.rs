@@ -9,8 +9,8 @@ use serde_json::Value;
 
 use super::super::error::Problem;
 use super::super::model::{ApiGen, Kind, Origin};
-use super::super::raw;
 use super::super::yaml::{self, Document, SpanMap};
+use super::super::{names, raw};
 use super::context::{edit_distance, pointer_to_dotted, DocCtx};
 use crate::resource::DEFAULT_NAMESPACE;
 
@@ -70,16 +70,28 @@ pub(super) fn envelope(ctx: &mut DocCtx<'_>, root: &Value) -> Option<Envelope> {
         );
         return None;
     }
-    if let Err(why) = check_dns_name(&name) {
-        ctx.error("/metadata/name", format!("{kind} name {name:?} is invalid: {why}"), "use lower-case letters, digits, '-' and '.', starting and ending with a letter or digit (at most 253 characters)");
+    if let Err(why) = names::dns1123_subdomain(&name) {
+        ctx.error("/metadata/name", format!("{kind} name {} is invalid: {why}", shown(&name)), "use lower-case letters, digits, '-' and '.', starting and ending with a letter or digit (at most 253 characters)");
     }
-    let namespace = root
-        .pointer("/metadata/namespace")
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
-        .unwrap_or(DEFAULT_NAMESPACE)
-        .to_string();
+    // These names become label values (cluster.x-k8s.io/cluster-name,
+    // deployment-name, set-name) on every machine.
+    if matches!(
+        kind,
+        Kind::Cluster | Kind::MachineDeployment | Kind::MachineSet
+    ) {
+        if let Err(why) = names::label_value(&name) {
+            ctx.error(
+                "/metadata/name",
+                format!("{kind} name {} is invalid: {why}", shown(&name)),
+                format!(
+                    "a {kind}'s name is also a label value on its machines: at most 63 characters"
+                ),
+            );
+        }
+    }
+    let namespace = namespace(ctx, root);
     let meta: raw::RawMeta = ctx.typed(root, "/metadata").unwrap_or_default();
+    check_labels(ctx, &meta, "/metadata");
     check_top_level_fields(ctx, root, kind, &name);
     Some(Envelope {
         api_version,
@@ -234,22 +246,75 @@ fn check_top_level_fields(ctx: &mut DocCtx<'_>, root: &Value, kind: Kind, name: 
     }
 }
 
-fn check_dns_name(name: &str) -> Result<(), &'static str> {
-    if name.len() > 253 {
-        return Err("longer than 253 characters");
+/// `metadata.namespace`: absent means `default`; otherwise a DNS-1123 label,
+/// since it becomes part of every address (and of file and label names).
+fn namespace(ctx: &mut DocCtx<'_>, root: &Value) -> String {
+    let ns = match root.pointer("/metadata/namespace") {
+        None | Some(Value::Null) => return DEFAULT_NAMESPACE.to_string(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => {
+            ctx.error(
+                "/metadata/namespace",
+                format!("{}: metadata.namespace is not a string ({other})", ctx.what),
+                "write the namespace as a name, e.g. `namespace: default`",
+            );
+            return DEFAULT_NAMESPACE.to_string();
+        }
+    };
+    if let Err(why) = names::dns1123_label(&ns) {
+        ctx.error(
+            "/metadata/namespace",
+            format!("{}: namespace {} is invalid: {why}", ctx.what, shown(&ns)),
+            "a namespace is a DNS label: at most 63 lower-case letters, digits and '-', starting and ending with a letter or digit (remove the field for `default`)",
+        );
+        // The object is still checked (so that its other problems are
+        // found), under a name safe to print in those messages.
+        return ns.escape_debug().to_string();
     }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
-    {
-        return Err("it contains characters other than lower-case letters, digits, '-' and '.'");
+    ns
+}
+
+/// Label keys and values, and annotation keys, as Kubernetes checks them:
+/// they are copied onto machines (container labels, server metadata).
+pub(super) fn check_labels(ctx: &mut DocCtx<'_>, meta: &raw::RawMeta, base: &str) {
+    for (k, v) in &meta.labels {
+        let at = format!("{base}/labels/{}", yaml::escape_pointer(k));
+        let why = names::label_key(k)
+            .map_err(|e| format!("label key {} is invalid: {e}", shown(k)))
+            .and_then(|()| {
+                names::label_value(v)
+                    .map_err(|e| format!("the value of label {} is invalid: {e}", shown(k)))
+            });
+        if let Err(why) = why {
+            ctx.error(&at, format!("{}: {why}", ctx.what), "label keys are [prefix/]name and values at most 63 letters, digits, '-', '_' and '.', starting and ending with a letter or digit");
+        }
     }
-    let first = name.as_bytes()[0];
-    let last = name.as_bytes()[name.len() - 1];
-    if !first.is_ascii_alphanumeric() || !last.is_ascii_alphanumeric() {
-        return Err("it must start and end with a letter or digit");
+    for k in meta.annotations.keys() {
+        if let Err(e) = names::label_key(k) {
+            let at = format!("{base}/annotations/{}", yaml::escape_pointer(k));
+            ctx.error(
+                &at,
+                format!("{}: annotation key {} is invalid: {e}", ctx.what, shown(k)),
+                "annotation keys are [prefix/]name like label keys",
+            );
+        }
     }
-    Ok(())
+}
+
+/// A user-supplied name in a message: escaped (no control or
+/// direction-changing characters reach the terminal) and at most 80
+/// characters.
+pub(crate) fn shown(s: &str) -> String {
+    let mut out: String = s
+        .chars()
+        .take(80)
+        .collect::<String>()
+        .escape_debug()
+        .collect();
+    if s.chars().count() > 80 {
+        out.push_str("...");
+    }
+    format!("\"{out}\"")
 }
 
 /// Kinds of Cluster API's own groups (and of the providers capi knows) that

@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use super::super::model::{ApiGen, Body, IntOrPercent, KubeadmControlPlane};
 use super::super::raw;
+use super::document::check_labels;
 use super::{check_ref_style, parse_version, to_ref, DocCtx};
 use crate::util::time::go_duration_seconds;
 
@@ -54,6 +55,7 @@ pub(super) fn parse_control_plane(
         );
     }
     let meta = spec.machine_template.metadata.clone().unwrap_or_default();
+    check_labels(ctx, &meta, "/spec/machineTemplate/metadata");
     Some(Body::KubeadmControlPlane(KubeadmControlPlane {
         replicas: spec.replicas.unwrap_or(1),
         version: parse_version(&spec.version),

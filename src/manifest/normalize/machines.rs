@@ -9,6 +9,7 @@ use super::super::model::{
     MachineTemplate, Strategy,
 };
 use super::super::raw;
+use super::document::check_labels;
 use super::{check_ref_style, parse_version, to_ref, DocCtx};
 
 pub(super) fn parse_deployment(
@@ -118,6 +119,9 @@ fn machine_template(
         api_gen,
     );
     let meta = t.metadata.unwrap_or_default();
+    if !base.is_empty() {
+        check_labels(ctx, &meta, &format!("{base}/metadata"));
+    }
     MachineTemplate {
         cluster_name: spec.cluster_name,
         version: spec.version.as_deref().map(parse_version),

@@ -3,6 +3,7 @@
 //! (their Cluster, template and replicas; rollout fenceposts), standalone
 //! Machines (their Cluster and template).
 
+use super::super::limits::MAX_REPLICAS_PER_GROUP;
 use super::super::model::*;
 use super::kubeadm::check_kubeadm;
 use super::refs::{
@@ -45,6 +46,7 @@ pub(super) fn check_control_plane(
         }
     }
     check_control_plane_replicas(v, o, k);
+    check_replicas_bound(v, o, k.replicas);
     if let Some(s) = k.max_surge {
         check_control_plane_surge(v, o, k, s);
     }
@@ -129,7 +131,7 @@ pub(super) fn check_deployment(v: &mut V<'_>, owners: &Owners, o: &Object, md: &
         let path = strategy_path(o);
         for (name, val) in [("maxSurge", max_surge), ("maxUnavailable", max_unavailable)] {
             let bad = match val {
-                IntOrPercent::Int(i) => *i < 0,
+                IntOrPercent::Int(i) => *i < 0 || *i > MAX_REPLICAS_PER_GROUP,
                 IntOrPercent::Percent(p) => *p < 0 || *p > 100,
             };
             if bad {
@@ -138,7 +140,7 @@ pub(super) fn check_deployment(v: &mut V<'_>, owners: &Owners, o: &Object, md: &
                     &format!("{path}/{name}"),
                     format!("{}: {name} {val} is out of range", o.key),
                     format!(
-                        "{name} must be a non-negative integer or a percentage between 0% and 100%"
+                        "{name} must be an integer from 0 to {MAX_REPLICAS_PER_GROUP} or a percentage between 0% and 100%"
                     ),
                 );
             }
@@ -210,6 +212,22 @@ fn check_replicas(v: &mut V<'_>, o: &Object, replicas: i64) {
             "/spec/replicas",
             format!("{}: replicas cannot be negative", o.key),
             "set spec.replicas to 0 or more".into(),
+        );
+    }
+    check_replicas_bound(v, o, replicas);
+}
+
+/// A group asks for at most [`MAX_REPLICAS_PER_GROUP`] machines.
+pub(super) fn check_replicas_bound(v: &mut V<'_>, o: &Object, replicas: i64) {
+    if replicas > MAX_REPLICAS_PER_GROUP {
+        v.err(
+            o,
+            "/spec/replicas",
+            format!(
+                "{}: replicas {replicas} is more than capi manages in one group ({MAX_REPLICAS_PER_GROUP})",
+                o.key
+            ),
+            format!("set spec.replicas to at most {MAX_REPLICAS_PER_GROUP}, or split the machines over several MachineDeployments (docs/reliability.md, \"Limits\")"),
         );
     }
 }

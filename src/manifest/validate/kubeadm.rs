@@ -14,6 +14,36 @@ pub(super) fn check_kubeadm(v: &mut V<'_>, o: &Object, spec: &KubeadmConfigSpec,
     }
     check_format(v, o, spec, base);
     check_users(v, o, spec, base);
+    check_validity(v, o, spec, base);
+}
+
+/// Certificate lifetimes within CABPK's bounds (exact, never clamped).
+fn check_validity(v: &mut V<'_>, o: &Object, spec: &KubeadmConfigSpec, base: &str) {
+    let Some(cc) = &spec.cluster_configuration else {
+        return;
+    };
+    for (field, value, max) in [
+        (
+            "certificateValidityPeriodDays",
+            cc.certificate_validity_period_days,
+            1095,
+        ),
+        (
+            "caCertificateValidityPeriodDays",
+            cc.ca_certificate_validity_period_days,
+            36500,
+        ),
+    ] {
+        match value {
+            Some(d) if !(1..=max).contains(&d) => v.err(
+                o,
+                &format!("{base}/clusterConfiguration/{field}"),
+                format!("{}: {field} {d} is out of range", o.key),
+                format!("set it to a number of days from 1 to {max}"),
+            ),
+            _ => {}
+        }
+    }
 }
 
 /// A file has a path, one content source (a Secret in the manifests with the

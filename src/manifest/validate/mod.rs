@@ -12,6 +12,7 @@ mod kubeadm;
 mod refs;
 
 use super::error::Problem;
+use super::limits::{MAX_MACHINES_PER_STATE, MAX_REPLICAS_PER_GROUP};
 use super::model::*;
 use super::Manifest;
 use crate::resource::Version;
@@ -34,14 +35,22 @@ impl V<'_> {
     }
 
     fn names_of(&self, kind: Kind, ns: &str) -> String {
-        let names: Vec<String> = self
-            .m
-            .of_kind(kind)
-            .filter(|o| o.key.namespace == ns)
+        // At most 10 names: a hint, not a listing (thousands of objects
+        // would make every such message as long as the manifests).
+        let mut all = self.m.of_kind(kind).filter(|o| o.key.namespace == ns);
+        let names: Vec<String> = all
+            .by_ref()
+            .take(10)
             .map(|o| format!("{:?}", o.key.name))
             .collect();
+        let more = all.count();
         if names.is_empty() {
             format!("there is no {kind} in the manifests")
+        } else if more > 0 {
+            format!(
+                "{kind}s in the manifests: {} and {more} more",
+                names.join(", ")
+            )
         } else {
             format!("{kind}s in the manifests: {}", names.join(", "))
         }
@@ -139,6 +148,33 @@ pub(crate) fn validate(m: &Manifest, out: &mut Vec<Problem>) {
             _ => {}
         }
     }
+    check_machines_per_state(&mut v);
     infra::check_provider_specs(&mut v);
     infra::check_unused_infrastructure(&mut v, &owners);
+}
+
+/// All the manifests together ask for at most [`MAX_MACHINES_PER_STATE`]
+/// machines; the error points at the group that crosses the bound.
+fn check_machines_per_state(v: &mut V<'_>) {
+    let m = v.m;
+    let mut total: i64 = 0;
+    for o in &m.objects {
+        let n = match &o.body {
+            Body::KubeadmControlPlane(k) => k.replicas,
+            Body::MachineDeployment(md) => md.replicas,
+            Body::MachineSet(ms) => ms.replicas,
+            Body::Machine(_) => 1,
+            _ => continue,
+        };
+        let before = total;
+        total = total.saturating_add(n.clamp(0, MAX_REPLICAS_PER_GROUP));
+        if before <= MAX_MACHINES_PER_STATE && total > MAX_MACHINES_PER_STATE {
+            v.err(
+                o,
+                "/spec/replicas",
+                format!("{}: with it the manifests ask for more than {MAX_MACHINES_PER_STATE} machines, the most capi manages in one state", o.key),
+                "lower the replicas, or manage the clusters with separate states (--state) (docs/reliability.md, \"Limits\")".into(),
+            );
+        }
+    }
 }

@@ -1,0 +1,43 @@
+//! The documented limits on manifest input (docs/reliability.md, "Limits"):
+//! what a hostile or mistaken manifest can make capi read, build and plan.
+//! Each limit, when crossed, is an error naming the file and line.
+
+/// Machines one group (KubeadmControlPlane, MachineDeployment, MachineSet)
+/// may ask for. The performance goals plan 100,000 workers, possibly as
+/// one MachineDeployment, so that is the bound.
+pub(crate) const MAX_REPLICAS_PER_GROUP: i64 = 100_000;
+
+/// Machines all the manifests together may ask for (one state): the
+/// 100,000-worker benchmark, its control plane and a second cluster fit.
+pub(crate) const MAX_MACHINES_PER_STATE: i64 = 200_000;
+
+/// Nesting of mappings and sequences, in any style (block or flow), aliases
+/// included. Real Cluster API objects nest about 10 levels.
+pub(crate) const MAX_DEPTH: usize = 100;
+
+/// Alias expansion is limited as Kubernetes' YAML decoder (go-yaml v3)
+/// limits it: once a document has produced more than
+/// [`ALIAS_MIN_NODES`] nodes and more than [`ALIAS_MIN_ALIASED`] of them
+/// through aliases, the share of aliased nodes may not exceed 99%, falling
+/// linearly to 10% between [`ALIAS_RATIO_LOW`] and [`ALIAS_RATIO_HIGH`]
+/// nodes. The expanded size thus stays a small multiple of the text.
+pub(crate) const ALIAS_MIN_NODES: u64 = 1_000;
+pub(crate) const ALIAS_MIN_ALIASED: u64 = 100;
+pub(crate) const ALIAS_RATIO_LOW: u64 = 400_000;
+pub(crate) const ALIAS_RATIO_HIGH: u64 = 4_000_000;
+
+/// Problems printed in full; the rest are counted.
+pub(crate) const MAX_REPORTED_PROBLEMS: usize = 100;
+
+/// The share of a document's nodes that may come from aliases, given how
+/// many nodes it has produced.
+pub(crate) fn allowed_alias_ratio(nodes: u64) -> f64 {
+    if nodes <= ALIAS_RATIO_LOW {
+        0.99
+    } else if nodes >= ALIAS_RATIO_HIGH {
+        0.10
+    } else {
+        let span = (ALIAS_RATIO_HIGH - ALIAS_RATIO_LOW) as f64;
+        0.99 - 0.89 * ((nodes - ALIAS_RATIO_LOW) as f64 / span)
+    }
+}
