@@ -45,6 +45,9 @@ pub(crate) struct ManifestArgs {
     /// Manifest files, directories (every *.yaml/*.yml) or - for stdin. Repeatable.
     #[arg(short = 'f', long = "filename", value_name = "PATH")]
     pub(crate) files: Vec<PathBuf>,
+    /// Read the subdirectories of -f directories too (as kubectl -R).
+    #[arg(short = 'R', long)]
+    pub(crate) recursive: bool,
     /// Set a variable (clusterctl syntax: ${VAR}, ${VAR:=default}). Repeatable.
     #[arg(long = "var", value_name = "KEY=VALUE")]
     pub(crate) vars: Vec<String>,

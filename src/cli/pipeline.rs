@@ -28,7 +28,14 @@ pub(crate) fn load_manifests(ms: &ManifestSettings, p: &Printer) -> Result<Manif
             "no manifests given: pass -f FILE, -f DIRECTORY or -f - (stdin)".into(),
         ));
     }
-    let sources = manifest::read_sources(&ms.files, &mut std::io::stdin())?;
+    let (sources, skipped) =
+        manifest::read_sources_in(&ms.files, ms.recursive, &mut std::io::stdin())?;
+    for dir in &skipped {
+        p.warning(&format!(
+            "{}: subdirectory with manifests not read (pass -R to read subdirectories)",
+            dir.display()
+        ));
+    }
     let m = manifest::load(sources, &ms.variables)?;
     for w in &m.warnings {
         if p.json {

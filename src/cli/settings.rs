@@ -140,6 +140,8 @@ fn sim_dir(state: &Path) -> PathBuf {
 #[derive(Debug, Clone)]
 pub(crate) struct ManifestSettings {
     pub(crate) files: Vec<PathBuf>,
+    /// `-R`: read subdirectories of `-f` directories.
+    pub(crate) recursive: bool,
     /// `--var`, `--var-file` and the environment, in clusterctl's precedence.
     pub(crate) variables: Variables,
     /// `--provider`, the Docker network and default infrastructure options.
@@ -165,6 +167,7 @@ impl ManifestSettings {
         };
         Ok(ManifestSettings {
             files: a.files.clone(),
+            recursive: a.recursive,
             variables: variables(&a.vars, &a.var_files, env)?,
             graph,
         })

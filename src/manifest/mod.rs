@@ -33,7 +33,19 @@ pub fn read_sources(
     args: &[PathBuf],
     stdin: &mut dyn std::io::Read,
 ) -> Result<Vec<RawSource>, ManifestError> {
+    read_sources_in(args, false, stdin).map(|(sources, _)| sources)
+}
+
+/// [`read_sources`], descending into subdirectories when `recursive`
+/// (`-R`, as kubectl); otherwise also the subdirectories left out that
+/// hold manifests, for the caller to mention.
+pub fn read_sources_in(
+    args: &[PathBuf],
+    recursive: bool,
+    stdin: &mut dyn std::io::Read,
+) -> Result<(Vec<RawSource>, Vec<PathBuf>), ManifestError> {
     let mut out = Vec::new();
+    let mut skipped = Vec::new();
     for arg in args {
         if arg.as_os_str() == "-" {
             let mut bytes = Vec::new();
@@ -54,22 +66,18 @@ pub fn read_sources(
             source: e,
         })?;
         if meta.is_dir() {
-            let mut files: Vec<PathBuf> = std::fs::read_dir(arg)
-                .map_err(|e| ManifestError::Read {
-                    path: arg.display().to_string(),
-                    source: e,
-                })?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| {
-                    p.is_file()
-                        && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
-                })
-                .collect();
+            let mut files = Vec::new();
+            manifests_in(arg, recursive, &mut files, &mut skipped)?;
             files.sort();
             if files.is_empty() {
                 return Err(ManifestError::NoManifests(format!(
-                    "directory {} has no *.yaml or *.yml files",
-                    arg.display()
+                    "directory {} has no *.yaml or *.yml files{}",
+                    arg.display(),
+                    if skipped.is_empty() {
+                        ""
+                    } else {
+                        " (its subdirectories have some: pass -R to read them)"
+                    }
                 )));
             }
             for f in files {
@@ -79,7 +87,47 @@ pub fn read_sources(
             out.push(read_file(arg)?);
         }
     }
-    Ok(out)
+    Ok((out, skipped))
+}
+
+fn is_manifest(p: &Path) -> bool {
+    matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+}
+
+/// The manifests of `dir` (and of its subdirectories when `recursive`);
+/// without it, the subdirectories holding manifests go to `skipped`.
+fn manifests_in(
+    dir: &Path,
+    recursive: bool,
+    files: &mut Vec<PathBuf>,
+    skipped: &mut Vec<PathBuf>,
+) -> Result<(), ManifestError> {
+    let entries = std::fs::read_dir(dir).map_err(|e| ManifestError::Read {
+        path: dir.display().to_string(),
+        source: e,
+    })?;
+    let mut subdirs = Vec::new();
+    for p in entries.filter_map(|e| e.ok().map(|e| e.path())) {
+        if p.is_dir() {
+            subdirs.push(p);
+        } else if p.is_file() && is_manifest(&p) {
+            files.push(p);
+        }
+    }
+    subdirs.sort();
+    for sub in subdirs {
+        if recursive {
+            manifests_in(&sub, true, files, skipped)?;
+        } else {
+            let mut inner = Vec::new();
+            let mut ignored = Vec::new();
+            manifests_in(&sub, true, &mut inner, &mut ignored)?;
+            if !inner.is_empty() {
+                skipped.push(sub);
+            }
+        }
+    }
+    Ok(())
 }
 
 fn read_file(path: &Path) -> Result<RawSource, ManifestError> {

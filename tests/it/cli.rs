@@ -738,3 +738,29 @@ fn template_edits_in_place_follow_cluster_api() {
         stdout(&out)
     );
 }
+
+#[test]
+fn directories_recurse_with_r_and_say_what_they_skip() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let text = std::fs::read_to_string(example("sim/cluster.yaml")).unwrap();
+    std::fs::create_dir_all(d.join("m/clusters/demo")).unwrap();
+    std::fs::write(d.join("m/clusters/demo/c.yaml"), &text).unwrap();
+    // Nothing at the top: an error that points at -R.
+    let out = capi(d).args(["validate", "-f", "m"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("-R"), "{}", stderr(&out));
+    // -R reads it.
+    let out = capi(d).args(["plan", "-R", "-f", "m"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("demo/network"), "{}", stdout(&out));
+    // Something at the top: the skipped subdirectory is named.
+    std::fs::write(
+        d.join("m/extra.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n",
+    )
+    .unwrap();
+    let out = capi(d).args(["validate", "-f", "m"]).output().unwrap();
+    assert!(stderr(&out).contains("clusters"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("not read"), "{}", stderr(&out));
+}
