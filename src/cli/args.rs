@@ -38,6 +38,10 @@ pub(crate) struct GlobalArgs {
     /// Machine-readable output: one JSON object per line on stdout.
     #[arg(long, global = true)]
     pub(crate) json: bool,
+    /// Show every change of a big plan (groups with more than 20 machine
+    /// changes are otherwise summarised: one in full, then counts).
+    #[arg(long, global = true)]
+    pub(crate) full: bool,
 }
 
 #[derive(Debug, Args, Clone, Default)]

@@ -152,11 +152,12 @@ pub fn run() -> ExitCode {
     };
     let env = Env::capture();
     init_logging(&env);
-    let printer = Printer::new(
+    let mut printer = Printer::new(
         settings::color_choice(cli.global.no_color, &env),
         cli.global.json,
         settings::dumb_terminal(&env),
     );
+    printer.full = cli.global.full;
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

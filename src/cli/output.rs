@@ -16,6 +16,8 @@ pub(crate) struct Printer {
     /// Colours on stderr.
     pub(crate) color_err: bool,
     pub(crate) json: bool,
+    /// `--full`: big plans in full instead of summarised per machine group.
+    pub(crate) full: bool,
     /// A live progress bar can be drawn: stderr is a terminal and not
     /// `TERM=dumb`.
     pub(crate) live: bool,
@@ -33,12 +35,16 @@ impl Printer {
             color: !json && on(std::io::stdout().is_terminal()),
             color_err: on(stderr_tty),
             json,
+            full: false,
             live: stderr_tty && !dumb_terminal,
         }
     }
 
     pub(crate) fn style(&self) -> Style {
-        Style { color: self.color }
+        Style {
+            color: self.color,
+            full: self.full,
+        }
     }
 
     /// Data: the plan, the state, the graph.

@@ -399,6 +399,7 @@ mod tests {
             state: "s.json".into(),
             no_color: false,
             json: false,
+            full: false,
         };
         let s =
             GlobalSettings::resolve(&g, &Env::from_pairs(&[("CAPI_NOW", "1700000000")])).unwrap();

@@ -14,7 +14,13 @@ use super::{Action, Change, Plan};
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Style {
     pub(crate) color: bool,
+    /// Every change in full (`--full`), however many a group has.
+    pub(crate) full: bool,
 }
+
+/// A machine group with more changes than this is summarised (one example
+/// in full, then counts), unless [`Style::full`].
+pub(crate) const SUMMARY_THRESHOLD: usize = 20;
 
 impl Style {
     fn paint(&self, code: &str, s: &str) -> String {
@@ -123,15 +129,8 @@ pub fn render_plan(plan: &Plan, style: Style) -> String {
         .filter(|c| c.kind == ResourceKind::Bootstrap && c.part_of.is_some())
         .map(|c| (c.part_of.as_ref().unwrap().to_string(), c))
         .collect();
-    for c in plan.reviewed_changes() {
-        render_change(
-            c,
-            bootstrap_of.get(c.address.as_str()).copied(),
-            &mut out,
-            style,
-        );
-    }
-    render_rollout(plan, &mut out);
+    render_changes(plan, &bootstrap_of, &mut out, style);
+    render_rollout(plan, &mut out, style);
     let s = &plan.summary;
     let _ = writeln!(
         out,
@@ -144,6 +143,70 @@ pub fn render_plan(plan: &Plan, style: Style) -> String {
     );
     render_warnings(plan, &mut out, style);
     out
+}
+
+/// Every reviewed change; a machine group with more than
+/// [`SUMMARY_THRESHOLD`] changes shows its first one in full and then one
+/// line of counts, at the place of its first change.
+fn render_changes(
+    plan: &Plan,
+    bootstrap_of: &BTreeMap<String, &Change>,
+    out: &mut String,
+    style: Style,
+) {
+    let group_key = |c: &Change| {
+        c.group
+            .as_ref()
+            .filter(|_| c.kind == ResourceKind::Machine)
+            .map(|g| format!("{}/{g}", c.address.cluster_key()))
+    };
+    let mut per_group: BTreeMap<String, Vec<&Change>> = BTreeMap::new();
+    for c in plan.reviewed_changes() {
+        if let Some(k) = group_key(c) {
+            per_group.entry(k).or_default().push(c);
+        }
+    }
+    let mut summarised = std::collections::BTreeSet::new();
+    for c in plan.reviewed_changes() {
+        let big = group_key(c)
+            .and_then(|k| per_group.get(&k).map(|v| (k, v)))
+            .filter(|(_, v)| !style.full && v.len() > SUMMARY_THRESHOLD);
+        match big {
+            None => render_change(c, bootstrap_of.get(c.address.as_str()).copied(), out, style),
+            Some((k, members)) => {
+                if !summarised.insert(k.clone()) {
+                    continue;
+                }
+                render_change(c, bootstrap_of.get(c.address.as_str()).copied(), out, style);
+                let _ = writeln!(
+                    out,
+                    "  # ... and {} more machine change(s) in {k}: {} (shown in full with --full; --json always lists every one)\n",
+                    members.len() - 1,
+                    action_counts(&members[1..])
+                );
+            }
+        }
+    }
+}
+
+fn action_counts(changes: &[&Change]) -> String {
+    let mut counts: BTreeMap<Action, usize> = BTreeMap::new();
+    for c in changes {
+        *counts.entry(c.action).or_default() += 1;
+    }
+    counts
+        .iter()
+        .map(|(a, n)| {
+            let what = match a {
+                Action::Create => "to create",
+                Action::Update => "to update in place",
+                Action::Replace => "to replace",
+                Action::Delete => "to destroy",
+            };
+            format!("{n} {what}")
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn render_warnings(plan: &Plan, out: &mut String, style: Style) {
@@ -288,7 +351,7 @@ fn render_change(c: &Change, bootstrap: Option<&Change>, out: &mut String, style
 
 /// Machine rollouts as ordered waves, per group (groups with one wave are
 /// plain scale-ups and need no explanation).
-fn render_rollout(plan: &Plan, out: &mut String) {
+fn render_rollout(plan: &Plan, out: &mut String, style: Style) {
     let interesting: Vec<_> = plan.rollouts.iter().filter(|r| r.waves.len() > 1).collect();
     if interesting.is_empty() {
         return;
@@ -297,12 +360,19 @@ fn render_rollout(plan: &Plan, out: &mut String) {
     for r in interesting {
         let _ = writeln!(out, "  {}/{}:", r.cluster, r.group);
         for (i, w) in r.waves.iter().enumerate() {
+            let names = |v: &[String]| {
+                if style.full || v.len() <= 4 {
+                    v.join(", ")
+                } else {
+                    format!("{} machines ({} ... {})", v.len(), v[0], v[v.len() - 1])
+                }
+            };
             let mut parts = Vec::new();
             if !w.create.is_empty() {
-                parts.push(format!("create {}", w.create.join(", ")));
+                parts.push(format!("create {}", names(&w.create)));
             }
             if !w.delete.is_empty() {
-                parts.push(format!("delete {}", w.delete.join(", ")));
+                parts.push(format!("delete {}", names(&w.delete)));
             }
             let _ = writeln!(out, "    wave {}: {}", i + 1, parts.join("; "));
         }

@@ -764,3 +764,45 @@ fn directories_recurse_with_r_and_say_what_they_skip() {
     assert!(stderr(&out).contains("clusters"), "{}", stderr(&out));
     assert!(stderr(&out).contains("not read"), "{}", stderr(&out));
 }
+
+#[test]
+fn a_500_machine_plan_is_summarised_per_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let out = capi(d)
+        .args(["generate", "cluster", "big", "--flavor", "sim"])
+        .args(["--kubernetes-version", "v1.31.2"])
+        .args([
+            "--control-plane-machine-count",
+            "3",
+            "--worker-machine-count",
+            "500",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    std::fs::write(d.join("big.yaml"), out.stdout).unwrap();
+    let out = capi(d).args(["plan", "-f", "big.yaml"]).output().unwrap();
+    let text = stdout(&out);
+    assert!(text.lines().count() < 150, "{} lines", text.lines().count());
+    assert!(text.contains("and 499 more machine change(s)"), "{text}");
+    assert!(text.contains("499 to create"), "{text}");
+    assert!(text.contains("Plan: 507 to add"), "{text}");
+    // --full: every machine.
+    let out = capi(d)
+        .args(["plan", "--full", "-f", "big.yaml"])
+        .output()
+        .unwrap();
+    let full = stdout(&out);
+    assert_eq!(full.matches("will be created").count(), 507);
+    // --json is always complete.
+    let out = capi(d)
+        .args(["plan", "--json", "-f", "big.yaml"])
+        .output()
+        .unwrap();
+    let machines = json_events(&stdout(&out))
+        .into_iter()
+        .filter(|e| e["type"] == "planned_change" && e["resource_type"] == "machine")
+        .count();
+    assert_eq!(machines, 503);
+}
