@@ -202,7 +202,7 @@ pub(crate) enum Command {
         #[command(flatten)]
         health: HealthArgs,
     },
-    /// Delete everything in the state, in reverse dependency order.
+    /// Delete everything in the state (or one cluster), in reverse dependency order.
     Destroy {
         /// Only this cluster (`name` or `namespace:name`); the others stay.
         cluster: Option<String>,
@@ -242,7 +242,7 @@ pub(crate) enum Command {
     /// Describe a cluster as a tree (like `clusterctl describe cluster`).
     #[command(subcommand)]
     Describe(DescribeCommand),
-    /// Show the state, or one cluster's part of it.
+    /// Show the state, or one cluster's part of it, or what a saved plan will do.
     Show {
         /// Only this cluster; or a saved plan file (`capi plan -out FILE`) to show what it will do.
         #[arg(value_name = "CLUSTER|PLANFILE")]
@@ -251,7 +251,7 @@ pub(crate) enum Command {
         #[arg(short = 'n', long, value_name = "NAMESPACE")]
         namespace: Option<String>,
     },
-    /// Inspect the state.
+    /// Inspect and edit the state: list, show, rm, pull, push.
     #[command(subcommand)]
     State(StateCommand),
     /// Write an admin kubeconfig for a cluster (like `clusterctl get kubeconfig`).
