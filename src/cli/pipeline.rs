@@ -29,7 +29,7 @@ pub(crate) fn load_manifests(ms: &ManifestSettings, p: &Printer) -> Result<Manif
         ));
     }
     let sources = manifest::read_sources(&ms.files, &mut std::io::stdin())?;
-    let m = manifest::load(sources, &ms.variables)?;
+    let m = crate::topology::load(sources, &ms.variables)?;
     for w in &m.warnings {
         if p.json {
             p.emit(&JsonEvent::diagnostic(w));
