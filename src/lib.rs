@@ -19,6 +19,6 @@ pub mod manifest;
 pub mod plan;
 pub mod provider;
 pub mod resource;
-pub mod topology;
 pub mod state;
+pub mod topology;
 pub mod util;

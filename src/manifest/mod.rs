@@ -210,7 +210,7 @@ pub(crate) fn load_with(
 }
 
 /// Parse already-substituted files, expanding them with `expand`.
-fn parse_with(
+pub(crate) fn parse_with(
     files: Vec<SourceFile>,
     variables: BTreeMap<String, String>,
     expand: Option<&dyn Expand>,

@@ -119,7 +119,11 @@ pub(crate) fn read(root: &Value) -> Class {
             bootstrap: template_ref(root, &format!("{tb}/bootstrap")),
             infrastructure: template_ref(root, &format!("{tb}/infrastructure")),
             health: health(root, &base),
-            naming: naming(root, &format!("{base}/naming"), &format!("{base}/namingStrategy")),
+            naming: naming(
+                root,
+                &format!("{base}/naming"),
+                &format!("{base}/namingStrategy"),
+            ),
             failure_domain: str_at(root, &format!("{base}/failureDomain")),
             strategy: root
                 .pointer(&format!("{base}/rollout/strategy"))

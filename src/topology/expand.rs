@@ -16,6 +16,8 @@ use super::{names, Report, LABEL_DEPLOYMENT_NAME, LABEL_OWNED};
 use crate::manifest::{yaml::SpanMap, Origin, RawDocument, DEFAULT_NAMESPACE};
 use crate::resource::Version;
 
+const UPGRADE_CONCURRENCY: &str = "topology.cluster.x-k8s.io/upgrade-concurrency";
+
 /// (kind, namespace, name) of a document.
 type Key = (String, String, String);
 
@@ -43,7 +45,9 @@ fn class_only_kind(kind: &str) -> bool {
 
 fn is_topology_cluster(d: &RawDocument) -> bool {
     d.root.get("kind").and_then(Value::as_str) == Some("Cluster")
-        && d.root.pointer("/spec/topology").is_some_and(|t| !t.is_null())
+        && d.root
+            .pointer("/spec/topology")
+            .is_some_and(|t| !t.is_null())
 }
 
 pub(super) fn expand_all(rep: &mut Report<'_>, docs: Vec<RawDocument>) -> Vec<RawDocument> {
@@ -119,7 +123,10 @@ impl<'a> Docs<'a> {
 
     fn expand_cluster(&self, rep: &mut Report<'_>, d: &RawDocument) -> Option<Vec<RawDocument>> {
         let root = &d.root;
-        let name = root.pointer("/metadata/name").and_then(Value::as_str)?.to_string();
+        let name = root
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)?
+            .to_string();
         let ns = namespace_of(root);
         let topo = root.pointer("/spec/topology")?;
         let (class_name, class_ns, class_ptr) = class_ref(topo, &ns);
@@ -143,7 +150,11 @@ impl<'a> Docs<'a> {
             return None;
         };
         let class = class::read(&class_doc.root);
-        let version = topo.get("version").and_then(Value::as_str).unwrap_or("").to_string();
+        let version = topo
+            .get("version")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
         if let Err(e) = Version::parse(&version) {
             rep.error(&d.origin, "/spec/topology/version", format!("Cluster {name:?}: topology.version {version:?} is not a Kubernetes version: {e}"), "write a version like v1.31.2");
             return None;
@@ -176,7 +187,12 @@ impl<'a> Docs<'a> {
         let mut want = |r: &Option<TemplateRef>, what: &str, required: bool| {
             let Some(r) = r else {
                 if required {
-                    rep.error(&class_doc.origin, "/spec", format!("ClusterClass has no {what} template reference"), format!("add {what}.templateRef (v1beta2) or {what}.ref (v1beta1)"));
+                    rep.error(
+                        &class_doc.origin,
+                        "/spec",
+                        format!("ClusterClass has no {what} template reference"),
+                        format!("add {what}.templateRef (v1beta2) or {what}.ref (v1beta1)"),
+                    );
                     ok = false;
                 }
                 return;
@@ -186,14 +202,26 @@ impl<'a> Docs<'a> {
                     out.insert(r.pointer.clone(), t);
                 }
                 None => {
-                    rep.error(&class_doc.origin, &format!("{}/name", r.pointer), format!("{what} template {} {ns}/{} is not in the manifests", r.kind, r.name), "pass the template with -f, or fix the reference's kind and name");
+                    rep.error(
+                        &class_doc.origin,
+                        &format!("{}/name", r.pointer),
+                        format!(
+                            "{what} template {} {ns}/{} is not in the manifests",
+                            r.kind, r.name
+                        ),
+                        "pass the template with -f, or fix the reference's kind and name",
+                    );
                     ok = false;
                 }
             }
         };
         want(&class.infrastructure, "infrastructure", true);
         want(&class.control_plane, "controlPlane", true);
-        want(&class.control_plane_machine, "controlPlane.machineInfrastructure", false);
+        want(
+            &class.control_plane_machine,
+            "controlPlane.machineInfrastructure",
+            false,
+        );
         for w in &class.workers {
             want(&w.bootstrap, "machineDeployment bootstrap", true);
             want(&w.infrastructure, "machineDeployment infrastructure", true);
@@ -205,12 +233,28 @@ impl<'a> Docs<'a> {
 /// `classRef{name, namespace}` (v1beta2) or `class`/`classNamespace` (v1beta1).
 fn class_ref(topo: &Value, ns: &str) -> (String, String, String) {
     if let Some(r) = topo.get("classRef") {
-        let name = r.get("name").and_then(Value::as_str).unwrap_or("").to_string();
-        let cns = r.get("namespace").and_then(Value::as_str).filter(|s| !s.is_empty()).unwrap_or(ns);
+        let name = r
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let cns = r
+            .get("namespace")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .unwrap_or(ns);
         return (name, cns.to_string(), "/spec/topology/classRef/name".into());
     }
-    let name = topo.get("class").and_then(Value::as_str).unwrap_or("").to_string();
-    let cns = topo.get("classNamespace").and_then(Value::as_str).filter(|s| !s.is_empty()).unwrap_or(ns);
+    let name = topo
+        .get("class")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let cns = topo
+        .get("classNamespace")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .unwrap_or(ns);
     (name, cns.to_string(), "/spec/topology/class".into())
 }
 
@@ -242,11 +286,19 @@ pub(super) fn reference(v1beta1: bool, api_version: &str, kind: &str, name: &str
 }
 
 pub(super) fn labels_of(v: &Value, ptr: &str) -> Map<String, Value> {
-    v.pointer(ptr).and_then(Value::as_object).cloned().unwrap_or_default()
+    v.pointer(ptr)
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default()
 }
 
 /// Spans of `origin` under `from`, moved to `to`.
-pub(super) fn remap(origin: &Origin, from: &str, to: &str, extra: &[(&str, &Origin, &str)]) -> Origin {
+pub(super) fn remap(
+    origin: &Origin,
+    from: &str,
+    to: &str,
+    extra: &[(&str, &Origin, &str)],
+) -> Origin {
     let mut spans = SpanMap::new();
     for (k, p) in origin.spans.iter() {
         if let Some(rest) = k.strip_prefix(from) {
@@ -277,7 +329,14 @@ impl ClusterCx<'_> {
         ]
     }
 
-    fn name_for(&self, rep: &mut Report<'_>, template: Option<&str>, default: &str, md: Option<&str>, role: &str) -> Option<String> {
+    fn name_for(
+        &self,
+        rep: &mut Report<'_>,
+        template: Option<&str>,
+        default: &str,
+        md: Option<&str>,
+        role: &str,
+    ) -> Option<String> {
         let seed = self.seed(role, md.unwrap_or(""));
         let seed: Vec<&str> = seed.iter().map(String::as_str).collect();
         match names::render(template.unwrap_or(default), self.name, md, &seed) {
@@ -295,12 +354,29 @@ impl ClusterCx<'_> {
         names::simple(prefix, &seed)
     }
 
-    fn build(&self, rep: &mut Report<'_>, templates: BTreeMap<String, &RawDocument>) -> Option<Vec<RawDocument>> {
+    fn build(
+        &self,
+        rep: &mut Report<'_>,
+        templates: BTreeMap<String, &RawDocument>,
+    ) -> Option<Vec<RawDocument>> {
         let before = rep.problems.iter().filter(|p| p.is_error()).count();
         let values = self.cluster_variables(rep);
-        let cp_name = self.name_for(rep, self.class.control_plane_naming.as_deref(), "{{ .cluster.name }}-{{ .random }}", None, "control-plane")?;
-        let infra_name = self.name_for(rep, self.class.infrastructure_naming.as_deref(), "{{ .cluster.name }}-{{ .random }}", None, "infrastructure")?;
-        let cp_machine_name = self.clone_name(&format!("{}-", self.name), "control-plane-machine", "");
+        let cp_name = self.name_for(
+            rep,
+            self.class.control_plane_naming.as_deref(),
+            "{{ .cluster.name }}-{{ .random }}",
+            None,
+            "control-plane",
+        )?;
+        let infra_name = self.name_for(
+            rep,
+            self.class.infrastructure_naming.as_deref(),
+            "{{ .cluster.name }}-{{ .random }}",
+            None,
+            "infrastructure",
+        )?;
+        let cp_machine_name =
+            self.clone_name(&format!("{}-", self.name), "control-plane-machine", "");
         let mds = self.machine_deployments(rep, &values);
         if rep.problems.iter().filter(|p| p.is_error()).count() > before {
             return None;
@@ -323,15 +399,36 @@ impl ClusterCx<'_> {
         let mut targets = Vec::new();
         let mut push = |role: Role, r: &Option<TemplateRef>, vars: &Value| {
             if let Some(t) = r.as_ref().and_then(|r| templates.get(&r.pointer)) {
-                targets.push((Target { role, doc: t.root.clone(), vars: vars.clone() }, t.origin.clone()));
+                targets.push((
+                    Target {
+                        role,
+                        doc: t.root.clone(),
+                        vars: vars.clone(),
+                    },
+                    t.origin.clone(),
+                ));
             }
         };
-        push(Role::InfrastructureCluster, &self.class.infrastructure, &global);
+        push(
+            Role::InfrastructureCluster,
+            &self.class.infrastructure,
+            &global,
+        );
         push(Role::ControlPlane, &self.class.control_plane, &cp_vars);
-        push(Role::ControlPlaneMachine, &self.class.control_plane_machine, &cp_vars);
+        push(
+            Role::ControlPlaneMachine,
+            &self.class.control_plane_machine,
+            &cp_vars,
+        );
         let mut md_names = Vec::new();
         for md in &mds {
-            let md_name = self.name_for(rep, md.class.naming.as_deref(), "{{ .cluster.name }}-{{ .machineDeployment.topologyName }}-{{ .random }}", Some(&md.name), "machine-deployment")?;
+            let md_name = self.name_for(
+                rep,
+                md.class.naming.as_deref(),
+                "{{ .cluster.name }}-{{ .machineDeployment.topologyName }}-{{ .random }}",
+                Some(&md.name),
+                "machine-deployment",
+            )?;
             let prefix = format!("{}-{}-", self.name, md.name);
             let boot = self.clone_name(&prefix, "bootstrap", &md.name);
             let infra = self.clone_name(&prefix, "infrastructure", &md.name);
@@ -344,13 +441,27 @@ impl ClusterCx<'_> {
                 "bootstrap": {"configRef": {"name": boot}},
                 "infrastructureRef": {"name": infra},
             });
-            push(Role::Worker(md.class.class.clone()), &md.class.bootstrap, &vars);
-            push(Role::Worker(md.class.class.clone()), &md.class.infrastructure, &vars);
+            push(
+                Role::Worker(md.class.class.clone()),
+                &md.class.bootstrap,
+                &vars,
+            );
+            push(
+                Role::Worker(md.class.class.clone()),
+                &md.class.infrastructure,
+                &vars,
+            );
             md_names.push((md_name, boot, infra));
         }
         let origins: Vec<Origin> = targets.iter().map(|t| t.1.clone()).collect();
         let mut ts: Vec<Target> = targets.into_iter().map(|t| t.0).collect();
-        patches::apply(rep, &self.class_doc.root, &self.class_doc.origin, &global, &mut ts);
+        patches::apply(
+            rep,
+            &self.class_doc.root,
+            &self.class_doc.origin,
+            &global,
+            &mut ts,
+        );
         if rep.problems.iter().filter(|p| p.is_error()).count() > before {
             return None;
         }
@@ -358,10 +469,23 @@ impl ClusterCx<'_> {
         let mut it = ts.into_iter().zip(origins);
         let (infra_t, infra_o) = it.next()?;
         let (cp_t, cp_o) = it.next()?;
-        let cp_machine = if self.class.control_plane_machine.is_some() { it.next() } else { None };
+        let cp_machine = if self.class.control_plane_machine.is_some() {
+            it.next()
+        } else {
+            None
+        };
         out.push(self.cluster_doc(&cp_t, &cp_name, &infra_t, &infra_name));
         out.push(self.infra_cluster(&infra_t, &infra_o, &infra_name));
-        out.push(self.control_plane(&cp_t, &cp_o, &cp_name, cp_machine.as_ref().map(|m| (&m.0, cp_machine_name.as_str()))));
+        out.push(
+            self.control_plane(
+                &cp_t,
+                &cp_o,
+                &cp_name,
+                cp_machine
+                    .as_ref()
+                    .map(|m| (&m.0, cp_machine_name.as_str())),
+            ),
+        );
         if let Some((m, o)) = &cp_machine {
             out.push(self.template_clone(m, o, &cp_machine_name, None));
         }
@@ -380,10 +504,20 @@ impl ClusterCx<'_> {
 
 impl ClusterCx<'_> {
     pub(super) fn api_version(&self) -> String {
-        self.d.root.get("apiVersion").and_then(Value::as_str).unwrap_or("cluster.x-k8s.io/v1beta2").to_string()
+        self.d
+            .root
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or("cluster.x-k8s.io/v1beta2")
+            .to_string()
     }
 
-    pub(super) fn meta(&self, name: &str, labels: Map<String, Value>, annotations: Map<String, Value>) -> Value {
+    pub(super) fn meta(
+        &self,
+        name: &str,
+        labels: Map<String, Value>,
+        annotations: Map<String, Value>,
+    ) -> Value {
         let mut m = json!({"name": name, "namespace": self.ns});
         if !labels.is_empty() {
             m["labels"] = Value::Object(labels);
@@ -406,50 +540,131 @@ impl ClusterCx<'_> {
         l
     }
 
-    fn cluster_doc(&self, cp: &Target, cp_name: &str, infra: &Target, infra_name: &str) -> RawDocument {
+    fn cluster_doc(
+        &self,
+        cp: &Target,
+        cp_name: &str,
+        infra: &Target,
+        infra_name: &str,
+    ) -> RawDocument {
         let mut root = self.d.root.clone();
         let v1 = is_v1beta1(&self.api_version());
+        // MachineDeployments of a topology roll one at a time unless the
+        // Cluster says otherwise (upstream's default).
+        if let Some(meta) = root.get_mut("metadata").and_then(Value::as_object_mut) {
+            let ann = meta.entry("annotations").or_insert(json!({}));
+            if let Some(a) = ann.as_object_mut() {
+                a.entry(UPGRADE_CONCURRENCY).or_insert(json!("1"));
+            }
+        }
         if let Some(spec) = root.get_mut("spec").and_then(Value::as_object_mut) {
             spec.remove("topology");
-            let api = |t: &Target| t.doc.get("apiVersion").and_then(Value::as_str).unwrap_or("").to_string();
-            let kind = |t: &Target| t.doc.get("kind").and_then(Value::as_str).unwrap_or("").trim_end_matches("Template").to_string();
-            spec.insert("controlPlaneRef".into(), reference(v1, &api(cp), &kind(cp), cp_name));
-            spec.insert("infrastructureRef".into(), reference(v1, &api(infra), &kind(infra), infra_name));
+            let api = |t: &Target| {
+                t.doc
+                    .get("apiVersion")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string()
+            };
+            let kind = |t: &Target| {
+                t.doc
+                    .get("kind")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .trim_end_matches("Template")
+                    .to_string()
+            };
+            spec.insert(
+                "controlPlaneRef".into(),
+                reference(v1, &api(cp), &kind(cp), cp_name),
+            );
+            spec.insert(
+                "infrastructureRef".into(),
+                reference(v1, &api(infra), &kind(infra), infra_name),
+            );
         }
-        RawDocument { root, origin: self.d.origin.clone() }
+        RawDocument {
+            root,
+            origin: self.d.origin.clone(),
+        }
     }
 
     fn infra_cluster(&self, t: &Target, o: &Origin, name: &str) -> RawDocument {
-        let kind = t.doc.get("kind").and_then(Value::as_str).unwrap_or("").trim_end_matches("Template");
-        let labels = self.owned_labels(&[&t.doc.pointer("/spec/template/metadata/labels").cloned().unwrap_or(Value::Null)]);
+        let kind = t
+            .doc
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .trim_end_matches("Template");
+        let labels = self.owned_labels(&[&t
+            .doc
+            .pointer("/spec/template/metadata/labels")
+            .cloned()
+            .unwrap_or(Value::Null)]);
         let root = json!({
             "apiVersion": t.doc.get("apiVersion").cloned().unwrap_or(Value::Null),
             "kind": kind,
             "metadata": self.meta(name, labels, labels_of(&t.doc, "/spec/template/metadata/annotations")),
             "spec": t.doc.pointer("/spec/template/spec").cloned().unwrap_or(json!({})),
         });
-        RawDocument { root, origin: remap(o, "/spec/template/spec", "/spec", &[]) }
+        RawDocument {
+            root,
+            origin: remap(o, "/spec/template/spec", "/spec", &[]),
+        }
     }
 
-    fn control_plane(&self, t: &Target, o: &Origin, name: &str, machine: Option<(&Target, &str)>) -> RawDocument {
-        let api = t.doc.get("apiVersion").and_then(Value::as_str).unwrap_or("").to_string();
+    fn control_plane(
+        &self,
+        t: &Target,
+        o: &Origin,
+        name: &str,
+        machine: Option<(&Target, &str)>,
+    ) -> RawDocument {
+        let api = t
+            .doc
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
         let v1 = is_v1beta1(&api);
-        let topo_meta = self.topo.pointer("/controlPlane/metadata").cloned().unwrap_or(Value::Null);
+        let topo_meta = self
+            .topo
+            .pointer("/controlPlane/metadata")
+            .cloned()
+            .unwrap_or(Value::Null);
         let labels = self.owned_labels(&[
-            &t.doc.pointer("/spec/template/metadata/labels").cloned().unwrap_or(Value::Null),
-            &self.class.control_plane_metadata.get("labels").cloned().unwrap_or(Value::Null),
+            &t.doc
+                .pointer("/spec/template/metadata/labels")
+                .cloned()
+                .unwrap_or(Value::Null),
+            &self
+                .class
+                .control_plane_metadata
+                .get("labels")
+                .cloned()
+                .unwrap_or(Value::Null),
             &topo_meta.get("labels").cloned().unwrap_or(Value::Null),
         ]);
-        let mut spec = t.doc.pointer("/spec/template/spec").cloned().unwrap_or(json!({}));
+        let mut spec = t
+            .doc
+            .pointer("/spec/template/spec")
+            .cloned()
+            .unwrap_or(json!({}));
         spec["version"] = json!(self.version);
         if let Some(r) = self.topo.pointer("/controlPlane/replicas") {
             spec["replicas"] = r.clone();
         }
         if let Some((m, mname)) = machine {
-            let mapi = m.doc.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+            let mapi = m
+                .doc
+                .get("apiVersion")
+                .and_then(Value::as_str)
+                .unwrap_or("");
             let mkind = m.doc.get("kind").and_then(Value::as_str).unwrap_or("");
             let r = reference(v1, mapi, mkind, mname);
-            let mt = spec.as_object_mut().map(|s| s.entry("machineTemplate").or_insert(json!({})));
+            let mt = spec
+                .as_object_mut()
+                .map(|s| s.entry("machineTemplate").or_insert(json!({})));
             if let Some(mt) = mt {
                 if v1 {
                     mt["infrastructureRef"] = r;
@@ -469,7 +684,10 @@ impl ClusterCx<'_> {
             "metadata": self.meta(name, labels, labels_of(&topo_meta, "/annotations")),
             "spec": spec,
         });
-        RawDocument { root, origin: remap(o, "/spec/template/spec", "/spec", &[]) }
+        RawDocument {
+            root,
+            origin: remap(o, "/spec/template/spec", "/spec", &[]),
+        }
     }
 
     fn template_clone(&self, t: &Target, o: &Origin, name: &str, md: Option<&str>) -> RawDocument {
@@ -477,13 +695,22 @@ impl ClusterCx<'_> {
         if let Some(md) = md {
             extra = json!({LABEL_DEPLOYMENT_NAME: md});
         }
-        let labels = self.owned_labels(&[&t.doc.pointer("/metadata/labels").cloned().unwrap_or(Value::Null), &extra]);
+        let labels = self.owned_labels(&[
+            &t.doc
+                .pointer("/metadata/labels")
+                .cloned()
+                .unwrap_or(Value::Null),
+            &extra,
+        ]);
         let root = json!({
             "apiVersion": t.doc.get("apiVersion").cloned().unwrap_or(Value::Null),
             "kind": t.doc.get("kind").cloned().unwrap_or(Value::Null),
             "metadata": self.meta(name, labels, Map::new()),
             "spec": t.doc.get("spec").cloned().unwrap_or(json!({})),
         });
-        RawDocument { root, origin: remap(o, "/spec", "/spec", &[]) }
+        RawDocument {
+            root,
+            origin: remap(o, "/spec", "/spec", &[]),
+        }
     }
 }

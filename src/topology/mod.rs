@@ -25,7 +25,10 @@ use crate::manifest::{
 pub(crate) use names::{LABEL_DEPLOYMENT_NAME, LABEL_OWNED};
 
 /// Read manifests like [`manifest::load`], expanding topology Clusters.
-pub fn load(sources: Vec<RawSource>, vars: &Variables) -> Result<manifest::Manifest, ManifestError> {
+pub fn load(
+    sources: Vec<RawSource>,
+    vars: &Variables,
+) -> Result<manifest::Manifest, ManifestError> {
     manifest::load_with(sources, vars, Some(&Expander))
 }
 
@@ -41,6 +44,30 @@ pub fn load_str(
             text: text.to_string(),
         }],
         vars,
+    )
+}
+
+/// For `capi upgrade`: the manifests again with the topology Cluster
+/// `namespace/cluster` at `version`, expanded anew (patches and builtins see
+/// the new version). `None` when that Cluster has no topology.
+pub(crate) fn with_topology_version(
+    m: &manifest::Manifest,
+    namespace: &str,
+    cluster: &str,
+    version: &crate::resource::Version,
+) -> Option<Result<manifest::Manifest, ManifestError>> {
+    let c = m.get(manifest::Kind::Cluster, namespace, cluster)?;
+    let line = c.origin.spans.get("/spec/topology/version")?.line;
+    let mut files = m.files.clone();
+    let f = files.get_mut(c.origin.file)?;
+    let text = manifest::edit::apply_edit(&f.text, line, &version.to_string()).ok()?;
+    f.text = std::sync::Arc::from(text);
+    let digest = m.source_digest.clone();
+    Some(
+        manifest::parse_with(files, m.variables.clone(), Some(&Expander)).map(|mut out| {
+            out.source_digest = digest;
+            out
+        }),
     )
 }
 
@@ -73,9 +100,18 @@ impl Report<'_> {
         message: impl Into<String>,
         help: impl Into<String>,
     ) {
-        let file = self.files.get(o.file).map(|f| f.name.as_str()).unwrap_or("");
-        self.problems
-            .push(Problem::error(o.file, file, o.pos_of(pointer), message, help));
+        let file = self
+            .files
+            .get(o.file)
+            .map(|f| f.name.as_str())
+            .unwrap_or("");
+        self.problems.push(Problem::error(
+            o.file,
+            file,
+            o.pos_of(pointer),
+            message,
+            help,
+        ));
     }
 
     pub(crate) fn warning(
@@ -85,8 +121,17 @@ impl Report<'_> {
         message: impl Into<String>,
         help: impl Into<String>,
     ) {
-        let file = self.files.get(o.file).map(|f| f.name.as_str()).unwrap_or("");
-        self.problems
-            .push(Problem::warning(o.file, file, o.pos_of(pointer), message, help));
+        let file = self
+            .files
+            .get(o.file)
+            .map(|f| f.name.as_str())
+            .unwrap_or("");
+        self.problems.push(Problem::warning(
+            o.file,
+            file,
+            o.pos_of(pointer),
+            message,
+            help,
+        ));
     }
 }

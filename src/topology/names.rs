@@ -80,7 +80,10 @@ mod tests {
         let b = render("{{ .cluster.name }}-{{ .random }}", "c", None, &["x"]).unwrap();
         assert_eq!(a, b);
         assert_eq!(a.len(), "c-".len() + 5);
-        assert_ne!(a, render("{{ .cluster.name }}-{{ .random }}", "c", None, &["y"]).unwrap());
+        assert_ne!(
+            a,
+            render("{{ .cluster.name }}-{{ .random }}", "c", None, &["y"]).unwrap()
+        );
         assert_eq!(
             render(
                 "{{ .cluster.name }}-{{ .machineDeployment.topologyName }}-fixed",

@@ -61,7 +61,11 @@ fn glob(pattern: &str, name: &str) -> bool {
 }
 
 fn selected(sel: &Value, t: &Target) -> bool {
-    let doc_api = t.doc.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+    let doc_api = t
+        .doc
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     let doc_kind = t.doc.get("kind").and_then(Value::as_str).unwrap_or("");
     if sel.get("apiVersion").and_then(Value::as_str) != Some(doc_api)
         || sel.get("kind").and_then(Value::as_str) != Some(doc_kind)
@@ -127,7 +131,11 @@ pub(crate) fn apply(
         .unwrap_or_default();
     for (i, patch) in patches.iter().enumerate() {
         let at = format!("/spec/patches/{i}");
-        let name = patch.get("name").and_then(Value::as_str).unwrap_or("").to_string();
+        let name = patch
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
         if patch.get("external").is_some_and(|e| !e.is_null()) {
             rep.error(
                 origin,
@@ -143,39 +151,72 @@ pub(crate) fn apply(
                     Some(true) => {}
                     Some(false) => continue,
                     None => {
-                        rep.error(origin, &format!("{at}/enabledIf"), format!("patch {name:?}: enabledIf rendered {:?}, not true or false", out.trim()), "make the template print true or false");
+                        rep.error(
+                            origin,
+                            &format!("{at}/enabledIf"),
+                            format!(
+                                "patch {name:?}: enabledIf rendered {:?}, not true or false",
+                                out.trim()
+                            ),
+                            "make the template print true or false",
+                        );
                         continue;
                     }
                 },
                 Err(e) => {
-                    rep.error(origin, &format!("{at}/enabledIf"), format!("patch {name:?}: enabledIf: {e}"), "fix the Go template (see text/template and sprig)");
+                    rep.error(
+                        origin,
+                        &format!("{at}/enabledIf"),
+                        format!("patch {name:?}: enabledIf: {e}"),
+                        "fix the Go template (see text/template and sprig)",
+                    );
                     continue;
                 }
             }
         }
-        let defs = patch.get("definitions").and_then(Value::as_array).cloned().unwrap_or_default();
+        let defs = patch
+            .get("definitions")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
         for (j, def) in defs.iter().enumerate() {
             let dat = format!("{at}/definitions/{j}");
             let sel = def.get("selector").cloned().unwrap_or(Value::Null);
-            let matched: Vec<usize> = (0..targets.len()).filter(|&t| selected(&sel, &targets[t])).collect();
+            let matched: Vec<usize> = (0..targets.len())
+                .filter(|&t| selected(&sel, &targets[t]))
+                .collect();
             if matched.is_empty() {
                 if !selects_pools(&sel) {
                     rep.warning(origin, &format!("{dat}/selector"), format!("patch {name:?}: the selector matches no template of this topology"), "check the selector's apiVersion, kind and matchResources against the class's templates");
                 }
                 continue;
             }
-            let ops = def.get("jsonPatches").and_then(Value::as_array).cloned().unwrap_or_default();
+            let ops = def
+                .get("jsonPatches")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
             for (k, op) in ops.iter().enumerate() {
                 let pat = format!("{dat}/jsonPatches/{k}");
                 for &t in &matched {
                     match one_op(op, &mut targets[t]) {
                         Ok(path) => applied.push(Applied {
                             patch: name.clone(),
-                            kind: targets[t].doc.get("kind").and_then(Value::as_str).unwrap_or("").to_string(),
+                            kind: targets[t]
+                                .doc
+                                .get("kind")
+                                .and_then(Value::as_str)
+                                .unwrap_or("")
+                                .to_string(),
                             path,
                         }),
                         Err((sub, msg, help)) => {
-                            rep.error(origin, &format!("{pat}{sub}"), format!("patch {name:?}: {msg}"), help);
+                            rep.error(
+                                origin,
+                                &format!("{pat}{sub}"),
+                                format!("patch {name:?}: {msg}"),
+                                help,
+                            );
                         }
                     }
                 }
@@ -188,16 +229,24 @@ pub(crate) fn apply(
 /// Selectors for machine pool classes, which capi reads but does not expand.
 fn selects_pools(sel: &Value) -> bool {
     sel.pointer("/matchResources/machinePoolClass").is_some()
-        && sel.pointer("/matchResources/machineDeploymentClass").is_none()
+        && sel
+            .pointer("/matchResources/machineDeploymentClass")
+            .is_none()
         && sel.pointer("/matchResources/controlPlane").is_none()
-        && sel.pointer("/matchResources/infrastructureCluster").is_none()
+        && sel
+            .pointer("/matchResources/infrastructureCluster")
+            .is_none()
 }
 
 type OpError = (&'static str, String, &'static str);
 
 fn one_op(op: &Value, t: &mut Target) -> Result<String, OpError> {
     let kind = op.get("op").and_then(Value::as_str).unwrap_or("");
-    let path = op.get("path").and_then(Value::as_str).unwrap_or("").to_string();
+    let path = op
+        .get("path")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     let value = if kind == "remove" {
         None
     } else if let Some(v) = op.get("value") {
@@ -210,11 +259,25 @@ fn one_op(op: &Value, t: &mut Target) -> Result<String, OpError> {
         ))?)
     } else if let Some(tpl) = op.pointer("/valueFrom/template").and_then(Value::as_str) {
         let out = gotmpl::render(tpl, &t.vars).map_err(|e| {
-            ("/valueFrom/template", e.to_string(), "fix the Go template (see text/template and sprig)")
+            (
+                "/valueFrom/template",
+                e.to_string(),
+                "fix the Go template (see text/template and sprig)",
+            )
         })?;
-        Some(yaml_value(&out).map_err(|e| ("/valueFrom/template", e, "make the template render valid YAML"))?)
+        Some(yaml_value(&out).map_err(|e| {
+            (
+                "/valueFrom/template",
+                e,
+                "make the template render valid YAML",
+            )
+        })?)
     } else {
-        return Err(("", format!("{kind} {path:?} has no value, valueFrom.variable or valueFrom.template"), "give the operation a value"));
+        return Err((
+            "",
+            format!("{kind} {path:?} has no value, valueFrom.variable or valueFrom.template"),
+            "give the operation a value",
+        ));
     };
     jsonpatch::apply(&mut t.doc, kind, &path, value).map_err(|e| {
         let kind_name = t.doc.get("kind").and_then(Value::as_str).unwrap_or("template").to_string();
@@ -237,7 +300,13 @@ mod tests {
         let v = json!({"a": {"b": true}});
         assert_eq!(lookup(&v, "a.b"), Some(json!(true)));
         assert_eq!(lookup(&v, "a.c"), None);
-        assert_eq!(yaml_value("local:\n  imageTag: 3.5\n").unwrap(), json!({"local": {"imageTag": 3.5}}));
-        assert_eq!(yaml_value("kindest/node:v1.31.2\n").unwrap(), json!("kindest/node:v1.31.2"));
+        assert_eq!(
+            yaml_value("local:\n  imageTag: 3.5\n").unwrap(),
+            json!({"local": {"imageTag": 3.5}})
+        );
+        assert_eq!(
+            yaml_value("kindest/node:v1.31.2\n").unwrap(),
+            json!("kindest/node:v1.31.2")
+        );
     }
 }

@@ -124,7 +124,11 @@ pub(crate) fn validate(schema: &Value, value: &Value, at: &str, out: &mut Vec<Vi
         if !options.contains(value) {
             broke(format!(
                 "enum: must be one of {}",
-                options.iter().map(Value::to_string).collect::<Vec<_>>().join(", ")
+                options
+                    .iter()
+                    .map(Value::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ));
         }
     }
@@ -169,19 +173,25 @@ fn string_rules(schema: &Value, s: &str, broke: &mut impl FnMut(String)) {
     let len = s.chars().count() as u64;
     if let Some(min) = schema.get("minLength").and_then(Value::as_u64) {
         if len < min {
-            broke(format!("minLength: must be at least {min} characters, found {len}"));
+            broke(format!(
+                "minLength: must be at least {min} characters, found {len}"
+            ));
         }
     }
     if let Some(max) = schema.get("maxLength").and_then(Value::as_u64) {
         if len > max {
-            broke(format!("maxLength: must be at most {max} characters, found {len}"));
+            broke(format!(
+                "maxLength: must be at most {max} characters, found {len}"
+            ));
         }
     }
     if let Some(p) = schema.get("pattern").and_then(Value::as_str) {
         match regex::Regex::new(p) {
             Ok(re) if !re.is_match(s) => broke(format!("pattern: must match {p:?}")),
             Ok(_) => {}
-            Err(e) => broke(format!("pattern: the schema's pattern {p:?} is invalid: {e}")),
+            Err(e) => broke(format!(
+                "pattern: the schema's pattern {p:?} is invalid: {e}"
+            )),
         }
     }
 }
@@ -190,12 +200,16 @@ fn array_rules(schema: &Value, items: &[Value], broke: &mut impl FnMut(String)) 
     let n = items.len() as u64;
     if let Some(min) = schema.get("minItems").and_then(Value::as_u64) {
         if n < min {
-            broke(format!("minItems: must have at least {min} items, found {n}"));
+            broke(format!(
+                "minItems: must have at least {min} items, found {n}"
+            ));
         }
     }
     if let Some(max) = schema.get("maxItems").and_then(Value::as_u64) {
         if n > max {
-            broke(format!("maxItems: must have at most {max} items, found {n}"));
+            broke(format!(
+                "maxItems: must have at most {max} items, found {n}"
+            ));
         }
     }
     if schema.get("uniqueItems").and_then(Value::as_bool) == Some(true) {
@@ -258,25 +272,41 @@ mod tests {
     fn check(schema: Value, v: Value) -> Vec<String> {
         let mut out = Vec::new();
         validate(&schema, &v, "", &mut out);
-        out.into_iter().map(|v| format!("{}: {}", v.at, v.rule)).collect()
+        out.into_iter()
+            .map(|v| format!("{}: {}", v.at, v.rule))
+            .collect()
     }
 
     #[test]
     fn rules() {
         assert!(check(json!({"type": "string"}), json!("x")).is_empty());
-        assert_eq!(check(json!({"type": "string"}), json!(1))[0], ": type: must be string, found integer 1");
+        assert_eq!(
+            check(json!({"type": "string"}), json!(1))[0],
+            ": type: must be string, found integer 1"
+        );
         assert!(check(json!({"type": "integer", "minimum": 1}), json!(0))[0].contains("minimum"));
         assert!(check(json!({"type": "integer", "maximum": 3}), json!(4))[0].contains("maximum"));
         assert!(check(json!({"type": "number"}), json!(1)).is_empty());
         assert!(check(json!({"enum": ["a", "b"]}), json!("c"))[0].contains("enum"));
-        assert!(check(json!({"type": "string", "pattern": "^v[0-9]+$"}), json!("x"))[0].contains("pattern"));
+        assert!(check(
+            json!({"type": "string", "pattern": "^v[0-9]+$"}),
+            json!("x")
+        )[0]
+        .contains("pattern"));
         let nested = json!({"type": "object", "required": ["a"], "properties": {"a": {"type": "boolean"}, "b": {"type": "object", "properties": {"c": {"type": "integer"}}}}});
         let errs = check(nested.clone(), json!({"b": {"c": "x"}, "z": 1}));
         assert_eq!(errs.len(), 3, "{errs:?}");
         assert!(errs.iter().any(|e| e.starts_with("/b/c: type")));
         assert!(errs.iter().any(|e| e.starts_with("/z: properties")));
         assert!(errs.iter().any(|e| e.contains("required: property \"a\"")));
-        assert!(check(json!({"type": "array", "items": {"type": "string"}, "maxItems": 1}), json!(["a", 2])).len() == 2);
+        assert!(
+            check(
+                json!({"type": "array", "items": {"type": "string"}, "maxItems": 1}),
+                json!(["a", 2])
+            )
+            .len()
+                == 2
+        );
     }
 
     #[test]

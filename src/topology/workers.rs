@@ -21,7 +21,10 @@ fn written(list: Option<&Value>, at: &str) -> Vec<(String, Value, String)> {
                 .enumerate()
                 .map(|(i, v)| {
                     (
-                        v.get("name").and_then(Value::as_str).unwrap_or("").to_string(),
+                        v.get("name")
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .to_string(),
                         v.get("value").cloned().unwrap_or(Value::Null),
                         format!("{at}/{i}"),
                     )
@@ -48,19 +51,54 @@ impl ClusterCx<'_> {
         let mut seen = BTreeSet::new();
         for (name, mut value, at) in given {
             let Some(def) = self.def(&name) else {
-                let known: Vec<&str> = self.class.variables.iter().map(|d| d.name.as_str()).collect();
-                rep.error(&self.d.origin, &format!("{at}/name"), format!("Cluster {:?}: variable {name:?} is not defined by ClusterClass {:?}", self.name, self.class_name), format!("variables the class defines: {}", known.join(", ")));
+                let known: Vec<&str> = self
+                    .class
+                    .variables
+                    .iter()
+                    .map(|d| d.name.as_str())
+                    .collect();
+                rep.error(
+                    &self.d.origin,
+                    &format!("{at}/name"),
+                    format!(
+                        "Cluster {:?}: variable {name:?} is not defined by ClusterClass {:?}",
+                        self.name, self.class_name
+                    ),
+                    format!("variables the class defines: {}", known.join(", ")),
+                );
                 continue;
             };
             if !seen.insert(name.clone()) {
-                rep.error(&self.d.origin, &format!("{at}/name"), format!("Cluster {:?}: variable {name:?} is set twice", self.name), "keep one entry per variable");
+                rep.error(
+                    &self.d.origin,
+                    &format!("{at}/name"),
+                    format!("Cluster {:?}: variable {name:?} is set twice", self.name),
+                    "keep one entry per variable",
+                );
                 continue;
             }
             apply_defaults(&def.schema, &mut value);
             let mut broken = Vec::new();
             validate(&def.schema, &value, "", &mut broken);
             for v in broken {
-                rep.error(&self.d.origin, &format!("{at}/value{}", v.at), format!("Cluster {:?}: variable {name:?}{}: value breaks the schema rule {}", self.name, if v.at.is_empty() { String::new() } else { format!(" at {}", v.at) }, v.rule), format!("see ClusterClass {:?}, variable {name:?}, schema.openAPIV3Schema", self.class_name));
+                rep.error(
+                    &self.d.origin,
+                    &format!("{at}/value{}", v.at),
+                    format!(
+                        "Cluster {:?}: variable {name:?}{}: value breaks the schema rule {}",
+                        self.name,
+                        if v.at.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" at {}", v.at)
+                        },
+                        v.rule
+                    ),
+                    format!(
+                        "see ClusterClass {:?}, variable {name:?}, schema.openAPIV3Schema",
+                        self.class_name
+                    ),
+                );
             }
             out.insert(name, value);
         }
@@ -76,7 +114,18 @@ impl ClusterCx<'_> {
                 apply_defaults(&def.schema, &mut v);
                 out.insert(def.name.clone(), v);
             } else if def.required {
-                rep.error(&self.d.origin, "/spec/topology", format!("Cluster {:?}: required variable {:?} of ClusterClass {:?} is not set", self.name, def.name, self.class_name), format!("add `- name: {}` with a value under spec.topology.variables", def.name));
+                rep.error(
+                    &self.d.origin,
+                    "/spec/topology",
+                    format!(
+                        "Cluster {:?}: required variable {:?} of ClusterClass {:?} is not set",
+                        self.name, def.name, self.class_name
+                    ),
+                    format!(
+                        "add `- name: {}` with a value under spec.topology.variables",
+                        def.name
+                    ),
+                );
             }
         }
     }
@@ -88,45 +137,96 @@ impl ClusterCx<'_> {
         Value::Object(out)
     }
 
-    pub(super) fn machine_deployments(&self, rep: &mut Report<'_>, values: &Value) -> Vec<MdTopology<'_>> {
+    pub(super) fn machine_deployments(
+        &self,
+        rep: &mut Report<'_>,
+        values: &Value,
+    ) -> Vec<MdTopology<'_>> {
         let mut out = Vec::new();
-        let entries = self.topo.pointer("/workers/machineDeployments").and_then(Value::as_array);
+        let entries = self
+            .topo
+            .pointer("/workers/machineDeployments")
+            .and_then(Value::as_array);
         let mut seen = BTreeSet::new();
         for (i, entry) in entries.into_iter().flatten().enumerate() {
             let at = format!("/spec/topology/workers/machineDeployments/{i}");
-            let name = entry.get("name").and_then(Value::as_str).unwrap_or("").to_string();
+            let name = entry
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
             let class_name = entry.get("class").and_then(Value::as_str).unwrap_or("");
             if name.is_empty() || !seen.insert(name.clone()) {
-                rep.error(&self.d.origin, &format!("{at}/name"), format!("Cluster {:?}: machineDeployment entry {i} has {} name", self.name, if name.is_empty() { "no" } else { "a duplicate" }), "give every machineDeployments entry a unique name");
+                rep.error(
+                    &self.d.origin,
+                    &format!("{at}/name"),
+                    format!(
+                        "Cluster {:?}: machineDeployment entry {i} has {} name",
+                        self.name,
+                        if name.is_empty() { "no" } else { "a duplicate" }
+                    ),
+                    "give every machineDeployments entry a unique name",
+                );
                 continue;
             }
             let Some(class) = self.class.workers.iter().find(|w| w.class == class_name) else {
-                let known: Vec<&str> = self.class.workers.iter().map(|w| w.class.as_str()).collect();
+                let known: Vec<&str> = self
+                    .class
+                    .workers
+                    .iter()
+                    .map(|w| w.class.as_str())
+                    .collect();
                 rep.error(&self.d.origin, &format!("{at}/class"), format!("Cluster {:?}: machineDeployment class {class_name:?} is not defined by ClusterClass {:?}", self.name, self.class_name), format!("classes: {}", known.join(", ")));
                 continue;
             };
             let mut vars = values.as_object().cloned().unwrap_or_default();
-            let overrides = written(entry.pointer("/variables/overrides"), &format!("{at}/variables/overrides"));
+            let overrides = written(
+                entry.pointer("/variables/overrides"),
+                &format!("{at}/variables/overrides"),
+            );
             self.resolve(rep, overrides, false, &mut vars);
-            out.push(MdTopology { at, name, entry, class, vars: Value::Object(vars) });
+            out.push(MdTopology {
+                at,
+                name,
+                entry,
+                class,
+                vars: Value::Object(vars),
+            });
         }
         out
     }
 
     fn md_labels(&self, md: &MdTopology<'_>) -> Map<String, Value> {
         let mut l = self.owned_labels(&[
-            &md.class.metadata.get("labels").cloned().unwrap_or(Value::Null),
-            &md.entry.pointer("/metadata/labels").cloned().unwrap_or(Value::Null),
+            &md.class
+                .metadata
+                .get("labels")
+                .cloned()
+                .unwrap_or(Value::Null),
+            &md.entry
+                .pointer("/metadata/labels")
+                .cloned()
+                .unwrap_or(Value::Null),
         ]);
         l.insert(LABEL_DEPLOYMENT_NAME.into(), json!(md.name));
         l
     }
 
-    pub(super) fn machine_deployment(&self, md: &MdTopology<'_>, name: &str, boot: (&Target, &str), infra: (&Target, &str)) -> RawDocument {
+    pub(super) fn machine_deployment(
+        &self,
+        md: &MdTopology<'_>,
+        name: &str,
+        boot: (&Target, &str),
+        infra: (&Target, &str),
+    ) -> RawDocument {
         let api = self.api_version();
         let v1 = is_v1beta1(&api);
         let tref = |t: &Target, n: &str| {
-            let a = t.doc.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+            let a = t
+                .doc
+                .get("apiVersion")
+                .and_then(Value::as_str)
+                .unwrap_or("");
             let k = t.doc.get("kind").and_then(Value::as_str).unwrap_or("");
             reference(v1, a, k, n)
         };
@@ -137,7 +237,13 @@ impl ClusterCx<'_> {
             "bootstrap": {"configRef": tref(boot.0, boot.1)},
             "infrastructureRef": tref(infra.0, infra.1),
         });
-        if let Some(fd) = md.entry.get("failureDomain").and_then(Value::as_str).map(str::to_string).or(md.class.failure_domain.clone()) {
+        if let Some(fd) = md
+            .entry
+            .get("failureDomain")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .or(md.class.failure_domain.clone())
+        {
             tspec["failureDomain"] = json!(fd);
         }
         let mut spec = json!({
@@ -150,7 +256,12 @@ impl ClusterCx<'_> {
         if let Some(r) = md.entry.get("replicas") {
             spec["replicas"] = r.clone();
         }
-        let strategy = md.entry.pointer("/rollout/strategy").or(md.entry.get("strategy")).cloned().or(md.class.strategy.clone());
+        let strategy = md
+            .entry
+            .pointer("/rollout/strategy")
+            .or(md.entry.get("strategy"))
+            .cloned()
+            .or(md.class.strategy.clone());
         if let Some(s) = strategy {
             if v1 {
                 spec["strategy"] = s;
@@ -164,12 +275,21 @@ impl ClusterCx<'_> {
             "spec": spec,
         });
         let o = &self.d.origin;
-        let entry_origin = remap(o, &md.at, "", &[
-            ("/spec/replicas", o, &format!("{}/replicas", md.at)),
-            ("/spec/template/spec/version", o, "/spec/topology/version"),
-            ("/spec/template/spec/failureDomain", o, &format!("{}/failureDomain", md.at)),
-            ("/metadata/name", o, &format!("{}/name", md.at)),
-        ]);
+        let entry_origin = remap(
+            o,
+            &md.at,
+            "",
+            &[
+                ("/spec/replicas", o, &format!("{}/replicas", md.at)),
+                ("/spec/template/spec/version", o, "/spec/topology/version"),
+                (
+                    "/spec/template/spec/failureDomain",
+                    o,
+                    &format!("{}/failureDomain", md.at),
+                ),
+                ("/metadata/name", o, &format!("{}/name", md.at)),
+            ],
+        );
         let mut origin = entry_origin;
         origin.pos = o.pos_of(&md.at);
         RawDocument { root, origin }
@@ -177,7 +297,14 @@ impl ClusterCx<'_> {
 
     /// A MachineHealthCheck from the class's health check, merged with the
     /// topology's (`enabled`/`enable: false` turns it off).
-    fn health_doc(&self, class_health: Option<&Value>, topo_health: Option<&Value>, name: &str, selector: Value, at: &str) -> Option<RawDocument> {
+    fn health_doc(
+        &self,
+        class_health: Option<&Value>,
+        topo_health: Option<&Value>,
+        name: &str,
+        selector: Value,
+        at: &str,
+    ) -> Option<RawDocument> {
         let mut merged = Map::new();
         for h in [class_health, topo_health].into_iter().flatten() {
             if let Some(m) = h.as_object() {
@@ -203,15 +330,38 @@ impl ClusterCx<'_> {
     }
 
     pub(super) fn control_plane_health(&self, cp_name: &str) -> Option<RawDocument> {
-        let topo = self.topo.pointer("/controlPlane/healthCheck").or(self.topo.pointer("/controlPlane/machineHealthCheck"));
+        let topo = self
+            .topo
+            .pointer("/controlPlane/healthCheck")
+            .or(self.topo.pointer("/controlPlane/machineHealthCheck"));
         let selector = json!({"cluster.x-k8s.io/control-plane": "", LABEL_OWNED: "", "cluster.x-k8s.io/cluster-name": self.name});
-        self.health_doc(self.class.control_plane_health.as_ref(), topo, cp_name, selector, "/spec/controlPlane")
+        self.health_doc(
+            self.class.control_plane_health.as_ref(),
+            topo,
+            cp_name,
+            selector,
+            "/spec/controlPlane",
+        )
     }
 
     pub(super) fn md_health(&self, md: &MdTopology<'_>, md_name: &str) -> Option<RawDocument> {
-        let topo = md.entry.get("healthCheck").or(md.entry.get("machineHealthCheck"));
+        let topo = md
+            .entry
+            .get("healthCheck")
+            .or(md.entry.get("machineHealthCheck"));
         let selector = json!({"cluster.x-k8s.io/cluster-name": self.name, LABEL_OWNED: "", LABEL_DEPLOYMENT_NAME: md.name});
-        let idx = self.class.workers.iter().position(|w| std::ptr::eq(w, md.class)).unwrap_or(0);
-        self.health_doc(md.class.health.as_ref(), topo, md_name, selector, &format!("/spec/workers/machineDeployments/{idx}"))
+        let idx = self
+            .class
+            .workers
+            .iter()
+            .position(|w| std::ptr::eq(w, md.class))
+            .unwrap_or(0);
+        self.health_doc(
+            md.class.health.as_ref(),
+            topo,
+            md_name,
+            selector,
+            &format!("/spec/workers/machineDeployments/{idx}"),
+        )
     }
 }

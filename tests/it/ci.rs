@@ -463,7 +463,7 @@ fn target_and_replace() {
 #[test]
 fn generate_each_flavor_plans_cleanly() {
     let dir = tempfile::tempdir().unwrap();
-    for flavor in ["sim", "docker", "openstack"] {
+    for flavor in ["sim", "docker", "development", "openstack"] {
         let mut c = capi(dir.path());
         c.args([
             "generate",

@@ -21,3 +21,4 @@ mod proptests;
 mod rollout;
 mod scenarios;
 pub mod schema;
+mod topology;

@@ -19,6 +19,10 @@ pub(crate) const FLAVORS: &[(&str, &str)] = &[
         include_str!("../../../examples/templates/cluster-template-docker.yaml"),
     ),
     (
+        "development",
+        include_str!("../../../examples/templates/cluster-template-development.yaml"),
+    ),
+    (
         "openstack",
         include_str!("../../../examples/templates/cluster-template-openstack.yaml"),
     ),

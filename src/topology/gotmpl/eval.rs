@@ -181,9 +181,7 @@ impl State {
             if p.assign {
                 match self.vars.iter_mut().rev().find(|(n, _)| n == name) {
                     Some(slot) => slot.1 = v.clone(),
-                    None => {
-                        return Err(TemplateError::Exec(format!("undefined variable: {name}")))
-                    }
+                    None => return Err(TemplateError::Exec(format!("undefined variable: {name}"))),
                 }
             } else {
                 self.vars.push((name.clone(), v.clone()));

@@ -11,12 +11,62 @@ use super::eval::{print, truth};
 use super::TemplateError;
 
 const NAMES: &[&str] = &[
-    "and", "or", "not", "eq", "ne", "lt", "le", "gt", "ge", "len", "index", "print", "printf",
-    "println", "quote", "squote", "default", "empty", "coalesce", "ternary", "toYaml", "toJson",
-    "fromJson", "indent", "nindent", "replace", "trim", "trimPrefix", "trimSuffix", "trimAll",
-    "upper", "lower", "title", "contains", "hasPrefix", "hasSuffix", "semverCompare", "join",
-    "splitList", "list", "dict", "b64enc", "b64dec", "toString", "int", "int64", "atoi",
-    "required", "fail", "repeat", "cat", "first", "last", "has", "hasKey", "keys",
+    "and",
+    "or",
+    "not",
+    "eq",
+    "ne",
+    "lt",
+    "le",
+    "gt",
+    "ge",
+    "len",
+    "index",
+    "print",
+    "printf",
+    "println",
+    "quote",
+    "squote",
+    "default",
+    "empty",
+    "coalesce",
+    "ternary",
+    "toYaml",
+    "toJson",
+    "fromJson",
+    "indent",
+    "nindent",
+    "replace",
+    "trim",
+    "trimPrefix",
+    "trimSuffix",
+    "trimAll",
+    "upper",
+    "lower",
+    "title",
+    "contains",
+    "hasPrefix",
+    "hasSuffix",
+    "semverCompare",
+    "join",
+    "splitList",
+    "list",
+    "dict",
+    "b64enc",
+    "b64dec",
+    "toString",
+    "int",
+    "int64",
+    "atoi",
+    "required",
+    "fail",
+    "repeat",
+    "cat",
+    "first",
+    "last",
+    "has",
+    "hasKey",
+    "keys",
 ];
 
 pub(super) fn exists(name: &str) -> bool {
@@ -66,9 +116,9 @@ fn compare(name: &str, a: &Value, b: &Value) -> Result<std::cmp::Ordering, Templ
 fn equal(a: &Value, b: &Value) -> Result<bool, TemplateError> {
     match (a, b) {
         (Value::Number(_), Value::Number(_)) => Ok(num(a) == num(b)),
-        (Value::Array(_) | Value::Object(_), _) | (_, Value::Array(_) | Value::Object(_)) => Err(
-            err("eq: non-comparable type (a list or a map)"),
-        ),
+        (Value::Array(_) | Value::Object(_), _) | (_, Value::Array(_) | Value::Object(_)) => {
+            Err(err("eq: non-comparable type (a list or a map)"))
+        }
         (Value::Null, _) | (_, Value::Null) => Ok(a == b),
         (x, y) if std::mem::discriminant(x) != std::mem::discriminant(y) => Err(err(format!(
             "incompatible types for comparison: {} and {}",
@@ -119,9 +169,13 @@ pub(super) fn call(name: &str, a: &[Value]) -> Result<Value, TemplateError> {
             } as u64)
         }
         "index" => index(a)?,
-        "print" | "cat" => Value::String(a.iter().map(s).collect::<Vec<_>>().join(
-            if name == "cat" { " " } else { "" },
-        )),
+        "print" | "cat" => {
+            Value::String(a.iter().map(s).collect::<Vec<_>>().join(if name == "cat" {
+                " "
+            } else {
+                ""
+            }))
+        }
         "println" => Value::String(format!(
             "{}\n",
             a.iter().map(print).collect::<Vec<_>>().join(" ")
@@ -149,7 +203,13 @@ fn index(a: &[Value]) -> Result<Value, TemplateError> {
                 .ok_or_else(|| err(format!("index out of range: {n}")))?,
             (Value::Object(m), Value::String(key)) => m.get(key).cloned().unwrap_or(Value::Null),
             (Value::Null, _) => return Err(err("index of untyped nil")),
-            _ => return Err(err(format!("cannot index {} with {}", print(&cur), print(k)))),
+            _ => {
+                return Err(err(format!(
+                    "cannot index {} with {}",
+                    print(&cur),
+                    print(k)
+                )))
+            }
         };
     }
     Ok(cur)
@@ -249,14 +309,20 @@ fn sprig(name: &str, a: &[Value]) -> Result<Value, TemplateError> {
         }
         "indent" | "nindent" => {
             want(name, a, 2)?;
-            let n = a[0].as_u64().ok_or_else(|| err(format!("{name}: width must be an integer")))?;
+            let n = a[0]
+                .as_u64()
+                .ok_or_else(|| err(format!("{name}: width must be an integer")))?;
             let pad = " ".repeat(n as usize);
             let body = s(&a[1])
                 .split('\n')
                 .map(|l| format!("{pad}{l}"))
                 .collect::<Vec<_>>()
                 .join("\n");
-            string(if name == "nindent" { format!("\n{body}") } else { body })
+            string(if name == "nindent" {
+                format!("\n{body}")
+            } else {
+                body
+            })
         }
         "replace" => {
             let v = str_arg(name, a, 3)?;
@@ -410,7 +476,9 @@ mod semver {
         let mut n = || -> Result<u64, String> {
             match parts.next() {
                 None | Some("x" | "X" | "*") => Ok(0),
-                Some(p) => p.parse().map_err(|_| format!("invalid semantic version {v:?}")),
+                Some(p) => p
+                    .parse()
+                    .map_err(|_| format!("invalid semantic version {v:?}")),
             }
         };
         let (a, b, c) = (n()?, n()?, n()?);

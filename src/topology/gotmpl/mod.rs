@@ -53,7 +53,10 @@ mod tests {
         assert_eq!(r("a  {{- .n -}}  b", d.clone()), "a3b");
         assert_eq!(r("{{ .missing }}", d.clone()), "<no value>");
         assert_eq!(
-            r("{{ range $i, $v := .list }}{{ $i }}={{ $v }},{{ end }}", d.clone()),
+            r(
+                "{{ range $i, $v := .list }}{{ $i }}={{ $v }},{{ end }}",
+                d.clone()
+            ),
             "0=1,1=2,"
         );
         assert_eq!(r("{{ with .a }}{{ .b }}{{ end }}", d.clone()), "x+y");
@@ -67,7 +70,10 @@ mod tests {
         assert_eq!(r("{{ ne .t \"\" }}", d.clone()), "true");
         assert_eq!(r("{{ .b }}", d.clone()), "true");
         assert_eq!(
-            r("{{ if eq .t \"x\" }}1{{ else if eq .t \"v\" }}2{{ else }}3{{ end }}", d.clone()),
+            r(
+                "{{ if eq .t \"x\" }}1{{ else if eq .t \"v\" }}2{{ else }}3{{ end }}",
+                d.clone()
+            ),
             "2"
         );
         assert_eq!(r("{{ if and .b (not .s) }}y{{ end }}", d.clone()), "y");
@@ -78,14 +84,23 @@ mod tests {
     fn sprig_functions() {
         let d = json!({"v": "v1.24.3", "w": "v1.31.0", "o": {"k": "x", "a": [1]}, "s": ""});
         assert_eq!(
-            r("{{ if semverCompare \"< v1.25-0\" .v }}beta1{{ end }}", d.clone()),
+            r(
+                "{{ if semverCompare \"< v1.25-0\" .v }}beta1{{ end }}",
+                d.clone()
+            ),
             "beta1"
         );
         assert_eq!(
-            r("{{ if semverCompare \"< v1.25-0\" .w }}beta1{{ end }}", d.clone()),
+            r(
+                "{{ if semverCompare \"< v1.25-0\" .w }}beta1{{ end }}",
+                d.clone()
+            ),
             ""
         );
-        assert_eq!(r("{{ semverCompare \">=1.30, <1.32\" .w }}", d.clone()), "true");
+        assert_eq!(
+            r("{{ semverCompare \">=1.30, <1.32\" .w }}", d.clone()),
+            "true"
+        );
         assert_eq!(r("{{ .s | default \"z\" }}", d.clone()), "z");
         assert_eq!(r("{{ quote .v }}", d.clone()), "\"v1.24.3\"");
         assert_eq!(r("{{ printf \"%s-%d\" .v 5 }}", d.clone()), "v1.24.3-5");

@@ -321,7 +321,9 @@ impl Parser {
                             "else if".to_string()
                         }
                         None => "else".to_string(),
-                        _ => return Err(TemplateError::Parse("unexpected tokens after else".into())),
+                        _ => {
+                            return Err(TemplateError::Parse("unexpected tokens after else".into()))
+                        }
                     };
                     return Ok((nodes, Some(tail)));
                 }
