@@ -502,3 +502,121 @@ fn capi_upgrade_on_a_topology_cluster_writes_only_topology_version() {
         stderr(&plan)
     );
 }
+
+fn docker(args: &[&str]) -> (bool, String) {
+    match std::process::Command::new("docker").args(args).output() {
+        Ok(o) => (o.status.success(), format!("{}{}", stdout(&o), stderr(&o))),
+        Err(e) => (false, e.to_string()),
+    }
+}
+
+/// Removes the test's containers, network and image tags, even on failure.
+struct DockerGuard {
+    cluster: String,
+    network: String,
+    tags: Vec<String>,
+}
+
+impl Drop for DockerGuard {
+    fn drop(&mut self) {
+        let ids = docker(&[
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=io.x-k8s.kind.cluster={}", self.cluster),
+        ])
+        .1;
+        for id in ids.split_whitespace() {
+            let _ = docker(&["rm", "-f", "-v", id]);
+        }
+        let _ = docker(&["network", "rm", &self.network]);
+        for t in &self.tags {
+            let _ = docker(&["rmi", t]);
+        }
+    }
+}
+
+/// The quick-start class and the development flavor, unchanged, applied on
+/// the real Docker Engine with the offline test images standing in for
+/// kindest/node and kindest/haproxy (tagged locally, never pulled).
+#[test]
+fn quick_start_applies_on_docker() {
+    let Some((class, flavor)) = fixtures() else {
+        return;
+    };
+    let ci = std::env::var("CAPI_CI").as_deref() == Ok("1");
+    if !docker(&["info"]).0 || !docker(&["image", "inspect", "capi-test/node:v1"]).0 {
+        assert!(
+            !ci,
+            "CAPI_CI=1: Docker Engine or the test images (scripts/setup.d/20-docker.sh) missing"
+        );
+        eprintln!(
+            "SKIPPED: no Docker Engine or no capi-test images (scripts/setup.d/20-docker.sh)"
+        );
+        return;
+    }
+    let cluster = format!("cc{}", std::process::id() % 100000);
+    let mut guard = DockerGuard {
+        cluster: cluster.clone(),
+        network: format!("{cluster}-net"),
+        tags: Vec::new(),
+    };
+    for (src, dst) in [
+        ("capi-test/node:v1", "kindest/node:v1.31.2"),
+        ("capi-test/haproxy:lb", "kindest/haproxy:v20230606-42a2262b"),
+    ] {
+        if !docker(&["image", "inspect", dst]).0 {
+            assert!(docker(&["tag", src, dst]).0);
+            guard.tags.push(dst.to_string());
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let vars = var_args(&dev_vars(&[("CLUSTER_NAME", cluster.as_str())]));
+    let files = [
+        "-f".to_string(),
+        class.display().to_string(),
+        "-f".into(),
+        flavor.display().to_string(),
+    ];
+    let run = |args: &[&str]| {
+        capi(dir.path())
+            .env("DOCKER_NETWORK", &guard.network)
+            .env("CAPI_DOCKER_PRIVILEGED", "false")
+            .args(args)
+            .args(&files)
+            .args(&vars)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["apply", "--auto-approve"]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let ps = docker(&[
+        "ps",
+        "--filter",
+        &format!("label=io.x-k8s.kind.cluster={cluster}"),
+        "--format",
+        "{{.Names}} {{.Image}}",
+    ])
+    .1;
+    // A load balancer, one control-plane machine and two workers, running
+    // the image the customImage patch chose.
+    assert_eq!(ps.lines().count(), 4, "{ps}");
+    assert_eq!(
+        ps.lines()
+            .filter(|l| l.ends_with("kindest/node:v1.31.2"))
+            .count(),
+        3,
+        "{ps}"
+    );
+    assert!(ps.contains(&format!("{cluster}-md-0-")), "{ps}");
+    let again = run(&["plan", "--detailed-exitcode"]);
+    assert_eq!(
+        again.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&again),
+        stderr(&again)
+    );
+    let out = run(&["destroy", "--auto-approve"]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+}
