@@ -620,3 +620,111 @@ fn quick_start_applies_on_docker() {
     let out = run(&["destroy", "--auto-approve"]);
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
 }
+
+/// A v1beta1 ClusterClass (`ref`, `template.bootstrap.ref`,
+/// `namingStrategy`) in another namespace than its v1beta1 Cluster
+/// (`class`, `classNamespace`), with a per-MachineDeployment override.
+const V1BETA1: &str = r#"apiVersion: cluster.x-k8s.io/v1beta1
+kind: Cluster
+metadata: {name: old, namespace: team}
+spec:
+  topology:
+    class: legacy
+    classNamespace: classes
+    version: v1.30.4
+    controlPlane: {replicas: 1}
+    variables:
+    - {name: image, value: base}
+    workers:
+      machineDeployments:
+      - class: w
+        name: a
+        replicas: 1
+      - class: w
+        name: b
+        replicas: 1
+        variables:
+          overrides:
+          - {name: image, value: special}
+---
+apiVersion: cluster.x-k8s.io/v1beta1
+kind: ClusterClass
+metadata: {name: legacy, namespace: classes}
+spec:
+  infrastructure:
+    ref: {apiVersion: infrastructure.cluster.x-k8s.io/v1beta1, kind: DockerClusterTemplate, name: c}
+  controlPlane:
+    ref: {apiVersion: controlplane.cluster.x-k8s.io/v1beta1, kind: KubeadmControlPlaneTemplate, name: cp}
+    machineInfrastructure:
+      ref: {apiVersion: infrastructure.cluster.x-k8s.io/v1beta1, kind: DockerMachineTemplate, name: m}
+    namingStrategy: {template: "{{ .cluster.name }}-control"}
+  workers:
+    machineDeployments:
+    - class: w
+      namingStrategy: {template: "{{ .cluster.name }}-{{ .machineDeployment.topologyName }}"}
+      template:
+        bootstrap:
+          ref: {apiVersion: bootstrap.cluster.x-k8s.io/v1beta1, kind: KubeadmConfigTemplate, name: w}
+        infrastructure:
+          ref: {apiVersion: infrastructure.cluster.x-k8s.io/v1beta1, kind: DockerMachineTemplate, name: m}
+  variables:
+  - name: image
+    required: true
+    schema: {openAPIV3Schema: {type: string, enum: [base, special]}}
+  patches:
+  - name: image
+    definitions:
+    - selector:
+        apiVersion: infrastructure.cluster.x-k8s.io/v1beta1
+        kind: DockerMachineTemplate
+        matchResources: {machineDeploymentClass: {names: ["w"]}}
+      jsonPatches:
+      - {op: add, path: /spec/template/spec/customImage, valueFrom: {template: "img/{{ .image }}:{{ .builtin.machineDeployment.topologyName }}"}}
+---
+apiVersion: infrastructure.cluster.x-k8s.io/v1beta1
+kind: DockerClusterTemplate
+metadata: {name: c, namespace: classes}
+spec: {template: {spec: {}}}
+---
+apiVersion: controlplane.cluster.x-k8s.io/v1beta1
+kind: KubeadmControlPlaneTemplate
+metadata: {name: cp, namespace: classes}
+spec: {template: {spec: {kubeadmConfigSpec: {}}}}
+---
+apiVersion: infrastructure.cluster.x-k8s.io/v1beta1
+kind: DockerMachineTemplate
+metadata: {name: m, namespace: classes}
+spec: {template: {spec: {}}}
+---
+apiVersion: bootstrap.cluster.x-k8s.io/v1beta1
+kind: KubeadmConfigTemplate
+metadata: {name: w, namespace: classes}
+spec: {template: {spec: {}}}
+"#;
+
+#[test]
+fn v1beta1_class_in_another_namespace_with_overrides() {
+    let m = capi::topology::load_str("v1.yaml", V1BETA1, &Variables::new())
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    let dbg = debug_of(&m);
+    assert!(
+        dbg.contains("name: \"old-control\""),
+        "naming strategy: {dbg}"
+    );
+    assert!(dbg.contains("name: \"old-a\"") && dbg.contains("name: \"old-b\""));
+    assert!(dbg.contains("img/base:a"), "cluster value for md a");
+    assert!(dbg.contains("img/special:b"), "override for md b");
+    // An override breaking the schema is an error at its line.
+    let bad = V1BETA1.replace("value: special", "value: other");
+    let ps = problems(capi::topology::load_str("v1.yaml", &bad, &Variables::new()).unwrap_err());
+    let line = bad
+        .lines()
+        .position(|l| l.contains("value: other"))
+        .unwrap() as u32
+        + 1;
+    assert!(
+        ps.iter()
+            .any(|p| p.message.contains("enum") && p.pos.line == line),
+        "{ps:#?}"
+    );
+}
