@@ -20,4 +20,5 @@ pub mod plan;
 pub mod provider;
 pub mod resource;
 pub mod state;
+pub mod topology;
 pub mod util;

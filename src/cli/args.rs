@@ -303,7 +303,7 @@ pub(crate) enum DescribeCommand {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum GenerateCommand {
-    /// A cluster from a flavor (sim, docker, openstack) or --from TEMPLATE,
+    /// A cluster from a flavor (sim, docker, development, openstack) or --from TEMPLATE,
     /// with clusterctl's variables; prints to stdout.
     Cluster(GenerateArgs),
 }
@@ -312,7 +312,8 @@ pub(crate) enum GenerateCommand {
 pub(crate) struct GenerateArgs {
     /// The cluster's name (CLUSTER_NAME).
     pub(crate) name: Option<String>,
-    /// Built-in template: sim (default), docker, openstack.
+    /// Built-in template: sim (default), docker, development (a topology
+    /// Cluster with its ClusterClass), openstack.
     #[arg(long)]
     pub(crate) flavor: Option<String>,
     /// A template file (or - for stdin) instead of a flavor.

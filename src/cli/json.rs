@@ -340,6 +340,7 @@ mod tests {
             "plan",
             "change_summary",
             "apply_start",
+            "apply_progress",
             "apply_complete",
             "apply_errored",
             "apply_skipped",
@@ -347,13 +348,15 @@ mod tests {
             "apply_summary",
             "drift_summary",
             "state",
+            "state_list",
+            "state_resource",
             "valid",
             "upgrade_step",
             "health_check",
         ] {
             assert_eq!(names.get(t), Some(&1), "{t} in {names:?}");
         }
-        assert_eq!(names.len(), 17);
+        assert_eq!(names.len(), 20);
     }
 
     #[test]

@@ -36,7 +36,7 @@ pub(crate) fn load_manifests(ms: &ManifestSettings, p: &Printer) -> Result<Manif
             dir.display()
         ));
     }
-    let m = manifest::load(sources, &ms.variables)?;
+    let m = crate::topology::load(sources, &ms.variables)?;
     for w in &m.warnings {
         if p.json {
             p.emit(&JsonEvent::diagnostic(w));

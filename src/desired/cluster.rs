@@ -10,6 +10,7 @@ use crate::resource::{ClusterId, LoadBalancerSpec, NetworkSpec, PkiSpec, TokenSp
 
 use super::control_plane::ControlPlane;
 use super::workers::WorkerGroups;
+use super::UPGRADE_CONCURRENCY_ANNOTATION;
 use super::{Builder, DesiredCluster, HealthCheck};
 
 pub(super) struct ClusterBuilder<'b, 'a> {
@@ -57,6 +58,12 @@ impl<'b, 'a> ClusterBuilder<'b, 'a> {
         Some(DesiredCluster {
             provider: infra.provider,
             paused: self.c.paused,
+            upgrade_concurrency: self
+                .o
+                .annotations
+                .get(UPGRADE_CONCURRENCY_ANNOTATION)
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .filter(|n| *n > 0),
             source: self.b.source(self.o),
             pki: PkiSpec {
                 encryption_algorithm: cc

@@ -134,6 +134,9 @@ pub struct DesiredCluster {
     pub(crate) id: ClusterId,
     pub(crate) provider: ProviderKind,
     pub(crate) paused: bool,
+    /// Topology Clusters: at most this many MachineDeployments roll out at
+    /// a time (`topology.cluster.x-k8s.io/upgrade-concurrency`).
+    pub(crate) upgrade_concurrency: Option<usize>,
     pub(crate) source: Source,
     pub(crate) pki: PkiSpec,
     pub(crate) network: NetworkSpec,
@@ -217,6 +220,10 @@ impl Builder<'_> {
 fn secret_exists(m: &Manifest, namespace: &str, name: &str, key: &str) -> bool {
     matches!(m.get(Kind::Secret, namespace, name).map(|s| &s.body), Some(Body::Secret(d)) if d.contains_key(key))
 }
+
+/// How many MachineDeployments of a topology Cluster roll out at a time.
+pub(crate) const UPGRADE_CONCURRENCY_ANNOTATION: &str =
+    "topology.cluster.x-k8s.io/upgrade-concurrency";
 
 /// Annotation prefix for capi's own settings on upstream kinds.
 pub(crate) const OPTION_PREFIX: &str = "capi.x-k8s.io/";

@@ -92,14 +92,32 @@ pub(crate) fn version_edits(
         } else {
             workers
         };
-        out.push(VersionEdit {
-            file: m.files[o.origin.file].name.clone(),
-            line: o.origin.pos_of(pointer).line,
-            object: o.key.to_string(),
+        // Objects generated from a topology take their version from the
+        // Cluster's `spec.topology.version`: that one line is edited.
+        let (origin, pointer, object) = match topology_cluster(m, sel, o) {
+            Some(c) => (&c.origin, "/spec/topology/version", c.key.to_string()),
+            None => (&o.origin, pointer, o.key.to_string()),
+        };
+        let edit = VersionEdit {
+            file: m.files[origin.file].name.clone(),
+            line: origin.pos_of(pointer).line,
+            object,
             new: new.to_string(),
-        });
+        };
+        if !out.contains(&edit) {
+            out.push(edit);
+        }
     }
     out
+}
+
+/// The topology Cluster `o` was generated from, if it was.
+fn topology_cluster<'m>(m: &'m Manifest, sel: &Selection<'_>, o: &Object) -> Option<&'m Object> {
+    if !o.labels.contains_key("topology.cluster.x-k8s.io/owned") {
+        return None;
+    }
+    m.get(super::Kind::Cluster, sel.namespace, sel.cluster)
+        .filter(|c| c.origin.spans.contains_key("/spec/topology/version"))
 }
 
 /// Replace the value of the `version:` key on a 1-based line, keeping its

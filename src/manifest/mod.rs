@@ -218,6 +218,35 @@ impl Manifest {
 /// variables are reported together before anything else; then all problems
 /// (errors and warnings) of all files together.
 pub fn load(sources: Vec<RawSource>, vars: &Variables) -> Result<Manifest, ManifestError> {
+    load_with(sources, vars, None)
+}
+
+/// A document as JSON with the positions of its values, before it is
+/// normalised: what an [`Expand`] stage sees and may replace.
+#[derive(Debug, Clone)]
+pub(crate) struct RawDocument {
+    pub(crate) root: serde_json::Value,
+    pub(crate) origin: Origin,
+}
+
+/// A stage between YAML and normalisation that may replace documents by
+/// others (the ClusterClass expansion, `src/topology`). It lives in a floor
+/// above this one, so it is passed in.
+pub(crate) trait Expand {
+    fn expand(
+        &self,
+        files: &[SourceFile],
+        docs: Vec<RawDocument>,
+        problems: &mut Vec<Problem>,
+    ) -> Vec<RawDocument>;
+}
+
+/// [`load`] with an optional expansion stage.
+pub(crate) fn load_with(
+    sources: Vec<RawSource>,
+    vars: &Variables,
+    expand: Option<&dyn Expand>,
+) -> Result<Manifest, ManifestError> {
     let source_digest = {
         use sha2::{Digest, Sha256};
         let mut h = Sha256::new();
@@ -245,19 +274,21 @@ pub fn load(sources: Vec<RawSource>, vars: &Variables) -> Result<Manifest, Manif
         missing.sort();
         return Err(ManifestError::MissingVariables(missing));
     }
-    let mut m = parse(files, used)?;
+    let mut m = parse_with(files, used, expand)?;
     m.source_digest = source_digest;
     Ok(m)
 }
 
-/// Parse already-substituted files.
-pub(crate) fn parse(
+/// Parse already-substituted files, expanding them with `expand`.
+pub(crate) fn parse_with(
     files: Vec<SourceFile>,
     variables: BTreeMap<String, String>,
+    expand: Option<&dyn Expand>,
 ) -> Result<Manifest, ManifestError> {
     let mut problems = Vec::new();
     let mut objects = Vec::new();
     let mut broken = std::collections::BTreeSet::new();
+    let mut raw_docs = Vec::new();
     for (fi, file) in files.iter().enumerate() {
         match yaml::parse_documents(&file.text) {
             Ok(docs) if !docs.is_empty() && !docs.iter().any(|d| d.root.looks_like_manifest()) => {
@@ -265,13 +296,7 @@ pub(crate) fn parse(
             }
             Ok(docs) => {
                 for doc in &docs {
-                    match normalize::parse_document(fi, &file.name, doc, &mut problems) {
-                        normalize::Parsed::Object(o) => objects.push(*o),
-                        normalize::Parsed::Broken(k) => {
-                            broken.insert(k);
-                        }
-                        normalize::Parsed::Skip => {}
-                    }
+                    raw_docs.push(normalize::document_json(fi, &file.name, doc, &mut problems));
                 }
             }
             Err(e) if e.limit => {
@@ -294,6 +319,19 @@ pub(crate) fn parse(
                 format!("YAML syntax error: {}", e.message),
                 "fix the YAML syntax (indentation, quotes, brackets) at this line",
             )),
+        }
+    }
+    if let Some(expand) = expand {
+        raw_docs = expand.expand(&files, raw_docs, &mut problems);
+    }
+    for doc in raw_docs {
+        let file = &files[doc.origin.file].name;
+        match normalize::parse_value(file, doc, &mut problems) {
+            normalize::Parsed::Object(o) => objects.push(*o),
+            normalize::Parsed::Broken(k) => {
+                broken.insert(k);
+            }
+            normalize::Parsed::Skip => {}
         }
     }
     if files.iter().all(|f| f.text.trim().is_empty()) && problems.is_empty() {

@@ -463,7 +463,7 @@ fn target_and_replace() {
 #[test]
 fn generate_each_flavor_plans_cleanly() {
     let dir = tempfile::tempdir().unwrap();
-    for flavor in ["sim", "docker", "openstack"] {
+    for flavor in ["sim", "docker", "development", "openstack"] {
         let mut c = capi(dir.path());
         c.args([
             "generate",
@@ -569,5 +569,5 @@ fn generate_reports_every_missing_variable_and_lists_them() {
         .args(["generate", "cluster", "x", "--flavor", "nope"])
         .output()
         .unwrap();
-    assert!(stderr(&bad).contains("built-in flavors: sim, docker, openstack"));
+    assert!(stderr(&bad).contains("built-in flavors: sim, docker, development, openstack"));
 }

@@ -24,3 +24,4 @@ mod rollout;
 mod scenarios;
 pub mod schema;
 mod state_edit;
+mod topology;

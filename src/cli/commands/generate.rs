@@ -1,7 +1,7 @@
 //! `capi generate cluster NAME`: render a cluster template with clusterctl's
 //! variable rules and names, ready for `capi plan -f -`.
 
-use crate::manifest::{self, vars, RawSource};
+use crate::manifest::{vars, RawSource};
 
 use super::super::args::GenerateArgs;
 use super::super::output::Printer;
@@ -17,6 +17,10 @@ pub(crate) const FLAVORS: &[(&str, &str)] = &[
     (
         "docker",
         include_str!("../../../examples/templates/cluster-template-docker.yaml"),
+    ),
+    (
+        "development",
+        include_str!("../../../examples/templates/cluster-template-development.yaml"),
     ),
     (
         "openstack",
@@ -107,7 +111,7 @@ pub(crate) fn run(a: &GenerateArgs, env: &Env, p: &Printer) -> Result<ExitStatus
         text: text.clone(),
     }];
     // Check that the result is a valid manifest before printing it.
-    manifest::load(sources, &v)?;
+    crate::topology::load(sources, &v)?;
     let rendered = vars::substitute(&name, &text, &v).text;
     p.data(&rendered);
     Ok(ExitStatus::Success)

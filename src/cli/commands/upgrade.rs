@@ -195,6 +195,15 @@ struct Ctx<'a> {
     p: &'a Printer,
 }
 
+/// The manifests with the selected versions set; a topology Cluster is
+/// expanded again at the new `topology.version`.
+fn versions(m: &Manifest, t: &Target<'_>, v: &Version) -> Result<Manifest, CliError> {
+    match crate::topology::with_topology_version(m, t.sel.namespace, t.sel.cluster, v) {
+        Some(r) => Ok(r?),
+        None => Ok(edit::with_versions(m, &t.sel, v, v)),
+    }
+}
+
 /// Plan every step of the chain, later steps against the state the earlier
 /// ones leave (simulated), for review before anything runs.
 async fn plan_chain(
@@ -220,7 +229,7 @@ async fn plan_chain(
     };
     let drift = pipeline::refresh_into(&mut opts, state, run, Some(m), p).await?;
     for (i, v) in steps.iter().enumerate() {
-        let mi = edit::with_versions(m, &t.sel, v, v);
+        let mi = versions(m, t, v)?;
         let desired = pipeline::build_desired(&mi, ms)?;
         let mut o = opts.clone();
         if i > 0 {
@@ -308,7 +317,7 @@ async fn run_chain(
     let key = &t.key;
     for (i, v) in steps.iter().enumerate() {
         let locked = LockedState::acquire(g, run, "upgrade")?;
-        let mi = edit::with_versions(m, &t.sel, v, v);
+        let mi = versions(m, t, v)?;
         let desired = pipeline::build_desired(&mi, ms)?;
         let mut o = PlanOptions {
             now_unix: g.now(),

@@ -21,6 +21,7 @@ use super::error::Problem;
 use super::model::*;
 use super::raw;
 use super::yaml::Document;
+use super::RawDocument;
 use crate::resource::Version;
 
 pub(crate) use context::pointer_to_dotted;
@@ -36,18 +37,24 @@ pub(crate) enum Parsed {
     Skip,
 }
 
-/// Parse one YAML document into an object, recording problems (and
-/// warnings) as it goes.
-pub(crate) fn parse_document(
+/// One YAML document as JSON with positions; duplicate keys are reported.
+pub(crate) fn document_json(
     file_index: usize,
     file: &str,
     doc: &Document,
     problems: &mut Vec<Problem>,
-) -> Parsed {
+) -> RawDocument {
     let (root, origin) = document::to_json(file_index, doc);
     document::report_duplicate_keys(file_index, file, doc, problems);
+    RawDocument { root, origin }
+}
+
+/// Parse one document into an object, recording problems (and warnings)
+/// as it goes.
+pub(crate) fn parse_value(file: &str, doc: RawDocument, problems: &mut Vec<Problem>) -> Parsed {
+    let RawDocument { root, origin } = doc;
     let mut ctx = DocCtx {
-        file_index,
+        file_index: origin.file,
         file,
         origin: origin.clone(),
         problems,

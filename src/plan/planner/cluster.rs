@@ -61,10 +61,17 @@ impl<'p, 'a> ClusterPlanner<'p, 'a> {
         let mut by_owner = self.machines_by_owner();
         let dc = self.dc;
         let mut groups = Vec::with_capacity(dc.groups.len());
+        let mut rolling = Vec::new();
         for g in &dc.groups {
             let in_state = by_owner.remove(&g.owner).unwrap_or_default();
-            groups.push(self.do_plan_group(g, in_state)?);
+            let start = self.b.steps.len();
+            let report = self.do_plan_group(g, in_state)?;
+            if g.role == Role::Worker && !report.replacements.is_empty() {
+                rolling.push(start..self.b.steps.len());
+            }
+            groups.push(report);
         }
+        self.do_gate_worker_rollouts(&rolling);
         let control_plane_gate = self.do_plan_control_plane_gate();
         let token = self.do_plan_token();
         let removals = self.do_plan_removals();
@@ -136,6 +143,32 @@ impl<'p, 'a> ClusterPlanner<'p, 'a> {
         ControlPlaneGateReport {
             control_plane_rolls: true,
             gated_worker_steps: gated,
+        }
+    }
+
+    /// Topology Clusters roll at most `upgrade_concurrency` MachineDeployments
+    /// at a time: the first steps of the k-th rolling group wait for the last
+    /// steps of the (k − n)-th.
+    fn do_gate_worker_rollouts(&mut self, rolling: &[std::ops::Range<usize>]) {
+        let Some(n) = self.dc.upgrade_concurrency else {
+            return;
+        };
+        for k in n..rolling.len() {
+            let prev = &rolling[k - n];
+            let waited: std::collections::HashSet<usize> = prev
+                .clone()
+                .flat_map(|i| self.b.steps[i].after.clone())
+                .collect();
+            let last: Vec<usize> = prev.clone().filter(|i| !waited.contains(i)).collect();
+            for id in rolling[k].clone() {
+                if !self.b.steps[id]
+                    .after
+                    .iter()
+                    .any(|a| rolling[k].contains(a))
+                {
+                    self.b.steps[id].after.extend(last.iter().copied());
+                }
+            }
         }
     }
 
