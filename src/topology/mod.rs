@@ -18,6 +18,7 @@ mod patches;
 mod variables;
 mod workers;
 
+use crate::manifest::yaml::Pos;
 use crate::manifest::{
     self, Expand, ManifestError, Origin, Problem, RawDocument, RawSource, SourceFile, Variables,
 };
@@ -100,18 +101,7 @@ impl Report<'_> {
         message: impl Into<String>,
         help: impl Into<String>,
     ) {
-        let file = self
-            .files
-            .get(o.file)
-            .map(|f| f.name.as_str())
-            .unwrap_or("");
-        self.problems.push(Problem::error(
-            o.file,
-            file,
-            o.pos_of(pointer),
-            message,
-            help,
-        ));
+        self.push(Problem::error, o, pointer, message.into(), help.into());
     }
 
     pub(crate) fn warning(
@@ -121,17 +111,24 @@ impl Report<'_> {
         message: impl Into<String>,
         help: impl Into<String>,
     ) {
+        self.push(Problem::warning, o, pointer, message.into(), help.into());
+    }
+
+    /// A problem at `pointer` in the document `o` came from.
+    fn push(
+        &mut self,
+        make: fn(usize, &str, Pos, String, String) -> Problem,
+        o: &Origin,
+        pointer: &str,
+        message: String,
+        help: String,
+    ) {
         let file = self
             .files
             .get(o.file)
             .map(|f| f.name.as_str())
             .unwrap_or("");
-        self.problems.push(Problem::warning(
-            o.file,
-            file,
-            o.pos_of(pointer),
-            message,
-            help,
-        ));
+        self.problems
+            .push(make(o.file, file, o.pos_of(pointer), message, help));
     }
 }
