@@ -225,14 +225,11 @@ impl ProblemReport {
         let shown = problems.len().min(max);
         let mut reports = Vec::with_capacity(shown);
         for p in &problems[..shown] {
-            let index = match files.get(p.file_index) {
-                Some(f) => Some(
-                    &*indexes
-                        .entry(p.file_index)
-                        .or_insert_with(|| LineIndex::new(&f.text)),
-                ),
-                None => None,
-            };
+            let index = files.get(p.file_index).map(|f| {
+                &*indexes
+                    .entry(p.file_index)
+                    .or_insert_with(|| LineIndex::new(&f.text))
+            });
             reports.push(Self::with_index(p.clone(), files, index));
         }
         (reports, problems.len() - shown)
