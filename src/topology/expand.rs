@@ -367,6 +367,26 @@ impl ClusterCx<'_> {
         names::simple(prefix, &seed)
     }
 
+    /// The control plane's machine template clone name, once patched.
+    fn rotated_cp_machine(&self, patched: Option<&(Target, Origin)>, unpatched: String) -> String {
+        match patched {
+            Some((m, _)) => {
+                self.rotated_name(&format!("{}-", self.name), "control-plane-machine", "", m)
+            }
+            None => unpatched,
+        }
+    }
+
+    /// A MachineDeployment's bootstrap and infrastructure clone names, once
+    /// patched.
+    fn md_clone_names(&self, entry: &str, boot: &Target, infra: &Target) -> (String, String) {
+        let prefix = format!("{}-{entry}-", self.name);
+        (
+            self.rotated_name(&prefix, "bootstrap", entry, boot),
+            self.rotated_name(&prefix, "infrastructure", entry, infra),
+        )
+    }
+
     fn build(
         &self,
         rep: &mut Report<'_>,
@@ -487,12 +507,7 @@ impl ClusterCx<'_> {
         } else {
             None
         };
-        let cp_machine_name = match &cp_machine {
-            Some((m, _)) => {
-                self.rotated_name(&format!("{}-", self.name), "control-plane-machine", "", m)
-            }
-            None => cp_machine_name,
-        };
+        let cp_machine_name = self.rotated_cp_machine(cp_machine.as_ref(), cp_machine_name);
         out.push(self.cluster_doc(&cp_t, &cp_name, &infra_t, &infra_name));
         out.push(self.infra_cluster(&infra_t, &infra_o, &infra_name));
         out.push(
@@ -512,9 +527,7 @@ impl ClusterCx<'_> {
         for (md, (md_name, _, _)) in mds.iter().zip(md_names) {
             let (bt, bo) = it.next()?;
             let (it_, io) = it.next()?;
-            let prefix = format!("{}-{}-", self.name, md.name);
-            let boot = self.rotated_name(&prefix, "bootstrap", &md.name, &bt);
-            let infra = self.rotated_name(&prefix, "infrastructure", &md.name, &it_);
+            let (boot, infra) = self.md_clone_names(&md.name, &bt, &it_);
             out.push(self.template_clone(&bt, &bo, &boot, Some(&md.name)));
             out.push(self.template_clone(&it_, &io, &infra, Some(&md.name)));
             out.push(self.machine_deployment(md, &md_name, (&bt, &boot), (&it_, &infra)));

@@ -478,34 +478,38 @@ fn upstream_fixture_full_lifecycle() {
     c.apply_ok();
     assert_eq!(c.servers(&tag).len(), 4);
 
-    // A worker flavor change replaces the workers (immutable templates).
-    let workers_before: Vec<String> = c
-        .machines()
-        .iter()
-        .filter(|m| m.attributes.as_machine().unwrap().role == capi::resource::Role::Worker)
-        .map(|m| o(m, "server_id"))
-        .collect();
+    // Editing the workers' OpenStackMachineTemplate in place (its flavor) is
+    // refused, as CAPO's webhook refuses it, and nothing is touched.
+    let servers_before = ids(&c.servers(&tag), "ID");
     c.set("OPENSTACK_NODE_MACHINE_FLAVOR", "m1.small");
-    c.apply_ok();
-    let servers = c.servers(&tag);
-    assert_eq!(servers.len(), 4);
-    for s in servers.iter().filter(|s| {
-        !s["Name"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("control-plane")
-    }) {
-        assert!(
-            !workers_before.contains(&s["ID"].as_str().unwrap().to_string()),
-            "worker {} was not replaced",
-            s["Name"]
-        );
-        assert_eq!(
-            s["Flavor Name"].as_str().or(s["Flavor"].as_str()),
-            Some("m1.small"),
-            "{s}"
-        );
-    }
+    let refused = c.apply();
+    assert_eq!(refused.status.code(), Some(1), "{}", stdout(&refused));
+    let err = stderr(&refused);
+    assert!(err.contains("OpenStackMachineTemplate"), "{err}");
+    assert!(
+        err.contains("create a new OpenStackMachineTemplate"),
+        "{err}"
+    );
+    assert_eq!(ids(&c.servers(&tag), "ID"), servers_before);
+    c.set("OPENSTACK_NODE_MACHINE_FLAVOR", "m1.tiny");
+
+    // A replacement (here forced with --replace) creates a new server first,
+    // then deletes the old one.
+    let worker = c
+        .machines()
+        .into_iter()
+        .find(|m| m.attributes.as_machine().unwrap().role == capi::resource::Role::Worker)
+        .unwrap();
+    let old_server = o(&worker, "server_id");
+    let out = c.run(
+        "apply",
+        &["--auto-approve", "--replace", worker.address.as_str()],
+        &[],
+    );
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    let after = ids(&c.servers(&tag), "ID");
+    assert_eq!(after.len(), 4);
+    assert!(!after.contains(&old_server), "the worker was not replaced");
     let plan = c.run("plan", &["--detailed-exitcode"], &[]);
     assert_eq!(plan.status.code(), Some(0), "{}", stdout(&plan));
 
@@ -568,7 +572,7 @@ spec:
 ---
 apiVersion: infrastructure.cluster.x-k8s.io/v1beta2
 kind: OpenStackMachineTemplate
-metadata: {{name: {name}-md}}
+metadata: {{name: {name}-md-{worker_flavor}-{image}}}
 spec:
   template:
     spec:
@@ -591,7 +595,7 @@ spec:
       clusterName: {name}
       version: v1.31.2
       bootstrap: {{configRef: {{apiGroup: bootstrap.cluster.x-k8s.io, kind: KubeadmConfigTemplate, name: {name}-md}}}}
-      infrastructureRef: {{apiGroup: infrastructure.cluster.x-k8s.io, kind: OpenStackMachineTemplate, name: {name}-md}}
+      infrastructureRef: {{apiGroup: infrastructure.cluster.x-k8s.io, kind: OpenStackMachineTemplate, name: {name}-md-{worker_flavor}-{image}}}
 "#
     );
     let p = dir.join(format!("{name}.yaml"));

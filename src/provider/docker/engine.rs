@@ -183,14 +183,27 @@ impl Engine {
 
     /// Start a container. `Ok(false)`: it was already running.
     pub(super) async fn start_container(&self, name: &str) -> Result<bool, ProviderError> {
-        match self
-            .docker
-            .start_container(name, None::<StartContainerOptions>)
-            .await
-        {
-            Ok(()) => Ok(true),
-            Err(e) if status_of(&e) == Some(304) => Ok(false),
-            Err(e) => Err(engine_err(&format!("starting container {name}"), e)),
+        // A published port is an ephemeral host port the engine picks; a
+        // process outside Docker may hold the one it picked ("address already
+        // in use"). Starting again makes the engine pick the next one.
+        const ATTEMPTS: u32 = 5;
+        let mut attempt = 1;
+        loop {
+            match self
+                .docker
+                .start_container(name, None::<StartContainerOptions>)
+                .await
+            {
+                Ok(()) => return Ok(true),
+                Err(e) if status_of(&e) == Some(304) => return Ok(false),
+                Err(e)
+                    if attempt < ATTEMPTS && e.to_string().contains("address already in use") =>
+                {
+                    tracing::debug!("starting container {name}: {e}; starting it again");
+                    attempt += 1;
+                }
+                Err(e) => return Err(engine_err(&format!("starting container {name}"), e)),
+            }
         }
     }
 
