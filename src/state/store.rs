@@ -176,6 +176,16 @@ impl StateStore {
         record: &JournalRecord,
     ) -> Result<(), StateError> {
         self.check_guard()?;
+        let appended = self.append_unguarded(lineage, base_serial, record);
+        self.explain_failure(appended)
+    }
+
+    fn append_unguarded(
+        &mut self,
+        lineage: &str,
+        base_serial: u64,
+        record: &JournalRecord,
+    ) -> Result<(), StateError> {
         let path = self.journal_path();
         let err = |e: std::io::Error| StateError::Write {
             path: path.display().to_string(),
@@ -409,6 +419,21 @@ impl StateStore {
     /// Write pre-encoded bytes (from [`encode`]) atomically.
     pub(crate) fn write_bytes(&mut self, bytes: &[u8]) -> Result<(), StateError> {
         self.check_guard()?;
+        let written = self.write_bytes_unguarded(bytes);
+        self.explain_failure(written)
+    }
+
+    /// A write that failed while the lock was being taken away (its file
+    /// removed, a second capi clearing what it took for a dead writer's
+    /// temporaries) is reported as the lost lock, which is the cause.
+    fn explain_failure(&self, result: Result<(), StateError>) -> Result<(), StateError> {
+        if let Err(StateError::Write { .. }) = &result {
+            self.check_guard()?;
+        }
+        result
+    }
+
+    fn write_bytes_unguarded(&mut self, bytes: &[u8]) -> Result<(), StateError> {
         let err = |e: std::io::Error| StateError::Write {
             path: self.path.display().to_string(),
             source: e,

@@ -208,8 +208,13 @@ fn a_lock_file_removed_while_held_stops_the_holder() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    // Remove the lock once the apply has written under it: its first
+    // snapshot is on disk and its creates (700 ms each) are under way.
     let info = dir.path().join("capi.state.json.lock.info");
-    wait_for("the apply never took the lock", || info.exists());
+    let journal = dir.path().join("capi.state.json.journal");
+    wait_for("the apply never wrote under its lock", || {
+        info.exists() && journal.exists()
+    });
     std::fs::remove_file(dir.path().join("capi.state.json.lock")).unwrap();
     // A second command can now lock a new file under the same name...
     let out = capi(dir.path())
