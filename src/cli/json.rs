@@ -13,6 +13,7 @@ use crate::plan::{Action, AttributeChange, Change, Op, Plan, ReasonCode};
 use crate::resource::{Address, DriftEntry, DriftKind, ProviderKind, ResourceKind, Spec};
 
 use super::output::Printer;
+use super::progress::verbs;
 
 /// The version of this event format.
 pub(crate) const FORMAT_VERSION: u32 = 1;
@@ -277,10 +278,159 @@ impl<'a> JsonEvent<'a> {
     }
 }
 
+/// Terraform's machine-readable UI puts `@level`, `@message` and
+/// `@timestamp` on every line; capi's lines carry them too, before `type`.
+impl JsonEvent<'_> {
+    /// `info`, `warn` or `error`.
+    pub(crate) fn level(&self) -> &'static str {
+        match self {
+            JsonEvent::Diagnostic {
+                severity: DiagnosticSeverity::Error,
+                ..
+            }
+            | JsonEvent::ApplyErrored { .. } => "error",
+            JsonEvent::Diagnostic { .. } | JsonEvent::ResourceDrift { .. } => "warn",
+            JsonEvent::ApplySummary { failed, .. } if !failed.is_empty() => "error",
+            _ => "info",
+        }
+    }
+
+    /// The line a person would read for this event.
+    pub(crate) fn human(&self) -> String {
+        match self {
+            JsonEvent::Version { capi_version, .. } => format!("capi {capi_version}"),
+            JsonEvent::Diagnostic { message, .. } => message.clone(),
+            JsonEvent::ResourceDrift {
+                address, detail, ..
+            } => format!("{address}: drift: {detail}"),
+            JsonEvent::PlannedChange(c) => {
+                let verb = match c.action {
+                    Action::Create => "create",
+                    Action::Update => "update in-place",
+                    Action::Replace => "replace",
+                    Action::Delete => "destroy",
+                };
+                format!("{}: Plan to {verb}", c.address)
+            }
+            JsonEvent::Plan { plan } => format!("plan: {} steps", plan.steps.len()),
+            JsonEvent::ChangeSummary {
+                add,
+                change,
+                replace,
+                remove,
+                ..
+            } => format!(
+                "Plan: {add} to add, {change} to change, {replace} to replace, {remove} to destroy."
+            ),
+            JsonEvent::ApplyStart { address, action } => {
+                format!("{address}: {}", verbs(*action).0)
+            }
+            JsonEvent::ApplyProgress {
+                address,
+                action,
+                elapsed_seconds,
+            } => format!(
+                "{address}: {} [{:.0}s elapsed]",
+                verbs(*action).1,
+                elapsed_seconds
+            ),
+            JsonEvent::ApplyComplete {
+                address,
+                action,
+                elapsed_seconds,
+            } => format!(
+                "{address}: {} after {:.0}s",
+                verbs(*action).2,
+                elapsed_seconds
+            ),
+            JsonEvent::ApplyErrored { address, error, .. } => format!("{address}: {error}"),
+            JsonEvent::ApplySkipped {
+                address, because, ..
+            } => format!("{address}: skipped, it depends on {because}, which failed"),
+            JsonEvent::Interrupted {} => "Interrupt received: finishing what is in flight".into(),
+            JsonEvent::ApplySummary {
+                add,
+                change,
+                replace,
+                remove,
+                failed,
+                ..
+            } => format!(
+                "Apply complete! Resources: {add} added, {change} changed, {replace} replaced, {remove} destroyed, {} failed.",
+                failed.len()
+            ),
+            JsonEvent::DriftSummary { checked, drifted, .. } => {
+                format!("{drifted} of {checked} resources drifted")
+            }
+            JsonEvent::State { resources, serial, .. } => {
+                format!("state serial {serial}: {} resources", resources.len())
+            }
+            JsonEvent::StateList { addresses } => format!("{} resources", addresses.len()),
+            JsonEvent::StateResource { resource } => resource
+                .get("address")
+                .and_then(Value::as_str)
+                .unwrap_or("resource")
+                .to_string(),
+            JsonEvent::Valid {
+                objects, clusters, ..
+            } => format!("valid: {objects} objects, {clusters} clusters"),
+            JsonEvent::UpgradeStep {
+                cluster, step, of, to, ..
+            } => format!("{cluster}: upgrade step {step} of {of}, to {to}"),
+            JsonEvent::HealthCheck {
+                cluster,
+                after,
+                passed,
+                ..
+            } => format!(
+                "{cluster}: health check after {after} {}",
+                if *passed { "passed" } else { "failed" }
+            ),
+        }
+    }
+
+    /// The whole line: the envelope fields, then the event's own.
+    pub(crate) fn line(&self, now: time::OffsetDateTime) -> Vec<u8> {
+        let body = serde_json::to_vec(self).expect("events serialise");
+        let stamp = now
+            .format(&time::format_description::well_known::Rfc3339)
+            .expect("a UTC time formats as RFC 3339");
+        let head = serde_json::json!({
+            "@level": self.level(),
+            "@message": self.human(),
+            "@timestamp": stamp,
+        });
+        let mut line = serde_json::to_vec(&head).expect("the envelope serialises");
+        // `{...}` + `,` + the event's fields without its `{`.
+        line.pop();
+        line.push(b',');
+        line.extend_from_slice(&body[1..]);
+        line.push(b'\n');
+        line
+    }
+}
+
 /// The JSON Schema of a `--json` stream's lines.
 pub(crate) fn events_schema() -> Value {
     let mut v =
         serde_json::to_value(schemars::schema_for!(JsonEvent<'static>)).expect("schema serialises");
+    let envelope = serde_json::json!({
+        "@level": {"enum": ["info", "warn", "error"], "type": "string"},
+        "@message": {"description": "The event as a person would read it.", "type": "string"},
+        "@timestamp": {"description": "RFC 3339, UTC.", "format": "date-time", "type": "string"},
+    });
+    for variant in v["oneOf"].as_array_mut().into_iter().flatten() {
+        if let Some(props) = variant["properties"].as_object_mut() {
+            for (k, schema) in envelope.as_object().expect("an object") {
+                props.insert(k.clone(), schema.clone());
+            }
+        }
+        if let Some(req) = variant["required"].as_array_mut() {
+            for k in ["@level", "@message", "@timestamp"] {
+                req.push(Value::String(k.into()));
+            }
+        }
+    }
     if let Some(o) = v.as_object_mut() {
         o.insert(
             "title".into(),
@@ -357,6 +507,36 @@ mod tests {
             assert_eq!(names.get(t), Some(&1), "{t} in {names:?}");
         }
         assert_eq!(names.len(), 20);
+    }
+
+    #[test]
+    fn every_line_carries_level_message_and_timestamp() {
+        let t = time::macros::datetime!(2026-12-06 14:30:05.25 UTC);
+        let a = Address::parse("demo/machine/demo-md-0-a9ed1-0").unwrap();
+        let e = JsonEvent::ApplyErrored {
+            address: &a,
+            action: Op::Create,
+            error: "quota exceeded".into(),
+            elapsed_seconds: 1.5,
+        };
+        let line = e.line(t);
+        assert_eq!(line.last(), Some(&b'\n'));
+        let v: Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(v["@level"], "error");
+        assert_eq!(
+            v["@message"],
+            "demo/machine/demo-md-0-a9ed1-0: quota exceeded"
+        );
+        assert_eq!(v["@timestamp"], "2026-12-06T14:30:05.25Z");
+        assert_eq!(v["type"], "apply_errored");
+        assert_eq!(v["error"], "quota exceeded");
+        let start = JsonEvent::ApplyStart {
+            address: &a,
+            action: Op::Create,
+        };
+        let v: Value = serde_json::from_slice(&start.line(t)).unwrap();
+        assert_eq!(v["@level"], "info");
+        assert_eq!(v["@message"], "demo/machine/demo-md-0-a9ed1-0: Creating...");
     }
 
     #[test]

@@ -4,6 +4,8 @@
 //! `TERM=dumb`, always with `CLICOLOR_FORCE`.
 
 use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use super::json::JsonEvent;
 use super::settings::ColorChoice;
@@ -21,6 +23,8 @@ pub(crate) struct Printer {
     /// A live progress bar can be drawn: stderr is a terminal and not
     /// `TERM=dumb`.
     pub(crate) live: bool,
+    /// The version line has been written.
+    versioned: Arc<AtomicBool>,
 }
 
 impl Printer {
@@ -37,6 +41,7 @@ impl Printer {
             json,
             full: false,
             live: stderr_tty && !dumb_terminal,
+            versioned: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -54,10 +59,23 @@ impl Printer {
         let _ = out.flush();
     }
 
-    /// One JSON event per line on stdout.
+    /// One JSON event per line on stdout. Every stream starts with the
+    /// version line: it is written before the first other event, and a
+    /// version event asked for later is not repeated.
     pub(crate) fn emit(&self, e: &JsonEvent<'_>) {
-        let mut line = serde_json::to_vec(e).expect("events serialise");
-        line.push(b'\n');
+        let first = !self.versioned.swap(true, Ordering::Relaxed);
+        if matches!(e, JsonEvent::Version { .. }) {
+            if !first {
+                return;
+            }
+        } else if first {
+            self.write_event(&JsonEvent::version());
+        }
+        self.write_event(e);
+    }
+
+    fn write_event(&self, e: &JsonEvent<'_>) {
+        let line = e.line(time::OffsetDateTime::now_utc());
         let mut out = std::io::stdout().lock();
         let _ = out.write_all(&line);
         let _ = out.flush();

@@ -25,7 +25,7 @@ use super::output::Printer;
 /// How often an operation in flight is reported when there is no bar.
 const HEARTBEAT: Duration = Duration::from_secs(10);
 
-fn verbs(op: Op) -> (&'static str, &'static str, &'static str) {
+pub(crate) fn verbs(op: Op) -> (&'static str, &'static str, &'static str) {
     match op {
         Op::Create => ("Creating...", "Still creating...", "Creation complete"),
         Op::Update => (

@@ -178,9 +178,11 @@ fn show_state_list_and_secrets_masked() {
     assert!(!text.contains("PRIVATE KEY"), "{text}");
     let show = capi(dir.path()).args(["show", "--json"]).output().unwrap();
     assert!(!stdout(&show).contains("PRIVATE KEY"));
-    let one: serde_json::Value =
-        serde_json::from_str(stdout(&show).lines().next().unwrap()).unwrap();
-    assert_eq!(one["type"], "state");
+    // Like every --json stream: the version line, then the state.
+    let events = json_events(&stdout(&show));
+    assert_eq!(events[0]["type"], "version");
+    assert_eq!(events[1]["type"], "state");
+    assert_eq!(events.len(), 2);
     let text = capi(dir.path()).args(["show", "demo"]).output().unwrap();
     assert!(stdout(&text).contains("demo/loadbalancer") && stdout(&text).contains("endpoint="));
     let missing = capi(dir.path()).args(["show", "nope"]).output().unwrap();
@@ -404,6 +406,22 @@ fn show_planfile_prints_what_apply_will_do() {
         .unwrap();
     let events = json_events(&stdout(&out));
     assert!(events.iter().any(|e| e["type"] == "planned_change"));
+    // Applying it with --json: a stream like any other, version first, each
+    // line with Terraform's @level/@message/@timestamp (checked by the schema).
+    let out = capi(dir.path())
+        .args(["apply", "--json", "p.plan"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let events = json_events(&stdout(&out));
+    assert_eq!(events[0]["type"], "version");
+    assert_eq!(events.iter().filter(|e| e["type"] == "version").count(), 1);
+    assert_eq!(events.last().unwrap()["type"], "apply_summary");
+    let start = events.iter().find(|e| e["type"] == "apply_start").unwrap();
+    assert_eq!(
+        start["@message"],
+        format!("{}: Creating...", start["address"].as_str().unwrap())
+    );
     // A file that is no plan is a clear error.
     std::fs::write(dir.path().join("junk"), "hello").unwrap();
     let out = capi(dir.path()).args(["show", "junk"]).output().unwrap();

@@ -39,7 +39,9 @@ fn rm_pull_push_keep_the_state_whole() {
 
     // The same as JSON: addresses, and one resource with secrets masked.
     let out = run(d, &["state", "list", "--json"]);
-    let ev = &json_events(&stdout(&out))[0];
+    let events = json_events(&stdout(&out));
+    assert_eq!(events[0]["type"], "version");
+    let ev = &events[1];
     assert_eq!(ev["type"], "state_list");
     assert!(ev["addresses"]
         .as_array()
@@ -48,7 +50,7 @@ fn rm_pull_push_keep_the_state_whole() {
         .any(|a| a == "demo/pki"));
     let out = run(d, &["state", "show", "demo/pki", "--json"]);
     let text = stdout(&out);
-    let ev = &json_events(&text)[0];
+    let ev = &json_events(&text)[1];
     assert_eq!(ev["type"], "state_resource");
     assert_eq!(ev["resource"]["address"], "demo/pki");
     assert!(!text.contains("PRIVATE KEY"), "{text}");
