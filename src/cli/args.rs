@@ -94,9 +94,10 @@ pub(crate) struct ApplyArgs {
 
 #[derive(Debug, Args, Clone)]
 pub(crate) struct UpgradeArgs {
-    /// The Kubernetes version to reach.
+    /// The Kubernetes version to reach. Without it: list the versions the
+    /// cluster can move to next.
     #[arg(long, value_name = "VERSION")]
-    pub(crate) to: String,
+    pub(crate) to: Option<String>,
     /// The cluster (required when the manifests hold several): `name`
     /// (unambiguous), `namespace:name`, or `name -n namespace`.
     pub(crate) cluster: Option<String>,

@@ -133,6 +133,17 @@ pub(crate) enum JsonEvent<'a> {
         from: Option<String>,
         to: String,
     },
+    /// `capi upgrade` without `--to`: where the cluster can go next.
+    UpgradeTargets {
+        cluster: &'a str,
+        /// The lowest version its control plane runs.
+        control_plane: String,
+        /// The lowest version its workers run.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        workers: Option<String>,
+        /// `{version, kind (workers|patch|minor|chain), note}`.
+        targets: Vec<Value>,
+    },
     /// A `--health-check` command ran between rollout waves.
     HealthCheck {
         cluster: &'a str,
@@ -377,6 +388,9 @@ impl JsonEvent<'_> {
             JsonEvent::UpgradeStep {
                 cluster, step, of, to, ..
             } => format!("{cluster}: upgrade step {step} of {of}, to {to}"),
+            JsonEvent::UpgradeTargets { cluster, targets, .. } => {
+                format!("{cluster}: {} upgrade targets", targets.len())
+            }
             JsonEvent::HealthCheck {
                 cluster,
                 after,
@@ -503,10 +517,11 @@ mod tests {
             "valid",
             "upgrade_step",
             "health_check",
+            "upgrade_targets",
         ] {
             assert_eq!(names.get(t), Some(&1), "{t} in {names:?}");
         }
-        assert_eq!(names.len(), 20);
+        assert_eq!(names.len(), 21);
     }
 
     #[test]

@@ -406,6 +406,26 @@ fn chained_upgrade_from_1_29_to_1_31() {
         stderr(&out)
     );
 
+    // Without --to: where it can go next, one minor at a time, and nothing
+    // changes.
+    let out = capi(dir.path())
+        .args(["upgrade", "-f", "c.yaml", "--via", "v1.30.7"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("Cluster roll: the control plane runs v1.29.4, the workers v1.29.4."),
+        "{text}"
+    );
+    assert!(text.contains("v1.29.x  patch"), "{text}");
+    assert!(text.contains("v1.30.7  minor"), "{text}");
+    assert!(text.contains("v1.31.0  chain"), "{text}");
+    assert_eq!(
+        std::fs::read(dir.path().join("capi.state.json")).unwrap(),
+        state_before
+    );
+
     // --dry-run shows both steps and their waves, and changes nothing.
     let out = capi(dir.path())
         .args(["upgrade", "--to", "v1.31.2", "--dry-run", "-f", "c.yaml"])

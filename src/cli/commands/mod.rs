@@ -17,4 +17,5 @@ pub(crate) mod show;
 pub(crate) mod state;
 pub(crate) mod state_edit;
 pub(crate) mod upgrade;
+pub(crate) mod upgrade_targets;
 pub(crate) mod validate;

@@ -1,4 +1,5 @@
-//! `capi upgrade --to vX.Y.Z [CLUSTER]`: a rolling Kubernetes upgrade of the
+//! `capi upgrade --to vX.Y.Z [CLUSTER]` (without `--to`: the versions it
+//! can move to, `upgrade_targets.rs`): a rolling Kubernetes upgrade of the
 //! control plane, then the MachineDeployments, one minor version per step
 //! (a target further ahead becomes a chain of steps, workers following each
 //! step). Shows every step's waves, asks, runs them with the health gates,
@@ -60,17 +61,17 @@ fn current_cp_version(state: &State, key: &str) -> Option<(Version, Version)> {
 }
 
 /// The cluster an upgrade rolls, and what of it.
-struct Target<'m> {
+pub(crate) struct Target<'m> {
     /// `name` or `namespace:name`, as in addresses.
-    key: String,
+    pub(crate) key: String,
     /// `None`: a cluster without a KubeadmControlPlane (workers only).
-    kcp: Option<&'m manifest::Object>,
+    pub(crate) kcp: Option<&'m manifest::Object>,
     sel: Selection<'m>,
 }
 
 /// The Cluster `--to` applies to (named, or the only one) and its
 /// KubeadmControlPlane; `--md` names checked.
-fn select<'m>(m: &'m Manifest, u: &'m UpgradeArgs) -> Result<Target<'m>, CliError> {
+pub(crate) fn select<'m>(m: &'m Manifest, u: &'m UpgradeArgs) -> Result<Target<'m>, CliError> {
     let clusters: Vec<&manifest::Object> = m.of_kind(Kind::Cluster).collect();
     let keys: Vec<String> = clusters
         .iter()
@@ -368,7 +369,11 @@ pub(crate) async fn run(
     u: &UpgradeArgs,
     p: &Printer,
 ) -> Result<ExitStatus, CliError> {
-    let target = Version::parse(&u.to).map_err(|e| CliError::Usage(format!("--to: {e}")))?;
+    let Some(to) = &u.to else {
+        let m = pipeline::load_manifests(ms, p)?;
+        return super::upgrade_targets::run(g, run, &m, u, p);
+    };
+    let target = Version::parse(to).map_err(|e| CliError::Usage(format!("--to: {e}")))?;
     let via: Vec<Version> = u
         .via
         .iter()
