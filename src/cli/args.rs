@@ -251,6 +251,15 @@ pub(crate) enum Command {
         /// The cluster's namespace (then CLUSTER is its bare name).
         #[arg(short = 'n', long, value_name = "NAMESPACE")]
         namespace: Option<String>,
+        /// text, json or yaml (secrets masked in all three).
+        #[arg(
+            short = 'o',
+            long = "output",
+            value_enum,
+            default_value = "text",
+            value_name = "FORMAT"
+        )]
+        output: OutputFormat,
     },
     /// Inspect and edit the state: list, show, rm, pull, push.
     #[command(subcommand)]
@@ -299,6 +308,15 @@ pub(crate) enum DescribeCommand {
         /// Collapse identical ready machines into one row (--grouping=false lists them all).
         #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
         grouping: bool,
+        /// text (the tree), json or yaml (its rows, with their depth in the tree).
+        #[arg(
+            short = 'o',
+            long = "output",
+            value_enum,
+            default_value = "text",
+            value_name = "FORMAT"
+        )]
+        output: OutputFormat,
     },
 }
 
@@ -351,6 +369,17 @@ pub(crate) enum SchemaKind {
     Events,
 }
 
+/// `-o FORMAT` of `describe`, `show` and `state show`, as kubectl spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum OutputFormat {
+    /// For people (the default).
+    Text,
+    /// One JSON document (pretty-printed); `--json` gives the event stream.
+    Json,
+    /// One YAML document.
+    Yaml,
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub(crate) enum GraphFormat {
     Dot,
@@ -362,7 +391,18 @@ pub(crate) enum StateCommand {
     /// List resource addresses.
     List,
     /// Show one resource (secrets are masked).
-    Show { address: String },
+    Show {
+        address: String,
+        /// json (the default) or yaml.
+        #[arg(
+            short = 'o',
+            long = "output",
+            value_enum,
+            default_value = "json",
+            value_name = "FORMAT"
+        )]
+        output: OutputFormat,
+    },
     /// Forget resources (their infrastructure is not touched). Locked, backed up.
     Rm {
         #[arg(required = true, value_name = "ADDRESS")]

@@ -133,6 +133,10 @@ pub(crate) enum JsonEvent<'a> {
         from: Option<String>,
         to: String,
     },
+    /// `capi describe cluster NAME --json`: the tree's rows, each with its
+    /// `name`, `depth` and non-empty cells (`replicas`, `available`, `ready`,
+    /// `up_to_date`, `status`, `reason`, `message`).
+    Describe { cluster: &'a str, rows: Vec<Value> },
     /// `capi upgrade` without `--to`: where the cluster can go next.
     UpgradeTargets {
         cluster: &'a str,
@@ -388,6 +392,9 @@ impl JsonEvent<'_> {
             JsonEvent::UpgradeStep {
                 cluster, step, of, to, ..
             } => format!("{cluster}: upgrade step {step} of {of}, to {to}"),
+            JsonEvent::Describe { cluster, rows } => {
+                format!("cluster {cluster}: {} rows", rows.len())
+            }
             JsonEvent::UpgradeTargets { cluster, targets, .. } => {
                 format!("{cluster}: {} upgrade targets", targets.len())
             }
@@ -518,10 +525,11 @@ mod tests {
             "upgrade_step",
             "health_check",
             "upgrade_targets",
+            "describe",
         ] {
             assert_eq!(names.get(t), Some(&1), "{t} in {names:?}");
         }
-        assert_eq!(names.len(), 21);
+        assert_eq!(names.len(), 22);
     }
 
     #[test]

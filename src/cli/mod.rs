@@ -264,18 +264,24 @@ async fn dispatch(cli: Cli, env: &Env, p: &Printer) -> Result<ExitStatus, CliErr
             namespace,
             manifests: m,
             grouping,
+            output,
         }) => {
             let c = commands::describe::Target {
                 cluster: &cluster,
                 namespace: namespace.as_deref(),
+                grouping,
             };
-            commands::describe::run(&g, c, &manifests(&m)?, grouping, p)
+            commands::describe::run(&g, c, &manifests(&m)?, output, p)
         }
-        Command::Show { cluster, namespace } => {
-            commands::show::run(&g, cluster.as_deref(), namespace.as_deref(), p)
-        }
+        Command::Show {
+            cluster,
+            namespace,
+            output,
+        } => commands::show::run(&g, cluster.as_deref(), namespace.as_deref(), output, p),
         Command::State(StateCommand::List) => commands::state::list(&g, p),
-        Command::State(StateCommand::Show { address }) => commands::state::show(&g, &address, p),
+        Command::State(StateCommand::Show { address, output }) => {
+            commands::state::show(&g, &address, output, p)
+        }
         Command::State(StateCommand::Rm { addresses }) => {
             commands::state_edit::rm(&g, &addresses, p)
         }

@@ -7,6 +7,7 @@ use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use super::args::OutputFormat;
 use super::json::JsonEvent;
 use super::settings::ColorChoice;
 use crate::plan::render::Style;
@@ -57,6 +58,17 @@ impl Printer {
         let mut out = std::io::stdout().lock();
         let _ = out.write_all(s.as_bytes());
         let _ = out.flush();
+    }
+
+    /// A whole document on stdout, for `-o json` (pretty) or `-o yaml`.
+    pub(crate) fn document(&self, format: OutputFormat, v: &serde_json::Value) {
+        let text = match format {
+            OutputFormat::Yaml => serde_yaml::to_string(v).expect("JSON values are YAML"),
+            OutputFormat::Json | OutputFormat::Text => {
+                serde_json::to_string_pretty(v).expect("values serialise") + "\n"
+            }
+        };
+        self.data(&text);
     }
 
     /// One JSON event per line on stdout. Every stream starts with the

@@ -824,3 +824,61 @@ fn a_500_machine_plan_is_summarised_per_group() {
         .count();
     assert_eq!(machines, 503);
 }
+
+#[test]
+fn describe_show_and_state_show_speak_json_and_yaml() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("c.yaml"), BASE).unwrap();
+    let run = |args: &[&str]| {
+        let out = capi(dir.path()).args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        stdout(&out)
+    };
+    run(&["apply", "--auto-approve", "-f", "c.yaml"]);
+
+    // describe: the same rows as the tree, for programs.
+    let tree = run(&["describe", "cluster", "c1", "-f", "c.yaml"]);
+    let doc: serde_json::Value = serde_json::from_str(&run(&[
+        "describe", "cluster", "c1", "-f", "c.yaml", "-o", "json",
+    ]))
+    .unwrap();
+    assert_eq!(doc["cluster"], "c1");
+    let rows = doc["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), tree.lines().count() - 1, "{tree}");
+    assert_eq!(rows[0]["name"], "Cluster/c1");
+    assert_eq!(rows[0]["depth"], 0);
+    assert_eq!(rows[0]["up_to_date"], "5");
+    let md = rows
+        .iter()
+        .find(|r| r["name"] == "MachineDeployment/c1-md")
+        .unwrap();
+    assert_eq!(md["depth"], 2);
+    assert_eq!(md["replicas"], "2/2");
+    let yaml: serde_json::Value = serde_yaml::from_str(&run(&[
+        "describe", "cluster", "c1", "-f", "c.yaml", "-o", "yaml",
+    ]))
+    .unwrap();
+    assert_eq!(yaml, doc);
+    let events = json_events(&run(&[
+        "describe", "cluster", "c1", "-f", "c.yaml", "--json",
+    ]));
+    assert_eq!(events[1]["type"], "describe");
+    assert_eq!(events[1]["rows"], doc["rows"]);
+
+    // show and state show: documents with secrets masked.
+    let state: serde_json::Value = serde_yaml::from_str(&run(&["show", "-o", "yaml"])).unwrap();
+    assert!(state["serial"].as_u64().unwrap() > 0);
+    let pki: serde_json::Value =
+        serde_yaml::from_str(&run(&["state", "show", "c1/pki", "-o", "yaml"])).unwrap();
+    assert_eq!(pki["address"], "c1/pki");
+    let text = run(&["state", "show", "c1/pki", "-o", "yaml"]);
+    assert!(!text.contains("PRIVATE KEY"), "{text}");
+    assert!(text.contains("(sensitive)"), "{text}");
+    let shown = run(&["show", "-o", "json"]);
+    assert!(!shown.contains("PRIVATE KEY"));
+    let shown: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(
+        shown["resources"].as_array().unwrap().len(),
+        state["resources"].as_array().unwrap().len()
+    );
+}

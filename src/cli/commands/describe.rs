@@ -2,7 +2,8 @@
 //! describe cluster`: infrastructure, control plane, each MachineDeployment,
 //! machines grouped, with READY and UP TO DATE counts and the reason when
 //! not. UP TO DATE compares with the manifests (`-f`); without them it is
-//! left blank. Reads the state without locking it, so it shows the progress
+//! left blank. `-o json|yaml` and `--json` give the same rows for programs.
+//! Reads the state without locking it, so it shows the progress
 //! of a rollout while an apply runs.
 
 use std::collections::BTreeMap;
@@ -12,7 +13,11 @@ use crate::plan::{self, Action, PlanOptions};
 use crate::resource::{ResourceKind, Role, Spec};
 use crate::state::{Resource, State, StateStore, Status};
 
+use serde_json::{json, Value};
+
+use super::super::args::OutputFormat;
 use super::super::cluster_name;
+use super::super::json::JsonEvent;
 use super::super::output::Printer;
 use super::super::pipeline;
 use super::super::settings::{GlobalSettings, ManifestSettings};
@@ -227,13 +232,15 @@ fn verdicts(
 pub(crate) struct Target<'a> {
     pub(crate) cluster: &'a str,
     pub(crate) namespace: Option<&'a str>,
+    /// Collapse identical ready machines into one row.
+    pub(crate) grouping: bool,
 }
 
 pub(crate) fn run(
     g: &GlobalSettings,
     target: Target<'_>,
     ms: &ManifestSettings,
-    grouping: bool,
+    output: OutputFormat,
     p: &Printer,
 ) -> Result<ExitStatus, CliError> {
     let state = StateStore::new(&g.state)
@@ -284,9 +291,43 @@ pub(crate) fn run(
         .any(|r| matches!(r.attributes, Spec::Loadbalancer(_)) && r.status == Status::Ready);
     let mut rows = vec![cluster_row(cluster, &machines, dc, lb_ok)];
     rows.extend(infrastructure_row(&resources, lb_ok));
-    rows.extend(group_tree(&machines, dc, grouping));
-    p.data(&table(&rows));
+    rows.extend(group_tree(&machines, dc, target.grouping));
+    if p.json {
+        p.emit(&JsonEvent::Describe {
+            cluster,
+            rows: rows.iter().map(Row::to_value).collect(),
+        });
+    } else if output == OutputFormat::Text {
+        p.data(&table(&rows));
+    } else {
+        let rows: Vec<Value> = rows.iter().map(Row::to_value).collect();
+        p.document(output, &json!({ "cluster": cluster, "rows": rows }));
+    }
     Ok(ExitStatus::Success)
+}
+
+impl Row {
+    /// The row for programs: the name without its tree drawing, and its
+    /// depth in the tree (the cluster is 0); empty cells left out.
+    fn to_value(&self) -> Value {
+        let name = self.name.trim_start_matches([' ', '│', '├', '└', '─']);
+        let depth = (self.name.chars().count() - name.chars().count()) / 2;
+        let mut v = json!({ "name": name, "depth": depth });
+        for (k, cell) in [
+            ("replicas", &self.replicas),
+            ("available", &self.available),
+            ("ready", &self.ready),
+            ("up_to_date", &self.up_to_date),
+            ("status", &self.status),
+            ("reason", &self.reason),
+            ("message", &self.message),
+        ] {
+            if !cell.is_empty() {
+                v[k] = Value::String(cell.clone());
+            }
+        }
+        v
+    }
 }
 
 /// The top row: the cluster with its machine counts.

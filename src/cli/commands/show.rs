@@ -1,4 +1,5 @@
-//! `capi show [CLUSTER]`: the state in text or JSON, secrets masked;
+//! `capi show [CLUSTER]`: the state in text, `--json` or `-o json|yaml`,
+//! secrets masked;
 //! `capi show PLANFILE`: what a saved plan will do.
 
 use serde_json::{json, Value};
@@ -8,6 +9,7 @@ use std::path::Path;
 use crate::plan;
 use crate::state::{Resource, State, StateStore};
 
+use super::super::args::OutputFormat;
 use super::super::cluster_name;
 use super::super::json::JsonEvent;
 use super::super::output::Printer;
@@ -84,6 +86,7 @@ pub(crate) fn run(
     g: &GlobalSettings,
     cluster: Option<&str>,
     namespace: Option<&str>,
+    output: OutputFormat,
     p: &Printer,
 ) -> Result<ExitStatus, CliError> {
     if let Some(arg) = cluster {
@@ -112,7 +115,17 @@ pub(crate) fn run(
             )));
         }
     }
-    if p.json {
+    if output != OutputFormat::Text && !p.json {
+        p.document(
+            output,
+            &serde_json::json!({
+                "lineage": state.lineage,
+                "serial": state.serial,
+                "capi_version": state.capi_version,
+                "resources": rs.iter().map(|r| public_resource(r)).collect::<Vec<_>>(),
+            }),
+        );
+    } else if p.json {
         p.emit(&JsonEvent::State {
             lineage: &state.lineage,
             serial: state.serial,

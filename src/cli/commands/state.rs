@@ -1,8 +1,10 @@
-//! `capi state list` and `capi state show ADDRESS` (text or `--json`).
+//! `capi state list` and `capi state show ADDRESS` (text, `--json`, or
+//! `-o json|yaml` for one resource).
 
 use crate::resource::Address;
 use crate::state::StateStore;
 
+use super::super::args::OutputFormat;
 use super::super::json::JsonEvent;
 use super::super::output::Printer;
 use super::super::settings::GlobalSettings;
@@ -28,7 +30,12 @@ pub(crate) fn list(g: &GlobalSettings, p: &Printer) -> Result<ExitStatus, CliErr
     Ok(ExitStatus::Success)
 }
 
-pub(crate) fn show(g: &GlobalSettings, address: &str, p: &Printer) -> Result<ExitStatus, CliError> {
+pub(crate) fn show(
+    g: &GlobalSettings,
+    address: &str,
+    output: OutputFormat,
+    p: &Printer,
+) -> Result<ExitStatus, CliError> {
     let a = Address::parse(address).map_err(|e| CliError::Usage(e.to_string()))?;
     let state = StateStore::new(&g.state)
         .load()?
@@ -43,9 +50,6 @@ pub(crate) fn show(g: &GlobalSettings, address: &str, p: &Printer) -> Result<Exi
         p.emit(&JsonEvent::StateResource { resource: v });
         return Ok(ExitStatus::Success);
     }
-    p.data(&format!(
-        "{}\n",
-        serde_json::to_string_pretty(&v).expect("json")
-    ));
+    p.document(output, &v);
     Ok(ExitStatus::Success)
 }
