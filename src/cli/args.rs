@@ -137,9 +137,11 @@ pub(crate) struct HealthArgs {
 
 #[derive(Debug, Args, Clone)]
 pub(crate) struct TargetArgs {
-    /// Only this resource and what it depends on. Repeatable.
-    #[arg(long = "target", value_name = "ADDRESS")]
-    pub(crate) targets: Vec<crate::resource::Address>,
+    /// Only this and what it depends on: a resource ADDRESS, a cluster
+    /// (CLUSTER, Cluster/NAME) or a machine group (KubeadmControlPlane/NAME,
+    /// MachineDeployment/NAME, MachineSet/NAME; kcp/, md/, ms/). Repeatable.
+    #[arg(long = "target", value_name = "TARGET")]
+    pub(crate) targets: Vec<crate::resource::Target>,
     /// Force replacement of this resource. Repeatable.
     #[arg(long = "replace", value_name = "ADDRESS")]
     pub(crate) replace: Vec<crate::resource::Address>,
@@ -207,6 +209,11 @@ pub(crate) enum Command {
     Destroy {
         /// Only this cluster (`name` or `namespace:name`); the others stay.
         cluster: Option<String>,
+        /// Only this (and what depends on it): a resource ADDRESS, a cluster,
+        /// or a machine group (KubeadmControlPlane/NAME, MachineDeployment/NAME,
+        /// MachineSet/NAME). Repeatable.
+        #[arg(long = "target", value_name = "TARGET")]
+        targets: Vec<crate::resource::Target>,
         #[command(flatten)]
         manifests: ManifestArgs,
         #[command(flatten)]

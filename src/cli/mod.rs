@@ -240,13 +240,14 @@ async fn dispatch(cli: Cli, env: &Env, p: &Printer) -> Result<ExitStatus, CliErr
         }
         Command::Destroy {
             cluster,
+            targets,
             manifests: m,
             run,
             apply,
         } => {
             let a = ApplySettings::resolve(&apply, None);
             let (ms, rs) = (manifests(&m)?, running(Some(&run))?);
-            commands::destroy::run(&g, cluster.as_deref(), &ms, &rs, &a, p).await
+            commands::destroy::run(&g, cluster.as_deref(), targets, &ms, &rs, &a, p).await
         }
         Command::Drift {
             manifests: m,

@@ -5,7 +5,7 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
-use crate::resource::{Address, ProviderKind, Spec};
+use crate::resource::{Address, Owner, ProviderKind, ResourceKind, Spec, Target};
 use crate::state::State;
 
 use super::{Change, Op, PlanError, Step};
@@ -76,10 +76,10 @@ pub(crate) fn finalize(
     changes: Vec<Change>,
     mut protos: Vec<ProtoStep>,
     state: &State,
-    targets: &[Address],
+    targets: &[Target],
 ) -> Result<(Vec<Change>, Vec<Step>), PlanError> {
     add_dependency_edges(&mut protos, state);
-    let keep = targeted(&protos, targets);
+    let keep = targeted(&protos, state, targets);
     let order = topological_order(&protos, &keep)?;
     let steps = renumber(&protos, &keep, &order);
     let kept_addresses: BTreeSet<&Address> = steps.iter().map(|s| &s.address).collect();
@@ -149,31 +149,54 @@ fn add_dependency_edges(protos: &mut [ProtoStep], state: &State) {
     }
 }
 
+/// The group that owns a step's machine: from the spec it creates or
+/// updates, or from the state for a delete.
+fn owner_of<'a>(p: &'a ProtoStep, state: &'a State) -> Option<&'a Owner> {
+    match &p.spec {
+        Some(spec) => spec.as_machine().map(|m| &m.owner),
+        None => state
+            .get(&p.address)
+            .and_then(|r| r.attributes.as_machine())
+            .map(|m| &m.owner),
+    }
+}
+
+/// Does a target name this step's resource itself (a machine's bootstrap
+/// data follows its machine, below)?
+fn names(t: &Target, p: &ProtoStep, state: &State) -> bool {
+    match t {
+        Target::Resource(a) => p.address == *a,
+        Target::Cluster(key) => p.address.cluster_key() == key,
+        Target::Group { kind, name } => {
+            owner_of(p, state).is_some_and(|o| o.kind == *kind && o.name == *name)
+        }
+    }
+}
+
 /// `--target`: keep the targets and everything they wait for (all steps
-/// without targets).
-fn targeted(protos: &[ProtoStep], targets: &[Address]) -> Vec<bool> {
+/// without targets). A targeted machine brings its bootstrap data.
+fn targeted(protos: &[ProtoStep], state: &State, targets: &[Target]) -> Vec<bool> {
     if targets.is_empty() {
         return vec![true; protos.len()];
     }
-    let target_set: BTreeSet<&Address> = targets.iter().collect();
+    let hit = |p: &ProtoStep| targets.iter().any(|t| names(t, p, state));
+    let machines: BTreeSet<(&str, &str)> = protos
+        .iter()
+        .filter(|p| hit(p))
+        .filter_map(|p| Some((p.address.cluster_key(), p.address.name()?)))
+        .collect();
     let mut keep = vec![false; protos.len()];
     let mut stack: Vec<usize> = protos
         .iter()
         .enumerate()
         .filter(|(_, p)| {
-            target_set.contains(&p.address)
-                || target_set
-                    .iter()
-                    .any(|t| !t.kind().is_named() && p.address == **t)
-                || p.spec
-                    .as_ref()
-                    .and_then(Spec::as_bootstrap)
-                    .is_some_and(|b| {
-                        target_set.iter().any(|t| {
-                            t.name() == Some(b.machine.as_str())
-                                && t.cluster_key() == p.address.cluster_key()
-                        })
-                    })
+            // Bootstrap data names its machine; deleted, it is named after it.
+            let machine = match p.spec.as_ref() {
+                Some(spec) => spec.as_bootstrap().map(|b| b.machine.as_str()),
+                None if p.address.kind() == ResourceKind::Bootstrap => p.address.name(),
+                None => None,
+            };
+            hit(p) || machine.is_some_and(|n| machines.contains(&(p.address.cluster_key(), n)))
         })
         .map(|(i, _)| i)
         .collect();

@@ -6,10 +6,12 @@
 
 mod address;
 mod observation;
+mod target;
 mod version;
 
 pub(crate) use address::{Address, ClusterId, DEFAULT_NAMESPACE};
 pub(crate) use observation::{AttributeChange, DriftEntry, DriftKind, Observation};
+pub use target::Target;
 pub(crate) use version::Version;
 
 use std::collections::BTreeMap;

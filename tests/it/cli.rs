@@ -882,3 +882,55 @@ fn describe_show_and_state_show_speak_json_and_yaml() {
         state["resources"].as_array().unwrap().len()
     );
 }
+
+#[test]
+fn target_names_a_cluster_or_a_machine_group_on_plan_and_destroy() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("c.yaml"), BASE).unwrap();
+    let run = |args: &[&str]| capi(dir.path()).args(args).output().unwrap();
+    assert!(run(&["apply", "--auto-approve", "-f", "c.yaml"])
+        .status
+        .success());
+    // Both groups change: the control plane grows to 5, the workers to 4.
+    let grown = BASE
+        .replace("  replicas: 3\n", "  replicas: 5\n")
+        .replace("  replicas: 2\n", "  replicas: 4\n");
+    std::fs::write(dir.path().join("c.yaml"), &grown).unwrap();
+    let planned = |target: &str| {
+        let out = run(&[
+            "plan",
+            "--refresh=false",
+            "--target",
+            target,
+            "-f",
+            "c.yaml",
+        ]);
+        assert!(out.status.success(), "{target}: {}", stderr(&out));
+        stdout(&out)
+    };
+    for md in ["MachineDeployment/c1-md", "md/c1-md"] {
+        let text = planned(md);
+        assert!(text.contains("Plan: 2 to add,"), "{text}");
+        assert!(!text.contains("c1-cp-"), "{text}");
+    }
+    let text = planned("KubeadmControlPlane/c1-cp");
+    assert!(text.contains("Plan: 2 to add,"), "{text}");
+    assert!(!text.contains("c1-md-"), "{text}");
+    let text = planned("c1");
+    assert!(text.contains("Plan: 4 to add,"), "{text}");
+    // A group nobody has is an error naming the ones there are.
+    let out = run(&["plan", "--target", "md/c1-mdd", "-f", "c.yaml"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("groups: KubeadmControlPlane/c1-cp, MachineDeployment/c1-md"),
+        "{}",
+        stderr(&out)
+    );
+    // destroy --target: only the group's machines and their bootstrap data.
+    let out = run(&["destroy", "--auto-approve", "--target", "md/c1-md"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let listed = stdout(&run(&["state", "list"]));
+    assert!(!listed.contains("c1-md-"), "{listed}");
+    assert!(listed.contains("c1/machine/c1-cp-"), "{listed}");
+    assert!(listed.contains("c1/network"), "{listed}");
+}

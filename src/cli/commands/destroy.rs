@@ -1,7 +1,9 @@
-//! `capi destroy [CLUSTER]`: everything in the state (or one cluster's
-//! resources), in reverse dependency order.
+//! `capi destroy [CLUSTER] [--target T]`: everything in the state (or one
+//! cluster's resources, or what `--target` names), in reverse dependency
+//! order.
 
 use crate::plan::{self, Operation as PlanOperation, PlanOptions};
+use crate::resource::Target;
 
 use super::super::output::Printer;
 use super::super::pipeline::{self, LockedState, Operation};
@@ -11,6 +13,7 @@ use super::super::{CliError, ExitStatus};
 pub(crate) async fn run(
     g: &GlobalSettings,
     cluster: Option<&str>,
+    mut targets: Vec<Target>,
     ms: &ManifestSettings,
     run: &RunSettings,
     a: &ApplySettings,
@@ -25,26 +28,16 @@ pub(crate) async fn run(
     let locked = LockedState::acquire(g, run, "destroy")?;
     // One cluster: every resource it has, as targets (nothing crosses
     // clusters, so the others stay as they are).
-    let targets = match cluster {
-        None => Vec::new(),
-        Some(c) => {
-            let key = c.strip_prefix("default:").unwrap_or(c);
-            let targets: Vec<_> = locked
-                .state
-                .resources
-                .iter()
-                .filter(|r| r.address.cluster_key() == key)
-                .map(|r| r.address.clone())
-                .collect();
-            if targets.is_empty() {
-                return Err(CliError::Usage(format!(
-                    "no cluster {c:?} in the state; clusters: {}",
-                    locked.state.cluster_keys().join(", ")
-                )));
-            }
-            targets
+    if let Some(c) = cluster {
+        let key = c.strip_prefix("default:").unwrap_or(c);
+        if locked.state.cluster_resources(key).next().is_none() {
+            return Err(CliError::Usage(format!(
+                "no cluster {c:?} in the state; clusters: {}",
+                locked.state.cluster_keys().join(", ")
+            )));
         }
-    };
+        targets.push(Target::Cluster(key.to_string()));
+    }
     let opts = PlanOptions {
         operation: PlanOperation::Destroy,
         now_unix: g.now(),

@@ -41,8 +41,9 @@ pub struct PlanOptions {
     pub observations: BTreeMap<Address, Observation>,
     /// `--replace ADDRESS`.
     pub replace: Vec<Address>,
-    /// `--target ADDRESS`: only these (and what they depend on).
-    pub targets: Vec<Address>,
+    /// `--target`: only these resources, clusters or machine groups (and
+    /// what they depend on).
+    pub targets: Vec<Target>,
 }
 
 impl Default for PlanOptions {
@@ -168,30 +169,72 @@ pub fn plan_with_report(
     Ok((finish(b)?, report))
 }
 
-/// `--replace` must name a resource in the state, `--target` one in the
-/// state or the manifests.
+/// `--replace` must name a resource in the state, `--target` a resource in
+/// the state or the manifests, a cluster, or a machine group one of them has.
 fn check_addresses(desired: &Desired, state: &State, opts: &PlanOptions) -> Result<(), PlanError> {
-    for (flag, list) in [("replace", &opts.replace), ("target", &opts.targets)] {
-        for a in list {
-            let known = state.get(a).is_some()
-                || desired.cluster(a.cluster_key()).is_some() && !a.kind().is_named();
-            if flag == "replace" && state.get(a).is_none() {
-                return Err(PlanError::BadAddress {
-                    flag,
-                    address: a.to_string(),
-                    message: "no such resource in the state (see `capi state list`)".into(),
-                });
+    for a in &opts.replace {
+        if state.get(a).is_none() {
+            return Err(PlanError::BadAddress {
+                flag: "replace",
+                address: a.to_string(),
+                message: "no such resource in the state (see `capi state list`)".into(),
+            });
+        }
+    }
+    for t in &opts.targets {
+        let message = match t {
+            Target::Resource(a) => (state.get(a).is_none()
+                && desired.cluster(a.cluster_key()).is_none())
+            .then(|| "no such resource in the state or the manifests".to_string()),
+            Target::Cluster(key) => (desired.cluster(key).is_none()
+                && state.cluster_resources(key).next().is_none())
+            .then(|| {
+                let mut known: Vec<String> = desired.clusters.iter().map(|c| c.id.key()).collect();
+                known.extend(state.cluster_keys());
+                known.sort();
+                known.dedup();
+                format!(
+                    "no such cluster in the manifests or the state; clusters: {}",
+                    known.join(", ")
+                )
+            }),
+            Target::Group { kind, name } => {
+                let owners = known_owners(desired, state);
+                (!owners.iter().any(|o| o.kind == *kind && o.name == *name)).then(|| {
+                    let list: Vec<String> = owners.iter().map(|o| o.to_string()).collect();
+                    format!(
+                        "no such machine group in the manifests or the state; groups: {}",
+                        list.join(", ")
+                    )
+                })
             }
-            if flag == "target" && !known && desired.cluster(a.cluster_key()).is_none() {
-                return Err(PlanError::BadAddress {
-                    flag,
-                    address: a.to_string(),
-                    message: "no such resource in the state or the manifests".into(),
-                });
-            }
+        };
+        if let Some(message) = message {
+            return Err(PlanError::BadAddress {
+                flag: "target",
+                address: t.to_string(),
+                message,
+            });
         }
     }
     Ok(())
+}
+
+/// Every group that owns machines, in the manifests or the state.
+fn known_owners(desired: &Desired, state: &State) -> BTreeSet<Owner> {
+    let mut out: BTreeSet<Owner> = desired
+        .clusters
+        .iter()
+        .flat_map(|c| c.groups.iter().map(|g| g.owner.clone()))
+        .collect();
+    out.extend(
+        state
+            .resources
+            .iter()
+            .filter_map(|r| r.attributes.as_machine())
+            .map(|m| m.owner.clone()),
+    );
+    out
 }
 
 /// One cluster: planned step by step, left alone (paused) or removed.
