@@ -361,7 +361,7 @@ async fn execute(
         printer.message("\nTwo interrupts received: exiting now.");
         std::process::exit(second.exit_code());
     });
-    let progress = tokio::spawn(progress::report(p.clone(), pl.steps.len(), rx));
+    let progress = tokio::spawn(progress::report(p.clone(), progress::Tally::new(pl), rx));
     let exec = Executor {
         parallelism: a.parallelism.get(),
         providers,

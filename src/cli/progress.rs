@@ -8,6 +8,10 @@
 //!   flight, so a slow machine never looks like a hung job.
 //! - `--json`: `apply_start`, `apply_progress` (every 10 s per operation in
 //!   flight), `apply_complete`/`apply_errored`, ...
+//!
+//! The bar counts what the plan's summary counts: resource changes. A
+//! replacement is done when both its create and its delete are; bootstrap
+//! data, reviewed with its machine, moves the bar through its machine only.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -16,7 +20,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::Instant;
 
 use crate::apply::Event;
-use crate::plan::Op;
+use crate::plan::{Op, Plan};
 use crate::resource::Address;
 
 use super::json::JsonEvent;
@@ -48,16 +52,64 @@ struct InFlight {
     beats: u32,
 }
 
+/// Which change each step belongs to, and how many of each change's steps
+/// are still to finish.
+pub(crate) struct Tally {
+    of_step: BTreeMap<Address, usize>,
+    remaining: Vec<usize>,
+}
+
+impl Tally {
+    pub(crate) fn new(pl: &Plan) -> Tally {
+        let mut index = BTreeMap::new();
+        for (i, c) in pl.changes.iter().enumerate() {
+            if c.part_of.is_some() {
+                continue;
+            }
+            index.insert(c.address.clone(), i);
+            if let Some(r) = &c.replacement {
+                index.insert(r.clone(), i);
+            }
+        }
+        let mut remaining = vec![0; pl.changes.len()];
+        let mut of_step = BTreeMap::new();
+        for s in &pl.steps {
+            if let Some(&i) = index.get(&s.address) {
+                remaining[i] += 1;
+                of_step.insert(s.address.clone(), i);
+            }
+        }
+        Tally { of_step, remaining }
+    }
+
+    /// The changes the bar counts: those with a step to run.
+    pub(crate) fn total(&self) -> usize {
+        self.remaining.iter().filter(|&&n| n > 0).count()
+    }
+
+    /// A step ended (done, failed or skipped): does its change end with it?
+    fn step_ended(&mut self, address: &Address) -> bool {
+        match self.of_step.get(address) {
+            Some(&i) if self.remaining[i] > 0 => {
+                self.remaining[i] -= 1;
+                self.remaining[i] == 0
+            }
+            _ => false,
+        }
+    }
+}
+
 struct Reporter {
     printer: Printer,
     bar: Option<indicatif::ProgressBar>,
+    tally: Tally,
     in_flight: BTreeMap<Address, InFlight>,
 }
 
 /// Report every event until the executor drops its sender.
-pub(crate) async fn report(printer: Printer, total: usize, mut rx: UnboundedReceiver<Event>) {
+pub(crate) async fn report(printer: Printer, tally: Tally, mut rx: UnboundedReceiver<Event>) {
     let bar = (printer.live && !printer.json).then(|| {
-        let b = indicatif::ProgressBar::new(total as u64);
+        let b = indicatif::ProgressBar::new(tally.total() as u64);
         b.set_style(
             indicatif::ProgressStyle::with_template(
                 "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} (eta {eta}) {wide_msg}",
@@ -70,6 +122,7 @@ pub(crate) async fn report(printer: Printer, total: usize, mut rx: UnboundedRece
     let mut r = Reporter {
         printer,
         bar,
+        tally,
         in_flight: BTreeMap::new(),
     };
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -127,9 +180,7 @@ impl Reporter {
                         because,
                     });
                 }
-                if let Some(b) = &self.bar {
-                    b.inc(1);
-                }
+                self.advance(address);
                 self.line(format!(
                     "{address}: skipped, it depends on {because}, which failed"
                 ));
@@ -196,9 +247,7 @@ impl Reporter {
                 }),
             }
         }
-        if let Some(b) = &self.bar {
-            b.inc(1);
-        }
+        self.advance(address);
         self.line(match error {
             None => format!(
                 "{address}: {} after {:.1}s",
@@ -210,6 +259,15 @@ impl Reporter {
                 elapsed.as_secs_f64()
             ),
         });
+    }
+
+    /// Move the bar when the step's change is complete.
+    fn advance(&mut self, address: &Address) {
+        if self.tally.step_ended(address) {
+            if let Some(b) = &self.bar {
+                b.inc(1);
+            }
+        }
     }
 
     /// Every [`HEARTBEAT`] of an operation's life, say it is still going
@@ -244,5 +302,44 @@ impl Reporter {
                 ));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{simulate::simulate, PlanOptions};
+    use crate::state::State;
+
+    fn planned(yaml: &str, state: &State) -> Plan {
+        let m = crate::manifest::load_str("c.yaml", yaml, &Default::default()).unwrap();
+        let d = crate::desired::build(&m, &Default::default()).unwrap();
+        crate::plan::plan(&d, state, &PlanOptions::default()).unwrap()
+    }
+
+    /// Run every step through the tally: the bar ends where the plan's
+    /// summary says, and moves once per change.
+    fn bar_moves(pl: &Plan) -> usize {
+        let mut t = Tally::new(pl);
+        let total = t.total();
+        let moves = pl.steps.iter().filter(|s| t.step_ended(&s.address)).count();
+        assert_eq!(moves, total);
+        total
+    }
+
+    #[test]
+    fn the_bar_counts_what_the_summary_counts() {
+        let yaml = include_str!("../../examples/sim/cluster.yaml");
+        let created = planned(yaml, &State::empty());
+        let s = &created.summary;
+        // Bootstrap steps run, but are not counted.
+        assert!(created.steps.len() > s.add);
+        assert_eq!(bar_moves(&created), s.add + s.change + s.replace + s.destroy);
+        // A version bump: every machine replaced (a create and a delete each).
+        let state = simulate(&State::empty(), &created, 0);
+        let bumped = planned(&yaml.replace("v1.31.2", "v1.31.3"), &state);
+        assert!(bumped.summary.replace > 0);
+        let s = &bumped.summary;
+        assert_eq!(bar_moves(&bumped), s.add + s.change + s.replace + s.destroy);
     }
 }
