@@ -137,6 +137,22 @@ pub(crate) enum JsonEvent<'a> {
     /// `name`, `depth` and non-empty cells (`replicas`, `available`, `ready`,
     /// `up_to_date`, `status`, `reason`, `message`).
     Describe { cluster: &'a str, rows: Vec<Value> },
+    /// `capi kubeconfig NAME -o FILE --json`: the file written (mode 0600).
+    Kubeconfig {
+        cluster: &'a str,
+        path: &'a str,
+        server: &'a str,
+    },
+    /// `capi generate cluster NAME --json`: the objects rendered
+    /// (`Kind/namespace/name`, ClusterClass expansions included) and the
+    /// manifest, left out when it holds a Secret.
+    Generated {
+        cluster: &'a str,
+        template: &'a str,
+        objects: Vec<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        manifest: Option<&'a str>,
+    },
     /// `capi upgrade` without `--to`: where the cluster can go next.
     UpgradeTargets {
         cluster: &'a str,
@@ -392,6 +408,12 @@ impl JsonEvent<'_> {
             JsonEvent::UpgradeStep {
                 cluster, step, of, to, ..
             } => format!("{cluster}: upgrade step {step} of {of}, to {to}"),
+            JsonEvent::Kubeconfig { cluster, path, .. } => {
+                format!("wrote the admin kubeconfig of {cluster} to {path}")
+            }
+            JsonEvent::Generated {
+                cluster, objects, ..
+            } => format!("generated cluster {cluster}: {} objects", objects.len()),
             JsonEvent::Describe { cluster, rows } => {
                 format!("cluster {cluster}: {} rows", rows.len())
             }
@@ -526,10 +548,12 @@ mod tests {
             "health_check",
             "upgrade_targets",
             "describe",
+            "kubeconfig",
+            "generated",
         ] {
             assert_eq!(names.get(t), Some(&1), "{t} in {names:?}");
         }
-        assert_eq!(names.len(), 22);
+        assert_eq!(names.len(), 24);
     }
 
     #[test]

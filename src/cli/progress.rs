@@ -334,7 +334,10 @@ mod tests {
         let s = &created.summary;
         // Bootstrap steps run, but are not counted.
         assert!(created.steps.len() > s.add);
-        assert_eq!(bar_moves(&created), s.add + s.change + s.replace + s.destroy);
+        assert_eq!(
+            bar_moves(&created),
+            s.add + s.change + s.replace + s.destroy
+        );
         // A version bump: every machine replaced (a create and a delete each).
         let state = simulate(&State::empty(), &created, 0);
         let bumped = planned(&yaml.replace("v1.31.2", "v1.31.3"), &state);

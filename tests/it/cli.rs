@@ -934,3 +934,64 @@ fn target_names_a_cluster_or_a_machine_group_on_plan_and_destroy() {
     assert!(listed.contains("c1/machine/c1-cp-"), "{listed}");
     assert!(listed.contains("c1/network"), "{listed}");
 }
+
+#[test]
+fn generate_and_kubeconfig_speak_json_without_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| capi(dir.path()).args(args).output().unwrap();
+    let out = run(&[
+        "generate",
+        "cluster",
+        "j1",
+        "--kubernetes-version",
+        "v1.31.2",
+        "--worker-machine-count",
+        "2",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let events = json_events(&stdout(&out));
+    let g = &events[1];
+    assert_eq!(g["type"], "generated");
+    assert_eq!(g["cluster"], "j1");
+    let objects: Vec<&str> = g["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o.as_str().unwrap())
+        .collect();
+    assert!(objects.contains(&"Cluster/default/j1"), "{objects:?}");
+    // The manifest in the event is the one plain `generate` prints.
+    let plain = run(&[
+        "generate",
+        "cluster",
+        "j1",
+        "--kubernetes-version",
+        "v1.31.2",
+        "--worker-machine-count",
+        "2",
+    ]);
+    assert_eq!(g["manifest"], stdout(&plain));
+    std::fs::write(dir.path().join("c.yaml"), stdout(&plain)).unwrap();
+    assert!(run(&["apply", "--auto-approve", "-f", "c.yaml"])
+        .status
+        .success());
+
+    // The kubeconfig holds the admin key: --json needs a file.
+    let out = run(&["kubeconfig", "j1", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!stdout(&out).contains("PRIVATE KEY"));
+    assert!(stderr(&out).contains("-o FILE"), "{}", stderr(&out));
+    let out = run(&["kubeconfig", "j1", "--json", "-o", "kc.yaml"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let events = json_events(&stdout(&out));
+    assert_eq!(events[1]["type"], "kubeconfig");
+    assert_eq!(events[1]["path"], "kc.yaml");
+    assert!(events[1]["server"]
+        .as_str()
+        .unwrap()
+        .starts_with("https://"));
+    assert!(!stdout(&out).contains("PRIVATE KEY"));
+    let kc = std::fs::read_to_string(dir.path().join("kc.yaml")).unwrap();
+    assert!(kc.contains(events[1]["server"].as_str().unwrap()));
+}

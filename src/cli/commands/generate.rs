@@ -1,9 +1,12 @@
 //! `capi generate cluster NAME`: render a cluster template with clusterctl's
-//! variable rules and names, ready for `capi plan -f -`.
+//! variable rules and names, ready for `capi plan -f -`. With `--json`: a
+//! `generated` event listing the objects, with the manifest unless it holds
+//! a Secret.
 
-use crate::manifest::{vars, RawSource};
+use crate::manifest::{vars, Kind, RawSource};
 
 use super::super::args::GenerateArgs;
+use super::super::json::JsonEvent;
 use super::super::output::Printer;
 use super::super::settings::{variables, Env};
 use super::super::{CliError, ExitStatus};
@@ -111,8 +114,24 @@ pub(crate) fn run(a: &GenerateArgs, env: &Env, p: &Printer) -> Result<ExitStatus
         text: text.clone(),
     }];
     // Check that the result is a valid manifest before printing it.
-    crate::topology::load(sources, &v)?;
+    let m = crate::topology::load(sources, &v)?;
     let rendered = vars::substitute(&name, &text, &v).text;
+    if p.json {
+        // A Secret's data (OpenStack's clouds.yaml) never goes into JSON:
+        // such a manifest is written without --json.
+        let secret = m.objects.iter().any(|o| o.key.kind == Kind::Secret);
+        p.emit(&JsonEvent::Generated {
+            cluster: &cluster,
+            template: &name,
+            objects: m
+                .objects
+                .iter()
+                .map(|o| format!("{}/{}/{}", o.key.kind.as_str(), o.key.namespace, o.key.name))
+                .collect(),
+            manifest: (!secret).then_some(rendered.as_str()),
+        });
+        return Ok(ExitStatus::Success);
+    }
     p.data(&rendered);
     Ok(ExitStatus::Success)
 }

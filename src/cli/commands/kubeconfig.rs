@@ -1,7 +1,8 @@
 //! `capi kubeconfig CLUSTER`: an admin kubeconfig for a cluster, like
 //! `clusterctl get kubeconfig`: a client certificate (CN kubernetes-admin,
 //! O system:masters) signed by the cluster CA in the state; the server is the
-//! control-plane endpoint.
+//! control-plane endpoint. With `--json` it must go to a file (`-o`); the
+//! event names the file and the server, never the key.
 
 use std::path::Path;
 
@@ -9,6 +10,7 @@ use crate::resource::{Address, ClusterId, ResourceKind};
 use crate::state::{files, StateStore};
 
 use super::super::cluster_name;
+use super::super::json::JsonEvent;
 use super::super::output::Printer;
 use super::super::settings::GlobalSettings;
 use super::super::{CliError, ExitStatus};
@@ -41,6 +43,11 @@ pub(crate) fn run(
     let kc = crate::apply::admin_kubeconfig(&state, &id).map_err(|e| {
         CliError::Usage(format!("cluster {cluster:?}: {e}; run `capi apply` first"))
     })?;
+    if p.json && output.is_none() {
+        return Err(CliError::Usage(
+            "the kubeconfig holds the cluster's admin key, and --json output never holds secrets: write it with -o FILE (the event then names the file)".into(),
+        ));
+    }
     match output {
         None => p.data(&kc),
         Some(path) => {
@@ -54,6 +61,18 @@ pub(crate) fn run(
             let existed = path.exists();
             files::write_private_atomic(path, kc.as_bytes())
                 .map_err(|e| CliError::Message(format!("cannot write {}: {e}", path.display())))?;
+            if p.json {
+                let server = kc
+                    .lines()
+                    .find_map(|l| l.trim().strip_prefix("server: "))
+                    .unwrap_or_default();
+                p.emit(&JsonEvent::Kubeconfig {
+                    cluster,
+                    path: &path.display().to_string(),
+                    server,
+                });
+                return Ok(ExitStatus::Success);
+            }
             p.message(&format!(
                 "{} the admin kubeconfig of {cluster} {} {} (mode 0600).",
                 if existed { "Replaced" } else { "Wrote" },
