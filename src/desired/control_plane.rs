@@ -95,6 +95,10 @@ impl ClusterBuilder<'_, '_> {
                 },
             },
             deletion_order: DeletionOrder::Oldest,
+            topology: k
+                .annotations
+                .get(crate::topology::EXPLAIN)
+                .and_then(|t| serde_json::from_str(t).ok()),
             paused: false,
             // Messages about the control plane are about its version.
             source: self.b.source_at(k, "/spec/version"),

@@ -261,6 +261,10 @@ impl<'a> ClusterBuilder<'_, 'a> {
             join_document: join,
             rollout: src.rollout.clone(),
             deletion_order: src.deletion_order,
+            topology: w
+                .annotations
+                .get(crate::topology::EXPLAIN)
+                .and_then(|t| serde_json::from_str(t).ok()),
             paused: src.paused,
             // Messages about a group are about its version.
             source: self.b.source_at(

@@ -472,6 +472,7 @@ mod tests {
             join_document: ("x".into(), "kubeadm.k8s.io/v1beta4"),
             rollout,
             deletion_order: order,
+            topology: None,
             labels: Default::default(),
             annotations: Default::default(),
             paused: false,

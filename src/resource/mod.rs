@@ -7,11 +7,13 @@
 mod address;
 mod observation;
 mod target;
+mod topology_note;
 mod version;
 
 pub(crate) use address::{Address, ClusterId, DEFAULT_NAMESPACE};
 pub(crate) use observation::{AttributeChange, DriftEntry, DriftKind, Observation};
 pub use target::Target;
+pub(crate) use topology_note::TopologyNote;
 pub(crate) use version::Version;
 
 use std::collections::BTreeMap;

@@ -11,10 +11,10 @@ use std::sync::Arc;
 use serde_json::{json, Map, Value};
 
 use super::class::{self, Class, MdClass, TemplateRef};
-use super::patches::{self, Role, Target};
-use super::{names, Report, LABEL_DEPLOYMENT_NAME, LABEL_OWNED};
+use super::patches::{self, Applied, Role, Target};
+use super::{names, Report, EXPLAIN, LABEL_DEPLOYMENT_NAME, LABEL_OWNED};
 use crate::manifest::{yaml::SpanMap, Origin, RawDocument, DEFAULT_NAMESPACE};
-use crate::resource::Version;
+use crate::resource::{TopologyNote, Version};
 
 const UPGRADE_CONCURRENCY: &str = "topology.cluster.x-k8s.io/upgrade-concurrency";
 
@@ -488,7 +488,7 @@ impl ClusterCx<'_> {
         }
         let origins: Vec<Origin> = targets.iter().map(|t| t.1.clone()).collect();
         let mut ts: Vec<Target> = targets.into_iter().map(|t| t.0).collect();
-        patches::apply(
+        let applied = patches::apply(
             rep,
             &self.class_doc.root,
             &self.class_doc.origin,
@@ -510,34 +510,82 @@ impl ClusterCx<'_> {
         let cp_machine_name = self.rotated_cp_machine(cp_machine.as_ref(), cp_machine_name);
         out.push(self.cluster_doc(&cp_t, &cp_name, &infra_t, &infra_name));
         out.push(self.infra_cluster(&infra_t, &infra_o, &infra_name));
-        out.push(
-            self.control_plane(
-                &cp_t,
-                &cp_o,
-                &cp_name,
-                cp_machine
-                    .as_ref()
-                    .map(|m| (&m.0, cp_machine_name.as_str())),
-            ),
+        let mut kcp = self.control_plane(
+            &cp_t,
+            &cp_o,
+            &cp_name,
+            cp_machine
+                .as_ref()
+                .map(|m| (&m.0, cp_machine_name.as_str())),
         );
+        let cp_targets: &[usize] = if cp_machine.is_some() { &[1, 2] } else { &[1] };
+        self.explain(&mut kcp, "controlPlane", &applied, cp_targets);
+        out.push(kcp);
         if let Some((m, o)) = &cp_machine {
             out.push(self.template_clone(m, o, &cp_machine_name, None));
         }
         out.extend(self.control_plane_health(&cp_name));
-        for (md, (md_name, _, _)) in mds.iter().zip(md_names) {
+        let first_md = if cp_machine.is_some() { 3 } else { 2 };
+        let names: Vec<String> = md_names.into_iter().map(|n| n.0).collect();
+        out.extend(self.worker_docs(&mds, &names, &mut it, &applied, first_md)?);
+        Some(out)
+    }
+
+    /// Each MachineDeployment topology's template clones, MachineDeployment
+    /// and health check; its templates are the next two patched targets
+    /// (`first` is the index of the first one's).
+    fn worker_docs(
+        &self,
+        mds: &[MdTopology<'_>],
+        md_names: &[String],
+        it: &mut impl Iterator<Item = (Target, Origin)>,
+        applied: &[Applied],
+        first: usize,
+    ) -> Option<Vec<RawDocument>> {
+        let mut out = Vec::new();
+        for (i, (md, md_name)) in mds.iter().zip(md_names).enumerate() {
             let (bt, bo) = it.next()?;
             let (it_, io) = it.next()?;
             let (boot, infra) = self.md_clone_names(&md.name, &bt, &it_);
             out.push(self.template_clone(&bt, &bo, &boot, Some(&md.name)));
             out.push(self.template_clone(&it_, &io, &infra, Some(&md.name)));
-            out.push(self.machine_deployment(md, &md_name, (&bt, &boot), (&it_, &infra)));
-            out.extend(self.md_health(md, &md_name));
+            let mut doc = self.machine_deployment(md, md_name, (&bt, &boot), (&it_, &infra));
+            let at = first + 2 * i;
+            self.explain(
+                &mut doc,
+                &format!("machineDeployment {}", md.name),
+                applied,
+                &[at, at + 1],
+            );
+            out.push(doc);
+            out.extend(self.md_health(md, md_name));
         }
         Some(out)
     }
 }
 
 impl ClusterCx<'_> {
+    /// Record on a generated KubeadmControlPlane or MachineDeployment where
+    /// it came from and which patches set its templates' fields (and from
+    /// which variables), for plans that explain a change ([`EXPLAIN`]).
+    fn explain(&self, doc: &mut RawDocument, entry: &str, applied: &[Applied], targets: &[usize]) {
+        let mut note = TopologyNote {
+            class: self.class_name.to_string(),
+            entry: entry.to_string(),
+            patches: Vec::new(),
+        };
+        for a in applied.iter().filter(|a| targets.contains(&a.target)) {
+            note.add(&a.patch, &a.variables, &a.kind, &a.path);
+        }
+        let text = serde_json::to_string(&note).expect("notes serialise");
+        if let Some(meta) = doc.root.get_mut("metadata").and_then(Value::as_object_mut) {
+            let ann = meta.entry("annotations").or_insert(json!({}));
+            if let Some(a) = ann.as_object_mut() {
+                a.insert(EXPLAIN.into(), json!(text));
+            }
+        }
+    }
+
     pub(super) fn api_version(&self) -> String {
         self.d
             .root

@@ -23,7 +23,7 @@ use crate::manifest::{
     self, Expand, ManifestError, Origin, Problem, RawDocument, RawSource, SourceFile, Variables,
 };
 
-pub(crate) use names::{LABEL_DEPLOYMENT_NAME, LABEL_OWNED};
+pub(crate) use names::{EXPLAIN, LABEL_DEPLOYMENT_NAME, LABEL_OWNED};
 
 /// Read manifests like [`manifest::load`], expanding topology Clusters.
 pub fn load(

@@ -15,6 +15,11 @@ use super::gotmpl;
 /// Labels Cluster API puts on generated objects.
 pub(crate) const LABEL_OWNED: &str = "topology.cluster.x-k8s.io/owned";
 pub(crate) const LABEL_DEPLOYMENT_NAME: &str = "topology.cluster.x-k8s.io/deployment-name";
+/// capi's own annotation on a generated KubeadmControlPlane or
+/// MachineDeployment: the class and topology entry it came from and the
+/// patches (and variables) that set its templates, which plans quote when
+/// its machines are replaced. Not Cluster API's; nothing else reads it.
+pub(crate) const EXPLAIN: &str = "topology.capi.sh/explain";
 
 /// Kubernetes' `utilrand` alphabet (no vowels, no confusable digits).
 const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";

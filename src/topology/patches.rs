@@ -39,6 +39,37 @@ pub(crate) struct Applied {
     pub(crate) patch: String,
     pub(crate) kind: String,
     pub(crate) path: String,
+    /// The index of the template in the targets.
+    pub(crate) target: usize,
+    /// The variables its value came from (`valueFrom.variable`, or the
+    /// top-level variables a `valueFrom.template` reads).
+    pub(crate) variables: Vec<String>,
+}
+
+/// The variables an operation's value reads.
+fn variables_of(op: &Value) -> Vec<String> {
+    if let Some(v) = op.pointer("/valueFrom/variable").and_then(Value::as_str) {
+        return vec![v.split(['.', '[']).next().unwrap_or(v).to_string()];
+    }
+    let Some(tpl) = op.pointer("/valueFrom/template").and_then(Value::as_str) else {
+        return Vec::new();
+    };
+    let mut out: Vec<String> = Vec::new();
+    let bytes = tpl.as_bytes();
+    for (i, _) in tpl.match_indices('.') {
+        let prev = if i == 0 { b' ' } else { bytes[i - 1] };
+        if prev.is_ascii_alphanumeric() || prev == b'_' || prev == b')' || prev == b'.' {
+            continue;
+        }
+        let name: String = tpl[i + 1..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        if !name.is_empty() && name != "builtin" && !out.contains(&name) {
+            out.push(name);
+        }
+    }
+    out
 }
 
 /// `strconv.ParseBool`.
@@ -201,6 +232,8 @@ pub(crate) fn apply(
                 for &t in &matched {
                     match one_op(op, &mut targets[t]) {
                         Ok(path) => applied.push(Applied {
+                            target: t,
+                            variables: variables_of(op),
                             patch: name.clone(),
                             kind: targets[t]
                                 .doc
@@ -308,5 +341,24 @@ mod tests {
             yaml_value("kindest/node:v1.31.2\n").unwrap(),
             json!("kindest/node:v1.31.2")
         );
+    }
+
+    #[test]
+    fn variables_behind_a_value() {
+        assert_eq!(
+            variables_of(&json!({"valueFrom": {"variable": "imageRepository"}})),
+            ["imageRepository"]
+        );
+        assert_eq!(
+            variables_of(&json!({"valueFrom": {"variable": "workerImage.repository"}})),
+            ["workerImage"]
+        );
+        assert_eq!(
+            variables_of(
+                &json!({"valueFrom": {"template": "{{ .kindestImage }}:{{ .builtin.controlPlane.version | replace \"+\" \"_\" }}-{{ .kindestImage }}"}})
+            ),
+            ["kindestImage"]
+        );
+        assert!(variables_of(&json!({"value": 3})).is_empty());
     }
 }

@@ -344,6 +344,36 @@ fn development_flavor_plans_and_applies_on_sim_with_stable_names() {
         stdout(&after),
         stderr(&after)
     );
+    // A variable changed: the plan names the patch and the variable behind
+    // the replacement, on the template that changed (and no other).
+    let vars = var_args(&dev_vars(&[]));
+    let edited = flavor_with(
+        dir.path(),
+        &flavor,
+        &[(
+            "- name: imageRepository\n      value: \"\"",
+            "- name: imageRepository\n      value: \"registry.example/k8s\"",
+        )],
+    );
+    let out = capi(dir.path())
+        .args(["plan", "--provider", "sim", "-f"])
+        .arg(&class)
+        .arg("-f")
+        .arg(&edited)
+        .args(&vars)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("Plan: 0 to add, 0 to change, 1 to replace"),
+        "{text}"
+    );
+    assert!(
+        text.contains("[ClusterClass quick-start, topology controlPlane: patch imageRepository (variable imageRepository) sets KubeadmControlPlaneTemplate /spec/template/spec/kubeadmConfigSpec/clusterConfiguration/imageRepository"),
+        "{text}"
+    );
+    assert!(!text.contains("patch customImage"), "{text}");
 }
 
 /// Every step id `id` waits for, directly or not (explicit `after` edges and

@@ -156,8 +156,12 @@ fn unhealthy_because(b: &Builder<'_>, r: &Resource) -> String {
 fn outdated_because(g: &MachineGroup, r: &Resource, now: i64) -> String {
     let m = r.attributes.as_machine().expect("machine");
     let mut why = Vec::new();
+    let (mut infra_changed, mut bootstrap_changed) = (false, false);
     if m.version != g.version {
         why.push(format!("version {} → {}", m.version, g.version));
+    }
+    if m.infra != g.infra {
+        infra_changed = true;
     }
     if m.infra.kind != g.infra.kind || m.infra.name != g.infra.name {
         why.push(format!(
@@ -171,6 +175,7 @@ fn outdated_because(g: &MachineGroup, r: &Resource, now: i64) -> String {
         ));
     }
     if m.bootstrap_template != g.bootstrap_template {
+        bootstrap_changed = true;
         why.push(format!(
             "bootstrap template {} → {}",
             m.bootstrap_template, g.bootstrap_template
@@ -189,9 +194,20 @@ fn outdated_because(g: &MachineGroup, r: &Resource, now: i64) -> String {
         ));
     }
     if why.is_empty() {
+        bootstrap_changed = true;
         why.push(format!("{} content changed", g.bootstrap_template));
     }
-    why.join(", ")
+    let mut reason = why.join(", ");
+    // A topology's templates are the class's, patched: name the patches
+    // (and variables) that set the template that changed.
+    if let Some(note) = &g.topology {
+        let text = note.explain(|kind| {
+            let infra = kind == g.infra.kind;
+            (infra && infra_changed) || (!infra && bootstrap_changed)
+        });
+        reason.push_str(&format!(" [{text}]"));
+    }
+    reason
 }
 
 /// When the machine was created (recorded by apply; 0 when unknown).
