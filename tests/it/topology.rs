@@ -344,6 +344,26 @@ fn development_flavor_plans_and_applies_on_sim_with_stable_names() {
         stdout(&after),
         stderr(&after)
     );
+    // describe names the class and the topology entries.
+    let out = capi(dir.path())
+        .args(["describe", "cluster", "dev"])
+        .args(&files)
+        .args(&vars)
+        .output()
+        .unwrap();
+    let text = stdout(&out);
+    assert!(
+        text.contains("Cluster/dev (ClusterClass quick-start)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("(ClusterClass quick-start, topology machineDeployment md-0)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("(ClusterClass quick-start, topology controlPlane)"),
+        "{text}"
+    );
     // A variable changed: the plan names the patch and the variable behind
     // the replacement, on the template that changed (and no other).
     let vars = var_args(&dev_vars(&[]));

@@ -342,7 +342,12 @@ fn cluster_row(cluster: &str, machines: &[&Resource], dc: Option<&Judged<'_>>, l
     let desired_total: Option<u32> = dc.map(|d| d.groups.iter().map(|g| g.replicas).sum());
     let available = total_ready == machines.len() && !machines.is_empty() && lb_ok;
     Row {
-        name: format!("Cluster/{cluster}"),
+        name: format!(
+            "Cluster/{cluster}{}",
+            dc.and_then(|d| d.groups.iter().find_map(|g| g.topology.as_ref()))
+                .map(|t| format!(" (ClusterClass {})", t.class))
+                .unwrap_or_default()
+        ),
         replicas: format!(
             "{}/{}",
             machines.len(),
@@ -427,7 +432,20 @@ impl GroupTree<'_> {
         let ms = self.owners.get(owner).cloned().unwrap_or_default();
         let mut sub = Vec::new();
         let (n, ready, utd) = group_rows(&ms, replicas, self.dc, self.grouping, indent, &mut sub);
-        self.rows.push(group_row(&name, n, replicas, ready, utd));
+        // A group a ClusterClass generated: its class and topology entry.
+        let origin = self
+            .dc
+            .and_then(|d| d.groups.iter().find(|g| g.owner.to_string() == owner))
+            .and_then(|g| g.topology.as_ref())
+            .map(|t| format!(" (ClusterClass {}, topology {})", t.class, t.entry))
+            .unwrap_or_default();
+        self.rows.push(group_row(
+            &format!("{name}{origin}"),
+            n,
+            replicas,
+            ready,
+            utd,
+        ));
         self.rows.extend(sub);
     }
 }
