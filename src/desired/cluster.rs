@@ -11,7 +11,7 @@ use crate::resource::{ClusterId, LoadBalancerSpec, NetworkSpec, PkiSpec, TokenSp
 use super::control_plane::ControlPlane;
 use super::workers::WorkerGroups;
 use super::UPGRADE_CONCURRENCY_ANNOTATION;
-use super::{Builder, DesiredCluster, HealthCheck};
+use super::{Builder, DesiredCluster, HealthCheck, Source};
 
 pub(super) struct ClusterBuilder<'b, 'a> {
     pub(super) b: &'b mut Builder<'a>,
@@ -22,6 +22,16 @@ pub(super) struct ClusterBuilder<'b, 'a> {
 }
 
 impl<'b, 'a> ClusterBuilder<'b, 'a> {
+    /// Where a group's version is written: at `pointer` in `o`, or, for a
+    /// group a ClusterClass generated, at the Cluster's `topology.version`.
+    pub(super) fn version_source(&self, o: &Object, pointer: &str) -> Source {
+        if o.annotations.contains_key(crate::topology::EXPLAIN) {
+            self.b.source_at(self.o, "/spec/topology/version")
+        } else {
+            self.b.source_at(o, pointer)
+        }
+    }
+
     pub(super) fn new(b: &'b mut Builder<'a>, o: &'a Object) -> Option<Self> {
         let Body::Cluster(c) = &o.body else {
             return None;

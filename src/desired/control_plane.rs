@@ -100,8 +100,9 @@ impl ClusterBuilder<'_, '_> {
                 .get(crate::topology::EXPLAIN)
                 .and_then(|t| serde_json::from_str(t).ok()),
             paused: false,
-            // Messages about the control plane are about its version.
-            source: self.b.source_at(k, "/spec/version"),
+            // Messages about the control plane are about its version: a
+            // topology's is the Cluster's topology.version.
+            source: self.version_source(k, "/spec/version"),
             infra_source: self.b.source(infra_tpl),
             rollout_after: kk
                 .rollout_after

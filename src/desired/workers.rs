@@ -267,7 +267,7 @@ impl<'a> ClusterBuilder<'_, 'a> {
                 .and_then(|t| serde_json::from_str(t).ok()),
             paused: src.paused,
             // Messages about a group are about its version.
-            source: self.b.source_at(
+            source: self.version_source(
                 w,
                 if src.fixed_name {
                     "/spec/version"

@@ -344,6 +344,27 @@ fn development_flavor_plans_and_applies_on_sim_with_stable_names() {
         stdout(&after),
         stderr(&after)
     );
+    // topology.version lowered: refused, at the Cluster's topology.version.
+    let lowered = var_args(&dev_vars(&[("KUBERNETES_VERSION", "v1.30.5")]));
+    let out = capi(dir.path())
+        .args(["plan", "--provider", "sim"])
+        .args(&files)
+        .args(&lowered)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = std::fs::read_to_string(&flavor).unwrap();
+    let line = text
+        .lines()
+        .position(|l| l.trim() == "version: ${KUBERNETES_VERSION}")
+        .unwrap()
+        + 1;
+    let err = stderr(&out);
+    assert!(err.contains("does not downgrade"), "{err}");
+    assert!(
+        err.contains(&format!("{}:{line}", flavor.display())),
+        "{line}: {err}"
+    );
     // describe names the class and the topology entries.
     let out = capi(dir.path())
         .args(["describe", "cluster", "dev"])
