@@ -634,6 +634,7 @@ fn quick_start_applies_on_docker() {
     };
     for (src, dst) in [
         ("capi-test/node:v1", "kindest/node:v1.31.2"),
+        ("capi-test/node:v1", "kindest/node:v1.32.0"),
         ("capi-test/haproxy:lb", "kindest/haproxy:v20230606-42a2262b"),
     ] {
         if !docker(&["image", "inspect", dst]).0 {
@@ -687,6 +688,67 @@ fn quick_start_applies_on_docker() {
         "{}{}",
         stdout(&again),
         stderr(&again)
+    );
+    // topology.version v1.31.2 -> v1.32.0: the control plane is replaced
+    // first, then the workers (Cluster API's upgrade order), as the
+    // apply's events show.
+    let upgraded = var_args(&dev_vars(&[
+        ("CLUSTER_NAME", cluster.as_str()),
+        ("KUBERNETES_VERSION", "v1.32.0"),
+    ]));
+    let out = capi(dir.path())
+        .env("DOCKER_NETWORK", &guard.network)
+        .env("CAPI_DOCKER_PRIVILEGED", "false")
+        .args(["apply", "--auto-approve", "--json"])
+        .args(&files)
+        .args(&upgraded)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let events = crate::common::json_events(&stdout(&out));
+    let machine_ops: Vec<(String, String, bool)> = events
+        .iter()
+        .filter(|e| e["type"] == "apply_complete")
+        .filter_map(|e| {
+            let a = e["address"].as_str()?;
+            a.contains("/machine/").then(|| {
+                (
+                    e["action"].as_str().unwrap_or("").to_string(),
+                    a.to_string(),
+                    a.contains("-md-0-"),
+                )
+            })
+        })
+        .collect();
+    let first_worker = machine_ops.iter().position(|(_, _, w)| *w);
+    let last_cp = machine_ops.iter().rposition(|(_, _, w)| !*w);
+    assert!(
+        first_worker.is_some() && last_cp.is_some() && last_cp < first_worker,
+        "control plane before workers: {machine_ops:?}"
+    );
+    assert_eq!(
+        machine_ops
+            .iter()
+            .filter(|(a, _, w)| a == "create" && *w)
+            .count(),
+        2,
+        "{machine_ops:?}"
+    );
+    let images = docker(&[
+        "ps",
+        "--filter",
+        &format!("label=io.x-k8s.kind.cluster={cluster}"),
+        "--format",
+        "{{.Image}}",
+    ])
+    .1;
+    assert_eq!(
+        images
+            .lines()
+            .filter(|l| *l == "kindest/node:v1.32.0")
+            .count(),
+        3,
+        "{images}"
     );
     let out = run(&["destroy", "--auto-approve"]);
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
