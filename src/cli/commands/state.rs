@@ -1,7 +1,6 @@
 //! `capi state list` and `capi state show ADDRESS` (text or `--json`).
 
 use crate::resource::Address;
-use crate::state::StateStore;
 
 use super::super::json::JsonEvent;
 use super::super::output::Printer;
@@ -10,7 +9,8 @@ use super::super::{CliError, ExitStatus};
 use super::show::public_resource;
 
 pub(crate) fn list(g: &GlobalSettings, p: &Printer) -> Result<ExitStatus, CliError> {
-    let state = StateStore::new(&g.state)
+    let state = g
+        .store()?
         .load()?
         .unwrap_or_else(crate::state::State::empty);
     if p.json {
@@ -30,7 +30,8 @@ pub(crate) fn list(g: &GlobalSettings, p: &Printer) -> Result<ExitStatus, CliErr
 
 pub(crate) fn show(g: &GlobalSettings, address: &str, p: &Printer) -> Result<ExitStatus, CliError> {
     let a = Address::parse(address).map_err(|e| CliError::Usage(e.to_string()))?;
-    let state = StateStore::new(&g.state)
+    let state = g
+        .store()?
         .load()?
         .unwrap_or_else(crate::state::State::empty);
     let Some(r) = state.get(&a) else {

@@ -9,20 +9,22 @@ use std::time::Duration;
 
 use crate::resource::Address;
 use crate::state::codec::{decode, encode};
-use crate::state::{files, State, StateLock, StateStore};
+use crate::state::{files, HeldLock, State, StateStore};
 
 use super::super::output::Printer;
 use super::super::settings::GlobalSettings;
 use super::super::{CliError, ExitStatus};
 
 /// The lock and the loaded state, for one edit.
-fn locked(g: &GlobalSettings, op: &str) -> Result<(StateLock, StateStore, State), CliError> {
-    let lock = StateLock::acquire(&g.state, op, Duration::ZERO)?;
-    let mut store = StateStore::new(&g.state);
-    store.set_guard(lock.guard()?);
-    let state = store
-        .load()?
-        .ok_or_else(|| CliError::Usage(format!("there is no state at {}", g.state.display())))?;
+fn locked(
+    g: &GlobalSettings,
+    op: &str,
+) -> Result<(Box<dyn HeldLock>, StateStore, State), CliError> {
+    let mut store = g.store()?;
+    let lock = store.lock(op, Duration::ZERO)?;
+    let state = store.load()?.ok_or_else(|| {
+        CliError::Usage(format!("there is no state at {}", g.state_arg.display()))
+    })?;
     Ok((lock, store, state))
 }
 
@@ -67,10 +69,10 @@ pub(crate) fn rm(
     state.serial += 1;
     store.save(&state)?;
     p.message(&format!(
-        "Removed {} resource(s) from the state (serial {}); their infrastructure was not touched. Backup: {}",
+        "Removed {} resource(s) from the state (serial {}); their infrastructure was not touched.{}",
         wanted.len(),
         state.serial,
-        store.backup_path().display()
+        store.backup_note()
     ));
     Ok(ExitStatus::Success)
 }
@@ -83,9 +85,9 @@ pub(crate) fn pull(
     output: Option<&Path>,
     p: &Printer,
 ) -> Result<ExitStatus, CliError> {
-    let state = StateStore::new(&g.state)
-        .load()?
-        .ok_or_else(|| CliError::Usage(format!("there is no state at {}", g.state.display())))?;
+    let state = g.store()?.load()?.ok_or_else(|| {
+        CliError::Usage(format!("there is no state at {}", g.state_arg.display()))
+    })?;
     let bytes = encode(&state);
     match output {
         None => p.data(&String::from_utf8_lossy(&bytes)),
@@ -125,9 +127,8 @@ pub(crate) fn push(
             file.display()
         ))
     })?;
-    let lock = StateLock::acquire(&g.state, "state push", Duration::ZERO)?;
-    let mut store = StateStore::new(&g.state);
-    store.set_guard(lock.guard()?);
+    let mut store = g.store()?;
+    let _lock = store.lock("state push", Duration::ZERO)?;
     let current = store.load()?;
     if let Some(cur) = &current {
         if !force && cur.lineage != incoming.lineage {
@@ -155,10 +156,10 @@ pub(crate) fn push(
     p.message(&format!(
         "Pushed {} to {} (serial {}).{}",
         file.display(),
-        g.state.display(),
+        g.state_arg.display(),
         incoming.serial,
         if current.is_some() {
-            format!(" Backup: {}", store.backup_path().display())
+            store.backup_note()
         } else {
             String::new()
         }
