@@ -45,10 +45,10 @@ start_member() { # $1: member number; $2: new|existing
   echo $! >"$DIR/m$n.pid"
 }
 
-healthy() { ctl --endpoints="$ENDPOINTS" endpoint health >/dev/null 2>&1; }
+healthy() { ctl --endpoints="${1:-$ENDPOINTS}" endpoint health >/dev/null 2>&1; }
 
-wait_healthy() { # $1: seconds
-  for _ in $(seq $(( $1 * 2 ))); do healthy && return 0; sleep 0.5; done
+wait_healthy() { # $1: seconds; $2: endpoints (default: all)
+  for _ in $(seq $(( $1 * 2 ))); do healthy "${2:-}" && return 0; sleep 0.5; done
   return 1
 }
 
@@ -81,7 +81,7 @@ case "${1:-}" in
   status) healthy ;;
   kill-member) p=$(pid_of "$2") && kill -KILL "$p"; for _ in $(seq 50); do pid_of "$2" >/dev/null || break; sleep 0.1; done ;;
   stop-member) stop_member "$2" ;;
-  restart-member) start_member "$2" existing; wait_healthy 20 ;;
+  restart-member) start_member "$2" existing; wait_healthy 20 "http://127.0.0.1:2379$2" ;;
   leader)
     for n in 1 2 3; do
       out=$(ctl --endpoints="http://127.0.0.1:2379$n" endpoint status -w json 2>/dev/null) || continue

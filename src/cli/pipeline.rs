@@ -340,16 +340,20 @@ pub(crate) async fn approve_and_execute(
     Ok(report_outcome(&report, pl, op.name, p))
 }
 
+/// What a plan runs with: the providers, the manifests' Secrets, and the
+/// state lock (a lost lock stops new operations).
+type Connected<'a> = (
+    BTreeMap<ProviderKind, Arc<dyn Provider>>,
+    ManifestSecrets,
+    &'a Arc<dyn HeldLock>,
+);
+
 /// Run a plan with progress output and Ctrl-C handling.
 async fn execute(
     pl: &Plan,
     state: State,
     store: StateStore,
-    (providers, secrets, lock): (
-        BTreeMap<ProviderKind, Arc<dyn Provider>>,
-        ManifestSecrets,
-        &Arc<dyn HeldLock>,
-    ),
+    (providers, secrets, lock): Connected<'_>,
     run: &RunSettings,
     a: &ApplySettings,
     p: &Printer,

@@ -429,6 +429,7 @@ mod tests {
     fn clock_comes_from_capi_now() {
         let g = GlobalArgs {
             state: "s.json".into(),
+            lock_ttl: Duration::from_secs(15),
             no_color: false,
             json: false,
             full: false,

@@ -480,6 +480,7 @@ fn with_suffix(p: &Path, suffix: &str) -> PathBuf {
 mod tests {
     use super::*;
     use crate::resource::*;
+    use crate::state::codec::encode;
     use crate::state::model::*;
 
     fn sample() -> State {

@@ -94,28 +94,22 @@ impl EtcdLock {
     ) -> Result<EtcdLock, LockError> {
         let info = new_info(location, operation);
         let ttl_s = ttl.as_secs().max(1) as i64;
-        let grant = client
-            .call("/v3/lease/grant", json!({"TTL": ttl_s.to_string()}))
-            .map_err(|e| backend(location, e))?;
-        let lease = int(&grant, "ID");
-        if lease == 0 {
-            return Err(backend(location, format!("no lease granted: {grant}")));
-        }
+        let mut lease = grant(&client, ttl_s).map_err(|e| backend(location, e))?;
         let value = serde_json::to_vec(&info).expect("serialises");
         let start = Instant::now();
-        let txn = json!({
-            "compare": [{"key": b64(&key), "target": "CREATE", "result": "EQUAL", "create_revision": "0"}],
-            "success": [{"request_put": {"key": b64(&key), "value": b64(&value), "lease": lease.to_string()}}],
-            "failure": [{"request_range": {"key": b64(&key)}}],
-        });
-        let revoke = |client: &EtcdClient| {
+        let revoke = |client: &EtcdClient, lease: i64| {
             let _ = client.call("/v3/lease/revoke", json!({"ID": lease.to_string()}));
         };
         let create_revision = loop {
-            let resp = match client.call("/v3/kv/txn", txn.clone()) {
+            let txn = json!({
+                "compare": [{"key": b64(&key), "target": "CREATE", "result": "EQUAL", "create_revision": "0"}],
+                "success": [{"request_put": {"key": b64(&key), "value": b64(&value), "lease": lease.to_string()}}],
+                "failure": [{"request_range": {"key": b64(&key)}}],
+            });
+            let resp = match client.call("/v3/kv/txn", txn) {
                 Ok(r) => r,
                 Err(e) => {
-                    revoke(&client);
+                    revoke(&client, lease);
                     return Err(backend(location, e));
                 }
             };
@@ -128,7 +122,7 @@ impl EtcdLock {
                 break mod_rev;
             }
             if start.elapsed() >= timeout {
-                revoke(&client);
+                revoke(&client, lease);
                 return Err(if timeout.is_zero() {
                     LockError::Held {
                         path: location.to_string(),
@@ -144,6 +138,15 @@ impl EtcdLock {
             }
             let left = timeout.saturating_sub(start.elapsed());
             client.wait_deleted(&key, mod_rev + 1, left.min(Duration::from_secs(1)));
+            // Our lease must outlive the wait: renew it, or take a new one.
+            let alive = client
+                .call("/v3/lease/keepalive", json!({"ID": lease.to_string()}))
+                .map(|v| int(v.get("result").unwrap_or(&v), "TTL") > 0)
+                .unwrap_or(false);
+            if !alive {
+                revoke(&client, lease);
+                lease = grant(&client, ttl_s).map_err(|e| backend(location, e))?;
+            }
         };
         let fence = Fence {
             key,
@@ -170,6 +173,16 @@ impl EtcdLock {
 
     pub(crate) fn fence(&self) -> Fence {
         self.fence.clone()
+    }
+}
+
+fn grant(client: &EtcdClient, ttl_s: i64) -> Result<i64, String> {
+    let grant = client
+        .call("/v3/lease/grant", json!({"TTL": ttl_s.to_string()}))
+        .map_err(|e| e.to_string())?;
+    match int(&grant, "ID") {
+        0 => Err(format!("no lease granted: {grant}")),
+        id => Ok(id),
     }
 }
 
