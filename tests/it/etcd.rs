@@ -283,9 +283,7 @@ fn a_prefix_holding_something_else_or_a_newer_format_is_refused_untouched() {
     let (dir, p, u) = setup("future");
     let out = in_dir(dir.path(), &u, &["apply", "--auto-approve", "-f", "c.yaml"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let json = format!(
-        r#"{{"kind":"capi-state","format_version":99,"lineage":"x","serial":1,"next_sequence":1,"capi_version":"9.0.0"}}"#
-    );
+    let json = r#"{"kind":"capi-state","format_version":99,"lineage":"x","serial":1,"next_sequence":1,"capi_version":"9.0.0"}"#;
     let value = format!(
         "sha256:{}\n{json}",
         hex::encode(Sha256::digest(json.as_bytes()))
