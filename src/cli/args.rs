@@ -384,4 +384,11 @@ pub(crate) enum StateCommand {
         #[arg(long)]
         force: bool,
     },
+    /// Copy the state to another backend (a file or etcd://...); the source
+    /// is left intact and marked as migrated, so it is not used by mistake.
+    Migrate {
+        /// The destination: a path or etcd://HOST:PORT[,HOST:PORT...]/PREFIX.
+        #[arg(long, value_name = "URL")]
+        to: String,
+    },
 }

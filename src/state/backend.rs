@@ -127,6 +127,13 @@ pub(crate) trait StateBackend: Send + std::fmt::Debug {
     fn backup(&self) -> Option<String> {
         None
     }
+    /// The state even if it was migrated away (`capi state migrate`).
+    fn load_unchecked(&self) -> Result<Option<State>, StateError> {
+        self.load()
+    }
+    /// Mark `state` as migrated to `to` (it is then refused by `load`), or
+    /// clear that mark (`None`).
+    fn set_migrated(&mut self, state: &State, to: Option<&str>) -> Result<(), StateError>;
 }
 
 impl StateBackend for FileStore {
@@ -162,6 +169,12 @@ impl StateBackend for FileStore {
     }
     fn backup(&self) -> Option<String> {
         Some(self.backup_path().display().to_string())
+    }
+    fn load_unchecked(&self) -> Result<Option<State>, StateError> {
+        self.load_ignoring_migration()
+    }
+    fn set_migrated(&mut self, _state: &State, to: Option<&str>) -> Result<(), StateError> {
+        self.mark_migrated(to)
     }
 }
 
@@ -233,6 +246,18 @@ impl StateStore {
 
     pub(crate) fn force_unlock(&self, id: &str) -> Result<LockInfo, LockError> {
         self.backend.force_unlock(id)
+    }
+
+    pub(crate) fn load_unchecked(&self) -> Result<Option<State>, StateError> {
+        self.backend.load_unchecked()
+    }
+
+    pub(crate) fn set_migrated(
+        &mut self,
+        state: &State,
+        to: Option<&str>,
+    ) -> Result<(), StateError> {
+        self.backend.set_migrated(state, to)
     }
 
     /// " Backup: PATH" when the backend keeps one, for messages.

@@ -340,10 +340,42 @@ impl FileStore {
         with_suffix(&self.path, ".backup")
     }
 
+    /// `<state>.migrated`: names where `capi state migrate` moved the state.
+    pub(crate) fn migrated_path(&self) -> PathBuf {
+        with_suffix(&self.path, ".migrated")
+    }
+
+    /// Refuse a state migrated away (`<state>.migrated` exists), else load it.
+    pub(crate) fn load(&self) -> Result<Option<State>, StateError> {
+        if let Ok(to) = fs::read_to_string(self.migrated_path()) {
+            return Err(StateError::Migrated {
+                location: self.path.display().to_string(),
+                to: to.trim().to_string(),
+            });
+        }
+        self.load_ignoring_migration()
+    }
+
+    /// Write (`Some`) or remove (`None`) the migration mark.
+    pub(crate) fn mark_migrated(&mut self, to: Option<&str>) -> Result<(), StateError> {
+        let path = self.migrated_path();
+        let done = match to {
+            Some(to) => write_private_atomic(&path, format!("{to}\n").as_bytes()),
+            None => match fs::remove_file(&path) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                other => other,
+            },
+        };
+        done.map_err(|e| StateError::Write {
+            path: path.display().to_string(),
+            source: e,
+        })
+    }
+
     /// Load the state; `None` when the file does not exist yet. A reader that
     /// races a writer's compaction reads again; only what stays inconsistent
     /// is reported, and never as corruption while a writer holds the lock.
-    pub(crate) fn load(&self) -> Result<Option<State>, StateError> {
+    pub(crate) fn load_ignoring_migration(&self) -> Result<Option<State>, StateError> {
         const ATTEMPTS: u32 = 20;
         let mut last = String::new();
         for attempt in 0..ATTEMPTS {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::resource::Address;
 use crate::state::codec::{decode, encode};
-use crate::state::{files, HeldLock, State, StateStore};
+use crate::state::{files, HeldLock, Location, State, StateStore};
 
 use super::super::output::Printer;
 use super::super::settings::GlobalSettings;
@@ -108,6 +108,42 @@ pub(crate) fn pull(
             ));
         }
     }
+    Ok(ExitStatus::Success)
+}
+
+/// `capi state migrate --to URL`: copy the state to another backend under
+/// both locks. The destination must be empty, or hold an older copy of the
+/// same lineage (a migration back); the source stays as it is, marked as
+/// migrated so that commands refuse it and name the new location.
+pub(crate) fn migrate(g: &GlobalSettings, to: &str, p: &Printer) -> Result<ExitStatus, CliError> {
+    let dest_loc = Location::parse(to).map_err(CliError::Usage)?;
+    let (_src_lock, mut src, state) = locked(g, "state migrate")?;
+    let mut dest = StateStore::open(&dest_loc, g.lock_ttl)?;
+    let _dest_lock = dest.lock("state migrate", Duration::ZERO)?;
+    if let Some(there) = dest.load_unchecked()? {
+        if there.lineage != state.lineage {
+            return Err(CliError::Usage(format!(
+                "{to} already holds another state (lineage {}, this one is {}): refusing to replace it; nothing was changed",
+                there.lineage, state.lineage
+            )));
+        }
+        if there.serial > state.serial {
+            return Err(CliError::Usage(format!(
+                "{to} holds a newer copy of this state (serial {}, this one is {}): it was used after a migration; nothing was changed",
+                there.serial, state.serial
+            )));
+        }
+    }
+    dest.save(&state)?;
+    dest.set_migrated(&state, None)?;
+    src.set_migrated(&state, Some(&dest_loc.to_string()))?;
+    p.message(&format!(
+        "Migrated the state (lineage {}, serial {}, {} resources) from {} to {dest_loc}. The source is kept intact and marked as migrated; use --state {dest_loc} from now on.",
+        state.lineage,
+        state.serial,
+        state.resources.len(),
+        g.state_arg.display()
+    ));
     Ok(ExitStatus::Success)
 }
 

@@ -387,6 +387,17 @@ impl StateBackend for EtcdStore {
         self.load_at(meta, rev).map(Some)
     }
 
+    fn load_unchecked(&self) -> Result<Option<State>, StateError> {
+        match self.read_meta()? {
+            (Some(meta), rev) => self.load_at(meta, rev).map(Some),
+            (None, _) => self.load(),
+        }
+    }
+
+    fn set_migrated(&mut self, state: &State, to: Option<&str>) -> Result<(), StateError> {
+        self.save_state(state, to.map(str::to_string))
+    }
+
     fn save(&mut self, state: &State) -> Result<(), StateError> {
         self.save_state(state, None)
     }
