@@ -420,23 +420,24 @@ impl StateBackend for EtcdStore {
         record: &JournalRecord,
     ) -> Result<Option<std::fs::File>, StateError> {
         let mut ops = Vec::with_capacity(record.upsert.len() + record.remove.len() + 2);
-        let mut known = self.known.lock().unwrap().clone();
+        let mut gone = Vec::with_capacity(record.remove.len());
+        let mut written = Vec::with_capacity(record.upsert.len() + record.documents.len());
         for a in &record.remove {
             let key = self.key(&format!("r/{a}"));
-            known.remove(&key);
             ops.push(del(&key));
+            gone.push(key);
         }
         for r in &record.upsert {
             let key = self.key(&format!("r/{}", r.address));
             let v = Self::resource_value(r);
-            known.insert(key.clone(), Sha256::digest(&v).into());
             ops.push(put(&key, &v));
+            written.push((key, Sha256::digest(&v).into()));
         }
         for (sha, doc) in &record.documents {
             let key = self.key(&format!("d/{sha}"));
             let v = seal(&serde_json::to_vec(doc).expect("serialises"));
-            known.insert(key.clone(), Sha256::digest(&v).into());
             ops.push(put(&key, &v));
+            written.push((key, Sha256::digest(&v).into()));
         }
         ops.push(self.meta_op(&Meta {
             kind: KIND.into(),
@@ -448,7 +449,11 @@ impl StateBackend for EtcdStore {
             migrated_to: None,
         }));
         self.commit_ops(ops)?;
-        *self.known.lock().unwrap() = known;
+        let mut known = self.known.lock().unwrap();
+        for key in gone {
+            known.remove(&key);
+        }
+        known.extend(written);
         Ok(None)
     }
 
