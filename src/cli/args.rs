@@ -24,7 +24,7 @@ pub(crate) struct Cli {
 
 #[derive(Debug, Args, Clone)]
 pub(crate) struct GlobalArgs {
-    /// State file.
+    /// State: a file, or etcd://HOST:PORT[,HOST:PORT...]/PREFIX (a shared state on etcd).
     #[arg(
         long,
         global = true,
@@ -32,6 +32,10 @@ pub(crate) struct GlobalArgs {
         default_value = "capi.state.json"
     )]
     pub(crate) state: PathBuf,
+    /// The etcd state lock's lease time to live: a holder that dies releases
+    /// the lock this long after its last renewal (file states: unused).
+    #[arg(long, global = true, env = "CAPI_LOCK_TTL", default_value = "15s", value_parser = parse_duration)]
+    pub(crate) lock_ttl: std::time::Duration,
     /// Disable colours (also: NO_COLOR).
     #[arg(long, global = true)]
     pub(crate) no_color: bool,
@@ -427,5 +431,12 @@ pub(crate) enum StateCommand {
         /// Push another lineage or an older serial anyway.
         #[arg(long)]
         force: bool,
+    },
+    /// Copy the state to another backend (a file or etcd://...); the source
+    /// is left intact and marked as migrated, so it is not used by mistake.
+    Migrate {
+        /// The destination: a path or etcd://HOST:PORT[,HOST:PORT...]/PREFIX.
+        #[arg(long, value_name = "URL")]
+        to: String,
     },
 }

@@ -292,6 +292,7 @@ async fn dispatch(cli: Cli, env: &Env, p: &Printer) -> Result<ExitStatus, CliErr
         Command::State(StateCommand::Push { file, force }) => {
             commands::state_edit::push(&g, &file, force, p)
         }
+        Command::State(StateCommand::Migrate { to }) => commands::state_edit::migrate(&g, &to, p),
         Command::Kubeconfig {
             cluster,
             namespace,

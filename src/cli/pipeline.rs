@@ -14,7 +14,7 @@ use crate::manifest::{self, Body, Kind, Manifest};
 use crate::plan::{self, DriftEntry, Plan, PlanOptions};
 use crate::provider::{self, Provider, ProviderSettings};
 use crate::resource::ProviderKind;
-use crate::state::{State, StateLock, StateStore};
+use crate::state::{HeldLock, State, StateStore};
 
 use super::json::{self, JsonEvent};
 use super::output::Printer;
@@ -67,7 +67,7 @@ pub(crate) fn manifest_secrets(m: &Manifest) -> ManifestSecrets {
 
 /// The state, loaded under its lock (held until this is dropped).
 pub(crate) struct LockedState {
-    _lock: StateLock,
+    _lock: Box<dyn HeldLock>,
     pub(crate) store: StateStore,
     pub(crate) state: State,
 }
@@ -78,9 +78,8 @@ impl LockedState {
         run: &RunSettings,
         operation: &str,
     ) -> Result<LockedState, CliError> {
-        let lock = StateLock::acquire(&g.state, operation, run.lock_timeout)?;
-        let mut store = StateStore::new(&g.state);
-        store.set_guard(lock.guard()?);
+        let mut store = g.store()?;
+        let lock = store.lock(operation, run.lock_timeout)?;
         let state = store.load()?.unwrap_or_else(State::empty);
         Ok(LockedState {
             _lock: lock,
@@ -328,17 +327,33 @@ pub(crate) async fn approve_and_execute(
         state,
         ..
     } = locked;
-    let report = execute(pl, state, store, (providers, secrets), run, a, p).await;
-    drop(_lock);
+    let lock: Arc<dyn HeldLock> = Arc::from(_lock);
+    let report = execute(pl, state, store, (providers, secrets, &lock), run, a, p).await;
+    if let Some(why) = lock.lost() {
+        p.warning(&format!(
+            "the state lock ({}) was lost while this {} ran: {why}. No new operation was started after that; the operations listed as failed were in flight or refused, and the next apply resolves them",
+            lock.info().id,
+            op.name
+        ));
+    }
+    drop(lock);
     Ok(report_outcome(&report, pl, op.name, p))
 }
+
+/// What a plan runs with: the providers, the manifests' Secrets, and the
+/// state lock (a lost lock stops new operations).
+type Connected<'a> = (
+    BTreeMap<ProviderKind, Arc<dyn Provider>>,
+    ManifestSecrets,
+    &'a Arc<dyn HeldLock>,
+);
 
 /// Run a plan with progress output and Ctrl-C handling.
 async fn execute(
     pl: &Plan,
     state: State,
     store: StateStore,
-    (providers, secrets): (BTreeMap<ProviderKind, Arc<dyn Provider>>, ManifestSecrets),
+    (providers, secrets, lock): Connected<'_>,
     run: &RunSettings,
     a: &ApplySettings,
     p: &Printer,
@@ -361,6 +376,22 @@ async fn execute(
         printer.message("\nTwo interrupts received: exiting now.");
         std::process::exit(second.exit_code());
     });
+    // A lock that is lost (an etcd lease not renewed) stops new operations.
+    let lock_watch = {
+        let (lock, cancel) = (Arc::downgrade(lock), cancel.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                let Some(lock) = lock.upgrade() else {
+                    return;
+                };
+                if lock.lost().is_some() {
+                    cancel.cancel();
+                    return;
+                }
+            }
+        })
+    };
     let progress = tokio::spawn(progress::report(p.clone(), progress::Tally::new(pl), rx));
     let exec = Executor {
         parallelism: a.parallelism.get(),
@@ -374,6 +405,7 @@ async fn execute(
     let report = crate::apply::apply(pl, state, store, exec).await;
     let _ = progress.await;
     signals.abort();
+    lock_watch.abort();
     report
 }
 

@@ -20,6 +20,7 @@ use crate::provider::docker::DockerSettings;
 use crate::provider::openstack::OpenStackSettings;
 use crate::provider::{Overrides, ProviderSettings};
 use crate::resource::ProviderKind;
+use crate::state::{Location, StateStore};
 
 use super::args::{ApplyArgs, GlobalArgs, HealthArgs, ManifestArgs, ProviderOverride, RunArgs};
 use super::CliError;
@@ -86,6 +87,10 @@ pub(crate) struct GlobalSettings {
     pub(crate) state: PathBuf,
     /// The state path as given, for messages.
     pub(crate) state_arg: PathBuf,
+    /// Where the state lives: the file above, or an etcd prefix.
+    pub(crate) location: Location,
+    /// `--lock-ttl`: the etcd lock lease's time to live.
+    pub(crate) lock_ttl: Duration,
     /// A fixed clock for the planner: `CAPI_NOW` (unix seconds or RFC
     /// 3339), so that plans can be reproduced exactly.
     fixed_now: Option<i64>,
@@ -106,14 +111,41 @@ impl GlobalSettings {
                     })?,
             ),
         };
+        let given = g.state.to_string_lossy().into_owned();
+        let location = Location::parse(&given).map_err(CliError::Usage)?;
+        if g.lock_ttl < Duration::from_secs(2) {
+            return Err(CliError::Usage(format!(
+                "--lock-ttl {:?} is too short: etcd needs a few seconds (2s at least) to renew a lease",
+                g.lock_ttl
+            )));
+        }
+        let state = match &location {
+            // An unusable path fails later, where it is opened, with the
+            // error that says why.
+            Location::File(p) => {
+                crate::state::files::resolve_state_path(p).unwrap_or_else(|_| p.clone())
+            }
+            // Local side files (the simulator's world) are named after the prefix.
+            Location::Etcd { prefix, .. } => {
+                PathBuf::from(format!("capi-etcd-{}.json", prefix.replace('/', "-")))
+            }
+        };
+        let state_for_location = state.clone();
         Ok(GlobalSettings {
-            // An unusable path fails later, where it is opened, with the error
-            // that says why.
-            state: crate::state::files::resolve_state_path(&g.state)
-                .unwrap_or_else(|_| g.state.clone()),
+            state,
             state_arg: g.state.clone(),
+            location: match location {
+                Location::File(_) => Location::File(state_for_location),
+                etcd => etcd,
+            },
+            lock_ttl: g.lock_ttl,
             fixed_now,
         })
+    }
+
+    /// The state store (file or etcd).
+    pub(crate) fn store(&self) -> Result<StateStore, CliError> {
+        Ok(StateStore::open(&self.location, self.lock_ttl)?)
     }
 
     /// The time for planning: `CAPI_NOW`, or the clock.
@@ -397,6 +429,7 @@ mod tests {
     fn clock_comes_from_capi_now() {
         let g = GlobalArgs {
             state: "s.json".into(),
+            lock_ttl: Duration::from_secs(15),
             no_color: false,
             json: false,
             full: false,

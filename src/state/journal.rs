@@ -83,8 +83,7 @@ impl Journal {
                         if touched.iter().any(|a| a.kind() == ResourceKind::Bootstrap) {
                             st.gc_documents();
                         }
-                        let (journal, snapshot) = store.journal_len();
-                        let write = if !snapshotted || journal >= snapshot.max(256 * 1024) {
+                        let write = if store.snapshot_due(snapshotted) {
                             base_serial = st.serial;
                             Write::Snapshot(codec::encode(&st))
                         } else {
@@ -103,20 +102,24 @@ impl Journal {
                             }
                         }
                         Write::Record(lineage, r) => {
-                            // Appended here, acknowledged by the syncer.
-                            let handle = store
-                                .append(&lineage, base_serial, &r)
-                                .and_then(|()| store.journal_handle())
-                                .map_err(|e| e.to_string());
-                            match handle {
-                                Ok(file) => {
+                            // Appended here; acknowledged by the syncer when
+                            // the backend hands back a file to make durable,
+                            // at once when its write was already durable.
+                            match store.append(&lineage, base_serial, &r) {
+                                Ok(Some(file)) => {
                                     let _ = sync_tx.send(SyncRequest {
                                         file,
                                         generation,
                                         acks,
                                     });
                                 }
+                                Ok(None) => {
+                                    for ack in acks {
+                                        let _ = ack.send(Ok(()));
+                                    }
+                                }
                                 Err(e) => {
+                                    let e = e.to_string();
                                     for ack in acks {
                                         let _ = ack.send(Err(e.clone()));
                                     }
@@ -128,7 +131,7 @@ impl Journal {
                 drop(sync_tx);
                 let _ = syncer.join();
                 // The apply is over: fold the journal into the snapshot.
-                if store.journal_len().0 > 0 {
+                if store.fold_due() {
                     let bytes = codec::encode(&shared.lock().unwrap());
                     let _ = store.write_bytes(&bytes);
                 }

@@ -65,6 +65,14 @@ pub(crate) enum LockError {
         waited: Duration,
         info: Option<LockInfo>,
     },
+    #[error("cannot lock the state at {path}: {reason}")]
+    Backend { path: String, reason: String },
+    #[error("refusing to unlock: the lock on {path} is held under a live etcd lease ({info}); it is released by itself when its holder stops renewing it (lease TTL {ttl}s)")]
+    LeaseAlive {
+        path: String,
+        info: LockInfo,
+        ttl: i64,
+    },
     #[error("cannot lock {path}: {source}")]
     Io {
         path: String,
@@ -152,6 +160,20 @@ pub(crate) fn held_by_another(state: &Path) -> Option<Option<LockInfo>> {
     Some(info)
 }
 
+/// The holder identity recorded for a new lock on `path`.
+pub(crate) fn new_info(path: &str, operation: &str) -> LockInfo {
+    LockInfo {
+        id: uuid::Uuid::new_v4().to_string(),
+        operation: operation.to_string(),
+        who: format!("{}@{}", util::current_user(), util::hostname()),
+        host: util::hostname(),
+        pid: std::process::id(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        created: util::time::format_rfc3339(util::time::now_unix()),
+        path: path.to_string(),
+    }
+}
+
 impl StateLock {
     /// Take the lock, waiting up to `timeout` (zero: fail at once).
     pub(crate) fn acquire(
@@ -209,16 +231,7 @@ impl StateLock {
             );
             backoff = (backoff * 2).min(Duration::from_secs(2));
         }
-        let info = LockInfo {
-            id: uuid::Uuid::new_v4().to_string(),
-            operation: operation.to_string(),
-            who: format!("{}@{}", util::current_user(), util::hostname()),
-            host: util::hostname(),
-            pid: std::process::id(),
-            version: env!("CARGO_PKG_VERSION").to_string(),
-            created: util::time::format_rfc3339(util::time::now_unix()),
-            path: state.display().to_string(),
-        };
+        let info = new_info(&state.display().to_string(), operation);
         // Whatever a killed writer left behind can go now: it was written
         // under this lock, by a process that no longer holds it.
         files::remove_stale_temporaries(state);

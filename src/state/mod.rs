@@ -8,9 +8,13 @@
 //! Persistence (I/O; used by the executor and the CLI only):
 //! - [`store`]: atomic load/save with checksum and backup, journal replay;
 //! - [`journal`]: the write-ahead journal apply commits through;
-//! - [`lock`]: the kernel file lock held for a whole plan/apply/destroy.
+//! - [`lock`]: the kernel file lock held for a whole plan/apply/destroy;
+//! - [`backend`]: the state-store trait and the handle commands use, over
+//!   the file store above or [`etcd`] (a shared state on an etcd cluster).
 
+pub(crate) mod backend;
 pub(crate) mod codec;
+pub(crate) mod etcd;
 pub(crate) mod files;
 pub(crate) mod journal;
 pub(crate) mod lock;
@@ -18,7 +22,9 @@ pub(crate) mod model;
 pub mod schema;
 pub(crate) mod store;
 
+pub use backend::StateStore;
+pub(crate) use backend::{HeldLock, Location};
 pub(crate) use journal::Journal;
-pub(crate) use lock::{LockError, StateLock};
+pub(crate) use lock::LockError;
 pub use model::*;
-pub use store::{StateError, StateStore};
+pub use store::StateError;

@@ -31,7 +31,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::codec::{decode, encode, journal_line, journal_payload, JournalHeader, JournalRecord};
+use super::codec::{decode, journal_line, journal_payload, JournalHeader, JournalRecord};
 use super::files::{create_new_private, dir_of, preserve_copy, sync_dir, write_private_atomic};
 use super::model::{State, FORMAT_VERSION};
 
@@ -65,6 +65,12 @@ pub enum StateError {
         expected: u32,
         ours: String,
     },
+    #[error("the state at {location} cannot be used: {reason}")]
+    Backend { location: String, reason: String },
+    #[error("{location} holds data that is not a capi state ({reason}). Nothing was read or written; choose another prefix")]
+    Foreign { location: String, reason: String },
+    #[error("the state at {location} was migrated to {to}: use --state {to} (this copy is kept intact for reference and is no longer used)")]
+    Migrated { location: String, to: String },
     #[error("cannot write state {path}: {source}")]
     Write {
         path: String,
@@ -105,7 +111,7 @@ impl From<StateError> for LoadError {
 }
 
 #[derive(Debug)]
-pub struct StateStore {
+pub(crate) struct FileStore {
     path: PathBuf,
     guard: Option<WriteGuard>,
     backup_done: bool,
@@ -115,9 +121,9 @@ pub struct StateStore {
     snapshot_bytes: u64,
 }
 
-impl StateStore {
-    pub fn new(path: impl Into<PathBuf>) -> Self {
-        StateStore {
+impl FileStore {
+    pub(crate) fn new(path: impl Into<PathBuf>) -> Self {
+        FileStore {
             path: path.into(),
             guard: None,
             backup_done: false,
@@ -125,6 +131,11 @@ impl StateStore {
             journal_bytes: 0,
             snapshot_bytes: 0,
         }
+    }
+
+    /// The state file.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Check `guard` before every write from now on.
@@ -167,8 +178,8 @@ impl StateStore {
     }
 
     /// Append one record after the snapshot last written by this store (in
-    /// the file, not yet durable: fsync a [`StateStore::journal_handle`]). Only
-    /// valid after a [`StateStore::write_bytes`] in this run.
+    /// the file, not yet durable: fsync a [`FileStore::journal_handle`]). Only
+    /// valid after a [`FileStore::write_bytes`] in this run.
     pub(crate) fn append(
         &mut self,
         lineage: &str,
@@ -329,10 +340,42 @@ impl StateStore {
         with_suffix(&self.path, ".backup")
     }
 
+    /// `<state>.migrated`: names where `capi state migrate` moved the state.
+    pub(crate) fn migrated_path(&self) -> PathBuf {
+        with_suffix(&self.path, ".migrated")
+    }
+
+    /// Refuse a state migrated away (`<state>.migrated` exists), else load it.
+    pub(crate) fn load(&self) -> Result<Option<State>, StateError> {
+        if let Ok(to) = fs::read_to_string(self.migrated_path()) {
+            return Err(StateError::Migrated {
+                location: self.path.display().to_string(),
+                to: to.trim().to_string(),
+            });
+        }
+        self.load_ignoring_migration()
+    }
+
+    /// Write (`Some`) or remove (`None`) the migration mark.
+    pub(crate) fn mark_migrated(&mut self, to: Option<&str>) -> Result<(), StateError> {
+        let path = self.migrated_path();
+        let done = match to {
+            Some(to) => write_private_atomic(&path, format!("{to}\n").as_bytes()),
+            None => match fs::remove_file(&path) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                other => other,
+            },
+        };
+        done.map_err(|e| StateError::Write {
+            path: path.display().to_string(),
+            source: e,
+        })
+    }
+
     /// Load the state; `None` when the file does not exist yet. A reader that
     /// races a writer's compaction reads again; only what stays inconsistent
     /// is reported, and never as corruption while a writer holds the lock.
-    pub fn load(&self) -> Result<Option<State>, StateError> {
+    pub(crate) fn load_ignoring_migration(&self) -> Result<Option<State>, StateError> {
         const ATTEMPTS: u32 = 20;
         let mut last = String::new();
         for attempt in 0..ATTEMPTS {
@@ -411,8 +454,9 @@ impl StateStore {
 
     /// Write atomically. The first call of a run preserves the previous file as
     /// `<state>.backup`.
-    pub fn save(&mut self, state: &State) -> Result<(), StateError> {
-        let bytes = encode(state);
+    #[cfg(test)]
+    pub(crate) fn save(&mut self, state: &State) -> Result<(), StateError> {
+        let bytes = super::codec::encode(state);
         self.write_bytes(&bytes)
     }
 
@@ -468,6 +512,7 @@ fn with_suffix(p: &Path, suffix: &str) -> PathBuf {
 mod tests {
     use super::*;
     use crate::resource::*;
+    use crate::state::codec::encode;
     use crate::state::model::*;
 
     fn sample() -> State {
@@ -514,7 +559,7 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("capi.state.json");
-        let mut store = StateStore::new(&p);
+        let mut store = FileStore::new(&p);
         assert!(store.load().unwrap().is_none());
         let mut s = sample();
         store.save(&s).unwrap();
@@ -523,7 +568,7 @@ mod tests {
             0o600
         );
         s.serial = 5;
-        let mut store2 = StateStore::new(&p);
+        let mut store2 = FileStore::new(&p);
         store2.save(&s).unwrap();
         s.serial = 6;
         store2.save(&s).unwrap();
@@ -544,7 +589,7 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("capi.state.json");
-        let mut store = StateStore::new(&p);
+        let mut store = FileStore::new(&p);
         let mut s = sample();
         s.serial = 1;
         store.save(&s).unwrap();
@@ -571,7 +616,7 @@ mod tests {
             fs::metadata(&jp).unwrap().permissions().mode() & 0o777,
             0o600
         );
-        let loaded = StateStore::new(&p).load().unwrap().unwrap();
+        let loaded = FileStore::new(&p).load().unwrap().unwrap();
         assert_eq!(loaded.serial, 3);
         assert_eq!(loaded.next_sequence, 7);
         assert_eq!(loaded.resources, vec![copy.clone()]);
@@ -579,7 +624,7 @@ mod tests {
         // A torn last line (a crash mid-append) is ignored.
         let whole = fs::read(&jp).unwrap();
         fs::write(&jp, &whole[..whole.len() - 5]).unwrap();
-        let loaded = StateStore::new(&p).load().unwrap().unwrap();
+        let loaded = FileStore::new(&p).load().unwrap().unwrap();
         assert_eq!(loaded.serial, 2);
         assert_eq!(loaded.resources.len(), 2);
 
@@ -588,7 +633,7 @@ mod tests {
         let second_line = bad.iter().position(|&b| b == b'\n').unwrap() + 3;
         bad[second_line] ^= 1;
         fs::write(&jp, &bad).unwrap();
-        let err = StateStore::new(&p).load().unwrap_err().to_string();
+        let err = FileStore::new(&p).load().unwrap_err().to_string();
         assert!(err.contains("line 2 is damaged"), "{err}");
 
         // A snapshot written after the records makes them redundant: they
@@ -598,12 +643,12 @@ mod tests {
         later.serial = 3;
         later.resources = vec![copy.clone()];
         fs::write(&p, encode(&later)).unwrap();
-        let loaded = StateStore::new(&p).load().unwrap().unwrap();
+        let loaded = FileStore::new(&p).load().unwrap().unwrap();
         assert_eq!(loaded.serial, 3);
         assert_eq!(loaded.resources, vec![copy]);
 
         // Writing a snapshot removes the journal.
-        let mut store = StateStore::new(&p);
+        let mut store = FileStore::new(&p);
         store.save(&loaded).unwrap();
         assert!(!jp.exists());
     }
@@ -613,7 +658,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("s.json");
         fs::write(&p, b"{\"format_version\": 1, \"ser").unwrap();
-        let err = StateStore::new(&p).load().unwrap_err().to_string();
+        let err = FileStore::new(&p).load().unwrap_err().to_string();
         assert!(err.contains("corrupt"), "{err}");
         assert!(err.contains("s.json.backup"), "{err}");
         assert_eq!(fs::read(&p).unwrap(), b"{\"format_version\": 1, \"ser");
@@ -622,7 +667,7 @@ mod tests {
     /// Two records after a snapshot of serial 1: serials 2 and 3.
     fn journalled(dir: &Path) -> (PathBuf, Vec<u8>) {
         let p = dir.join("capi.state.json");
-        let mut store = StateStore::new(&p);
+        let mut store = FileStore::new(&p);
         let mut s = sample();
         s.serial = 1;
         store.save(&s).unwrap();
@@ -646,19 +691,19 @@ mod tests {
     fn a_complete_last_line_with_a_bad_checksum_is_corruption_not_a_torn_write() {
         let dir = tempfile::tempdir().unwrap();
         let (p, whole) = journalled(dir.path());
-        let jp = StateStore::new(&p).journal_path();
+        let jp = FileStore::new(&p).journal_path();
         // Flip a byte inside the last line, keeping its newline: that line
         // was complete, so it was acknowledged.
         let mut bad = whole.clone();
         let at = bad.len() - 10;
         bad[at] ^= 1;
         fs::write(&jp, &bad).unwrap();
-        let err = StateStore::new(&p).load().unwrap_err().to_string();
+        let err = FileStore::new(&p).load().unwrap_err().to_string();
         assert!(err.contains("line 3 is damaged"), "{err}");
         assert!(err.contains("not a torn write"), "{err}");
         // Without its newline, the same damage is a torn append: ignored.
         fs::write(&jp, &bad[..bad.len() - 1]).unwrap();
-        let loaded = StateStore::new(&p).load().unwrap().unwrap();
+        let loaded = FileStore::new(&p).load().unwrap().unwrap();
         assert_eq!(loaded.serial, 2);
     }
 
@@ -668,12 +713,12 @@ mod tests {
         let (p, _) = journalled(dir.path());
         // The writer compacted (snapshot serial 3) and started a new journal;
         // a reader that read the old snapshot (serial 1) now reads that journal.
-        let store = StateStore::new(&p);
+        let store = FileStore::new(&p);
         let now = store.load().unwrap().unwrap();
         let old = fs::read(&p).unwrap();
         let mut compacted = now.clone();
         compacted.serial = 3;
-        let mut w = StateStore::new(&p);
+        let mut w = FileStore::new(&p);
         w.save(&compacted).unwrap();
         let mut r = compacted.resources[0].clone();
         r.sequence = 4;
@@ -697,7 +742,7 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(30));
             write_private_atomic(&p2, &new_snapshot).unwrap();
         });
-        let loaded = StateStore::new(&p).load().unwrap().unwrap();
+        let loaded = FileStore::new(&p).load().unwrap().unwrap();
         t.join().unwrap();
         assert_eq!(loaded.serial, 4);
     }

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use crate::desired::{Desired, DesiredCluster};
 use crate::plan::{self, Action, PlanOptions};
 use crate::resource::{ResourceKind, Role, Spec};
-use crate::state::{Resource, State, StateStore, Status};
+use crate::state::{Resource, State, Status};
 
 use serde_json::{json, Value};
 
@@ -243,9 +243,7 @@ pub(crate) fn run(
     output: OutputFormat,
     p: &Printer,
 ) -> Result<ExitStatus, CliError> {
-    let state = StateStore::new(&g.state)
-        .load()?
-        .unwrap_or_else(State::empty);
+    let state = g.store()?.load()?.unwrap_or_else(State::empty);
     let desired = if ms.files.is_empty() {
         None
     } else {

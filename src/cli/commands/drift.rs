@@ -4,7 +4,6 @@
 //! drift; 2: drift; 1: error. Unapplied manifest changes are not drift.
 
 use crate::resource::{DriftEntry, DriftKind};
-use crate::state::StateStore;
 
 use super::super::json::JsonEvent;
 use super::super::output::Printer;
@@ -54,7 +53,7 @@ pub(crate) async fn run(
     } else {
         Some(pipeline::load_manifests(ms, p)?)
     };
-    let store = StateStore::new(&g.state);
+    let store = g.store()?;
     let Some(state) = store.load()? else {
         return Err(CliError::Usage(format!(
             "no state at {}: nothing to compare",

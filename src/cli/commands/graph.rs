@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use crate::desired::graph::ResourceGraph;
 use crate::plan::{self, Op};
 use crate::resource::Address;
-use crate::state::StateStore;
 
 use super::super::args::GraphFormat;
 use super::super::output::Printer;
@@ -23,7 +22,8 @@ pub(crate) fn run(
 ) -> Result<ExitStatus, CliError> {
     let m = pipeline::load_manifests(ms, p)?;
     let desired = pipeline::build_desired(&m, ms)?;
-    let state = StateStore::new(&g.state)
+    let state = g
+        .store()?
         .load()?
         .unwrap_or_else(crate::state::State::empty);
     let opts = plan::PlanOptions {

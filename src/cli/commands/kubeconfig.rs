@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use crate::resource::{Address, ClusterId, ResourceKind};
-use crate::state::{files, StateStore};
+use crate::state::files;
 
 use super::super::cluster_name;
 use super::super::json::JsonEvent;
@@ -22,7 +22,7 @@ pub(crate) fn run(
     output: Option<&Path>,
     p: &Printer,
 ) -> Result<ExitStatus, CliError> {
-    let state = StateStore::new(&g.state).load()?.ok_or_else(|| {
+    let state = g.store()?.load()?.ok_or_else(|| {
         CliError::Usage(format!(
             "no state at {}: apply a cluster first",
             g.state_arg.display()

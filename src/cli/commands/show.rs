@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use std::path::Path;
 
 use crate::plan;
-use crate::state::{Resource, State, StateStore};
+use crate::state::{Resource, State};
 
 use super::super::args::OutputFormat;
 use super::super::cluster_name;
@@ -95,7 +95,7 @@ pub(crate) fn run(
             return saved_plan(path, p);
         }
     }
-    let Some(state) = StateStore::new(&g.state).load()? else {
+    let Some(state) = g.store()?.load()? else {
         p.message(&format!(
             "No state at {}: nothing has been applied yet.",
             g.state_arg.display()

@@ -2,7 +2,6 @@
 //! `-o json|yaml` for one resource).
 
 use crate::resource::Address;
-use crate::state::StateStore;
 
 use super::super::args::OutputFormat;
 use super::super::json::JsonEvent;
@@ -12,7 +11,8 @@ use super::super::{CliError, ExitStatus};
 use super::show::public_resource;
 
 pub(crate) fn list(g: &GlobalSettings, p: &Printer) -> Result<ExitStatus, CliError> {
-    let state = StateStore::new(&g.state)
+    let state = g
+        .store()?
         .load()?
         .unwrap_or_else(crate::state::State::empty);
     if p.json {
@@ -37,7 +37,8 @@ pub(crate) fn show(
     p: &Printer,
 ) -> Result<ExitStatus, CliError> {
     let a = Address::parse(address).map_err(|e| CliError::Usage(e.to_string()))?;
-    let state = StateStore::new(&g.state)
+    let state = g
+        .store()?
         .load()?
         .unwrap_or_else(crate::state::State::empty);
     let Some(r) = state.get(&a) else {

@@ -9,20 +9,22 @@ use std::time::Duration;
 
 use crate::resource::Address;
 use crate::state::codec::{decode, encode};
-use crate::state::{files, State, StateLock, StateStore};
+use crate::state::{files, HeldLock, Location, State, StateStore};
 
 use super::super::output::Printer;
 use super::super::settings::GlobalSettings;
 use super::super::{CliError, ExitStatus};
 
 /// The lock and the loaded state, for one edit.
-fn locked(g: &GlobalSettings, op: &str) -> Result<(StateLock, StateStore, State), CliError> {
-    let lock = StateLock::acquire(&g.state, op, Duration::ZERO)?;
-    let mut store = StateStore::new(&g.state);
-    store.set_guard(lock.guard()?);
-    let state = store
-        .load()?
-        .ok_or_else(|| CliError::Usage(format!("there is no state at {}", g.state.display())))?;
+fn locked(
+    g: &GlobalSettings,
+    op: &str,
+) -> Result<(Box<dyn HeldLock>, StateStore, State), CliError> {
+    let mut store = g.store()?;
+    let lock = store.lock(op, Duration::ZERO)?;
+    let state = store.load()?.ok_or_else(|| {
+        CliError::Usage(format!("there is no state at {}", g.state_arg.display()))
+    })?;
     Ok((lock, store, state))
 }
 
@@ -67,10 +69,10 @@ pub(crate) fn rm(
     state.serial += 1;
     store.save(&state)?;
     p.message(&format!(
-        "Removed {} resource(s) from the state (serial {}); their infrastructure was not touched. Backup: {}",
+        "Removed {} resource(s) from the state (serial {}); their infrastructure was not touched.{}",
         wanted.len(),
         state.serial,
-        store.backup_path().display()
+        store.backup_note()
     ));
     Ok(ExitStatus::Success)
 }
@@ -83,9 +85,9 @@ pub(crate) fn pull(
     output: Option<&Path>,
     p: &Printer,
 ) -> Result<ExitStatus, CliError> {
-    let state = StateStore::new(&g.state)
-        .load()?
-        .ok_or_else(|| CliError::Usage(format!("there is no state at {}", g.state.display())))?;
+    let state = g.store()?.load()?.ok_or_else(|| {
+        CliError::Usage(format!("there is no state at {}", g.state_arg.display()))
+    })?;
     let bytes = encode(&state);
     match output {
         None => p.data(&String::from_utf8_lossy(&bytes)),
@@ -109,6 +111,42 @@ pub(crate) fn pull(
     Ok(ExitStatus::Success)
 }
 
+/// `capi state migrate --to URL`: copy the state to another backend under
+/// both locks. The destination must be empty, or hold an older copy of the
+/// same lineage (a migration back); the source stays as it is, marked as
+/// migrated so that commands refuse it and name the new location.
+pub(crate) fn migrate(g: &GlobalSettings, to: &str, p: &Printer) -> Result<ExitStatus, CliError> {
+    let dest_loc = Location::parse(to).map_err(CliError::Usage)?;
+    let (_src_lock, mut src, state) = locked(g, "state migrate")?;
+    let mut dest = StateStore::open(&dest_loc, g.lock_ttl)?;
+    let _dest_lock = dest.lock("state migrate", Duration::ZERO)?;
+    if let Some(there) = dest.load_unchecked()? {
+        if there.lineage != state.lineage {
+            return Err(CliError::Usage(format!(
+                "{to} already holds another state (lineage {}, this one is {}): refusing to replace it; nothing was changed",
+                there.lineage, state.lineage
+            )));
+        }
+        if there.serial > state.serial {
+            return Err(CliError::Usage(format!(
+                "{to} holds a newer copy of this state (serial {}, this one is {}): it was used after a migration; nothing was changed",
+                there.serial, state.serial
+            )));
+        }
+    }
+    dest.save(&state)?;
+    dest.set_migrated(&state, None)?;
+    src.set_migrated(&state, Some(&dest_loc.to_string()))?;
+    p.message(&format!(
+        "Migrated the state (lineage {}, serial {}, {} resources) from {} to {dest_loc}. The source is kept intact and marked as migrated; use --state {dest_loc} from now on.",
+        state.lineage,
+        state.serial,
+        state.resources.len(),
+        g.state_arg.display()
+    ));
+    Ok(ExitStatus::Success)
+}
+
 /// `capi state push FILE [--force]`: replace the state with a file that
 /// loads (checksum, format) and continues it: same lineage, newer serial.
 pub(crate) fn push(
@@ -125,9 +163,8 @@ pub(crate) fn push(
             file.display()
         ))
     })?;
-    let lock = StateLock::acquire(&g.state, "state push", Duration::ZERO)?;
-    let mut store = StateStore::new(&g.state);
-    store.set_guard(lock.guard()?);
+    let mut store = g.store()?;
+    let _lock = store.lock("state push", Duration::ZERO)?;
     let current = store.load()?;
     if let Some(cur) = &current {
         if !force && cur.lineage != incoming.lineage {
@@ -155,10 +192,10 @@ pub(crate) fn push(
     p.message(&format!(
         "Pushed {} to {} (serial {}).{}",
         file.display(),
-        g.state.display(),
+        g.state_arg.display(),
         incoming.serial,
         if current.is_some() {
-            format!(" Backup: {}", store.backup_path().display())
+            store.backup_note()
         } else {
             String::new()
         }

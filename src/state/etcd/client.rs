@@ -1,0 +1,238 @@
+//! A small etcd v3 client over etcd's JSON gRPC gateway (`POST /v3/...`,
+//! keys and values base64), on `reqwest`: no protoc, no generated code.
+//!
+//! Calls are blocking (the state store is used from plain threads and from
+//! async commands alike): each runs on the client's own one-thread runtime
+//! and the caller waits for its answer. Every request has a bounded timeout;
+//! a connection error, a timeout or an "unavailable" answer (no leader, leader
+//! changed) moves on to the next endpoint, round the list until the call's
+//! deadline. The writes capi sends are safe to resend: puts of the same
+//! values, compared against the same fencing revision.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use serde_json::{json, Value};
+
+/// Why a call failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub(crate) enum EtcdError {
+    #[error("no etcd endpoint answered within {waited:?} ({endpoints}): {last}")]
+    Unreachable {
+        endpoints: String,
+        waited: Duration,
+        last: String,
+    },
+    #[error("etcd refused the request: {0}")]
+    Refused(String),
+}
+
+pub(crate) fn b64(s: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+pub(crate) fn unb64(v: &Value) -> Vec<u8> {
+    v.as_str()
+        .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
+        .unwrap_or_default()
+}
+
+/// An integer field (the gateway writes 64-bit integers as strings and
+/// leaves zeros out).
+pub(crate) fn int(v: &Value, field: &str) -> i64 {
+    match v.get(field) {
+        Some(Value::String(s)) => s.parse().unwrap_or(0),
+        Some(Value::Number(n)) => n.as_i64().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// The key just after every key starting with `prefix` (etcd's range end).
+pub(crate) fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+#[derive(Debug)]
+pub(crate) struct EtcdClient {
+    endpoints: Vec<String>,
+    /// The endpoint that answered last: tried first.
+    preferred: AtomicUsize,
+    http: reqwest::Client,
+    rt: Option<tokio::runtime::Runtime>,
+    /// One request's timeout, and a whole call's (all retries).
+    request_timeout: Duration,
+    call_timeout: Duration,
+}
+
+impl EtcdClient {
+    pub(crate) fn new(endpoints: Vec<String>) -> Result<EtcdClient, String> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("capi-etcd")
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the etcd client: {e}"))?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_millis(500))
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| format!("cannot start the etcd client: {e}"))?;
+        Ok(EtcdClient {
+            endpoints,
+            preferred: AtomicUsize::new(0),
+            http,
+            rt: Some(rt),
+            request_timeout: Duration::from_secs(2),
+            call_timeout: Duration::from_secs(6),
+        })
+    }
+
+    pub(crate) fn endpoints(&self) -> String {
+        self.endpoints.join(",")
+    }
+
+    fn run<T: Send + 'static>(
+        &self,
+        fut: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.rt.as_ref().expect("runtime lives").spawn(async move {
+            let _ = tx.send(fut.await);
+        });
+        rx.recv().expect("the etcd client's runtime answers")
+    }
+
+    /// POST `body` to `path` (e.g. `/v3/kv/range`), failing over between
+    /// endpoints until the call's deadline.
+    pub(crate) fn call(&self, path: &str, body: Value) -> Result<Value, EtcdError> {
+        let start = Instant::now();
+        let n = self.endpoints.len();
+        let mut i = self.preferred.load(Ordering::Relaxed);
+        let mut last;
+        let mut round = 0u32;
+        loop {
+            let url = format!("{}{path}", self.endpoints[i % n]);
+            let req = self
+                .http
+                .post(&url)
+                .timeout(self.request_timeout)
+                .json(&body);
+            let answer = self.run(async move {
+                let resp = req.send().await.map_err(describe)?;
+                let status = resp.status();
+                let bytes = resp.bytes().await.map_err(describe)?;
+                let v: Value = serde_json::from_slice(&bytes)
+                    .map_err(|e| format!("{status}: not JSON ({e})"))?;
+                Ok::<_, String>((status, v))
+            });
+            match answer {
+                Ok((status, v)) if status.is_success() => {
+                    self.preferred.store(i % n, Ordering::Relaxed);
+                    return Ok(v);
+                }
+                Ok((_, v)) => {
+                    let msg = v
+                        .get("error")
+                        .or_else(|| v.get("message"))
+                        .and_then(Value::as_str)
+                        .unwrap_or("unknown error")
+                        .to_string();
+                    // 14: unavailable (no leader, leader changed, stopping);
+                    // 4: deadline exceeded (no quorum).
+                    let code = int(&v, "code");
+                    if code != 14 && code != 4 {
+                        return Err(EtcdError::Refused(msg));
+                    }
+                    last = format!("{}: {msg}", self.endpoints[i % n]);
+                }
+                Err(e) => last = format!("{}: {e}", self.endpoints[i % n]),
+            }
+            i += 1;
+            if i % n == self.preferred.load(Ordering::Relaxed) % n {
+                round += 1;
+                std::thread::sleep(Duration::from_millis(100 * u64::from(round.min(5))));
+            }
+            if start.elapsed() >= self.call_timeout {
+                return Err(EtcdError::Unreachable {
+                    endpoints: self.endpoints(),
+                    waited: start.elapsed(),
+                    last,
+                });
+            }
+        }
+    }
+
+    /// Wait until `key` is deleted (a watch from `from_revision`), at most
+    /// `max`. True when a deletion was seen; false on timeout or error (the
+    /// caller checks again either way).
+    pub(crate) fn wait_deleted(&self, key: &[u8], from_revision: i64, max: Duration) -> bool {
+        let i = self.preferred.load(Ordering::Relaxed) % self.endpoints.len();
+        let url = format!("{}/v3/watch", self.endpoints[i]);
+        let body = json!({"create_request": {"key": b64(key), "start_revision": from_revision.to_string()}});
+        let req = self.http.post(&url).timeout(max).json(&body);
+        self.run(async move {
+            let Ok(mut resp) = req.send().await else {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                return false;
+            };
+            let mut seen = String::new();
+            while let Ok(Some(chunk)) = resp.chunk().await {
+                seen.push_str(&String::from_utf8_lossy(&chunk));
+                if seen.contains("\"DELETE\"") {
+                    return true;
+                }
+                if seen.len() > 1 << 20 {
+                    seen.clear();
+                }
+            }
+            false
+        })
+    }
+}
+
+fn describe(e: reqwest::Error) -> String {
+    if e.is_timeout() {
+        "timed out".into()
+    } else if e.is_connect() {
+        "connection refused or unreachable".into()
+    } else {
+        e.to_string()
+    }
+}
+
+impl Drop for EtcdClient {
+    fn drop(&mut self) {
+        // Never blocks (the client may be dropped inside an async command).
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_ends() {
+        assert_eq!(prefix_end(b"a/"), b"a0".to_vec());
+        assert_eq!(prefix_end(b"a\xff"), b"b".to_vec());
+        assert_eq!(prefix_end(b"\xff"), vec![0]);
+    }
+
+    #[test]
+    fn gateway_integers() {
+        let v = json!({"a": "12", "b": 3});
+        assert_eq!(int(&v, "a"), 12);
+        assert_eq!(int(&v, "b"), 3);
+        assert_eq!(int(&v, "c"), 0);
+    }
+}

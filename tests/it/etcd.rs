@@ -1,0 +1,586 @@
+//! The etcd state backend against a real three-member etcd cluster on
+//! loopback (scripts/setup.d/40-etcd.sh, scripts/etcd-cluster.sh): the same
+//! results as the file backend, clear errors for bad input, the lease lock,
+//! fencing, SIGKILL and SIGSTOP of capi, the loss of the leader and of quorum.
+//! Without a cluster these tests skip visibly (under CAPI_CI=1 they fail).
+//! They run one at a time (some stop members), each under its own prefix.
+
+use std::collections::BTreeSet;
+use std::io::BufRead;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use crate::common::*;
+
+const ENDPOINTS: &str = "127.0.0.1:23791,127.0.0.1:23792,127.0.0.1:23793";
+static SERIAL: Mutex<()> = Mutex::new(());
+
+const CLUSTER: &str = r#"apiVersion: cluster.x-k8s.io/v1beta2
+kind: Cluster
+metadata:
+  name: ec
+spec:
+  controlPlaneRef: {apiGroup: controlplane.cluster.x-k8s.io, kind: KubeadmControlPlane, name: ec-cp}
+  infrastructureRef: {apiGroup: infrastructure.cluster.x-k8s.io, kind: DevCluster, name: ec}
+---
+apiVersion: infrastructure.cluster.x-k8s.io/v1beta2
+kind: DevCluster
+metadata: {name: ec}
+spec: {backend: {inMemory: {}}}
+---
+apiVersion: controlplane.cluster.x-k8s.io/v1beta2
+kind: KubeadmControlPlane
+metadata: {name: ec-cp}
+spec:
+  replicas: 3
+  version: v1.31.2
+  machineTemplate:
+    spec:
+      infrastructureRef: {apiGroup: infrastructure.cluster.x-k8s.io, kind: DevMachineTemplate, name: ec-m}
+  kubeadmConfigSpec:
+    clusterConfiguration:
+      encryptionAlgorithm: ECDSA-P256
+---
+apiVersion: infrastructure.cluster.x-k8s.io/v1beta2
+kind: DevMachineTemplate
+metadata: {name: ec-m}
+spec: {template: {spec: {backend: {inMemory: {}}}}}
+---
+apiVersion: bootstrap.cluster.x-k8s.io/v1beta2
+kind: KubeadmConfigTemplate
+metadata: {name: ec-w}
+spec: {template: {spec: {}}}
+---
+apiVersion: cluster.x-k8s.io/v1beta2
+kind: MachineDeployment
+metadata: {name: ec-md}
+spec:
+  clusterName: ec
+  replicas: 6
+  template:
+    spec:
+      clusterName: ec
+      version: v1.31.2
+      bootstrap: {configRef: {apiGroup: bootstrap.cluster.x-k8s.io, kind: KubeadmConfigTemplate, name: ec-w}}
+      infrastructureRef: {apiGroup: infrastructure.cluster.x-k8s.io, kind: DevMachineTemplate, name: ec-m}
+"#;
+
+fn cluster_script(args: &[&str]) -> bool {
+    Command::new(repo().join("scripts/etcd-cluster.sh"))
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// The cluster, healthy (started if needed), and this test's turn; `None`
+/// (skipped visibly) without etcd, a failure under CAPI_CI=1.
+fn etcd() -> Option<std::sync::MutexGuard<'static, ()>> {
+    let turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if cluster_script(&["status"]) || cluster_script(&["start"]) {
+        return Some(turn);
+    }
+    assert!(
+        std::env::var("CAPI_CI").as_deref() != Ok("1"),
+        "CAPI_CI=1: no etcd cluster at {ENDPOINTS} (scripts/setup.d/40-etcd.sh)"
+    );
+    eprintln!("SKIPPED: no etcd cluster at {ENDPOINTS} (run scripts/setup.d/40-etcd.sh); the etcd backend tests did not run");
+    None
+}
+
+/// A prefix of its own for each test run.
+fn prefix(test: &str) -> String {
+    format!("capi-test/{test}-{}", uuid::Uuid::new_v4().simple())
+}
+
+fn url(prefix: &str) -> String {
+    format!("etcd://{ENDPOINTS}/{prefix}")
+}
+
+fn etcdctl(args: &[&str]) -> String {
+    let o = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={ENDPOINTS}"))
+        .args(args)
+        .output()
+        .expect("etcdctl");
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn in_dir(dir: &Path, state: &str, args: &[&str]) -> std::process::Output {
+    capi(dir)
+        .args(["--state", state])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn setup(test: &str) -> (tempfile::TempDir, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("c.yaml"), CLUSTER).unwrap();
+    let p = prefix(test);
+    let u = url(&p);
+    (dir, p, u)
+}
+
+fn pulled(dir: &Path, state: &str) -> serde_json::Value {
+    let out = in_dir(dir, state, &["state", "pull"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    serde_json::from_str(&stdout(&out)).unwrap()
+}
+
+/// State and simulator agree (no machine lost or duplicated) and a plan
+/// has nothing to do.
+fn assert_converged(dir: &Path, p: &str, u: &str) {
+    let st = pulled(dir, u);
+    let in_state: BTreeSet<String> = st["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["type"] == "machine")
+        .map(|r| r["attributes"]["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(in_state.len(), 9, "{in_state:?}");
+    let sim_dir = dir.join(format!("capi-etcd-{}.sim", p.replace('/', "-")));
+    let sim = capi::provider::sim::SimProvider::open(&sim_dir, None).unwrap();
+    let names: Vec<String> = sim.machines(None).iter().map(|m| m.name.clone()).collect();
+    let unique: BTreeSet<String> = names.iter().cloned().collect();
+    assert_eq!(unique.len(), names.len(), "duplicates: {names:?}");
+    assert_eq!(unique, in_state, "simulator and state disagree");
+    let out = in_dir(dir, u, &["plan", "--detailed-exitcode", "-f", "c.yaml"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+}
+
+/// Start an apply; return it once it printed `marker` on stderr, with
+/// the rest of its stderr as it comes.
+fn apply_until(
+    dir: &Path,
+    u: &str,
+    extra: &[&str],
+    marker: &str,
+) -> (std::process::Child, Arc<Mutex<String>>) {
+    let mut child = capi_process(dir)
+        .args(["--state", u, "apply", "--auto-approve", "-f", "c.yaml"])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        if line.unwrap().contains(marker) {
+            break;
+        }
+    }
+    // Keep draining so the child never blocks on a full pipe.
+    let rest = Arc::new(Mutex::new(String::new()));
+    let sink = rest.clone();
+    std::thread::spawn(move || {
+        for l in lines.map_while(Result::ok) {
+            let mut s = sink.lock().unwrap();
+            s.push_str(&l);
+            s.push('\n');
+        }
+    });
+    (child, rest)
+}
+
+#[test]
+fn apply_and_plan_match_the_file_backend() {
+    let Some(_turn) = etcd() else { return };
+    let (dir, _p, u) = setup("roundtrip");
+    let file_dir = tempfile::tempdir().unwrap();
+    std::fs::write(file_dir.path().join("c.yaml"), CLUSTER).unwrap();
+    let f = "capi.state.json";
+    for (d, s) in [(dir.path(), u.as_str()), (file_dir.path(), f)] {
+        let out = in_dir(d, s, &["apply", "--auto-approve", "-f", "c.yaml"]);
+        assert!(out.status.success(), "{s}: {}", stderr(&out));
+    }
+    let e = pulled(dir.path(), &u);
+    let fs = pulled(file_dir.path(), f);
+    assert_eq!(e["next_sequence"], fs["next_sequence"]);
+    let addrs = |v: &serde_json::Value| -> Vec<String> {
+        v["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["address"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(addrs(&e), addrs(&fs));
+    // The same change planned from both shows the same plan.
+    let more = CLUSTER.replace("replicas: 6", "replicas: 8");
+    std::fs::write(dir.path().join("c.yaml"), &more).unwrap();
+    std::fs::write(file_dir.path().join("c.yaml"), &more).unwrap();
+    let pe = in_dir(dir.path(), &u, &["plan", "-f", "c.yaml"]);
+    let pf = in_dir(file_dir.path(), f, &["plan", "-f", "c.yaml"]);
+    assert!(pe.status.success(), "{}", stderr(&pe));
+    assert_eq!(scrub(&stdout(&pe)), scrub(&stdout(&pf)));
+    assert!(stdout(&pe).contains("2 to add"), "{}", stdout(&pe));
+    // The layout: one key per resource, meta, documents; no lock left.
+    let keys = etcdctl(&["get", "--prefix", "--keys-only", &format!("{_p}/")]);
+    assert!(keys.contains(&format!("{_p}/meta")), "{keys}");
+    assert!(keys.contains(&format!("{_p}/r/ec/machine/")), "{keys}");
+    assert!(!keys.contains(&format!("{_p}/lock")), "{keys}");
+}
+
+#[test]
+fn unreachable_endpoints_and_bad_addresses_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("c.yaml"), CLUSTER).unwrap();
+    let out = in_dir(
+        dir.path(),
+        "etcd://127.0.0.1:1,127.0.0.1:2/x",
+        &["plan", "-f", "c.yaml"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("no etcd endpoint answered"), "{err}");
+    assert!(err.contains("127.0.0.1:2"), "{err}");
+    let out = in_dir(
+        dir.path(),
+        "etcd://127.0.0.1:23791",
+        &["plan", "-f", "c.yaml"],
+    );
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        stderr(&out).contains("prefix is missing"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!dir.path().join("capi.state.json").exists());
+}
+
+#[test]
+fn a_prefix_holding_something_else_or_a_newer_format_is_refused_untouched() {
+    let Some(_turn) = etcd() else { return };
+    let (dir, p, u) = setup("foreign");
+    etcdctl(&["put", &format!("{p}/config"), "not capi"]);
+    let out = in_dir(dir.path(), &u, &["apply", "--auto-approve", "-f", "c.yaml"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("not a capi state"),
+        "{}",
+        stderr(&out)
+    );
+    let keys = etcdctl(&["get", "--prefix", "--keys-only", &format!("{p}/")]);
+    assert_eq!(
+        keys.split_whitespace().collect::<Vec<_>>(),
+        vec![format!("{p}/config")]
+    );
+
+    let (dir, p, u) = setup("future");
+    let out = in_dir(dir.path(), &u, &["apply", "--auto-approve", "-f", "c.yaml"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json = r#"{"kind":"capi-state","format_version":99,"lineage":"x","serial":1,"next_sequence":1,"capi_version":"9.0.0"}"#;
+    let value = format!(
+        "sha256:{}\n{json}",
+        hex::encode(Sha256::digest(json.as_bytes()))
+    );
+    etcdctl(&["put", &format!("{p}/meta"), &value]);
+    let out = in_dir(dir.path(), &u, &["plan", "-f", "c.yaml"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("format version 99"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        etcdctl(&["get", "--print-value-only", &format!("{p}/meta")]).trim_end(),
+        value
+    );
+}
+
+#[test]
+fn a_second_apply_is_refused_naming_the_holder_or_waits() {
+    let Some(_turn) = etcd() else { return };
+    let (dir, _p, u) = setup("twoapplies");
+    let (first, _) = apply_until(
+        dir.path(),
+        &u,
+        &["--sim-latency", "150ms", "--parallelism", "1"],
+        ": Creating...",
+    );
+    let out = in_dir(dir.path(), &u, &["apply", "--auto-approve", "-f", "c.yaml"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("locked by another capi"), "{err}");
+    assert!(err.contains(&format!("pid {}", first.id())), "{err}");
+    assert!(err.contains("\"apply\""), "{err}");
+    // With --lock-timeout it waits for the first to finish, then has nothing to do.
+    let out = in_dir(
+        dir.path(),
+        &u,
+        &[
+            "plan",
+            "--lock-timeout",
+            "120s",
+            "--detailed-exitcode",
+            "-f",
+            "c.yaml",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let mut first = first;
+    assert!(first.wait().unwrap().success());
+}
+
+#[test]
+fn sigkill_mid_apply_the_lease_expires_and_the_next_apply_converges() {
+    let Some(_turn) = etcd() else { return };
+    let (dir, p, u) = setup("sigkill");
+    let ttl = ["--lock-ttl", "3s"];
+    let (mut child, _) = apply_until(
+        dir.path(),
+        &u,
+        &[
+            "--lock-ttl",
+            "3s",
+            "--sim-latency",
+            "100ms",
+            "--parallelism",
+            "2",
+        ],
+        "/machine/",
+    );
+    std::thread::sleep(Duration::from_millis(50));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The lock is still there (its lease lives a few seconds)...
+    let out = in_dir(
+        dir.path(),
+        &u,
+        &[&ttl[..], &["apply", "--auto-approve", "-f", "c.yaml"]].concat(),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("locked by another capi"),
+        "{}",
+        stderr(&out)
+    );
+    // ...and goes by itself: no force-unlock.
+    let out = in_dir(
+        dir.path(),
+        &u,
+        &[
+            &ttl[..],
+            &[
+                "apply",
+                "--auto-approve",
+                "--lock-timeout",
+                "30s",
+                "-f",
+                "c.yaml",
+            ],
+        ]
+        .concat(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_converged(dir.path(), &p, &u);
+}
+
+#[test]
+fn a_frozen_holder_whose_lease_expired_is_fenced_and_exits_1() {
+    let Some(_turn) = etcd() else { return };
+    let (dir, p, u) = setup("sigstop");
+    let (mut a, a_err) = apply_until(
+        dir.path(),
+        &u,
+        &[
+            "--lock-ttl",
+            "2s",
+            "--sim-latency",
+            "300ms",
+            "--parallelism",
+            "1",
+        ],
+        "/machine/",
+    );
+    unsafe { libc::kill(a.id() as i32, libc::SIGSTOP) };
+    // Another apply takes the lock once A's lease expired, and holds it.
+    let mut b = capi_process(dir.path())
+        .args([
+            "--state",
+            &u,
+            "--lock-ttl",
+            "2s",
+            "apply",
+            "--auto-approve",
+            "--lock-timeout",
+            "60s",
+        ])
+        .args([
+            "--sim-latency",
+            "300ms",
+            "--parallelism",
+            "1",
+            "-f",
+            "c.yaml",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let holder = format!("\"Pid\":{}", b.id());
+    for _ in 0..200 {
+        if etcdctl(&["get", "--print-value-only", &format!("{p}/lock")]).contains(&holder) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(etcdctl(&["get", "--print-value-only", &format!("{p}/lock")]).contains(&holder));
+    unsafe { libc::kill(a.id() as i32, libc::SIGCONT) };
+    use std::io::Read;
+    let out_a = a.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let err_a = a_err.lock().unwrap().clone();
+    assert_eq!(
+        out_a.code(),
+        Some(1),
+        "the fenced apply must exit 1: {err_a}"
+    );
+    assert!(err_a.contains("fencing token no longer matches"), "{err_a}");
+    assert!(err_a.contains("was lost while this apply ran"), "{err_a}");
+    let mut err_b = String::new();
+    let _ = b.stderr.take().unwrap().read_to_string(&mut err_b);
+    assert!(b.wait().unwrap().success(), "{err_b}");
+    let out = in_dir(dir.path(), &u, &["apply", "--auto-approve", "-f", "c.yaml"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_converged(dir.path(), &p, &u);
+}
+
+#[test]
+fn killing_the_leader_mid_apply_then_reapply_converges() {
+    let Some(_turn) = etcd() else { return };
+    let (dir, p, u) = setup("leader");
+    let (mut child, _) = apply_until(
+        dir.path(),
+        &u,
+        &["--sim-latency", "100ms", "--parallelism", "2"],
+        "/machine/",
+    );
+    let leader = Command::new(repo().join("scripts/etcd-cluster.sh"))
+        .arg("leader")
+        .output()
+        .unwrap();
+    let n = String::from_utf8_lossy(&leader.stdout).trim().to_string();
+    assert!(
+        ["1", "2", "3"].contains(&n.as_str()),
+        "no leader found: {n:?}"
+    );
+    assert!(cluster_script(&["kill-member", &n]));
+    let status = child.wait().unwrap();
+    assert!(matches!(status.code(), Some(0) | Some(1)), "{status:?}");
+    assert!(cluster_script(&["restart-member", &n]));
+    let out = in_dir(dir.path(), &u, &["apply", "--auto-approve", "-f", "c.yaml"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_converged(dir.path(), &p, &u);
+}
+
+#[test]
+fn losing_quorum_fails_clearly_and_leaves_the_state_unchanged() {
+    let Some(_turn) = etcd() else { return };
+    let (dir, p, u) = setup("quorum");
+    let out = in_dir(dir.path(), &u, &["apply", "--auto-approve", "-f", "c.yaml"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let before = pulled(dir.path(), &u);
+    assert!(cluster_script(&["stop-member", "2"]));
+    assert!(cluster_script(&["stop-member", "3"]));
+    let more = CLUSTER.replace("replicas: 6", "replicas: 7");
+    std::fs::write(dir.path().join("c.yaml"), &more).unwrap();
+    let out = in_dir(dir.path(), &u, &["apply", "--auto-approve", "-f", "c.yaml"]);
+    let restarted =
+        cluster_script(&["restart-member", "2"]) && cluster_script(&["restart-member", "3"]);
+    assert!(restarted, "the members did not come back");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("no etcd endpoint answered"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(pulled(dir.path(), &u), before);
+    let _ = p;
+}
+
+#[test]
+fn migrate_file_to_etcd_and_back_keeps_the_source_marked() {
+    let Some(_turn) = etcd() else { return };
+    let (dir, _p, u) = setup("migrate");
+    let d = dir.path();
+    let f = "capi.state.json";
+    let out = in_dir(d, f, &["apply", "--auto-approve", "-f", "c.yaml"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let original = pulled(d, f);
+    let file_bytes = std::fs::read(d.join(f)).unwrap();
+
+    let out = in_dir(d, f, &["state", "migrate", "--to", &u]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(pulled(d, &u), original);
+    // The source is intact, and refused, naming the new location.
+    assert_eq!(std::fs::read(d.join(f)).unwrap(), file_bytes);
+    let out = in_dir(d, f, &["plan", "--refresh=false", "-f", "c.yaml"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("was migrated to"), "{}", stderr(&out));
+    assert!(stderr(&out).contains(&u), "{}", stderr(&out));
+
+    // A destination holding another state is refused.
+    let (other_dir, _, other) = setup("migrate-other");
+    let out = in_dir(
+        other_dir.path(),
+        &other,
+        &["apply", "--auto-approve", "-f", "c.yaml"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = in_dir(d, &u, &["state", "migrate", "--to", &other]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("another state"), "{}", stderr(&out));
+
+    // Back to the same file (same lineage, older copy there): allowed.
+    let out = in_dir(d, &u, &["state", "migrate", "--to", f]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(pulled(d, f), original);
+    let out = in_dir(d, &u, &["state", "list"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("was migrated to"), "{}", stderr(&out));
+}
+
+#[test]
+fn push_on_etcd_checks_lineage_and_serial() {
+    let Some(_turn) = etcd() else { return };
+    let (dir, _p, u) = setup("push");
+    let d = dir.path();
+    let out = in_dir(d, &u, &["apply", "--auto-approve", "-f", "c.yaml"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = in_dir(d, &u, &["state", "pull", "-o", "copy.json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The same serial is refused; a newer one with one resource fewer is taken.
+    let out = in_dir(d, &u, &["state", "push", "copy.json"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("serial"), "{}", stderr(&out));
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.join("copy.json")).unwrap()).unwrap();
+    let before = v["resources"].as_array().unwrap().len();
+    v["resources"].as_array_mut().unwrap().pop();
+    v["serial"] = serde_json::json!(v["serial"].as_u64().unwrap() + 1);
+    v.as_object_mut().unwrap().remove("checksum");
+    // Re-encode through the file backend so the checksum is right.
+    let st: capi::state::State = serde_json::from_value(v).unwrap();
+    let mut store = capi::state::StateStore::new(d.join("edited.json"));
+    store.save(&st).unwrap();
+    let out = in_dir(d, &u, &["state", "push", "edited.json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let after = pulled(d, &u);
+    assert_eq!(after["serial"], st.serial);
+    assert_eq!(after["resources"].as_array().unwrap().len(), before - 1);
+}
