@@ -156,6 +156,26 @@ impl Address {
 
     /// Parse and check the shape of an address.
     pub(crate) fn parse(s: &str) -> Result<Address, AddressError> {
+        let (kind, cluster_end) = Self::check(s)?;
+        Ok(Address {
+            text: s.to_string(),
+            kind,
+            cluster_end,
+        })
+    }
+
+    /// [`Address::parse`] keeping the given text (no copy).
+    fn parse_owned(s: String) -> Result<Address, AddressError> {
+        let (kind, cluster_end) = Self::check(&s)?;
+        Ok(Address {
+            text: s,
+            kind,
+            cluster_end,
+        })
+    }
+
+    /// The kind and the end of the cluster part of a valid address text.
+    fn check(s: &str) -> Result<(ResourceKind, u32), AddressError> {
         let mut parts = s.splitn(3, '/');
         let cluster = parts.next().unwrap_or("");
         let Some(kind_text) = parts.next() else {
@@ -190,11 +210,7 @@ impl Address {
                 given: s.to_string(),
                 kind: kind.as_str(),
             }),
-            _ => Ok(Address {
-                text: s.to_string(),
-                kind,
-                cluster_end: cluster.len() as u32,
-            }),
+            _ => Ok((kind, cluster.len() as u32)),
         }
     }
 }
@@ -272,8 +288,22 @@ impl Serialize for Address {
 
 impl<'de> Deserialize<'de> for Address {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        Address::parse(&s).map_err(serde::de::Error::custom)
+        // A visitor, so that a string the reader already owns is kept
+        // rather than copied (state files hold four addresses per resource).
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Address;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a resource address (cluster/kind[/name])")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Address, E> {
+                Address::parse(v).map_err(E::custom)
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Address, E> {
+                Address::parse_owned(v).map_err(E::custom)
+            }
+        }
+        d.deserialize_string(V)
     }
 }
 

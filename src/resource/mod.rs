@@ -6,6 +6,7 @@
 
 mod address;
 mod observation;
+mod spec_de;
 mod target;
 mod topology_note;
 mod version;
@@ -319,7 +320,8 @@ pub struct MachineSpec {
 // Nearly every resource is a machine, so boxing the largest variant would
 // add an allocation per resource and save no memory.
 #[allow(clippy::large_enum_variant)]
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+// Deserialize: spec_de.rs (the same format, read without buffering).
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Spec {
     Pki(PkiSpec),

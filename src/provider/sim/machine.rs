@@ -69,9 +69,8 @@ impl SimProvider {
     /// A deterministic address in the cluster's block (see [`super::ips`]).
     fn allocate_ip(&self, cluster: &str, name: &str) -> Result<String, ProviderError> {
         let start = h64(&[cluster, name]);
-        self.ips
-            .lock()
-            .unwrap()
+        let mut ips = self.ips.lock().unwrap();
+        ips.get_or_insert_with(|| self.scan_ips())
             .allocate(cidr_base(cluster), start)
             .ok_or_else(|| {
                 ProviderError::Failed(

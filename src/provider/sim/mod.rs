@@ -29,7 +29,7 @@ mod network;
 mod refresh;
 mod store;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -57,7 +57,13 @@ pub struct SimProvider {
     fail_rate: f64,
     seed: u64,
     counters: Mutex<BTreeMap<String, u64>>,
-    ips: Mutex<ips::IpPool>,
+    /// Addresses handed out; read from the machine records at the first
+    /// allocation (a plan allocates none, so it never reads them for this).
+    ips: Mutex<Option<ips::IpPool>>,
+    /// Machine records the last refresh read, by path, for the search for
+    /// unknown machines that follows it: each record is read once per plan.
+    /// Taken (emptied) by that search.
+    refreshed: Mutex<HashMap<PathBuf, SimMachine>>,
     log_seq: AtomicU64,
     /// `ops.log`, opened at the first event and kept open.
     log_file: Mutex<Option<fs::File>>,
@@ -93,24 +99,24 @@ impl SimProvider {
             fail_rate: overrides.sim_fail_rate,
             seed: overrides.sim_seed,
             counters: Mutex::new(BTreeMap::new()),
-            ips: Mutex::new(ips::IpPool::default()),
+            ips: Mutex::new(None),
+            refreshed: Mutex::new(HashMap::new()),
             log_seq: AtomicU64::new(0),
             log_file: Mutex::new(None),
             lb_lock: tokio::sync::Mutex::new(()),
         };
-        // Addresses already handed out.
-        let mut ips = p.ips.lock().unwrap();
-        if let Ok(clusters) = fs::read_dir(dir.join("machines")) {
-            for c in clusters.flatten() {
-                for f in fs::read_dir(c.path()).into_iter().flatten().flatten() {
-                    if let Ok(Some(m)) = read_json::<SimMachine>(&f.path()) {
-                        ips.insert_existing(&m.ip);
-                    }
-                }
+        Ok(p)
+    }
+
+    /// The addresses already handed out, from every machine record.
+    fn scan_ips(&self) -> ips::IpPool {
+        let mut ips = ips::IpPool::default();
+        for f in self.machine_files(None) {
+            if let Ok(Some(m)) = read_json::<SimMachine>(&f) {
+                ips.insert_existing(&m.ip);
             }
         }
-        drop(ips);
-        Ok(p)
+        ips
     }
 
     fn network_path(&self, cluster: &str) -> PathBuf {
@@ -133,6 +139,30 @@ impl SimProvider {
 
     /// All machine records of a cluster (or of all clusters).
     pub fn machines(&self, cluster: Option<&str>) -> Vec<SimMachine> {
+        self.machines_read_once(cluster, &mut HashMap::new())
+    }
+
+    /// [`Self::machines`], taking the records in `already_read` instead of
+    /// reading their files again.
+    pub(super) fn machines_read_once(
+        &self,
+        cluster: Option<&str>,
+        already_read: &mut HashMap<PathBuf, SimMachine>,
+    ) -> Vec<SimMachine> {
+        let mut out = Vec::new();
+        for f in self.machine_files(cluster) {
+            if let Some(m) = already_read.remove(&f) {
+                out.push(m);
+            } else if let Ok(Some(m)) = read_json::<SimMachine>(&f) {
+                out.push(m);
+            }
+        }
+        out
+    }
+
+    /// The machine record files of a cluster (or of all clusters), sorted
+    /// within each cluster.
+    fn machine_files(&self, cluster: Option<&str>) -> Vec<PathBuf> {
         let mut out = Vec::new();
         let dirs: Vec<PathBuf> = match cluster {
             Some(c) => vec![self.dir.join("machines").join(c)],
@@ -152,11 +182,7 @@ impl SimProvider {
                 .filter(|p| p.extension().is_some_and(|e| e == "json"))
                 .collect();
             files.sort();
-            for f in files {
-                if let Ok(Some(m)) = read_json::<SimMachine>(&f) {
-                    out.push(m);
-                }
-            }
+            out.extend(files);
         }
         out
     }

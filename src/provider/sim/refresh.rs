@@ -1,7 +1,8 @@
 //! Reading the simulated resources back: each record compared with the
 //! state (gone, stopped, a bootstrap that never finished, another version,
 //! identity or address), and machine records carrying this state's lineage
-//! that the state does not know.
+//! that the state does not know. Each record is read once per refresh: the
+//! search for unknown machines takes the records the read-back just read.
 
 use std::collections::BTreeSet;
 
@@ -55,16 +56,19 @@ impl SimProvider {
                 .is_none()
                 .then_some(Observation::Missing),
             Spec::Machine(m) => {
-                match read_json::<SimMachine>(&self.machine_path(cluster, &m.name))? {
-                    None => Some(Observation::Missing),
-                    Some(sm) if sm.status != "running" && sm.status != "provisioning" => {
-                        Some(Observation::Stopped(sm.status.clone()))
-                    }
-                    Some(sm) if sm.bootstrap.started && !sm.bootstrap.succeeded => {
-                        Some(Observation::Stopped("unusable: its bootstrap was interrupted or failed, and bootstrap never runs twice".into()))
-                    }
-                    Some(sm) => machine_changes(r, m, &sm),
-                }
+                let path = self.machine_path(cluster, &m.name);
+                let Some(sm) = read_json::<SimMachine>(&path)? else {
+                    return Ok(Some(Observation::Missing));
+                };
+                let observation = if sm.status != "running" && sm.status != "provisioning" {
+                    Some(Observation::Stopped(sm.status.clone()))
+                } else if sm.bootstrap.started && !sm.bootstrap.succeeded {
+                    Some(Observation::Stopped("unusable: its bootstrap was interrupted or failed, and bootstrap never runs twice".into()))
+                } else {
+                    machine_changes(r, m, &sm)
+                };
+                self.refreshed.lock().unwrap().insert(path, sm);
+                observation
             }
             _ => None,
         })
@@ -89,7 +93,8 @@ impl SimProvider {
     /// Machine records with this state's lineage the state does not know.
     pub(super) fn unknown_machines(&self, known: &[&Resource], lineage: &str) -> Vec<Unmanaged> {
         let known: BTreeSet<&str> = known.iter().map(|r| r.address.as_str()).collect();
-        self.machines(None)
+        let mut already_read = std::mem::take(&mut *self.refreshed.lock().unwrap());
+        self.machines_read_once(None, &mut already_read)
             .into_iter()
             .filter(|m| m.labels.get(LABEL_LINEAGE).map(String::as_str) == Some(lineage))
             .filter_map(|m| {
