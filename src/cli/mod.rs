@@ -122,7 +122,7 @@ impl CliError {
 }
 
 /// `CAPI_LOG=debug` (or `trace`, `info`...) logs capi's own `tracing` events
-/// to stderr; anything else is an `EnvFilter` directive (`capi=debug,hyper=info`).
+/// to stderr; anything else is a list of `target=level` (`capi=debug,hyper=info`).
 fn init_logging(env: &Env) {
     let Some(filter) = settings::log_filter(env) else {
         return;
@@ -133,10 +133,16 @@ fn init_logging(env: &Env) {
     } else {
         filter
     };
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let Ok(targets) = directive.parse::<tracing_subscriber::filter::Targets>() else {
+        return;
+    };
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(directive))
         .with_writer(std::io::stderr)
         .with_target(false)
+        .finish()
+        .with(targets)
         .try_init();
 }
 

@@ -358,7 +358,7 @@ impl ApplySettings {
 }
 
 /// Where `tracing` output goes: `CAPI_LOG` (`debug`, `trace`, or an
-/// `EnvFilter` directive such as `capi=debug`), to stderr; off by default.
+/// list of `target=level` such as `capi=debug,hyper=info`), to stderr; off by default.
 pub(crate) fn log_filter(env: &Env) -> Option<String> {
     env.get("CAPI_LOG").map(str::to_string)
 }

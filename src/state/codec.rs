@@ -218,10 +218,12 @@ pub(crate) fn verify_checksummed(bytes: &[u8]) -> Result<&str, String> {
             "unexpected content after the checksum; the file may be truncated or edited".into(),
         );
     }
-    let mut body = Vec::with_capacity(at + 2);
-    body.extend_from_slice(&text.as_bytes()[..at]);
-    body.extend_from_slice(b"\n}");
-    let actual = format!("sha256:{}", hex::encode(Sha256::digest(&body)));
+    // The hash of the text before the checksum field, closed with "\n}",
+    // without copying the file.
+    let mut hasher = Sha256::new();
+    hasher.update(&text.as_bytes()[..at]);
+    hasher.update(b"\n}");
+    let actual = format!("sha256:{}", hex::encode(hasher.finalize()));
     if actual != stated {
         return Err(format!("checksum mismatch (the file says {stated}, its content hashes to {actual}); it was modified or damaged"));
     }
