@@ -585,13 +585,15 @@ fn push_on_etcd_checks_lineage_and_serial() {
     assert_eq!(after["resources"].as_array().unwrap().len(), before - 1);
 }
 
-/// A single-member etcd with authentication enabled, stopped when dropped.
-struct AuthEtcd(std::process::Child, tempfile::TempDir);
+/// A single-member etcd with authentication enabled, stopped (and its
+/// data directory removed) when dropped.
+struct AuthEtcd(std::process::Child, Option<tempfile::TempDir>);
 
 impl Drop for AuthEtcd {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+        drop(self.1.take());
     }
 }
 
@@ -611,7 +613,7 @@ fn etcd_authentication_wrong_credentials_are_refused_right_ones_work() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let _etcd = AuthEtcd(child, data);
+    let _etcd = AuthEtcd(child, Some(data));
     let ctl = |args: &[&str]| {
         Command::new("etcdctl")
             .env("ETCDCTL_API", "3")
