@@ -369,6 +369,17 @@ fn sigkill_mid_apply_the_lease_expires_and_the_next_apply_converges() {
         "{}",
         stderr(&out)
     );
+    // force-unlock is refused while the dead holder's lease lives.
+    let err = stderr(&out);
+    let id = err
+        .split("ID ")
+        .nth(1)
+        .and_then(|r| r.split(',').next())
+        .unwrap()
+        .to_string();
+    let out = in_dir(dir.path(), &u, &["force-unlock", &id]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("live etcd lease"), "{}", stderr(&out));
     // ...and goes by itself: no force-unlock.
     let out = in_dir(
         dir.path(),
