@@ -20,7 +20,7 @@ use crate::provider::docker::DockerSettings;
 use crate::provider::openstack::OpenStackSettings;
 use crate::provider::{Overrides, ProviderSettings};
 use crate::resource::ProviderKind;
-use crate::state::{Location, StateStore};
+use crate::state::{Credentials, Location, StateStore};
 
 use super::args::{ApplyArgs, GlobalArgs, HealthArgs, ManifestArgs, ProviderOverride, RunArgs};
 use super::CliError;
@@ -91,6 +91,9 @@ pub(crate) struct GlobalSettings {
     pub(crate) location: Location,
     /// `--lock-ttl`: the etcd lock lease's time to live.
     pub(crate) lock_ttl: Duration,
+    /// etcd's authentication, as etcdctl takes it: `ETCDCTL_USER=user:password`,
+    /// or `ETCDCTL_USER=user` with `ETCDCTL_PASSWORD`.
+    pub(crate) etcd_auth: Option<Credentials>,
     /// A fixed clock for the planner: `CAPI_NOW` (unix seconds or RFC
     /// 3339), so that plans can be reproduced exactly.
     fixed_now: Option<i64>,
@@ -139,13 +142,18 @@ impl GlobalSettings {
                 etcd => etcd,
             },
             lock_ttl: g.lock_ttl,
+            etcd_auth: etcd_auth(env),
             fixed_now,
         })
     }
 
     /// The state store (file or etcd).
     pub(crate) fn store(&self) -> Result<StateStore, CliError> {
-        Ok(StateStore::open(&self.location, self.lock_ttl)?)
+        Ok(StateStore::open(
+            &self.location,
+            self.lock_ttl,
+            self.etcd_auth.clone(),
+        )?)
     }
 
     /// The time for planning: `CAPI_NOW`, or the clock.
@@ -157,6 +165,18 @@ impl GlobalSettings {
     pub(crate) fn sim_dir(&self) -> PathBuf {
         sim_dir(&self.state)
     }
+}
+
+fn etcd_auth(env: &Env) -> Option<Credentials> {
+    let user = env.get("ETCDCTL_USER")?;
+    let (user, password) = match user.split_once(':') {
+        Some((u, p)) => (u.to_string(), p.to_string()),
+        None => (
+            user.to_string(),
+            env.get("ETCDCTL_PASSWORD").unwrap_or_default().to_string(),
+        ),
+    };
+    Some(Credentials { user, password })
 }
 
 fn sim_dir(state: &Path) -> PathBuf {

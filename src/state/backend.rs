@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::codec::{encode, JournalRecord};
+use super::etcd::client::Credentials;
 use super::etcd::EtcdStore;
 use super::lock::{LockError, LockInfo, StateLock};
 use super::model::State;
@@ -192,8 +193,13 @@ impl StateStore {
         }
     }
 
-    /// The backend at `location` (`lock_ttl`: the etcd lease's time to live).
-    pub(crate) fn open(location: &Location, lock_ttl: Duration) -> Result<Self, StateError> {
+    /// The backend at `location` (`lock_ttl`: the etcd lease's time to
+    /// live; `auth`: etcd's user and password).
+    pub(crate) fn open(
+        location: &Location,
+        lock_ttl: Duration,
+        auth: Option<Credentials>,
+    ) -> Result<Self, StateError> {
         Ok(match location {
             Location::File(p) => StateStore::new(p),
             Location::Etcd { endpoints, prefix } => StateStore {
@@ -201,7 +207,7 @@ impl StateStore {
                     endpoints.clone(),
                     prefix,
                     &location.to_string(),
-                    lock_ttl,
+                    (lock_ttl, auth),
                 )?),
             },
         })

@@ -369,6 +369,17 @@ fn sigkill_mid_apply_the_lease_expires_and_the_next_apply_converges() {
         "{}",
         stderr(&out)
     );
+    // force-unlock is refused while the dead holder's lease lives.
+    let err = stderr(&out);
+    let id = err
+        .split("ID ")
+        .nth(1)
+        .and_then(|r| r.split(',').next())
+        .unwrap()
+        .to_string();
+    let out = in_dir(dir.path(), &u, &["force-unlock", &id]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("live etcd lease"), "{}", stderr(&out));
     // ...and goes by itself: no force-unlock.
     let out = in_dir(
         dir.path(),
@@ -583,4 +594,87 @@ fn push_on_etcd_checks_lineage_and_serial() {
     let after = pulled(d, &u);
     assert_eq!(after["serial"], st.serial);
     assert_eq!(after["resources"].as_array().unwrap().len(), before - 1);
+}
+
+/// A single-member etcd with authentication enabled, stopped (and its
+/// data directory removed) when dropped.
+struct AuthEtcd(std::process::Child, Option<tempfile::TempDir>);
+
+impl Drop for AuthEtcd {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+        drop(self.1.take());
+    }
+}
+
+#[test]
+fn etcd_authentication_wrong_credentials_are_refused_right_ones_work() {
+    let Some(_turn) = etcd() else { return };
+    let data = tempfile::tempdir().unwrap();
+    let child = Command::new("etcd")
+        .args(["--name", "auth", "--data-dir"])
+        .arg(data.path().join("d"))
+        .args(["--listen-client-urls", "http://127.0.0.1:23795"])
+        .args(["--advertise-client-urls", "http://127.0.0.1:23795"])
+        .args(["--listen-peer-urls", "http://127.0.0.1:23805"])
+        .args(["--initial-advertise-peer-urls", "http://127.0.0.1:23805"])
+        .args(["--initial-cluster", "auth=http://127.0.0.1:23805"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _etcd = AuthEtcd(child, Some(data));
+    let ctl = |args: &[&str]| {
+        Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .arg("--endpoints=127.0.0.1:23795")
+            .args(args)
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    let mut up = false;
+    for _ in 0..100 {
+        if ctl(&["endpoint", "health"]) {
+            up = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(up, "the single-member etcd did not start");
+    assert!(ctl(&["user", "add", "root:rootpw"]));
+    assert!(ctl(&["auth", "enable"]));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("c.yaml"), CLUSTER).unwrap();
+    let u = "etcd://127.0.0.1:23795/capi/auth";
+    let run = |user: Option<&str>, args: &[&str]| {
+        let mut c = capi(dir.path());
+        c.env_remove("ETCDCTL_USER").env_remove("ETCDCTL_PASSWORD");
+        if let Some(user) = user {
+            c.env("ETCDCTL_USER", user);
+        }
+        c.args(["--state", u]).args(args).output().unwrap()
+    };
+    let out = run(
+        Some("root:wrong"),
+        &["apply", "--auto-approve", "-f", "c.yaml"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("authentication as \"root\" failed"), "{err}");
+    assert!(!err.contains("wrong"), "the password is never shown: {err}");
+    let out = run(None, &["plan", "-f", "c.yaml"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let out = run(
+        Some("root:rootpw"),
+        &["apply", "--auto-approve", "-f", "c.yaml"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run(
+        Some("root:rootpw"),
+        &["plan", "--detailed-exitcode", "-f", "c.yaml"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }

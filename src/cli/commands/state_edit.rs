@@ -118,7 +118,7 @@ pub(crate) fn pull(
 pub(crate) fn migrate(g: &GlobalSettings, to: &str, p: &Printer) -> Result<ExitStatus, CliError> {
     let dest_loc = Location::parse(to).map_err(CliError::Usage)?;
     let (_src_lock, mut src, state) = locked(g, "state migrate")?;
-    let mut dest = StateStore::open(&dest_loc, g.lock_ttl)?;
+    let mut dest = StateStore::open(&dest_loc, g.lock_ttl, g.etcd_auth.clone())?;
     let _dest_lock = dest.lock("state migrate", Duration::ZERO)?;
     if let Some(there) = dest.load_unchecked()? {
         if there.lineage != state.lineage {

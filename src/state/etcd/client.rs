@@ -60,9 +60,25 @@ pub(crate) fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     vec![0]
 }
 
+/// A user name and password for etcd's authentication (`ETCDCTL_USER`).
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct Credentials {
+    pub(crate) user: String,
+    pub(crate) password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Credentials({}, password hidden)", self.user)
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct EtcdClient {
     endpoints: Vec<String>,
+    auth: Option<Credentials>,
+    /// The token `auth` was exchanged for (sent as `Authorization`).
+    token: std::sync::Mutex<Option<String>>,
     /// The endpoint that answered last: tried first.
     preferred: AtomicUsize,
     http: reqwest::Client,
@@ -73,7 +89,10 @@ pub(crate) struct EtcdClient {
 }
 
 impl EtcdClient {
-    pub(crate) fn new(endpoints: Vec<String>) -> Result<EtcdClient, String> {
+    pub(crate) fn new(
+        endpoints: Vec<String>,
+        auth: Option<Credentials>,
+    ) -> Result<EtcdClient, String> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("capi-etcd")
@@ -87,6 +106,8 @@ impl EtcdClient {
             .map_err(|e| format!("cannot start the etcd client: {e}"))?;
         Ok(EtcdClient {
             endpoints,
+            auth,
+            token: std::sync::Mutex::new(None),
             preferred: AtomicUsize::new(0),
             http,
             rt: Some(rt),
@@ -110,9 +131,52 @@ impl EtcdClient {
         rx.recv().expect("the etcd client's runtime answers")
     }
 
+    /// The authentication token, exchanged for the credentials on first use.
+    fn token(&self) -> Result<Option<String>, EtcdError> {
+        let Some(c) = &self.auth else {
+            return Ok(None);
+        };
+        if let Some(t) = self.token.lock().unwrap().clone() {
+            return Ok(Some(t));
+        }
+        let v = self
+            .send(
+                "/v3/auth/authenticate",
+                &json!({"name": c.user, "password": c.password}),
+                None,
+            )
+            .map_err(|e| match e {
+                EtcdError::Refused(m) => {
+                    EtcdError::Refused(format!("authentication as {:?} failed: {m}", c.user))
+                }
+                other => other,
+            })?;
+        let t = v
+            .get("token")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        *self.token.lock().unwrap() = Some(t.clone());
+        Ok(Some(t))
+    }
+
     /// POST `body` to `path` (e.g. `/v3/kv/range`), failing over between
-    /// endpoints until the call's deadline.
+    /// endpoints until the call's deadline; authenticated when credentials
+    /// were given (once more with a new token when etcd says the old one
+    /// expired).
     pub(crate) fn call(&self, path: &str, body: Value) -> Result<Value, EtcdError> {
+        let token = self.token()?;
+        match self.send(path, &body, token.as_deref()) {
+            Err(EtcdError::Refused(m)) if token.is_some() && m.contains("invalid auth token") => {
+                *self.token.lock().unwrap() = None;
+                let token = self.token()?;
+                self.send(path, &body, token.as_deref())
+            }
+            other => other,
+        }
+    }
+
+    fn send(&self, path: &str, body: &Value, token: Option<&str>) -> Result<Value, EtcdError> {
         let start = Instant::now();
         let n = self.endpoints.len();
         let mut i = self.preferred.load(Ordering::Relaxed);
@@ -120,11 +184,14 @@ impl EtcdClient {
         let mut round = 0u32;
         loop {
             let url = format!("{}{path}", self.endpoints[i % n]);
-            let req = self
+            let mut req = self
                 .http
                 .post(&url)
                 .timeout(self.request_timeout)
-                .json(&body);
+                .json(body);
+            if let Some(t) = token {
+                req = req.header("Authorization", t);
+            }
             let answer = self.run(async move {
                 let resp = req.send().await.map_err(describe)?;
                 let status = resp.status();
@@ -177,7 +244,10 @@ impl EtcdClient {
         let i = self.preferred.load(Ordering::Relaxed) % self.endpoints.len();
         let url = format!("{}/v3/watch", self.endpoints[i]);
         let body = json!({"create_request": {"key": b64(key), "start_revision": from_revision.to_string()}});
-        let req = self.http.post(&url).timeout(max).json(&body);
+        let mut req = self.http.post(&url).timeout(max).json(&body);
+        if let Ok(Some(t)) = self.token() {
+            req = req.header("Authorization", t);
+        }
         self.run(async move {
             let Ok(mut resp) = req.send().await else {
                 tokio::time::sleep(Duration::from_millis(200)).await;

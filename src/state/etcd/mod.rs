@@ -104,9 +104,9 @@ impl EtcdStore {
         endpoints: Vec<String>,
         prefix: &str,
         location: &str,
-        lock_ttl: Duration,
+        (lock_ttl, auth): (Duration, Option<client::Credentials>),
     ) -> Result<EtcdStore, StateError> {
-        let client = EtcdClient::new(endpoints).map_err(|reason| StateError::Backend {
+        let client = EtcdClient::new(endpoints, auth).map_err(|reason| StateError::Backend {
             location: location.to_string(),
             reason,
         })?;
