@@ -343,7 +343,8 @@ pub(crate) struct GenerateArgs {
     /// The cluster's name (CLUSTER_NAME).
     pub(crate) name: Option<String>,
     /// Built-in template: sim (default), docker, development (a topology
-    /// Cluster with its ClusterClass), openstack.
+    /// Cluster with its ClusterClass, on Docker), sim-topology (the same on
+    /// the simulator), openstack.
     #[arg(long)]
     pub(crate) flavor: Option<String>,
     /// A template file (or - for stdin) instead of a flavor.

@@ -463,7 +463,7 @@ fn target_and_replace() {
 #[test]
 fn generate_each_flavor_plans_cleanly() {
     let dir = tempfile::tempdir().unwrap();
-    for flavor in ["sim", "docker", "development", "openstack"] {
+    for flavor in ["sim", "docker", "development", "sim-topology", "openstack"] {
         let mut c = capi(dir.path());
         c.args([
             "generate",
@@ -512,8 +512,8 @@ fn generate_each_flavor_plans_cleanly() {
             "{flavor}: {}",
             stdout(&plan)
         );
-        // The sim flavor applies and converges.
-        if flavor == "sim" {
+        // The sim flavors apply and converge.
+        if flavor.starts_with("sim") {
             capi(dir.path())
                 .args([
                     "apply",

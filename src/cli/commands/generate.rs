@@ -26,6 +26,10 @@ pub(crate) const FLAVORS: &[(&str, &str)] = &[
         include_str!("../../../examples/templates/cluster-template-development.yaml"),
     ),
     (
+        "sim-topology",
+        include_str!("../../../examples/templates/cluster-template-sim-topology.yaml"),
+    ),
+    (
         "openstack",
         include_str!("../../../examples/templates/cluster-template-openstack.yaml"),
     ),
