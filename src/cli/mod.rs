@@ -138,7 +138,9 @@ fn init_logging(env: &Env) {
     let Ok(targets) = directive.parse::<tracing_subscriber::filter::Targets>() else {
         return;
     };
+    // The builder's own ceiling is INFO: open it, and let the targets filter.
     let _ = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
         .with_writer(std::io::stderr)
         .with_target(false)
         .finish()

@@ -569,5 +569,6 @@ fn generate_reports_every_missing_variable_and_lists_them() {
         .args(["generate", "cluster", "x", "--flavor", "nope"])
         .output()
         .unwrap();
-    assert!(stderr(&bad).contains("built-in flavors: sim, docker, development, openstack"));
+    assert!(stderr(&bad)
+        .contains("built-in flavors: sim, docker, development, sim-topology, openstack"));
 }
