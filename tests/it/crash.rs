@@ -11,7 +11,7 @@ use capi::state::StateStore;
 use crate::common::*;
 use crate::schema::assert_state_valid;
 
-const CLUSTER: &str = r#"apiVersion: cluster.x-k8s.io/v1beta2
+pub(crate) const CLUSTER: &str = r#"apiVersion: cluster.x-k8s.io/v1beta2
 kind: Cluster
 metadata:
   name: crash

@@ -19,55 +19,10 @@ use crate::common::*;
 const ENDPOINTS: &str = "127.0.0.1:23791,127.0.0.1:23792,127.0.0.1:23793";
 static SERIAL: Mutex<()> = Mutex::new(());
 
-const CLUSTER: &str = r#"apiVersion: cluster.x-k8s.io/v1beta2
-kind: Cluster
-metadata:
-  name: ec
-spec:
-  controlPlaneRef: {apiGroup: controlplane.cluster.x-k8s.io, kind: KubeadmControlPlane, name: ec-cp}
-  infrastructureRef: {apiGroup: infrastructure.cluster.x-k8s.io, kind: DevCluster, name: ec}
----
-apiVersion: infrastructure.cluster.x-k8s.io/v1beta2
-kind: DevCluster
-metadata: {name: ec}
-spec: {backend: {inMemory: {}}}
----
-apiVersion: controlplane.cluster.x-k8s.io/v1beta2
-kind: KubeadmControlPlane
-metadata: {name: ec-cp}
-spec:
-  replicas: 3
-  version: v1.31.2
-  machineTemplate:
-    spec:
-      infrastructureRef: {apiGroup: infrastructure.cluster.x-k8s.io, kind: DevMachineTemplate, name: ec-m}
-  kubeadmConfigSpec:
-    clusterConfiguration:
-      encryptionAlgorithm: ECDSA-P256
----
-apiVersion: infrastructure.cluster.x-k8s.io/v1beta2
-kind: DevMachineTemplate
-metadata: {name: ec-m}
-spec: {template: {spec: {backend: {inMemory: {}}}}}
----
-apiVersion: bootstrap.cluster.x-k8s.io/v1beta2
-kind: KubeadmConfigTemplate
-metadata: {name: ec-w}
-spec: {template: {spec: {}}}
----
-apiVersion: cluster.x-k8s.io/v1beta2
-kind: MachineDeployment
-metadata: {name: ec-md}
-spec:
-  clusterName: ec
-  replicas: 6
-  template:
-    spec:
-      clusterName: ec
-      version: v1.31.2
-      bootstrap: {configRef: {apiGroup: bootstrap.cluster.x-k8s.io, kind: KubeadmConfigTemplate, name: ec-w}}
-      infrastructureRef: {apiGroup: infrastructure.cluster.x-k8s.io, kind: DevMachineTemplate, name: ec-m}
-"#;
+/// crash.rs's cluster (3 control-plane machines, 6 workers), named `ec`.
+fn cluster() -> String {
+    crate::crash::CLUSTER.replace("crash", "ec")
+}
 
 fn cluster_script(args: &[&str]) -> bool {
     Command::new(repo().join("scripts/etcd-cluster.sh"))
@@ -122,7 +77,7 @@ fn in_dir(dir: &Path, state: &str, args: &[&str]) -> std::process::Output {
 
 fn setup(test: &str) -> (tempfile::TempDir, String, String) {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("c.yaml"), CLUSTER).unwrap();
+    std::fs::write(dir.path().join("c.yaml"), cluster()).unwrap();
     let p = prefix(test);
     let u = url(&p);
     (dir, p, u)
@@ -201,7 +156,7 @@ fn apply_and_plan_match_the_file_backend() {
     let Some(_turn) = etcd() else { return };
     let (dir, _p, u) = setup("roundtrip");
     let file_dir = tempfile::tempdir().unwrap();
-    std::fs::write(file_dir.path().join("c.yaml"), CLUSTER).unwrap();
+    std::fs::write(file_dir.path().join("c.yaml"), cluster()).unwrap();
     let f = "capi.state.json";
     for (d, s) in [(dir.path(), u.as_str()), (file_dir.path(), f)] {
         let out = in_dir(d, s, &["apply", "--auto-approve", "-f", "c.yaml"]);
@@ -220,7 +175,7 @@ fn apply_and_plan_match_the_file_backend() {
     };
     assert_eq!(addrs(&e), addrs(&fs));
     // The same change planned from both shows the same plan.
-    let more = CLUSTER.replace("replicas: 6", "replicas: 8");
+    let more = cluster().replace("replicas: 6", "replicas: 8");
     std::fs::write(dir.path().join("c.yaml"), &more).unwrap();
     std::fs::write(file_dir.path().join("c.yaml"), &more).unwrap();
     let pe = in_dir(dir.path(), &u, &["plan", "-f", "c.yaml"]);
@@ -238,7 +193,7 @@ fn apply_and_plan_match_the_file_backend() {
 #[test]
 fn unreachable_endpoints_and_bad_addresses_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("c.yaml"), CLUSTER).unwrap();
+    std::fs::write(dir.path().join("c.yaml"), cluster()).unwrap();
     let out = in_dir(
         dir.path(),
         "etcd://127.0.0.1:1,127.0.0.1:2/x",
@@ -508,7 +463,7 @@ fn losing_quorum_fails_clearly_and_leaves_the_state_unchanged() {
     let before = pulled(dir.path(), &u);
     assert!(cluster_script(&["stop-member", "2"]));
     assert!(cluster_script(&["stop-member", "3"]));
-    let more = CLUSTER.replace("replicas: 6", "replicas: 7");
+    let more = cluster().replace("replicas: 6", "replicas: 7");
     std::fs::write(dir.path().join("c.yaml"), &more).unwrap();
     let out = in_dir(dir.path(), &u, &["apply", "--auto-approve", "-f", "c.yaml"]);
     let restarted =
@@ -647,7 +602,7 @@ fn etcd_authentication_wrong_credentials_are_refused_right_ones_work() {
     assert!(ctl(&["user", "add", "root:rootpw"]));
     assert!(ctl(&["auth", "enable"]));
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("c.yaml"), CLUSTER).unwrap();
+    std::fs::write(dir.path().join("c.yaml"), cluster()).unwrap();
     let u = "etcd://127.0.0.1:23795/capi/auth";
     let run = |user: Option<&str>, args: &[&str]| {
         let mut c = capi(dir.path());
