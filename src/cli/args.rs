@@ -211,8 +211,12 @@ pub(crate) enum Command {
     },
     /// Delete everything in the state (or one cluster), in reverse dependency order.
     Destroy {
-        /// Only this cluster (`name` or `namespace:name`); the others stay.
+        /// Only this cluster (`name` when unambiguous, `namespace:name`, or
+        /// `name -n namespace`); the others stay.
         cluster: Option<String>,
+        /// The cluster's namespace (then CLUSTER is its bare name).
+        #[arg(short = 'n', long, requires = "cluster")]
+        namespace: Option<String>,
         /// Only this (and what depends on it): a resource ADDRESS, a cluster,
         /// or a machine group (KubeadmControlPlane/NAME, MachineDeployment/NAME,
         /// MachineSet/NAME). Repeatable.
@@ -419,6 +423,14 @@ pub(crate) enum StateCommand {
     Rm {
         #[arg(required = true, value_name = "ADDRESS")]
         addresses: Vec<String>,
+    },
+    /// Give a renamed machine group its machines: [CLUSTER/]KIND/NAME to the
+    /// new name (`capi state mv md/md-0 md/workers`). Locked, backed up.
+    Mv {
+        #[arg(value_name = "FROM")]
+        from: String,
+        #[arg(value_name = "TO")]
+        to: String,
     },
     /// The whole state as JSON, private keys included (like `capi kubeconfig`).
     Pull {

@@ -4,7 +4,7 @@
 //! cluster has it, whatever its namespace; several are an error that lists
 //! them. Every command that takes a cluster resolves it here.
 
-use crate::resource::ClusterId;
+use crate::resource::{ClusterId, Target};
 
 use super::CliError;
 
@@ -46,6 +46,17 @@ pub(crate) fn resolve(
                 .join(", ")
         ))),
     }
+}
+
+/// `--target` clusters written as people write clusters (a bare name of a
+/// cluster in another namespace), resolved to their keys among `known`.
+pub(crate) fn resolve_targets(targets: &mut [Target], known: &[String]) -> Result<(), CliError> {
+    for t in targets {
+        if let Target::Cluster(key) = t {
+            *key = resolve(key, None, known)?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

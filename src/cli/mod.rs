@@ -248,6 +248,7 @@ async fn dispatch(cli: Cli, env: &Env, p: &Printer) -> Result<ExitStatus, CliErr
         }
         Command::Destroy {
             cluster,
+            namespace,
             targets,
             manifests: m,
             run,
@@ -255,7 +256,17 @@ async fn dispatch(cli: Cli, env: &Env, p: &Printer) -> Result<ExitStatus, CliErr
         } => {
             let a = ApplySettings::resolve(&apply, None);
             let (ms, rs) = (manifests(&m)?, running(Some(&run))?);
-            commands::destroy::run(&g, cluster.as_deref(), targets, &ms, &rs, &a, p).await
+            commands::destroy::run(
+                &g,
+                cluster.as_deref(),
+                namespace.as_deref(),
+                targets,
+                &ms,
+                &rs,
+                &a,
+                p,
+            )
+            .await
         }
         Command::Drift {
             manifests: m,
@@ -293,6 +304,9 @@ async fn dispatch(cli: Cli, env: &Env, p: &Printer) -> Result<ExitStatus, CliErr
         }
         Command::State(StateCommand::Rm { addresses }) => {
             commands::state_edit::rm(&g, &addresses, p)
+        }
+        Command::State(StateCommand::Mv { from, to }) => {
+            commands::state_edit::mv(&g, &from, &to, p)
         }
         Command::State(StateCommand::Pull { output }) => {
             commands::state_edit::pull(&g, output.as_deref(), p)

@@ -157,6 +157,11 @@ pub(crate) async fn plan_changes(
     m: Option<&Manifest>,
     p: &Printer,
 ) -> Result<Plan, CliError> {
+    let mut known = locked.state.cluster_keys();
+    known.extend(desired.clusters.iter().map(|c| c.id.key()));
+    known.sort();
+    known.dedup();
+    super::cluster_name::resolve_targets(&mut opts.targets, &known)?;
     let drift = refresh_into(&mut opts, &locked.state, run, m, p).await?;
     let mut pl = plan::plan(desired, &locked.state, &opts)?;
     pl.drift = drift;

@@ -603,6 +603,17 @@ fn short_cluster_names_and_namespace_flag_in_every_cluster_command() {
     let o = run(&["show", "-n", "default", "alpha"]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("fleet:alpha"), "{}", stderr(&o));
+    // destroy: the wrong namespace is refused; --target and CLUSTER take the
+    // short name (and -n); only that cluster goes.
+    let o = run(&["destroy", "-n", "default", "alpha", "--auto-approve"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("no cluster"), "{}", stderr(&o));
+    ok(&["destroy", "--target", "alpha", "--auto-approve"]);
+    let list = ok(&["state", "list"]);
+    assert!(!list.contains("fleet:alpha/"), "{list}");
+    assert!(list.contains("beta/machine/"), "{list}");
+    ok(&["destroy", "-n", "default", "beta", "--auto-approve"]);
+    assert!(ok(&["state", "list"]).trim().is_empty());
 }
 
 #[test]

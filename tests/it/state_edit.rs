@@ -126,3 +126,96 @@ fn rm_pull_push_keep_the_state_whole() {
         stderr(&out)
     );
 }
+
+/// The manifest with the MachineDeployment (only its own name, not its
+/// templates') renamed from demo-md-0 to workers.
+fn renamed_deployment(d: &std::path::Path) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(example("sim").join("cluster.yaml")).unwrap();
+    let renamed = text.replacen(
+        "kind: MachineDeployment\nmetadata:\n  name: demo-md-0",
+        "kind: MachineDeployment\nmetadata:\n  name: workers",
+        1,
+    );
+    assert_ne!(text, renamed, "the example's MachineDeployment moved");
+    let path = d.join("renamed.yaml");
+    std::fs::write(&path, renamed).unwrap();
+    path
+}
+
+#[test]
+fn mv_gives_a_renamed_group_its_machines() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let out = capi(d)
+        .args(["apply", "--auto-approve", "-f"])
+        .arg(example("sim"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let renamed = renamed_deployment(d);
+    let plan = |d: &std::path::Path| {
+        let out = capi(d)
+            .args(["plan", "--no-color", "-f"])
+            .arg(&renamed)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        stdout(&out)
+    };
+
+    // Without the move, the rename destroys the group's two machines.
+    let before = plan(d);
+    assert!(before.contains("2 to destroy"), "{before}");
+
+    // Refusals change nothing: not a group, another kind, unknown group.
+    let serial_before = serial(d);
+    for (from, to, says) in [
+        ("demo/network", "md/workers", "not a machine group"),
+        ("md/demo-md-0", "kcp/workers", "same kind"),
+        (
+            "md/nope",
+            "md/workers",
+            "no machine in the state belongs to",
+        ),
+        ("md/demo-md-0", "md/demo-md-0", "the same group"),
+        (
+            "other/md/demo-md-0",
+            "md/workers",
+            "no machine in the state belongs to",
+        ),
+    ] {
+        let out = run(d, &["state", "mv", from, to]);
+        assert_eq!(out.status.code(), Some(1), "{from} {to}");
+        assert!(stderr(&out).contains(says), "{from} {to}: {}", stderr(&out));
+    }
+    assert_eq!(serial(d), serial_before);
+
+    let out = run(
+        d,
+        &[
+            "state",
+            "mv",
+            "demo/MachineDeployment/demo-md-0",
+            "md/workers",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("Moved 2 machine(s)"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(serial(d) > serial_before);
+    assert!(d.join("capi.state.json.backup").exists());
+
+    // Now the same plan keeps the machines: no create, no destroy.
+    let after = plan(d);
+    assert!(
+        after.contains("Plan: 0 to add, 2 to change, 0 to replace, 0 to destroy."),
+        "{after}"
+    );
+    assert!(
+        after.contains("deployment-name = \"demo-md-0\" -> \"workers\""),
+        "{after}"
+    );
+}

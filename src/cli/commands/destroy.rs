@@ -13,6 +13,7 @@ use super::super::{CliError, ExitStatus};
 pub(crate) async fn run(
     g: &GlobalSettings,
     cluster: Option<&str>,
+    namespace: Option<&str>,
     mut targets: Vec<Target>,
     ms: &ManifestSettings,
     run: &RunSettings,
@@ -28,15 +29,17 @@ pub(crate) async fn run(
     let locked = LockedState::acquire(g, run, "destroy")?;
     // One cluster: every resource it has, as targets (nothing crosses
     // clusters, so the others stay as they are).
+    let known = locked.state.cluster_keys();
+    super::super::cluster_name::resolve_targets(&mut targets, &known)?;
     if let Some(c) = cluster {
-        let key = c.strip_prefix("default:").unwrap_or(c);
-        if locked.state.cluster_resources(key).next().is_none() {
+        let key = super::super::cluster_name::resolve(c, namespace, &known)?;
+        if locked.state.cluster_resources(&key).next().is_none() {
             return Err(CliError::Usage(format!(
                 "no cluster {c:?} in the state; clusters: {}",
                 locked.state.cluster_keys().join(", ")
             )));
         }
-        targets.push(Target::Cluster(key.to_string()));
+        targets.push(Target::Cluster(key));
     }
     let opts = PlanOptions {
         operation: PlanOperation::Destroy,

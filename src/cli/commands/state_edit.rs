@@ -1,4 +1,5 @@
-//! State surgery: `capi state rm`, `capi state pull`, `capi state push`.
+//! State surgery: `capi state rm`, `capi state mv`, `capi state pull`,
+//! `capi state push`.
 //! Each that writes takes the lock at once (refused while an apply runs),
 //! keeps the previous file as `<state>.backup`, and replaces the state
 //! atomically; the serial moves forward so saved plans made before it go
@@ -7,7 +8,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::resource::Address;
+use crate::resource::{Address, OwnerKind, Spec, Target};
 use crate::state::codec::{decode, encode};
 use crate::state::{files, HeldLock, Location, State, StateStore};
 
@@ -75,6 +76,129 @@ pub(crate) fn rm(
         store.backup_note()
     ));
     Ok(ExitStatus::Success)
+}
+
+/// `capi state mv FROM TO`: a machine group renamed in the manifests keeps
+/// its machines. Both name a group, `[CLUSTER/]KIND/NAME` (`md/old`,
+/// `dev/MachineDeployment/old`); every machine the group owns in the state
+/// is given the new owner, so the next plan matches them to the renamed
+/// group instead of destroying them and creating new ones. Nothing else
+/// moves: infrastructure keeps its names, and machine names keep the old
+/// prefix.
+pub(crate) fn mv(
+    g: &GlobalSettings,
+    from: &str,
+    to: &str,
+    p: &Printer,
+) -> Result<ExitStatus, CliError> {
+    let (cluster, kind, old) = group_arg(from)?;
+    let (to_cluster, to_kind, new) = group_arg(to)?;
+    if to_kind != kind {
+        return Err(CliError::Usage(format!(
+            "{from} is a {kind} and {to} a {to_kind}: a group moves only to a new name of the same kind; nothing was changed"
+        )));
+    }
+    if kind == OwnerKind::Machine {
+        return Err(CliError::Usage(format!(
+            "{from}: a standalone Machine's name is its machine's name (the container or server), so it cannot be renamed in the state; nothing was changed"
+        )));
+    }
+    if old == new {
+        return Err(CliError::Usage(format!(
+            "{from} and {to} are the same group; nothing was changed"
+        )));
+    }
+    let (_lock, mut store, mut state) = locked(g, "state mv")?;
+    let cluster = one_cluster(&state, cluster.or(to_cluster), kind, &old, from)?;
+    let owned_by = |r: &crate::state::Resource, name: &str| {
+        r.address.cluster_key() == cluster
+            && matches!(&r.attributes, Spec::Machine(m) if m.owner.kind == kind && m.owner.name == name)
+    };
+    if let Some(r) = state.resources.iter().find(|r| owned_by(r, &new)) {
+        return Err(CliError::Usage(format!(
+            "{kind}/{new} already owns machines in cluster {cluster} ({}): moving {kind}/{old} there would merge two groups; nothing was changed",
+            r.address
+        )));
+    }
+    let mut moved = 0;
+    for r in state.resources.iter_mut().filter(|r| owned_by(r, &old)) {
+        if let Spec::Machine(m) = &mut r.attributes {
+            m.owner.name.clone_from(&new);
+            moved += 1;
+        }
+    }
+    state.serial += 1;
+    store.save(&state)?;
+    let rolls = if kind == OwnerKind::KubeadmControlPlane {
+        " A KubeadmControlPlane's name is part of its machines' identity: the next plan replaces them one by one (a rolling replacement, not the loss of the control plane)."
+    } else {
+        ""
+    };
+    p.message(&format!(
+        "Moved {moved} machine(s) of cluster {cluster} from {kind}/{old} to {kind}/{new} (serial {}); their infrastructure was not touched.{rolls}{}",
+        state.serial,
+        store.backup_note()
+    ));
+    Ok(ExitStatus::Success)
+}
+
+/// `[CLUSTER/]KIND/NAME` for `state mv`.
+fn group_arg(s: &str) -> Result<(Option<String>, OwnerKind, String), CliError> {
+    let usage = |why: String| {
+        CliError::Usage(format!(
+            "{why}; `capi state mv` moves a machine group: [CLUSTER/]KIND/NAME, e.g. `capi state mv md/md-0 md/workers` or `dev/MachineDeployment/md-0`"
+        ))
+    };
+    let (cluster, rest) = match s.matches('/').count() {
+        2 => s
+            .split_once('/')
+            .map(|(c, r)| (Some(c), r))
+            .unwrap_or((None, s)),
+        _ => (None, s),
+    };
+    let cluster = match cluster {
+        None => None,
+        Some(c) => match Target::parse(c) {
+            Ok(Target::Cluster(key)) => Some(key),
+            _ => return Err(usage(format!("{c:?} is not a cluster name"))),
+        },
+    };
+    match Target::parse(rest) {
+        Ok(Target::Group { kind, name }) => Ok((cluster, kind, name)),
+        Ok(other) => Err(usage(format!("{s:?} names {other}, not a machine group"))),
+        Err(e) => Err(usage(e)),
+    }
+}
+
+/// The cluster whose group is moved: the one named, or the only one that
+/// has the group.
+fn one_cluster(
+    state: &State,
+    named: Option<String>,
+    kind: OwnerKind,
+    name: &str,
+    arg: &str,
+) -> Result<String, CliError> {
+    let mut clusters: Vec<&str> = state
+        .resources
+        .iter()
+        .filter(|r| matches!(&r.attributes, Spec::Machine(m) if m.owner.kind == kind && m.owner.name == name))
+        .map(|r| r.address.cluster_key())
+        .filter(|c| named.as_deref().is_none_or(|n| n == *c))
+        .collect();
+    clusters.dedup();
+    match clusters.as_slice() {
+        [] => Err(CliError::Usage(format!(
+            "no machine in the state belongs to {kind}/{name}{} (see `capi state list`); nothing was changed",
+            named.map(|c| format!(" in cluster {c}")).unwrap_or_default()
+        ))),
+        [one] => Ok(one.to_string()),
+        many => Err(CliError::Usage(format!(
+            "{kind}/{name} is in clusters {}: name one, e.g. `{}/{arg}`; nothing was changed",
+            many.join(", "),
+            many[0]
+        ))),
+    }
 }
 
 /// `capi state pull [-o FILE]`: the whole state as JSON, the journal
