@@ -258,8 +258,7 @@ async fn dispatch(cli: Cli, env: &Env, p: &Printer) -> Result<ExitStatus, CliErr
             let (ms, rs) = (manifests(&m)?, running(Some(&run))?);
             commands::destroy::run(
                 &g,
-                cluster.as_deref(),
-                namespace.as_deref(),
+                (cluster.as_deref(), namespace.as_deref()),
                 targets,
                 &ms,
                 &rs,

@@ -12,8 +12,8 @@ use super::super::{CliError, ExitStatus};
 
 pub(crate) async fn run(
     g: &GlobalSettings,
-    cluster: Option<&str>,
-    namespace: Option<&str>,
+    // The CLUSTER argument and its `-n` namespace.
+    cluster: (Option<&str>, Option<&str>),
     mut targets: Vec<Target>,
     ms: &ManifestSettings,
     run: &RunSettings,
@@ -31,7 +31,7 @@ pub(crate) async fn run(
     // clusters, so the others stay as they are).
     let known = locked.state.cluster_keys();
     super::super::cluster_name::resolve_targets(&mut targets, &known)?;
-    if let Some(c) = cluster {
+    if let (Some(c), namespace) = cluster {
         let key = super::super::cluster_name::resolve(c, namespace, &known)?;
         if locked.state.cluster_resources(&key).next().is_none() {
             return Err(CliError::Usage(format!(
