@@ -3,10 +3,11 @@
 #![allow(clippy::result_large_err)]
 //! `capi`: Terraform's plan/apply workflow for Kubernetes Cluster API manifests.
 //!
-//! Data flows one way: [`manifest`] → [`desired`] → [`plan`] → [`apply`] →
-//! [`provider`] and [`state`]. The crate is a stack of floors (see
-//! docs/architecture.md): the pure ones ([`resource`], [`infra`],
-//! [`manifest`], [`bootstrap`], [`desired`], the state model, [`plan`]) never
+//! Data flows one way: [`manifest`] → [`topology`] (ClusterClass expansion)
+//! → [`desired`] → [`plan`] → [`apply`] → [`provider`] and [`state`]. The
+//! crate is a stack of floors (see docs/architecture.md): the pure ones
+//! ([`resource`], [`infra`], [`manifest`], [`topology`], [`bootstrap`],
+//! [`desired`], the state model, [`plan`]) never
 //! import the I/O ones ([`provider`], [`apply`], the state store, [`cli`]);
 //! tests/it/layers.rs checks it.
 

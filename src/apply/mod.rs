@@ -91,7 +91,7 @@ impl Cancel {
 pub(crate) type ManifestSecrets = BTreeMap<(String, String), BTreeMap<String, Vec<u8>>>;
 
 pub struct Executor {
-    pub parallelism: usize,
+    pub parallelism: std::num::NonZeroUsize,
     pub providers: BTreeMap<ProviderKind, Arc<dyn Provider>>,
     pub secrets: ManifestSecrets,
     pub cancel: Cancel,

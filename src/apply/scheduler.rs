@@ -103,7 +103,7 @@ struct Scheduler<'a> {
 /// `parallelism` provider operations at a time.
 pub(crate) async fn run<R, F>(
     steps: &[Step],
-    parallelism: usize,
+    parallelism: std::num::NonZeroUsize,
     cancel: &Cancel,
     events: &Events,
     run: R,
@@ -112,7 +112,9 @@ where
     R: Fn(&Step, Permit) -> F,
     F: Future<Output = Result<(), StepError>> + Send + 'static,
 {
-    let permits = Arc::new(Semaphore::new(parallelism.clamp(1, Semaphore::MAX_PERMITS)));
+    let permits = Arc::new(Semaphore::new(
+        parallelism.get().min(Semaphore::MAX_PERMITS),
+    ));
     let mut s = Scheduler::new(steps, events);
     let cancelled = cancel.cancelled();
     tokio::pin!(cancelled);
@@ -281,6 +283,7 @@ impl<'a> Scheduler<'a> {
 
 #[cfg(test)]
 mod tests {
+    use std::num::NonZeroUsize;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Mutex;
 
@@ -367,7 +370,7 @@ mod tests {
         };
         let s = unstalled(run(
             &steps,
-            3,
+            NonZeroUsize::new(3).unwrap(),
             &Cancel::default(),
             &Events::default(),
             run_step,
@@ -399,7 +402,7 @@ mod tests {
         };
         let s = unstalled(run(
             &steps,
-            1,
+            NonZeroUsize::new(1).unwrap(),
             &Cancel::default(),
             &Events::default(),
             run_step,
@@ -425,7 +428,7 @@ mod tests {
         };
         let s = unstalled(run(
             &steps,
-            1,
+            NonZeroUsize::new(1).unwrap(),
             &Cancel::default(),
             &Events::default(),
             run_step,
@@ -456,7 +459,7 @@ mod tests {
         };
         let s = unstalled(run(
             &steps,
-            1,
+            NonZeroUsize::new(1).unwrap(),
             &Cancel::default(),
             &Events::default(),
             run_step,
@@ -492,7 +495,14 @@ mod tests {
                 }
             }
         };
-        let s = unstalled(run(&steps, 2, &Cancel::default(), &ev, run_step)).await;
+        let s = unstalled(run(
+            &steps,
+            NonZeroUsize::new(2).unwrap(),
+            &Cancel::default(),
+            &ev,
+            run_step,
+        ))
+        .await;
         assert_eq!(
             s.outcomes,
             vec![
@@ -558,7 +568,14 @@ mod tests {
                 Ok(())
             }
         };
-        let s = unstalled(run(&steps, 2, &cancel, &ev, run_step)).await;
+        let s = unstalled(run(
+            &steps,
+            NonZeroUsize::new(2).unwrap(),
+            &cancel,
+            &ev,
+            run_step,
+        ))
+        .await;
         assert!(s.interrupted);
         assert_eq!(
             s.outcomes,
@@ -599,7 +616,14 @@ mod tests {
                 Ok(())
             }
         };
-        let s = unstalled(run(&steps, 1, &cancel, &ev, run_step)).await;
+        let s = unstalled(run(
+            &steps,
+            NonZeroUsize::new(1).unwrap(),
+            &cancel,
+            &ev,
+            run_step,
+        ))
+        .await;
         assert!(s.interrupted);
         assert_eq!(s.outcomes, vec![Outcome::Done, Outcome::NotStarted]);
     }
@@ -622,7 +646,7 @@ mod tests {
         };
         let s = unstalled(run(
             &steps,
-            2,
+            NonZeroUsize::new(2).unwrap(),
             &Cancel::default(),
             &Events::default(),
             run_step,

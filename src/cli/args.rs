@@ -129,8 +129,8 @@ pub(crate) struct HealthArgs {
     #[arg(long, value_name = "CMD")]
     pub(crate) health_check: Option<String>,
     /// Consecutive passes required.
-    #[arg(long, default_value_t = 2)]
-    pub(crate) health_check_count: u32,
+    #[arg(long, default_value = "2")]
+    pub(crate) health_check_count: std::num::NonZeroU32,
     /// Time between attempts.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub(crate) health_check_interval: std::time::Duration,

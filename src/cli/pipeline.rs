@@ -399,7 +399,7 @@ async fn execute(
     };
     let progress = tokio::spawn(progress::report(p.clone(), progress::Tally::new(pl), rx));
     let exec = Executor {
-        parallelism: a.parallelism.get(),
+        parallelism: a.parallelism,
         providers,
         secrets,
         cancel,

@@ -368,7 +368,7 @@ impl ApplySettings {
             health: h.and_then(|h| {
                 h.health_check.as_ref().map(|c| HealthCheck {
                     command: c.clone(),
-                    count: h.health_check_count.max(1),
+                    count: h.health_check_count.get(),
                     interval: h.health_check_interval,
                     timeout: h.health_check_timeout,
                 })

@@ -31,7 +31,8 @@
 //! mapping to resources (`desired`); its settings in [`ProviderSettings`],
 //! resolved by the CLI's settings layer (`cli/settings.rs`) with its test
 //! hooks and knobs in [`Overrides`]; and a line in [`registry`]. Provider
-//! code reads no environment variable.
+//! code reads no environment variable (the OpenStack SDK reads `OS_*` when
+//! no Secret names the credentials: see `openstack/auth.rs`).
 
 pub mod cloudinit;
 pub mod docker;

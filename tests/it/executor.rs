@@ -141,7 +141,7 @@ impl Provider for Witness {
 
 fn executor(p: Arc<dyn Provider>) -> Executor {
     Executor {
-        parallelism: 4,
+        parallelism: std::num::NonZeroUsize::new(4).unwrap(),
         providers: BTreeMap::from([(ProviderKind::Sim, p)]),
         secrets: Default::default(),
         cancel: Cancel::default(),

@@ -83,19 +83,35 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
     ])
 }
 
-/// Items of `crate::state` that do I/O (the rest is the pure model).
-const STATE_IO: &[&str] = &[
-    "store",
-    "lock",
-    "journal",
-    "backend",
-    "StateStore",
-    "StateError",
-    "StateLock",
-    "LockError",
-    "LockInfo",
-    "Journal",
-];
+/// The pure part of `crate::state`: its model, codec and schema modules and
+/// the items the model defines (re-exported by `state`). Anything else of
+/// `state` (store, lock, journal, backends, their types, a glob) is I/O.
+fn state_pure_items() -> BTreeSet<String> {
+    let mut items: BTreeSet<String> = ["model", "codec", "schema"]
+        .into_iter()
+        .map(String::from)
+        .collect();
+    let model = std::fs::read_to_string(repo().join("src/state/model.rs")).unwrap();
+    for line in model.lines() {
+        let t = line.trim_start();
+        for prefix in [
+            "pub struct ",
+            "pub enum ",
+            "pub const ",
+            "pub fn ",
+            "pub type ",
+        ] {
+            if let Some(rest) = t.strip_prefix(prefix) {
+                let name: String = rest
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                items.insert(name);
+            }
+        }
+    }
+    items
+}
 
 /// The floor a source file belongs to.
 fn floor_of(rel: &Path) -> String {
@@ -118,52 +134,185 @@ fn floor_of(rel: &Path) -> String {
 }
 
 /// The floor a `crate::` path points into, from its first two segments.
-fn target_floor(first: &str, second: Option<&str>) -> String {
+fn target_floor(first: &str, second: Option<&str>, state_pure: &BTreeSet<String>) -> String {
     if first == "state" {
         match second {
-            Some(s) if STATE_IO.contains(&s) => "state-io".into(),
-            _ => "state-pure".into(),
+            Some(s) if state_pure.contains(s) => "state-pure".into(),
+            _ => "state-io".into(),
         }
     } else {
         first.to_string()
     }
 }
 
-/// Every `crate::a::b` path in a text, with brace groups expanded one level
-/// (`crate::state::{State, StateStore}` gives both).
-fn crate_paths(text: &str) -> Vec<(String, Option<String>)> {
-    let ident = |s: &str| -> String {
-        s.chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-            .collect()
+fn ident(s: &str) -> &str {
+    let end = s
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .unwrap_or(s.len());
+    &s[..end]
+}
+
+/// The paths of a use-tree (or an expression path) starting at `s`, each
+/// cut to its first two segments: `a::{b, c::{d}}` gives `a::b` and
+/// `a::c`; `{a::b, c}` gives both; `a::b(x)` gives `a::b`.
+fn use_tree(s: &str) -> Vec<Vec<String>> {
+    if let Some(inner) = s.strip_prefix('{') {
+        let mut depth = 0;
+        let mut items = Vec::new();
+        let mut start = 0;
+        for (i, c) in inner.char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' if depth == 0 => {
+                    items.push(&inner[start..i]);
+                    break;
+                }
+                '}' => depth -= 1,
+                ',' if depth == 0 => {
+                    items.push(&inner[start..i]);
+                    start = i + 1;
+                }
+                _ => {}
+            }
+        }
+        return items
+            .into_iter()
+            .map(str::trim)
+            .filter(|i| !i.is_empty())
+            .flat_map(use_tree)
+            .collect();
+    }
+    let (id, rest) = if let Some(rest) = s.strip_prefix('*') {
+        ("*", rest)
+    } else {
+        let id = ident(s);
+        (id, &s[id.len()..])
     };
+    match rest.strip_prefix("::") {
+        Some(tail) => {
+            let subs = use_tree(tail);
+            if subs.is_empty() {
+                vec![vec![id.to_string()]]
+            } else {
+                subs.into_iter()
+                    .map(|sub| {
+                        let mut v = vec![id.to_string()];
+                        v.extend(sub.into_iter().take(1));
+                        v
+                    })
+                    .collect()
+            }
+        }
+        None => vec![vec![id.to_string()]],
+    }
+}
+
+/// Every `crate::` path in a text, and every `super::` path resolved from
+/// the module `module` (the file's path: `plan/render`, `plan` for
+/// `plan/mod.rs`) to a crate path, as (first, second) segments. A `super::`
+/// chain that climbs out of the crate is ignored (an inline `mod tests`
+/// whose `super` is its file).
+fn crate_paths_in(text: &str, module: &[String]) -> Vec<(String, Option<String>)> {
     let mut out = Vec::new();
-    let mut rest = text;
-    while let Some(i) = rest.find("crate::") {
-        let before = rest[..i].chars().last();
-        rest = &rest[i + "crate::".len()..];
+    let mut push = |path: Vec<String>| {
+        let mut it = path.into_iter();
+        if let Some(first) = it.next() {
+            out.push((first, it.next()));
+        }
+    };
+    for (i, _) in text.match_indices("crate::") {
+        let before = text[..i].chars().last();
         if before.is_some_and(|c| c.is_ascii_alphanumeric() || "_:$".contains(c)) {
             continue; // `$crate::`, `other_crate::`
         }
-        let first = ident(rest);
-        let after = &rest[first.len()..];
-        let Some(tail) = after.strip_prefix("::") else {
-            out.push((first, None));
+        for path in use_tree(&text[i + "crate::".len()..]) {
+            push(path);
+        }
+    }
+    for (i, _) in text.match_indices("super::") {
+        let before = text[..i].chars().last();
+        if before.is_some_and(|c| c.is_ascii_alphanumeric() || "_:".contains(c)) {
+            continue; // the middle of a chain, or `other_super::`
+        }
+        let mut rest = &text[i..];
+        let mut up = 0;
+        while let Some(r) = rest.strip_prefix("super::") {
+            rest = r;
+            up += 1;
+        }
+        if up > module.len() {
             continue;
-        };
-        if let Some(group) = tail.strip_prefix('{') {
-            let end = group.find('}').unwrap_or(group.len());
-            for item in group[..end].split(',') {
-                let item = item.trim();
-                if !item.is_empty() {
-                    out.push((first.clone(), Some(ident(item))));
-                }
+        }
+        let base = &module[..module.len() - up];
+        for tail in use_tree(rest) {
+            let mut path: Vec<String> = base.to_vec();
+            path.extend(tail);
+            if !path.is_empty() && path[0] != module[0] {
+                path.truncate(2);
+                push(path);
             }
-        } else {
-            out.push((first.clone(), Some(ident(tail))));
         }
     }
     out
+}
+
+/// `crate::` paths only (no module to resolve `super::` from).
+fn crate_paths(text: &str) -> Vec<(String, Option<String>)> {
+    crate_paths_in(text, &[String::new()])
+}
+
+/// A file's text cut where inline modules (`mod tests {`) open and close,
+/// each piece with the module its `super::` is relative to.
+fn module_regions(text: &str, file_module: &[String]) -> Vec<(Vec<String>, String)> {
+    let mut regions = Vec::new();
+    let mut stack: Vec<(usize, String)> = Vec::new();
+    let mut current = String::new();
+    let module_now = |stack: &[(usize, String)]| {
+        let mut m = file_module.to_vec();
+        m.extend(stack.iter().map(|(_, n)| n.clone()));
+        m
+    };
+    for line in text.lines() {
+        let t = line.trim_start();
+        let indent = line.len() - t.len();
+        let opened = ["mod ", "pub mod ", "pub(crate) mod ", "pub(super) mod "]
+            .iter()
+            .find_map(|p| t.strip_prefix(p))
+            .filter(|rest| rest.trim_end().ends_with('{'))
+            .map(|rest| ident(rest).to_string());
+        let closes = stack
+            .last()
+            .is_some_and(|(i, _)| *i == indent && t.trim_end() == "}");
+        if opened.is_some() || closes {
+            regions.push((module_now(&stack), std::mem::take(&mut current)));
+            match opened {
+                Some(name) => stack.push((indent, name)),
+                None => {
+                    stack.pop();
+                }
+            }
+            continue;
+        }
+        current.push_str(line);
+        current.push('\n');
+    }
+    regions.push((module_now(&stack), current));
+    regions
+}
+
+/// The module path of a file under `src/`.
+fn module_of(rel: &Path) -> Vec<String> {
+    let mut parts: Vec<String> = rel
+        .iter()
+        .map(|c| c.to_string_lossy().trim_end_matches(".rs").to_string())
+        .collect();
+    if parts
+        .last()
+        .is_some_and(|l| l == "mod" || l == "lib" || l == "main")
+    {
+        parts.pop();
+    }
+    parts
 }
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -184,6 +333,7 @@ fn floors_only_import_downward() {
     rust_files(&src, &mut files);
     files.sort();
     let allowed = allowed();
+    let state_pure = state_pure_items();
     let mut violations = BTreeSet::new();
     let mut checked = 0;
     for f in &files {
@@ -205,15 +355,15 @@ fn floors_only_import_downward() {
             .filter(|l| !l.trim_start().starts_with("//"))
             .map(|l| format!("{l}\n"))
             .collect();
-        if floor == "state-pure" {
-            for io in ["super::store", "super::lock", "super::journal"] {
-                if text.contains(io) {
-                    violations.insert(format!("src/{}: state-pure uses {io}", rel.display()));
-                }
-            }
+        let module = module_of(rel);
+        if module.is_empty() {
+            continue;
         }
-        for (first, second) in crate_paths(&text) {
-            let target = target_floor(&first, second.as_deref());
+        let paths = module_regions(&text, &module)
+            .into_iter()
+            .flat_map(|(m, region)| crate_paths_in(&region, &m));
+        for (first, second) in paths {
+            let target = target_floor(&first, second.as_deref(), &state_pure);
             checked += 1;
             let same =
                 target == floor || (floor.starts_with("state") && target.starts_with("state-pure"));
@@ -240,18 +390,48 @@ fn floors_only_import_downward() {
 #[test]
 fn the_scan_sees_grouped_and_nested_paths() {
     let paths = crate_paths(
-        "use crate::state::{State, StateStore};\nlet x = crate::provider::registry(k);\nuse $crate::nope;",
+        "use crate::state::{State, StateStore};\nlet x = crate::provider::registry(k);\nuse $crate::nope;\n\
+         use crate::{plan::Plan, cli::{output::Printer}};\nuse crate::state::{model::{A}, store::StateStore};",
     );
+    let p = |a: &str, b: &str| (a.to_string(), Some(b.to_string()));
     assert_eq!(
         paths,
         vec![
-            ("state".to_string(), Some("State".to_string())),
-            ("state".to_string(), Some("StateStore".to_string())),
-            ("provider".to_string(), Some("registry".to_string())),
+            p("state", "State"),
+            p("state", "StateStore"),
+            p("provider", "registry"),
+            p("plan", "Plan"),
+            p("cli", "output"),
+            p("state", "model"),
+            p("state", "store"),
         ]
     );
-    assert_eq!(target_floor("state", Some("StateStore")), "state-io");
-    assert_eq!(target_floor("state", Some("Resource")), "state-pure");
+    // super:: climbs from the file's module: plan/mod.rs is `plan`.
+    let plan = module_of(Path::new("plan/mod.rs"));
+    assert_eq!(plan, vec!["plan".to_string()]);
+    assert_eq!(
+        crate_paths_in("use super::provider::X;\nuse super::plan::render;", &plan),
+        vec![p("provider", "X")]
+    );
+    let deep = module_of(Path::new("state/etcd/client.rs"));
+    assert_eq!(
+        crate_paths_in("use super::super::super::cli::CliError;", &deep),
+        vec![p("cli", "CliError")]
+    );
+    // An inline `mod tests`'s super is its file.
+    let regions = module_regions(
+        "use super::a::X;\nmod tests {\n    use super::*;\n}\n",
+        &plan,
+    );
+    assert_eq!(regions[1].0, vec!["plan".to_string(), "tests".to_string()]);
+    assert!(regions[1].1.contains("use super::*"));
+    let pure = state_pure_items();
+    assert_eq!(target_floor("state", Some("StateStore"), &pure), "state-io");
+    assert_eq!(target_floor("state", Some("files"), &pure), "state-io");
+    assert_eq!(target_floor("state", Some("HeldLock"), &pure), "state-io");
+    assert_eq!(target_floor("state", Some("*"), &pure), "state-io");
+    assert_eq!(target_floor("state", Some("Resource"), &pure), "state-pure");
+    assert_eq!(target_floor("state", Some("codec"), &pure), "state-pure");
     assert_eq!(floor_of(Path::new("state/journal.rs")), "state-io");
     assert_eq!(floor_of(Path::new("state/model.rs")), "state-pure");
     assert_eq!(floor_of(Path::new("plan/planner.rs")), "plan");

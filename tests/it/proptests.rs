@@ -219,7 +219,7 @@ fn run(p: &Plan, state: State, dir: &std::path::Path) -> State {
         let sim: Arc<dyn Provider> =
             Arc::new(SimProvider::open(&dir.join("sim"), Some(std::time::Duration::ZERO)).unwrap());
         let exec = Executor {
-            parallelism: 8,
+            parallelism: std::num::NonZeroUsize::new(8).unwrap(),
             providers: BTreeMap::from([(ProviderKind::Sim, sim)]),
             secrets: Default::default(),
             cancel: Cancel::default(),

@@ -4,7 +4,9 @@
 //! 1. The Secret named by the OpenStackCluster's (or machine template's)
 //!    `identityRef`, from the manifests: its `clouds.yaml` and optional
 //!    `cacert`; the cloud is `identityRef.cloudName`.
-//! 2. Otherwise the user's environment: `OS_CLOUD` with `clouds.yaml` (the
+//! 2. Otherwise the user's environment, read by the OpenStack SDK itself
+//!    (the one environment read below the settings layer, listed in
+//!    docs/architecture.md): `OS_CLOUD` with `clouds.yaml` (the
 //!    usual search path and `OS_CLIENT_CONFIG_FILE`), or the `OS_*`
 //!    variables (`OS_AUTH_URL`, `OS_USERNAME`, ..., or
 //!    `OS_AUTH_TYPE=v3applicationcredential` with
