@@ -111,12 +111,12 @@ pub(crate) enum JsonEvent<'a> {
         serial: u64,
         capi_version: &'a str,
         /// Resources with sensitive values masked.
-        resources: Vec<Value>,
+        resources: Vec<crate::state::Resource>,
     },
     /// `capi state list --json`.
     StateList { addresses: Vec<&'a str> },
     /// `capi state show ADDRESS --json`: one resource, sensitive values masked.
-    StateResource { resource: Value },
+    StateResource { resource: crate::state::Resource },
     /// `capi validate --json`.
     Valid {
         objects: usize,
@@ -136,7 +136,10 @@ pub(crate) enum JsonEvent<'a> {
     /// `capi describe cluster NAME --json`: the tree's rows, each with its
     /// `name`, `depth` and non-empty cells (`replicas`, `available`, `ready`,
     /// `up_to_date`, `status`, `reason`, `message`).
-    Describe { cluster: &'a str, rows: Vec<Value> },
+    Describe {
+        cluster: &'a str,
+        rows: Vec<super::commands::describe::DescribeRow>,
+    },
     /// `capi kubeconfig NAME -o FILE --json`: the file written (mode 0600).
     Kubeconfig {
         cluster: &'a str,
@@ -161,8 +164,7 @@ pub(crate) enum JsonEvent<'a> {
         /// The lowest version its workers run.
         #[serde(skip_serializing_if = "Option::is_none")]
         workers: Option<String>,
-        /// `{version, kind (workers|patch|minor|chain), note}`.
-        targets: Vec<Value>,
+        targets: Vec<super::commands::upgrade_targets::Candidate>,
     },
     /// A `--health-check` command ran between rollout waves.
     HealthCheck {
@@ -397,11 +399,7 @@ impl JsonEvent<'_> {
                 format!("state serial {serial}: {} resources", resources.len())
             }
             JsonEvent::StateList { addresses } => format!("{} resources", addresses.len()),
-            JsonEvent::StateResource { resource } => resource
-                .get("address")
-                .and_then(Value::as_str)
-                .unwrap_or("resource")
-                .to_string(),
+            JsonEvent::StateResource { resource } => resource.address.to_string(),
             JsonEvent::Valid {
                 objects, clusters, ..
             } => format!("valid: {objects} objects, {clusters} clusters"),

@@ -61,9 +61,9 @@ impl Printer {
     }
 
     /// A whole document on stdout, for `-o json` (pretty) or `-o yaml`.
-    pub(crate) fn document(&self, format: OutputFormat, v: &serde_json::Value) {
+    pub(crate) fn document(&self, format: OutputFormat, v: &impl serde::Serialize) {
         let text = match format {
-            OutputFormat::Yaml => serde_yaml::to_string(v).expect("JSON values are YAML"),
+            OutputFormat::Yaml => serde_yaml::to_string(v).expect("documents are YAML"),
             OutputFormat::Json | OutputFormat::Text => {
                 serde_json::to_string_pretty(v).expect("values serialise") + "\n"
             }

@@ -13,7 +13,7 @@ use crate::plan::{self, Action, PlanOptions};
 use crate::resource::{ResourceKind, Role, Spec};
 use crate::state::{Resource, State, Status};
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::super::args::OutputFormat;
 use super::super::cluster_name;
@@ -293,38 +293,55 @@ pub(crate) fn run(
     if p.json {
         p.emit(&JsonEvent::Describe {
             cluster,
-            rows: rows.iter().map(Row::to_value).collect(),
+            rows: rows.iter().map(Row::public).collect(),
         });
     } else if output == OutputFormat::Text {
         p.data(&table(&rows));
     } else {
-        let rows: Vec<Value> = rows.iter().map(Row::to_value).collect();
+        let rows: Vec<DescribeRow> = rows.iter().map(Row::public).collect();
         p.document(output, &json!({ "cluster": cluster, "rows": rows }));
     }
     Ok(ExitStatus::Success)
 }
 
+/// A row for programs (`--json`, `-o json|yaml`): the name without its
+/// tree drawing, its depth in the tree (the cluster is 0), and the
+/// non-empty cells.
+#[derive(Debug, Clone, serde::Serialize, schemars::JsonSchema)]
+pub(crate) struct DescribeRow {
+    name: String,
+    depth: usize,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    replicas: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    available: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    ready: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    up_to_date: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    status: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    reason: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    message: String,
+}
+
 impl Row {
-    /// The row for programs: the name without its tree drawing, and its
-    /// depth in the tree (the cluster is 0); empty cells left out.
-    fn to_value(&self) -> Value {
+    fn public(&self) -> DescribeRow {
         let name = self.name.trim_start_matches([' ', '│', '├', '└', '─']);
         let depth = (self.name.chars().count() - name.chars().count()) / 2;
-        let mut v = json!({ "name": name, "depth": depth });
-        for (k, cell) in [
-            ("replicas", &self.replicas),
-            ("available", &self.available),
-            ("ready", &self.ready),
-            ("up_to_date", &self.up_to_date),
-            ("status", &self.status),
-            ("reason", &self.reason),
-            ("message", &self.message),
-        ] {
-            if !cell.is_empty() {
-                v[k] = Value::String(cell.clone());
-            }
+        DescribeRow {
+            name: name.to_string(),
+            depth,
+            replicas: self.replicas.clone(),
+            available: self.available.clone(),
+            ready: self.ready.clone(),
+            up_to_date: self.up_to_date.clone(),
+            status: self.status.clone(),
+            reason: self.reason.clone(),
+            message: self.message.clone(),
         }
-        v
     }
 }
 

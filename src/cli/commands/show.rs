@@ -2,8 +2,6 @@
 //! secrets masked;
 //! `capi show PLANFILE`: what a saved plan will do.
 
-use serde_json::{json, Value};
-
 use std::path::Path;
 
 use crate::plan;
@@ -18,16 +16,12 @@ use super::super::settings::GlobalSettings;
 use super::super::{CliError, ExitStatus};
 
 /// A resource as shown to people and programs: sensitive values masked.
-pub(crate) fn public_resource(r: &Resource) -> Value {
-    let mut v = serde_json::to_value(r).expect("json");
-    if let Some(obj) = v.as_object_mut() {
-        if let Some(Value::Object(s)) = obj.get_mut("sensitive") {
-            for val in s.values_mut() {
-                *val = json!("(sensitive)");
-            }
-        }
+pub(crate) fn public_resource(r: &Resource) -> Resource {
+    let mut masked = r.clone();
+    for val in masked.sensitive.values_mut() {
+        *val = "(sensitive)".into();
     }
-    v
+    masked
 }
 
 fn summary_line(r: &Resource) -> String {

@@ -8,8 +8,6 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::json;
-
 use crate::manifest::{Body, Manifest};
 use crate::resource::{OwnerKind, Role, Version};
 use crate::state::State;
@@ -22,9 +20,11 @@ use super::super::{CliError, ExitStatus};
 use super::upgrade::{select, Target};
 
 /// One line of the listing.
-#[derive(Debug, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, schemars::JsonSchema)]
 pub(crate) struct Candidate {
     pub(crate) version: String,
+    /// `workers` (catching up with the control plane), `patch`, `minor`
+    /// or `chain` (two steps).
     pub(crate) kind: &'static str,
     pub(crate) note: String,
 }
@@ -179,10 +179,7 @@ pub(crate) fn run(
             cluster: &t.key,
             control_plane: cp.to_string(),
             workers: workers.as_ref().map(Version::to_string),
-            targets: list
-                .iter()
-                .map(|c| json!({"version": c.version, "kind": c.kind, "note": c.note}))
-                .collect(),
+            targets: list.clone(),
         });
         return Ok(ExitStatus::Success);
     }
