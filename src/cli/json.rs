@@ -164,6 +164,18 @@ pub(crate) enum JsonEvent<'a> {
         /// `{version, kind (workers|patch|minor|chain), note}`.
         targets: Vec<Value>,
     },
+    /// `capi import ADDRESS ID --json`: the object found and recorded as an
+    /// interrupted create, which the next apply adopts.
+    Imported {
+        address: &'a Address,
+        provider: ProviderKind,
+        /// The object's id at the provider.
+        id: &'a str,
+        /// The object, as a person would name it.
+        object: &'a str,
+        /// The state's serial after the import.
+        serial: u64,
+    },
     /// A `--health-check` command ran between rollout waves.
     HealthCheck {
         cluster: &'a str,
@@ -420,6 +432,9 @@ impl JsonEvent<'_> {
             JsonEvent::UpgradeTargets { cluster, targets, .. } => {
                 format!("{cluster}: {} upgrade targets", targets.len())
             }
+            JsonEvent::Imported {
+                address, object, ..
+            } => format!("imported {object} as {address}"),
             JsonEvent::HealthCheck {
                 cluster,
                 after,
@@ -550,10 +565,11 @@ mod tests {
             "describe",
             "kubeconfig",
             "generated",
+            "imported",
         ] {
             assert_eq!(names.get(t), Some(&1), "{t} in {names:?}");
         }
-        assert_eq!(names.len(), 24);
+        assert_eq!(names.len(), 25);
     }
 
     #[test]

@@ -301,6 +301,11 @@ async fn dispatch(cli: Cli, env: &Env, p: &Printer) -> Result<ExitStatus, CliErr
             commands::state_edit::push(&g, &file, force, p)
         }
         Command::State(StateCommand::Migrate { to }) => commands::state_edit::migrate(&g, &to, p),
+        Command::Import {
+            address,
+            id,
+            manifests: m,
+        } => commands::import::run(&g, &manifests(&m)?, &running(None)?, &address, &id, p).await,
         Command::Kubeconfig {
             cluster,
             namespace,
