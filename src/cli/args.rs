@@ -279,6 +279,11 @@ pub(crate) enum Command {
     /// state (like `terraform import`) once its labels say it is ADDRESS of
     /// this state; the next apply adopts it instead of creating another.
     /// Locked, backed up; refused while an apply runs.
+    #[command(
+        after_help = "Example: after `capi state rm demo/machine/demo-md-0-a9ed1-0`, `capi drift` lists it as unmanaged;
+  capi import demo/machine/demo-md-0-a9ed1-0 demo-md-0-a9ed1-0 -f cluster.yaml
+records it as an interrupted create, and `capi apply` adopts it."
+    )]
     Import {
         /// A resource the manifests describe and the state does not hold:
         /// CLUSTER/network, CLUSTER/loadbalancer or CLUSTER/machine/NAME.
