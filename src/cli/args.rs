@@ -279,6 +279,28 @@ pub(crate) enum Command {
     /// Inspect and edit the state: list, show, rm, pull, push.
     #[command(subcommand)]
     State(StateCommand),
+    /// Adopt an existing container, server or simulated record into the
+    /// state (like `terraform import`) once its labels say it is ADDRESS of
+    /// this state; the next apply adopts it instead of creating another.
+    /// Locked, backed up; refused while an apply runs.
+    #[command(
+        after_help = "Example: after `capi state rm demo/machine/demo-md-0-a9ed1-0`, `capi drift` lists it as unmanaged;
+  capi import demo/machine/demo-md-0-a9ed1-0 demo-md-0-a9ed1-0 -f cluster.yaml
+records it as an interrupted create, and `capi apply` adopts it."
+    )]
+    Import {
+        /// A resource the manifests describe and the state does not hold:
+        /// CLUSTER/network, CLUSTER/loadbalancer or CLUSTER/machine/NAME.
+        #[arg(value_name = "ADDRESS")]
+        address: String,
+        /// The object's id or name: a Docker container or network, an
+        /// OpenStack server, a simulated machine (name or provider id),
+        /// network (name) or load balancer (address).
+        #[arg(value_name = "ID")]
+        id: String,
+        #[command(flatten)]
+        manifests: ManifestArgs,
+    },
     /// Write an admin kubeconfig for a cluster (like `clusterctl get kubeconfig`).
     Kubeconfig {
         /// The cluster: `name` (unambiguous), `namespace:name`, or `name -n namespace`.

@@ -116,7 +116,9 @@ pub(crate) enum JsonEvent<'a> {
     /// `capi state list --json`.
     StateList { addresses: Vec<&'a str> },
     /// `capi state show ADDRESS --json`: one resource, sensitive values masked.
-    StateResource { resource: crate::state::Resource },
+    StateResource {
+        resource: Box<crate::state::Resource>,
+    },
     /// `capi validate --json`.
     Valid {
         objects: usize,
@@ -165,6 +167,18 @@ pub(crate) enum JsonEvent<'a> {
         #[serde(skip_serializing_if = "Option::is_none")]
         workers: Option<String>,
         targets: Vec<super::commands::upgrade_targets::Candidate>,
+    },
+    /// `capi import ADDRESS ID --json`: the object found and recorded as an
+    /// interrupted create, which the next apply adopts.
+    Imported {
+        address: &'a Address,
+        provider: ProviderKind,
+        /// The object's id at the provider.
+        id: &'a str,
+        /// The object, as a person would name it.
+        object: &'a str,
+        /// The state's serial after the import.
+        serial: u64,
     },
     /// A `--health-check` command ran between rollout waves.
     HealthCheck {
@@ -418,6 +432,9 @@ impl JsonEvent<'_> {
             JsonEvent::UpgradeTargets { cluster, targets, .. } => {
                 format!("{cluster}: {} upgrade targets", targets.len())
             }
+            JsonEvent::Imported {
+                address, object, ..
+            } => format!("imported {object} as {address}"),
             JsonEvent::HealthCheck {
                 cluster,
                 after,
@@ -548,10 +565,11 @@ mod tests {
             "describe",
             "kubeconfig",
             "generated",
+            "imported",
         ] {
             assert_eq!(names.get(t), Some(&1), "{t} in {names:?}");
         }
-        assert_eq!(names.len(), 24);
+        assert_eq!(names.len(), 25);
     }
 
     #[test]

@@ -186,6 +186,23 @@ pub fn run() -> ExitCode {
     ExitCode::from(code)
 }
 
+/// `capi state ...`: one function per subcommand.
+fn dispatch_state(
+    g: &GlobalSettings,
+    sc: StateCommand,
+    p: &Printer,
+) -> Result<ExitStatus, CliError> {
+    match sc {
+        StateCommand::List => commands::state::list(g, p),
+        StateCommand::Show { address, output } => commands::state::show(g, &address, output, p),
+        StateCommand::Rm { addresses } => commands::state_edit::rm(g, &addresses, p),
+        StateCommand::Mv { from, to } => commands::state_edit::mv(g, &from, &to, p),
+        StateCommand::Pull { output } => commands::state_edit::pull(g, output.as_deref(), p),
+        StateCommand::Push { file, force } => commands::state_edit::push(g, &file, force, p),
+        StateCommand::Migrate { to } => commands::state_edit::migrate(g, &to, p),
+    }
+}
+
 async fn dispatch(cli: Cli, env: &Env, p: &Printer) -> Result<ExitStatus, CliError> {
     let g = GlobalSettings::resolve(&cli.global, env)?;
     let manifests = |a: &args::ManifestArgs| ManifestSettings::resolve(a, env);
@@ -297,23 +314,12 @@ async fn dispatch(cli: Cli, env: &Env, p: &Printer) -> Result<ExitStatus, CliErr
             namespace,
             output,
         } => commands::show::run(&g, cluster.as_deref(), namespace.as_deref(), output, p),
-        Command::State(StateCommand::List) => commands::state::list(&g, p),
-        Command::State(StateCommand::Show { address, output }) => {
-            commands::state::show(&g, &address, output, p)
-        }
-        Command::State(StateCommand::Rm { addresses }) => {
-            commands::state_edit::rm(&g, &addresses, p)
-        }
-        Command::State(StateCommand::Mv { from, to }) => {
-            commands::state_edit::mv(&g, &from, &to, p)
-        }
-        Command::State(StateCommand::Pull { output }) => {
-            commands::state_edit::pull(&g, output.as_deref(), p)
-        }
-        Command::State(StateCommand::Push { file, force }) => {
-            commands::state_edit::push(&g, &file, force, p)
-        }
-        Command::State(StateCommand::Migrate { to }) => commands::state_edit::migrate(&g, &to, p),
+        Command::State(sc) => dispatch_state(&g, sc, p),
+        Command::Import {
+            address,
+            id,
+            manifests: m,
+        } => commands::import::run(&g, &manifests(&m)?, &running(None)?, &address, &id, p).await,
         Command::Kubeconfig {
             cluster,
             namespace,

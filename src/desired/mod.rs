@@ -124,6 +124,39 @@ impl MachineGroup {
             None => format!("{}-{index}", self.name_prefix),
         }
     }
+
+    /// Is `name` a name this group gives its machines (its fixed name, or
+    /// `<prefix>-<index>`)?
+    pub(crate) fn names(&self, name: &str) -> bool {
+        match &self.fixed_name {
+            Some(n) => n == name,
+            None => name
+                .strip_prefix(self.name_prefix.as_str())
+                .and_then(|rest| rest.strip_prefix('-'))
+                .is_some_and(|i| i.parse::<u32>().is_ok()),
+        }
+    }
+
+    /// What a new machine of this group named `name` in a failure domain is
+    /// created from.
+    pub(crate) fn machine_spec(&self, name: &str, failure_domain: &Option<String>) -> MachineSpec {
+        let mut labels = self.labels.clone();
+        if let Some(fd) = failure_domain {
+            labels.insert("cluster.x-k8s.io/failure-domain".into(), fd.clone());
+        }
+        MachineSpec {
+            name: name.to_string(),
+            role: self.role,
+            owner: self.owner.clone(),
+            version: self.version.clone(),
+            identity: self.machine_identity(failure_domain),
+            failure_domain: failure_domain.clone(),
+            infra: self.infra.clone(),
+            bootstrap_template: self.bootstrap_template.clone(),
+            labels,
+            annotations: self.annotations.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

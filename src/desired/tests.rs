@@ -191,3 +191,34 @@ fn a_group_that_fails_to_render_is_reported_on_its_bootstrap_object() {
         .starts_with("KubeadmConfig \"d-cp\" (used by Machine \"d-cp-a\")"));
     assert!(problems[0].message.contains("v1.20.1"), "{problems:#?}");
 }
+
+#[test]
+fn a_group_knows_its_machine_names_and_what_they_are_made_from() {
+    let text = [
+        CLUSTER.to_string(),
+        machine("d-cp-a", true),
+        deployment("d-md"),
+        machine("d-solo", false),
+    ]
+    .concat();
+    let d = build_text(&text, &Default::default()).unwrap();
+    let (md, solo) = (&d.clusters[0].groups[1], &d.clusters[0].groups[2]);
+    let name = md.machine_name(3);
+    assert!(md.names(&name));
+    assert!(!md.names(&format!("{}-x", md.name_prefix)));
+    assert!(!md.names(&format!("{}3", md.name_prefix)));
+    assert!(!md.names("d-md-zzzzz-0"));
+    assert!(solo.names("d-solo") && !solo.names("d-solo-0"));
+    // The spec the planner creates machines from, in a failure domain.
+    let fd = Some("c".to_string());
+    let spec = md.machine_spec(&name, &fd);
+    assert_eq!(spec.name, name);
+    assert_eq!(spec.identity, md.machine_identity(&fd));
+    assert_ne!(spec.identity, md.identity);
+    assert_eq!(
+        spec.labels
+            .get("cluster.x-k8s.io/failure-domain")
+            .map(String::as_str),
+        Some("c")
+    );
+}

@@ -14,8 +14,9 @@
 //! - `bootstrap.rs`: how bootstrap data reaches a machine (Docker: executed
 //!   in the container as CAPD does, never twice; OpenStack: the server's
 //!   `user_data`; simulator: recorded, not run) and bootstrap tokens;
-//! - `refresh.rs`: reading back and comparing with the state, and the
-//!   lookups by labels or tags that find what the state does not know;
+//! - `refresh.rs`: reading back and comparing with the state, the lookups
+//!   by labels or tags that find what the state does not know, and the
+//!   lookup by id or name `capi import` makes ([`Provider::lookup`]);
 //! - the low-level client: Docker's `engine.rs` (every `bollard` call),
 //!   OpenStack's `api.rs` (the cloud operations as a trait), `sdk.rs` (that
 //!   trait on the real services) and `ops.rs` (the retry policy and the
@@ -118,6 +119,9 @@ pub enum ProviderError {
     /// Something exists that carries another state's labels.
     #[error("{0}")]
     Conflict(String),
+    /// Nothing has the id or name asked for (`capi import`).
+    #[error("{0}")]
+    NotFound(String),
 }
 
 /// What an operation needs besides the spec.
@@ -160,6 +164,29 @@ pub struct Unmanaged {
     pub(crate) detail: String,
 }
 
+/// An object `capi import` found by its id or name, with capi's labels
+/// (Docker labels, OpenStack server metadata, the simulator's record labels)
+/// as the object carries them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Found {
+    /// The object, for messages: `container demo-md-0-a9ed1-0 (3f2a9c1b7e4d)`.
+    pub(crate) description: String,
+    /// Its id at the provider.
+    pub(crate) id: String,
+    /// The state lineage its labels name, if any.
+    pub(crate) lineage: Option<String>,
+    /// The resource address its labels name, if any.
+    pub(crate) address: Option<String>,
+    /// Machines: the identity label (what the machine was created from).
+    pub(crate) identity: Option<String>,
+    /// Why the create path would not adopt it even with the right labels
+    /// (it is not where create looks: another name, another cluster; its
+    /// bootstrap was interrupted), in a sentence that says how to fix it.
+    pub(crate) not_adoptable: Option<String>,
+    /// What the state records of it until apply adopts it (its id).
+    pub(crate) observed: Observed,
+}
+
 #[async_trait]
 pub trait Provider: Send + Sync {
     fn kind(&self) -> ProviderKind;
@@ -197,6 +224,13 @@ pub trait Provider: Send + Sync {
         known: &[&Resource],
         lineage: &str,
     ) -> Result<Vec<Unmanaged>, ProviderError>;
+
+    /// `capi import`: the object `id` (an id or a name) of the kind of
+    /// resource `input` describes (its address, spec and dependencies say
+    /// where and with which credentials to look), with its labels. Reads
+    /// only. Nothing of that kind with that id or name:
+    /// [`ProviderError::NotFound`], naming what was looked for.
+    async fn lookup(&self, input: &OpInput<'_>, id: &str) -> Result<Found, ProviderError>;
 }
 
 /// Resource kinds providers read back on refresh (the others are local or

@@ -798,6 +798,47 @@ fn container_removed_behind_capis_back_is_planned_and_recreated() {
 }
 
 #[test]
+fn imported_container_is_adopted_not_duplicated() {
+    if !engine() {
+        return;
+    }
+    let mut tc = TestCluster::new("imp");
+    tc.vars.insert("WORKER_MACHINE_COUNT", "1".into());
+    tc.apply();
+    let w = tc.machines("worker")[0].clone();
+    let id = tc.containers()[&w].3.clone();
+    let state = tc.state();
+    let address = state
+        .resources
+        .iter()
+        .find(|r| r.observed.get("container").and_then(|c| c.as_str()) == Some(w.as_str()))
+        .map(|r| r.address.to_string())
+        .expect("the worker in the state");
+    let o = tc.run(&["state", "rm", &address]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // The load balancer's container is not this machine.
+    let o = tc.run(&["import", &address, &tc.lb(), "-f", "c.yaml"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!("is {}/loadbalancer of this state", tc.name)),
+        "{}",
+        stderr(&o)
+    );
+    let o = tc.run(&["import", &address, &id, "-f", "c.yaml"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let before = tc.containers();
+    tc.apply();
+    assert_eq!(tc.containers(), before, "apply adopted, created nothing");
+    let joins = kubeadm_calls(&tc, &w)
+        .into_iter()
+        .filter(|(_, x)| x.contains("join"))
+        .count();
+    assert_eq!(joins, 1, "bootstrap ran once");
+    let (code, out) = tc.plan_code();
+    assert_eq!(code, 0, "{out}");
+}
+
+#[test]
 fn process_killed_after_container_create_is_adopted() {
     if !engine() {
         return;

@@ -14,7 +14,7 @@ use serde_json::Value;
 use capi::apply::{self, Cancel, Executor};
 use capi::plan::{self, Operation, Plan, PlanOptions};
 use capi::provider::sim::SimProvider;
-use capi::provider::{OpInput, Provider, ProviderError, Redactor, Refreshed, Unmanaged};
+use capi::provider::{Found, OpInput, Provider, ProviderError, Redactor, Refreshed, Unmanaged};
 use capi::resource::{ProviderKind, ResourceKind};
 use capi::state::{Resource, State, StateStore, Status};
 
@@ -136,6 +136,10 @@ impl Provider for Witness {
         lineage: &str,
     ) -> Result<Vec<Unmanaged>, ProviderError> {
         self.inner.unmanaged(known, lineage).await
+    }
+
+    async fn lookup(&self, input: &OpInput<'_>, id: &str) -> Result<Found, ProviderError> {
+        self.inner.lookup(input, id).await
     }
 }
 

@@ -65,6 +65,20 @@ fn two_processes_race_for_the_lock() {
         "{err}"
     );
 
+    // So is state surgery: `capi import` (and `state rm`) do not wait.
+    for args in [
+        &["import", "demo/network", "demo", "-f", "c.yaml"][..],
+        &["state", "rm", "demo/network"],
+    ] {
+        let out = capi(dir.path()).args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(
+            stderr(&out).contains("locked by another capi"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+
     // force-unlock is refused while the holder lives.
     let id = info["ID"].as_str().unwrap();
     let out = capi(dir.path())

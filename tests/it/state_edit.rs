@@ -1,5 +1,6 @@
-//! State surgery (`capi state rm|pull|push`): locked, backed up, refusing
-//! what would silently lose records.
+//! State surgery (`capi state rm|pull|push`, `capi import`): locked, backed
+//! up, refusing what would silently lose records or adopt what capi cannot
+//! vouch for.
 
 use std::os::unix::fs::PermissionsExt;
 
@@ -218,4 +219,162 @@ fn mv_gives_a_renamed_group_its_machines() {
         after.contains("deployment-name = \"demo-md-0\" -> \"workers\""),
         "{after}"
     );
+}
+
+/// `machine-created` events in the simulator's log: machines made, ever.
+fn machines_created(dir: &std::path::Path) -> usize {
+    std::fs::read_to_string(dir.join("capi.state.sim/ops.log"))
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("\"event\":\"machine-created\""))
+        .count()
+}
+
+/// The simulator's machine records of cluster `demo`.
+fn machine_records(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir.join("capi.state.sim/machines/demo"))
+        .unwrap()
+        .count()
+}
+
+/// `capi import` refuses, exits 1, names `why` and changes nothing.
+fn refused(dir: &std::path::Path, args: &[&str], why: &str) {
+    let before = std::fs::read(dir.join("capi.state.json")).unwrap();
+    let ex = example("sim");
+    let out = capi(dir)
+        .arg("import")
+        .args(args)
+        .arg("-f")
+        .arg(&ex)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
+    assert!(stderr(&out).contains(why), "{args:?}: {}", stderr(&out));
+    assert_eq!(
+        std::fs::read(dir.join("capi.state.json")).unwrap(),
+        before,
+        "{args:?} changed the state"
+    );
+}
+
+#[test]
+fn import_brings_back_a_forgotten_machine_and_apply_adopts_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ex = example("sim");
+    let out = capi(d)
+        .args(["apply", "--auto-approve", "-f"])
+        .arg(&ex)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let list = stdout(&run(d, &["state", "list"]));
+    let workers: Vec<&str> = list
+        .lines()
+        .filter(|l| l.contains("/machine/demo-md-0"))
+        .collect();
+    let (worker, other) = (workers[0].to_string(), workers[1].to_string());
+    let name = worker.rsplit('/').next().unwrap().to_string();
+    let other_name = other.rsplit('/').next().unwrap().to_string();
+
+    let out = run(d, &["state", "rm", &worker]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run(d, &["drift"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains(&format!("unmanaged {worker}")),
+        "{}",
+        stdout(&out)
+    );
+
+    // Refusals, each naming its reason and leaving the state as it was.
+    refused(
+        d,
+        &[&worker, "nope"],
+        "no simulated machine has the id or name \"nope\"",
+    );
+    refused(
+        d,
+        &[&worker, &other_name],
+        &format!("is {other} of this state; it cannot be imported as {worker}"),
+    );
+    refused(d, &[&other, &other_name], "is already in the state");
+    refused(
+        d,
+        &["demo/machine/demo-md-0-zzzzz-0", &name],
+        "is not a machine the manifests describe",
+    );
+    refused(
+        d,
+        &["elsewhere/network", "x"],
+        "is not described by the manifests",
+    );
+    refused(d, &["demo/pki", "x"], "demo/pki cannot be imported");
+    refused(d, &["demo/token", "x"], "demo/token cannot be imported");
+
+    // A record without capi's labels, or with another state's.
+    let record = d.join(format!("capi.state.sim/machines/demo/{name}.json"));
+    let original = std::fs::read_to_string(&record).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&original).unwrap();
+    v["labels"] = serde_json::json!({});
+    std::fs::write(&record, v.to_string()).unwrap();
+    refused(d, &[&worker, &name], "carries no capi labels");
+    v["labels"] = serde_json::json!({
+        "capi.x-k8s.io/lineage": "11111111-2222-3333-4444-555555555555",
+        "capi.x-k8s.io/address": worker,
+    });
+    std::fs::write(&record, v.to_string()).unwrap();
+    refused(
+        d,
+        &[&worker, &name],
+        &format!("belongs to {worker} of state lineage 11111111-2222-3333-4444-555555555555"),
+    );
+    std::fs::write(&record, &original).unwrap();
+
+    // The import: by name, with its JSON event.
+    let before = serial(d);
+    let out = capi(d)
+        .args(["import", &worker, &name, "--json", "-f"])
+        .arg(&ex)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("instead of creating a new one"),
+        "{}",
+        stderr(&out)
+    );
+    let events = json_events(&stdout(&out));
+    assert_eq!(events[1]["type"], "imported");
+    assert_eq!(events[1]["address"], worker.as_str());
+    assert_eq!(events[1]["id"], format!("sim:///demo/{name}"));
+    assert_eq!(serial(d), before + 1);
+    assert!(d.join("capi.state.json.backup").exists());
+    let shown = stdout(&run(d, &["state", "show", &worker]));
+    let r: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(r["status"], "creating");
+    assert_eq!(r["observed"]["provider_id"], format!("sim:///demo/{name}"));
+    assert_eq!(run(d, &["drift"]).status.code(), Some(0));
+
+    // apply adopts it: no machine is created.
+    let (created, records) = (machines_created(d), machine_records(d));
+    let out = capi(d)
+        .args(["apply", "--auto-approve", "-f"])
+        .arg(&ex)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("adopt"), "{}", stdout(&out));
+    assert_eq!(machines_created(d), created, "apply created a machine");
+    assert_eq!(machine_records(d), records);
+    let r: serde_json::Value =
+        serde_json::from_str(&stdout(&run(d, &["state", "show", &worker]))).unwrap();
+    assert_eq!(r["status"], "ready");
+    let out = capi(d)
+        .args(["plan", "--detailed-exitcode", "-f"])
+        .arg(&ex)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(stdout(&out).contains("No changes"), "{}", stdout(&out));
 }

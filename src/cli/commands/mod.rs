@@ -11,6 +11,7 @@ pub(crate) mod drift;
 pub(crate) mod force_unlock;
 pub(crate) mod generate;
 pub(crate) mod graph;
+pub(crate) mod import;
 pub(crate) mod kubeconfig;
 pub(crate) mod plan;
 pub(crate) mod show;

@@ -48,7 +48,9 @@ pub(crate) fn show(
     };
     let v = public_resource(r);
     if p.json {
-        p.emit(&JsonEvent::StateResource { resource: v });
+        p.emit(&JsonEvent::StateResource {
+            resource: Box::new(v),
+        });
         return Ok(ExitStatus::Success);
     }
     p.document(output, &v);

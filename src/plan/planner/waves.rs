@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 
 use crate::desired::MachineGroup;
 use crate::resource::{
-    Address, BootstrapRole, BootstrapSpec, MachineSpec, ProviderKind, ResourceKind, Role, Spec,
+    Address, BootstrapRole, BootstrapSpec, ProviderKind, ResourceKind, Role, Spec,
 };
 use crate::state::Resource;
 
@@ -214,22 +214,7 @@ impl<'a> ClusterPlanner<'_, 'a> {
         let mut bs_step = ProtoStep::create(bs_addr.clone(), ProviderKind::Local, bspec, bdeps);
         bs_step.after.extend(slot.prev_wave.iter().copied());
         let bs_id = self.b.step(bs_step);
-        let mut labels = g.labels.clone();
-        if let Some(fd) = failure_domain {
-            labels.insert("cluster.x-k8s.io/failure-domain".into(), fd.clone());
-        }
-        let mspec = Spec::Machine(MachineSpec {
-            name: name.to_string(),
-            role: g.role,
-            owner: g.owner.clone(),
-            version: g.version.clone(),
-            identity: g.machine_identity(failure_domain),
-            failure_domain: failure_domain.clone(),
-            infra: g.infra.clone(),
-            bootstrap_template: g.bootstrap_template.clone(),
-            labels,
-            annotations: g.annotations.clone(),
-        });
+        let mspec = Spec::Machine(g.machine_spec(name, failure_domain));
         let mut mdeps = vec![bs_addr, network, loadbalancer];
         if role != BootstrapRole::Init {
             mdeps.push(self.token_addr.clone());

@@ -43,7 +43,7 @@ use async_trait::async_trait;
 
 use self::engine::Engine;
 use super::{
-    Observed, OpInput, Overrides, Provider, ProviderError, Redactor, Refreshed, Unmanaged,
+    Found, Observed, OpInput, Overrides, Provider, ProviderError, Redactor, Refreshed, Unmanaged,
     LABEL_ADDRESS, LABEL_LINEAGE,
 };
 use crate::resource::{ProviderKind, ResourceKind, Spec};
@@ -260,6 +260,10 @@ impl Provider for DockerProvider {
         lineage: &str,
     ) -> Result<Vec<Unmanaged>, ProviderError> {
         self.unknown_containers(known, lineage).await
+    }
+
+    async fn lookup(&self, input: &OpInput<'_>, id: &str) -> Result<Found, ProviderError> {
+        self.find_object(input, id).await
     }
 }
 

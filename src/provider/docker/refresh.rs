@@ -4,16 +4,19 @@
 //! what capi recorded (gone, not running, another image, id or identity).
 //! Containers with this state's labels that the state does not know are
 //! reported as unmanaged (a create interrupted before the state write).
+//! `capi import` finds a container (load balancer, machine) or a network by
+//! its id or name here, with one inspect call.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use bollard::models::ContainerSummary;
 use serde_json::{json, Value};
 
-use super::engine::{summary_name, summary_state};
-use super::{DockerProvider, LABEL_KIND_ROLE};
+use super::engine::{labels_of, summary_name, summary_state};
+use super::{container_name, lb_name, DockerProvider, LABEL_KIND_ROLE};
 use crate::provider::{
-    ProviderError, Refreshed, Unmanaged, LABEL_ADDRESS, LABEL_IDENTITY, LABEL_LINEAGE,
+    Found, OpInput, ProviderError, Refreshed, Unmanaged, LABEL_ADDRESS, LABEL_IDENTITY,
+    LABEL_LINEAGE,
 };
 use crate::resource::{Address, AttributeChange, Observation, Spec};
 use crate::state::Resource;
@@ -152,5 +155,101 @@ impl DockerProvider {
                 })
             })
             .collect())
+    }
+}
+
+/// The first 12 characters of an id, as `docker ps` shows it.
+fn short(id: &str) -> &str {
+    &id[..id.len().min(12)]
+}
+
+/// capi's labels on an object.
+fn label(labels: Option<&HashMap<String, String>>, key: &str) -> Option<String> {
+    labels.and_then(|l| l.get(key)).cloned()
+}
+
+impl DockerProvider {
+    /// `capi import`: the container (load balancer, machine) or network of
+    /// `input`'s kind with this id or name.
+    pub(super) async fn find_object(
+        &self,
+        input: &OpInput<'_>,
+        id: &str,
+    ) -> Result<Found, ProviderError> {
+        let cluster = &input.cluster.name;
+        let want = match input.spec {
+            Spec::Network(n) => return self.find_network(input, &n.name, id).await,
+            Spec::Machine(m) => container_name(cluster, &m.name),
+            Spec::Loadbalancer(_) => lb_name(cluster),
+            _ => {
+                return Err(ProviderError::Failed(format!(
+                    "{} is not a Docker object: nothing to look up",
+                    input.address
+                )))
+            }
+        };
+        let c = self.engine.inspect(id).await?.ok_or_else(|| {
+            ProviderError::NotFound(format!(
+                "no Docker container has the id or name {id:?} (looked for the container of {}, which capi names {want}; see `docker ps -a`)",
+                input.address
+            ))
+        })?;
+        let name = c
+            .name
+            .as_deref()
+            .unwrap_or_default()
+            .trim_start_matches('/')
+            .to_string();
+        let cid = c.id.clone().unwrap_or_default();
+        let labels = labels_of(&c);
+        Ok(Found {
+            description: format!("container {name} ({})", short(&cid)),
+            lineage: label(labels, LABEL_LINEAGE),
+            address: label(labels, LABEL_ADDRESS),
+            identity: label(labels, LABEL_IDENTITY),
+            not_adoptable: (name != want).then(|| {
+                format!(
+                    "it is named {name}, and the create of {} looks for the container {want}: rename it (`docker rename {name} {want}`) and import it again",
+                    input.address
+                )
+            }),
+            observed: BTreeMap::from([
+                ("container".into(), json!(name)),
+                ("id".into(), json!(cid)),
+            ]),
+            id: cid,
+        })
+    }
+
+    /// A network by id or name.
+    async fn find_network(
+        &self,
+        input: &OpInput<'_>,
+        want: &str,
+        id: &str,
+    ) -> Result<Found, ProviderError> {
+        let net = self.engine.inspect_network(id).await?.ok_or_else(|| {
+            ProviderError::NotFound(format!(
+                "no Docker network has the id or name {id:?} (looked for the network of {}, named {want} in the manifests; see `docker network ls`)",
+                input.address
+            ))
+        })?;
+        let name = net.name.clone().unwrap_or_default();
+        let nid = net.id.clone().unwrap_or_default();
+        let labels = net.labels.as_ref();
+        Ok(Found {
+            description: format!("network {name} ({})", short(&nid)),
+            lineage: label(labels, LABEL_LINEAGE),
+            address: label(labels, LABEL_ADDRESS),
+            identity: None,
+            not_adoptable: (name != want).then(|| {
+                format!(
+                    "it is named {name}, and the manifests name the network of {} {want}",
+                    input.address
+                )
+            }),
+            observed: BTreeMap::from([("name".into(), json!(name)), ("id".into(), json!(nid))]),
+            id: nid,
+        })
     }
 }

@@ -52,8 +52,8 @@ use self::api::OpenStackApi;
 use self::auth::Identity;
 use self::ops::{err, Cloud, Policy};
 use super::{
-    Observed, OpInput, Overrides, Provider, ProviderError, ProviderSettings, Redactor, Refreshed,
-    Unmanaged,
+    Found, Observed, OpInput, Overrides, Provider, ProviderError, ProviderSettings, Redactor,
+    Refreshed, Unmanaged,
 };
 use crate::resource::{ClusterId, ProviderKind, Spec};
 use crate::state::Resource;
@@ -334,6 +334,12 @@ impl Provider for OpenStackProvider {
         lineage: &str,
     ) -> Result<Vec<Unmanaged>, ProviderError> {
         self.unknown_servers(known, lineage).await
+    }
+
+    async fn lookup(&self, input: &OpInput<'_>, id: &str) -> Result<Found, ProviderError> {
+        self.find_server(input, id)
+            .await
+            .map_err(|e| redacted(e, input.redactor))
     }
 }
 

@@ -3,17 +3,20 @@
 //! state's lineage tag, whatever the number of resources; each resource is
 //! then compared with what capi recorded. Servers carrying this state's tag
 //! and an address the state does not know are reported as unmanaged (the
-//! servers the last refresh listed are reused for that).
+//! servers the last refresh listed are reused for that). `capi import`
+//! finds a server by its id or name here.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{json, Value};
 
 use super::api::{Kind, Query};
-use super::ops::Cloud;
-use super::{lineage_tag, ostr, sid, OpenStackProvider, META_ADDRESS, META_IDENTITY};
+use super::ops::{err, Cloud};
+use super::{
+    auth, lineage_tag, ostr, sid, OpenStackProvider, META_ADDRESS, META_IDENTITY, META_LINEAGE,
+};
 use crate::infra::openstack::{self as capo, ClusterPlan};
-use crate::provider::{Observed, ProviderError, Refreshed, Unmanaged};
+use crate::provider::{Found, Observed, OpInput, ProviderError, Refreshed, Unmanaged};
 use crate::resource::{
     Address, AttributeChange, MachineSpec, NetworkSpec, Observation, ResourceKind, Spec,
 };
@@ -273,7 +276,7 @@ impl OpenStackProvider {
         resources: &[&Resource],
         lineage: &str,
     ) -> Result<Vec<Refreshed>, ProviderError> {
-        let mut groups: BTreeMap<String, (Option<super::auth::Identity>, Vec<&Resource>)> =
+        let mut groups: BTreeMap<String, (Option<auth::Identity>, Vec<&Resource>)> =
             BTreeMap::new();
         // A first pass remembers every identity recorded for a cluster, so
         // that the resources that recorded none find it in the second.
@@ -347,5 +350,97 @@ impl OpenStackProvider {
                 })
             })
             .collect())
+    }
+}
+
+/// Why the create path (which looks for a server of this state's tag, the
+/// machine's name and the address in its metadata) would not adopt this
+/// server whatever its metadata says.
+fn server_not_adoptable(s: &Value, input: &OpInput<'_>, want: &str) -> Option<String> {
+    let name = s["name"].as_str().unwrap_or_default();
+    if name != want {
+        return Some(format!(
+            "it is named {name}, and the create of {} looks for a server named {want}",
+            input.address
+        ));
+    }
+    let tag = lineage_tag(input.lineage);
+    // Tags come with Nova microversion 2.26 and later; without them, the
+    // metadata is all there is to judge.
+    let tags = s.get("tags").and_then(Value::as_array)?;
+    (!tags.iter().any(|t| t == tag.as_str())).then(|| {
+        format!(
+            "it lacks the tag {tag} the create of {} looks for: add it (`openstack server tag add --tag {tag} {}`) and import it again",
+            input.address,
+            sid(s)
+        )
+    })
+}
+
+impl OpenStackProvider {
+    /// `capi import`: a server by id, else by its exact name. Networks and
+    /// load balancers carry the lineage tag but no address: capi apply
+    /// finds and adopts them by name and tag, so they are not imported.
+    pub(super) async fn find_server(
+        &self,
+        input: &OpInput<'_>,
+        id: &str,
+    ) -> Result<Found, ProviderError> {
+        let Spec::Machine(m) = input.spec else {
+            return Err(err(format!(
+                "capi import takes OpenStack machines (servers) only: the network and the load balancer of {} carry this state's lineage tag but no address, and capi apply finds them by name and tag and adopts them without an import",
+                input.address.cluster_key()
+            )));
+        };
+        let cloud = self.client(auth::of_operation(input)).await?;
+        let server = match cloud
+            .get(&format!("reading server {id}"), Kind::Server, id)
+            .await?
+        {
+            Some(s) => s,
+            None => {
+                let q = Query {
+                    name: Some(id.to_string()),
+                    ..Default::default()
+                };
+                // Nova's name filter is a regular expression: keep exact names.
+                let mut named: Vec<Value> = cloud
+                    .list(&format!("looking up servers named {id}"), Kind::Server, &q)
+                    .await?
+                    .into_iter()
+                    .filter(|s| s["name"] == id)
+                    .collect();
+                match named.len() {
+                    1 => named.remove(0),
+                    0 => return Err(ProviderError::NotFound(format!(
+                        "no OpenStack server has the id or name {id:?} (looked for the server of {}, which capi names {}; see `openstack server list`)",
+                        input.address, m.name
+                    ))),
+                    n => return Err(err(format!(
+                        "{n} servers are named {id:?} ({}): import one by its id",
+                        named.iter().map(sid).collect::<Vec<_>>().join(", ")
+                    ))),
+                }
+            }
+        };
+        let meta = |k: &str| {
+            server
+                .pointer(&format!("/metadata/{k}"))
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        };
+        let server_id = sid(&server);
+        Ok(Found {
+            description: format!(
+                "server {} ({server_id})",
+                server["name"].as_str().unwrap_or("?")
+            ),
+            lineage: meta(META_LINEAGE),
+            address: meta(META_ADDRESS),
+            identity: meta(META_IDENTITY),
+            not_adoptable: server_not_adoptable(&server, input, &m.name),
+            observed: BTreeMap::from([("server_id".into(), json!(server_id))]),
+            id: server_id,
+        })
     }
 }

@@ -123,6 +123,28 @@ impl World {
         Ok(res(address, spec.clone(), o))
     }
 
+    /// `capi import`'s lookup of `id` for the resource at `address`.
+    async fn lookup(
+        &self,
+        address: &str,
+        spec: Spec,
+        deps: &[&Resource],
+        id: &str,
+    ) -> Result<Found, ProviderError> {
+        let a = Address::parse(address).unwrap();
+        let input = OpInput {
+            address: &a,
+            cluster: &self.cluster,
+            lineage: LINEAGE,
+            spec: &spec,
+            deps: deps.to_vec(),
+            bootstrap: None,
+            token: None,
+            redactor: &self.redactor,
+        };
+        self.p.lookup(&input, id).await
+    }
+
     async fn base(&self, lb: bool) -> (Resource, Resource) {
         let net = Spec::Network(NetworkSpec {
             name: "k8s-clusterapi-cluster-default-c".into(),
@@ -350,6 +372,100 @@ async fn a_server_created_before_a_crash_is_adopted() {
     let u = w.p.unmanaged(&[&net, &lbr], LINEAGE).await.unwrap();
     assert_eq!(u.len(), 1);
     assert_eq!(u[0].address.as_str(), "c/machine/c-md-0");
+}
+
+#[tokio::test]
+async fn import_looks_a_server_up_by_id_or_name() {
+    let w = World::new();
+    let (net, lbr) = w.base(false).await;
+    let spec = machine("c-md-0", Role::Worker, "m1.small");
+    let made = w
+        .create("c/machine/c-md-0", &spec, &[&net, &lbr])
+        .await
+        .unwrap();
+    let server_id = made.observed["server_id"].as_str().unwrap().to_string();
+    let deps = [&net, &lbr];
+    // By id and by name: the metadata capi wrote, nothing to object to.
+    for id in [server_id.as_str(), "c-md-0"] {
+        let f = w
+            .lookup("c/machine/c-md-0", spec.clone(), &deps, id)
+            .await
+            .unwrap();
+        assert_eq!(f.id, server_id);
+        assert_eq!(f.lineage.as_deref(), Some(LINEAGE));
+        assert_eq!(f.address.as_deref(), Some("c/machine/c-md-0"));
+        assert_eq!(f.identity.as_deref(), Some("id-m1.small"));
+        assert_eq!(f.not_adoptable, None);
+        assert_eq!(f.observed["server_id"], json!(server_id));
+    }
+    // Nothing by that id or name: named, with what was looked for.
+    let e = w
+        .lookup("c/machine/c-md-0", spec.clone(), &deps, "nope")
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ProviderError::NotFound(_)), "{e:?}");
+    assert!(
+        e.to_string().contains("\"nope\"") && e.to_string().contains("c/machine/c-md-0"),
+        "{e}"
+    );
+    // Asked for as another machine: the create of that one looks for
+    // another name, so it would not adopt this server.
+    let f = w
+        .lookup(
+            "c/machine/c-md-1",
+            machine("c-md-1", Role::Worker, "m1.small"),
+            &deps,
+            "c-md-0",
+        )
+        .await
+        .unwrap();
+    assert!(
+        f.not_adoptable.as_deref().unwrap().contains("named c-md-0"),
+        "{f:?}"
+    );
+    // Without the lineage tag the create looks for, it is not adoptable.
+    for s in w
+        .api
+        .objects
+        .lock()
+        .unwrap()
+        .get_mut(&Kind::Server)
+        .unwrap()
+    {
+        s["tags"] = json!([]);
+    }
+    let f = w
+        .lookup("c/machine/c-md-0", spec.clone(), &deps, "c-md-0")
+        .await
+        .unwrap();
+    assert!(
+        f.not_adoptable
+            .as_deref()
+            .unwrap()
+            .contains(&lineage_tag(LINEAGE)),
+        "{f:?}"
+    );
+    // Two servers of that name: one must be named by its id.
+    let twin =
+        json!({"id": "srv-twin", "name": "c-md-0", "status": "ACTIVE", "tags": [], "metadata": {}});
+    w.api
+        .objects
+        .lock()
+        .unwrap()
+        .get_mut(&Kind::Server)
+        .unwrap()
+        .push(twin);
+    let e = w
+        .lookup("c/machine/c-md-0", spec.clone(), &deps, "c-md-0")
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("import one by its id"), "{e}");
+    // Networks and load balancers are not imported on OpenStack.
+    let e = w
+        .lookup("c/network", net.attributes.clone(), &deps, "anything")
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("servers) only"), "{e}");
 }
 
 #[tokio::test]

@@ -44,7 +44,7 @@ use sha2::{Digest, Sha256};
 use self::store::read_json;
 pub use self::store::{SimBootstrap, SimMachine};
 use super::{
-    Observed, OpInput, Overrides, Provider, ProviderError, Redactor, Refreshed, Unmanaged,
+    Found, Observed, OpInput, Overrides, Provider, ProviderError, Redactor, Refreshed, Unmanaged,
     LABEL_ADDRESS, LABEL_LINEAGE,
 };
 use crate::resource::{Address, ProviderKind, Spec};
@@ -328,5 +328,9 @@ impl Provider for SimProvider {
         lineage: &str,
     ) -> Result<Vec<Unmanaged>, ProviderError> {
         Ok(self.unknown_machines(known, lineage))
+    }
+
+    async fn lookup(&self, input: &OpInput<'_>, id: &str) -> Result<Found, ProviderError> {
+        self.find_record(input, id)
     }
 }

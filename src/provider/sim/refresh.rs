@@ -3,15 +3,20 @@
 //! identity or address), and machine records carrying this state's lineage
 //! that the state does not know. Each record is read once per refresh: the
 //! search for unknown machines takes the records the read-back just read.
+//! `capi import` finds a record by id or name here: a machine by its name
+//! or provider id, a network by its name, a load balancer by its address
+//! or its cluster.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
 use super::store::{read_json, SimLoadBalancer, SimMachine, SimNetwork};
 use super::SimProvider;
 use crate::provider::{
-    ProviderError, Refreshed, Unmanaged, LABEL_ADDRESS, LABEL_IDENTITY, LABEL_LINEAGE,
+    Found, OpInput, ProviderError, Refreshed, Unmanaged, LABEL_ADDRESS, LABEL_IDENTITY,
+    LABEL_LINEAGE,
 };
 use crate::resource::{Address, AttributeChange, MachineSpec, Observation, Spec};
 use crate::state::Resource;
@@ -109,5 +114,142 @@ impl SimProvider {
                 })
             })
             .collect()
+    }
+}
+
+/// A found record's labels, as [`Found`] carries them.
+fn found(
+    description: String,
+    id: String,
+    labels: &BTreeMap<String, String>,
+    not_adoptable: Option<String>,
+    observed: crate::provider::Observed,
+) -> Found {
+    Found {
+        description,
+        id,
+        lineage: labels.get(LABEL_LINEAGE).cloned(),
+        address: labels.get(LABEL_ADDRESS).cloned(),
+        identity: labels.get(LABEL_IDENTITY).cloned(),
+        not_adoptable,
+        observed,
+    }
+}
+
+/// Exactly one record matched, or a clear error.
+fn one<T>(mut hits: Vec<(PathBuf, T)>, what: &str, id: &str) -> Result<(PathBuf, T), String> {
+    match hits.len() {
+        1 => Ok(hits.remove(0)),
+        0 => Err(format!("no simulated {what} has the id or name {id:?}")),
+        n => Err(format!(
+            "{n} simulated {what}s match {id:?} ({}); name one by its id",
+            hits.iter()
+                .map(|(p, _)| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
+}
+
+/// The JSON records directly in `dir`, sorted.
+fn records_in(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    files
+}
+
+impl SimProvider {
+    /// `capi import`: the record of `input`'s kind with this id or name.
+    pub(super) fn find_record(
+        &self,
+        input: &OpInput<'_>,
+        id: &str,
+    ) -> Result<Found, ProviderError> {
+        let cluster = input.address.cluster_key();
+        let elsewhere = |path: &Path, want: &Path| {
+            (path != want).then(|| {
+                format!(
+                    "it is recorded at {}, and the create of {} looks at {}",
+                    path.display(),
+                    input.address,
+                    want.display()
+                )
+            })
+        };
+        let r = match input.spec {
+            Spec::Machine(m) => {
+                let hits = self
+                    .machine_files(None)
+                    .into_iter()
+                    .filter_map(|f| Some((f.clone(), read_json::<SimMachine>(&f).ok()??)))
+                    .filter(|(_, sm)| sm.name == id || sm.provider_id == id)
+                    .collect();
+                one(hits, "machine", id).map(|(path, sm)| {
+                    let interrupted = (sm.bootstrap.started && !sm.bootstrap.succeeded).then(|| {
+                        format!("its bootstrap was interrupted or failed and never runs twice, so apply could not use it; remove {} and let capi apply create {}", path.display(), input.address)
+                    });
+                    let observed = BTreeMap::from([
+                        ("provider_id".into(), json!(sm.provider_id)),
+                        ("ip".into(), json!(sm.ip)),
+                    ]);
+                    found(
+                        format!("simulated machine {} ({})", sm.name, sm.ip),
+                        sm.provider_id.clone(),
+                        &sm.labels,
+                        elsewhere(&path, &self.machine_path(cluster, &m.name)).or(interrupted),
+                        observed,
+                    )
+                })
+            }
+            Spec::Network(_) => {
+                let hits = records_in(&self.dir.join("networks"))
+                    .into_iter()
+                    .filter_map(|f| Some((f.clone(), read_json::<SimNetwork>(&f).ok()??)))
+                    .filter(|(_, n)| n.name == id)
+                    .collect();
+                one(hits, "network", id).map(|(path, n)| {
+                    let observed = BTreeMap::from([
+                        ("name".into(), json!(n.name)),
+                        ("cidr".into(), json!(n.cidr)),
+                    ]);
+                    found(
+                        format!("simulated network {} ({})", n.name, n.cidr),
+                        n.name.clone(),
+                        &n.labels,
+                        elsewhere(&path, &self.network_path(cluster)),
+                        observed,
+                    )
+                })
+            }
+            Spec::Loadbalancer(_) => {
+                let hits = records_in(&self.dir.join("loadbalancers"))
+                    .into_iter()
+                    .filter_map(|f| Some((f.clone(), read_json::<SimLoadBalancer>(&f).ok()??)))
+                    .filter(|(_, l)| l.ip == id || l.cluster == id)
+                    .collect();
+                one(hits, "load balancer", id).map(|(path, l)| {
+                    found(
+                        format!("simulated load balancer of {} ({})", l.cluster, l.ip),
+                        l.ip.clone(),
+                        &l.labels,
+                        elsewhere(&path, &self.lb_path(cluster)),
+                        BTreeMap::from([("ip".into(), json!(l.ip))]),
+                    )
+                })
+            }
+            _ => {
+                return Err(ProviderError::Failed(format!(
+                    "{} is not something the simulator holds: nothing to look up",
+                    input.address
+                )))
+            }
+        };
+        r.map_err(|e| ProviderError::NotFound(format!("{e} (in {})", self.dir.display())))
     }
 }
