@@ -25,4 +25,5 @@ mod rollout;
 mod scenarios;
 pub mod schema;
 mod state_edit;
+mod terminal;
 mod topology;
