@@ -174,6 +174,11 @@ pub(crate) enum Command {
         /// Exit 0 when there are no changes, 2 when there are, 1 on error.
         #[arg(long)]
         detailed_exitcode: bool,
+        /// Plan the destruction of everything in the state (or what
+        /// `--target` names), as `capi destroy` would; `-out FILE` saves it
+        /// for `capi apply FILE`.
+        #[arg(long)]
+        destroy: bool,
         /// Save the plan to FILE; `capi apply FILE` applies exactly it (also `-out FILE`).
         #[arg(long = "out", value_name = "FILE")]
         out: Option<PathBuf>,

@@ -14,6 +14,7 @@ use std::ffi::OsString;
 /// Terraform's long flags that capi has under the same name.
 const SAME_NAME: &[&str] = &[
     "auto-approve",
+    "destroy",
     "detailed-exitcode",
     "json",
     "lock-timeout",

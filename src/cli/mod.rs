@@ -213,19 +213,16 @@ async fn dispatch(cli: Cli, env: &Env, p: &Printer) -> Result<ExitStatus, CliErr
             run,
             targets,
             detailed_exitcode,
+            destroy,
             out,
         } => {
             let ms = manifests(&m)?;
-            commands::plan::run(
-                &g,
-                &ms,
-                &running(Some(&run))?,
-                &targets,
-                detailed_exitcode,
-                out.as_deref(),
-                p,
-            )
-            .await
+            let flags = commands::plan::PlanFlags {
+                detailed: detailed_exitcode,
+                destroy,
+                out: out.as_deref(),
+            };
+            commands::plan::run(&g, &ms, &running(Some(&run))?, &targets, &flags, p).await
         }
         Command::Apply {
             plan_file: Some(f),

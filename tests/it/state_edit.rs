@@ -378,3 +378,40 @@ fn import_brings_back_a_forgotten_machine_and_apply_adopts_it() {
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
     assert!(stdout(&out).contains("No changes"), "{}", stdout(&out));
 }
+
+#[test]
+fn plan_destroy_shows_and_saves_what_destroy_would_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ex = example("sim");
+    let out = capi(d)
+        .args(["apply", "--auto-approve", "-f"])
+        .arg(&ex)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let before = serial(d);
+    // Terraform's spelling; nothing changes until the saved plan is applied.
+    let out = capi(d)
+        .args([
+            "plan",
+            "-destroy",
+            "-detailed-exitcode",
+            "-out=gone.plan",
+            "-f",
+        ])
+        .arg(&ex)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("0 to add, 0 to change, 0 to replace,"),
+        "{text}"
+    );
+    assert!(text.contains("will be destroyed"), "{text}");
+    assert_eq!(serial(d), before);
+    let out = capi(d).args(["apply", "gone.plan"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&run(d, &["state", "list"])).trim().is_empty());
+}

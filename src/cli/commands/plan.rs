@@ -21,20 +21,38 @@ pub(crate) fn options(g: &GlobalSettings, t: &TargetArgs) -> PlanOptions {
     }
 }
 
+/// What `capi plan` was asked beyond its manifests and targets.
+pub(crate) struct PlanFlags<'a> {
+    /// `-detailed-exitcode`: exit 2 when there are changes.
+    pub(crate) detailed: bool,
+    /// `-destroy`: plan what `capi destroy` would do.
+    pub(crate) destroy: bool,
+    /// `-out FILE`.
+    pub(crate) out: Option<&'a Path>,
+}
+
 pub(crate) async fn run(
     g: &GlobalSettings,
     ms: &ManifestSettings,
     run: &RunSettings,
     targets: &TargetArgs,
-    detailed: bool,
-    out: Option<&Path>,
+    flags: &PlanFlags<'_>,
     p: &Printer,
 ) -> Result<ExitStatus, CliError> {
+    let (detailed, out) = (flags.detailed, flags.out);
     let m = pipeline::load_manifests(ms, p)?;
-    let desired = pipeline::build_desired(&m, ms)?;
+    // A destroy plan wants nothing of the manifests but their credentials.
+    let desired = if flags.destroy {
+        Default::default()
+    } else {
+        pipeline::build_desired(&m, ms)?
+    };
     let locked = LockedState::acquire(g, run, "plan")?;
-    let pl =
-        pipeline::plan_changes(&desired, &locked, options(g, targets), run, Some(&m), p).await?;
+    let mut opts = options(g, targets);
+    if flags.destroy {
+        opts.operation = plan::Operation::Destroy;
+    }
+    let pl = pipeline::plan_changes(&desired, &locked, opts, run, Some(&m), p).await?;
     pipeline::show_plan(p, &pl, "plan");
     if let Some(path) = out {
         let f = plan::file::PlanFile {
