@@ -41,6 +41,11 @@ pub(crate) struct Ctx {
     pub(crate) documents: Arc<BTreeMap<String, String>>,
     pub(crate) redactor: RwLock<Redactor>,
     pub(crate) health: Option<health::HealthCheck>,
+    /// Machines whose health check had not passed when the run started (a
+    /// failed or interrupted earlier run): with `--health-check`, each is
+    /// checked again, and must pass, before another machine of its cluster
+    /// is created or deleted.
+    pub(crate) earlier_unchecked: std::collections::BTreeSet<crate::resource::Address>,
     /// A fixed clock (`CAPI_NOW`) for what apply records.
     pub(crate) clock: Option<i64>,
     pub(crate) gates: health::Gates,

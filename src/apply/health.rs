@@ -283,6 +283,47 @@ pub(super) async fn recheck_before_delete(ctx: &Ctx, deleting: &Address) -> Resu
     Ok(())
 }
 
+/// Before a machine is created: the machines of its cluster that an earlier
+/// run left unchecked (their check failed, or the run stopped before it)
+/// are checked again, and must pass; a failure stops here, before the new
+/// machine exists. Machines created by this run are gated where they are
+/// created, not here.
+pub(super) async fn recheck_before_create(ctx: &Ctx, creating: &Address) -> Result<(), StepError> {
+    if ctx.health.is_none() || ctx.earlier_unchecked.is_empty() {
+        return Ok(());
+    }
+    let earlier: Vec<&Address> = ctx
+        .earlier_unchecked
+        .iter()
+        .filter(|m| m.cluster_key() == creating.cluster_key() && *m != creating)
+        .collect();
+    for m in earlier {
+        let still = ctx
+            .journal
+            .read(|s| unchecked_machines(s, creating).contains(m));
+        if still {
+            checked(ctx, m).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Every machine whose health check has not passed, in a state as a run
+/// finds it.
+pub(crate) fn unchecked_at_start(s: &State) -> std::collections::BTreeSet<Address> {
+    s.resources
+        .iter()
+        .filter(|r| r.kind == ResourceKind::Machine)
+        .filter(|r| {
+            r.observed
+                .get(HEALTH_KEY)
+                .and_then(|v| v.as_str())
+                .is_some_and(|v| v != PASSED)
+        })
+        .map(|r| r.address.clone())
+        .collect()
+}
+
 /// Machines of `deleting`'s cluster, other than it, whose health check has
 /// not passed.
 pub(crate) fn unchecked_machines(s: &State, deleting: &Address) -> Vec<Address> {

@@ -25,6 +25,7 @@ pub(super) async fn create(
     spec: Spec,
     permit: Permit,
 ) -> Result<(), StepError> {
+    health::recheck_before_create(ctx, &step.address).await?;
     journal_pending(ctx, step, Status::Creating).await?;
     let doc = ctx
         .journal

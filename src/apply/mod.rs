@@ -123,6 +123,7 @@ pub async fn apply(plan: &Plan, state: State, store: StateStore, exec: Executor)
             }
         }
     }
+    let earlier_unchecked = health::unchecked_at_start(&state);
     let (journal, writer) = Journal::start(state, store);
     let events = Events::new(exec.events);
     let ctx = Arc::new(Ctx {
@@ -132,6 +133,7 @@ pub async fn apply(plan: &Plan, state: State, store: StateStore, exec: Executor)
         documents: Arc::new(plan.documents.clone()),
         redactor: RwLock::new(Redactor::new(secret_values)),
         health: exec.health,
+        earlier_unchecked,
         clock: exec.clock,
         gates: health::Gates::default(),
         events: events.clone(),

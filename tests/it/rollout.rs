@@ -722,6 +722,41 @@ fn control_plane_scale_up_is_health_checked() {
         1,
         "{cps:?}"
     );
+    // Run again, the cluster still unhealthy: the machine that failed is
+    // checked first, fails again, and the third is still not created.
+    let rerun = |check: &str| {
+        capi(dir.path())
+            .args([
+                "apply",
+                "--auto-approve",
+                "-f",
+                "c.yaml",
+                "--health-check",
+                check,
+                "--health-check-interval",
+                "10ms",
+                "--health-check-timeout",
+                "300ms",
+            ])
+            .output()
+            .unwrap()
+    };
+    let out = rerun("echo not ready; exit 3");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("did not pass"), "{}", stderr(&out));
+    assert_eq!(cp_machines(dir.path()).len(), 2);
+    // Healthy now: the failed machine passes its check, then the third joins.
+    let out = rerun("true");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let cps = cp_machines(dir.path());
+    assert_eq!(cps.len(), 3, "{cps:?}");
+    // The first (created before --health-check was given) was never checked.
+    assert_eq!(
+        cps.values().filter(|(_, h)| h == "passed").count(),
+        2,
+        "{cps:?}"
+    );
+    assert!(!cps.values().any(|(_, h)| h == "failed"), "{cps:?}");
 }
 
 #[test]

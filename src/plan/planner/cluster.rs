@@ -102,7 +102,7 @@ impl<'p, 'a> ClusterPlanner<'p, 'a> {
             .collect();
         if !unchecked.is_empty() {
             self.b.warnings.push(format!(
-                "cluster {}: machine(s) {} never passed the health check; with --health-check they are checked again (and must pass) before other machines of the cluster are deleted, without it nothing checks them",
+                "cluster {}: machine(s) {} never passed the health check; with --health-check they are checked again (and must pass) before another machine of the cluster is created or deleted; without it nothing checks them",
                 self.key,
                 unchecked.join(", ")
             ));
