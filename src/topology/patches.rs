@@ -132,12 +132,28 @@ pub(crate) fn lookup(vars: &Value, path: &str) -> Option<Value> {
     Some(cur.clone())
 }
 
+const FIX_TEMPLATE: &str = "fix the Go template (see text/template and sprig)";
+
+/// Output quoted in an error, at most.
+const QUOTED_OUTPUT: usize = 400;
+
 /// Read a template's output as YAML, as upstream does.
 fn yaml_value(text: &str) -> Result<Value, String> {
     let docs = yaml::parse_documents(text).map_err(|e| {
+        let mut end = text.len().min(QUOTED_OUTPUT);
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        let more = if end < text.len() {
+            format!("\n(… {} more bytes)", text.len() - end)
+        } else {
+            String::new()
+        };
         format!(
-            "its output is not YAML (line {}: {}):\n{text}",
-            e.pos.line, e.message
+            "its output is not YAML (line {}: {}):\n{}{more}",
+            e.pos.line,
+            e.message,
+            &text[..end]
         )
     })?;
     Ok(docs
@@ -199,7 +215,7 @@ pub(crate) fn apply(
                         origin,
                         &format!("{at}/enabledIf"),
                         format!("patch {name:?}: enabledIf: {e}"),
-                        "fix the Go template (see text/template and sprig)",
+                        e.help_or(FIX_TEMPLATE),
                     );
                     continue;
                 }
@@ -295,7 +311,7 @@ fn one_op(op: &Value, t: &mut Target) -> Result<String, OpError> {
             (
                 "/valueFrom/template",
                 e.to_string(),
-                "fix the Go template (see text/template and sprig)",
+                e.help_or(FIX_TEMPLATE),
             )
         })?;
         Some(yaml_value(&out).map_err(|e| {

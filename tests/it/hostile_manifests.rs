@@ -321,6 +321,110 @@ fn a_file_that_is_not_yaml_is_named_not_quoted() {
     }
 }
 
+/// clusterctl's variables for the example templates (examples/templates/).
+const TEMPLATE_VARS: &[(&str, &str)] = &[
+    ("CLUSTER_NAME", "c1"),
+    ("NAMESPACE", "default"),
+    ("KUBERNETES_VERSION", "v1.31.2"),
+    ("CONTROL_PLANE_MACHINE_COUNT", "1"),
+    ("WORKER_MACHINE_COUNT", "2"),
+];
+
+/// The sim-topology example (a topology Cluster with its ClusterClass),
+/// its variables filled in.
+fn sim_topology() -> String {
+    let mut text = std::fs::read_to_string(
+        repo().join("examples/templates/cluster-template-sim-topology.yaml"),
+    )
+    .unwrap();
+    for (k, v) in TEMPLATE_VARS {
+        text = text.replace(&format!("${{{k}}}"), v);
+    }
+    text
+}
+
+/// The sim-topology example with one more inline patch whose value comes
+/// from the Go template `template` (single-quoted YAML), and the line of
+/// that template.
+fn class_with_template(template: &str) -> (String, usize) {
+    let patch = format!(
+        "  - name: hostile\n    definitions:\n    - selector:\n        apiVersion: controlplane.cluster.x-k8s.io/v1beta2\n        kind: KubeadmControlPlaneTemplate\n        matchResources:\n          controlPlane: true\n      jsonPatches:\n      - op: add\n        path: /spec/template/spec/kubeadmConfigSpec/clusterConfiguration/imageRepository\n        valueFrom:\n          template: '{template}'\n"
+    );
+    let base = sim_topology();
+    let at = base
+        .find("---\napiVersion: infrastructure.cluster.x-k8s.io/v1beta2\nkind: DevClusterTemplate")
+        .expect("the class ends before the DevClusterTemplate");
+    let text = format!("{}{patch}{}", &base[..at], &base[at..]);
+    let line = line_of(&text, "template: '", "name: hostile");
+    (text, line)
+}
+
+#[test]
+fn hostile_patch_templates_are_refused_at_their_line_in_the_class() {
+    // The example itself is valid, and the added patch is harmless when
+    // its template is.
+    let (rc, err) = validate(&sim_topology());
+    assert_eq!(rc, Some(0), "{err}");
+    let (text, _) = class_with_template("{{ repeat 3 \"r\" }}.example.com");
+    let (rc, err) = validate(&text);
+    assert_eq!(rc, Some(0), "{err}");
+
+    let deep_blocks = format!(
+        "{}x{}",
+        "{{ if true }}".repeat(10_000),
+        "{{ end }}".repeat(10_000)
+    );
+    let deep_parens = format!("{{{{ {}1{} }}}}", "(".repeat(100_000), ")".repeat(100_000));
+    let loops = "{{ $l := repeat 1000 \"x\" | splitList \"\" }}{{ range $l }}{{ range $l }}{{ range $l }}x{{ end }}{{ end }}{{ end }}".to_string();
+    let output = "{{ $s := repeat 1000000 \"x\" }}{{ $s }}{{ $s }}".to_string();
+    let work = "{{ $s := repeat 1000000 \"x\" }}{{ range $i, $_ := repeat 100 \"x\" | splitList \"\" }}{{ $c := $s }}{{ end }}".to_string();
+    let cases: [(&str, &str, &str); 6] = [
+        (
+            "{{ repeat 1000000000 \"x\" }}",
+            "repeat: the count 1000000000 is more than a template count may be (1048576)",
+            "use a smaller count",
+        ),
+        (
+            &deep_blocks,
+            "blocks nest more than 100 levels deep",
+            "flatten the template",
+        ),
+        (
+            &deep_parens,
+            "parentheses nest more than 100 levels deep",
+            "flatten the template",
+        ),
+        (
+            &loops,
+            "loops run more than 100000 iterations in all",
+            "iterate over less",
+        ),
+        (
+            &output,
+            "the template writes more than 1048576 bytes",
+            "generate less",
+        ),
+        (
+            &work,
+            "reads and builds more than 16777216 bytes of values",
+            "outside the loop",
+        ),
+    ];
+    for (template, what, fix) in cases {
+        let (text, line) = class_with_template(template);
+        let t = std::time::Instant::now();
+        let (rc, err) = validate(&text);
+        refused_at(rc, &err, line, what);
+        assert!(err.contains("patch \"hostile\""), "{err}");
+        assert!(err.contains(fix) && err.contains("Limits"), "{err}");
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(60),
+            "{what}: {:?}",
+            t.elapsed()
+        );
+    }
+}
+
 /// A tiny deterministic generator.
 struct Lcg(u64);
 impl Lcg {
