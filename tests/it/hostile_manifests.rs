@@ -328,6 +328,12 @@ const TEMPLATE_VARS: &[(&str, &str)] = &[
     ("KUBERNETES_VERSION", "v1.31.2"),
     ("CONTROL_PLANE_MACHINE_COUNT", "1"),
     ("WORKER_MACHINE_COUNT", "2"),
+    ("OPENSTACK_CLOUD", "devcloud"),
+    ("OPENSTACK_CLOUD_YAML_B64", "Y2xvdWRzOiB7fQ=="),
+    ("OPENSTACK_CONTROL_PLANE_MACHINE_FLAVOR", "m1.small"),
+    ("OPENSTACK_NODE_MACHINE_FLAVOR", "m1.small"),
+    ("OPENSTACK_EXTERNAL_NETWORK_ID", "ext"),
+    ("OPENSTACK_IMAGE_NAME", "tiny"),
 ];
 
 /// The sim-topology example (a topology Cluster with its ClusterClass),
@@ -479,6 +485,16 @@ const FRAGMENTS: &[&[u8]] = &[
     b"namespace: ../x\n",
     b"replicas: 1000000\n",
     b"<<: *a\n",
+    // Go templates, for the ClusterClass's patches.
+    b"{{ ",
+    b" }}",
+    b"{{ end }}",
+    b"{{ if .imageRepository }}",
+    b"{{ range $i, $v := .builtin }}",
+    b"(((((((((((",
+    b"{{ repeat 1000000000 \"x\" }}",
+    b"| nindent 4000000",
+    b"| toYaml",
 ];
 
 /// One random edit of `input`.
@@ -511,13 +527,22 @@ fn mutate(rng: &mut Lcg, input: &mut Vec<u8>) {
     }
 }
 
-/// The seeds: the examples, and the upstream fixtures when present.
+/// The seeds: the examples (templates included: [`TEMPLATE_VARS`] are set
+/// when they are read), and the upstream fixtures when present.
 fn seeds() -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut dirs = vec![repo().join("examples")];
+    let mut out = yaml_files(repo().join("examples"));
     if let Some(up) = shared("fixtures/upstream") {
-        dirs.push(up);
+        out.extend(yaml_files(up));
     }
+    out.sort();
+    out.push(BASE.as_bytes().to_vec());
+    out
+}
+
+/// The `.yaml` files under `dir`.
+fn yaml_files(dir: std::path::PathBuf) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut dirs = vec![dir];
     while let Some(d) = dirs.pop() {
         for e in std::fs::read_dir(&d).unwrap().flatten() {
             let p = e.path();
@@ -528,8 +553,6 @@ fn seeds() -> Vec<Vec<u8>> {
             }
         }
     }
-    out.sort();
-    out.push(BASE.as_bytes().to_vec());
     out
 }
 
@@ -539,12 +562,36 @@ fn seeds() -> Vec<Vec<u8>> {
 /// fails it.
 #[test]
 fn random_edits_of_the_seeds_never_panic() {
-    let refused = random_edits(400, 0x00f0_22ed);
+    // Every seed is valid as it is: the templates' variables are set, and
+    // the ClusterClass seed is expanded into its topology objects.
+    let vars = template_vars();
+    for seed in yaml_files(repo().join("examples")) {
+        let out = capi::desired::check_bytes(&seed, &vars);
+        assert!(
+            out.starts_with("valid: "),
+            "an example is not valid:\n{out}"
+        );
+    }
+    let class = std::fs::read(repo().join("examples/templates/cluster-template-sim-topology.yaml"))
+        .unwrap();
+    assert!(
+        seeds().contains(&class),
+        "the ClusterClass example is not a seed"
+    );
+    // Its machines exist only once the topology is expanded (1 + 2).
+    assert_eq!(
+        capi::desired::check_bytes(&class, &vars),
+        "valid: 7 objects, 1 clusters, 3 machines"
+    );
+
+    let (refused, topology) = random_edits(400, 0x00f0_22ed);
     // The edits are not all harmless: most inputs are refused.
     assert!(
         refused > 100,
         "only {refused} of 400 edited inputs were refused"
     );
+    // Some edits of the ClusterClass seed still reach its expansion.
+    assert!(topology > 0, "no edited ClusterClass seed was expanded");
 }
 
 /// The same at length, when the nightly toolchain cargo-fuzz needs is
@@ -558,27 +605,41 @@ fn random_edits_at_length() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(20_000);
     let t = std::time::Instant::now();
-    let refused = random_edits(n, 0x5eed_f022);
+    let (refused, topology) = random_edits(n, 0x5eed_f022);
     eprintln!(
-        "random edits: {n} inputs read, validated and rendered, {refused} refused, no panic ({:.0} s)",
+        "random edits: {n} inputs read, expanded, validated and rendered, {refused} refused, {topology} edited ClusterClass inputs valid, no panic ({:.0} s)",
         t.elapsed().as_secs_f64()
     );
 }
 
-/// `n` random edits of the seeds through `check_bytes`; how many were refused.
-fn random_edits(n: usize, seed: u64) -> usize {
+fn template_vars() -> capi::manifest::Variables {
+    let mut v = capi::manifest::Variables::new();
+    for (k, val) in TEMPLATE_VARS {
+        v.set(*k, *val);
+    }
+    v
+}
+
+/// `n` random edits of the seeds through the whole path of `capi validate`
+/// (`capi::desired::check_bytes`): how many were refused, and how many
+/// edits of a seed with a ClusterClass were still valid (so expanded).
+fn random_edits(n: usize, seed: u64) -> (usize, usize) {
     let seeds = seeds();
+    let vars = template_vars();
     let mut rng = Lcg(seed);
-    let mut refused = 0;
+    let (mut refused, mut topology) = (0, 0);
     for i in 0..n {
         let mut input = seeds[i % seeds.len()].clone();
+        let class = input.windows(18).any(|w| w == b"kind: ClusterClass");
         for _ in 0..1 + rng.below(8) {
             mutate(&mut rng, &mut input);
         }
-        let out = capi::manifest::check_bytes(&input);
-        if !out.ends_with("objects") {
+        let out = capi::desired::check_bytes(&input, &vars);
+        if !out.starts_with("valid: ") {
             refused += 1;
+        } else if class {
+            topology += 1;
         }
     }
-    refused
+    (refused, topology)
 }
