@@ -431,6 +431,33 @@ fn hostile_patch_templates_are_refused_at_their_line_in_the_class() {
     }
 }
 
+#[test]
+fn patches_cannot_stack_a_template_deeper_than_a_manifest_may_nest() {
+    // Each value is 90 levels deep (legal), but the second goes inside
+    // the first: patch after patch, a template could grow without bound.
+    let deep = "{{ repeat 90 \"[\" }}1{{ repeat 90 \"]\" }}";
+    let (text, _) = class_with_template(deep);
+    let (_, err) = validate(&text);
+    // (A list is not an image repository, but one such value nests legally.)
+    assert!(!err.contains("levels deep"), "{err}");
+    let at = "/spec/template/spec/kubeadmConfigSpec/clusterConfiguration/imageRepository";
+    let inner = format!("{at}{}", "/0".repeat(89));
+    let second = format!(
+        "      - op: add\n        path: {inner}\n        valueFrom:\n          template: '{deep}'\n"
+    );
+    let anchor =
+        "---\napiVersion: infrastructure.cluster.x-k8s.io/v1beta2\nkind: DevClusterTemplate";
+    let text = text.replacen(anchor, &format!("{second}{anchor}"), 1);
+    let line = line_of(&text, &format!("path: {inner}"), "name: hostile");
+    let (rc, err) = validate(&text);
+    refused_at(
+        rc,
+        &err,
+        line,
+        "the template would nest 185 levels deep, more than 100",
+    );
+}
+
 /// A tiny deterministic generator.
 struct Lcg(u64);
 impl Lcg {
