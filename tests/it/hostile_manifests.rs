@@ -1,7 +1,8 @@
 //! Hostile manifests (issue "Hardening", items 4 and 12-18): integers that
 //! wrap, replicas without bound, alias bombs, deep nesting, thousands of
 //! copies, names that are not names, bytes that are not UTF-8, files that
-//! are not YAML. Each is refused with the file and line, in bounded time
+//! are not YAML; hostile Go templates and patches in a ClusterClass. Each
+//! is refused with the file and line, in bounded time
 //! and memory, and the process never aborts. They run through the `capi`
 //! binary so that an abort (stack overflow, allocation failure) is a failed
 //! assertion here, not a dead test runner.
