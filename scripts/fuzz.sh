@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
-# Fuzz the manifest reader for a bounded time (default 300 s):
+# Fuzz the whole path of `capi validate` for a bounded time (default 300 s):
 #
 #   scripts/fuzz.sh [seconds]
 #
 # Uses cargo-fuzz (libFuzzer, nightly toolchain), installing cargo-fuzz from
-# crates.io if it is missing. The seed corpus is taken at run time from
-# examples/ and, when present, ../shared/fixtures/upstream (never copied into
-# the repository). Crashers land in fuzz/artifacts/manifest/; turn each into a
+# crates.io if it is missing. The target (fuzz/fuzz_targets/manifest.rs) runs
+# capi::desired::check_bytes: reading, ClusterClass expansion with its Go
+# templates, validation, the desired clusters and the report. The seed corpus
+# is taken at run time from examples/ (the cluster templates among them, the
+# ClusterClass one, cluster-template-sim-topology.yaml, included: the target
+# sets their variables) and, when present, ../shared/fixtures/upstream (never
+# copied into the repository); fuzz/manifest.dict lists YAML, Cluster API and
+# Go-template tokens for the mutations. Crashers land in fuzz/artifacts/manifest/; turn each into a
 # regression test in tests/it/hostile_manifests.rs. The last lines printed
 # are libFuzzer's figures (executions, corpus size, crashes).
 set -euo pipefail
@@ -36,7 +41,11 @@ if [ -d ../shared/fixtures/upstream ]; then
 else
   echo "fuzz.sh: ../shared/fixtures/upstream is absent; seeding from examples/ only"
 fi
-echo "==> seed corpus: $(ls "$corpus" | wc -l) files"
+[ -f "$corpus/seed-examples_templates_cluster-template-sim-topology_yaml" ] || {
+  echo "fuzz.sh: the ClusterClass seed (examples/templates/cluster-template-sim-topology.yaml) is missing" >&2
+  exit 2
+}
+echo "==> seed corpus: $(ls "$corpus" | wc -l) files (the ClusterClass example included)"
 
 echo "==> fuzzing for ${seconds}s"
 # -rss_limit_mb: an input that makes the reader allocate 2 GB is a finding
@@ -44,6 +53,7 @@ echo "==> fuzzing for ${seconds}s"
 # -max_len: manifests up to 256 KiB.
 cargo +nightly fuzz run manifest "$corpus" -- \
   -max_total_time="$seconds" -rss_limit_mb=2048 -max_len=262144 -timeout=20 \
+  -dict=fuzz/manifest.dict \
   -print_final_stats=1 2>&1 | tee fuzz/last-run.log | grep -E '^(#[0-9]+.*(DONE|pulse)|stat::|==|SUMMARY|artifact)' || true
 
 if ls fuzz/artifacts/manifest/* >/dev/null 2>&1; then

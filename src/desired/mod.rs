@@ -7,8 +7,10 @@
 //! (`control_plane.rs`), the worker groups and standalone machines
 //! (`workers.rs`) and the health checks; then the cluster is assembled.
 //! This file holds the types they produce. [`graph`] holds the resource
-//! graph `capi graph` draws.
+//! graph `capi graph` draws. [`check_bytes`] is the whole path of `capi
+//! validate` over bytes, for fuzzing.
 
+mod check;
 mod cluster;
 mod control_plane;
 pub(crate) mod graph;
@@ -22,6 +24,8 @@ use crate::manifest::{
     Body, DeletionOrder, IntOrPercent, Kind, Manifest, Object, Problem, TriggerIf,
 };
 use crate::resource::*;
+
+pub use check::check_bytes;
 
 /// Inputs that are not in the manifests.
 #[derive(Debug, Clone)]

@@ -29,6 +29,36 @@ pub(crate) const ALIAS_RATIO_HIGH: u64 = 4_000_000;
 /// Problems printed in full; the rest are counted.
 pub(crate) const MAX_REPORTED_PROBLEMS: usize = 100;
 
+/// Go templates in ClusterClass patches and naming templates
+/// (`enabledIf`, `valueFrom.template`, `naming.template`) run within these
+/// limits; crossing one is the template's error, reported at the template's
+/// line in the ClusterClass file.
+///
+/// What one function call may build: a string's bytes, or a list's or
+/// dict's strings and keys plus one per element. A count (`repeat`'s,
+/// `indent`'s width) is bounded by the same figure, even for an empty string.
+/// Functions whose result can outgrow their arguments (`repeat`, `indent`,
+/// `nindent`, `replace`, `join`, `splitList`, `toYaml`, `toJson`) check
+/// before they build; the others are at most a small multiple of their
+/// arguments, which [`MAX_TEMPLATE_WORK`] bounds.
+pub(crate) const MAX_TEMPLATE_VALUE: usize = 1 << 20;
+
+/// Nesting of `{{if}}`/`{{range}}`/`{{with}}` blocks, of parentheses in a
+/// pipeline, and of the lists and dicts a template builds.
+pub(crate) const MAX_TEMPLATE_NESTING: usize = 100;
+
+/// The text one execution of a template writes.
+pub(crate) const MAX_TEMPLATE_OUTPUT: usize = 1 << 20;
+
+/// The values one execution reads and builds, all together (every field or
+/// variable read, literal and function result, measured as for
+/// [`MAX_TEMPLATE_VALUE`]): bounds the time and memory of a template that
+/// loops over large values.
+pub(crate) const MAX_TEMPLATE_WORK: usize = 16 << 20;
+
+/// `{{range}}` iterations of one execution, nested loops included.
+pub(crate) const MAX_TEMPLATE_ITERATIONS: usize = 100_000;
+
 /// The share of a document's nodes that may come from aliases, given how
 /// many nodes it has produced.
 pub(crate) fn allowed_alias_ratio(nodes: u64) -> f64 {

@@ -413,36 +413,22 @@ pub fn load_str(name: &str, text: &str, vars: &Variables) -> Result<Manifest, Ma
     )
 }
 
-/// Everything `capi validate` does with the bytes of one manifest, without
-/// touching a file: decode, substitute, parse, validate, and render the
-/// problems as the CLI would (snippets included). Returns the rendered
-/// text. The fuzz target (`fuzz/`) and the random-input tests drive it:
-/// whatever the bytes, it must return, never panic or abort.
-#[doc(hidden)]
-pub fn check_bytes(bytes: &[u8]) -> String {
-    let sources = match read_sources(&[PathBuf::from("-")], &mut &bytes[..]) {
-        Ok(s) => s,
-        Err(e) => return e.to_string(),
-    };
-    match load(sources, &Variables::new()) {
-        Ok(m) => format!("{} objects", m.objects.len()),
-        Err(ManifestError::Invalid { problems, files }) => {
-            let handler = miette::GraphicalReportHandler::new_themed(
-                miette::GraphicalTheme::unicode_nocolor(),
-            )
+/// The problems as the CLI renders them (snippets included, the first
+/// [`limits::MAX_REPORTED_PROBLEMS`], then a count), without colour: what
+/// `desired::check_bytes` (the fuzzed path of `capi validate`) returns.
+pub(crate) fn render_problems(problems: &[Problem], files: &[SourceFile]) -> String {
+    let handler =
+        miette::GraphicalReportHandler::new_themed(miette::GraphicalTheme::unicode_nocolor())
             .with_context_lines(1)
             .with_width(100);
-            let max = limits::MAX_REPORTED_PROBLEMS;
-            let (reports, hidden) = ProblemReport::all(&problems, &files, max);
-            let mut out = String::new();
-            for r in &reports {
-                let _ = handler.render_report(&mut out, r);
-            }
-            out.push_str(&format!("{hidden} more\n"));
-            out
-        }
-        Err(e) => e.to_string(),
+    let max = limits::MAX_REPORTED_PROBLEMS;
+    let (reports, hidden) = ProblemReport::all(problems, files, max);
+    let mut out = String::new();
+    for r in &reports {
+        let _ = handler.render_report(&mut out, r);
     }
+    out.push_str(&format!("{hidden} more\n"));
+    out
 }
 
 #[cfg(test)]

@@ -342,7 +342,7 @@ impl ClusterCx<'_> {
         match names::render(template.unwrap_or(default), self.name, md, &seed) {
             Ok(n) => Some(n),
             Err(e) => {
-                rep.error(&self.class_doc.origin, "/spec", format!("ClusterClass {:?}: naming template {:?}: {e}", self.class_name, template.unwrap_or(default)), "fix naming.template (available: .cluster.name, .random, .machineDeployment.topologyName)");
+                rep.error(&self.class_doc.origin, "/spec", format!("ClusterClass {:?}: naming template {:?}: {e}", self.class_name, template.unwrap_or(default)), e.help_or("fix naming.template (available: .cluster.name, .random, .machineDeployment.topologyName)"));
                 None
             }
         }

@@ -10,6 +10,7 @@
 use serde_json::Value;
 
 use super::{gotmpl, jsonpatch, Report};
+use crate::manifest::limits::MAX_DEPTH;
 use crate::manifest::{yaml, Origin};
 
 /// What a template copy is in the topology.
@@ -132,12 +133,40 @@ pub(crate) fn lookup(vars: &Value, path: &str) -> Option<Value> {
     Some(cur.clone())
 }
 
+/// How deep `v` nests (a scalar 0, `{a: 1}` 1), counting up to `cap`.
+fn depth(v: &Value, cap: usize) -> usize {
+    if cap == 0 {
+        return 0;
+    }
+    match v {
+        Value::Array(a) => 1 + a.iter().map(|x| depth(x, cap - 1)).max().unwrap_or(0),
+        Value::Object(o) => 1 + o.values().map(|x| depth(x, cap - 1)).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+const FIX_TEMPLATE: &str = "fix the Go template (see text/template and sprig)";
+
+/// Output quoted in an error, at most.
+const QUOTED_OUTPUT: usize = 400;
+
 /// Read a template's output as YAML, as upstream does.
 fn yaml_value(text: &str) -> Result<Value, String> {
     let docs = yaml::parse_documents(text).map_err(|e| {
+        let mut end = text.len().min(QUOTED_OUTPUT);
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        let more = if end < text.len() {
+            format!("\n(… {} more bytes)", text.len() - end)
+        } else {
+            String::new()
+        };
         format!(
-            "its output is not YAML (line {}: {}):\n{text}",
-            e.pos.line, e.message
+            "its output is not YAML (line {}: {}):\n{}{more}",
+            e.pos.line,
+            e.message,
+            &text[..end]
         )
     })?;
     Ok(docs
@@ -199,7 +228,7 @@ pub(crate) fn apply(
                         origin,
                         &format!("{at}/enabledIf"),
                         format!("patch {name:?}: enabledIf: {e}"),
-                        "fix the Go template (see text/template and sprig)",
+                        e.help_or(FIX_TEMPLATE),
                     );
                     continue;
                 }
@@ -295,7 +324,7 @@ fn one_op(op: &Value, t: &mut Target) -> Result<String, OpError> {
             (
                 "/valueFrom/template",
                 e.to_string(),
-                "fix the Go template (see text/template and sprig)",
+                e.help_or(FIX_TEMPLATE),
             )
         })?;
         Some(yaml_value(&out).map_err(|e| {
@@ -312,6 +341,19 @@ fn one_op(op: &Value, t: &mut Target) -> Result<String, OpError> {
             "give the operation a value",
         ));
     };
+    if let Some(v) = &value {
+        // The patched template nests no deeper than a manifest may, so that
+        // patch after patch cannot build a value deep enough to overflow the
+        // stack of what reads it next.
+        let levels = path.matches('/').count() + depth(v, MAX_DEPTH + 1);
+        if levels > MAX_DEPTH {
+            return Err((
+                "/path",
+                format!("{kind} {path:?}: the template would nest {levels} levels deep, more than {MAX_DEPTH}"),
+                "mappings and sequences nest at most 100 levels, patched templates included (docs/reliability.md, \"Limits\"): add a shallower value",
+            ));
+        }
+    }
     jsonpatch::apply(&mut t.doc, kind, &path, value).map_err(|e| {
         let kind_name = t.doc.get("kind").and_then(Value::as_str).unwrap_or("template").to_string();
         ("/path", format!("{kind} on {kind_name}: {e}"), "the path must exist in the template (add needs its parent): fix the path or add the parent in the template")

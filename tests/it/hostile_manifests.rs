@@ -1,7 +1,8 @@
 //! Hostile manifests (issue "Hardening", items 4 and 12-18): integers that
 //! wrap, replicas without bound, alias bombs, deep nesting, thousands of
 //! copies, names that are not names, bytes that are not UTF-8, files that
-//! are not YAML. Each is refused with the file and line, in bounded time
+//! are not YAML; hostile Go templates and patches in a ClusterClass. Each
+//! is refused with the file and line, in bounded time
 //! and memory, and the process never aborts. They run through the `capi`
 //! binary so that an abort (stack overflow, allocation failure) is a failed
 //! assertion here, not a dead test runner.
@@ -321,6 +322,143 @@ fn a_file_that_is_not_yaml_is_named_not_quoted() {
     }
 }
 
+/// clusterctl's variables for the example templates (examples/templates/).
+const TEMPLATE_VARS: &[(&str, &str)] = &[
+    ("CLUSTER_NAME", "c1"),
+    ("NAMESPACE", "default"),
+    ("KUBERNETES_VERSION", "v1.31.2"),
+    ("CONTROL_PLANE_MACHINE_COUNT", "1"),
+    ("WORKER_MACHINE_COUNT", "2"),
+    ("OPENSTACK_CLOUD", "devcloud"),
+    ("OPENSTACK_CLOUD_YAML_B64", "Y2xvdWRzOiB7fQ=="),
+    ("OPENSTACK_CONTROL_PLANE_MACHINE_FLAVOR", "m1.small"),
+    ("OPENSTACK_NODE_MACHINE_FLAVOR", "m1.small"),
+    ("OPENSTACK_EXTERNAL_NETWORK_ID", "ext"),
+    ("OPENSTACK_IMAGE_NAME", "tiny"),
+];
+
+/// The sim-topology example (a topology Cluster with its ClusterClass),
+/// its variables filled in.
+fn sim_topology() -> String {
+    let mut text = std::fs::read_to_string(
+        repo().join("examples/templates/cluster-template-sim-topology.yaml"),
+    )
+    .unwrap();
+    for (k, v) in TEMPLATE_VARS {
+        text = text.replace(&format!("${{{k}}}"), v);
+    }
+    text
+}
+
+/// The sim-topology example with one more inline patch whose value comes
+/// from the Go template `template` (single-quoted YAML), and the line of
+/// that template.
+fn class_with_template(template: &str) -> (String, usize) {
+    let patch = format!(
+        "  - name: hostile\n    definitions:\n    - selector:\n        apiVersion: controlplane.cluster.x-k8s.io/v1beta2\n        kind: KubeadmControlPlaneTemplate\n        matchResources:\n          controlPlane: true\n      jsonPatches:\n      - op: add\n        path: /spec/template/spec/kubeadmConfigSpec/clusterConfiguration/imageRepository\n        valueFrom:\n          template: '{template}'\n"
+    );
+    let base = sim_topology();
+    let at = base
+        .find("---\napiVersion: infrastructure.cluster.x-k8s.io/v1beta2\nkind: DevClusterTemplate")
+        .expect("the class ends before the DevClusterTemplate");
+    let text = format!("{}{patch}{}", &base[..at], &base[at..]);
+    let line = line_of(&text, "template: '", "name: hostile");
+    (text, line)
+}
+
+#[test]
+fn hostile_patch_templates_are_refused_at_their_line_in_the_class() {
+    // The example itself is valid, and the added patch is harmless when
+    // its template is.
+    let (rc, err) = validate(&sim_topology());
+    assert_eq!(rc, Some(0), "{err}");
+    let (text, _) = class_with_template("{{ repeat 3 \"r\" }}.example.com");
+    let (rc, err) = validate(&text);
+    assert_eq!(rc, Some(0), "{err}");
+
+    let deep_blocks = format!(
+        "{}x{}",
+        "{{ if true }}".repeat(10_000),
+        "{{ end }}".repeat(10_000)
+    );
+    let deep_parens = format!("{{{{ {}1{} }}}}", "(".repeat(100_000), ")".repeat(100_000));
+    let loops = "{{ $l := repeat 1000 \"x\" | splitList \"\" }}{{ range $l }}{{ range $l }}{{ range $l }}x{{ end }}{{ end }}{{ end }}".to_string();
+    let output = "{{ $s := repeat 1000000 \"x\" }}{{ $s }}{{ $s }}".to_string();
+    let work = "{{ $s := repeat 1000000 \"x\" }}{{ range $i, $_ := repeat 100 \"x\" | splitList \"\" }}{{ $c := $s }}{{ end }}".to_string();
+    let cases: [(&str, &str, &str); 6] = [
+        (
+            "{{ repeat 1000000000 \"x\" }}",
+            "repeat: the count 1000000000 is more than a template count may be (1048576)",
+            "use a smaller count",
+        ),
+        (
+            &deep_blocks,
+            "blocks nest more than 100 levels deep",
+            "flatten the template",
+        ),
+        (
+            &deep_parens,
+            "parentheses nest more than 100 levels deep",
+            "flatten the template",
+        ),
+        (
+            &loops,
+            "loops run more than 100000 iterations in all",
+            "iterate over less",
+        ),
+        (
+            &output,
+            "the template writes more than 1048576 bytes",
+            "generate less",
+        ),
+        (
+            &work,
+            "reads and builds more than 16777216 bytes of values",
+            "outside the loop",
+        ),
+    ];
+    for (template, what, fix) in cases {
+        let (text, line) = class_with_template(template);
+        let t = std::time::Instant::now();
+        let (rc, err) = validate(&text);
+        refused_at(rc, &err, line, what);
+        assert!(err.contains("patch \"hostile\""), "{err}");
+        assert!(err.contains(fix) && err.contains("Limits"), "{err}");
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(60),
+            "{what}: {:?}",
+            t.elapsed()
+        );
+    }
+}
+
+#[test]
+fn patches_cannot_stack_a_template_deeper_than_a_manifest_may_nest() {
+    // Each value is 90 levels deep (legal), but the second goes inside
+    // the first: patch after patch, a template could grow without bound.
+    let deep = "{{ repeat 90 \"[\" }}1{{ repeat 90 \"]\" }}";
+    let (text, _) = class_with_template(deep);
+    let (_, err) = validate(&text);
+    // (A list is not an image repository, but one such value nests legally.)
+    assert!(!err.contains("levels deep"), "{err}");
+    let at = "/spec/template/spec/kubeadmConfigSpec/clusterConfiguration/imageRepository";
+    let inner = format!("{at}{}", "/0".repeat(89));
+    let second = format!(
+        "      - op: add\n        path: {inner}\n        valueFrom:\n          template: '{deep}'\n"
+    );
+    let anchor =
+        "---\napiVersion: infrastructure.cluster.x-k8s.io/v1beta2\nkind: DevClusterTemplate";
+    let text = text.replacen(anchor, &format!("{second}{anchor}"), 1);
+    let line = line_of(&text, &format!("path: {inner}"), "name: hostile");
+    let (rc, err) = validate(&text);
+    refused_at(
+        rc,
+        &err,
+        line,
+        "the template would nest 185 levels deep, more than 100",
+    );
+}
+
 /// A tiny deterministic generator.
 struct Lcg(u64);
 impl Lcg {
@@ -375,6 +513,16 @@ const FRAGMENTS: &[&[u8]] = &[
     b"namespace: ../x\n",
     b"replicas: 1000000\n",
     b"<<: *a\n",
+    // Go templates, for the ClusterClass's patches.
+    b"{{ ",
+    b" }}",
+    b"{{ end }}",
+    b"{{ if .imageRepository }}",
+    b"{{ range $i, $v := .builtin }}",
+    b"(((((((((((",
+    b"{{ repeat 1000000000 \"x\" }}",
+    b"| nindent 4000000",
+    b"| toYaml",
 ];
 
 /// One random edit of `input`.
@@ -407,13 +555,22 @@ fn mutate(rng: &mut Lcg, input: &mut Vec<u8>) {
     }
 }
 
-/// The seeds: the examples, and the upstream fixtures when present.
+/// The seeds: the examples (templates included: [`TEMPLATE_VARS`] are set
+/// when they are read), and the upstream fixtures when present.
 fn seeds() -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut dirs = vec![repo().join("examples")];
+    let mut out = yaml_files(repo().join("examples"));
     if let Some(up) = shared("fixtures/upstream") {
-        dirs.push(up);
+        out.extend(yaml_files(up));
     }
+    out.sort();
+    out.push(BASE.as_bytes().to_vec());
+    out
+}
+
+/// The `.yaml` files under `dir`.
+fn yaml_files(dir: std::path::PathBuf) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut dirs = vec![dir];
     while let Some(d) = dirs.pop() {
         for e in std::fs::read_dir(&d).unwrap().flatten() {
             let p = e.path();
@@ -424,8 +581,6 @@ fn seeds() -> Vec<Vec<u8>> {
             }
         }
     }
-    out.sort();
-    out.push(BASE.as_bytes().to_vec());
     out
 }
 
@@ -435,12 +590,36 @@ fn seeds() -> Vec<Vec<u8>> {
 /// fails it.
 #[test]
 fn random_edits_of_the_seeds_never_panic() {
-    let refused = random_edits(400, 0x00f0_22ed);
+    // Every seed is valid as it is: the templates' variables are set, and
+    // the ClusterClass seed is expanded into its topology objects.
+    let vars = template_vars();
+    for seed in yaml_files(repo().join("examples")) {
+        let out = capi::desired::check_bytes(&seed, &vars);
+        assert!(
+            out.starts_with("valid: "),
+            "an example is not valid:\n{out}"
+        );
+    }
+    let class = std::fs::read(repo().join("examples/templates/cluster-template-sim-topology.yaml"))
+        .unwrap();
+    assert!(
+        seeds().contains(&class),
+        "the ClusterClass example is not a seed"
+    );
+    // Its machines exist only once the topology is expanded (1 + 2).
+    assert_eq!(
+        capi::desired::check_bytes(&class, &vars),
+        "valid: 7 objects, 1 clusters, 3 machines"
+    );
+
+    let (refused, topology) = random_edits(400, 0x00f0_22ed);
     // The edits are not all harmless: most inputs are refused.
     assert!(
         refused > 100,
         "only {refused} of 400 edited inputs were refused"
     );
+    // Some edits of the ClusterClass seed still reach its expansion.
+    assert!(topology > 0, "no edited ClusterClass seed was expanded");
 }
 
 /// The same at length, when the nightly toolchain cargo-fuzz needs is
@@ -454,27 +633,41 @@ fn random_edits_at_length() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(20_000);
     let t = std::time::Instant::now();
-    let refused = random_edits(n, 0x5eed_f022);
+    let (refused, topology) = random_edits(n, 0x5eed_f022);
     eprintln!(
-        "random edits: {n} inputs read, validated and rendered, {refused} refused, no panic ({:.0} s)",
+        "random edits: {n} inputs read, expanded, validated and rendered, {refused} refused, {topology} edited ClusterClass inputs valid, no panic ({:.0} s)",
         t.elapsed().as_secs_f64()
     );
 }
 
-/// `n` random edits of the seeds through `check_bytes`; how many were refused.
-fn random_edits(n: usize, seed: u64) -> usize {
+fn template_vars() -> capi::manifest::Variables {
+    let mut v = capi::manifest::Variables::new();
+    for (k, val) in TEMPLATE_VARS {
+        v.set(*k, *val);
+    }
+    v
+}
+
+/// `n` random edits of the seeds through the whole path of `capi validate`
+/// (`capi::desired::check_bytes`): how many were refused, and how many
+/// edits of a seed with a ClusterClass were still valid (so expanded).
+fn random_edits(n: usize, seed: u64) -> (usize, usize) {
     let seeds = seeds();
+    let vars = template_vars();
     let mut rng = Lcg(seed);
-    let mut refused = 0;
+    let (mut refused, mut topology) = (0, 0);
     for i in 0..n {
         let mut input = seeds[i % seeds.len()].clone();
+        let class = input.windows(18).any(|w| w == b"kind: ClusterClass");
         for _ in 0..1 + rng.below(8) {
             mutate(&mut rng, &mut input);
         }
-        let out = capi::manifest::check_bytes(&input);
-        if !out.ends_with("objects") {
+        let out = capi::desired::check_bytes(&input, &vars);
+        if !out.starts_with("valid: ") {
             refused += 1;
+        } else if class {
+            topology += 1;
         }
     }
-    refused
+    (refused, topology)
 }

@@ -1,10 +1,13 @@
 //! Running a parsed template over JSON data, with Go's rules: truthiness
 //! (false, 0, nil, empty), `<no value>` for a missing key, an error for a
 //! field of nothing, variables scoped to their block, `range` over lists and
-//! maps (keys sorted), `and`/`or` short-circuiting.
+//! maps (keys sorted), `and`/`or` short-circuiting. Every value read or
+//! built, every line written and every iteration is counted against the
+//! limits of `budget.rs`.
 
 use serde_json::Value;
 
+use super::budget::{self, Budget};
 use super::funcs;
 use super::parse::{Arg, Node, Pipe, Template};
 use super::TemplateError;
@@ -14,6 +17,7 @@ pub(super) fn execute(t: &Template, data: &Value, strict: bool) -> Result<String
         vars: vec![("$".to_string(), data.clone())],
         strict,
         out: String::new(),
+        budget: Budget::default(),
     };
     st.walk(&t.nodes, data)?;
     Ok(st.out)
@@ -23,6 +27,7 @@ struct State {
     vars: Vec<(String, Value)>,
     strict: bool,
     out: String,
+    budget: Budget,
 }
 
 /// Go's truth: false, 0, nil and empty values are false.
@@ -77,11 +82,11 @@ impl State {
 
     fn node(&mut self, n: &Node, dot: &Value) -> Result<(), TemplateError> {
         match n {
-            Node::Text(t) => self.out.push_str(t),
+            Node::Text(t) => budget::write(&mut self.out, t)?,
             Node::Action(p) => {
                 let v = self.pipe(p, dot)?;
                 if p.decl.is_empty() {
-                    self.out.push_str(&print(&v));
+                    budget::write(&mut self.out, &print(&v))?;
                 }
             }
             Node::If {
@@ -156,6 +161,7 @@ impl State {
         if items.is_empty() {
             return self.walk(otherwise, dot);
         }
+        self.budget.iterate(items.len())?;
         for (k, v) in items {
             match decl.as_slice() {
                 [] => {}
@@ -207,7 +213,9 @@ impl State {
             if let Some(p) = piped {
                 args.push(p);
             }
-            return funcs::call(name, &args);
+            let v = funcs::call(name, &args)?;
+            self.budget.result(name, &v)?;
+            return Ok(v);
         }
         if cmd.len() > 1 || piped.is_some() {
             return Err(TemplateError::Exec(
@@ -245,6 +253,15 @@ impl State {
     }
 
     fn arg(&mut self, a: &Arg, dot: &Value) -> Result<Value, TemplateError> {
+        let v = self.arg_value(a, dot)?;
+        if !matches!(a, Arg::Func(_) | Arg::Sub(..)) {
+            // Function results are charged where they are built.
+            self.budget.charge(&v)?;
+        }
+        Ok(v)
+    }
+
+    fn arg_value(&mut self, a: &Arg, dot: &Value) -> Result<Value, TemplateError> {
         Ok(match a {
             Arg::Field(f) => self.fields(dot, f, "")?,
             Arg::Var(name, f) => {
@@ -253,9 +270,9 @@ impl State {
                     .iter()
                     .rev()
                     .find(|(n, _)| n == name)
-                    .map(|(_, v)| v.clone())
+                    .map(|(_, v)| v)
                     .ok_or_else(|| TemplateError::Exec(format!("undefined variable: {name}")))?;
-                self.fields(&v, f, name)?
+                self.fields(v, f, name)?
             }
             Arg::Str(s) => Value::String(s.clone()),
             Arg::Int(i) => Value::from(*i),
@@ -264,7 +281,11 @@ impl State {
                 .unwrap_or(Value::Null),
             Arg::Bool(b) => Value::Bool(*b),
             Arg::Nil => Value::Null,
-            Arg::Func(name) => funcs::call(name, &[])?,
+            Arg::Func(name) => {
+                let v = funcs::call(name, &[])?;
+                self.budget.result(name, &v)?;
+                v
+            }
             Arg::Sub(p, f) => {
                 let v = self.pipe(p, dot)?;
                 self.fields(&v, f, "(...)")?
@@ -272,19 +293,21 @@ impl State {
         })
     }
 
+    /// `base.a.b`, cloning only the value found.
     fn fields(&self, base: &Value, path: &[String], start: &str) -> Result<Value, TemplateError> {
-        let mut cur = base.clone();
+        static NULL: Value = Value::Null;
+        let mut cur = base;
         let mut seen = start.to_string();
         for f in path {
             cur = match cur {
-                Value::Object(mut m) => match m.remove(f) {
+                Value::Object(m) => match m.get(f) {
                     Some(v) => v,
                     None if self.strict => {
                         return Err(TemplateError::Exec(format!(
                             "map has no entry for key {f:?} (at {seen}.{f})"
                         )))
                     }
-                    None => Value::Null,
+                    None => &NULL,
                 },
                 Value::Null => {
                     return Err(TemplateError::Exec(format!(
@@ -294,13 +317,13 @@ impl State {
                 other => {
                     return Err(TemplateError::Exec(format!(
                         "can't evaluate field {f} in {}",
-                        print(&other)
+                        print(other)
                     )))
                 }
             };
             seen.push('.');
             seen.push_str(f);
         }
-        Ok(cur)
+        Ok(cur.clone())
     }
 }

@@ -2,11 +2,14 @@
 //! `len`, `index`, `print`, `printf`, `println`; `and`/`or` live in the
 //! evaluator because they short-circuit) and the hermetic sprig functions
 //! ClusterClass templates use (strings, defaults, YAML/JSON, indentation,
-//! lists and dicts, `semverCompare`).
+//! lists and dicts, `semverCompare`). Functions that can build more than
+//! their arguments check the size of their result before building it
+//! (`budget.rs`).
 
 use base64::Engine;
 use serde_json::Value;
 
+use super::budget;
 use super::eval::{print, truth};
 use super::TemplateError;
 
@@ -296,12 +299,14 @@ fn sprig(name: &str, a: &[Value]) -> Result<Value, TemplateError> {
         }
         "toYaml" => {
             want(name, a, 1)?;
-            let y = serde_yaml::to_string(&a[0]).map_err(|e| err(format!("toYaml: {e}")))?;
+            let y = budget::serialise(name, &a[0], |w, v| serde_yaml::to_writer(w, v))?;
             string(y.trim_end_matches('\n').to_string())
         }
         "toJson" => {
             want(name, a, 1)?;
-            string(serde_json::to_string(&a[0]).unwrap_or_default())
+            string(budget::serialise(name, &a[0], |w, v| {
+                serde_json::to_writer(w, v)
+            })?)
         }
         "fromJson" => {
             want(name, a, 1)?;
@@ -309,11 +314,17 @@ fn sprig(name: &str, a: &[Value]) -> Result<Value, TemplateError> {
         }
         "indent" | "nindent" => {
             want(name, a, 2)?;
-            let n = a[0]
-                .as_u64()
-                .ok_or_else(|| err(format!("{name}: width must be an integer")))?;
-            let pad = " ".repeat(n as usize);
-            let body = s(&a[1])
+            let n = budget::count(name, "width", &a[0])?;
+            let text = s(&a[1]);
+            let lines = text.matches('\n').count() + 1;
+            budget::check_result(
+                name,
+                n.saturating_mul(lines)
+                    .saturating_add(text.len())
+                    .saturating_add(1),
+            )?;
+            let pad = " ".repeat(n);
+            let body = text
                 .split('\n')
                 .map(|l| format!("{pad}{l}"))
                 .collect::<Vec<_>>()
@@ -326,6 +337,14 @@ fn sprig(name: &str, a: &[Value]) -> Result<Value, TemplateError> {
         }
         "replace" => {
             let v = str_arg(name, a, 3)?;
+            let found = if v[0].is_empty() {
+                v[2].chars().count() + 1
+            } else {
+                v[2].matches(v[0].as_str()).count()
+            };
+            let size = (v[2].len() - found.saturating_mul(v[0].len()).min(v[2].len()))
+                .saturating_add(found.saturating_mul(v[1].len()));
+            budget::check_result(name, size)?;
             string(v[2].replace(&v[0], &v[1]))
         }
         "trim" => string(str_arg(name, a, 1)?[0].trim().to_string()),
@@ -372,7 +391,10 @@ fn sprig(name: &str, a: &[Value]) -> Result<Value, TemplateError> {
         }
         "repeat" => {
             want(name, a, 2)?;
-            string(s(&a[1]).repeat(a[0].as_u64().unwrap_or(0) as usize))
+            let n = budget::count(name, "count", &a[0])?;
+            let piece = s(&a[1]);
+            budget::check_result(name, piece.len().saturating_mul(n))?;
+            string(piece.repeat(n))
         }
         "semverCompare" => {
             let v = str_arg(name, a, 2)?;
@@ -390,15 +412,30 @@ fn collections(name: &str, a: &[Value]) -> Result<Value, TemplateError> {
                 Value::Array(v) => v.iter().map(s).collect::<Vec<_>>(),
                 other => vec![s(other)],
             };
-            Value::String(items.join(&s(&a[0])))
+            let sep = s(&a[0]);
+            let size = items.iter().map(String::len).fold(
+                sep.len().saturating_mul(items.len().saturating_sub(1)),
+                usize::saturating_add,
+            );
+            budget::check_result(name, size)?;
+            Value::String(items.join(&sep))
         }
         "splitList" => {
             let v = str_arg(name, a, 2)?;
-            Value::Array(
+            // Go's strings.Split: an empty separator splits into characters.
+            let pieces = if v[0].is_empty() {
+                v[1].chars().count()
+            } else {
+                v[1].matches(v[0].as_str()).count() + 1
+            };
+            budget::check_result(name, v[1].len().saturating_add(pieces).saturating_add(1))?;
+            Value::Array(if v[0].is_empty() {
+                v[1].chars().map(|c| Value::String(c.to_string())).collect()
+            } else {
                 v[1].split(v[0].as_str())
                     .map(|x| Value::String(x.to_string()))
-                    .collect(),
-            )
+                    .collect()
+            })
         }
         "list" => Value::Array(a.to_vec()),
         "dict" => {

@@ -4,7 +4,9 @@
 //! builtin functions and the hermetic sprig functions upstream templates use.
 //! No maintained Rust crate implements Go's syntax with sprig (gtmpl 0.7 has
 //! no sprig functions and its own value type), so this is a small one.
+//! `budget.rs` keeps a hostile template within documented limits.
 
+mod budget;
 mod eval;
 mod funcs;
 mod parse;
@@ -22,6 +24,20 @@ pub(crate) enum TemplateError {
     Unsupported(String),
     #[error("template: {0}")]
     Exec(String),
+    /// A limit of docs/reliability.md was crossed; `help` names it and says
+    /// how to stay within it.
+    #[error("template: {message}")]
+    Limit { message: String, help: &'static str },
+}
+
+impl TemplateError {
+    /// How to fix it: the limit's own advice, or `otherwise`.
+    pub(crate) fn help_or(&self, otherwise: &'static str) -> &'static str {
+        match self {
+            TemplateError::Limit { help, .. } => help,
+            _ => otherwise,
+        }
+    }
 }
 
 /// Parse and run `src` with `data` as `.`.

@@ -2,9 +2,11 @@
 //! naming templates use: text and actions (with `{{-`/`-}}` trimming),
 //! pipelines, fields, variables, literals, parenthesised pipelines,
 //! `if`/`else if`/`else`, `range`, `with`, variable declarations and
-//! comments. Unknown functions are parse errors, as in Go.
+//! comments. Unknown functions are parse errors, as in Go. Blocks and
+//! parentheses nest at most `MAX_TEMPLATE_NESTING` levels (`budget.rs`), so
+//! neither the parser nor the evaluator recurses without bound.
 
-use super::{funcs, TemplateError};
+use super::{budget, funcs, TemplateError};
 
 /// A parsed template.
 #[derive(Debug, Clone)]
@@ -78,8 +80,9 @@ pub(crate) fn parse(src: &str) -> Result<Template, TemplateError> {
         items,
         at: 0,
         pending_else_if: None,
+        depth: 0,
     };
-    let (nodes, end) = p.block()?;
+    let (nodes, end) = p.top()?;
     if let Some(end) = end {
         return Err(TemplateError::Parse(format!("unexpected {{{{{end}}}}}")));
     }
@@ -291,11 +294,28 @@ struct Parser {
     at: usize,
     /// The condition of an `{{else if}}`, from `block` to `if_node`.
     pending_else_if: Option<Pipe>,
+    /// Blocks open around the one being read.
+    depth: usize,
 }
 
 impl Parser {
-    /// Nodes up to an `end`/`else` (returned as the keyword with its tokens).
+    /// The template's top level.
+    fn top(&mut self) -> Result<(Vec<Node>, Option<String>), TemplateError> {
+        self.nodes()
+    }
+
+    /// The body of a block (`if`, `range`, `with`, one level deeper) up to
+    /// its `end`/`else`.
     fn block(&mut self) -> Result<(Vec<Node>, Option<String>), TemplateError> {
+        self.depth += 1;
+        budget::check_nesting(self.depth, "{{if}}, {{range}} and {{with}} blocks")?;
+        let r = self.nodes();
+        self.depth -= 1;
+        r
+    }
+
+    /// Nodes up to an `end`/`else` (returned as the keyword with its tokens).
+    fn nodes(&mut self) -> Result<(Vec<Node>, Option<String>), TemplateError> {
         let mut nodes = Vec::new();
         while self.at < self.items.len() {
             let item = std::mem::replace(&mut self.items[self.at], Item::Text(String::new()));
@@ -399,6 +419,12 @@ impl Parser {
 }
 
 fn pipe(toks: &[Tok]) -> Result<Pipe, TemplateError> {
+    pipe_at(toks, 0)
+}
+
+/// A pipeline inside `level` parentheses.
+fn pipe_at(toks: &[Tok], level: usize) -> Result<Pipe, TemplateError> {
+    budget::check_nesting(level, "parentheses")?;
     let mut decl = Vec::new();
     let mut assign = false;
     let mut toks = toks;
@@ -453,7 +479,10 @@ fn pipe(toks: &[Tok]) -> Result<Pipe, TemplateError> {
                 let Some(Tok::Close(fields)) = toks.get(j) else {
                     return Err(TemplateError::Parse("unclosed left paren".into()));
                 };
-                cmd.push(Arg::Sub(Box::new(pipe(&toks[start..j])?), fields.clone()));
+                cmd.push(Arg::Sub(
+                    Box::new(pipe_at(&toks[start..j], level + 1)?),
+                    fields.clone(),
+                ));
                 i = j + 1;
             }
             t => {
