@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::resource::{Address, ProviderKind, ResourceKind, Spec};
 pub(crate) use crate::resource::{AttributeChange, DriftEntry};
 
+pub(crate) use planner::machines::machine_up_to_date;
 pub use planner::report::*;
 pub use planner::{plan, plan_with_report, PlanError, PlanOptions};
 

@@ -663,6 +663,25 @@ fn template_edits_in_place_follow_cluster_api() {
             .unwrap()
     };
     let write = |text: &str| std::fs::write(dir.path().join("c.yaml"), text).unwrap();
+    // describe's UP TO DATE count of the MachineDeployment.
+    let md_up_to_date = |out: std::process::Output| -> String {
+        assert!(out.status.success(), "{}", stderr(&out));
+        let events = json_events(&stdout(&out));
+        let rows = events
+            .iter()
+            .find(|e| e["type"] == "describe")
+            .expect("a describe event")["rows"]
+            .clone();
+        let md = rows
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == "MachineDeployment/c1-md")
+            .cloned()
+            .expect("the MachineDeployment's row");
+        md["up_to_date"].as_str().unwrap_or_default().to_string()
+    };
+    let describe = ["describe", "cluster", "c1", "-f", "c.yaml", "--json"];
     write(BASE);
     assert!(run(&["apply", "--auto-approve", "-f", "c.yaml"])
         .status
@@ -710,6 +729,8 @@ fn template_edits_in_place_follow_cluster_api() {
         "{}",
         stdout(&out)
     );
+    // describe agrees with plan: the machines are up to date.
+    assert_eq!(md_up_to_date(run(&describe)), "2");
     write(&bootstrap.replace("  replicas: 2\n  template:", "  replicas: 3\n  template:"));
     let out = run(&["plan", "--detailed-exitcode", "-f", "c.yaml"]);
     assert_eq!(out.status.code(), Some(2));
@@ -746,8 +767,11 @@ fn template_edits_in_place_follow_cluster_api() {
             .code(),
         Some(0)
     );
+    assert_eq!(md_up_to_date(run(&describe)), "2");
     let out = later(&["plan", "--detailed-exitcode", "-f", "c.yaml"]);
     assert_eq!(out.status.code(), Some(2));
+    // Past rolloutAfter, describe counts them outdated, as plan rolls them.
+    assert_eq!(md_up_to_date(later(&describe)), "0");
     let text = stdout(&out);
     assert!(
         text.contains("spec.rolloutAfter (2029-06-01T00:00:00Z) has passed"),

@@ -63,14 +63,12 @@ fn machine_state(r: &Resource) -> (bool, &'static str, String) {
     }
 }
 
+/// The planner's own rule (one source of truth with `capi plan`).
 fn up_to_date(r: &Resource, desired: Option<&Judged<'_>>) -> Option<bool> {
     let m = r.attributes.as_machine()?;
     let d = desired?;
     let g = d.groups.iter().find(|g| g.owner == m.owner)?;
-    Some(
-        m.identity == g.machine_identity(&m.failure_domain)
-            && g.failure_domains.contains(&m.failure_domain),
-    )
+    Some(plan::machine_up_to_date(g, r, d.now))
 }
 
 fn group_rows(
@@ -180,6 +178,8 @@ struct Judged<'d> {
     verdicts: BTreeMap<String, String>,
     /// Why planning failed (then there are no verdicts).
     plan_error: Option<String>,
+    /// The clock the verdicts were made with (for `rolloutAfter`).
+    now: i64,
 }
 
 impl std::ops::Deref for Judged<'_> {
@@ -269,6 +269,7 @@ pub(crate) fn run(
             dc: d.cluster(cluster)?,
             verdicts,
             plan_error,
+            now: g.now(),
         })
     });
     let dc = judged.as_ref();

@@ -15,7 +15,7 @@ use super::super::rollout::{self, Existing, GroupOp, Schedule};
 use super::super::{skew, Action, ReasonCode};
 use super::cluster::ClusterPlanner;
 use super::machines::{
-    delete_machine, machine_change, only_bootstrap_template_content_differs, rollout_after_passed,
+    delete_machine, machine_change, machine_up_to_date, only_bootstrap_template_content_differs,
 };
 use super::report::GroupReport;
 use super::{attribute_diff, PlanError, ProtoStep};
@@ -186,7 +186,6 @@ impl<'a> ClusterPlanner<'_, 'a> {
             .iter()
             .map(|r| {
                 let m = r.attributes.as_machine().expect("machine");
-                let fd_ok = g.failure_domains.contains(&m.failure_domain);
                 // A pending create that is missing was simply never made: it is
                 // resumed, not replaced.
                 let unhealthy = r.status == Status::Failed
@@ -195,15 +194,11 @@ impl<'a> ClusterPlanner<'_, 'a> {
                         Some(Observation::Stopped(_) | Observation::Changed(_)) => true,
                         None => false,
                     };
-                let same = m.identity == g.machine_identity(&m.failure_domain)
-                    || only_bootstrap_template_content_differs(g, r);
                 Existing {
                     name: m.name.clone(),
                     sequence: r.sequence,
                     failure_domain: m.failure_domain.clone(),
-                    up_to_date: fd_ok
-                        && same
-                        && rollout_after_passed(g, r, self.b.opts.now_unix).is_none()
+                    up_to_date: machine_up_to_date(g, r, self.b.opts.now_unix)
                         && !self.b.opts.replace.contains(&r.address),
                     unhealthy,
                     requested: self.b.opts.replace.contains(&r.address),

@@ -224,6 +224,23 @@ pub(super) fn rollout_after_passed(g: &MachineGroup, r: &Resource, now: i64) -> 
     g.rollout_after.filter(|&t| now >= t && created_unix(r) < t)
 }
 
+/// Whether a machine of group `g` is up to date, as the planner judges it
+/// (and `capi describe` shows it): made from the group's current version,
+/// templates and an allowed failure domain (a KubeadmConfigTemplate edited
+/// in place does not make it outdated, as upstream), and not due for a
+/// `rolloutAfter` rollout. `--replace` aside, an outdated machine is one a
+/// rollout replaces (an OnDelete group only when it is deleted).
+pub(crate) fn machine_up_to_date(g: &MachineGroup, r: &Resource, now: i64) -> bool {
+    let Some(m) = r.attributes.as_machine() else {
+        return false;
+    };
+    let same = m.identity == g.machine_identity(&m.failure_domain)
+        || only_bootstrap_template_content_differs(g, r);
+    g.failure_domains.contains(&m.failure_domain)
+        && same
+        && rollout_after_passed(g, r, now).is_none()
+}
+
 /// Only the content of the group's KubeadmConfigTemplate differs from what
 /// the machine was created from (same name, version, infrastructure and
 /// failure domain). Upstream, such an edit affects only machines created

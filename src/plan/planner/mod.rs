@@ -9,7 +9,7 @@
 mod cluster;
 mod group;
 mod infrastructure;
-mod machines;
+pub(crate) mod machines;
 mod removal;
 mod replacements;
 pub(crate) mod report;
