@@ -214,7 +214,22 @@ impl Interrupt {
 
 impl Interrupts {
     /// From now on these signals no longer end the process: they arrive here.
-    pub(crate) fn install() -> Result<Interrupts, CliError> {
+    /// The process's one set of signal streams, installed on first use and
+    /// kept for the life of the process. Once installed, a signal no longer
+    /// kills the process, so a signal between two uses (after the approval,
+    /// while the providers connect) must wait in these streams for the next
+    /// use; a fresh set of streams would never see it.
+    pub(crate) fn shared() -> Result<&'static tokio::sync::Mutex<Interrupts>, CliError> {
+        static SHARED: std::sync::OnceLock<tokio::sync::Mutex<Interrupts>> =
+            std::sync::OnceLock::new();
+        if let Some(s) = SHARED.get() {
+            return Ok(s);
+        }
+        let fresh = Interrupts::install()?;
+        Ok(SHARED.get_or_init(|| tokio::sync::Mutex::new(fresh)))
+    }
+
+    fn install() -> Result<Interrupts, CliError> {
         use tokio::signal::unix::{signal, SignalKind};
         let s = |k| signal(k).map_err(|e| CliError::Message(format!("cannot handle signals: {e}")));
         Ok(Interrupts {
@@ -243,18 +258,20 @@ pub(crate) enum Answer {
 }
 
 impl Answer {
-    /// Report a refusal: `Some(status)` unless the answer was yes.
+    /// Report a refusal: `Some(status)` unless the answer was yes. As
+    /// Terraform says it: a plain "Apply cancelled.", not an error (the
+    /// exit status is 1 all the same).
     pub(crate) fn refused(self, operation: &str, p: &Printer) -> Option<ExitStatus> {
         let mut name = operation.to_string();
         name[..1].make_ascii_uppercase();
         match self {
             Answer::Yes => None,
             Answer::No => {
-                p.error(&format!("{name} cancelled: only 'yes' is accepted."));
+                p.message(&format!("{name} cancelled: only 'yes' is accepted."));
                 Some(ExitStatus::Failure)
             }
             Answer::Interrupted => {
-                p.error(&format!("{name} cancelled."));
+                p.message(&format!("{name} cancelled."));
                 Some(ExitStatus::Failure)
             }
         }
@@ -264,7 +281,7 @@ impl Answer {
 /// Ask for `yes` on stdin (a terminal, or a pipe: `echo yes | capi apply`).
 /// An interrupt while waiting cancels, leaving no lock behind.
 pub(crate) async fn confirm(p: &Printer, what: &str) -> Result<Answer, CliError> {
-    let mut interrupts = Interrupts::install()?;
+    let mut interrupts = Interrupts::shared()?.lock().await;
     p.message(&format!("\nDo you want to perform these actions?\n  capi will {what} as shown above.\n  Only 'yes' will be accepted to approve.\n"));
     p.prompt("  Enter a value: ");
     let read = tokio::task::spawn_blocking(|| {
@@ -369,11 +386,12 @@ async fn execute(
     let printer = p.clone();
     // SIGINT, SIGTERM and SIGHUP alike: the first stops new operations, the
     // second exits at once (the state stays valid either way).
-    let interrupts = Interrupts::install();
+    let interrupts = Interrupts::shared();
     let signals = tokio::spawn(async move {
-        let Ok(mut interrupts) = interrupts else {
+        let Ok(shared) = interrupts else {
             return;
         };
+        let mut interrupts = shared.lock().await;
         let first = interrupts.next().await;
         sig_cancel.cancel();
         printer.message(&format!("\n{}: no new operations start; waiting for the ones in flight to finish and saving the state. Press Ctrl-C again to exit at once (the state stays valid; operations in flight are left for the next apply to resolve).", first.describe()));

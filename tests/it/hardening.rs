@@ -393,6 +393,15 @@ fn upgrade_resumes_workers_left_behind_by_a_killed_run() {
 
 #[test]
 fn sigterm_stops_an_apply_like_the_first_ctrl_c() {
+    signal_stops_an_apply(libc::SIGTERM, "SIGTERM");
+}
+
+#[test]
+fn sighup_stops_an_apply_like_the_first_ctrl_c() {
+    signal_stops_an_apply(libc::SIGHUP, "SIGHUP");
+}
+
+fn signal_stops_an_apply(signal: i32, name: &str) {
     let dir = tempfile::tempdir().unwrap();
     cluster(dir.path());
     let child = capi_process(dir.path())
@@ -411,11 +420,14 @@ fn sigterm_stops_an_apply_like_the_first_ctrl_c() {
     wait_for("no machine was being created", || {
         dir.path().join("capi.state.sim/machines/demo").exists()
     });
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    unsafe { libc::kill(child.id() as i32, signal) };
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let err = stderr(&out);
-    assert!(err.contains("Interrupt received (SIGTERM)"), "{err}");
+    assert!(
+        err.contains(&format!("Interrupt received ({name})")),
+        "{err}"
+    );
     assert!(err.contains("did not start"), "{err}");
     // Folded and released: no journal, no lock record, nothing pending.
     assert!(!dir.path().join("capi.state.json.journal").exists());
@@ -474,6 +486,7 @@ fn approval_reads_stdin_and_an_interrupt_at_the_prompt_cancels_cleanly() {
     drop(stdin);
     assert_eq!(status.code(), Some(1), "{seen}{rest}");
     assert!(rest.contains("Apply cancelled."), "{seen}{rest}");
+    assert!(!rest.contains("Error:"), "a cancel is not an error: {rest}");
     assert!(!dir.path().join("capi.state.json.lock.info").exists());
     assert_eq!(
         std::fs::read_to_string(dir.path().join("capi.state.json")).unwrap(),
