@@ -128,6 +128,8 @@ pub struct ProblemReport {
     pub(crate) source: Option<Snippet>,
     pub(crate) offset: usize,
     pub(crate) len: usize,
+    /// The span's label: "here", or what a variable was replaced with.
+    pub(crate) label: String,
 }
 
 /// Start offsets of a text's lines, so that placing a problem costs a
@@ -221,21 +223,22 @@ impl ProblemReport {
         files: &[SourceFile],
         max: usize,
     ) -> (Vec<Self>, usize) {
-        let mut indexes: std::collections::HashMap<usize, LineIndex> = Default::default();
+        let mut indexes: std::collections::HashMap<usize, Indexes> = Default::default();
         let shown = problems.len().min(max);
         let mut reports = Vec::with_capacity(shown);
         for p in &problems[..shown] {
             let index = files.get(p.file_index).map(|f| {
-                &*indexes
-                    .entry(p.file_index)
-                    .or_insert_with(|| LineIndex::new(&f.text))
+                &*indexes.entry(p.file_index).or_insert_with(|| Indexes {
+                    parsed: LineIndex::new(&f.text),
+                    original: f.original.as_deref().map(LineIndex::new),
+                })
             });
             reports.push(Self::with_index(p.clone(), files, index));
         }
         (reports, problems.len() - shown)
     }
 
-    fn with_index(problem: Problem, files: &[SourceFile], index: Option<&LineIndex>) -> Self {
+    fn with_index(problem: Problem, files: &[SourceFile], index: Option<&Indexes>) -> Self {
         let file = files.get(problem.file_index).filter(|_| problem.quote);
         let (Some(file), Some(index)) = (file, index) else {
             return ProblemReport {
@@ -243,17 +246,41 @@ impl ProblemReport {
                 source: None,
                 offset: 0,
                 len: 0,
+                label: String::new(),
             };
         };
         let line = (problem.pos.line as usize).saturating_sub(1);
-        let (line_start, line_end) = index.line(&file.text, line);
-        let (offset, len) = token_at(&file.text[line_start..line_end], problem.pos.col);
+        let (line_start, line_end) = index.parsed.line(&file.text, line);
+        let parsed_line = &file.text[line_start..line_end];
+        let (mut offset, mut len) = token_at(parsed_line, problem.pos.col);
+        let mut label = "here".to_string();
+        // Quote the file as written; the label says what a variable became.
+        let (text, index, line_start) = match (&file.original, &index.original) {
+            (Some(original), Some(oindex)) => {
+                let (os, oe) = oindex.line(original, line);
+                let written = &original[os..oe];
+                if let Some(d) = substituted_span(written, parsed_line) {
+                    let var = &written[d.at..d.at + d.written_len];
+                    label = format!("here ({var} on this line became {})", d.value);
+                    if offset >= d.at + d.parsed_len {
+                        // After the value: the same text, shifted.
+                        offset = offset + d.written_len - d.parsed_len;
+                    } else if offset + len > d.at {
+                        // On the value: the `${VAR}` as written.
+                        (offset, len) = (d.at, d.written_len);
+                        label = format!("here, after substitution: {}", d.value);
+                    }
+                }
+                (&**original, oindex, os)
+            }
+            _ => (&*file.text, &index.parsed, line_start),
+        };
         let first = line.saturating_sub(SNIPPET_LINES);
-        let (start, _) = index.line(&file.text, first);
-        let (_, end) = index.line(&file.text, line + SNIPPET_LINES);
+        let (start, _) = index.line(text, first);
+        let (_, end) = index.line(text, line + SNIPPET_LINES);
         let source = Snippet {
             name: file.name.clone(),
-            text: terminal_safe(&file.text[start..end]),
+            text: terminal_safe(&text[start..end]),
             start,
             first_line: first.min(index.starts.len() - 1),
         };
@@ -262,8 +289,67 @@ impl ProblemReport {
             source: Some(source),
             offset: line_start + offset,
             len,
+            label,
         }
     }
+}
+
+/// Line indexes of a file: of the text parsed, and of the file as written
+/// when they differ.
+struct Indexes {
+    parsed: LineIndex,
+    original: Option<LineIndex>,
+}
+
+/// Where a line as written differs from the line parsed.
+#[derive(Debug, PartialEq)]
+struct Substitution {
+    /// Byte offset of the difference (the same in both lines).
+    at: usize,
+    /// Its length as written (`${VAR}`) and as parsed (the value).
+    written_len: usize,
+    parsed_len: usize,
+    /// The value, quoted and shortened.
+    value: String,
+}
+
+/// Where a line as written differs from the line parsed (a `${VAR}`
+/// replaced by its value). `None` when the lines are the same.
+fn substituted_span(written: &str, parsed: &str) -> Option<Substitution> {
+    let (w, p) = (
+        written.trim_end_matches(['\n', '\r']),
+        parsed.trim_end_matches(['\n', '\r']),
+    );
+    if w == p {
+        return None;
+    }
+    let prefix = w
+        .char_indices()
+        .zip(p.chars())
+        .find(|((_, a), b)| a != b)
+        .map(|((i, _), _)| i)
+        .unwrap_or(w.len().min(p.len()));
+    let suffix = w[prefix..]
+        .chars()
+        .rev()
+        .zip(p[prefix..].chars().rev())
+        .take_while(|(a, b)| a == b)
+        .map(|(a, _)| a.len_utf8())
+        .sum::<usize>();
+    let suffix = suffix.min(w.len() - prefix).min(p.len() - prefix);
+    let written_len = w.len() - prefix - suffix;
+    let value = &p[prefix..p.len() - suffix];
+    let shown = if value.chars().count() > 60 {
+        format!("{}…", value.chars().take(60).collect::<String>())
+    } else {
+        value.to_string()
+    };
+    Some(Substitution {
+        at: prefix,
+        written_len,
+        parsed_len: value.len(),
+        value: format!("{shown:?}"),
+    })
 }
 
 /// Offset and length of the token at a 1-based column (in chars) of a line.
@@ -326,7 +412,7 @@ impl Diagnostic for ProblemReport {
     fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
         self.source.as_ref()?;
         Some(Box::new(std::iter::once(LabeledSpan::new(
-            Some("here".to_string()),
+            Some(self.label.clone()),
             self.offset,
             self.len,
         ))))
@@ -336,6 +422,24 @@ impl Diagnostic for ProblemReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_substituted_line_points_at_the_variable_as_written() {
+        let d = substituted_span("  replicas: ${N}\n", "  replicas: 4294967296\n").unwrap();
+        assert_eq!(
+            d,
+            Substitution {
+                at: 12,
+                written_len: 4,
+                parsed_len: 10,
+                value: "\"4294967296\"".into()
+            }
+        );
+        assert_eq!(substituted_span("a: 1\n", "a: 1\n"), None);
+        // A shared tail is not part of the variable.
+        let d = substituted_span("image: ${REPO}/node", "image: x/node").unwrap();
+        assert_eq!((d.at, d.written_len, d.parsed_len), (7, 7, 1));
+    }
 
     #[test]
     fn offsets() {

@@ -265,9 +265,13 @@ pub(crate) fn load_with(
         let s = vars::substitute(&src.name, &src.text, vars);
         missing.extend(s.missing);
         used.extend(s.used);
+        let lines = |t: &str| t.bytes().filter(|&b| b == b'\n').count();
+        let original = (s.text != src.text && lines(&s.text) == lines(&src.text))
+            .then(|| Arc::from(src.text.as_str()));
         files.push(SourceFile {
             name: src.name,
             text: Arc::from(s.text),
+            original,
         });
     }
     if !missing.is_empty() {

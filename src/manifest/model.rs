@@ -345,6 +345,10 @@ pub struct SourceFile {
     pub(crate) name: String,
     /// The text that was parsed (after substitution): line numbers refer to it.
     pub(crate) text: Arc<str>,
+    /// The file as written, when substitution changed it without adding
+    /// lines (no value held a newline): error snippets quote this, line for
+    /// line, and name the substituted value in their label.
+    pub(crate) original: Option<Arc<str>>,
 }
 
 /// Where an object came from.

@@ -646,3 +646,33 @@ fn directory_and_stdin_inputs() {
         .assert()
         .success();
 }
+
+/// An error on a line with a `${VAR}` quotes the file as written, and the
+/// label says what the variable became (the snippet used to show the
+/// substituted text, which is not in the file).
+#[test]
+fn error_snippets_show_the_file_as_written_and_the_value_in_the_label() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = BASE.replacen("  replicas: 2\n", "  replicas: ${WORKERS}\n", 1);
+    assert_ne!(text, BASE);
+    std::fs::write(dir.path().join("c.yaml"), &text).unwrap();
+    let out = capi(dir.path())
+        .args([
+            "validate",
+            "-f",
+            "c.yaml",
+            "--var",
+            "WORKERS=many",
+            "--no-color",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("replicas: ${WORKERS}"), "{err}");
+    assert!(!err.contains("replicas: many"), "{err}");
+    assert!(
+        err.contains("${WORKERS} on this line became \"many\""),
+        "{err}"
+    );
+}
