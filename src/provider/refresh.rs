@@ -43,12 +43,14 @@ pub(crate) async fn refresh(
             .iter()
             .filter(|r| r.provider == *kind && r.status != Status::Deleting)
             .filter(|r| super::refreshable(r.kind))
+            .map(|r| &**r)
             .collect();
         let refreshed = p.refresh(&refs, lineage).await?;
         let known: Vec<&crate::state::Resource> = state
             .resources
             .iter()
             .filter(|r| r.provider == *kind)
+            .map(|r| &**r)
             .collect();
         let unmanaged = if lineage.is_empty() {
             Vec::new()

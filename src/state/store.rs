@@ -599,7 +599,7 @@ mod tests {
         let r2 = JournalRecord {
             serial: 2,
             next_sequence: 7,
-            upsert: vec![copy.clone()],
+            upsert: vec![(*copy).clone()],
             ..Default::default()
         };
         store.append("lin", 1, &r2).unwrap();
@@ -677,7 +677,7 @@ mod tests {
             let rec = JournalRecord {
                 serial,
                 next_sequence: 9,
-                upsert: vec![r],
+                upsert: vec![*r],
                 ..Default::default()
             };
             store.append("lin", 1, &rec).unwrap();
@@ -728,7 +728,7 @@ mod tests {
             &JournalRecord {
                 serial: 4,
                 next_sequence: 9,
-                upsert: vec![r],
+                upsert: vec![*r],
                 ..Default::default()
             },
         )

@@ -223,6 +223,7 @@ impl Cluster {
             .resources
             .into_iter()
             .filter(|r| r.attributes.as_machine().is_some())
+            .map(|r| *r)
             .collect()
     }
 

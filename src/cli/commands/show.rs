@@ -48,6 +48,7 @@ pub(crate) fn select<'a>(state: &'a State, cluster: Option<&'a str>) -> Vec<&'a 
         .resources
         .iter()
         .filter(|r| cluster.is_none_or(|c| r.address.cluster_key() == c))
+        .map(|r| &**r)
         .collect()
 }
 

@@ -228,7 +228,7 @@ impl EtcdStore {
             let json = unseal(&raw).map_err(|e| self.corrupt(&key, e))?;
             let r: Resource = serde_json::from_slice(json).map_err(|e| self.corrupt(&key, e))?;
             known.insert(key, Sha256::digest(&raw).into());
-            list.push(r);
+            list.push(Box::new(r));
         }
         list.sort_by(|a, b| a.address.cmp(&b.address));
         st.resources = list;
