@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::apply::health::HealthCheck;
@@ -20,7 +21,7 @@ use crate::provider::docker::DockerSettings;
 use crate::provider::openstack::OpenStackSettings;
 use crate::provider::{Overrides, ProviderSettings};
 use crate::resource::ProviderKind;
-use crate::state::{Credentials, Location, StateStore};
+use crate::state::{Credentials, Location, StateKey, StateStore};
 
 use super::args::{ApplyArgs, GlobalArgs, HealthArgs, ManifestArgs, ProviderOverride, RunArgs};
 use super::CliError;
@@ -94,6 +95,8 @@ pub(crate) struct GlobalSettings {
     /// etcd's authentication, as etcdctl takes it: `ETCDCTL_USER=user:password`,
     /// or `ETCDCTL_USER=user` with `ETCDCTL_PASSWORD`.
     pub(crate) etcd_auth: Option<Credentials>,
+    /// The state key: `--state-key-file`, or `CAPI_STATE_KEY`.
+    pub(crate) state_key: Option<Arc<StateKey>>,
     /// A fixed clock for the planner: `CAPI_NOW` (unix seconds or RFC
     /// 3339), so that plans can be reproduced exactly.
     fixed_now: Option<i64>,
@@ -143,17 +146,22 @@ impl GlobalSettings {
             },
             lock_ttl: g.lock_ttl,
             etcd_auth: etcd_auth(env),
+            state_key: state_key(g.state_key_file.as_deref(), env, "CAPI_STATE_KEY")?.map(Arc::new),
             fixed_now,
         })
     }
 
     /// The state store (file or etcd).
     pub(crate) fn store(&self) -> Result<StateStore, CliError> {
-        Ok(StateStore::open(
-            &self.location,
-            self.lock_ttl,
-            self.etcd_auth.clone(),
-        )?)
+        self.store_at(&self.location)
+    }
+
+    /// The state store at `location`, with this command's credentials and key.
+    pub(crate) fn store_at(&self, location: &Location) -> Result<StateStore, CliError> {
+        Ok(
+            StateStore::open(location, self.lock_ttl, self.etcd_auth.clone())?
+                .with_key(self.state_key.clone()),
+        )
     }
 
     /// The time for planning: `CAPI_NOW`, or the clock.
@@ -177,6 +185,54 @@ fn etcd_auth(env: &Env) -> Option<Credentials> {
         ),
     };
     Some(Credentials { user, password })
+}
+
+/// A state key from `file` (which must not be readable by group or others),
+/// or else from the variable `var` (the base64 itself).
+fn state_key(file: Option<&Path>, env: &Env, var: &str) -> Result<Option<StateKey>, CliError> {
+    let (text, source) = match file {
+        Some(f) => (read_key_file(f)?, f.display().to_string()),
+        None => match env.get(var) {
+            Some(v) => (v.to_string(), var.to_string()),
+            None => return Ok(None),
+        },
+    };
+    StateKey::from_base64(&text, &source)
+        .map(Some)
+        .map_err(|e| CliError::Usage(e.to_string()))
+}
+
+/// The new key of `capi state rekey`: `--new-key-file`, or `CAPI_STATE_NEW_KEY`.
+pub(crate) fn new_state_key(file: Option<&Path>, env: &Env) -> Result<StateKey, CliError> {
+    state_key(file, env, "CAPI_STATE_NEW_KEY")?.ok_or_else(|| {
+        CliError::Usage(
+            "capi state rekey needs the new key: --new-key-file FILE or CAPI_STATE_NEW_KEY=<base64 of 32 bytes> (make one with `head -c32 /dev/urandom | base64`); or --to-plaintext to decrypt every value".into(),
+        )
+    })
+}
+
+fn read_key_file(f: &Path) -> Result<String, CliError> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(f).map_err(|e| {
+        CliError::Usage(format!(
+            "cannot read the state key file {}: {e}",
+            f.display()
+        ))
+    })?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(CliError::Usage(format!(
+            "the state key file {} is readable by others (mode {mode:04o}): refusing to use it. Restrict it with `chmod 600 {}`",
+            f.display(),
+            f.display()
+        )));
+    }
+    std::fs::read_to_string(f).map_err(|e| {
+        CliError::Usage(format!(
+            "cannot read the state key file {}: {e}",
+            f.display()
+        ))
+    })
 }
 
 fn sim_dir(state: &Path) -> PathBuf {
@@ -450,6 +506,7 @@ mod tests {
         let g = GlobalArgs {
             state: "s.json".into(),
             lock_ttl: Duration::from_secs(15),
+            state_key_file: None,
             no_color: false,
             json: false,
             full: false,

@@ -10,8 +10,10 @@
 
 use std::fs::File;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
+use super::cipher::StateKey;
 use super::codec::{encode, JournalRecord};
 use super::etcd::client::Credentials;
 use super::etcd::EtcdStore;
@@ -183,6 +185,8 @@ impl StateBackend for FileStore {
 #[derive(Debug)]
 pub struct StateStore {
     backend: Box<dyn StateBackend>,
+    /// The state key (`CAPI_STATE_KEY`, `--state-key-file`), if given.
+    key: Option<Arc<StateKey>>,
 }
 
 impl StateStore {
@@ -190,6 +194,7 @@ impl StateStore {
     pub fn new(path: impl Into<PathBuf>) -> Self {
         StateStore {
             backend: Box::new(FileStore::new(path)),
+            key: None,
         }
     }
 
@@ -209,12 +214,37 @@ impl StateStore {
                     &location.to_string(),
                     (lock_ttl, auth),
                 )?),
+                key: None,
             },
         })
     }
 
+    /// Sensitive values are read (and new ones sealed) with `key`.
+    pub(crate) fn with_key(mut self, key: Option<Arc<StateKey>>) -> Self {
+        self.key = key;
+        self
+    }
+
+    /// The state key given, if any.
+    pub(crate) fn key(&self) -> Option<&Arc<StateKey>> {
+        self.key.as_ref()
+    }
+
+    /// The state. With a key given, every sealed value must open with it
+    /// (a wrong key is refused here, before anything is changed).
     pub fn load(&self) -> Result<Option<State>, StateError> {
-        self.backend.load()
+        let state = self.backend.load()?;
+        self.check_key(state.as_ref())?;
+        Ok(state)
+    }
+
+    fn check_key(&self, state: Option<&State>) -> Result<(), StateError> {
+        match (state, &self.key) {
+            (Some(s), Some(k)) => s
+                .check_key(Some(k))
+                .map_err(|e| StateError::Secret(e.to_string())),
+            _ => Ok(()),
+        }
     }
 
     pub fn save(&mut self, state: &State) -> Result<(), StateError> {
@@ -255,7 +285,9 @@ impl StateStore {
     }
 
     pub(crate) fn load_unchecked(&self) -> Result<Option<State>, StateError> {
-        self.backend.load_unchecked()
+        let state = self.backend.load_unchecked()?;
+        self.check_key(state.as_ref())?;
+        Ok(state)
     }
 
     pub(crate) fn set_migrated(
