@@ -393,7 +393,7 @@ fn check_secrets_available(
         return Ok(());
     };
     Err(CliError::Usage(format!(
-        "this {operation} needs the state's encrypted sensitive values ({} {}: {why}), and no state key was given: the state is encrypted with the key {}; {}. Nothing was changed",
+        "this {operation} needs the state's encrypted sensitive values ({} {}: {why}), and no state key was given: the state is encrypted with the key {}; give it with {}. Nothing was changed",
         match step.op {
             Op::Create => "create",
             Op::Update => "update",

@@ -22,7 +22,7 @@ use super::model::{Resource, State};
 pub(crate) const SEALED_PREFIX: &str = "capi-enc:v1:";
 
 /// How to give the key, for error messages.
-pub(crate) const KEY_HELP: &str = "give it with CAPI_STATE_KEY=<base64 of 32 bytes> or --state-key-file FILE (see docs/state-backends.md, \"Encryption\")";
+pub(crate) const KEY_HELP: &str = "CAPI_STATE_KEY=<base64 of 32 bytes> or --state-key-file FILE (see docs/state-backends.md, \"Encryption\")";
 
 /// What is wrong with a key as given.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -38,14 +38,14 @@ pub(crate) enum KeyError {
 /// Why a sensitive value could not be read (or sealed values not checked).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub(crate) enum SecretError {
-    #[error("the sensitive value {name:?} of {address} is encrypted with the state key {key_id}, and no key was given: {help}")]
+    #[error("the sensitive value {name:?} of {address} is encrypted with the state key {key_id}, and no key was given: give it with {help}")]
     NoKey {
         address: String,
         name: String,
         key_id: String,
         help: &'static str,
     },
-    #[error("the sensitive value {name:?} of {address} is encrypted with the state key {key_id}, but the key given has id {given}: wrong key; {help}")]
+    #[error("the sensitive value {name:?} of {address} is encrypted with the state key {key_id}, but the key given has id {given}: wrong key; give the key {key_id} with {help}")]
     WrongKey {
         address: String,
         name: String,
@@ -53,7 +53,7 @@ pub(crate) enum SecretError {
         given: String,
         help: &'static str,
     },
-    #[error("the sensitive value {name:?} of {address} does not decrypt with the state key {key_id} (wrong key, or the value was altered or copied from another resource); {help}")]
+    #[error("the sensitive value {name:?} of {address} does not decrypt with the state key {key_id} (wrong key, or the value was altered or copied from another resource); give the right key with {help}")]
     Undecryptable {
         address: String,
         name: String,

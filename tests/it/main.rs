@@ -11,6 +11,7 @@ mod ci;
 mod cli;
 mod crash;
 mod docker;
+mod encryption;
 mod etcd;
 mod executor;
 mod hardening;
