@@ -524,6 +524,31 @@ mod tests {
     }
 
     #[test]
+    fn the_state_key_comes_from_a_private_file_or_the_environment() {
+        use std::os::unix::fs::PermissionsExt;
+        let k = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
+        let env = Env::from_pairs(&[("CAPI_STATE_KEY", k)]);
+        let from_env = state_key(None, &env, "CAPI_STATE_KEY").unwrap().unwrap();
+        assert!(state_key(None, &Env::default(), "CAPI_STATE_KEY")
+            .unwrap()
+            .is_none());
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("k");
+        std::fs::write(&f, format!("{k}\n")).unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let e = state_key(Some(&f), &env, "CAPI_STATE_KEY").unwrap_err();
+        assert!(e.to_string().contains("chmod 600"), "{e}");
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let from_file = state_key(Some(&f), &Env::default(), "CAPI_STATE_KEY")
+            .unwrap()
+            .unwrap();
+        assert_eq!(from_file.id(), from_env.id());
+        let short = Env::from_pairs(&[("CAPI_STATE_NEW_KEY", "AAAA")]);
+        assert!(new_state_key(None, &short).is_err());
+        assert!(new_state_key(None, &Env::default()).is_err());
+    }
+
+    #[test]
     fn colours_follow_the_conventions() {
         let c = |pairs: &[(&str, &str)], flag| color_choice(flag, &Env::from_pairs(pairs));
         assert_eq!(c(&[], false), ColorChoice::Auto);

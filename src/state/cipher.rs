@@ -343,4 +343,67 @@ mod tests {
             format!("StateKey({})", key(3).id())
         );
     }
+
+    fn state() -> State {
+        use crate::resource::*;
+        let mut s = State::new("lin".into());
+        for (addr, name) in [("a/pki", "ca.key"), ("b/token", "token")] {
+            s.upsert(Resource {
+                address: Address::parse(addr).unwrap(),
+                kind: ResourceKind::Pki,
+                provider: ProviderKind::Local,
+                status: crate::state::Status::Ready,
+                attributes: Spec::Pki(PkiSpec {
+                    encryption_algorithm: "RSA-2048".into(),
+                    ca_validity_days: 1,
+                    external_etcd: false,
+                }),
+                observed: Default::default(),
+                sensitive: [(name.to_string(), format!("{addr} secret"))].into(),
+                dependencies: vec![],
+                sequence: 1,
+                error: None,
+            });
+        }
+        s
+    }
+
+    #[test]
+    fn a_state_is_sealed_checked_rekeyed_and_opened() {
+        let (k1, k2) = (key(1), key(2));
+        let mut s = state();
+        assert!(s.check_key(None).is_ok(), "plaintext needs no key");
+        assert_eq!(s.seal_plaintext(&k1), 2);
+        assert_eq!(s.seal_plaintext(&k1), 0, "sealed once");
+        assert_eq!(s.sealed_key_ids(), [k1.id().to_string()].into());
+        assert!(matches!(s.check_key(None), Err(SecretError::NoKey { .. })));
+        assert!(matches!(
+            s.check_key(Some(&k2)),
+            Err(SecretError::WrongKey { .. })
+        ));
+        let pki = s.get("a/pki").unwrap();
+        assert_eq!(
+            pki.secret("ca.key", Some(&k1)).unwrap().as_deref(),
+            Some("a/pki secret")
+        );
+        assert_eq!(pki.secret("absent", None).unwrap(), None);
+        // A sealed value copied to another resource does not open there.
+        let mut swapped = s.clone();
+        let v = swapped.get("a/pki").unwrap().sensitive["ca.key"].clone();
+        let t = swapped
+            .resources
+            .iter_mut()
+            .find(|r| r.address.as_str() == "b/token")
+            .unwrap();
+        t.sensitive.insert("token".into(), v);
+        assert!(matches!(
+            swapped.check_key(Some(&k1)),
+            Err(SecretError::Undecryptable { .. })
+        ));
+        assert_eq!(s.rekey(Some(&k1), Some(&k2)).unwrap(), 2);
+        assert_eq!(s.sealed_key_ids(), [k2.id().to_string()].into());
+        assert!(s.rekey(Some(&k1), None).is_err());
+        assert_eq!(s.rekey(Some(&k2), None).unwrap(), 2);
+        assert_eq!(s, state(), "back to the plaintext it started as");
+    }
 }
