@@ -21,7 +21,7 @@ use crate::provider::docker::DockerSettings;
 use crate::provider::openstack::OpenStackSettings;
 use crate::provider::{Overrides, ProviderSettings};
 use crate::resource::ProviderKind;
-use crate::state::{Credentials, Location, StateKey, StateStore};
+use crate::state::{Credentials, EtcdAccess, Location, StateKey, StateStore, TlsFiles};
 
 use super::args::{ApplyArgs, GlobalArgs, HealthArgs, ManifestArgs, ProviderOverride, RunArgs};
 use super::CliError;
@@ -95,6 +95,9 @@ pub(crate) struct GlobalSettings {
     /// etcd's authentication, as etcdctl takes it: `ETCDCTL_USER=user:password`,
     /// or `ETCDCTL_USER=user` with `ETCDCTL_PASSWORD`.
     pub(crate) etcd_auth: Option<Credentials>,
+    /// etcd's TLS files, as etcdctl takes them: `ETCDCTL_CACERT`,
+    /// `ETCDCTL_CERT`, `ETCDCTL_KEY` (any of them: the endpoints are https).
+    pub(crate) etcd_tls: TlsFiles,
     /// The state key: `--state-key-file`, or `CAPI_STATE_KEY`.
     pub(crate) state_key: Option<Arc<StateKey>>,
     /// A fixed clock for the planner: `CAPI_NOW` (unix seconds or RFC
@@ -146,6 +149,11 @@ impl GlobalSettings {
             },
             lock_ttl: g.lock_ttl,
             etcd_auth: etcd_auth(env),
+            etcd_tls: TlsFiles {
+                ca: env.get("ETCDCTL_CACERT").map(PathBuf::from),
+                cert: env.get("ETCDCTL_CERT").map(PathBuf::from),
+                key: env.get("ETCDCTL_KEY").map(PathBuf::from),
+            },
             state_key: state_key(g.state_key_file.as_deref(), env, "CAPI_STATE_KEY")?.map(Arc::new),
             fixed_now,
         })
@@ -158,10 +166,15 @@ impl GlobalSettings {
 
     /// The state store at `location`, with this command's credentials and key.
     pub(crate) fn store_at(&self, location: &Location) -> Result<StateStore, CliError> {
-        Ok(
-            StateStore::open(location, self.lock_ttl, self.etcd_auth.clone())?
-                .with_key(self.state_key.clone()),
-        )
+        Ok(StateStore::open(
+            location,
+            self.lock_ttl,
+            EtcdAccess {
+                auth: self.etcd_auth.clone(),
+                tls: self.etcd_tls.clone(),
+            },
+        )?
+        .with_key(self.state_key.clone()))
     }
 
     /// The time for planning: `CAPI_NOW`, or the clock.

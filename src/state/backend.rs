@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use super::cipher::StateKey;
 use super::codec::{encode, JournalRecord};
-use super::etcd::client::Credentials;
+use super::etcd::client::EtcdAccess;
 use super::etcd::EtcdStore;
 use super::lock::{LockError, LockInfo, StateLock};
 use super::model::State;
@@ -72,7 +72,10 @@ impl std::fmt::Display for Location {
             Location::Etcd { endpoints, prefix } => {
                 let hosts: Vec<&str> = endpoints
                     .iter()
-                    .map(|e| e.trim_start_matches("http://"))
+                    .map(|e| {
+                        e.trim_start_matches("http://")
+                            .trim_start_matches("https://")
+                    })
                     .collect();
                 write!(f, "etcd://{}/{prefix}", hosts.join(","))
             }
@@ -199,11 +202,11 @@ impl StateStore {
     }
 
     /// The backend at `location` (`lock_ttl`: the etcd lease's time to
-    /// live; `auth`: etcd's user and password).
+    /// live; `access`: etcd's user and password, TLS files).
     pub(crate) fn open(
         location: &Location,
         lock_ttl: Duration,
-        auth: Option<Credentials>,
+        access: EtcdAccess,
     ) -> Result<Self, StateError> {
         Ok(match location {
             Location::File(p) => StateStore::new(p),
@@ -212,7 +215,7 @@ impl StateStore {
                     endpoints.clone(),
                     prefix,
                     &location.to_string(),
-                    (lock_ttl, auth),
+                    (lock_ttl, access),
                 )?),
                 key: None,
             },

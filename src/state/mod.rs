@@ -27,7 +27,7 @@ pub(crate) mod store;
 pub use backend::StateStore;
 pub(crate) use backend::{HeldLock, Location};
 pub(crate) use cipher::StateKey;
-pub(crate) use etcd::client::Credentials;
+pub(crate) use etcd::client::{Credentials, EtcdAccess, TlsFiles};
 pub(crate) use journal::Journal;
 pub(crate) use lock::LockError;
 pub use model::*;
