@@ -13,6 +13,7 @@ mod crash;
 mod docker;
 mod encryption;
 mod etcd;
+mod etcd_tls;
 mod executor;
 mod hardening;
 mod hostile_manifests;

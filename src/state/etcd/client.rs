@@ -340,22 +340,32 @@ impl EtcdClient {
 
 fn describe(e: reqwest::Error) -> String {
     if e.is_timeout() {
-        "timed out".into()
+        return "timed out".into();
+    }
+    // The innermost cause says what happened (a TLS failure is a connect
+    // error too).
+    let mut why = String::new();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        why = s.to_string();
+        source = s.source();
+    }
+    let tls = [
+        "certificate",
+        "Certificate",
+        "tls",
+        "TLS",
+        "handshake",
+        "alert",
+    ];
+    if tls.iter().any(|w| why.contains(w)) {
+        format!("TLS failed: {why}")
     } else if e.is_connect() {
-        // A TLS failure is a connect error too: say which.
-        let mut why = String::new();
-        let mut source = std::error::Error::source(&e);
-        while let Some(s) = source {
-            why = s.to_string();
-            source = s.source();
-        }
-        let tls = ["certificate", "tls", "handshake", "alert", "Certificate"];
-        match tls.iter().any(|w| why.contains(w)) {
-            true => format!("TLS failed: {why}"),
-            false => "connection refused or unreachable".into(),
-        }
-    } else {
+        "connection refused or unreachable".into()
+    } else if why.is_empty() {
         e.to_string()
+    } else {
+        format!("{why} (is it an etcd client URL, with TLS when the member wants it: ETCDCTL_CACERT, ETCDCTL_CERT, ETCDCTL_KEY?)")
     }
 }
 
