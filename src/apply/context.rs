@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 
 use crate::provider::{Provider, Redactor};
 use crate::resource::ProviderKind;
-use crate::state::Journal;
+use crate::state::{Journal, StateKey};
 
 use super::error::StepError;
 use super::{health, Event, ManifestSecrets};
@@ -53,6 +53,8 @@ pub(crate) struct Ctx {
     /// Admin kubeconfigs for health checks, written on first use.
     pub(crate) kubeconfigs: tokio::sync::Mutex<BTreeMap<String, PathBuf>>,
     pub(crate) scratch: tempfile::TempDir,
+    /// The state key: sensitive values are read and written through it.
+    pub(crate) key: Option<Arc<StateKey>>,
 }
 
 impl Ctx {

@@ -17,7 +17,7 @@ use tokio::sync::Mutex;
 use crate::bootstrap;
 use crate::provider::Redactor;
 use crate::resource::{Address, ClusterId, ResourceKind, Spec};
-use crate::state::State;
+use crate::state::{State, StateKey};
 use crate::util::time::now_unix;
 
 use super::context::Ctx;
@@ -54,6 +54,9 @@ pub enum KubeconfigError {
     NoCaCert,
     #[error("the cluster CA key is missing")]
     NoCaKey,
+    /// The CA key is encrypted and cannot be opened.
+    #[error("{0}")]
+    Secret(String),
     /// Signing the client certificate failed.
     #[error("{0}")]
     Pki(String),
@@ -350,7 +353,7 @@ async fn kubeconfig_file(ctx: &Ctx, machine: &Address) -> Result<PathBuf, GateEr
     }
     let text = ctx
         .journal
-        .read(|s| admin_kubeconfig(s, &machine.cluster()))?;
+        .read(|s| admin_kubeconfig(s, &machine.cluster(), ctx.key.as_deref()))?;
     let path = ctx
         .scratch
         .path()
@@ -372,6 +375,7 @@ async fn kubeconfig_file(ctx: &Ctx, machine: &Address) -> Result<PathBuf, GateEr
 pub(crate) fn admin_kubeconfig(
     state: &State,
     cluster: &ClusterId,
+    state_key: Option<&StateKey>,
 ) -> Result<String, KubeconfigError> {
     let pki = state
         .get(&Address::new(cluster, ResourceKind::Pki, None))
@@ -387,8 +391,8 @@ pub(crate) fn admin_kubeconfig(
         .and_then(|v| v.as_str())
         .ok_or(KubeconfigError::NoCaCert)?;
     let key = pki
-        .sensitive
-        .get("ca.key")
+        .secret("ca.key", state_key)
+        .map_err(|e| KubeconfigError::Secret(e.to_string()))?
         .ok_or(KubeconfigError::NoCaKey)?;
     let alg = match &pki.attributes {
         Spec::Pki(p) => p.encryption_algorithm.clone(),
@@ -403,7 +407,7 @@ pub(crate) fn admin_kubeconfig(
         &cluster.name,
         endpoint,
         ca,
-        key,
+        &key,
         &alg,
         not_before,
         now_unix(),

@@ -182,7 +182,7 @@ fn reference_value(ctx: &Ctx, s: &State, machine: &Address, name: &str) -> Optio
     match name {
         refs::TOKEN => s
             .get(&machine.sibling(ResourceKind::Token, None))
-            .and_then(|t| t.sensitive.get("token").cloned()),
+            .and_then(|t| t.secret("token", ctx.key.as_deref()).ok().flatten()),
         refs::CA_CERT_HASH => observed(ResourceKind::Pki, "ca_cert_hash"),
         refs::ENDPOINT => observed(ResourceKind::Loadbalancer, "endpoint"),
         other => {
@@ -195,9 +195,9 @@ fn reference_value(ctx: &Ctx, s: &State, machine: &Address, name: &str) -> Optio
                     .map(|b| String::from_utf8_lossy(b).into_owned());
             }
             let pki = s.get(&machine.sibling(ResourceKind::Pki, None))?;
-            pki.sensitive
-                .get(other)
-                .cloned()
+            pki.secret(other, ctx.key.as_deref())
+                .ok()
+                .flatten()
                 .or_else(|| observed(ResourceKind::Pki, other))
         }
     }

@@ -37,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 use crate::plan::{Op, Plan, Step};
 use crate::provider::{Provider, Redactor};
 use crate::resource::{Address, ProviderKind};
-use crate::state::{Journal, State, StateStore};
+use crate::state::{Journal, State, StateKey, StateStore};
 
 use context::{Ctx, Events};
 
@@ -103,19 +103,21 @@ pub struct Executor {
     pub clock: Option<i64>,
 }
 
-/// Every secret value in a state, for redaction.
-pub(crate) fn state_secrets(state: &State) -> Vec<String> {
+/// Every secret value in a state, in plaintext, for redaction (those that
+/// cannot be opened without the key cannot reach any output either).
+pub(crate) fn state_secrets(state: &State, key: Option<&StateKey>) -> Vec<String> {
     state
         .resources
         .iter()
-        .flat_map(|r| r.sensitive.values().cloned())
+        .flat_map(|r| r.secrets(key).unwrap_or_default())
         .collect()
 }
 
 /// Run a plan against a locked state.
 pub async fn apply(plan: &Plan, state: State, store: StateStore, exec: Executor) -> ApplyReport {
     let start = Instant::now();
-    let mut secret_values = state_secrets(&state);
+    let key = store.key().cloned();
+    let mut secret_values = state_secrets(&state, key.as_deref());
     for data in exec.secrets.values() {
         for v in data.values() {
             if let Ok(s) = std::str::from_utf8(v) {
@@ -139,6 +141,7 @@ pub async fn apply(plan: &Plan, state: State, store: StateStore, exec: Executor)
         events: events.clone(),
         kubeconfigs: tokio::sync::Mutex::new(BTreeMap::new()),
         scratch: tempfile::tempdir().expect("a temporary directory"),
+        key,
     });
     let run_step = |s: &Step, permit| {
         let (ctx, s) = (ctx.clone(), s.clone());

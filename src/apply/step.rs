@@ -147,6 +147,7 @@ async fn generate_pki(ctx: &Ctx, step: &Step, p: &PkiSpec) -> Result<(), StepErr
             message: e.to_string(),
         })?;
     ctx.add_secrets(pki.secret.values().cloned());
+    let key = ctx.key.clone();
     finish(ctx, &step.address, move |r| {
         r.status = Status::Ready;
         r.observed = pki
@@ -160,7 +161,7 @@ async fn generate_pki(ctx: &Ctx, step: &Step, p: &PkiSpec) -> Result<(), StepErr
             .insert("not_before".into(), json!(pki.not_before));
         r.observed
             .insert("not_after".into(), json!(format_rfc3339(pki.not_after)));
-        r.sensitive = pki.secret;
+        r.set_sensitive(pki.secret, key.as_deref());
     })
     .await
 }
@@ -190,6 +191,7 @@ async fn issue_token(
     drop(permit);
     let observed = observed?;
     let id = bootstrap::token::id(&token).to_string();
+    let key = ctx.key.clone();
     finish(ctx, &step.address, move |r| {
         r.status = Status::Ready;
         r.attributes = spec;
@@ -198,7 +200,7 @@ async fn issue_token(
         r.observed
             .insert("expires".into(), json!(format_rfc3339(expires)));
         r.observed.insert("expires_unix".into(), json!(expires));
-        r.sensitive = BTreeMap::from([("token".to_string(), token)]);
+        r.set_sensitive([("token".to_string(), token)], key.as_deref());
     })
     .await
 }

@@ -36,6 +36,12 @@ pub(crate) struct GlobalArgs {
     /// the lock this long after its last renewal (file states: unused).
     #[arg(long, global = true, env = "CAPI_LOCK_TTL", default_value = "15s", value_parser = parse_duration)]
     pub(crate) lock_ttl: std::time::Duration,
+    /// The state key: a file holding 32 random bytes in base64 (make one with
+    /// `head -c32 /dev/urandom | base64 > FILE; chmod 600 FILE`), not readable
+    /// by group or others. Sensitive values are encrypted with it. Also:
+    /// CAPI_STATE_KEY (the base64 itself); the file wins.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub(crate) state_key_file: Option<PathBuf>,
     /// Disable colours (also: NO_COLOR).
     #[arg(long, global = true)]
     pub(crate) no_color: bool,
@@ -459,7 +465,9 @@ pub(crate) enum StateCommand {
         #[arg(value_name = "TO")]
         to: String,
     },
-    /// The whole state as JSON, private keys included (like `capi kubeconfig`).
+    /// The whole state as JSON, as stored: private keys included (like `capi
+    /// kubeconfig`) in a plaintext state; encrypted values stay encrypted
+    /// (no key needed, none used).
     Pull {
         /// Write to this file (mode 0600) instead of stdout.
         #[arg(short, long)]
@@ -471,6 +479,18 @@ pub(crate) enum StateCommand {
         /// Push another lineage or an older serial anyway.
         #[arg(long)]
         force: bool,
+    },
+    /// Encrypt every sensitive value again under a new state key (the current
+    /// one from --state-key-file or CAPI_STATE_KEY, if the state is encrypted),
+    /// or decrypt them all with --to-plaintext. Locked, backed up.
+    Rekey {
+        /// The new key (32 random bytes, base64; mode 0600). Also:
+        /// CAPI_STATE_NEW_KEY (the base64 itself).
+        #[arg(long, value_name = "FILE", conflicts_with = "to_plaintext")]
+        new_key_file: Option<PathBuf>,
+        /// Store every sensitive value in plaintext (no encryption at rest).
+        #[arg(long)]
+        to_plaintext: bool,
     },
     /// Copy the state to another backend (a file or etcd://...); the source
     /// is left intact and marked as migrated, so it is not used by mistake.

@@ -190,6 +190,7 @@ pub fn run() -> ExitCode {
 fn dispatch_state(
     g: &GlobalSettings,
     sc: StateCommand,
+    env: &Env,
     p: &Printer,
 ) -> Result<ExitStatus, CliError> {
     match sc {
@@ -200,6 +201,16 @@ fn dispatch_state(
         StateCommand::Pull { output } => commands::state_edit::pull(g, output.as_deref(), p),
         StateCommand::Push { file, force } => commands::state_edit::push(g, &file, force, p),
         StateCommand::Migrate { to } => commands::state_edit::migrate(g, &to, p),
+        StateCommand::Rekey {
+            new_key_file,
+            to_plaintext,
+        } => {
+            let new = match to_plaintext {
+                true => None,
+                false => Some(settings::new_state_key(new_key_file.as_deref(), env)?),
+            };
+            commands::rekey::run(g, new, p)
+        }
     }
 }
 
@@ -311,7 +322,7 @@ async fn dispatch(cli: Cli, env: &Env, p: &Printer) -> Result<ExitStatus, CliErr
             namespace,
             output,
         } => commands::show::run(&g, cluster.as_deref(), namespace.as_deref(), output, p),
-        Command::State(sc) => dispatch_state(&g, sc, p),
+        Command::State(sc) => dispatch_state(&g, sc, env, p),
         Command::Import {
             address,
             id,

@@ -335,6 +335,7 @@ pub(crate) async fn approve_and_execute(
     if pl.is_empty() {
         return Ok(ExitStatus::Success);
     }
+    check_secrets_available(pl, &locked, a, op.name)?;
     if !op.approved && !a.auto_approve {
         if let Some(status) = confirm(p, op.question).await?.refused(op.name, p) {
             return Ok(status);
@@ -345,10 +346,14 @@ pub(crate) async fn approve_and_execute(
     let secrets = m.map(manifest_secrets).unwrap_or_default();
     let LockedState {
         _lock,
-        store,
-        state,
+        mut store,
+        mut state,
         ..
     } = locked;
+    if super::commands::rekey::seal_for_write(&store, &mut state, p) {
+        state.serial += 1;
+        store.save(&state)?;
+    }
     let lock: Arc<dyn HeldLock> = Arc::from(_lock);
     let report = execute(pl, state, store, (providers, secrets, &lock), run, a, p).await;
     if let Some(why) = lock.lost() {
@@ -360,6 +365,61 @@ pub(crate) async fn approve_and_execute(
     }
     drop(lock);
     Ok(report_outcome(&report, pl, op.name, p))
+}
+
+/// Refuse, before anything changes, a plan that needs the state's encrypted
+/// sensitive values when no key was given (a wrong key was refused when the
+/// state was loaded): machines created (their bootstrap data holds the join
+/// token and CA keys), certificates or tokens generated (they would be
+/// stored in plaintext beside encrypted ones), health checks (the admin
+/// kubeconfig is signed with the CA key).
+fn check_secrets_available(
+    pl: &Plan,
+    locked: &LockedState,
+    a: &ApplySettings,
+    operation: &str,
+) -> Result<(), CliError> {
+    use crate::plan::Op;
+    use crate::resource::Spec;
+    if locked.store.key().is_some() {
+        return Ok(());
+    }
+    let ids = locked.state.sealed_key_ids();
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let needs = pl.steps.iter().find_map(|s| match (&s.spec, s.op) {
+        (Some(Spec::Machine(_)), Op::Create) => {
+            Some((s, "creating it needs the cluster's join token and CA"))
+        }
+        (Some(Spec::Pki(_) | Spec::Token(_)), Op::Create | Op::Update) => Some((
+            s,
+            "it generates secrets, which must be encrypted like the others",
+        )),
+        (_, _)
+            if a.health.is_some() && s.address.kind() == crate::resource::ResourceKind::Machine =>
+        {
+            Some((
+                s,
+                "the health check's admin kubeconfig is signed with the cluster CA key",
+            ))
+        }
+        _ => None,
+    });
+    let Some((step, why)) = needs else {
+        return Ok(());
+    };
+    Err(CliError::Usage(format!(
+        "this {operation} needs the state's encrypted sensitive values ({} {}: {why}), and no state key was given: the state is encrypted with the key {}; give it with {}. Nothing was changed",
+        match step.op {
+            Op::Create => "create",
+            Op::Update => "update",
+            Op::Delete => "delete",
+        },
+        step.address,
+        ids.into_iter().collect::<Vec<_>>().join(", "),
+        crate::state::cipher::KEY_HELP
+    )))
 }
 
 /// What a plan runs with: the providers, the manifests' Secrets, and the

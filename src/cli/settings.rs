@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::apply::health::HealthCheck;
@@ -20,7 +21,7 @@ use crate::provider::docker::DockerSettings;
 use crate::provider::openstack::OpenStackSettings;
 use crate::provider::{Overrides, ProviderSettings};
 use crate::resource::ProviderKind;
-use crate::state::{Credentials, Location, StateStore};
+use crate::state::{Credentials, EtcdAccess, Location, StateKey, StateStore, TlsFiles};
 
 use super::args::{ApplyArgs, GlobalArgs, HealthArgs, ManifestArgs, ProviderOverride, RunArgs};
 use super::CliError;
@@ -94,6 +95,11 @@ pub(crate) struct GlobalSettings {
     /// etcd's authentication, as etcdctl takes it: `ETCDCTL_USER=user:password`,
     /// or `ETCDCTL_USER=user` with `ETCDCTL_PASSWORD`.
     pub(crate) etcd_auth: Option<Credentials>,
+    /// etcd's TLS files, as etcdctl takes them: `ETCDCTL_CACERT`,
+    /// `ETCDCTL_CERT`, `ETCDCTL_KEY` (any of them: the endpoints are https).
+    pub(crate) etcd_tls: TlsFiles,
+    /// The state key: `--state-key-file`, or `CAPI_STATE_KEY`.
+    pub(crate) state_key: Option<Arc<StateKey>>,
     /// A fixed clock for the planner: `CAPI_NOW` (unix seconds or RFC
     /// 3339), so that plans can be reproduced exactly.
     fixed_now: Option<i64>,
@@ -143,17 +149,32 @@ impl GlobalSettings {
             },
             lock_ttl: g.lock_ttl,
             etcd_auth: etcd_auth(env),
+            etcd_tls: TlsFiles {
+                ca: env.get("ETCDCTL_CACERT").map(PathBuf::from),
+                cert: env.get("ETCDCTL_CERT").map(PathBuf::from),
+                key: env.get("ETCDCTL_KEY").map(PathBuf::from),
+            },
+            state_key: state_key(g.state_key_file.as_deref(), env, "CAPI_STATE_KEY")?.map(Arc::new),
             fixed_now,
         })
     }
 
     /// The state store (file or etcd).
     pub(crate) fn store(&self) -> Result<StateStore, CliError> {
+        self.store_at(&self.location)
+    }
+
+    /// The state store at `location`, with this command's credentials and key.
+    pub(crate) fn store_at(&self, location: &Location) -> Result<StateStore, CliError> {
         Ok(StateStore::open(
-            &self.location,
+            location,
             self.lock_ttl,
-            self.etcd_auth.clone(),
-        )?)
+            EtcdAccess {
+                auth: self.etcd_auth.clone(),
+                tls: self.etcd_tls.clone(),
+            },
+        )?
+        .with_key(self.state_key.clone()))
     }
 
     /// The time for planning: `CAPI_NOW`, or the clock.
@@ -177,6 +198,54 @@ fn etcd_auth(env: &Env) -> Option<Credentials> {
         ),
     };
     Some(Credentials { user, password })
+}
+
+/// A state key from `file` (which must not be readable by group or others),
+/// or else from the variable `var` (the base64 itself).
+fn state_key(file: Option<&Path>, env: &Env, var: &str) -> Result<Option<StateKey>, CliError> {
+    let (text, source) = match file {
+        Some(f) => (read_key_file(f)?, f.display().to_string()),
+        None => match env.get(var) {
+            Some(v) => (v.to_string(), var.to_string()),
+            None => return Ok(None),
+        },
+    };
+    StateKey::from_base64(&text, &source)
+        .map(Some)
+        .map_err(|e| CliError::Usage(e.to_string()))
+}
+
+/// The new key of `capi state rekey`: `--new-key-file`, or `CAPI_STATE_NEW_KEY`.
+pub(crate) fn new_state_key(file: Option<&Path>, env: &Env) -> Result<StateKey, CliError> {
+    state_key(file, env, "CAPI_STATE_NEW_KEY")?.ok_or_else(|| {
+        CliError::Usage(
+            "capi state rekey needs the new key: --new-key-file FILE or CAPI_STATE_NEW_KEY=<base64 of 32 bytes> (make one with `head -c32 /dev/urandom | base64`); or --to-plaintext to decrypt every value".into(),
+        )
+    })
+}
+
+fn read_key_file(f: &Path) -> Result<String, CliError> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(f).map_err(|e| {
+        CliError::Usage(format!(
+            "cannot read the state key file {}: {e}",
+            f.display()
+        ))
+    })?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(CliError::Usage(format!(
+            "the state key file {} is readable by others (mode {mode:04o}): refusing to use it. Restrict it with `chmod 600 {}`",
+            f.display(),
+            f.display()
+        )));
+    }
+    std::fs::read_to_string(f).map_err(|e| {
+        CliError::Usage(format!(
+            "cannot read the state key file {}: {e}",
+            f.display()
+        ))
+    })
 }
 
 fn sim_dir(state: &Path) -> PathBuf {
@@ -450,6 +519,7 @@ mod tests {
         let g = GlobalArgs {
             state: "s.json".into(),
             lock_ttl: Duration::from_secs(15),
+            state_key_file: None,
             no_color: false,
             json: false,
             full: false,
@@ -464,6 +534,31 @@ mod tests {
         .unwrap();
         assert_eq!(s.now(), 1_700_000_000);
         assert!(GlobalSettings::resolve(&g, &Env::from_pairs(&[("CAPI_NOW", "soon")])).is_err());
+    }
+
+    #[test]
+    fn the_state_key_comes_from_a_private_file_or_the_environment() {
+        use std::os::unix::fs::PermissionsExt;
+        let k = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
+        let env = Env::from_pairs(&[("CAPI_STATE_KEY", k)]);
+        let from_env = state_key(None, &env, "CAPI_STATE_KEY").unwrap().unwrap();
+        assert!(state_key(None, &Env::default(), "CAPI_STATE_KEY")
+            .unwrap()
+            .is_none());
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("k");
+        std::fs::write(&f, format!("{k}\n")).unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let e = state_key(Some(&f), &env, "CAPI_STATE_KEY").unwrap_err();
+        assert!(e.to_string().contains("chmod 600"), "{e}");
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let from_file = state_key(Some(&f), &Env::default(), "CAPI_STATE_KEY")
+            .unwrap()
+            .unwrap();
+        assert_eq!(from_file.id(), from_env.id());
+        let short = Env::from_pairs(&[("CAPI_STATE_NEW_KEY", "AAAA")]);
+        assert!(new_state_key(None, &short).is_err());
+        assert!(new_state_key(None, &Env::default()).is_err());
     }
 
     #[test]

@@ -10,10 +10,12 @@
 
 use std::fs::File;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
+use super::cipher::StateKey;
 use super::codec::{encode, JournalRecord};
-use super::etcd::client::Credentials;
+use super::etcd::client::EtcdAccess;
 use super::etcd::EtcdStore;
 use super::lock::{LockError, LockInfo, StateLock};
 use super::model::State;
@@ -70,7 +72,10 @@ impl std::fmt::Display for Location {
             Location::Etcd { endpoints, prefix } => {
                 let hosts: Vec<&str> = endpoints
                     .iter()
-                    .map(|e| e.trim_start_matches("http://"))
+                    .map(|e| {
+                        e.trim_start_matches("http://")
+                            .trim_start_matches("https://")
+                    })
                     .collect();
                 write!(f, "etcd://{}/{prefix}", hosts.join(","))
             }
@@ -183,6 +188,8 @@ impl StateBackend for FileStore {
 #[derive(Debug)]
 pub struct StateStore {
     backend: Box<dyn StateBackend>,
+    /// The state key (`CAPI_STATE_KEY`, `--state-key-file`), if given.
+    key: Option<Arc<StateKey>>,
 }
 
 impl StateStore {
@@ -190,15 +197,16 @@ impl StateStore {
     pub fn new(path: impl Into<PathBuf>) -> Self {
         StateStore {
             backend: Box::new(FileStore::new(path)),
+            key: None,
         }
     }
 
     /// The backend at `location` (`lock_ttl`: the etcd lease's time to
-    /// live; `auth`: etcd's user and password).
+    /// live; `access`: etcd's user and password, TLS files).
     pub(crate) fn open(
         location: &Location,
         lock_ttl: Duration,
-        auth: Option<Credentials>,
+        access: EtcdAccess,
     ) -> Result<Self, StateError> {
         Ok(match location {
             Location::File(p) => StateStore::new(p),
@@ -207,14 +215,39 @@ impl StateStore {
                     endpoints.clone(),
                     prefix,
                     &location.to_string(),
-                    (lock_ttl, auth),
+                    (lock_ttl, access),
                 )?),
+                key: None,
             },
         })
     }
 
+    /// Sensitive values are read (and new ones sealed) with `key`.
+    pub(crate) fn with_key(mut self, key: Option<Arc<StateKey>>) -> Self {
+        self.key = key;
+        self
+    }
+
+    /// The state key given, if any.
+    pub(crate) fn key(&self) -> Option<&Arc<StateKey>> {
+        self.key.as_ref()
+    }
+
+    /// The state. With a key given, every sealed value must open with it
+    /// (a wrong key is refused here, before anything is changed).
     pub fn load(&self) -> Result<Option<State>, StateError> {
-        self.backend.load()
+        let state = self.backend.load()?;
+        self.check_key(state.as_ref())?;
+        Ok(state)
+    }
+
+    fn check_key(&self, state: Option<&State>) -> Result<(), StateError> {
+        match (state, &self.key) {
+            (Some(s), Some(k)) => s
+                .check_key(Some(k))
+                .map_err(|e| StateError::Secret(e.to_string())),
+            _ => Ok(()),
+        }
     }
 
     pub fn save(&mut self, state: &State) -> Result<(), StateError> {
@@ -255,7 +288,9 @@ impl StateStore {
     }
 
     pub(crate) fn load_unchecked(&self) -> Result<Option<State>, StateError> {
-        self.backend.load_unchecked()
+        let state = self.backend.load_unchecked()?;
+        self.check_key(state.as_ref())?;
+        Ok(state)
     }
 
     pub(crate) fn set_migrated(

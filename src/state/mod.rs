@@ -3,6 +3,7 @@
 //! Pure (any floor may use them):
 //! - [`model`]: the types (also the source of the JSON Schema in `state-schema/`);
 //! - [`codec`]: the checksummed snapshot and journal-line encodings;
+//! - [`cipher`]: encryption at rest of the sensitive values;
 //! - [`schema`]: the state's JSON Schema.
 //!
 //! Persistence (I/O; used by the executor and the CLI only):
@@ -13,6 +14,7 @@
 //!   the file store above or [`etcd`] (a shared state on an etcd cluster).
 
 pub(crate) mod backend;
+pub(crate) mod cipher;
 pub(crate) mod codec;
 pub(crate) mod etcd;
 pub(crate) mod files;
@@ -24,7 +26,8 @@ pub(crate) mod store;
 
 pub use backend::StateStore;
 pub(crate) use backend::{HeldLock, Location};
-pub(crate) use etcd::client::Credentials;
+pub(crate) use cipher::StateKey;
+pub(crate) use etcd::client::{Credentials, EtcdAccess, TlsFiles};
 pub(crate) use journal::Journal;
 pub(crate) use lock::LockError;
 pub use model::*;

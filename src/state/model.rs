@@ -98,6 +98,8 @@ pub struct Resource {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub observed: BTreeMap<String, Value>,
     /// Secret material (CA keys, token). Never printed; the state file is 0600.
+    /// With a state key, each value is `capi-enc:v1:<key id>:<base64>`
+    /// (AES-256-GCM; see docs/state-backends.md, "Encryption at rest").
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub sensitive: BTreeMap<String, String>,
     /// Direct dependencies (not transitive).

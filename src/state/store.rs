@@ -71,6 +71,8 @@ pub enum StateError {
     Foreign { location: String, reason: String },
     #[error("the state at {location} was migrated to {to}: use --state {to} (this copy is kept intact for reference and is no longer used)")]
     Migrated { location: String, to: String },
+    #[error("{0}. Nothing was changed")]
+    Secret(String),
     #[error("cannot write state {path}: {source}")]
     Write {
         path: String,

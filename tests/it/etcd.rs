@@ -633,3 +633,58 @@ fn etcd_authentication_wrong_credentials_are_refused_right_ones_work() {
     );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
+
+#[test]
+fn an_encrypted_state_on_etcd_stores_no_plaintext_secret() {
+    use base64::Engine as _;
+    let Some(_turn) = etcd() else { return };
+    let (dir, p, u) = setup("encrypted");
+    let d = dir.path();
+    let k1 = base64::engine::general_purpose::STANDARD.encode([11u8; 32]);
+    let k2 = base64::engine::general_purpose::STANDARD.encode([12u8; 32]);
+    let with_key = |k: Option<&str>, args: &[&str]| {
+        let mut c = capi(d);
+        c.env_remove("CAPI_STATE_KEY").args(["--state", &u]);
+        if let Some(k) = k {
+            c.env("CAPI_STATE_KEY", k);
+        }
+        c.args(args).output().unwrap()
+    };
+    let out = with_key(Some(&k1), &["apply", "--auto-approve", "-f", "c.yaml"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The raw values under the prefix, as etcd holds them.
+    let raw = etcdctl(&["get", "--prefix", &format!("{p}/")]);
+    assert!(raw.contains("\"ca.key\":\"capi-enc:v1:"), "{raw}");
+    assert!(raw.contains("\"token\":\"capi-enc:v1:"), "{raw}");
+    assert!(!raw.contains("PRIVATE KEY"), "{raw}");
+
+    // Plan without the key; kubeconfig without it (or with a wrong one) refused.
+    let out = with_key(None, &["plan", "--detailed-exitcode", "-f", "c.yaml"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    for k in [None, Some(k2.as_str())] {
+        let out = with_key(k, &["kubeconfig", "ec"]);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(stderr(&out).contains("CAPI_STATE_KEY"), "{}", stderr(&out));
+    }
+    let out = with_key(Some(&k1), &["kubeconfig", "ec"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // rekey on etcd: the old key stops working, the new one works.
+    let mut c = capi(d);
+    let out = c
+        .env("CAPI_STATE_KEY", &k1)
+        .env("CAPI_STATE_NEW_KEY", &k2)
+        .args(["--state", &u, "state", "rekey"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        with_key(Some(&k1), &["kubeconfig", "ec"]).status.code(),
+        Some(1)
+    );
+    let out = with_key(Some(&k2), &["kubeconfig", "ec"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let raw = etcdctl(&["get", "--prefix", &format!("{p}/")]);
+    assert!(!raw.contains("PRIVATE KEY"), "{raw}");
+    etcdctl(&["del", "--prefix", &format!("{p}/")]);
+}

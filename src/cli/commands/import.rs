@@ -270,6 +270,7 @@ pub(crate) async fn run(
         sequence,
         error: None,
     });
+    super::rekey::seal_for_write(&store, &mut state, p);
     state.serial += 1;
     store.save(&state)?;
     if p.json {

@@ -6,6 +6,7 @@
 
 use std::path::Path;
 
+use crate::apply::KubeconfigError;
 use crate::resource::{Address, ClusterId, ResourceKind};
 use crate::state::files;
 
@@ -40,9 +41,14 @@ pub(crate) fn run(
             state.cluster_keys().join(", ")
         )));
     }
-    let kc = crate::apply::admin_kubeconfig(&state, &id).map_err(|e| {
-        CliError::Usage(format!("cluster {cluster:?}: {e}; run `capi apply` first"))
-    })?;
+    let kc = crate::apply::admin_kubeconfig(&state, &id, g.state_key.as_deref()).map_err(
+        |e| match e {
+            KubeconfigError::Secret(why) => CliError::Usage(format!(
+                "cluster {cluster:?}: the admin kubeconfig is signed with the cluster CA key: {why}. Nothing was written"
+            )),
+            e => CliError::Usage(format!("cluster {cluster:?}: {e}; run `capi apply` first")),
+        },
+    )?;
     if p.json && output.is_none() {
         return Err(CliError::Usage(
             "the kubeconfig holds the cluster's admin key, and --json output never holds secrets: write it with -o FILE (the event then names the file)".into(),

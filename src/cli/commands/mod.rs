@@ -14,6 +14,7 @@ pub(crate) mod graph;
 pub(crate) mod import;
 pub(crate) mod kubeconfig;
 pub(crate) mod plan;
+pub(crate) mod rekey;
 pub(crate) mod show;
 pub(crate) mod state;
 pub(crate) mod state_edit;

@@ -17,15 +17,18 @@ use super::super::settings::GlobalSettings;
 use super::super::{CliError, ExitStatus};
 
 /// The lock and the loaded state, for one edit.
+/// With a key given, plaintext sensitive values are sealed for the write.
 fn locked(
     g: &GlobalSettings,
     op: &str,
+    p: &Printer,
 ) -> Result<(Box<dyn HeldLock>, StateStore, State), CliError> {
     let mut store = g.store()?;
     let lock = store.lock(op, Duration::ZERO)?;
-    let state = store.load()?.ok_or_else(|| {
+    let mut state = store.load()?.ok_or_else(|| {
         CliError::Usage(format!("there is no state at {}", g.state_arg.display()))
     })?;
+    super::rekey::seal_for_write(&store, &mut state, p);
     Ok((lock, store, state))
 }
 
@@ -42,7 +45,7 @@ pub(crate) fn rm(
         .iter()
         .map(|a| Address::parse(a).map_err(|e| CliError::Usage(format!("{a}: {e}"))))
         .collect::<Result<Vec<_>, _>>()?;
-    let (_lock, mut store, mut state) = locked(g, "state rm")?;
+    let (_lock, mut store, mut state) = locked(g, "state rm", p)?;
     for a in &wanted {
         if state.get(a).is_none() {
             return Err(CliError::Usage(format!(
@@ -108,7 +111,7 @@ pub(crate) fn mv(
             "{from} and {to} are the same group; nothing was changed"
         )));
     }
-    let (_lock, mut store, mut state) = locked(g, "state mv")?;
+    let (_lock, mut store, mut state) = locked(g, "state mv", p)?;
     let cluster = one_cluster(&state, cluster.or(to_cluster), kind, &old, from)?;
     let owned_by = |r: &crate::state::Resource, name: &str| {
         r.address.cluster_key() == cluster
@@ -202,7 +205,8 @@ fn one_cluster(
 }
 
 /// `capi state pull [-o FILE]`: the whole state as JSON, the journal
-/// folded in. It holds the cluster's private keys, like `capi kubeconfig`:
+/// folded in, as stored: encrypted sensitive values stay encrypted. A
+/// plaintext state holds the cluster's private keys, like `capi kubeconfig`:
 /// a file is written 0600, never through a symlink.
 pub(crate) fn pull(
     g: &GlobalSettings,
@@ -241,8 +245,8 @@ pub(crate) fn pull(
 /// migrated so that commands refuse it and name the new location.
 pub(crate) fn migrate(g: &GlobalSettings, to: &str, p: &Printer) -> Result<ExitStatus, CliError> {
     let dest_loc = Location::parse(to).map_err(CliError::Usage)?;
-    let (_src_lock, mut src, state) = locked(g, "state migrate")?;
-    let mut dest = StateStore::open(&dest_loc, g.lock_ttl, g.etcd_auth.clone())?;
+    let (_src_lock, mut src, state) = locked(g, "state migrate", p)?;
+    let mut dest = g.store_at(&dest_loc)?;
     let _dest_lock = dest.lock("state migrate", Duration::ZERO)?;
     if let Some(there) = dest.load_unchecked()? {
         if there.lineage != state.lineage {
@@ -288,6 +292,12 @@ pub(crate) fn push(
         ))
     })?;
     let mut store = g.store()?;
+    if let Some(key) = store.key() {
+        incoming.check_key(Some(key)).map_err(|e| {
+            CliError::Usage(format!("{}: {e}. Nothing was changed", file.display()))
+        })?;
+    }
+    super::rekey::seal_for_write(&store, &mut incoming, p);
     let _lock = store.lock("state push", Duration::ZERO)?;
     let current = store.load()?;
     if let Some(cur) = &current {

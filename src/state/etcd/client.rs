@@ -8,6 +8,11 @@
 //! changed) moves on to the next endpoint, round the list until the call's
 //! deadline. The writes capi sends are safe to resend: puts of the same
 //! values, compared against the same fencing revision.
+//!
+//! TLS as etcdctl takes it ([`TlsFiles`]: `ETCDCTL_CACERT`, `ETCDCTL_CERT`,
+//! `ETCDCTL_KEY`): with any of them, the endpoints are spoken to over
+//! `https://`, the server verified against the CA file (only), and the
+//! client certificate presented.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -73,6 +78,67 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
+/// TLS files, as etcdctl takes them (paths to PEM files).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct TlsFiles {
+    /// `ETCDCTL_CACERT`: the CA(s) the server's certificate must chain to.
+    pub(crate) ca: Option<std::path::PathBuf>,
+    /// `ETCDCTL_CERT`: the client certificate.
+    pub(crate) cert: Option<std::path::PathBuf>,
+    /// `ETCDCTL_KEY`: its private key.
+    pub(crate) key: Option<std::path::PathBuf>,
+}
+
+impl TlsFiles {
+    pub(crate) fn is_set(&self) -> bool {
+        self.ca.is_some() || self.cert.is_some() || self.key.is_some()
+    }
+}
+
+/// How to reach etcd besides its endpoints: credentials and TLS.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct EtcdAccess {
+    pub(crate) auth: Option<Credentials>,
+    pub(crate) tls: TlsFiles,
+}
+
+/// The HTTP client, with the TLS files' CA and client identity.
+fn http_client(tls: &TlsFiles) -> Result<reqwest::Client, String> {
+    let read = |var: &str, p: &std::path::Path| {
+        std::fs::read(p).map_err(|e| format!("{var}={}: cannot read it: {e}", p.display()))
+    };
+    let mut b = reqwest::Client::builder()
+        .connect_timeout(Duration::from_millis(500))
+        .pool_idle_timeout(Duration::from_secs(30));
+    if let Some(ca) = &tls.ca {
+        let certs = reqwest::Certificate::from_pem_bundle(&read("ETCDCTL_CACERT", ca)?)
+            .ok()
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| format!("ETCDCTL_CACERT={}: no PEM certificate in it", ca.display()))?;
+        b = b.tls_certs_only(certs);
+    }
+    match (&tls.cert, &tls.key) {
+        (Some(cert), Some(key)) => {
+            let mut pem = read("ETCDCTL_CERT", cert)?;
+            pem.push(b'\n');
+            pem.extend(read("ETCDCTL_KEY", key)?);
+            let id = reqwest::Identity::from_pem(&pem).map_err(|e| {
+                format!(
+                    "ETCDCTL_CERT={} with ETCDCTL_KEY={}: not a PEM certificate and private key ({e})",
+                    cert.display(),
+                    key.display()
+                )
+            })?;
+            b = b.identity(id);
+        }
+        (Some(_), None) => return Err("ETCDCTL_CERT is set without ETCDCTL_KEY: give the client certificate's private key too".into()),
+        (None, Some(_)) => return Err("ETCDCTL_KEY is set without ETCDCTL_CERT: give the client certificate too".into()),
+        (None, None) => {}
+    }
+    b.build()
+        .map_err(|e| format!("cannot start the etcd client: {e}"))
+}
+
 #[derive(Debug)]
 pub(crate) struct EtcdClient {
     endpoints: Vec<String>,
@@ -89,21 +155,25 @@ pub(crate) struct EtcdClient {
 }
 
 impl EtcdClient {
-    pub(crate) fn new(
-        endpoints: Vec<String>,
-        auth: Option<Credentials>,
-    ) -> Result<EtcdClient, String> {
+    pub(crate) fn new(endpoints: Vec<String>, access: EtcdAccess) -> Result<EtcdClient, String> {
+        let EtcdAccess { auth, tls } = access;
+        let endpoints = match tls.is_set() {
+            false => endpoints,
+            true => endpoints
+                .into_iter()
+                .map(|e| match e.strip_prefix("http://") {
+                    Some(rest) => format!("https://{rest}"),
+                    None => e,
+                })
+                .collect(),
+        };
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("capi-etcd")
             .enable_all()
             .build()
             .map_err(|e| format!("cannot start the etcd client: {e}"))?;
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_millis(500))
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build()
-            .map_err(|e| format!("cannot start the etcd client: {e}"))?;
+        let http = http_client(&tls)?;
         Ok(EtcdClient {
             endpoints,
             auth,
@@ -270,11 +340,32 @@ impl EtcdClient {
 
 fn describe(e: reqwest::Error) -> String {
     if e.is_timeout() {
-        "timed out".into()
+        return "timed out".into();
+    }
+    // The innermost cause says what happened (a TLS failure is a connect
+    // error too).
+    let mut why = String::new();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        why = s.to_string();
+        source = s.source();
+    }
+    let tls = [
+        "certificate",
+        "Certificate",
+        "tls",
+        "TLS",
+        "handshake",
+        "alert",
+    ];
+    if tls.iter().any(|w| why.contains(w)) {
+        format!("TLS failed: {why}")
     } else if e.is_connect() {
         "connection refused or unreachable".into()
-    } else {
+    } else if why.is_empty() {
         e.to_string()
+    } else {
+        format!("{why} (is it an etcd client URL, with TLS when the member wants it: ETCDCTL_CACERT, ETCDCTL_CERT, ETCDCTL_KEY?)")
     }
 }
 
@@ -304,5 +395,79 @@ mod tests {
         assert_eq!(int(&v, "a"), 12);
         assert_eq!(int(&v, "b"), 3);
         assert_eq!(int(&v, "c"), 0);
+    }
+
+    /// A CA and a client certificate it signed, as PEM files in `dir`.
+    fn pki(dir: &std::path::Path) -> TlsFiles {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec!["capi".to_string()])
+            .unwrap()
+            .signed_by(&key, &Issuer::from_params(&ca_params, &ca_key))
+            .unwrap();
+        let files = TlsFiles {
+            ca: Some(dir.join("ca.pem")),
+            cert: Some(dir.join("client.pem")),
+            key: Some(dir.join("client-key.pem")),
+        };
+        std::fs::write(files.ca.as_ref().unwrap(), ca.pem()).unwrap();
+        std::fs::write(files.cert.as_ref().unwrap(), cert.pem()).unwrap();
+        std::fs::write(files.key.as_ref().unwrap(), key.serialize_pem()).unwrap();
+        files
+    }
+
+    #[test]
+    fn tls_files_configure_the_client_and_https_endpoints() {
+        let dir = tempfile::tempdir().unwrap();
+        let tls = pki(dir.path());
+        assert!(http_client(&tls).is_ok());
+        assert!(http_client(&TlsFiles {
+            ca: tls.ca.clone(),
+            ..TlsFiles::default()
+        })
+        .is_ok());
+        let access = EtcdAccess {
+            auth: None,
+            tls: tls.clone(),
+        };
+        let c = EtcdClient::new(vec!["http://127.0.0.1:1".into()], access).unwrap();
+        assert_eq!(c.endpoints(), "https://127.0.0.1:1");
+        let c = EtcdClient::new(vec!["http://127.0.0.1:1".into()], EtcdAccess::default()).unwrap();
+        assert_eq!(c.endpoints(), "http://127.0.0.1:1");
+
+        let err = |t: TlsFiles| http_client(&t).unwrap_err();
+        let e = err(TlsFiles {
+            key: None,
+            ..tls.clone()
+        });
+        assert!(e.contains("ETCDCTL_CERT is set without ETCDCTL_KEY"), "{e}");
+        let e = err(TlsFiles {
+            cert: None,
+            ..tls.clone()
+        });
+        assert!(e.contains("without ETCDCTL_CERT"), "{e}");
+        let e = err(TlsFiles {
+            ca: Some(dir.path().join("absent.pem")),
+            ..tls.clone()
+        });
+        assert!(
+            e.contains("ETCDCTL_CACERT=") && e.contains("cannot read"),
+            "{e}"
+        );
+        std::fs::write(dir.path().join("junk.pem"), "not a certificate").unwrap();
+        let e = err(TlsFiles {
+            ca: Some(dir.path().join("junk.pem")),
+            ..tls.clone()
+        });
+        assert!(e.contains("no PEM certificate"), "{e}");
+        let e = err(TlsFiles {
+            key: Some(dir.path().join("junk.pem")),
+            ..tls
+        });
+        assert!(e.contains("not a PEM certificate and private key"), "{e}");
     }
 }

@@ -104,9 +104,9 @@ impl EtcdStore {
         endpoints: Vec<String>,
         prefix: &str,
         location: &str,
-        (lock_ttl, auth): (Duration, Option<client::Credentials>),
+        (lock_ttl, access): (Duration, client::EtcdAccess),
     ) -> Result<EtcdStore, StateError> {
-        let client = EtcdClient::new(endpoints, auth).map_err(|reason| StateError::Backend {
+        let client = EtcdClient::new(endpoints, access).map_err(|reason| StateError::Backend {
             location: location.to_string(),
             reason,
         })?;
