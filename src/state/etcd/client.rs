@@ -360,8 +360,13 @@ fn describe(e: reqwest::Error) -> String {
     ];
     if tls.iter().any(|w| why.contains(w)) {
         format!("TLS failed: {why}")
-    } else if e.is_connect() {
+    } else if e.is_connect() && (why.contains("refused") || why.contains("unreachable")) {
         "connection refused or unreachable".into()
+    } else if e.is_connect() {
+        // A member that wants a client certificate may close the connection
+        // instead of sending an alert (TLS 1.3 checks it after the client
+        // has finished its handshake).
+        format!("{why} (if the member wants TLS or a client certificate: ETCDCTL_CACERT, ETCDCTL_CERT, ETCDCTL_KEY)")
     } else if why.is_empty() {
         e.to_string()
     } else {
