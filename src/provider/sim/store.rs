@@ -92,7 +92,8 @@ pub(super) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
         .create(dir)
 }
 
-/// Open a record or log file for writing, created 0600 whatever the umask.
+/// Open a record or log file for writing, created 0600 whatever the umask,
+/// never through a symlink (a link planted at the name is an error).
 pub(super) fn open_private(path: &Path, append: bool) -> std::io::Result<fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
     fs::OpenOptions::new()
@@ -101,6 +102,7 @@ pub(super) fn open_private(path: &Path, append: bool) -> std::io::Result<fs::Fil
         .create(true)
         .truncate(false)
         .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(path)
 }
 
@@ -189,5 +191,20 @@ pub(super) fn remove_record(path: &Path) -> Result<bool, ProviderError> {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(io_err(&path.display().to_string(), e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn records_are_never_written_through_a_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("elsewhere");
+        std::fs::write(&target, "keep").unwrap();
+        let link = dir.path().join("record.json");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert!(super::open_private(&link, false).is_err());
+        assert!(super::open_private(&link, true).is_err());
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep");
     }
 }
