@@ -223,6 +223,65 @@ fn a_thousand_copies_are_validated_and_the_report_is_capped() {
     assert_eq!(err.matches("duplicate object").count(), 100);
 }
 
+/// ConfigMaps and kinds of other groups are checked as each document is
+/// read and only their keys kept (issue 16, items 13 and 16): the checks,
+/// the duplicate report and the object count are what they were.
+#[test]
+fn foreign_objects_are_checked_as_they_are_read() {
+    let cm = |name: &str, extra: &str| {
+        format!("---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n{extra}data:\n  k: v\n")
+    };
+    let cms: String = (0..3).map(|i| cm(&format!("cm-{i}"), "")).collect();
+    let deployment = "---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: d\n";
+    let valid = format!("{BASE}{cms}{deployment}");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("m.yaml"), &valid).unwrap();
+    let out = capi(dir.path())
+        .args(["validate", "-f", "m.yaml"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("Success! 9 object(s)"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(stderr(&out).contains("Deployment \"d\" (apps/v1) is not a kind capi manages"));
+
+    // A second cm-1, and a namespace that is not a name.
+    let text = format!(
+        "{valid}{}{}",
+        cm("cm-1", ""),
+        cm("cm-9", "  namespace: a/b\n")
+    );
+    let (rc, err) = validate(&text);
+    let second = text.rfind("name: cm-1").unwrap();
+    refused_at(
+        rc,
+        &err,
+        text[..second].matches('\n').count() + 1,
+        "duplicate object: ConfigMap \"cm-1\" is defined twice",
+    );
+    let first = line_of(&text, "apiVersion: v1", "name: cm-0\n");
+    assert!(
+        err.contains(&format!("first defined at m.yaml:{first}")),
+        "{err}"
+    );
+    refused_at(
+        rc,
+        &err,
+        line_of(&text, "namespace: a/b", BASE),
+        "contains the character",
+    );
+
+    // A syntax error later in the file: only it is reported, as when the
+    // whole file was read before any document was checked.
+    let (rc, err) = validate(&format!("{text}---\nkind: [\n"));
+    assert_eq!(rc, Some(1), "{err}");
+    assert!(err.contains("YAML syntax error"), "{err}");
+    assert!(!err.contains("duplicate object"), "{err}");
+}
+
 #[test]
 fn namespaces_and_names_are_kubernetes_names() {
     let long = "n".repeat(300);
