@@ -14,6 +14,7 @@ pub(crate) mod vars;
 pub(crate) mod yaml;
 
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -32,7 +33,7 @@ pub struct RawSource {
 /// `-` for standard input.
 pub fn read_sources(
     args: &[PathBuf],
-    stdin: &mut dyn std::io::Read,
+    stdin: &mut dyn Read,
 ) -> Result<Vec<RawSource>, ManifestError> {
     read_sources_in(args, false, stdin).map(|(sources, _)| sources)
 }
@@ -43,19 +44,14 @@ pub fn read_sources(
 pub fn read_sources_in(
     args: &[PathBuf],
     recursive: bool,
-    stdin: &mut dyn std::io::Read,
+    stdin: &mut dyn Read,
 ) -> Result<(Vec<RawSource>, Vec<PathBuf>), ManifestError> {
     let mut out = Vec::new();
     let mut skipped = Vec::new();
+    let mut budget = Budget(limits::MAX_INPUT_BYTES);
     for arg in args {
         if arg.as_os_str() == "-" {
-            let mut bytes = Vec::new();
-            stdin
-                .read_to_end(&mut bytes)
-                .map_err(|e| ManifestError::Read {
-                    path: "<stdin>".into(),
-                    source: e,
-                })?;
+            let bytes = budget.read("<stdin>", &mut *stdin)?;
             out.push(RawSource {
                 name: "<stdin>".into(),
                 text: utf8("<stdin>", bytes)?,
@@ -82,10 +78,10 @@ pub fn read_sources_in(
                 )));
             }
             for f in files {
-                out.push(read_file(&f)?);
+                out.push(read_file(&f, &mut budget)?);
             }
         } else {
-            out.push(read_file(arg)?);
+            out.push(read_file(arg, &mut budget)?);
         }
     }
     Ok((out, skipped))
@@ -131,16 +127,53 @@ fn manifests_in(
     Ok(())
 }
 
-fn read_file(path: &Path) -> Result<RawSource, ManifestError> {
+fn read_file(path: &Path, budget: &mut Budget) -> Result<RawSource, ManifestError> {
     let name = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|e| ManifestError::Read {
+    let failed = |e| ManifestError::Read {
         path: name.clone(),
         source: e,
-    })?;
+    };
+    let mut f = std::fs::File::open(path).map_err(failed)?;
+    // A regular file's size is known: one too large is not read at all.
+    let size = f.metadata().map_err(failed)?.len();
+    if size > budget.0 {
+        return Err(budget.crossed(&name));
+    }
+    let bytes = budget.read(&name, &mut f)?;
     Ok(RawSource {
         text: utf8(&name, bytes)?,
         name,
     })
+}
+
+/// What is left of [`limits::MAX_INPUT_BYTES`] for the files still to read.
+struct Budget(u64);
+
+impl Budget {
+    /// Read all of `from` within the budget (a pipe or a file that grows is
+    /// read no further than that), and charge it.
+    fn read(&mut self, name: &str, from: impl Read) -> Result<Vec<u8>, ManifestError> {
+        let mut bytes = Vec::new();
+        from.take(self.0.saturating_add(1))
+            .read_to_end(&mut bytes)
+            .map_err(|e| ManifestError::Read {
+                path: name.to_string(),
+                source: e,
+            })?;
+        let n = bytes.len() as u64;
+        if n > self.0 {
+            return Err(self.crossed(name));
+        }
+        self.0 -= n;
+        Ok(bytes)
+    }
+
+    fn crossed(&self, name: &str) -> ManifestError {
+        ManifestError::TooLarge {
+            path: name.to_string(),
+            limit: limits::MAX_INPUT_BYTES,
+        }
+    }
 }
 
 /// The text of a file, or where its first byte that is not UTF-8 is.
@@ -422,6 +455,26 @@ pub(crate) fn render_problems(problems: &[Problem], files: &[SourceFile]) -> Str
 #[cfg(test)]
 mod fixture_tests {
     use super::*;
+
+    #[test]
+    fn the_budget_covers_every_file_and_stops_reading_past_it() {
+        let mut budget = Budget(10);
+        assert_eq!(budget.read("a", &b"123456"[..]).unwrap().len(), 6);
+        assert_eq!(budget.read("b", &b"1234"[..]).unwrap().len(), 4);
+        let err = budget.read("c", &b"1"[..]).unwrap_err();
+        assert!(
+            matches!(&err, ManifestError::TooLarge { path, .. } if path == "c"),
+            "{err}"
+        );
+        // An endless stream is read no further than the budget.
+        let mut budget = Budget(1000);
+        let err = budget.read("<stdin>", std::io::repeat(b'a')).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("<stdin>: with it the manifests are more than"),
+            "{err}"
+        );
+    }
 
     fn capo_vars() -> Variables {
         let mut v = Variables::new();

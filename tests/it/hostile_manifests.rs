@@ -282,6 +282,48 @@ fn foreign_objects_are_checked_as_they_are_read() {
     assert!(!err.contains("duplicate object"), "{err}");
 }
 
+/// All the manifests of a run together are at most 64 MiB (a budget that
+/// bounds memory): the file that crosses it is named, and a file too large
+/// alone is not even read. The files here are sparse: nothing is written.
+#[test]
+fn the_manifests_together_have_a_size_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("m.yaml"), BASE).unwrap();
+    let sparse = |name: &str, mib: u64| {
+        let f = std::fs::File::create(d.join(name)).unwrap();
+        f.set_len(mib << 20).unwrap();
+    };
+    sparse("a-big.yaml", 65);
+    sparse("b-half.yaml", 40);
+    sparse("c-half.yaml", 40);
+    for (files, crossing) in [
+        (&["m.yaml", "a-big.yaml"][..], "a-big.yaml"),
+        (&["m.yaml", "b-half.yaml", "c-half.yaml"][..], "c-half.yaml"),
+    ] {
+        let mut cmd = capi(d);
+        cmd.arg("validate");
+        for f in files {
+            cmd.args(["-f", f]);
+        }
+        let out = cmd.output().unwrap();
+        let err = flat(&stderr(&out));
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains(&format!(
+                "{crossing}: with it the manifests are more than 67108864 bytes (64 MiB)"
+            )) && err.contains("bounds the memory"),
+            "{err}"
+        );
+    }
+    // Within the budget, as before.
+    let out = capi(d)
+        .args(["validate", "-f", "m.yaml", "-f", "b-half.yaml"])
+        .output()
+        .unwrap();
+    assert!(!stderr(&out).contains("64 MiB"), "{}", stderr(&out));
+}
+
 #[test]
 fn namespaces_and_names_are_kubernetes_names() {
     let long = "n".repeat(300);
