@@ -44,16 +44,24 @@ impl Documents {
     /// that one problem (as when files were read whole before anything else).
     pub(super) fn read_file(&mut self, fi: usize, file: &SourceFile, problems: &mut Vec<Problem>) {
         let marks = (problems.len(), self.raw.len(), self.foreign.len());
-        let (mut any_doc, mut manifest) = (false, false);
+        // Documents before the first that looks like a manifest wait (as
+        // trees) until one does: a file with none is not converted at all.
+        let mut pending = Vec::new();
+        let mut manifest = false;
         let read = yaml::each_document(&file.text, |doc| {
-            any_doc = true;
             manifest |= doc.root.looks_like_manifest();
-            let raw = normalize::document_json(fi, &file.name, &doc, problems);
-            drop(doc);
-            self.take(&file.name, raw, problems);
+            if !manifest {
+                pending.push(doc);
+                return;
+            }
+            for doc in pending.drain(..).chain([doc]) {
+                let raw = normalize::document_json(fi, &file.name, &doc, problems);
+                drop(doc);
+                self.take(&file.name, raw, problems);
+            }
         });
         let problem = match read {
-            Ok(()) if any_doc && !manifest => not_yaml(fi, &file.name),
+            Ok(()) if !pending.is_empty() => not_yaml(fi, &file.name),
             Ok(()) => return,
             Err(e) if e.limit => {
                 let mut p = Problem::error(
