@@ -30,7 +30,7 @@ pub fn check_bytes(bytes: &[u8], vars: &Variables) -> String {
     match build(&m, &GraphOptions::default()) {
         Ok(d) => format!(
             "valid: {} objects, {} clusters, {} machines",
-            m.objects.len(),
+            m.object_count(),
             d.clusters.len(),
             d.clusters
                 .iter()

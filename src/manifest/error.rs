@@ -91,6 +91,8 @@ pub enum ManifestError {
         offset: usize,
         byte: u8,
     },
+    #[error("{path}: with it the manifests are more than {limit} bytes ({} MiB), the most capi reads in one run; the limit bounds the memory capi may use (docs/reliability.md, \"Limits\"): pass fewer or smaller files (objects capi does not manage, such as ConfigMaps, can be left out)", .limit >> 20)]
+    TooLarge { path: String, limit: u64 },
     #[error("no manifests found: {0}")]
     NoManifests(String),
     #[error("{}", missing_vars_message(.0))]

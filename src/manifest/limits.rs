@@ -11,6 +11,15 @@ pub(crate) const MAX_REPLICAS_PER_GROUP: i64 = 100_000;
 /// 100,000-worker benchmark, its control plane and a second cluster fit.
 pub(crate) const MAX_MACHINES_PER_STATE: i64 = 200_000;
 
+/// All the manifest files of one run together (`-f` files, directories
+/// and standard input), as read. What capi keeps grows with the text (kinds
+/// it does not use, such as ConfigMaps, are reduced to their keys as they
+/// are read; the kinds it models are kept whole), so this bounds the memory
+/// a run may take (docs/reliability.md: 0.17 GB for 50 MB of small
+/// ConfigMaps, 3.3 GB for 50 MB of small Secrets). Real manifests (a
+/// ClusterClass with its templates, 100 clusters) are a few MB.
+pub(crate) const MAX_INPUT_BYTES: u64 = 64 << 20;
+
 /// Nesting of mappings and sequences, in any style (block or flow), aliases
 /// included. Real Cluster API objects nest about 10 levels.
 pub(crate) const MAX_DEPTH: usize = 100;

@@ -8,11 +8,13 @@ pub(crate) mod model;
 pub(crate) mod names;
 pub(crate) mod normalize;
 pub(crate) mod raw;
+mod stream;
 pub(crate) mod validate;
 pub(crate) mod vars;
 pub(crate) mod yaml;
 
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -31,7 +33,7 @@ pub struct RawSource {
 /// `-` for standard input.
 pub fn read_sources(
     args: &[PathBuf],
-    stdin: &mut dyn std::io::Read,
+    stdin: &mut dyn Read,
 ) -> Result<Vec<RawSource>, ManifestError> {
     read_sources_in(args, false, stdin).map(|(sources, _)| sources)
 }
@@ -42,19 +44,14 @@ pub fn read_sources(
 pub fn read_sources_in(
     args: &[PathBuf],
     recursive: bool,
-    stdin: &mut dyn std::io::Read,
+    stdin: &mut dyn Read,
 ) -> Result<(Vec<RawSource>, Vec<PathBuf>), ManifestError> {
     let mut out = Vec::new();
     let mut skipped = Vec::new();
+    let mut budget = Budget(limits::MAX_INPUT_BYTES);
     for arg in args {
         if arg.as_os_str() == "-" {
-            let mut bytes = Vec::new();
-            stdin
-                .read_to_end(&mut bytes)
-                .map_err(|e| ManifestError::Read {
-                    path: "<stdin>".into(),
-                    source: e,
-                })?;
+            let bytes = budget.read("<stdin>", &mut *stdin)?;
             out.push(RawSource {
                 name: "<stdin>".into(),
                 text: utf8("<stdin>", bytes)?,
@@ -81,10 +78,10 @@ pub fn read_sources_in(
                 )));
             }
             for f in files {
-                out.push(read_file(&f)?);
+                out.push(read_file(&f, &mut budget)?);
             }
         } else {
-            out.push(read_file(arg)?);
+            out.push(read_file(arg, &mut budget)?);
         }
     }
     Ok((out, skipped))
@@ -130,16 +127,53 @@ fn manifests_in(
     Ok(())
 }
 
-fn read_file(path: &Path) -> Result<RawSource, ManifestError> {
+fn read_file(path: &Path, budget: &mut Budget) -> Result<RawSource, ManifestError> {
     let name = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|e| ManifestError::Read {
+    let failed = |e| ManifestError::Read {
         path: name.clone(),
         source: e,
-    })?;
+    };
+    let mut f = std::fs::File::open(path).map_err(failed)?;
+    // A regular file's size is known: one too large is not read at all.
+    let size = f.metadata().map_err(failed)?.len();
+    if size > budget.0 {
+        return Err(budget.crossed(&name));
+    }
+    let bytes = budget.read(&name, &mut f)?;
     Ok(RawSource {
         text: utf8(&name, bytes)?,
         name,
     })
+}
+
+/// What is left of [`limits::MAX_INPUT_BYTES`] for the files still to read.
+struct Budget(u64);
+
+impl Budget {
+    /// Read all of `from` within the budget (a pipe or a file that grows is
+    /// read no further than that), and charge it.
+    fn read(&mut self, name: &str, from: impl Read) -> Result<Vec<u8>, ManifestError> {
+        let mut bytes = Vec::new();
+        from.take(self.0.saturating_add(1))
+            .read_to_end(&mut bytes)
+            .map_err(|e| ManifestError::Read {
+                path: name.to_string(),
+                source: e,
+            })?;
+        let n = bytes.len() as u64;
+        if n > self.0 {
+            return Err(self.crossed(name));
+        }
+        self.0 -= n;
+        Ok(bytes)
+    }
+
+    fn crossed(&self, name: &str) -> ManifestError {
+        ManifestError::TooLarge {
+            path: name.to_string(),
+            limit: limits::MAX_INPUT_BYTES,
+        }
+    }
 }
 
 /// The text of a file, or where its first byte that is not UTF-8 is.
@@ -168,6 +202,9 @@ pub struct Manifest {
     pub objects: Vec<Object>,
     /// Warnings (ignored kinds, ...); errors never reach a `Manifest`.
     pub warnings: Vec<Problem>,
+    /// Objects read and checked but not kept, being of kinds capi does not
+    /// use (ConfigMaps; see `stream.rs`).
+    others: usize,
     /// Variables that were substituted, with their values.
     pub variables: BTreeMap<String, String>,
     /// SHA-256 of the sources as written (before substitution).
@@ -202,6 +239,12 @@ impl Manifest {
     pub(crate) fn resolve(&self, from: &Object, r: &ObjectRef) -> Option<&Object> {
         let kind = Kind::parse(&r.kind)?;
         self.get(kind, &from.key.namespace, &r.name)
+    }
+
+    /// How many objects the manifests define: those kept in `objects`
+    /// and those capi checked but does not use.
+    pub fn object_count(&self) -> usize {
+        self.objects.len() + self.others
     }
 
     pub(crate) fn of_kind(&self, kind: Kind) -> impl Iterator<Item = &Object> {
@@ -290,44 +333,18 @@ pub(crate) fn parse_with(
     expand: Option<&dyn Expand>,
 ) -> Result<Manifest, ManifestError> {
     let mut problems = Vec::new();
-    let mut objects = Vec::new();
     let mut broken = std::collections::BTreeSet::new();
-    let mut raw_docs = Vec::new();
+    let mut docs = stream::Documents::default();
     for (fi, file) in files.iter().enumerate() {
-        match yaml::parse_documents(&file.text) {
-            Ok(docs) if !docs.is_empty() && !docs.iter().any(|d| d.root.looks_like_manifest()) => {
-                problems.push(not_yaml(fi, &file.name));
-            }
-            Ok(docs) => {
-                for doc in &docs {
-                    raw_docs.push(normalize::document_json(fi, &file.name, doc, &mut problems));
-                }
-            }
-            Err(e) if e.limit => {
-                let mut p = Problem::error(
-                    fi,
-                    &file.name,
-                    e.pos,
-                    e.message,
-                    "capi reads manifests within documented limits (docs/reliability.md, \"Limits\"): simplify this part of the file",
-                );
-                // Not quoted unless the file is a manifest (see `not_yaml`).
-                p.quote = e.looks_like_manifest;
-                problems.push(p);
-            }
-            Err(e) if !e.looks_like_manifest => problems.push(not_yaml(fi, &file.name)),
-            Err(e) => problems.push(Problem::error(
-                fi,
-                &file.name,
-                e.pos,
-                format!("YAML syntax error: {}", e.message),
-                "fix the YAML syntax (indentation, quotes, brackets) at this line",
-            )),
-        }
+        docs.read_file(fi, file, &mut problems);
     }
+    let others = docs.check_foreign(&files, &mut problems);
+    let mut raw_docs = std::mem::take(&mut docs.raw);
+    drop(docs);
     if let Some(expand) = expand {
         raw_docs = expand.expand(&files, raw_docs, &mut problems);
     }
+    let mut objects = Vec::with_capacity(raw_docs.len());
     for doc in raw_docs {
         let file = &files[doc.origin.file].name;
         match normalize::parse_value(file, doc, &mut problems) {
@@ -341,30 +358,11 @@ pub(crate) fn parse_with(
     if files.iter().all(|f| f.text.trim().is_empty()) && problems.is_empty() {
         return Err(ManifestError::NoManifests("the manifests are empty".into()));
     }
-
-    let mut index = BTreeMap::new();
-    let mut kept = Vec::with_capacity(objects.len());
-    for o in objects {
-        if let Some(&first) = index.get(&o.key) {
-            let f: &Object = &kept[first];
-            problems.push(Problem::error(
-                o.origin.file,
-                &files[o.origin.file].name,
-                o.origin.pos_of("/metadata/name"),
-                format!("duplicate object: {} is defined twice", o.key),
-                format!(
-                    "it is first defined at {}:{}; remove one of the two or rename it",
-                    files[f.origin.file].name, f.origin.pos.line
-                ),
-            ));
-            continue;
-        }
-        index.insert(o.key.clone(), kept.len());
-        kept.push(o);
-    }
+    let index = drop_duplicates(&mut objects, &files, &mut problems);
     let mut manifest = Manifest {
         files,
-        objects: kept,
+        objects,
+        others,
         warnings: Vec::new(),
         variables,
         source_digest: String::new(),
@@ -392,18 +390,41 @@ pub(crate) fn parse_with(
     Ok(manifest)
 }
 
-/// A file with no mapping or sequence in it is not a manifest, and may be
-/// anything (a key, `/etc/shadow`): say so without quoting a byte of it.
-fn not_yaml(file_index: usize, name: &str) -> Problem {
-    let mut p = Problem::error(
-        file_index,
-        name,
-        yaml::Pos { line: 1, col: 1 },
-        format!("{name} is not a YAML manifest: no document in it has an apiVersion or a kind (its content is not shown)"),
-        "pass the Cluster API manifests with -f (files, directories of *.yaml, or - for standard input)",
-    );
-    p.quote = false;
-    p
+/// Report the objects defined twice and drop the second definitions (in
+/// place: the objects are large, two lists of them would double the peak);
+/// the index of those that stay.
+fn drop_duplicates(
+    objects: &mut Vec<Object>,
+    files: &[SourceFile],
+    problems: &mut Vec<Problem>,
+) -> BTreeMap<ObjectKey, usize> {
+    let mut index = BTreeMap::new();
+    let mut keep = Vec::with_capacity(objects.len());
+    // Where each object that stays was before the others are dropped.
+    let mut was = Vec::with_capacity(objects.len());
+    for (i, o) in objects.iter().enumerate() {
+        if let Some(&first) = index.get(&o.key) {
+            let f: &Object = &objects[was[first]];
+            problems.push(Problem::error(
+                o.origin.file,
+                &files[o.origin.file].name,
+                o.origin.pos_of("/metadata/name"),
+                format!("duplicate object: {} is defined twice", o.key),
+                format!(
+                    "it is first defined at {}:{}; remove one of the two or rename it",
+                    files[f.origin.file].name, f.origin.pos.line
+                ),
+            ));
+            keep.push(false);
+            continue;
+        }
+        index.insert(o.key.clone(), was.len());
+        was.push(i);
+        keep.push(true);
+    }
+    let mut keep = keep.into_iter();
+    objects.retain(|_| keep.next().unwrap_or(false));
+    index
 }
 
 /// Load from in-memory text (tests, `generate`).
@@ -438,6 +459,26 @@ pub(crate) fn render_problems(problems: &[Problem], files: &[SourceFile]) -> Str
 #[cfg(test)]
 mod fixture_tests {
     use super::*;
+
+    #[test]
+    fn the_budget_covers_every_file_and_stops_reading_past_it() {
+        let mut budget = Budget(10);
+        assert_eq!(budget.read("a", &b"123456"[..]).unwrap().len(), 6);
+        assert_eq!(budget.read("b", &b"1234"[..]).unwrap().len(), 4);
+        let err = budget.read("c", &b"1"[..]).unwrap_err();
+        assert!(
+            matches!(&err, ManifestError::TooLarge { path, .. } if path == "c"),
+            "{err}"
+        );
+        // An endless stream is read no further than the budget.
+        let mut budget = Budget(1000);
+        let err = budget.read("<stdin>", std::io::repeat(b'a')).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("<stdin>: with it the manifests are more than"),
+            "{err}"
+        );
+    }
 
     fn capo_vars() -> Variables {
         let mut v = Variables::new();

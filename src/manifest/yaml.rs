@@ -79,6 +79,17 @@ pub(crate) struct SyntaxError {
 /// bounded by [`MAX_DEPTH`] in every style and alias expansion by the
 /// budget of [`limits`](super::limits) before anything is built.
 pub(crate) fn parse_documents(text: &str) -> Result<Vec<Document>, SyntaxError> {
+    let mut docs = Vec::new();
+    each_document(text, |d| docs.push(d))?;
+    Ok(docs)
+}
+
+/// [`parse_documents`], handing each document to `take` as soon as it is
+/// complete: only one document's tree is held at a time, so a stream of many
+/// small documents is read in memory bounded by its largest document (plus
+/// whatever `take` keeps). On an error, the documents before it have been
+/// handed over already.
+pub(crate) fn each_document(text: &str, mut take: impl FnMut(Document)) -> Result<(), SyntaxError> {
     let mut builder = Builder::default();
     let mut parser = Parser::new_from_str(text);
     loop {
@@ -95,13 +106,16 @@ pub(crate) fn parse_documents(text: &str) -> Result<Vec<Document>, SyntaxError> 
             }
         };
         if ev == Event::StreamEnd {
-            return Ok(builder.docs);
+            return Ok(());
         }
         let pos = pos_of(&mark);
         if let Err(message) = builder.on_event(ev, pos) {
             let mut err = builder.error(pos, message);
             err.limit = true;
             return Err(err);
+        }
+        if let Some(doc) = builder.done.take() {
+            take(doc);
         }
     }
 }
@@ -117,7 +131,8 @@ struct Built {
 
 #[derive(Default)]
 struct Builder {
-    docs: Vec<Document>,
+    /// The document just completed, not yet handed over.
+    done: Option<Document>,
     stack: Vec<Frame>,
     anchors: HashMap<usize, Built>,
     root: Option<Node>,
@@ -198,7 +213,7 @@ impl Builder {
                 if let Some(root) = self.root.take() {
                     if !matches!(root.value, NodeValue::Null) {
                         let pos = root.pos;
-                        self.docs.push(Document { root, pos });
+                        self.done = Some(Document { root, pos });
                     }
                 }
                 self.anchors.clear();

@@ -174,8 +174,9 @@ fn nesting_is_bounded_in_every_style() {
     let (rc, err) = validate(&block);
     refused_at(rc, &err, 101, "nest more than 100 levels deep");
 
-    // Block sequences, flow style and a mix.
-    let seq: String = (0..10_000)
+    // Block sequences, flow style and a mix. (2,000 indented levels are 4
+    // MB; 10,000 would be 100 MB, past the size budget.)
+    let seq: String = (0..2_000)
         .map(|i| format!("{}-\n", " ".repeat(i * 2)))
         .collect();
     let (rc, err) = validate(&format!("x:\n{seq}"));
@@ -221,6 +222,107 @@ fn a_thousand_copies_are_validated_and_the_report_is_capped() {
         &err[err.len().saturating_sub(2000)..]
     );
     assert_eq!(err.matches("duplicate object").count(), 100);
+}
+
+/// ConfigMaps and kinds of other groups are checked as each document is
+/// read and only their keys kept (issue 16, items 13 and 16): the checks,
+/// the duplicate report and the object count are what they were.
+#[test]
+fn foreign_objects_are_checked_as_they_are_read() {
+    let cm = |name: &str, extra: &str| {
+        format!("---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n{extra}data:\n  k: v\n")
+    };
+    let cms: String = (0..3).map(|i| cm(&format!("cm-{i}"), "")).collect();
+    let deployment = "---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: d\n";
+    let valid = format!("{BASE}{cms}{deployment}");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("m.yaml"), &valid).unwrap();
+    let out = capi(dir.path())
+        .args(["validate", "-f", "m.yaml"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("Success! 9 object(s)"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(stderr(&out).contains("Deployment \"d\" (apps/v1) is not a kind capi manages"));
+
+    // A second cm-1, and a namespace that is not a name.
+    let text = format!(
+        "{valid}{}{}",
+        cm("cm-1", ""),
+        cm("cm-9", "  namespace: a/b\n")
+    );
+    let (rc, err) = validate(&text);
+    let second = text.rfind("name: cm-1").unwrap();
+    refused_at(
+        rc,
+        &err,
+        text[..second].matches('\n').count() + 1,
+        "duplicate object: ConfigMap \"cm-1\" is defined twice",
+    );
+    let first = line_of(&text, "apiVersion: v1", "name: cm-0\n");
+    assert!(
+        err.contains(&format!("first defined at m.yaml:{first}")),
+        "{err}"
+    );
+    refused_at(
+        rc,
+        &err,
+        line_of(&text, "namespace: a/b", BASE),
+        "contains the character",
+    );
+
+    // A syntax error later in the file: only it is reported, as when the
+    // whole file was read before any document was checked.
+    let (rc, err) = validate(&format!("{text}---\nkind: [\n"));
+    assert_eq!(rc, Some(1), "{err}");
+    assert!(err.contains("YAML syntax error"), "{err}");
+    assert!(!err.contains("duplicate object"), "{err}");
+}
+
+/// All the manifests of a run together are at most 64 MiB (a budget that
+/// bounds memory): the file that crosses it is named, and a file too large
+/// alone is not even read. The files here are sparse: nothing is written.
+#[test]
+fn the_manifests_together_have_a_size_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("m.yaml"), BASE).unwrap();
+    let sparse = |name: &str, mib: u64| {
+        let f = std::fs::File::create(d.join(name)).unwrap();
+        f.set_len(mib << 20).unwrap();
+    };
+    sparse("a-big.yaml", 65);
+    sparse("b-half.yaml", 40);
+    sparse("c-half.yaml", 40);
+    for (files, crossing) in [
+        (&["m.yaml", "a-big.yaml"][..], "a-big.yaml"),
+        (&["m.yaml", "b-half.yaml", "c-half.yaml"][..], "c-half.yaml"),
+    ] {
+        let mut cmd = capi(d);
+        cmd.arg("validate");
+        for f in files {
+            cmd.args(["-f", f]);
+        }
+        let out = cmd.output().unwrap();
+        let err = flat(&stderr(&out));
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains(&format!(
+                "{crossing}: with it the manifests are more than 67108864 bytes (64 MiB)"
+            )) && err.contains("bounds the memory"),
+            "{err}"
+        );
+    }
+    // Within the budget, as before.
+    let out = capi(d)
+        .args(["validate", "-f", "m.yaml", "-f", "b-half.yaml"])
+        .output()
+        .unwrap();
+    assert!(!stderr(&out).contains("64 MiB"), "{}", stderr(&out));
 }
 
 #[test]

@@ -16,7 +16,7 @@ pub(crate) fn run(ms: &ManifestSettings, p: &Printer) -> Result<ExitStatus, CliE
         .sum();
     if p.json {
         p.emit(&super::super::json::JsonEvent::Valid {
-            objects: m.objects.len(),
+            objects: m.object_count(),
             clusters: d.clusters.len(),
             machines,
             warnings: m.warnings.len(),
@@ -24,7 +24,7 @@ pub(crate) fn run(ms: &ManifestSettings, p: &Printer) -> Result<ExitStatus, CliE
     } else {
         p.data(&format!(
             "Success! {} object(s) in {} file(s) are valid: {} cluster(s), {} machine(s).\n",
-            m.objects.len(),
+            m.object_count(),
             m.files.len(),
             d.clusters.len(),
             machines

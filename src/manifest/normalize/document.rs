@@ -338,14 +338,21 @@ const KNOWN_UNMANAGED: &[&str] = &[
     "OpenStackFloatingIPPool",
 ];
 
+/// Is `api_version` in a Cluster API group (`cluster.x-k8s.io` or
+/// `*.cluster.x-k8s.io`: core, bootstrap, control plane, infrastructure,
+/// addons...)?
+pub(crate) fn cluster_api_group(api_version: &str) -> bool {
+    let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
+    group == "cluster.x-k8s.io" || group.ends_with(".cluster.x-k8s.io")
+}
+
 /// An unknown kind in a Cluster API group (`*.cluster.x-k8s.io`) is a
 /// mistake, not something to skip: skipping a misspelt MachineDeployment
 /// makes the next plan destroy its machines. `(message, help)` for those;
 /// `None` for other groups and known kinds capi does not manage.
 fn unknown_cluster_api_kind(kind: &str, name: &str, api_version: &str) -> Option<(String, String)> {
     let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
-    let cluster_api_group = group == "cluster.x-k8s.io" || group.ends_with(".cluster.x-k8s.io");
-    if !cluster_api_group || KNOWN_UNMANAGED.contains(&kind) {
+    if !cluster_api_group(api_version) || KNOWN_UNMANAGED.contains(&kind) {
         return None;
     }
     // Suggestions come from the kinds of the same group (all of them when

@@ -26,6 +26,7 @@ use crate::resource::Version;
 
 pub(crate) use context::pointer_to_dotted;
 use context::{prune, DocCtx};
+pub(crate) use document::cluster_api_group;
 
 /// What a document turned out to be.
 pub(crate) enum Parsed {
