@@ -643,23 +643,7 @@ fn rerun_of_a_failed_health_checked_rollout_checks_the_new_machine_again() {
         .assert()
         .success();
     std::fs::write(dir.path().join("c.yaml"), cluster("v1.31.3", 1, 0, 1, 0)).unwrap();
-    let apply_with = |check: &str| {
-        capi(dir.path())
-            .args([
-                "apply",
-                "--auto-approve",
-                "-f",
-                "c.yaml",
-                "--health-check",
-                check,
-                "--health-check-interval",
-                "10ms",
-                "--health-check-timeout",
-                "300ms",
-            ])
-            .output()
-            .unwrap()
-    };
+    let apply_with = |check: &str| apply_with_check(dir.path(), check);
     // The new machine fails its check: the old one stays, the state says so.
     let out = apply_with("echo not ready; exit 3");
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
@@ -689,6 +673,26 @@ fn rerun_of_a_failed_health_checked_rollout_checks_the_new_machine_again() {
     );
 }
 
+/// `capi apply --auto-approve -f c.yaml` gated by a health-check command,
+/// with short intervals so that a failing check stops the run quickly.
+fn apply_with_check(dir: &Path, check: &str) -> std::process::Output {
+    capi(dir)
+        .args([
+            "apply",
+            "--auto-approve",
+            "-f",
+            "c.yaml",
+            "--health-check",
+            check,
+            "--health-check-interval",
+            "10ms",
+            "--health-check-timeout",
+            "300ms",
+        ])
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn control_plane_scale_up_is_health_checked() {
     let dir = tempfile::tempdir().unwrap();
@@ -698,21 +702,7 @@ fn control_plane_scale_up_is_health_checked() {
         .assert()
         .success();
     std::fs::write(dir.path().join("c.yaml"), cluster("v1.31.2", 3, 0, 1, 0)).unwrap();
-    let out = capi(dir.path())
-        .args([
-            "apply",
-            "--auto-approve",
-            "-f",
-            "c.yaml",
-            "--health-check",
-            "echo not ready; exit 3",
-            "--health-check-interval",
-            "10ms",
-            "--health-check-timeout",
-            "300ms",
-        ])
-        .output()
-        .unwrap();
+    let out = apply_with_check(dir.path(), "echo not ready; exit 3");
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let cps = cp_machines(dir.path());
     // The first joining machine failed its check; the third never started.
@@ -724,23 +714,7 @@ fn control_plane_scale_up_is_health_checked() {
     );
     // Run again, the cluster still unhealthy: the machine that failed is
     // checked first, fails again, and the third is still not created.
-    let rerun = |check: &str| {
-        capi(dir.path())
-            .args([
-                "apply",
-                "--auto-approve",
-                "-f",
-                "c.yaml",
-                "--health-check",
-                check,
-                "--health-check-interval",
-                "10ms",
-                "--health-check-timeout",
-                "300ms",
-            ])
-            .output()
-            .unwrap()
-    };
+    let rerun = |check: &str| apply_with_check(dir.path(), check);
     let out = rerun("echo not ready; exit 3");
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("did not pass"), "{}", stderr(&out));

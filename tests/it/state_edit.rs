@@ -16,10 +16,8 @@ fn serial(dir: &std::path::Path) -> u64 {
     v["serial"].as_u64().unwrap()
 }
 
-#[test]
-fn rm_pull_push_keep_the_state_whole() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
+/// The bundled simulator example applied in `d`; its path.
+fn applied_example(d: &std::path::Path) -> std::path::PathBuf {
     let ex = example("sim");
     let out = capi(d)
         .args(["apply", "--auto-approve", "-f"])
@@ -27,6 +25,14 @@ fn rm_pull_push_keep_the_state_whole() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
+    ex
+}
+
+#[test]
+fn rm_pull_push_keep_the_state_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ex = applied_example(d);
 
     // pull: the whole state, 0600.
     let out = run(d, &["state", "pull", "-o", "pulled.json"]);
@@ -147,12 +153,7 @@ fn renamed_deployment(d: &std::path::Path) -> std::path::PathBuf {
 fn mv_gives_a_renamed_group_its_machines() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let out = capi(d)
-        .args(["apply", "--auto-approve", "-f"])
-        .arg(example("sim"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
+    applied_example(d);
     let renamed = renamed_deployment(d);
     let plan = |d: &std::path::Path| {
         let out = capi(d)
@@ -261,13 +262,7 @@ fn refused(dir: &std::path::Path, args: &[&str], why: &str) {
 fn import_brings_back_a_forgotten_machine_and_apply_adopts_it() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let ex = example("sim");
-    let out = capi(d)
-        .args(["apply", "--auto-approve", "-f"])
-        .arg(&ex)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
+    let ex = applied_example(d);
     let list = stdout(&run(d, &["state", "list"]));
     let workers: Vec<&str> = list
         .lines()
@@ -383,13 +378,7 @@ fn import_brings_back_a_forgotten_machine_and_apply_adopts_it() {
 fn plan_destroy_shows_and_saves_what_destroy_would_do() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let ex = example("sim");
-    let out = capi(d)
-        .args(["apply", "--auto-approve", "-f"])
-        .arg(&ex)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
+    let ex = applied_example(d);
     let before = serial(d);
     // Terraform's spelling; nothing changes until the saved plan is applied.
     let out = capi(d)
