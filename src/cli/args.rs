@@ -36,6 +36,9 @@ pub(crate) struct GlobalArgs {
     /// the lock this long after its last renewal (file states: unused).
     #[arg(long, global = true, env = "CAPI_LOCK_TTL", default_value = "15s", value_parser = parse_duration)]
     pub(crate) lock_ttl: std::time::Duration,
+    /// Wait this long for the state lock (e.g. 30s); 0 fails at once.
+    #[arg(long, global = true, default_value = "0s", value_parser = parse_duration)]
+    pub(crate) lock_timeout: std::time::Duration,
     /// The state key: a file holding 32 random bytes in base64 (make one with
     /// `head -c32 /dev/urandom | base64 > FILE; chmod 600 FILE`), not readable
     /// by group or others. Sensitive values are encrypted with it. Also:
@@ -81,9 +84,6 @@ pub(crate) enum ProviderOverride {
 
 #[derive(Debug, Args, Clone)]
 pub(crate) struct RunArgs {
-    /// Wait this long for the state lock (e.g. 30s); 0 fails at once.
-    #[arg(long, default_value = "0s", value_parser = parse_duration)]
-    pub(crate) lock_timeout: std::time::Duration,
     /// Provisioning time of simulated machines (overrides the manifests).
     #[arg(long, value_parser = parse_duration)]
     pub(crate) sim_latency: Option<std::time::Duration>,

@@ -92,6 +92,8 @@ pub(crate) struct GlobalSettings {
     pub(crate) location: Location,
     /// `--lock-ttl`: the etcd lock lease's time to live.
     pub(crate) lock_ttl: Duration,
+    /// `--lock-timeout`: how long to wait for the state lock.
+    pub(crate) lock_timeout: Duration,
     /// etcd's authentication, as etcdctl takes it: `ETCDCTL_USER=user:password`,
     /// or `ETCDCTL_USER=user` with `ETCDCTL_PASSWORD`.
     pub(crate) etcd_auth: Option<Credentials>,
@@ -148,6 +150,7 @@ impl GlobalSettings {
                 etcd => etcd,
             },
             lock_ttl: g.lock_ttl,
+            lock_timeout: g.lock_timeout,
             etcd_auth: etcd_auth(env),
             etcd_tls: TlsFiles {
                 ca: env.get("ETCDCTL_CACERT").map(PathBuf::from),
@@ -361,7 +364,7 @@ impl RunSettings {
         env: &Env,
     ) -> Result<RunSettings, CliError> {
         Ok(RunSettings {
-            lock_timeout: run.map_or(Duration::ZERO, |r| r.lock_timeout),
+            lock_timeout: g.lock_timeout,
             fixed_now: g.fixed_now,
             refresh: run.is_none_or(|r| r.refresh),
             providers: ProviderSettings {
@@ -519,6 +522,7 @@ mod tests {
         let g = GlobalArgs {
             state: "s.json".into(),
             lock_ttl: Duration::from_secs(15),
+            lock_timeout: Duration::ZERO,
             state_key_file: None,
             no_color: false,
             json: false,

@@ -124,6 +124,10 @@ pub(crate) trait StateBackend: Send + std::fmt::Debug {
     ) -> Result<Option<File>, StateError>;
     /// Whether the end of an apply must fold appended records into a snapshot.
     fn fold_due(&self) -> bool;
+    /// Fold: `state` is the state after every record appended.
+    fn fold(&mut self, state: &State) -> Result<(), StateError> {
+        self.write_bytes(&encode(state))
+    }
     /// Lock the state for `operation`, waiting up to `timeout`; writes from
     /// this store are checked against the lock from then on.
     fn lock(&mut self, operation: &str, timeout: Duration) -> Result<Box<dyn HeldLock>, LockError>;
@@ -273,6 +277,10 @@ impl StateStore {
 
     pub(crate) fn fold_due(&self) -> bool {
         self.backend.fold_due()
+    }
+
+    pub(crate) fn fold(&mut self, state: &State) -> Result<(), StateError> {
+        self.backend.fold(state)
     }
 
     pub(crate) fn lock(

@@ -27,6 +27,23 @@ pub(crate) struct JournalRecord {
     pub(crate) documents: std::collections::BTreeMap<String, String>,
 }
 
+impl JournalRecord {
+    /// Replay this record onto `state` (idempotent: resources are written
+    /// whole, removals by address). Documents no resource names any more are
+    /// left for the caller's [`State::gc_documents`].
+    pub(crate) fn apply_to(self, state: &mut State) {
+        for a in &self.remove {
+            state.remove(a);
+        }
+        for res in self.upsert {
+            state.upsert(res);
+        }
+        state.documents.extend(self.documents);
+        state.serial = self.serial;
+        state.next_sequence = self.next_sequence;
+    }
+}
+
 pub(crate) fn journal_line(value: &impl serde::Serialize) -> Vec<u8> {
     let mut line = serde_json::to_vec(value).expect("serialises");
     let sum = hex::encode(Sha256::digest(&line));

@@ -132,8 +132,7 @@ impl Journal {
                 let _ = syncer.join();
                 // The apply is over: fold the journal into the snapshot.
                 if store.fold_due() {
-                    let bytes = codec::encode(&shared.lock().unwrap());
-                    let _ = store.write_bytes(&bytes);
+                    let _ = store.fold(&shared.lock().unwrap());
                 }
             })
             .expect("spawn the state writer");

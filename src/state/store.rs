@@ -320,15 +320,7 @@ impl FileStore {
                     state.serial
                 )));
             }
-            for a in &r.remove {
-                state.remove(a);
-            }
-            for res in r.upsert {
-                state.upsert(res);
-            }
-            state.documents.extend(r.documents);
-            state.serial = r.serial;
-            state.next_sequence = r.next_sequence;
+            r.apply_to(&mut state);
             changed = true;
         }
         if changed {

@@ -14,8 +14,6 @@
 //! making another. Like `capi state rm`: locked at once (refused while an
 //! apply runs), backed up, atomic, the serial moves forward.
 
-use std::time::Duration;
-
 use crate::desired::{DesiredCluster, MachineGroup};
 use crate::provider::{self, Found, OpInput, Redactor};
 use crate::resource::{Address, BootstrapRole, ResourceKind, Spec};
@@ -217,7 +215,7 @@ pub(crate) async fn run(
     let m = pipeline::load_manifests(ms, p)?;
     let desired = pipeline::build_desired(&m, ms)?;
     let mut store = g.store()?;
-    let _lock = store.lock("import", Duration::ZERO)?;
+    let _lock = store.lock("import", g.lock_timeout)?;
     let mut state = store.load()?.ok_or_else(|| {
         CliError::Usage(format!(
             "there is no state at {}: import adopts an object into the state whose lineage its labels carry",

@@ -3,8 +3,6 @@
 //! and the sealing of plaintext values before a command writes the state
 //! with a key given (said once, when it happens).
 
-use std::time::Duration;
-
 use crate::state::{State, StateKey, StateStore};
 
 use super::super::output::Printer;
@@ -36,7 +34,7 @@ pub(crate) fn run(
     p: &Printer,
 ) -> Result<ExitStatus, CliError> {
     let mut store = g.store()?;
-    let _lock = store.lock("state rekey", Duration::ZERO)?;
+    let _lock = store.lock("state rekey", g.lock_timeout)?;
     // With a key given, the load checks that it opens every value.
     let mut state = store.load()?.ok_or_else(|| {
         CliError::Usage(format!("there is no state at {}", g.state_arg.display()))

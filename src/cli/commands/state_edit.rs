@@ -6,7 +6,6 @@
 //! stale.
 
 use std::path::Path;
-use std::time::Duration;
 
 use crate::resource::{Address, OwnerKind, Spec, Target};
 use crate::state::codec::{decode, encode};
@@ -24,7 +23,7 @@ fn locked(
     p: &Printer,
 ) -> Result<(Box<dyn HeldLock>, StateStore, State), CliError> {
     let mut store = g.store()?;
-    let lock = store.lock(op, Duration::ZERO)?;
+    let lock = store.lock(op, g.lock_timeout)?;
     let mut state = store.load()?.ok_or_else(|| {
         CliError::Usage(format!("there is no state at {}", g.state_arg.display()))
     })?;
@@ -247,7 +246,7 @@ pub(crate) fn migrate(g: &GlobalSettings, to: &str, p: &Printer) -> Result<ExitS
     let dest_loc = Location::parse(to).map_err(CliError::Usage)?;
     let (_src_lock, mut src, state) = locked(g, "state migrate", p)?;
     let mut dest = g.store_at(&dest_loc)?;
-    let _dest_lock = dest.lock("state migrate", Duration::ZERO)?;
+    let _dest_lock = dest.lock("state migrate", g.lock_timeout)?;
     if let Some(there) = dest.load_unchecked()? {
         if there.lineage != state.lineage {
             return Err(CliError::Usage(format!(
@@ -298,7 +297,7 @@ pub(crate) fn push(
         })?;
     }
     super::rekey::seal_for_write(&store, &mut incoming, p);
-    let _lock = store.lock("state push", Duration::ZERO)?;
+    let _lock = store.lock("state push", g.lock_timeout)?;
     let current = store.load()?;
     if let Some(cur) = &current {
         if !force && cur.lineage != incoming.lineage {

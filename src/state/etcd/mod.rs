@@ -8,19 +8,32 @@
 //! - `r/<address>`: one resource each (etcd's values are limited to 1.5 MiB;
 //!   a whole large state is not);
 //! - `d/<sha256>`: the bootstrap documents;
-//! - `lock`: the lock ([`lock`]).
+//! - `lock`: the lock ([`lock`]);
+//! - `snap` and `s/<id>/<i>`: a compressed snapshot of the whole state, a
+//!   cache that makes loads fast ([`snapshot`]);
+//! - `p/<serial>/<i>`: the changes of a large commit while it is written.
 //!
 //! A commit (one batch of the apply, or a whole state) is one transaction
-//! when it has at most [`MAX_OPS`] operations; a bigger one is several, the
-//! resources first and `meta` last. Every transaction written under the lock
-//! compares the lock key's create revision (the fencing token), so a holder
-//! that lost its lease cannot write. Reads are linearizable, all pages of one
-//! load at one revision.
+//! when it has at most [`MAX_OPS`] operations. A bigger one is made atomic
+//! by a write-ahead record: its changes (a [`JournalRecord`]) are written
+//! first as parts under `p/<serial>/`, then one transaction puts `meta` with
+//! the new serial and `pending` naming them (the commit point), then the
+//! resources follow in transactions of [`MAX_OPS`], and a last one clears
+//! `pending` and deletes the parts. A load that finds `pending` replays the
+//! record onto what it read, so it sees the whole commit or (before the
+//! commit point) none of it; the next writer finishes the commit before its
+//! own. Every transaction written under the lock compares the lock key's
+//! create revision (the fencing token), so a holder that lost its lease
+//! cannot write. Reads are linearizable, all pages of one load at one
+//! revision.
 
 pub(crate) mod client;
+mod load;
 pub(crate) mod lock;
+pub(crate) mod snapshot;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,8 +43,9 @@ use sha2::{Digest, Sha256};
 
 use self::client::{b64, int, prefix_end, unb64, EtcdClient};
 use self::lock::{current_holder, EtcdLock, Fence};
+use self::snapshot::{Pending, SnapHead, PART};
 use super::backend::{HeldLock, StateBackend};
-use super::codec::{decode, JournalRecord};
+use super::codec::{decode, encode, JournalRecord};
 use super::lock::{LockError, LockInfo};
 use super::model::{Resource, State, FORMAT_VERSION};
 use super::store::StateError;
@@ -41,6 +55,8 @@ pub(crate) const MAX_OPS: usize = 127;
 /// Keys read per range request when loading.
 const PAGE: usize = 2000;
 const KIND: &str = "capi-state";
+/// The most a snapshot may inflate to (a 100,000-machine state is ~110 MB).
+const SNAPSHOT_MAX: u64 = 1 << 30;
 
 /// The `meta` key's value.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -53,6 +69,19 @@ pub(crate) struct Meta {
     pub(crate) capi_version: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) migrated_to: Option<String>,
+    /// A commit cut in several transactions that is not finished yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) pending: Option<Pending>,
+}
+
+/// What one read of `meta` and `snap` found.
+struct Head {
+    meta: Option<Meta>,
+    /// The revision read at.
+    rev: i64,
+    /// `meta`'s modification revision.
+    meta_rev: i64,
+    snap: Option<SnapHead>,
 }
 
 pub(crate) fn seal(json: &[u8]) -> Vec<u8> {
@@ -85,8 +114,18 @@ pub(crate) struct EtcdStore {
     fence: Option<Fence>,
     /// The resource and document keys present after the last load or
     /// save, with their values' checksums: a whole-state save writes only
-    /// what differs.
+    /// what differs. Complete only when `known_complete`.
     known: Mutex<BTreeMap<Vec<u8>, [u8; 32]>>,
+    /// `known` holds every key (a load from the snapshot learns none).
+    known_complete: AtomicBool,
+    /// `meta`'s modification revision as this store last read or wrote it;
+    /// 0 when unknown (after a failed write, whose outcome is unknown).
+    meta_rev: Mutex<i64>,
+    /// The snapshot does not match `meta` (a write since, or none yet).
+    snap_stale: AtomicBool,
+    /// A large commit found unfinished at load: its meta and record, to be
+    /// finished before this store's first write.
+    unfinished: Mutex<Option<(Meta, JournalRecord)>>,
 }
 
 type Op = Value;
@@ -117,6 +156,10 @@ impl EtcdStore {
             lock_ttl,
             fence: None,
             known: Mutex::new(BTreeMap::new()),
+            known_complete: AtomicBool::new(false),
+            meta_rev: Mutex::new(0),
+            snap_stale: AtomicBool::new(true),
+            unfinished: Mutex::new(None),
         })
     }
 
@@ -179,74 +222,6 @@ impl EtcdStore {
         }
     }
 
-    /// The meta record and the revision it was read at; `None` when absent.
-    fn read_meta(&self) -> Result<(Option<Meta>, i64), StateError> {
-        let key = self.key("meta");
-        let r = self
-            .client
-            .call("/v3/kv/range", json!({"key": b64(&key)}))
-            .map_err(|e| self.err(e))?;
-        let rev = int(&r["header"], "revision");
-        let Some(kv) = r.get("kvs").and_then(|k| k.get(0)) else {
-            return Ok((None, rev));
-        };
-        let raw = unb64(&kv["value"]);
-        let foreign = |reason: String| StateError::Foreign {
-            location: self.location.clone(),
-            reason,
-        };
-        let json =
-            unseal(&raw).map_err(|e| foreign(format!("its meta key is not capi's ({e})")))?;
-        let meta: Meta = serde_json::from_slice(json)
-            .map_err(|e| foreign(format!("its meta key does not parse ({e})")))?;
-        if meta.kind != KIND {
-            return Err(foreign(format!("its meta key is of kind {:?}", meta.kind)));
-        }
-        if meta.format_version > FORMAT_VERSION {
-            return Err(StateError::FutureFormat {
-                path: self.location.clone(),
-                found: meta.format_version,
-                expected: FORMAT_VERSION,
-                ours: env!("CARGO_PKG_VERSION").into(),
-            });
-        }
-        Ok((Some(meta), rev))
-    }
-
-    fn load_at(&self, meta: Meta, rev: i64) -> Result<State, StateError> {
-        let mut known = BTreeMap::new();
-        let mut st = State::new(meta.lineage.clone());
-        st.format_version = meta.format_version;
-        st.serial = meta.serial;
-        st.next_sequence = meta.next_sequence;
-        st.capi_version = meta.capi_version.clone();
-        let (resources, _) = self.range_all("r/", rev)?;
-        let mut list = Vec::with_capacity(resources.len());
-        for kv in &resources {
-            let key = unb64(&kv["key"]);
-            let raw = unb64(&kv["value"]);
-            let json = unseal(&raw).map_err(|e| self.corrupt(&key, e))?;
-            let r: Resource = serde_json::from_slice(json).map_err(|e| self.corrupt(&key, e))?;
-            known.insert(key, Sha256::digest(&raw).into());
-            list.push(Box::new(r));
-        }
-        list.sort_by(|a, b| a.address.cmp(&b.address));
-        st.resources = list;
-        let (docs, _) = self.range_all("d/", rev)?;
-        for kv in &docs {
-            let key = unb64(&kv["key"]);
-            let raw = unb64(&kv["value"]);
-            let json = unseal(&raw).map_err(|e| self.corrupt(&key, e))?;
-            let doc: String = serde_json::from_slice(json).map_err(|e| self.corrupt(&key, e))?;
-            let sha = String::from_utf8_lossy(&key[self.key("d/").len()..]).into_owned();
-            known.insert(key, Sha256::digest(&raw).into());
-            st.documents.insert(sha, doc);
-        }
-        st.gc_documents();
-        *self.known.lock().unwrap() = known;
-        Ok(st)
-    }
-
     fn check_fence(&self) -> Result<(), StateError> {
         match self.fence.as_ref().and_then(Fence::lost) {
             Some(reason) => Err(StateError::LockLost {
@@ -257,29 +232,114 @@ impl EtcdStore {
         }
     }
 
-    /// Send `ops` as transactions of at most [`MAX_OPS`] (the last one
-    /// holding the last op, which is `meta`), each fenced by the lock.
-    fn commit_ops(&self, ops: Vec<Op>) -> Result<(), StateError> {
-        self.check_fence()?;
-        let compare: Vec<Value> = self.fence.iter().map(Fence::compare).collect();
-        for chunk in ops.chunks(MAX_OPS) {
-            let txn = json!({"compare": compare, "success": chunk});
-            let r = self
-                .client
-                .call("/v3/kv/txn", txn)
-                .map_err(|e| self.err(e))?;
-            if r.get("succeeded").and_then(Value::as_bool) != Some(true) {
-                let reason = "the lock was taken over by another capi (this process's lease expired; fencing token no longer matches), so this write was refused".to_string();
-                if let Some(f) = &self.fence {
-                    f.mark_lost(reason.clone());
-                }
-                return Err(StateError::LockLost {
-                    path: self.location.clone(),
-                    reason,
-                });
+    /// One transaction of `ops`, fenced by the lock (and by `extra`
+    /// comparisons); the revision it was written at.
+    fn txn(&self, ops: &[Op], extra: Option<Value>) -> Result<i64, StateError> {
+        let mut compare: Vec<Value> = self.fence.iter().map(Fence::compare).collect();
+        compare.extend(extra);
+        let r = self
+            .client
+            .call("/v3/kv/txn", json!({"compare": compare, "success": ops}))
+            .map_err(|e| self.err(e))?;
+        if r.get("succeeded").and_then(Value::as_bool) != Some(true) {
+            let reason = "the lock was taken over by another capi (this process's lease expired; fencing token no longer matches), so this write was refused".to_string();
+            if let Some(f) = &self.fence {
+                f.mark_lost(reason.clone());
             }
+            return Err(StateError::LockLost {
+                path: self.location.clone(),
+                reason,
+            });
         }
+        Ok(int(&r["header"], "revision"))
+    }
+
+    /// Commit `ops` (puts and deletes of `r/` and `d/` keys) with `meta`:
+    /// one transaction when they fit, else atomically through a pending
+    /// record (`record()`: the changes `ops` make, replayable). An unfinished
+    /// commit found at load is finished first, unless `supersede` (a whole
+    /// state written over it).
+    fn commit(
+        &self,
+        ops: Vec<Op>,
+        meta: Meta,
+        record: impl FnOnce() -> JournalRecord,
+        supersede: bool,
+    ) -> Result<(), StateError> {
+        self.check_fence()?;
+        let unfinished = self.unfinished.lock().unwrap().take();
+        if let Some((mut m, rec)) = unfinished.filter(|_| !supersede) {
+            m.pending = None;
+            let ops = self.record_ops(&rec);
+            self.commit_now(ops, m, || rec, true)?;
+        }
+        self.commit_now(ops, meta, record, supersede)
+    }
+
+    fn commit_now(
+        &self,
+        mut ops: Vec<Op>,
+        mut meta: Meta,
+        record: impl FnOnce() -> JournalRecord,
+        clear_parts: bool,
+    ) -> Result<(), StateError> {
+        self.snap_stale.store(true, Ordering::Relaxed);
+        // Until the last transaction lands, meta's revision is unknown.
+        *self.meta_rev.lock().unwrap() = 0;
+        let parts_dir = self.key("p/");
+        let clear = json!({"request_delete_range": {"key": b64(&parts_dir), "range_end": b64(&prefix_end(&parts_dir))}});
+        let mut rev = 0;
+        if ops.len() + 2 <= MAX_OPS {
+            ops.push(self.meta_op(&meta));
+            if clear_parts {
+                ops.push(clear);
+            }
+            rev = self.txn(&ops, None)?;
+        } else {
+            let rec = record();
+            let bytes = seal(&serde_json::to_vec(&rec).expect("serialises"));
+            let dir = format!("p/{}/", meta.serial);
+            let mut n = 0;
+            for (i, part) in bytes.chunks(PART).enumerate() {
+                self.txn(&[put(&self.key(&snapshot::part_key(&dir, i)), part)], None)?;
+                n += 1;
+            }
+            meta.pending = Some(Pending {
+                serial: meta.serial,
+                parts: n,
+                sha256: snapshot::sha_hex(&bytes),
+            });
+            // The commit point: from here a load sees the whole commit.
+            self.txn(&[self.meta_op(&meta)], None)?;
+            for chunk in ops.chunks(MAX_OPS) {
+                self.txn(chunk, None)?;
+            }
+            meta.pending = None;
+            rev = rev.max(self.txn(&[self.meta_op(&meta), clear], None)?);
+        }
+        *self.meta_rev.lock().unwrap() = rev;
         Ok(())
+    }
+
+    /// The puts and deletes that replay `rec`.
+    fn record_ops(&self, rec: &JournalRecord) -> Vec<Op> {
+        let mut ops = Vec::with_capacity(rec.upsert.len() + rec.remove.len() + rec.documents.len());
+        for a in &rec.remove {
+            ops.push(del(&self.key(&format!("r/{a}"))));
+        }
+        for r in &rec.upsert {
+            ops.push(put(
+                &self.key(&format!("r/{}", r.address)),
+                &Self::resource_value(r),
+            ));
+        }
+        for (sha, doc) in &rec.documents {
+            ops.push(put(
+                &self.key(&format!("d/{sha}")),
+                &seal(&serde_json::to_vec(doc).expect("serialises")),
+            ));
+        }
+        ops
     }
 
     fn meta_op(&self, st_meta: &Meta) -> Op {
@@ -293,22 +353,69 @@ impl EtcdStore {
         seal(&serde_json::to_vec(r).expect("serialises"))
     }
 
+    /// Write the snapshot of `st`, which must be the state as committed:
+    /// only when this store knows `meta`'s revision (its writes all landed),
+    /// and only if `meta` still has it.
+    fn write_snapshot(&self, st: &State) -> Result<(), StateError> {
+        self.check_fence()?;
+        let meta_rev = *self.meta_rev.lock().unwrap();
+        if meta_rev == 0 || !self.snap_stale.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let z = snapshot::compress(&encode(st));
+        let sha = snapshot::sha_hex(&z);
+        let id = sha[..16].to_string();
+        let dir = format!("s/{id}/");
+        let mut n = 0;
+        for (i, part) in z.chunks(PART).enumerate() {
+            self.txn(&[put(&self.key(&snapshot::part_key(&dir, i)), part)], None)?;
+            n += 1;
+        }
+        let head = SnapHead {
+            lineage: st.lineage.clone(),
+            serial: st.serial,
+            meta_revision: meta_rev,
+            id,
+            parts: n,
+            sha256: sha,
+        };
+        // The new head, and every part but the new ones deleted.
+        let (all, ours) = (self.key("s/"), self.key(&dir));
+        let drop_range = |from: &[u8], to: &[u8]| json!({"request_delete_range": {"key": b64(from), "range_end": b64(to)}});
+        let ops = [
+            put(
+                &self.key("snap"),
+                &seal(&serde_json::to_vec(&head).expect("serialises")),
+            ),
+            drop_range(&all, &ours),
+            drop_range(&prefix_end(&ours), &prefix_end(&all)),
+        ];
+        let meta_unchanged = json!({"key": b64(&self.key("meta")), "target": "MOD", "result": "EQUAL",
+                                    "mod_revision": meta_rev.to_string()});
+        self.txn(&ops, Some(meta_unchanged))?;
+        self.snap_stale.store(false, Ordering::Relaxed);
+        Ok(())
+    }
+
     /// Replace the whole state: write what differs from the keys known,
-    /// delete what is gone, `meta` last.
+    /// delete what is gone, `meta` last; then its snapshot.
     pub(crate) fn save_state(
         &mut self,
         st: &State,
         migrated_to: Option<String>,
     ) -> Result<(), StateError> {
         self.check_fence()?;
-        if self.known.lock().unwrap().is_empty() {
-            // Not loaded by this store: learn what is there.
-            if let (Some(meta), rev) = self.read_meta()? {
-                self.load_at(meta, rev)?;
+        if !self.known_complete.load(Ordering::Relaxed) {
+            // Not loaded key by key by this store: learn what is there.
+            let head = self.read_head()?;
+            if let Some(meta) = head.meta {
+                self.load_keys(meta, head.rev)?;
             }
         }
         let mut next = BTreeMap::new();
         let mut ops = Vec::new();
+        let mut upsert = Vec::new();
+        let mut documents = BTreeMap::new();
         let known = self.known.lock().unwrap().clone();
         for r in &st.resources {
             let key = self.key(&format!("r/{}", r.address));
@@ -316,6 +423,7 @@ impl EtcdStore {
             let h: [u8; 32] = Sha256::digest(&v).into();
             if known.get(&key) != Some(&h) {
                 ops.push(put(&key, &v));
+                upsert.push(r);
             }
             next.insert(key, h);
         }
@@ -325,58 +433,91 @@ impl EtcdStore {
             let h: [u8; 32] = Sha256::digest(&v).into();
             if known.get(&key) != Some(&h) {
                 ops.push(put(&key, &v));
+                documents.insert(sha.clone(), doc.clone());
             }
             next.insert(key, h);
         }
+        let resources = self.key("r/");
+        let mut remove = Vec::new();
         for key in known.keys().filter(|k| !next.contains_key(*k)) {
             ops.push(del(key));
+            if let Some(a) = key.strip_prefix(resources.as_slice()) {
+                let a = String::from_utf8_lossy(a);
+                remove.push(crate::resource::Address::parse(&a).map_err(|e| self.corrupt(key, e))?);
+            }
         }
         let lineage = if st.lineage.is_empty() {
             uuid::Uuid::new_v4().to_string()
         } else {
             st.lineage.clone()
         };
-        ops.push(self.meta_op(&Meta {
+        let meta = Meta {
             kind: KIND.into(),
             format_version: FORMAT_VERSION,
-            lineage,
+            lineage: lineage.clone(),
             serial: st.serial,
             next_sequence: st.next_sequence,
             capi_version: env!("CARGO_PKG_VERSION").into(),
             migrated_to,
-        }));
-        self.commit_ops(ops)?;
+            pending: None,
+        };
+        let record = || JournalRecord {
+            serial: st.serial,
+            next_sequence: st.next_sequence,
+            upsert: upsert.into_iter().map(|r| (**r).clone()).collect(),
+            remove,
+            documents,
+        };
+        self.commit(ops, meta, record, true)?;
         *self.known.lock().unwrap() = next;
+        self.known_complete.store(true, Ordering::Relaxed);
+        if st.lineage == lineage {
+            self.write_snapshot(st)?;
+        }
         Ok(())
     }
 }
 
 impl StateBackend for EtcdStore {
     fn load(&self) -> Result<Option<State>, StateError> {
-        let (meta, rev) = self.read_meta()?;
-        let Some(meta) = meta else {
-            // Nothing of capi's; anything else under the prefix is someone else's.
-            let r = self
-                .client
-                .call(
-                    "/v3/kv/range",
-                    json!({"key": b64(self.prefix.as_bytes()), "range_end": b64(&prefix_end(self.prefix.as_bytes())),
-                           "limit": "1", "keys_only": true}),
-                )
-                .map_err(|e| self.err(e))?;
-            if let Some(kv) = r.get("kvs").and_then(|k| k.get(0)) {
+        let head = self.read_head()?;
+        let Some(meta) = head.meta.clone() else {
+            // No state. The lock and what a write that stopped before its
+            // commit point leaves (parts of a record or a snapshot) are
+            // capi's and ignored; anything else under the prefix is
+            // someone else's.
+            let mut from = self.prefix.as_bytes().to_vec();
+            let end = prefix_end(self.prefix.as_bytes());
+            loop {
+                let r = self
+                    .client
+                    .call(
+                        "/v3/kv/range",
+                        json!({"key": b64(&from), "range_end": b64(&end), "limit": "1", "keys_only": true}),
+                    )
+                    .map_err(|e| self.err(e))?;
+                let Some(kv) = r.get("kvs").and_then(|k| k.get(0)) else {
+                    return Ok(None);
+                };
                 let key = unb64(&kv["key"]);
-                if key != self.key("lock") {
-                    return Err(StateError::Foreign {
-                        location: self.location.clone(),
-                        reason: format!(
-                            "it has no capi meta key, but holds {}",
-                            String::from_utf8_lossy(&key)
-                        ),
-                    });
+                let ours = ["lock", "snap", "p/", "s/"]
+                    .into_iter()
+                    .map(|k| self.key(k))
+                    .find(|k| key == *k || (k.ends_with(b"/") && key.starts_with(k)));
+                match ours {
+                    Some(k) if k.ends_with(b"/") => from = prefix_end(&k),
+                    Some(_) => from = [key.as_slice(), &[0]].concat(),
+                    None => {
+                        return Err(StateError::Foreign {
+                            location: self.location.clone(),
+                            reason: format!(
+                                "it has no capi meta key, but holds {}",
+                                String::from_utf8_lossy(&key)
+                            ),
+                        })
+                    }
                 }
             }
-            return Ok(None);
         };
         if let Some(to) = &meta.migrated_to {
             return Err(StateError::Migrated {
@@ -384,13 +525,14 @@ impl StateBackend for EtcdStore {
                 to: to.clone(),
             });
         }
-        self.load_at(meta, rev).map(Some)
+        self.load_at(meta, &head).map(Some)
     }
 
     fn load_unchecked(&self) -> Result<Option<State>, StateError> {
-        match self.read_meta()? {
-            (Some(meta), rev) => self.load_at(meta, rev).map(Some),
-            (None, _) => self.load(),
+        let head = self.read_head()?;
+        match head.meta.clone() {
+            Some(meta) => self.load_at(meta, &head).map(Some),
+            None => self.load(),
         }
     }
 
@@ -439,7 +581,7 @@ impl StateBackend for EtcdStore {
             ops.push(put(&key, &v));
             written.push((key, Sha256::digest(&v).into()));
         }
-        ops.push(self.meta_op(&Meta {
+        let meta = Meta {
             kind: KIND.into(),
             format_version: FORMAT_VERSION,
             lineage: lineage.to_string(),
@@ -447,8 +589,9 @@ impl StateBackend for EtcdStore {
             next_sequence: record.next_sequence,
             capi_version: env!("CARGO_PKG_VERSION").into(),
             migrated_to: None,
-        }));
-        self.commit_ops(ops)?;
+            pending: None,
+        };
+        self.commit(ops, meta, || record.clone(), false)?;
         let mut known = self.known.lock().unwrap();
         for key in gone {
             known.remove(&key);
@@ -458,7 +601,12 @@ impl StateBackend for EtcdStore {
     }
 
     fn fold_due(&self) -> bool {
-        false
+        self.snap_stale.load(Ordering::Relaxed)
+    }
+
+    /// The records are in the keys already: only the snapshot is rebuilt.
+    fn fold(&mut self, state: &State) -> Result<(), StateError> {
+        self.write_snapshot(state)
     }
 
     fn lock(&mut self, operation: &str, timeout: Duration) -> Result<Box<dyn HeldLock>, LockError> {
