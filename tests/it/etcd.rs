@@ -833,3 +833,56 @@ fn an_unfinished_large_commit_is_replayed_by_readers_and_finished_by_the_next_ap
     assert!(!etcdctl(&["get", "--print-value-only", &format!("{p}/meta")]).contains("pending"));
     assert_converged(d, &p, &u);
 }
+
+/// After a write the snapshot names `meta`'s current revision; a damaged
+/// snapshot is not used (the keys are read instead), and the next write
+/// replaces it and deletes the old parts.
+#[test]
+fn the_snapshot_follows_meta_and_a_damaged_one_is_not_used() {
+    let Some(_turn) = etcd() else { return };
+    let (dir, p, u) = setup("snapshot");
+    let d = dir.path();
+    let out = in_dir(d, &u, &["apply", "--auto-approve", "-f", "c.yaml"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let head = |p: &str| -> serde_json::Value {
+        let v = etcdctl(&["get", "--print-value-only", &format!("{p}/snap")]);
+        serde_json::from_str(v.trim_end().split_once('\n').expect("a snapshot head").1).unwrap()
+    };
+    let meta_rev = |p: &str| -> i64 {
+        let v: serde_json::Value =
+            serde_json::from_str(&etcdctl(&["get", "-w", "json", &format!("{p}/meta")])).unwrap();
+        v["kvs"][0]["mod_revision"].as_i64().unwrap()
+    };
+    let h = head(&p);
+    assert_eq!(h["meta_revision"].as_i64(), Some(meta_rev(&p)));
+    let id = h["id"].as_str().unwrap().to_string();
+    let parts = keys_under(&p, "s/");
+    assert_eq!(parts, vec![format!("{p}/s/{id}/00000")]);
+    let whole = pulled(d, &u);
+
+    etcdctl(&["put", &parts[0], "not a snapshot"]);
+    assert_eq!(pulled(d, &u), whole);
+
+    let worker = whole["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["address"].as_str().unwrap().to_string())
+        .filter(|a| a.contains("/machine/") && a.contains("-md-"))
+        .max()
+        .unwrap();
+    let out = in_dir(d, &u, &["state", "rm", &worker]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let h2 = head(&p);
+    assert_ne!(h2["id"], h["id"]);
+    assert_eq!(h2["meta_revision"].as_i64(), Some(meta_rev(&p)));
+    assert_eq!(
+        keys_under(&p, "s/"),
+        vec![format!("{p}/s/{}/00000", h2["id"].as_str().unwrap())]
+    );
+    let after = pulled(d, &u);
+    assert_eq!(
+        after["resources"].as_array().unwrap().len() + 1,
+        whole["resources"].as_array().unwrap().len()
+    );
+}
