@@ -93,6 +93,15 @@ secs() { # run "$@", print wall seconds
 
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
+# etcd keeps every revision until compacted: earlier runs (and tests) leave
+# hundreds of MB that slow every member down. Start from a compacted,
+# defragmented cluster.
+fresh_etcd() {
+  ETCDCTL_API=3 etcdctl --endpoints=$ENDPOINTS compact "$(revision)" >/dev/null 2>&1 || true
+  ETCDCTL_API=3 etcdctl --endpoints=$ENDPOINTS defrag >/dev/null
+}
+fresh_etcd
+
 manifest 10 $(( WORKERS / 10 )) > "$W/apply.yaml"
 echo "== apply 3 + $WORKERS machines, --sim-latency 20ms, --parallelism 50 ($REPEATS runs each)"
 : > "$W/file.t"; : > "$W/etcd.t"; : > "$W/txns"
@@ -112,6 +121,7 @@ echo "file: $(tr '\n' ' ' < "$W/file.t")s -> median $(median < "$W/file.t") s"
 echo "etcd: $(tr '\n' ' ' < "$W/etcd.t")s -> median $(median < "$W/etcd.t") s"
 echo "etcd revisions (write transactions, lock included) per apply: $(tr '\n' ' ' < "$W/txns"); keys per state: $keys"
 
+fresh_etcd
 echo "== no-op plan, 3 + $BIG machines, --refresh=false"
 manifest 100 $(( BIG / 100 )) > "$W/big.yaml"
 d="$W/big"; mkdir -p "$d"; cd "$d"

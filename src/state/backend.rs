@@ -100,6 +100,16 @@ impl HeldLock for StateLock {
     }
 }
 
+/// When a commit handed to [`StateBackend::append`] is durable.
+pub(crate) enum Durability {
+    /// Already.
+    Now,
+    /// Once this file is synced.
+    Sync(File),
+    /// Once this wait returns `Ok` (a write in flight).
+    Wait(Box<dyn FnOnce() -> Result<(), String> + Send>),
+}
+
 /// What a state backend does. Every command reads and writes the state
 /// through one of these.
 pub(crate) trait StateBackend: Send + std::fmt::Debug {
@@ -114,16 +124,20 @@ pub(crate) trait StateBackend: Send + std::fmt::Debug {
     /// Whether the apply's next batch should be written as a whole snapshot
     /// (`snapshotted`: one was written in this run) rather than a record.
     fn snapshot_due(&self, snapshotted: bool) -> bool;
-    /// Commit one batch of changes. `Some(file)`: appended but durable only
-    /// once that file is synced; `None`: durable already.
+    /// Commit one batch of changes; when it is durable.
     fn append(
         &mut self,
         lineage: &str,
         base_serial: u64,
         record: &JournalRecord,
-    ) -> Result<Option<File>, StateError>;
+    ) -> Result<Durability, StateError>;
     /// Whether the end of an apply must fold appended records into a snapshot.
     fn fold_due(&self) -> bool;
+    /// How long the apply's writer waits after a first change for others
+    /// to join its batch (a write that costs per request, not per byte).
+    fn linger(&self) -> Duration {
+        Duration::ZERO
+    }
     /// Fold: `state` is the state after every record appended.
     fn fold(&mut self, state: &State) -> Result<(), StateError> {
         self.write_bytes(&encode(state))
@@ -162,9 +176,9 @@ impl StateBackend for FileStore {
         lineage: &str,
         base_serial: u64,
         record: &JournalRecord,
-    ) -> Result<Option<File>, StateError> {
+    ) -> Result<Durability, StateError> {
         FileStore::append(self, lineage, base_serial, record)?;
-        self.journal_handle().map(Some)
+        self.journal_handle().map(Durability::Sync)
     }
     fn fold_due(&self) -> bool {
         self.journal_len().0 > 0
@@ -271,12 +285,16 @@ impl StateStore {
         lineage: &str,
         base_serial: u64,
         record: &JournalRecord,
-    ) -> Result<Option<File>, StateError> {
+    ) -> Result<Durability, StateError> {
         self.backend.append(lineage, base_serial, record)
     }
 
     pub(crate) fn fold_due(&self) -> bool {
         self.backend.fold_due()
+    }
+
+    pub(crate) fn linger(&self) -> Duration {
+        self.backend.linger()
     }
 
     pub(crate) fn fold(&mut self, state: &State) -> Result<(), StateError> {

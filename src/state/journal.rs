@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
 
+use super::backend::Durability;
 use super::codec::{self, JournalRecord};
 use super::{State, StateStore};
 use crate::resource::{Address, ResourceKind, Spec};
@@ -60,8 +61,20 @@ impl Journal {
                 let mut generation = 0u64;
                 let mut snapshotted = false;
                 let mut base_serial = 0;
+                let linger = store.linger();
                 while let Ok(first) = rx.recv() {
                     let mut batch = vec![first];
+                    if !linger.is_zero() {
+                        let until = std::time::Instant::now() + linger;
+                        while let Some(left) =
+                            until.checked_duration_since(std::time::Instant::now())
+                        {
+                            match rx.recv_timeout(left) {
+                                Ok(m) => batch.push(m),
+                                Err(_) => break,
+                            }
+                        }
+                    }
                     while let Ok(m) = rx.try_recv() {
                         batch.push(m);
                     }
@@ -106,14 +119,21 @@ impl Journal {
                             // the backend hands back a file to make durable,
                             // at once when its write was already durable.
                             match store.append(&lineage, base_serial, &r) {
-                                Ok(Some(file)) => {
+                                Ok(Durability::Sync(file)) => {
                                     let _ = sync_tx.send(SyncRequest {
-                                        file,
+                                        durable: Durable::File(file),
                                         generation,
                                         acks,
                                     });
                                 }
-                                Ok(None) => {
+                                Ok(Durability::Wait(wait)) => {
+                                    let _ = sync_tx.send(SyncRequest {
+                                        durable: Durable::Wait(wait),
+                                        generation,
+                                        acks,
+                                    });
+                                }
+                                Ok(Durability::Now) => {
                                     for ack in acks {
                                         let _ = ack.send(Ok(()));
                                     }
@@ -169,34 +189,53 @@ impl Journal {
     }
 }
 
+enum Durable {
+    File(std::fs::File),
+    /// A write in flight (etcd): durable when this returns `Ok`.
+    Wait(Box<dyn FnOnce() -> Result<(), String> + Send>),
+}
+
 struct SyncRequest {
-    file: std::fs::File,
+    durable: Durable,
     /// Which journal file (a snapshot starts a new one).
     generation: u64,
     acks: Vec<oneshot::Sender<Result<(), String>>>,
 }
 
 /// Make appended results durable: every request waiting when the disk
-/// becomes free shares one fdatasync per journal file.
+/// becomes free shares one fdatasync per journal file; writes in flight are
+/// waited for one by one, in order.
 fn sync_loop(rx: std::sync::mpsc::Receiver<SyncRequest>) {
     while let Ok(first) = rx.recv() {
         let mut group = vec![first];
         while let Ok(r) = rx.try_recv() {
             group.push(r);
         }
+        let mut files = Vec::with_capacity(group.len());
+        for r in group {
+            match r.durable {
+                Durable::Wait(wait) => {
+                    let result = wait();
+                    for ack in r.acks {
+                        let _ = ack.send(result.clone());
+                    }
+                }
+                Durable::File(f) => files.push((f, r.generation, r.acks)),
+            }
+        }
+        let mut group = files;
         while !group.is_empty() {
-            let generation = group[0].generation;
-            let (same, rest): (Vec<_>, Vec<_>) =
-                group.into_iter().partition(|r| r.generation == generation);
+            let generation = group[0].1;
+            let (same, rest): (Vec<_>, Vec<_>) = group.into_iter().partition(|r| r.1 == generation);
             group = rest;
             let result = same
                 .last()
                 .expect("non-empty")
-                .file
+                .0
                 .sync_data()
                 .map_err(|e| format!("making the state journal durable: {e}"));
-            for r in same {
-                for ack in r.acks {
+            for (_, _, acks) in same {
+                for ack in acks {
                     let _ = ack.send(result.clone());
                 }
             }

@@ -86,7 +86,6 @@ impl EtcdStore {
     /// The state `head` describes, from the snapshot when it matches `meta`,
     /// else from the per-resource keys (with an unfinished commit replayed).
     pub(super) fn load_at(&self, meta: Meta, head: &Head) -> Result<State, StateError> {
-        *self.meta_rev.lock().unwrap() = head.meta_rev;
         if let Some(snap) = head.snap.as_ref().filter(|s| {
             meta.pending.is_none()
                 && s.meta_revision == head.meta_rev
