@@ -1,8 +1,9 @@
 //! How bootstrap data reaches a Docker machine: as CAPD does it, capi runs
 //! the cloud-config itself inside the container (`write_files` as one
 //! archive upload to a staging directory and one script that moves each
-//! file into place, `runcmd` entries one exec each), in order, stopping at
-//! the first failure.
+//! file into place; consecutive `runcmd` entries as one script in one exec,
+//! each failure reported as its own command's), in order, stopping at the
+//! first failure.
 //!
 //! Bootstrap never runs twice on one machine: capi writes CAPD's "started"
 //! marker before anything runs, and copies of both markers on `/var` (a
@@ -130,31 +131,71 @@ impl DockerProvider {
                 self.write_files(name, &writes, &mut run, observed).await?;
                 continue;
             }
-            if let Some(Action::Run(cmd)) = acts.actions.get(i) {
-                let cmd = cloudinit::capd_command(cmd);
-                let shown = r.redact(&cmd.join(" "));
-                run.commands.push(json!(shown));
-                let (code, out) = self.engine.exec(name, &cmd).await?;
-                if code != 0 {
-                    return Err(run.fail(observed, shown, code, &out));
-                }
+            // Consecutive runcmd entries run in one exec, in order, stopping
+            // at the first failure; the last run also checks the sentinel.
+            let mut cmds = Vec::new();
+            while let Some(Action::Run(cmd)) = acts.actions.get(i) {
+                cmds.push(cloudinit::capd_command(cmd));
+                i += 1;
             }
-            i += 1;
+            let last = i == acts.actions.len();
+            self.run_commands(name, &cmds, last, &mut run, observed)
+                .await?;
+            if last {
+                observed.insert("commands".into(), json!(run.commands));
+                observed.insert("bootstrap".into(), json!("succeeded"));
+                return Ok(());
+            }
         }
         observed.insert("commands".into(), json!(run.commands));
-        let check =
-            format!("test -f {SUCCESS_SENTINEL} && echo success > {PERSISTENT_MARKERS}/succeeded");
-        let (code, _) = self.engine.exec(name, &sh(&check)).await?;
+        let (code, _) = self.engine.exec(name, &sh(&sentinel_check())).await?;
         if code != 0 {
-            return Err(run.fail(
-                observed,
-                "(bootstrap)".into(),
-                1,
-                &format!("every command succeeded but the sentinel {SUCCESS_SENTINEL} is missing"),
-            ));
+            return Err(run.fail(observed, "(bootstrap)".into(), 1, &no_sentinel()));
         }
         observed.insert("bootstrap".into(), json!("succeeded"));
         Ok(())
+    }
+
+    /// Run `cmds` (argument vectors) in one exec, in order, stopping at the
+    /// first that fails; then, when `check_sentinel`, check that bootstrap
+    /// succeeded. A failure is reported as if each command had run alone:
+    /// its command line, its exit code, its own output. Markers carry a
+    /// random tag so that no command's output can forge one.
+    async fn run_commands(
+        &self,
+        name: &str,
+        cmds: &[Vec<String>],
+        check_sentinel: bool,
+        run: &mut Run<'_>,
+        observed: &mut Observed,
+    ) -> Result<(), ProviderError> {
+        let tag = format!("@@capi-{}", uuid::Uuid::new_v4().simple());
+        let script = commands_script(&tag, cmds, check_sentinel);
+        let (code, out) = self.engine.exec(name, &sh(&script)).await?;
+        let shown: Vec<String> = cmds
+            .iter()
+            .map(|c| run.redactor.redact(&c.join(" ")))
+            .collect();
+        match batch_outcome(&tag, code, &out) {
+            Outcome::Succeeded => {
+                run.commands.extend(shown.into_iter().map(|c| json!(c)));
+                Ok(())
+            }
+            Outcome::NoSentinel => {
+                run.commands.extend(shown.into_iter().map(|c| json!(c)));
+                Err(run.fail(observed, "(bootstrap)".into(), 1, &no_sentinel()))
+            }
+            Outcome::Failed {
+                index,
+                code,
+                output,
+            } => {
+                let index = index.min(shown.len().saturating_sub(1));
+                run.commands
+                    .extend(shown[..=index].iter().map(|c| json!(c)));
+                Err(run.fail(observed, shown[index].clone(), code, &output))
+            }
+        }
     }
 
     /// Never twice: check the markers and write the "started" ones. `false`:
@@ -317,6 +358,84 @@ fn write_script(writes: &[&FileWrite], staged: &[String]) -> (String, Vec<String
 }
 
 /// The last `lines` lines of a command's output.
+fn sentinel_check() -> String {
+    format!("test -f {SUCCESS_SENTINEL} && echo success > {PERSISTENT_MARKERS}/succeeded")
+}
+
+fn no_sentinel() -> String {
+    format!("every command succeeded but the sentinel {SUCCESS_SENTINEL} is missing")
+}
+
+/// The script of [`DockerProvider::run_commands`]: each command announced
+/// (`TAG start K`), run, and on failure `TAG failed K CODE` and exit 1.
+fn commands_script(tag: &str, cmds: &[Vec<String>], check_sentinel: bool) -> String {
+    let mut script = String::new();
+    for (k, c) in cmds.iter().enumerate() {
+        let words: Vec<String> = c.iter().map(|w| shell_quote(w)).collect();
+        script.push_str(&format!(
+            "echo '{tag} start {k}'\n{}\nc=$?; [ $c -eq 0 ] || {{ echo; echo \"{tag} failed {k} $c\"; exit 1; }}\n",
+            words.join(" ")
+        ));
+    }
+    if check_sentinel {
+        script.push_str(&format!(
+            "{} || {{ echo '{tag} no-sentinel'; exit 1; }}\n",
+            sentinel_check()
+        ));
+    }
+    script
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    Succeeded,
+    NoSentinel,
+    /// Command `index` failed with `code`; `output` is its own.
+    Failed {
+        index: usize,
+        code: i64,
+        output: String,
+    },
+}
+
+/// What the exec of [`commands_script`] says happened.
+fn batch_outcome(tag: &str, exit: i64, out: &str) -> Outcome {
+    let mut started = None;
+    let mut own = String::new();
+    for line in out.lines() {
+        match line.strip_prefix(tag).map(str::trim) {
+            Some(m) if m.starts_with("start ") => {
+                started = m[6..].parse::<usize>().ok();
+                own.clear();
+            }
+            Some(m) if m.starts_with("failed ") => {
+                let mut it = m[7..].split(' ');
+                let index = it.next().and_then(|k| k.parse().ok()).unwrap_or(0);
+                let code = it.next().and_then(|c| c.parse().ok()).unwrap_or(1);
+                return Outcome::Failed {
+                    index,
+                    code,
+                    output: own,
+                };
+            }
+            Some("no-sentinel") => return Outcome::NoSentinel,
+            _ => {
+                own.push_str(line);
+                own.push('\n');
+            }
+        }
+    }
+    if exit == 0 {
+        return Outcome::Succeeded;
+    }
+    // Killed before it could say (the shell itself failed).
+    Outcome::Failed {
+        index: started.unwrap_or(0),
+        code: exit,
+        output: own,
+    }
+}
+
 fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.trim_end().lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
@@ -365,6 +484,49 @@ mod tests {
             !script.contains("/etc/a b"),
             "paths are arguments, not script text"
         );
+    }
+
+    #[test]
+    fn a_batch_of_commands_reports_the_one_that_failed() {
+        let tag = "@@capi-t";
+        let cmds = vec![
+            vec!["echo".to_string(), "it's".to_string()],
+            vec!["/bin/sh".into(), "-c".into(), "echo half; exit 7".into()],
+            vec!["true".into()],
+        ];
+        let script = commands_script(tag, &cmds, true);
+        assert!(script.contains("'echo' 'it'\\''s'"), "{script}");
+        let run = |script: &str| {
+            let o = std::process::Command::new("/bin/sh")
+                .args(["-c", script])
+                .output()
+                .unwrap();
+            (
+                i64::from(o.status.code().unwrap()),
+                String::from_utf8_lossy(&o.stdout).into_owned(),
+            )
+        };
+        let (code, out) = run(&script);
+        assert_eq!(
+            batch_outcome(tag, code, &out),
+            Outcome::Failed {
+                index: 1,
+                code: 7,
+                output: "half\n\n".into()
+            }
+        );
+        // All succeed; the sentinel is missing here.
+        let (code, out) = run(&commands_script(tag, &cmds[2..], true));
+        assert_eq!(batch_outcome(tag, code, &out), Outcome::NoSentinel);
+        let (code, out) = run(&commands_script(tag, &cmds[2..], false));
+        assert_eq!(batch_outcome(tag, code, &out), Outcome::Succeeded);
+        // Output cannot forge a marker of another tag.
+        let forged = vec![vec![
+            "echo".to_string(),
+            "@@capi-other failed 0 3".to_string(),
+        ]];
+        let (code, out) = run(&commands_script(tag, &forged, false));
+        assert_eq!(batch_outcome(tag, code, &out), Outcome::Succeeded);
     }
 
     #[test]
