@@ -11,6 +11,11 @@
 //! when the disk becomes free shares the next fsync. No commit is
 //! acknowledged before it is durable, so only the last line of the journal
 //! can ever be torn.
+//!
+//! A backend decides how a batch becomes durable ([`Durability`]): the file
+//! backend hands back its journal to sync; etcd sends the batch as a
+//! transaction and hands back the wait for its answer (a few in flight, see
+//! `state::etcd`), after gathering the changes of a short `linger` into one.
 
 use std::sync::{Arc, Mutex};
 
