@@ -788,8 +788,9 @@ fn a_large_commit_killed_midway_is_seen_whole_or_not_at_all() {
 
 /// A large commit stopped after its commit point (crafted here with etcdctl:
 /// `meta` names a pending record that removes a worker, whose key is still
-/// there): readers see the worker gone; the next apply finishes the commit
-/// before its own writes and converges with the simulator.
+/// there; another directory holds a killed writer's leftover part): readers
+/// see the worker gone; the next apply finishes the commit before its own
+/// writes, deletes every part, and converges with the simulator.
 #[test]
 fn an_unfinished_large_commit_is_replayed_by_readers_and_finished_by_the_next_apply() {
     let Some(_turn) = etcd() else { return };
@@ -813,9 +814,11 @@ fn an_unfinished_large_commit_is_replayed_by_readers_and_finished_by_the_next_ap
     let serial = meta["serial"].as_u64().unwrap() + 1;
     let record = serde_json::json!({"serial": serial, "next_sequence": meta["next_sequence"], "remove": [victim]});
     let part = seal(&record.to_string());
-    etcdctl(&["put", &format!("{p}/p/{serial}/00000"), &part]);
+    etcdctl(&["put", &format!("{p}/p/crafted/00000"), &part]);
+    // A part a killed writer left in another directory changes nothing.
+    etcdctl(&["put", &format!("{p}/p/leftover/00000"), "junk"]);
     meta["serial"] = serial.into();
-    meta["pending"] = serde_json::json!({"serial": serial, "parts": 1, "sha256": hex::encode(Sha256::digest(&part))});
+    meta["pending"] = serde_json::json!({"serial": serial, "id": "crafted", "parts": 1, "sha256": hex::encode(Sha256::digest(&part))});
     etcdctl(&["put", &format!("{p}/meta"), &seal(&meta.to_string())]);
     assert_eq!(keys_under(&p, &format!("r/{victim}")).len(), 1);
 

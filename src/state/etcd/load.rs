@@ -146,7 +146,7 @@ impl EtcdStore {
             st.documents.insert(sha, doc);
         }
         if let Some(p) = &meta.pending {
-            let dir = format!("p/{}/", p.serial);
+            let dir = format!("p/{}/", p.id);
             let record = snapshot::join(self.read_parts(&dir, rev)?, p.parts, &p.sha256)
                 .and_then(|j| {
                     let json = unseal(&j)?;

@@ -11,13 +11,13 @@
 //! - `lock`: the lock ([`lock`]);
 //! - `snap` and `s/<id>/<i>`: a compressed snapshot of the whole state, a
 //!   cache that makes loads fast ([`snapshot`]);
-//! - `p/<serial>/<i>`: the changes of a large commit while it is written;
+//! - `p/<id>/<i>`: the changes of a large commit while it is written;
 //! - `serial`: `meta`'s serial, zero-padded, for comparisons.
 //!
 //! A commit (one batch of the apply, or a whole state) is one transaction
 //! when it has at most [`MAX_OPS`] operations. A bigger one is made atomic
 //! by a write-ahead record: its changes (a [`JournalRecord`]) are written
-//! first as parts under `p/<serial>/`, then one transaction puts `meta` with
+//! first as parts under `p/<id>/` (a random id), then one transaction puts `meta` with
 //! the new serial and `pending` naming them (the commit point), then the
 //! resources follow in transactions of [`MAX_OPS`], and a last one clears
 //! `pending` and deletes the parts. A load that finds `pending` replays the
@@ -132,7 +132,7 @@ pub(crate) struct EtcdStore {
     /// is written from what this process holds.
     failed: Arc<AtomicBool>,
     /// Batches of the apply sent and not yet answered ([`PIPELINE`] at most).
-    in_flight: Arc<(Mutex<usize>, Condvar)>,
+    in_flight: Arc<(Mutex<write::InFlight>, Condvar)>,
     /// This store wrote `serial` (the key guarded writes compare) itself.
     serial_written: AtomicBool,
     /// The snapshot does not match `meta` (a write since, or none yet).
@@ -172,7 +172,7 @@ impl EtcdStore {
             known: Mutex::new(BTreeMap::new()),
             known_complete: AtomicBool::new(false),
             failed: Arc::new(AtomicBool::new(false)),
-            in_flight: Arc::new((Mutex::new(0), Condvar::new())),
+            in_flight: Arc::new((Mutex::new(write::InFlight::default()), Condvar::new())),
             serial_written: AtomicBool::new(false),
             snap_stale: AtomicBool::new(true),
             unfinished: Mutex::new(None),
@@ -443,12 +443,17 @@ impl StateBackend for EtcdStore {
             migrated_to: None,
             pending: None,
         };
-        let pipelined = ops.len() < MAX_OPS
+        let pipelined = Self::pipelinable(&ops)
             && self.serial_written.load(Ordering::Relaxed)
             && self.unfinished.lock().unwrap().is_none();
         let durability = if pipelined {
             self.check_fence()?;
-            Durability::Wait(self.send_pipelined(ops, &meta))
+            let keys = gone
+                .iter()
+                .cloned()
+                .chain(written.iter().map(|(k, _)| k.clone()))
+                .collect();
+            Durability::Wait(self.send_pipelined(ops, keys, &meta))
         } else {
             self.commit(ops, meta, || record.clone(), false)?;
             Durability::Now

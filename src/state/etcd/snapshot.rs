@@ -16,7 +16,7 @@
 //! then, and reads the one-key-per-resource layout otherwise; it is a cache,
 //! rebuilt at the end of every command that wrote the state.
 //!
-//! **Pending record** (`p/<serial>/<i>`): the changes of a commit of more
+//! **Pending record** (`p/<id>/<i>`): the changes of a commit of more
 //! than [`super::MAX_OPS`] operations, written before `meta` names them; see
 //! [`super::EtcdStore`] for the protocol.
 
@@ -45,8 +45,11 @@ pub(crate) struct SnapHead {
 /// Where `meta` says a commit's changes are while it is being written.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Pending {
-    /// The commit's serial: its parts are `p/<serial>/<i>`.
+    /// The commit's serial.
     pub(crate) serial: u64,
+    /// Its parts are `p/<id>/<i>` (a random id: a directory no earlier,
+    /// killed writer can have left parts in).
+    pub(crate) id: String,
     pub(crate) parts: u32,
     /// SHA-256 (hex) of the record's JSON, all parts joined.
     pub(crate) sha256: String,
