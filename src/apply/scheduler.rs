@@ -9,6 +9,11 @@
 //! starts; steps in flight finish. The scheduler sleeps until a step ends,
 //! a permit comes back or cancellation fires; it never polls.
 //!
+//! Local steps run at most [`LOCAL_IN_FLIGHT`] at a time: each task holds
+//! its step's future (about 8 KB), and the 10,000 workers' bootstrap data of
+//! a large cluster, all ready at once, took 80 MB as tasks; 256 keep the
+//! CPUs busy and the group commits large.
+//!
 //! It knows steps only by their place in the plan's order and whether they
 //! need a permit: running one is the caller's function.
 
@@ -28,6 +33,9 @@ use super::context::Events;
 use super::error::StepError;
 use super::report::Outcome;
 use super::{Cancel, Event};
+
+/// How many local steps run at once.
+pub(crate) const LOCAL_IN_FLIGHT: usize = 256;
 
 /// A permit for one provider operation in flight (empty for a step that
 /// calls no provider). Dropping it gives the permit back.
@@ -96,6 +104,8 @@ struct Scheduler<'a> {
     running: JoinSet<Ended>,
     /// The step and start time of each running task (to name a panicked one).
     tasks: HashMap<task::Id, (usize, Instant)>,
+    /// Local steps running (at most [`LOCAL_IN_FLIGHT`]).
+    local_running: usize,
     interrupted: bool,
 }
 
@@ -169,18 +179,23 @@ impl<'a> Scheduler<'a> {
             ready,
             running: JoinSet::new(),
             tasks: HashMap::new(),
+            local_running: 0,
             interrupted: false,
         }
     }
 
-    /// Start every ready local step, and ready provider steps while permits
-    /// are free.
+    /// Start ready local steps (up to [`LOCAL_IN_FLIGHT`] running), and
+    /// ready provider steps while permits are free.
     fn start_ready<R, F>(&mut self, permits: &Arc<Semaphore>, run: &R)
     where
         R: Fn(&Step, Permit) -> F,
         F: Future<Output = Result<(), StepError>> + Send + 'static,
     {
-        while let Some(Reverse(id)) = self.ready.local.pop() {
+        while self.local_running < LOCAL_IN_FLIGHT {
+            let Some(Reverse(id)) = self.ready.local.pop() else {
+                break;
+            };
+            self.local_running += 1;
             self.start(id, Permit::none(), run);
         }
         while !self.ready.remote.is_empty() {
@@ -234,6 +249,9 @@ impl<'a> Scheduler<'a> {
             }
         };
         let step = &self.steps[id];
+        if !needs_permit(step) {
+            self.local_running -= 1;
+        }
         match result {
             Ok(()) => {
                 self.outcomes[id] = Outcome::Done;
@@ -409,6 +427,37 @@ mod tests {
         ))
         .await;
         assert!(s.outcomes.iter().all(|o| *o == Outcome::Done));
+    }
+
+    /// Local steps ready together run at most LOCAL_IN_FLIGHT at a time, and
+    /// all of them run.
+    #[tokio::test]
+    async fn local_steps_in_flight_are_bounded() {
+        let n = LOCAL_IN_FLIGHT * 3 + 7;
+        let steps: Vec<Step> = (0..n).map(|i| step(i, &[], true)).collect();
+        let probe = Probe::default();
+        let run_step = |_: &Step, _permit: Permit| {
+            let probe = probe.clone();
+            async move {
+                probe.enter();
+                task::yield_now().await;
+                task::yield_now().await;
+                probe.leave();
+                Ok(())
+            }
+        };
+        let s = unstalled(run(
+            &steps,
+            NonZeroUsize::new(1).unwrap(),
+            &Cancel::default(),
+            &Events::default(),
+            run_step,
+        ))
+        .await;
+        assert_eq!(s.outcomes.len(), n);
+        assert!(s.outcomes.iter().all(|o| *o == Outcome::Done));
+        assert!(probe.most() <= LOCAL_IN_FLIGHT, "{}", probe.most());
+        assert!(probe.most() > 1, "{}", probe.most());
     }
 
     /// A step gives its permit back when it drops it (after its provider
