@@ -27,17 +27,13 @@ impl EtcdStore {
             .call("/v3/kv/txn", json!({"compare": compare, "success": ops}))
             .map_err(|e| self.err(e))?;
         if r.get("succeeded").and_then(Value::as_bool) != Some(true) {
-            let reason = if fenced_only {
-                FENCED.to_string()
-            } else {
-                "a comparison failed (the lock lost, or the state changed meanwhile)".to_string()
-            };
-            if let Some(f) = self.fence.as_ref().filter(|_| fenced_only) {
-                f.mark_lost(reason.clone());
+            if fenced_only {
+                return Err(fenced_out(self.fence.as_ref(), &self.location));
             }
             return Err(StateError::LockLost {
                 path: self.location.clone(),
-                reason,
+                reason: "a comparison failed (the lock lost, or the state changed meanwhile)"
+                    .into(),
             });
         }
         Ok(int(&r["header"], "revision"))
@@ -248,17 +244,7 @@ impl EtcdStore {
             let _done = done;
             let result = match client.call("/v3/kv/txn", body) {
                 Ok(r) if r.get("succeeded").and_then(Value::as_bool) == Some(true) => Ok(()),
-                Ok(_) => {
-                    let why = FENCED.to_string();
-                    if let Some(f) = &fence {
-                        f.mark_lost(why.clone());
-                    }
-                    Err(StateError::LockLost {
-                        path: location,
-                        reason: why,
-                    }
-                    .to_string())
-                }
+                Ok(_) => Err(fenced_out(fence.as_ref(), &location).to_string()),
                 Err(e) => Err(StateError::Backend {
                     location,
                     reason: e.to_string(),
@@ -367,6 +353,18 @@ impl EtcdStore {
         self.txn(&ops, Some(meta_unchanged))?;
         self.snap_stale.store(false, Ordering::Relaxed);
         Ok(())
+    }
+}
+
+/// A write refused by the fence: the lock is marked lost (so no new
+/// operation starts) and the refusal says why.
+fn fenced_out(fence: Option<&Fence>, location: &str) -> StateError {
+    if let Some(f) = fence {
+        f.mark_lost(FENCED.to_string());
+    }
+    StateError::LockLost {
+        path: location.to_string(),
+        reason: FENCED.to_string(),
     }
 }
 
