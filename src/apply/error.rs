@@ -105,6 +105,11 @@ pub enum StepError {
     /// The task running the step (or its blocking work) panicked.
     #[error("{0}")]
     Panicked(String),
+    /// The apply was interrupted while the step waited for a provider slot:
+    /// its provider was not called and its intent was taken back (the
+    /// scheduler counts it as not started).
+    #[error("{address}: interrupted before its provider call")]
+    Interrupted { address: Address },
 }
 
 /// What supplies the value of a bootstrap reference, for the hint.
@@ -156,7 +161,8 @@ impl StepError {
             other @ (StepError::NoProvider(_)
             | StepError::DocumentMissing { .. }
             | StepError::BootstrapDataMissing { .. }
-            | StepError::NotBootstrapData) => other,
+            | StepError::NotBootstrapData
+            | StepError::Interrupted { .. }) => other,
         }
     }
 }
@@ -183,6 +189,10 @@ mod tests {
     fn every_error_renders_its_message() {
         let m = addr("dev/machine/dev-md-0-abcde-0");
         let cases = [
+            (
+                StepError::Interrupted { address: m.clone() },
+                "dev/machine/dev-md-0-abcde-0: interrupted before its provider call",
+            ),
             (
                 StepError::NoProvider(ProviderKind::Docker),
                 "no docker provider is configured",

@@ -15,8 +15,8 @@ use crate::state::{ErrorRecord, State, Status};
 use super::context::Ctx;
 use super::error::{DocumentSource, StepError};
 use super::health;
-use super::scheduler::Permit;
-use super::step::{finish, journal_pending, operate, Extras};
+use super::permit::Permit;
+use super::step::{finish, journal_pending, operate, take_back, Extras};
 
 /// Create the machine of a create step, then gate on its health.
 pub(super) async fn create(
@@ -26,10 +26,15 @@ pub(super) async fn create(
     permit: Permit,
 ) -> Result<(), StepError> {
     health::recheck_before_create(ctx, &step.address).await?;
+    // Staged: the intent is made durable while the slot is still taken.
+    let before = ctx.journal.read(|s| s.get(&step.address).cloned());
     journal_pending(ctx, step, Status::Creating).await?;
     let doc = ctx
         .journal
         .read(|s| resolve_bootstrap(ctx, s, &step.address))?;
+    let Some(permit) = permit.slot().await else {
+        return take_back(ctx, &step.address, before).await;
+    };
     let r = provider_create(ctx, step, &spec, &doc).await;
     drop(permit);
     let now = ctx.now();

@@ -23,6 +23,7 @@ mod context;
 mod error;
 pub(crate) mod health;
 mod machine;
+mod permit;
 mod report;
 mod scheduler;
 mod step;
@@ -159,10 +160,10 @@ pub async fn apply(plan: &Plan, state: State, store: StateStore, exec: Executor)
         run_step,
     )
     .await;
-    let final_state = journal.snapshot();
-    drop(journal);
     drop(ctx);
+    let shared = journal.close();
     let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+    let final_state = Journal::into_state(shared);
     ApplyReport::new(
         plan,
         done.outcomes,

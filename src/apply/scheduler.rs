@@ -1,9 +1,10 @@
 //! The scheduler: starts each step of a plan as soon as every step it waits
 //! for is done, lowest id first, and each as a task of one `JoinSet`. A
-//! step that calls a provider starts only with a permit of a semaphore of
-//! `parallelism` permits, which it gives back when its provider call
-//! returns; local steps (PKI, bootstrap data), health gates and the durable
-//! write of a result take none, so they never idle a permit. A failed step
+//! step that calls a provider starts only when it can be staged (at most
+//! `parallelism` staged steps wait for one of the `parallelism` provider
+//! slots, see permit.rs); it gives its slot back when its provider call
+//! returns. Local steps (PKI, bootstrap data), health gates and the durable
+//! write of a result take none, so they never idle a slot. A failed step
 //! skips everything that (transitively) waits for it while independent
 //! branches go on. The cancellation token (the first Ctrl-C) stops new
 //! starts; steps in flight finish. The scheduler sleeps until a step ends,
@@ -20,10 +21,9 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::future::Future;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::{self, JoinError, JoinSet};
 
 use crate::plan::{Op, Step};
@@ -31,28 +31,12 @@ use crate::resource::Spec;
 
 use super::context::Events;
 use super::error::StepError;
+use super::permit::{Permit, Permits};
 use super::report::Outcome;
 use super::{Cancel, Event};
 
 /// How many local steps run at once.
 pub(crate) const LOCAL_IN_FLIGHT: usize = 256;
-
-/// A permit for one provider operation in flight (empty for a step that
-/// calls no provider). Dropping it gives the permit back.
-pub(crate) struct Permit {
-    _held: Option<OwnedSemaphorePermit>,
-}
-
-impl Permit {
-    /// No permit: for a step that calls no provider.
-    pub(crate) fn none() -> Permit {
-        Permit { _held: None }
-    }
-
-    fn held(p: OwnedSemaphorePermit) -> Permit {
-        Permit { _held: Some(p) }
-    }
-}
 
 /// Does the step call a provider (and so wait for a permit)?
 pub(crate) fn needs_permit(step: &Step) -> bool {
@@ -95,6 +79,7 @@ impl Ready {
 struct Scheduler<'a> {
     steps: &'a [Step],
     events: &'a Events,
+    cancel: &'a Cancel,
     outcomes: Vec<Outcome>,
     /// Per step: how many of the steps it waits for are not done yet.
     waiting: Vec<usize>,
@@ -122,10 +107,8 @@ where
     R: Fn(&Step, Permit) -> F,
     F: Future<Output = Result<(), StepError>> + Send + 'static,
 {
-    let permits = Arc::new(Semaphore::new(
-        parallelism.get().min(Semaphore::MAX_PERMITS),
-    ));
-    let mut s = Scheduler::new(steps, events);
+    let permits = Permits::new(parallelism);
+    let mut s = Scheduler::new(steps, events, cancel);
     let cancelled = cancel.cancelled();
     tokio::pin!(cancelled);
     loop {
@@ -144,9 +127,9 @@ where
             biased;
             () = &mut cancelled, if !s.interrupted => {}
             Some(ended) = s.running.join_next_with_id() => s.ended(ended),
-            Ok(permit) = permits.clone().acquire_owned(), if more_to_start => {
+            stage = permits.stage(), if more_to_start => {
                 if let Some(Reverse(id)) = s.ready.remote.pop() {
-                    s.start(id, Permit::held(permit), &run);
+                    s.start_staged(id, stage, &permits, &run);
                 }
             }
         }
@@ -158,7 +141,7 @@ where
 }
 
 impl<'a> Scheduler<'a> {
-    fn new(steps: &'a [Step], events: &'a Events) -> Scheduler<'a> {
+    fn new(steps: &'a [Step], events: &'a Events, cancel: &'a Cancel) -> Scheduler<'a> {
         let n = steps.len();
         let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
         for s in steps {
@@ -173,6 +156,7 @@ impl<'a> Scheduler<'a> {
         Scheduler {
             steps,
             events,
+            cancel,
             outcomes: vec![Outcome::NotStarted; n],
             waiting: steps.iter().map(|s| s.after.len()).collect(),
             dependents,
@@ -185,8 +169,8 @@ impl<'a> Scheduler<'a> {
     }
 
     /// Start ready local steps (up to [`LOCAL_IN_FLIGHT`] running), and
-    /// ready provider steps while permits are free.
-    fn start_ready<R, F>(&mut self, permits: &Arc<Semaphore>, run: &R)
+    /// ready provider steps while they can be staged.
+    fn start_ready<R, F>(&mut self, permits: &Permits, run: &R)
     where
         R: Fn(&Step, Permit) -> F,
         F: Future<Output = Result<(), StepError>> + Send + 'static,
@@ -196,17 +180,45 @@ impl<'a> Scheduler<'a> {
                 break;
             };
             self.local_running += 1;
+            let step = &self.steps[id];
+            self.events.emit(Event::Started {
+                address: step.address.clone(),
+                op: step.op,
+            });
             self.start(id, Permit::none(), run);
         }
         while !self.ready.remote.is_empty() {
-            let Ok(permit) = permits.clone().try_acquire_owned() else {
+            let Some(stage) = permits.try_stage() else {
                 break;
             };
             let Some(Reverse(id)) = self.ready.remote.pop() else {
                 break;
             };
-            self.start(id, Permit::held(permit), run);
+            self.start_staged(id, stage, permits, run);
         }
+    }
+
+    /// Start a provider step, staged: its `Started` event is sent when it
+    /// takes its slot ([`Permit::slot`]).
+    fn start_staged<R, F>(
+        &mut self,
+        id: usize,
+        stage: OwnedSemaphorePermit,
+        permits: &Permits,
+        run: &R,
+    ) where
+        R: Fn(&Step, Permit) -> F,
+        F: Future<Output = Result<(), StepError>> + Send + 'static,
+    {
+        let step = &self.steps[id];
+        let permit = permits.staged(
+            stage,
+            self.cancel,
+            self.events,
+            step.address.clone(),
+            step.op,
+        );
+        self.start(id, permit, run);
     }
 
     fn start<R, F>(&mut self, id: usize, permit: Permit, run: &R)
@@ -214,12 +226,7 @@ impl<'a> Scheduler<'a> {
         R: Fn(&Step, Permit) -> F,
         F: Future<Output = Result<(), StepError>> + Send + 'static,
     {
-        let step = &self.steps[id];
-        self.events.emit(Event::Started {
-            address: step.address.clone(),
-            op: step.op,
-        });
-        let work = run(step, permit);
+        let work = run(&self.steps[id], permit);
         let started = Instant::now();
         let handle = self.running.spawn(async move {
             let t = Instant::now();
@@ -253,6 +260,9 @@ impl<'a> Scheduler<'a> {
             self.local_running -= 1;
         }
         match result {
+            // Staged, but the apply was interrupted before its slot came:
+            // it did not start (and took its intent back).
+            Err(StepError::Interrupted { .. }) => {}
             Ok(()) => {
                 self.outcomes[id] = Outcome::Done;
                 self.events.emit(Event::Finished {
@@ -303,7 +313,7 @@ impl<'a> Scheduler<'a> {
 mod tests {
     use std::num::NonZeroUsize;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Mutex;
+    use std::sync::{Arc, Mutex};
 
     use tokio::sync::{mpsc, Barrier};
 
@@ -534,9 +544,11 @@ mod tests {
             step(4, &[3], true),
         ];
         let (ev, mut rx) = events();
-        let run_step = |s: &Step, _permit: Permit| {
+        let run_step = |s: &Step, permit: Permit| {
             let fail = s.id == 0;
             async move {
+                // A provider step's Started event is sent when it takes its slot.
+                let _slot = permit.slot().await;
                 if fail {
                     Err(StepError::StateWrite("disk full".into()))
                 } else {
@@ -640,6 +652,58 @@ mod tests {
             .filter(|e| matches!(e, Event::Interrupted))
             .count();
         assert_eq!(interrupted, 1);
+    }
+
+    /// A step staged while the only slot is taken, then interrupted before
+    /// the slot comes back, does not call its provider and ends as not
+    /// started, without a Finished event.
+    #[tokio::test]
+    async fn a_staged_step_interrupted_before_its_slot_does_not_start() {
+        let steps = vec![step(0, &[], false), step(1, &[], false)];
+        let cancel = Cancel::default();
+        let (ev, mut rx) = events();
+        let called = Arc::new(Mutex::new(Vec::new()));
+        let staged = Arc::new(Barrier::new(2));
+        let run_step = |s: &Step, permit: Permit| {
+            let (cancel, called, staged, id) =
+                (cancel.clone(), called.clone(), staged.clone(), s.id);
+            let address = s.address.clone();
+            async move {
+                if id == 1 {
+                    staged.wait().await;
+                }
+                let Some(_slot) = permit.slot().await else {
+                    return Err(StepError::Interrupted { address });
+                };
+                called.lock().unwrap().push(id);
+                if id == 0 {
+                    // Step 1 is staged (its intent would be written now).
+                    staged.wait().await;
+                    cancel.cancel();
+                }
+                Ok(())
+            }
+        };
+        let s = unstalled(run(
+            &steps,
+            NonZeroUsize::new(1).unwrap(),
+            &cancel,
+            &ev,
+            run_step,
+        ))
+        .await;
+        assert!(s.interrupted);
+        assert_eq!(s.outcomes, vec![Outcome::Done, Outcome::NotStarted]);
+        assert_eq!(
+            *called.lock().unwrap(),
+            vec![0],
+            "step 1 never called its provider"
+        );
+        let finished = drain(&mut rx)
+            .iter()
+            .filter(|e| matches!(e, Event::Finished { .. }))
+            .count();
+        assert_eq!(finished, 1);
     }
 
     /// The scheduler notices cancellation while every step is still

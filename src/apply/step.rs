@@ -3,9 +3,10 @@
 //! network or load balancer; update a machine; machine creates live in
 //! machine.rs), and the journal writes they share. Every step that calls a
 //! provider journals its intent (status creating, updating or deleting;
-//! durable) first and its result after; the permit it was started with is
-//! released as soon as the provider call returns, before the result is
-//! written.
+//! durable) first and its result after. Machine creates and deletes are
+//! staged (see permit.rs): the intent is written before the provider slot is
+//! taken; the others take their slot first. The slot is released as soon
+//! as the provider call returns, before the result is written.
 
 use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
@@ -23,7 +24,7 @@ use crate::util::time::{format_rfc3339, now_unix};
 use super::context::Ctx;
 use super::error::{DocumentSource, StepError, Verb};
 use super::machine;
-use super::scheduler::Permit;
+use super::permit::Permit;
 
 /// Run one step to its end (its result durable in the state).
 pub(super) async fn run(ctx: &Ctx, step: &Step, permit: Permit) -> Result<(), StepError> {
@@ -55,12 +56,17 @@ async fn delete(ctx: &Ctx, step: &Step, permit: Permit) -> Result<(), StepError>
     };
     super::health::recheck_before_delete(ctx, &step.address).await?;
     let a = step.address.clone();
+    let before = existing.clone();
     commit(ctx, &step.address, move |st| {
         if let Some(r) = st.get_mut(&a) {
             r.status = Status::Deleting;
         }
     })
     .await?;
+    // Staged: the intent was made durable while the slot was still taken.
+    let Some(permit) = permit.slot().await else {
+        return take_back(ctx, &step.address, Some(before)).await;
+    };
     if !step.address.kind().is_local() {
         let lineage = ctx.journal.read(|s| s.lineage.clone());
         let redactor = ctx.redactor();
@@ -174,6 +180,7 @@ async fn issue_token(
     ttl_seconds: u64,
     permit: Permit,
 ) -> Result<(), StepError> {
+    let permit = slot(step, permit).await?;
     journal_pending(ctx, step, pending_status(step.op)).await?;
     let token = bootstrap::token::generate();
     ctx.add_secrets([token.clone()]);
@@ -208,6 +215,7 @@ async fn issue_token(
 /// Create or update a network or load balancer; a failure is recorded on
 /// the resource.
 async fn apply_infra(ctx: &Ctx, step: &Step, spec: Spec, permit: Permit) -> Result<(), StepError> {
+    let permit = slot(step, permit).await?;
     journal_pending(ctx, step, pending_status(step.op)).await?;
     let current = ctx.journal.read(|s| s.get(&step.address).cloned());
     let extras = Extras {
@@ -250,6 +258,7 @@ async fn update_machine(
     spec: Spec,
     permit: Permit,
 ) -> Result<(), StepError> {
+    let permit = slot(step, permit).await?;
     journal_pending(ctx, step, Status::Updating).await?;
     let current = ctx.journal.read(|s| s.get(&step.address).cloned());
     let extras = Extras {
@@ -273,6 +282,35 @@ async fn update_machine(
         r.observed = observed;
     })
     .await
+}
+
+/// Take the step's slot before anything else (steps that are rare in a
+/// plan: their intent is not staged).
+async fn slot(step: &Step, permit: Permit) -> Result<Permit, StepError> {
+    permit.slot().await.ok_or_else(|| StepError::Interrupted {
+        address: step.address.clone(),
+    })
+}
+
+/// A staged step interrupted before its slot came: its provider was not
+/// called, so its intent is taken back (the resource as it was before,
+/// or none), and it ends as not started.
+pub(super) async fn take_back(
+    ctx: &Ctx,
+    address: &Address,
+    before: Option<Resource>,
+) -> Result<(), StepError> {
+    let a = address.clone();
+    commit(ctx, address, move |st| match before {
+        Some(r) => st.upsert(r),
+        None => {
+            st.remove(&a);
+        }
+    })
+    .await?;
+    Err(StepError::Interrupted {
+        address: address.clone(),
+    })
 }
 
 fn pending_status(op: Op) -> Status {

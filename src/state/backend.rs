@@ -138,6 +138,12 @@ pub(crate) trait StateBackend: Send + std::fmt::Debug {
     fn linger(&self) -> Duration {
         Duration::ZERO
     }
+    /// The most changes (one resource each, with its documents) the apply's
+    /// writer gathers into one batch: where a batch larger than one request
+    /// costs a slower protocol, as on etcd, the rest waits for the next.
+    fn max_batch(&self) -> usize {
+        usize::MAX
+    }
     /// Fold: `state` is the state after every record appended.
     fn fold(&mut self, state: &State) -> Result<(), StateError> {
         self.write_bytes(&encode(state))
@@ -295,6 +301,10 @@ impl StateStore {
 
     pub(crate) fn linger(&self) -> Duration {
         self.backend.linger()
+    }
+
+    pub(crate) fn max_batch(&self) -> usize {
+        self.backend.max_batch()
     }
 
     pub(crate) fn fold(&mut self, state: &State) -> Result<(), StateError> {

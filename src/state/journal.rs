@@ -67,6 +67,7 @@ impl Journal {
                 let mut snapshotted = false;
                 let mut base_serial = 0;
                 let linger = store.linger();
+                let max_batch = store.max_batch().max(1);
                 while let Ok(first) = rx.recv() {
                     let mut batch = vec![first];
                     if !linger.is_zero() {
@@ -74,14 +75,21 @@ impl Journal {
                         while let Some(left) =
                             until.checked_duration_since(std::time::Instant::now())
                         {
+                            if batch.len() >= max_batch {
+                                break;
+                            }
                             match rx.recv_timeout(left) {
                                 Ok(m) => batch.push(m),
                                 Err(_) => break,
                             }
                         }
                     }
-                    while let Ok(m) = rx.try_recv() {
-                        batch.push(m);
+                    // The rest stays queued for the next batch.
+                    while batch.len() < max_batch {
+                        match rx.try_recv() {
+                            Ok(m) => batch.push(m),
+                            Err(_) => break,
+                        }
                     }
                     let (write, acks) = {
                         let mut st = shared.lock().unwrap();
@@ -189,8 +197,20 @@ impl Journal {
         f(&self.state.lock().unwrap())
     }
 
-    pub(crate) fn snapshot(&self) -> State {
-        self.state.lock().unwrap().clone()
+    /// Stop: no more commits from this handle (the writer ends once every
+    /// clone is gone); the state, to take with [`Journal::into_state`]
+    /// once the writer has ended.
+    pub(crate) fn close(self) -> Arc<Mutex<State>> {
+        self.state
+    }
+
+    /// The final state of a closed journal: moved out when the writer has
+    /// ended (no copy of a large state at the end of an apply), else copied.
+    pub(crate) fn into_state(shared: Arc<Mutex<State>>) -> State {
+        match Arc::try_unwrap(shared) {
+            Ok(m) => m.into_inner().unwrap_or_else(|e| e.into_inner()),
+            Err(shared) => shared.lock().unwrap().clone(),
+        }
     }
 }
 

@@ -65,6 +65,12 @@ const FENCED: &str = "the lock was taken over by another capi (this process's le
 const PIPELINE: usize = 4;
 /// How long the apply's writer gathers changes into one transaction.
 const LINGER: Duration = Duration::from_millis(2);
+/// The most changes the apply gathers into one batch: each is a resource and
+/// at most a document, so a batch, with the nested `meta` update, is one
+/// pipelined transaction. A larger batch (a thousand workers' bootstrap data
+/// ready at once) would be a commit through a pending record, which blocks
+/// the writer; as batches of this size they are pipelined like the rest.
+const BATCH: usize = 60;
 /// The most a snapshot may inflate to (a 100,000-machine state is ~110 MB).
 const SNAPSHOT_MAX: u64 = 1 << 30;
 
@@ -475,6 +481,10 @@ impl StateBackend for EtcdStore {
     /// ending together) are gathered into one.
     fn linger(&self) -> Duration {
         LINGER
+    }
+
+    fn max_batch(&self) -> usize {
+        BATCH
     }
 
     /// The records are in the keys already: only the snapshot is rebuilt.
