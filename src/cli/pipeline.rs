@@ -324,7 +324,7 @@ pub(crate) struct Operation<'a> {
 
 /// Ask (unless approved), connect the providers and execute the plan.
 pub(crate) async fn approve_and_execute(
-    pl: &Plan,
+    mut pl: Plan,
     locked: LockedState,
     run: &RunSettings,
     a: &ApplySettings,
@@ -335,12 +335,13 @@ pub(crate) async fn approve_and_execute(
     if pl.is_empty() {
         return Ok(ExitStatus::Success);
     }
-    check_secrets_available(pl, &locked, a, op.name)?;
+    check_secrets_available(&pl, &locked, a, op.name)?;
     if !op.approved && !a.auto_approve {
         if let Some(status) = confirm(p, op.question).await?.refused(op.name, p) {
             return Ok(status);
         }
     }
+    pl.shed_review();
     let kinds: BTreeSet<_> = pl.steps.iter().map(|s| s.provider).collect();
     let providers = providers_for(&kinds, &provider_settings(run, m)).await?;
     let secrets = m.map(manifest_secrets).unwrap_or_default();
@@ -355,7 +356,7 @@ pub(crate) async fn approve_and_execute(
         store.save(&state)?;
     }
     let lock: Arc<dyn HeldLock> = Arc::from(_lock);
-    let report = execute(pl, state, store, (providers, secrets, &lock), run, a, p).await;
+    let report = execute(&pl, state, store, (providers, secrets, &lock), run, a, p).await;
     if let Some(why) = lock.lost() {
         p.warning(&format!(
             "the state lock ({}) was lost while this {} ran: {why}. No new operation was started after that; the operations listed as failed were in flight or refused, and the next apply resolves them",
@@ -364,7 +365,7 @@ pub(crate) async fn approve_and_execute(
         ));
     }
     drop(lock);
-    Ok(report_outcome(&report, pl, op.name, p))
+    Ok(report_outcome(&report, &pl, op.name, p))
 }
 
 /// Refuse, before anything changes, a plan that needs the state's encrypted

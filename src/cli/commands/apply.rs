@@ -30,7 +30,7 @@ pub(crate) async fn run(
         question: "apply these changes",
         approved: false,
     };
-    pipeline::approve_and_execute(&pl, locked, run, a, Some(&m), &op, p).await
+    pipeline::approve_and_execute(pl, locked, run, a, Some(&m), &op, p).await
 }
 
 /// `capi apply FILE`: apply exactly a saved plan, refusing a stale one.
@@ -90,5 +90,5 @@ pub(crate) async fn run_saved(
         question: "apply these changes",
         approved: true,
     };
-    pipeline::approve_and_execute(&pl, locked, run, a, Some(&m), &op, p).await
+    pipeline::approve_and_execute(pl, locked, run, a, Some(&m), &op, p).await
 }

@@ -54,5 +54,5 @@ pub(crate) async fn run(
         question: "destroy all the resources",
         approved: false,
     };
-    pipeline::approve_and_execute(&pl, locked, run, a, m.as_ref(), &op, p).await
+    pipeline::approve_and_execute(pl, locked, run, a, m.as_ref(), &op, p).await
 }

@@ -352,7 +352,7 @@ async fn run_chain(
             question: "",
             approved: true,
         };
-        let status = pipeline::approve_and_execute(&pl, locked, run, a, Some(m), &op, p).await?;
+        let status = pipeline::approve_and_execute(pl, locked, run, a, Some(m), &op, p).await?;
         if status != ExitStatus::Success {
             p.error(&format!("The upgrade stopped during step {}/{} ({v}); the state is saved. Run the same `capi upgrade` again to resume.", i + 1, steps.len()));
             return Ok(ExitStatus::Failure);
