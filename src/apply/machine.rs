@@ -16,7 +16,7 @@ use super::context::Ctx;
 use super::error::{DocumentSource, StepError};
 use super::health;
 use super::permit::Permit;
-use super::step::{finish, journal_pending, operate, take_back, Extras};
+use super::step::{finish, interrupted, journal_pending, operate, take_back, Extras};
 
 /// Create the machine of a create step, then gate on its health.
 pub(super) async fn create(
@@ -25,7 +25,9 @@ pub(super) async fn create(
     spec: Spec,
     permit: Permit,
 ) -> Result<(), StepError> {
+    interrupted(step, &permit)?;
     health::recheck_before_create(ctx, &step.address).await?;
+    interrupted(step, &permit)?;
     // Staged: the intent is made durable while the slot is still taken.
     let before = ctx.journal.read(|s| s.get(&step.address).cloned());
     journal_pending(ctx, step, Status::Creating).await?;

@@ -12,7 +12,8 @@
 //! provider, and undoes its intent before it ends
 //! ([`StepError::Interrupted`](super::error::StepError::Interrupted)).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -46,7 +47,12 @@ struct Staged {
     events: Events,
     address: Address,
     op: Op,
+    started: StartMark,
 }
+
+/// When a staged step took its slot (its `Started` event was sent then);
+/// unset while it has not. The scheduler reads it when the step ends.
+pub(crate) type StartMark = Arc<OnceLock<Instant>>;
 
 /// The two semaphores of one apply.
 pub(crate) struct Permits {
@@ -64,6 +70,16 @@ impl Permit {
     /// `None`: the apply was interrupted before a slot came; the provider
     /// must not be called. The step's `Started` event is sent here, when
     /// its provider call can begin.
+    /// Whether the apply was interrupted: a staged step checks this before
+    /// work that only leads to its provider call (a health recheck, its
+    /// intent), and ends as not started instead.
+    pub(crate) fn interrupted(&self) -> bool {
+        match &self.inner {
+            Inner::Staged(s) => s.cancel.is_cancelled(),
+            _ => false,
+        }
+    }
+
     pub(crate) async fn slot(self) -> Option<Permit> {
         let staged = match self.inner {
             Inner::Staged(s) => s,
@@ -76,11 +92,13 @@ impl Permit {
             events,
             address,
             op,
+            started,
         } = *staged;
         tokio::select! {
             biased;
             () = cancel.cancelled() => None,
             Ok(slot) = slots.acquire_owned() => {
+                let _ = started.set(Instant::now());
                 events.emit(Event::Started { address, op });
                 Some(Permit {
                     inner: Inner::Slot { _held: slot },
@@ -113,7 +131,8 @@ impl Permits {
             .expect("the staging semaphore is never closed")
     }
 
-    /// The permit a staged step starts with.
+    /// The permit a staged step starts with, and the mark it sets when it
+    /// takes its slot.
     pub(crate) fn staged(
         &self,
         stage: OwnedSemaphorePermit,
@@ -121,8 +140,9 @@ impl Permits {
         events: &Events,
         address: Address,
         op: Op,
-    ) -> Permit {
-        Permit {
+    ) -> (Permit, StartMark) {
+        let started = StartMark::default();
+        let permit = Permit {
             inner: Inner::Staged(Box::new(Staged {
                 _stage: stage,
                 slots: self.slots.clone(),
@@ -130,8 +150,10 @@ impl Permits {
                 events: events.clone(),
                 address,
                 op,
+                started: started.clone(),
             })),
-        }
+        };
+        (permit, started)
     }
 }
 
@@ -150,6 +172,7 @@ mod tests {
             Address::parse("t/machine/m").unwrap(),
             Op::Create,
         )
+        .0
     }
 
     /// Two slots: two staged permits get theirs, a third is staged but
@@ -179,10 +202,18 @@ mod tests {
         let p = Permits::new(NonZeroUsize::new(1).unwrap());
         let cancel = Cancel::default();
         let _running = staged(&p, &cancel).slot().await.expect("a slot");
-        let waiting = tokio::spawn(staged(&p, &cancel).slot());
+        let second = staged(&p, &cancel);
+        assert!(!second.interrupted());
+        let waiting = tokio::spawn(second.slot());
         tokio::task::yield_now().await;
         cancel.cancel();
+        assert!(staged_after_cancel_is_interrupted(&cancel));
         assert!(waiting.await.unwrap().is_none());
         assert!(p.try_stage().is_some());
+    }
+
+    fn staged_after_cancel_is_interrupted(cancel: &Cancel) -> bool {
+        let p = Permits::new(NonZeroUsize::new(1).unwrap());
+        staged(&p, cancel).interrupted() && !Permit::none().interrupted()
     }
 }

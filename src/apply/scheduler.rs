@@ -31,7 +31,7 @@ use crate::resource::Spec;
 
 use super::context::Events;
 use super::error::StepError;
-use super::permit::{Permit, Permits};
+use super::permit::{Permit, Permits, StartMark};
 use super::report::Outcome;
 use super::{Cancel, Event};
 
@@ -89,6 +89,8 @@ struct Scheduler<'a> {
     running: JoinSet<Ended>,
     /// The step and start time of each running task (to name a panicked one).
     tasks: HashMap<task::Id, (usize, Instant)>,
+    /// When each staged step took its slot (see [`StartMark`]).
+    marks: HashMap<usize, StartMark>,
     /// Local steps running (at most [`LOCAL_IN_FLIGHT`]).
     local_running: usize,
     interrupted: bool,
@@ -163,6 +165,7 @@ impl<'a> Scheduler<'a> {
             ready,
             running: JoinSet::new(),
             tasks: HashMap::new(),
+            marks: HashMap::new(),
             local_running: 0,
             interrupted: false,
         }
@@ -211,13 +214,14 @@ impl<'a> Scheduler<'a> {
         F: Future<Output = Result<(), StepError>> + Send + 'static,
     {
         let step = &self.steps[id];
-        let permit = permits.staged(
+        let (permit, mark) = permits.staged(
             stage,
             self.cancel,
             self.events,
             step.address.clone(),
             step.op,
         );
+        self.marks.insert(id, mark);
         self.start(id, permit, run);
     }
 
@@ -259,6 +263,25 @@ impl<'a> Scheduler<'a> {
         if !needs_permit(step) {
             self.local_running -= 1;
         }
+        // A staged step's time runs from its slot; one that ended before
+        // taking it (nothing to delete, a failed recheck or intent) is
+        // reported as started now, so every Finished has its Started.
+        let interrupted = matches!(result, Err(StepError::Interrupted { .. }));
+        let elapsed = match self.marks.remove(&id) {
+            Some(mark) => match mark.get() {
+                Some(at) => at.elapsed(),
+                None => {
+                    if !interrupted {
+                        self.events.emit(Event::Started {
+                            address: step.address.clone(),
+                            op: step.op,
+                        });
+                    }
+                    Duration::ZERO
+                }
+            },
+            None => elapsed,
+        };
         match result {
             // Staged, but the apply was interrupted before its slot came:
             // it did not start (and took its intent back).

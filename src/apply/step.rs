@@ -3,9 +3,9 @@
 //! network or load balancer; update a machine; machine creates live in
 //! machine.rs), and the journal writes they share. Every step that calls a
 //! provider journals its intent (status creating, updating or deleting;
-//! durable) first and its result after. Machine creates and deletes are
-//! staged (see permit.rs): the intent is written before the provider slot is
-//! taken; the others take their slot first. The slot is released as soon
+//! durable) first and its result after. Machine creates and every provider
+//! delete are staged (see permit.rs): the intent is written before the
+//! provider slot is taken; the others take their slot first. The slot is released as soon
 //! as the provider call returns, before the result is written.
 
 use std::collections::btree_map::Entry;
@@ -54,9 +54,14 @@ async fn delete(ctx: &Ctx, step: &Step, permit: Permit) -> Result<(), StepError>
     let Some(existing) = ctx.journal.read(|s| s.get(&step.address).cloned()) else {
         return Ok(());
     };
+    interrupted(step, &permit)?;
     super::health::recheck_before_delete(ctx, &step.address).await?;
+    interrupted(step, &permit)?;
     let a = step.address.clone();
-    let before = existing.clone();
+    let status = ctx
+        .journal
+        .read(|s| s.get(&step.address).map(|r| r.status))
+        .unwrap_or(existing.status);
     commit(ctx, &step.address, move |st| {
         if let Some(r) = st.get_mut(&a) {
             r.status = Status::Deleting;
@@ -65,7 +70,18 @@ async fn delete(ctx: &Ctx, step: &Step, permit: Permit) -> Result<(), StepError>
     .await?;
     // Staged: the intent was made durable while the slot was still taken.
     let Some(permit) = permit.slot().await else {
-        return take_back(ctx, &step.address, Some(before)).await;
+        // Only the status goes back: a health verdict recorded on this
+        // machine meanwhile stays.
+        let a = step.address.clone();
+        commit(ctx, &step.address, move |st| {
+            if let Some(r) = st.get_mut(&a) {
+                r.status = status;
+            }
+        })
+        .await?;
+        return Err(StepError::Interrupted {
+            address: step.address.clone(),
+        });
     };
     if !step.address.kind().is_local() {
         let lineage = ctx.journal.read(|s| s.lineage.clone());
@@ -290,6 +306,17 @@ async fn slot(step: &Step, permit: Permit) -> Result<Permit, StepError> {
     permit.slot().await.ok_or_else(|| StepError::Interrupted {
         address: step.address.clone(),
     })
+}
+
+/// A staged step stops before a recheck or its intent once the apply is
+/// interrupted: it ends as not started, having written nothing.
+pub(super) fn interrupted(step: &Step, permit: &Permit) -> Result<(), StepError> {
+    if permit.interrupted() {
+        return Err(StepError::Interrupted {
+            address: step.address.clone(),
+        });
+    }
+    Ok(())
 }
 
 /// A staged step interrupted before its slot came: its provider was not
