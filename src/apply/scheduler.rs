@@ -389,6 +389,22 @@ mod tests {
             .expect("the scheduler stalled")
     }
 
+    /// Run `steps` with `parallelism` slots, failing instead of hanging.
+    async fn schedule<R, F>(
+        steps: &[Step],
+        parallelism: usize,
+        cancel: &Cancel,
+        events: &Events,
+        run_step: R,
+    ) -> Schedule
+    where
+        R: Fn(&Step, Permit) -> F,
+        F: Future<Output = Result<(), StepError>> + Send + 'static,
+    {
+        let parallelism = NonZeroUsize::new(parallelism).expect("at least one slot");
+        unstalled(run(steps, parallelism, cancel, events, run_step)).await
+    }
+
     fn events() -> (Events, mpsc::UnboundedReceiver<Event>) {
         let (tx, rx) = mpsc::unbounded_channel();
         (Events::new(Some(tx)), rx)
@@ -419,14 +435,7 @@ mod tests {
                 Ok(())
             }
         };
-        let s = unstalled(run(
-            &steps,
-            NonZeroUsize::new(3).unwrap(),
-            &Cancel::default(),
-            &Events::default(),
-            run_step,
-        ))
-        .await;
+        let s = schedule(&steps, 3, &Cancel::default(), &Events::default(), run_step).await;
         assert!(s.outcomes.iter().all(|o| *o == Outcome::Done));
         assert!(!s.interrupted);
         assert_eq!(probe.most(), 3);
@@ -451,14 +460,7 @@ mod tests {
                 Ok(())
             }
         };
-        let s = unstalled(run(
-            &steps,
-            NonZeroUsize::new(1).unwrap(),
-            &Cancel::default(),
-            &Events::default(),
-            run_step,
-        ))
-        .await;
+        let s = schedule(&steps, 1, &Cancel::default(), &Events::default(), run_step).await;
         assert!(s.outcomes.iter().all(|o| *o == Outcome::Done));
     }
 
@@ -479,14 +481,7 @@ mod tests {
                 Ok(())
             }
         };
-        let s = unstalled(run(
-            &steps,
-            NonZeroUsize::new(1).unwrap(),
-            &Cancel::default(),
-            &Events::default(),
-            run_step,
-        ))
-        .await;
+        let s = schedule(&steps, 1, &Cancel::default(), &Events::default(), run_step).await;
         assert_eq!(s.outcomes.len(), n);
         assert!(s.outcomes.iter().all(|o| *o == Outcome::Done));
         assert!(probe.most() <= LOCAL_IN_FLIGHT, "{}", probe.most());
@@ -508,14 +503,7 @@ mod tests {
                 Ok(())
             }
         };
-        let s = unstalled(run(
-            &steps,
-            NonZeroUsize::new(1).unwrap(),
-            &Cancel::default(),
-            &Events::default(),
-            run_step,
-        ))
-        .await;
+        let s = schedule(&steps, 1, &Cancel::default(), &Events::default(), run_step).await;
         assert_eq!(s.outcomes, vec![Outcome::Done, Outcome::Done]);
     }
 
@@ -539,14 +527,7 @@ mod tests {
                 Ok(())
             }
         };
-        let s = unstalled(run(
-            &steps,
-            NonZeroUsize::new(1).unwrap(),
-            &Cancel::default(),
-            &Events::default(),
-            run_step,
-        ))
-        .await;
+        let s = schedule(&steps, 1, &Cancel::default(), &Events::default(), run_step).await;
         assert!(s.outcomes.iter().all(|o| *o == Outcome::Done));
         let order = order.lock().unwrap().clone();
         let at = |id: usize| order.iter().position(|&i| i == id).unwrap();
@@ -579,14 +560,7 @@ mod tests {
                 }
             }
         };
-        let s = unstalled(run(
-            &steps,
-            NonZeroUsize::new(2).unwrap(),
-            &Cancel::default(),
-            &ev,
-            run_step,
-        ))
-        .await;
+        let s = schedule(&steps, 2, &Cancel::default(), &ev, run_step).await;
         assert_eq!(
             s.outcomes,
             vec![
@@ -652,14 +626,7 @@ mod tests {
                 Ok(())
             }
         };
-        let s = unstalled(run(
-            &steps,
-            NonZeroUsize::new(2).unwrap(),
-            &cancel,
-            &ev,
-            run_step,
-        ))
-        .await;
+        let s = schedule(&steps, 2, &cancel, &ev, run_step).await;
         assert!(s.interrupted);
         assert_eq!(
             s.outcomes,
@@ -707,14 +674,7 @@ mod tests {
                 Ok(())
             }
         };
-        let s = unstalled(run(
-            &steps,
-            NonZeroUsize::new(1).unwrap(),
-            &cancel,
-            &ev,
-            run_step,
-        ))
-        .await;
+        let s = schedule(&steps, 1, &cancel, &ev, run_step).await;
         assert!(s.interrupted);
         assert_eq!(s.outcomes, vec![Outcome::Done, Outcome::NotStarted]);
         assert_eq!(
@@ -752,14 +712,7 @@ mod tests {
                 Ok(())
             }
         };
-        let s = unstalled(run(
-            &steps,
-            NonZeroUsize::new(1).unwrap(),
-            &cancel,
-            &ev,
-            run_step,
-        ))
-        .await;
+        let s = schedule(&steps, 1, &cancel, &ev, run_step).await;
         assert!(s.interrupted);
         assert_eq!(s.outcomes, vec![Outcome::Done, Outcome::NotStarted]);
     }
@@ -780,14 +733,7 @@ mod tests {
                 Ok(())
             }
         };
-        let s = unstalled(run(
-            &steps,
-            NonZeroUsize::new(2).unwrap(),
-            &Cancel::default(),
-            &Events::default(),
-            run_step,
-        ))
-        .await;
+        let s = schedule(&steps, 2, &Cancel::default(), &Events::default(), run_step).await;
         assert!(
             matches!(&s.outcomes[0], Outcome::Failed(StepError::Panicked(m)) if m.contains("panicked")),
             "{:?}",
