@@ -225,6 +225,12 @@ impl StateStore {
         }
     }
 
+    /// A store over any backend (tests of what drives one).
+    #[cfg(test)]
+    pub(crate) fn with_backend(backend: Box<dyn StateBackend>) -> Self {
+        StateStore { backend, key: None }
+    }
+
     /// The backend at `location` (`lock_ttl`: the etcd lease's time to
     /// live; `access`: etcd's user and password, TLS files).
     pub(crate) fn open(

@@ -300,3 +300,92 @@ fn record(st: &State, mut touched: Vec<Address>) -> JournalRecord {
     }
     r
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::super::backend::{HeldLock, StateBackend};
+    use super::super::lock::{LockError, LockInfo};
+    use super::super::store::StateError;
+    use super::*;
+
+    /// Records the size of every batch appended; durable at once.
+    #[derive(Debug, Default)]
+    struct Counting {
+        batches: Arc<Mutex<Vec<usize>>>,
+    }
+
+    impl StateBackend for Counting {
+        fn load(&self) -> Result<Option<State>, StateError> {
+            Ok(None)
+        }
+        fn write_bytes(&mut self, _bytes: &[u8]) -> Result<(), StateError> {
+            Ok(())
+        }
+        fn snapshot_due(&self, _snapshotted: bool) -> bool {
+            false
+        }
+        fn append(
+            &mut self,
+            _lineage: &str,
+            _base_serial: u64,
+            record: &JournalRecord,
+        ) -> Result<Durability, StateError> {
+            let n = record.upsert.len() + record.remove.len();
+            self.batches.lock().unwrap().push(n);
+            Ok(Durability::Now)
+        }
+        fn fold_due(&self) -> bool {
+            false
+        }
+        fn linger(&self) -> Duration {
+            Duration::from_millis(5)
+        }
+        fn max_batch(&self) -> usize {
+            3
+        }
+        fn lock(&mut self, _op: &str, _t: Duration) -> Result<Box<dyn HeldLock>, LockError> {
+            unreachable!("the journal does not lock")
+        }
+        fn force_unlock(&self, _id: &str) -> Result<LockInfo, LockError> {
+            unreachable!("the journal does not unlock")
+        }
+        fn set_migrated(&mut self, _s: &State, _to: Option<&str>) -> Result<(), StateError> {
+            Ok(())
+        }
+    }
+
+    /// Ten changes sent at once to a backend that takes three per batch:
+    /// every change is committed and acknowledged, no batch holds more
+    /// than three, and the linger still gathers full batches.
+    #[tokio::test]
+    async fn a_batch_holds_at_most_what_the_backend_takes() {
+        let backend = Counting::default();
+        let batches = backend.batches.clone();
+        let (journal, writer) = Journal::start(
+            State::new(String::new()),
+            StateStore::with_backend(Box::new(backend)),
+        );
+        let commits = (0..10).map(|i| {
+            let journal = journal.clone();
+            async move {
+                let a = Address::parse(&format!("t/machine/m-{i}")).unwrap();
+                journal
+                    .commit(&a, |st| {
+                        st.take_sequence();
+                    })
+                    .await
+            }
+        });
+        for r in futures::future::join_all(commits).await {
+            r.expect("committed");
+        }
+        drop(journal);
+        writer.join().unwrap();
+        let batches = batches.lock().unwrap().clone();
+        assert_eq!(batches.iter().sum::<usize>(), 10, "{batches:?}");
+        assert!(batches.iter().all(|&n| n <= 3), "{batches:?}");
+        assert!(batches.contains(&3), "{batches:?}");
+    }
+}
