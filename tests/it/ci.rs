@@ -15,16 +15,6 @@ fn applied() -> tempfile::TempDir {
     dir
 }
 
-fn machine_file(dir: &Path, name_part: &str) -> std::path::PathBuf {
-    std::fs::read_dir(dir.join("capi.state.sim/machines/demo"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.file_name().unwrap().to_string_lossy().contains(name_part))
-        .min()
-        .unwrap()
-}
-
 fn drift(dir: &Path, extra: &[&str]) -> (i32, String, Vec<serde_json::Value>) {
     let text = capi(dir).arg("drift").args(extra).output().unwrap();
     let json = capi(dir)
@@ -57,30 +47,21 @@ fn drift_exit_codes_and_no_state_write() {
     assert_eq!(drift(dir.path(), &["-f", "c.yaml"]).0, 0);
 
     // A machine deleted behind capi's back.
-    let gone = machine_file(dir.path(), "md-0");
-    std::fs::remove_file(&gone).unwrap();
+    let mut log = SimLog::read(dir.path(), "demo");
+    let gone = log.name_containing("md-0");
+    log.remove(&gone);
     // A machine stopped.
-    let stopped = machine_file(dir.path(), "control-plane");
-    let mut m: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&stopped).unwrap()).unwrap();
-    m["status"] = "stopped".into();
-    std::fs::write(&stopped, serde_json::to_vec(&m).unwrap()).unwrap();
+    let stopped = log.name_containing("control-plane");
+    log.get_mut(&stopped)["status"] = "stopped".into();
     // A machine whose attributes changed.
-    let changed = machine_file(dir.path(), "md-0");
-    let mut c: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&changed).unwrap()).unwrap();
-    c["version"] = "v1.99.0".into();
-    std::fs::write(&changed, serde_json::to_vec(&c).unwrap()).unwrap();
+    let changed = log.name_containing("md-0");
+    log.get_mut(&changed)["version"] = "v1.99.0".into();
     // An extra machine carrying this state's labels.
-    let mut extra = c.clone();
+    let mut extra = log.get_mut(&changed).clone();
     extra["name"] = "intruder".into();
     extra["labels"]["capi.x-k8s.io/address"] = "demo/machine/intruder".into();
-    std::fs::write(
-        dir.path()
-            .join("capi.state.sim/machines/demo/intruder.json"),
-        serde_json::to_vec(&extra).unwrap(),
-    )
-    .unwrap();
+    log.records.push(extra);
+    log.write();
 
     let (code, text, events) = drift(dir.path(), &[]);
     assert_eq!(code, 2, "{text}");
@@ -95,30 +76,15 @@ fn drift_exit_codes_and_no_state_write() {
         })
         .collect();
     let has = |k: &str, a: &str| kinds.iter().any(|(kk, aa)| kk == k && aa.contains(a));
-    assert!(
-        has("missing", gone.file_stem().unwrap().to_str().unwrap()),
-        "{kinds:?}"
-    );
-    assert!(
-        has("stopped", stopped.file_stem().unwrap().to_str().unwrap()),
-        "{kinds:?}"
-    );
-    assert!(
-        has("changed", changed.file_stem().unwrap().to_str().unwrap()),
-        "{kinds:?}"
-    );
+    assert!(has("missing", &gone), "{kinds:?}");
+    assert!(has("stopped", &stopped), "{kinds:?}");
+    assert!(has("changed", &changed), "{kinds:?}");
     assert!(has("unmanaged", "intruder"), "{kinds:?}");
     assert!(text.contains("v1.99.0"), "{text}");
     // Ignoring: one attribute, one resource.
     let (_, _, ev) = drift(
         dir.path(),
-        &[
-            "--ignore",
-            &format!(
-                "demo/machine/{}.version",
-                changed.file_stem().unwrap().to_str().unwrap()
-            ),
-        ],
+        &["--ignore", &format!("demo/machine/{}.version", changed)],
     );
     assert!(!ev.iter().any(|e| e["kind"] == "changed"), "{ev:?}");
     let all: Vec<String> = kinds.iter().map(|(_, a)| a.clone()).collect();
@@ -146,8 +112,9 @@ fn drift_exit_codes_and_no_state_write() {
 #[test]
 fn apply_repairs_drift_by_replacing_machines() {
     let dir = applied();
-    let gone = machine_file(dir.path(), "md-0");
-    std::fs::remove_file(&gone).unwrap();
+    let mut log = SimLog::read(dir.path(), "demo");
+    log.remove(&log.name_containing("md-0"));
+    log.write();
     let out = capi(dir.path())
         .args(["plan", "-f", "c.yaml"])
         .output()
@@ -194,14 +161,10 @@ fn machine_health_check_limits_remediation() {
     let text = std::fs::read_to_string(dir.path().join("c.yaml")).unwrap() + mhc;
     std::fs::write(dir.path().join("c.yaml"), text).unwrap();
     // Two of two workers lost: more than the check allows → no remediation.
-    for e in std::fs::read_dir(dir.path().join("capi.state.sim/machines/demo"))
-        .unwrap()
-        .flatten()
-    {
-        if e.file_name().to_string_lossy().contains("md-0") {
-            std::fs::remove_file(e.path()).unwrap();
-        }
-    }
+    let mut log = SimLog::read(dir.path(), "demo");
+    log.records
+        .retain(|r| !r["name"].as_str().unwrap().contains("md-0"));
+    log.write();
     let out = capi(dir.path())
         .args(["plan", "--detailed-exitcode", "-f", "c.yaml"])
         .output()

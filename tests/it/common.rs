@@ -130,3 +130,58 @@ pub(crate) fn json_events(stdout: &str) -> Vec<serde_json::Value> {
         })
         .collect()
 }
+
+/// A cluster's simulated machines as the simulator keeps them
+/// (`capi.state.sim/machines/<cluster>.jsonl`, one line per machine once a
+/// command has ended), to read or edit behind capi's back as a user would.
+pub(crate) struct SimLog {
+    pub(crate) path: PathBuf,
+    pub(crate) records: Vec<serde_json::Value>,
+}
+
+impl SimLog {
+    pub(crate) fn read(dir: &Path, cluster: &str) -> SimLog {
+        let path = dir.join(format!("capi.state.sim/machines/{cluster}.jsonl"));
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let records: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a machine line"))
+            .collect();
+        assert!(
+            records.iter().all(|r| r.get("removed").is_none()),
+            "{} is not compacted",
+            path.display()
+        );
+        SimLog { path, records }
+    }
+
+    /// The first name (in order) containing `part`.
+    pub(crate) fn name_containing(&self, part: &str) -> String {
+        self.records
+            .iter()
+            .filter_map(|r| r["name"].as_str())
+            .filter(|n| n.contains(part))
+            .min()
+            .unwrap_or_else(|| panic!("no machine named *{part}* in {}", self.path.display()))
+            .to_string()
+    }
+
+    pub(crate) fn get_mut(&mut self, name: &str) -> &mut serde_json::Value {
+        self.records
+            .iter_mut()
+            .find(|r| r["name"] == name)
+            .unwrap_or_else(|| panic!("no machine {name}"))
+    }
+
+    /// Delete the machine's line.
+    pub(crate) fn remove(&mut self, name: &str) {
+        let before = self.records.len();
+        self.records.retain(|r| r["name"] != name);
+        assert_eq!(self.records.len() + 1, before, "no machine {name}");
+    }
+
+    pub(crate) fn write(&self) {
+        let text: String = self.records.iter().map(|r| format!("{r}\n")).collect();
+        std::fs::write(&self.path, text).unwrap();
+    }
+}

@@ -294,7 +294,7 @@ fn first_ctrl_c_finishes_in_flight_work_second_exits_at_once() {
         .spawn()
         .unwrap();
     // Wait until machines are being created, then interrupt once.
-    wait_for(&dir.path().join("capi.state.sim/machines/crash"));
+    wait_for(&dir.path().join("capi.state.sim/machines/crash.jsonl"));
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
@@ -344,7 +344,7 @@ fn first_ctrl_c_finishes_in_flight_work_second_exits_at_once() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    wait_for(&dir.path().join("capi.state.sim/machines/crash"));
+    wait_for(&dir.path().join("capi.state.sim/machines/crash.jsonl"));
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     std::thread::sleep(Duration::from_millis(200));
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };

@@ -233,9 +233,7 @@ fn machines_created(dir: &std::path::Path) -> usize {
 
 /// The simulator's machine records of cluster `demo`.
 fn machine_records(dir: &std::path::Path) -> usize {
-    std::fs::read_dir(dir.join("capi.state.sim/machines/demo"))
-        .unwrap()
-        .count()
+    SimLog::read(dir, "demo").records.len()
 }
 
 /// `capi import` refuses, exits 1, names `why` and changes nothing.
@@ -308,23 +306,22 @@ fn import_brings_back_a_forgotten_machine_and_apply_adopts_it() {
     refused(d, &["demo/token", "x"], "demo/token cannot be imported");
 
     // A record without capi's labels, or with another state's.
-    let record = d.join(format!("capi.state.sim/machines/demo/{name}.json"));
-    let original = std::fs::read_to_string(&record).unwrap();
-    let mut v: serde_json::Value = serde_json::from_str(&original).unwrap();
-    v["labels"] = serde_json::json!({});
-    std::fs::write(&record, v.to_string()).unwrap();
+    let mut log = SimLog::read(d, "demo");
+    let original = std::fs::read(&log.path).unwrap();
+    log.get_mut(&name)["labels"] = serde_json::json!({});
+    log.write();
     refused(d, &[&worker, &name], "carries no capi labels");
-    v["labels"] = serde_json::json!({
+    log.get_mut(&name)["labels"] = serde_json::json!({
         "capi.x-k8s.io/lineage": "11111111-2222-3333-4444-555555555555",
         "capi.x-k8s.io/address": worker,
     });
-    std::fs::write(&record, v.to_string()).unwrap();
+    log.write();
     refused(
         d,
         &[&worker, &name],
         &format!("belongs to {worker} of state lineage 11111111-2222-3333-4444-555555555555"),
     );
-    std::fs::write(&record, &original).unwrap();
+    std::fs::write(&log.path, &original).unwrap();
 
     // The import: by name, with its JSON event.
     let before = serial(d);

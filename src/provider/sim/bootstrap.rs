@@ -9,14 +9,12 @@
 //! running control-plane machine; only the token id is recorded.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use super::machine::observed_of;
 use super::store::{read_json, write_json, SimMachine, SimTokens};
 use super::SimProvider;
 use crate::provider::cloudinit::{self, Action, Actions};
 use crate::provider::{Observed, OpInput, ProviderError};
-use crate::resource::Role;
 
 /// The machine's cloud-config as CAPD would run it.
 pub(super) fn actions(input: &OpInput<'_>) -> Result<Actions, ProviderError> {
@@ -41,12 +39,13 @@ impl SimProvider {
         &self,
         input: &OpInput<'_>,
         m: &mut SimMachine,
-        path: &Path,
         acts: Actions,
     ) -> Result<(), ProviderError> {
+        let cluster = input.address.cluster_key();
+        let write = |m: &SimMachine| self.with_log(cluster, |l| l.put(m));
         m.bootstrap.started = true;
         m.bootstrap.ignored_modules = acts.ignored_modules.clone();
-        write_json(path, m)?;
+        write(m)?;
         let fail_bootstrap = self.inject("bootstrap", &input.address.to_string());
         for a in acts.actions {
             match a {
@@ -59,7 +58,7 @@ impl SimProvider {
                         let text = input.redactor.redact(&cmd.join(" "));
                         m.bootstrap.failed_command = Some(text.clone());
                         m.status = "running".into();
-                        write_json(path, m)?;
+                        write(m)?;
                         return Err(ProviderError::Bootstrap {
                             command: text,
                             exit_code: 1,
@@ -72,7 +71,7 @@ impl SimProvider {
         }
         m.bootstrap.succeeded = true;
         m.status = "running".into();
-        write_json(path, m)
+        write(m)
     }
 
     /// Record the token's id and expiry for the cluster.
@@ -86,9 +85,7 @@ impl SimProvider {
                 "simulated failure registering the bootstrap token (CAPI_SIM_FAIL)".into(),
             ));
         }
-        let ready_cp = self.machines(Some(cluster)).into_iter().any(|m| {
-            m.role == Role::ControlPlane && m.bootstrap.succeeded && m.status == "running"
-        });
+        let ready_cp = self.with_log(cluster, |l| l.has_ready_control_plane())?;
         if !ready_cp {
             return Err(ProviderError::Failed(format!("no running control-plane machine in {cluster} to register the bootstrap token with")));
         }

@@ -1,4 +1,5 @@
-//! Simulated machines: a record per machine with a deterministic address in
+//! Simulated machines: a record per machine (a line in its cluster's log,
+//! [`super::machines`]) with a deterministic address in
 //! the cluster's /16, "provisioning" for the simulated startup time, then
 //! bootstrapped ([`super::bootstrap`]) and, for control-plane machines,
 //! added to the load balancer. A record whose bootstrap succeeded is adopted
@@ -12,7 +13,7 @@ use serde_json::{json, Value};
 
 use super::bootstrap::interrupted;
 use super::network::cidr_base;
-use super::store::{read_json, remove_record, write_json, SimBootstrap, SimMachine, SimMember};
+use super::store::{SimBootstrap, SimMachine, SimMember};
 use super::{h64, SimProvider};
 use crate::provider::{Observed, OpInput, ProviderError, LABEL_IDENTITY};
 use crate::resource::{MachineSpec, Role};
@@ -126,10 +127,9 @@ impl SimProvider {
         // simulator's own bookkeeping included.
         let began = tokio::time::Instant::now();
         let cluster = input.address.cluster_key();
-        let path = self.machine_path(cluster, &spec.name);
         let group = spec.owner.to_string();
         let version = spec.version.to_string();
-        let mut m = match read_json::<SimMachine>(&path)? {
+        let mut m = match self.with_log(cluster, |l| l.get(&spec.name))? {
             Some(m) => {
                 self.check_owner(&m.labels, input, "machine")?;
                 if m.bootstrap.succeeded {
@@ -154,7 +154,7 @@ impl SimProvider {
         if !wait.is_zero() {
             sleep_precisely_until(began + wait).await;
         }
-        self.run_bootstrap(input, &mut m, &path, acts)?;
+        self.run_bootstrap(input, &mut m, acts)?;
         self.log("machine-ready", input.address, &group, &version);
         if spec.role == Role::ControlPlane {
             let (name, ip) = (m.name.clone(), m.ip.clone());
@@ -208,7 +208,7 @@ impl SimProvider {
             group,
             &spec.version.to_string(),
         );
-        write_json(&self.machine_path(cluster, &spec.name), &m)?;
+        self.with_log(cluster, |l| l.put(&m))?;
         Ok(m)
     }
 
@@ -219,18 +219,17 @@ impl SimProvider {
         m: &MachineSpec,
         current: &Resource,
     ) -> Result<Observed, ProviderError> {
-        let path = self.machine_path(input.address.cluster_key(), &m.name);
-        match read_json::<SimMachine>(&path)? {
+        self.with_log(input.address.cluster_key(), |l| match l.get(&m.name)? {
             Some(mut sm) => {
                 sm.labels.insert(LABEL_IDENTITY.into(), m.identity.clone());
-                write_json(&path, &sm)?;
+                l.put(&sm)?;
                 Ok(current.observed.clone())
             }
             None => Err(ProviderError::Failed(format!(
                 "simulated machine {} no longer exists",
                 m.name
             ))),
-        }
+        })
     }
 
     /// Remove the record; a control-plane machine is drained from the load
@@ -253,7 +252,7 @@ impl SimProvider {
             })
             .await?;
         }
-        let removed = remove_record(&self.machine_path(cluster, &m.name))?;
+        let removed = self.with_log(cluster, |l| l.remove(&m.name))?;
         self.log_with(
             "machine-deleted",
             &r.address,

@@ -1,13 +1,16 @@
 //! Simulated infrastructure, like Cluster API's in-memory backend: networks,
 //! load balancers and machines kept as JSON files in a directory beside the
 //! state (`<state>.sim/`), so they persist between runs and can be inspected
-//! or edited (delete a machine file to simulate a machine lost behind capi's
-//! back; set its `status` to `stopped`).
+//! or edited: a file per network, load balancer and token list, and a
+//! JSON-lines file per cluster with a line per machine
+//! (`machines/<cluster>.jsonl`; delete a machine's line to simulate a
+//! machine lost behind capi's back, set its `status` to `stopped`).
 //!
 //! The same rooms as the other providers: [`network`], [`loadbalancer`]
 //! (members and reloads, like CAPD's haproxy), [`machine`], [`bootstrap`]
 //! (the simulated run, and token registration), [`refresh`]; the records
-//! and their crash-safe writes are in [`store`].
+//! and their crash-safe writes are in [`store`], the machine logs in
+//! [`machines`].
 //!
 //! Machines take the provisioning time of their `DevMachineTemplate`
 //! (`inMemory.{vm,node,apiServer,etcd}.provisioning.startupDuration`, with
@@ -25,6 +28,7 @@ mod bootstrap;
 mod ips;
 mod loadbalancer;
 mod machine;
+mod machines;
 mod network;
 mod refresh;
 mod store;
@@ -41,7 +45,6 @@ use async_trait::async_trait;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use self::store::read_json;
 pub use self::store::{SimBootstrap, SimMachine};
 use super::{
     Found, Observed, OpInput, Overrides, Provider, ProviderError, Redactor, Refreshed, Unmanaged,
@@ -60,10 +63,13 @@ pub struct SimProvider {
     /// Addresses handed out; read from the machine records at the first
     /// allocation (a plan allocates none, so it never reads them for this).
     ips: Mutex<Option<ips::IpPool>>,
-    /// Machine records the last refresh read, by path, for the search for
-    /// unknown machines that follows it: each record is read once per plan.
-    /// Taken (emptied) by that search.
-    refreshed: Mutex<HashMap<PathBuf, SimMachine>>,
+    /// Machine records the last refresh read, by cluster and name, for the
+    /// search for unknown machines that follows it: each log is read once
+    /// per plan. Taken (emptied) by that search.
+    refreshed: Mutex<HashMap<String, BTreeMap<String, SimMachine>>>,
+    /// The machine logs this provider wrote to, by cluster; compacted when
+    /// it is dropped.
+    logs: Mutex<HashMap<String, machines::MachineLog>>,
     log_seq: AtomicU64,
     /// `ops.log`, opened at the first event and kept open.
     log_file: Mutex<Option<fs::File>>,
@@ -101,6 +107,7 @@ impl SimProvider {
             counters: Mutex::new(BTreeMap::new()),
             ips: Mutex::new(None),
             refreshed: Mutex::new(HashMap::new()),
+            logs: Mutex::new(HashMap::new()),
             log_seq: AtomicU64::new(0),
             log_file: Mutex::new(None),
             lb_lock: tokio::sync::Mutex::new(()),
@@ -111,10 +118,8 @@ impl SimProvider {
     /// The addresses already handed out, from every machine record.
     fn scan_ips(&self) -> ips::IpPool {
         let mut ips = ips::IpPool::default();
-        for f in self.machine_files(None) {
-            if let Ok(Some(m)) = read_json::<SimMachine>(&f) {
-                ips.insert_existing(&m.ip);
-            }
+        for m in self.machines(None) {
+            ips.insert_existing(&m.ip);
         }
         ips
     }
@@ -130,59 +135,88 @@ impl SimProvider {
     fn token_path(&self, cluster: &str) -> PathBuf {
         self.dir.join("tokens").join(format!("{cluster}.json"))
     }
-    pub(crate) fn machine_path(&self, cluster: &str, name: &str) -> PathBuf {
-        self.dir
-            .join("machines")
-            .join(cluster)
-            .join(format!("{name}.json"))
+    /// A cluster's machine log.
+    fn machine_log_path(&self, cluster: &str) -> PathBuf {
+        self.dir.join("machines").join(format!("{cluster}.jsonl"))
+    }
+    /// A cluster's machine records in the earlier layout, a file each.
+    fn legacy_machine_dir(&self, cluster: &str) -> PathBuf {
+        self.dir.join("machines").join(cluster)
     }
 
-    /// All machine records of a cluster (or of all clusters).
+    /// Run `f` on the cluster's machine log, opened at its first use.
+    fn with_log<R>(
+        &self,
+        cluster: &str,
+        f: impl FnOnce(&mut machines::MachineLog) -> Result<R, ProviderError>,
+    ) -> Result<R, ProviderError> {
+        let mut logs = self.logs.lock().unwrap();
+        if !logs.contains_key(cluster) {
+            let log = machines::MachineLog::open(
+                &self.machine_log_path(cluster),
+                &self.legacy_machine_dir(cluster),
+            )?;
+            logs.insert(cluster.to_string(), log);
+        }
+        f(logs.get_mut(cluster).expect("just opened"))
+    }
+
+    /// The clusters with machine records, sorted.
+    fn machine_clusters(&self) -> Vec<String> {
+        let mut out: Vec<String> = fs::read_dir(self.dir.join("machines"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                if e.file_type().ok()?.is_dir() {
+                    Some(name)
+                } else {
+                    name.strip_suffix(".jsonl").map(str::to_string)
+                }
+            })
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// One cluster's machine records, by name.
+    fn cluster_machines(
+        &self,
+        cluster: &str,
+    ) -> Result<BTreeMap<String, SimMachine>, ProviderError> {
+        machines::read_cluster(
+            &self.machine_log_path(cluster),
+            &self.legacy_machine_dir(cluster),
+        )
+    }
+
+    /// All machine records of a cluster (or of all clusters), sorted by
+    /// cluster and name. A log that cannot be read counts as empty here;
+    /// refresh reports it.
     pub fn machines(&self, cluster: Option<&str>) -> Vec<SimMachine> {
         self.machines_read_once(cluster, &mut HashMap::new())
     }
 
-    /// [`Self::machines`], taking the records in `already_read` instead of
-    /// reading their files again.
+    /// [`Self::machines`], taking the clusters in `already_read` instead of
+    /// reading their logs again.
     pub(super) fn machines_read_once(
         &self,
         cluster: Option<&str>,
-        already_read: &mut HashMap<PathBuf, SimMachine>,
+        already_read: &mut HashMap<String, BTreeMap<String, SimMachine>>,
     ) -> Vec<SimMachine> {
-        let mut out = Vec::new();
-        for f in self.machine_files(cluster) {
-            if let Some(m) = already_read.remove(&f) {
-                out.push(m);
-            } else if let Ok(Some(m)) = read_json::<SimMachine>(&f) {
-                out.push(m);
-            }
-        }
-        out
-    }
-
-    /// The machine record files of a cluster (or of all clusters), sorted
-    /// within each cluster.
-    fn machine_files(&self, cluster: Option<&str>) -> Vec<PathBuf> {
-        let mut out = Vec::new();
-        let dirs: Vec<PathBuf> = match cluster {
-            Some(c) => vec![self.dir.join("machines").join(c)],
-            None => fs::read_dir(self.dir.join("machines"))
-                .into_iter()
-                .flatten()
-                .flatten()
-                .map(|e| e.path())
-                .collect(),
+        let clusters = match cluster {
+            Some(c) => vec![c.to_string()],
+            None => self.machine_clusters(),
         };
-        for d in dirs {
-            let mut files: Vec<PathBuf> = fs::read_dir(&d)
-                .into_iter()
-                .flatten()
-                .flatten()
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|e| e == "json"))
-                .collect();
-            files.sort();
-            out.extend(files);
+        let mut out = Vec::new();
+        for c in clusters {
+            let records = match already_read.remove(&c) {
+                Some(r) => r,
+                None => self.cluster_machines(&c).unwrap_or_default(),
+            };
+            out.extend(records.into_values());
         }
         out
     }
@@ -257,6 +291,17 @@ impl SimProvider {
                 other.map(String::as_str).unwrap_or("unknown"),
                 self.dir.display()
             ))),
+        }
+    }
+}
+
+impl Drop for SimProvider {
+    /// Leave each machine log this provider wrote with one line per
+    /// machine. Best effort: a log with superseded lines reads the same.
+    fn drop(&mut self) {
+        let logs = std::mem::take(&mut *self.logs.lock().unwrap_or_else(|e| e.into_inner()));
+        for (_, mut log) in logs {
+            let _ = log.compact();
         }
     }
 }

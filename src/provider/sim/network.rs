@@ -53,7 +53,14 @@ impl SimProvider {
         Ok(observed(&net))
     }
 
+    /// Remove the network; the cluster's machine log goes with it when it
+    /// holds no machine (a destroy killed before its log was compacted
+    /// leaves one with only removals).
     pub(super) fn delete_network(&self, cluster: &str) -> Result<(), ProviderError> {
-        remove_record(&self.network_path(cluster)).map(|_| ())
+        remove_record(&self.network_path(cluster))?;
+        if self.machine_log_path(cluster).exists() {
+            self.with_log(cluster, |l| l.compact())?;
+        }
+        Ok(())
     }
 }

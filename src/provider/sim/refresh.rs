@@ -1,13 +1,13 @@
 //! Reading the simulated resources back: each record compared with the
 //! state (gone, stopped, a bootstrap that never finished, another version,
 //! identity or address), and machine records carrying this state's lineage
-//! that the state does not know. Each record is read once per refresh: the
-//! search for unknown machines takes the records the read-back just read.
+//! that the state does not know. Each machine log is read once per refresh:
+//! the search for unknown machines takes the records the read-back just read.
 //! `capi import` finds a record by id or name here: a machine by its name
 //! or provider id, a network by its name, a load balancer by its address
 //! or its cluster.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use serde_json::json;
@@ -50,8 +50,15 @@ fn machine_changes(r: &Resource, m: &MachineSpec, sm: &SimMachine) -> Option<Obs
     (!diffs.is_empty()).then_some(Observation::Changed(diffs))
 }
 
+/// Machine records read during one refresh, by cluster and name.
+type ReadLogs = HashMap<String, BTreeMap<String, SimMachine>>;
+
 impl SimProvider {
-    fn observe(&self, r: &Resource) -> Result<Option<Observation>, ProviderError> {
+    fn observe(
+        &self,
+        r: &Resource,
+        logs: &mut ReadLogs,
+    ) -> Result<Option<Observation>, ProviderError> {
         let cluster = r.address.cluster_key();
         Ok(match &r.attributes {
             Spec::Network(_) => read_json::<SimNetwork>(&self.network_path(cluster))?
@@ -61,19 +68,19 @@ impl SimProvider {
                 .is_none()
                 .then_some(Observation::Missing),
             Spec::Machine(m) => {
-                let path = self.machine_path(cluster, &m.name);
-                let Some(sm) = read_json::<SimMachine>(&path)? else {
+                if !logs.contains_key(cluster) {
+                    logs.insert(cluster.to_string(), self.cluster_machines(cluster)?);
+                }
+                let Some(sm) = logs[cluster].get(&m.name) else {
                     return Ok(Some(Observation::Missing));
                 };
-                let observation = if sm.status != "running" && sm.status != "provisioning" {
+                if sm.status != "running" && sm.status != "provisioning" {
                     Some(Observation::Stopped(sm.status.clone()))
                 } else if sm.bootstrap.started && !sm.bootstrap.succeeded {
                     Some(Observation::Stopped("unusable: its bootstrap was interrupted or failed, and bootstrap never runs twice".into()))
                 } else {
-                    machine_changes(r, m, &sm)
-                };
-                self.refreshed.lock().unwrap().insert(path, sm);
-                observation
+                    machine_changes(r, m, sm)
+                }
             }
             _ => None,
         })
@@ -84,15 +91,18 @@ impl SimProvider {
         &self,
         resources: &[&Resource],
     ) -> Result<Vec<Refreshed>, ProviderError> {
-        resources
+        let mut logs = ReadLogs::new();
+        let out = resources
             .iter()
             .map(|r| {
                 Ok(Refreshed {
                     address: r.address.clone(),
-                    observation: self.observe(r)?,
+                    observation: self.observe(r, &mut logs)?,
                 })
             })
-            .collect()
+            .collect();
+        *self.refreshed.lock().unwrap() = logs;
+        out
     }
 
     /// Machine records with this state's lineage the state does not know.
@@ -185,24 +195,39 @@ impl SimProvider {
         let r = match input.spec {
             Spec::Machine(m) => {
                 let hits = self
-                    .machine_files(None)
+                    .machine_clusters()
                     .into_iter()
-                    .filter_map(|f| Some((f.clone(), read_json::<SimMachine>(&f).ok()??)))
+                    .flat_map(|c| {
+                        let path = self.machine_log_path(&c);
+                        let records = self.cluster_machines(&c).unwrap_or_default();
+                        records.into_values().map(move |sm| (path.clone(), sm))
+                    })
                     .filter(|(_, sm)| sm.name == id || sm.provider_id == id)
                     .collect();
                 one(hits, "machine", id).map(|(path, sm)| {
                     let interrupted = (sm.bootstrap.started && !sm.bootstrap.succeeded).then(|| {
-                        format!("its bootstrap was interrupted or failed and never runs twice, so apply could not use it; remove {} and let capi apply create {}", path.display(), input.address)
+                        format!("its bootstrap was interrupted or failed and never runs twice, so apply could not use it; delete its line from {} and let capi apply create {}", path.display(), input.address)
                     });
                     let observed = BTreeMap::from([
                         ("provider_id".into(), json!(sm.provider_id)),
                         ("ip".into(), json!(sm.ip)),
                     ]);
+                    let want = self.machine_log_path(cluster);
+                    let moved = (sm.name != m.name || path != want).then(|| {
+                        format!(
+                            "it is recorded as {} in {}, and the create of {} looks for {} in {}",
+                            sm.name,
+                            path.display(),
+                            input.address,
+                            m.name,
+                            want.display()
+                        )
+                    });
                     found(
                         format!("simulated machine {} ({})", sm.name, sm.ip),
                         sm.provider_id.clone(),
                         &sm.labels,
-                        elsewhere(&path, &self.machine_path(cluster, &m.name)).or(interrupted),
+                        moved.or(interrupted),
                         observed,
                     )
                 })

@@ -1,0 +1,565 @@
+//! The simulator's machine records: one JSON-lines file per cluster,
+//! `machines/<cluster>.jsonl`. Each line is a whole machine record or a
+//! removal (`{"removed":"<name>"}`); the last line naming a machine wins.
+//!
+//! Why one file: a file per machine made ext4's inode allocation the
+//! largest cost of a 1,000-machine apply, and a refresh opened and read one
+//! file per machine. Now a write is one appended line (a single `write`, so
+//! a killed process leaves at most an unterminated last line, which readers
+//! skip and the next writer cuts off) and a refresh reads one file per
+//! cluster.
+//!
+//! A [`MachineLog`] is the writer's view of one cluster's file: where each
+//! machine's last line is, so a record is read back with one `pread`. It
+//! checks before every operation that the file is still the one it indexed
+//! (another provider in the process, or a hand edit, may have changed it)
+//! and reads it again if not. When the command that wrote ends,
+//! [`MachineLog::compact`] rewrites the file with one line per machine,
+//! sorted by name, through a temporary file and a rename: deleting a
+//! machine's line is how a user simulates losing it, editing its `status`
+//! how to stop it.
+//!
+//! Records of the earlier layout, a file per machine under
+//! `machines/<cluster>/`, are read too (a line in the log wins), and the
+//! first write to the cluster moves them into its log.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+use super::store::{create_private_dir, io_err, read_json, SimMachine};
+use crate::provider::ProviderError;
+use crate::resource::Role;
+
+/// A line that removes a machine.
+#[derive(Deserialize)]
+struct Removed {
+    removed: String,
+}
+
+/// What a machine line says: a record of type `T`, or a removal.
+enum Line<T> {
+    Put(T),
+    Removed(String),
+}
+
+fn parse_line<T: DeserializeOwned>(bytes: &[u8]) -> Result<Line<T>, serde_json::Error> {
+    if bytes.starts_with(b"{\"removed\"") {
+        if let Ok(r) = serde_json::from_slice::<Removed>(bytes) {
+            return Ok(Line::Removed(r.removed));
+        }
+    }
+    match serde_json::from_slice::<T>(bytes) {
+        Ok(m) => Ok(Line::Put(m)),
+        // A hand-written removal with other spacing.
+        Err(e) => serde_json::from_slice::<Removed>(bytes)
+            .map(|r| Line::Removed(r.removed))
+            .map_err(|_| e),
+    }
+}
+
+/// The complete lines of a log (those ending in a newline), with their
+/// offset and 1-based number; blank lines are skipped.
+fn complete_lines(bytes: &[u8]) -> impl Iterator<Item = (u64, usize, &[u8])> {
+    let mut off = 0usize;
+    let mut number = 0usize;
+    std::iter::from_fn(move || loop {
+        let rest = &bytes[off..];
+        let end = rest.iter().position(|b| *b == b'\n')?;
+        let at = off;
+        off += end + 1;
+        number += 1;
+        let line = &rest[..end];
+        if !line.iter().all(u8::is_ascii_whitespace) {
+            return Some((at as u64, number, line));
+        }
+    })
+}
+
+/// Something read from a machine line that knows its machine's name.
+pub(super) trait Named {
+    fn name(&self) -> &str;
+}
+
+impl Named for SimMachine {
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// The lines of one log, in order, parsed as `T`. A complete line that
+/// does not parse is an error naming the file and line, after a short
+/// second look (another process may be appending to it). No file, no lines.
+fn log_lines<T: DeserializeOwned>(path: &Path) -> Result<Vec<Line<T>>, ProviderError> {
+    let mut attempt = 0;
+    loop {
+        let bytes = match fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_err(&path.display().to_string(), e)),
+        };
+        let parsed: Result<Vec<Line<T>>, (usize, serde_json::Error)> = complete_lines(&bytes)
+            .map(|(_, number, line)| parse_line::<T>(line).map_err(|e| (number, e)))
+            .collect();
+        match parsed {
+            Ok(lines) => return Ok(lines),
+            Err(_) if attempt < 3 => {
+                attempt += 1;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err((number, e)) => return Err(bad_line(path, number, &e)),
+        }
+    }
+}
+
+fn bad_line(path: &Path, number: usize, e: &serde_json::Error) -> ProviderError {
+    ProviderError::Failed(format!(
+        "simulator: {}:{number}: not a machine record ({e}); each line holds one machine as JSON, or {{\"removed\":\"<name>\"}}: fix the line or delete it",
+        path.display()
+    ))
+}
+
+/// The records of the earlier layout: `<dir>/<name>.json`.
+fn legacy_records<T: DeserializeOwned + Named>(
+    dir: &Path,
+) -> Result<BTreeMap<String, (PathBuf, T)>, ProviderError> {
+    let mut out = BTreeMap::new();
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Ok(out);
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.extension().is_some_and(|x| x == "json") {
+            if let Some(m) = read_json::<T>(&p)? {
+                out.insert(m.name().to_string(), (p, m));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Every machine of one cluster, by name: the log over the earlier layout.
+pub(super) fn read_cluster<T: DeserializeOwned + Named>(
+    log: &Path,
+    legacy_dir: &Path,
+) -> Result<BTreeMap<String, T>, ProviderError> {
+    let mut out: BTreeMap<String, T> = legacy_records(legacy_dir)?
+        .into_iter()
+        .map(|(n, (_, m))| (n, m))
+        .collect();
+    // The log wins, removals included.
+    for l in log_lines::<T>(log)? {
+        match l {
+            Line::Put(m) => {
+                out.insert(m.name().to_string(), m);
+            }
+            Line::Removed(name) => {
+                out.remove(&name);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Where a machine's last line is, and whether it is a running,
+/// bootstrapped control-plane machine (a bootstrap token needs one).
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    off: u64,
+    len: u32,
+    /// The line's number, for errors.
+    number: u32,
+    ready_control_plane: bool,
+}
+
+fn ready_control_plane(m: &SimMachine) -> bool {
+    m.role == Role::ControlPlane && m.bootstrap.succeeded && m.status == "running"
+}
+
+/// The writer's view of one cluster's log (see the module header).
+pub(super) struct MachineLog {
+    path: PathBuf,
+    legacy_dir: PathBuf,
+    file: fs::File,
+    /// The inode and length of the file as last indexed.
+    ino: u64,
+    end: u64,
+    index: HashMap<String, Slot>,
+    /// Lines in the file: more than `index.len()` means some are superseded.
+    lines: usize,
+}
+
+fn open_log(path: &Path) -> std::io::Result<fs::File> {
+    fs::OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+}
+
+/// The whole file from its start (appends ignore the offset this moves).
+fn read_whole(mut file: &fs::File) -> std::io::Result<Vec<u8>> {
+    use std::io::{Read, Seek};
+    file.seek(std::io::SeekFrom::Start(0))?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+impl MachineLog {
+    /// Open (or create) the log of the cluster, index it, and move the
+    /// earlier layout's records of the cluster into it.
+    pub(super) fn open(path: &Path, legacy_dir: &Path) -> Result<MachineLog, ProviderError> {
+        let err = |e: std::io::Error| io_err(&path.display().to_string(), e);
+        if let Some(dir) = path.parent() {
+            create_private_dir(dir).map_err(|e| io_err(&dir.display().to_string(), e))?;
+        }
+        let file = open_log(path).map_err(err)?;
+        let mut log = MachineLog {
+            path: path.to_path_buf(),
+            legacy_dir: legacy_dir.to_path_buf(),
+            ino: file.metadata().map_err(err)?.ino(),
+            file,
+            end: 0,
+            index: HashMap::new(),
+            lines: 0,
+        };
+        log.load()?;
+        log.migrate()?;
+        Ok(log)
+    }
+
+    /// Index the whole file; an unterminated last line (a write cut short)
+    /// is cut off.
+    fn load(&mut self) -> Result<(), ProviderError> {
+        let err = |e: std::io::Error| io_err(&self.path.display().to_string(), e);
+        let bytes = read_whole(&self.file).map_err(err)?;
+        let complete = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        if complete < bytes.len() {
+            self.file.set_len(complete as u64).map_err(err)?;
+        }
+        self.index.clear();
+        self.lines = 0;
+        for (off, number, line) in complete_lines(&bytes[..complete]) {
+            self.lines += 1;
+            match parse_line::<SimMachine>(line).map_err(|e| bad_line(&self.path, number, &e))? {
+                Line::Put(m) => {
+                    let slot = Slot {
+                        off,
+                        len: line.len() as u32,
+                        number: number as u32,
+                        ready_control_plane: ready_control_plane(&m),
+                    };
+                    self.index.insert(m.name, slot);
+                }
+                Line::Removed(name) => {
+                    self.index.remove(&name);
+                }
+            }
+        }
+        self.end = complete as u64;
+        Ok(())
+    }
+
+    /// Move the earlier layout's records into the log (those it does not
+    /// already hold), then remove their files.
+    fn migrate(&mut self) -> Result<(), ProviderError> {
+        let legacy = legacy_records::<SimMachine>(&self.legacy_dir)?;
+        if legacy.is_empty() {
+            return Ok(());
+        }
+        for (name, (_, m)) in &legacy {
+            if !self.index.contains_key(name) {
+                self.put(m)?;
+            }
+        }
+        for (path, _) in legacy.values() {
+            super::store::remove_record(path)?;
+        }
+        let _ = fs::remove_dir(&self.legacy_dir);
+        Ok(())
+    }
+
+    /// Read the file again if it is no longer the one indexed.
+    fn sync(&mut self) -> Result<(), ProviderError> {
+        let err = |e: std::io::Error| io_err(&self.path.display().to_string(), e);
+        match fs::symlink_metadata(&self.path) {
+            Ok(md) if md.ino() == self.ino && md.len() == self.end => Ok(()),
+            Ok(md) if md.ino() == self.ino => self.load(),
+            // Replaced or removed: open what is there now.
+            Ok(_) | Err(_) => {
+                self.file = open_log(&self.path).map_err(err)?;
+                self.ino = self.file.metadata().map_err(err)?.ino();
+                self.load()
+            }
+        }
+    }
+
+    /// The machine's record, if it has one.
+    pub(super) fn get(&mut self, name: &str) -> Result<Option<SimMachine>, ProviderError> {
+        self.sync()?;
+        let Some(slot) = self.index.get(name).copied() else {
+            return Ok(None);
+        };
+        let mut buf = vec![0; slot.len as usize];
+        self.file
+            .read_exact_at(&mut buf, slot.off)
+            .map_err(|e| io_err(&self.path.display().to_string(), e))?;
+        match parse_line::<SimMachine>(&buf) {
+            Ok(Line::Put(m)) => Ok(Some(m)),
+            Ok(Line::Removed(_)) => Ok(None),
+            Err(e) => Err(bad_line(&self.path, slot.number as usize, &e)),
+        }
+    }
+
+    /// Append a record: one line, one `write`.
+    pub(super) fn put(&mut self, m: &SimMachine) -> Result<(), ProviderError> {
+        let mut line = serde_json::to_vec(m).expect("serialisable");
+        line.push(b'\n');
+        self.sync()?;
+        self.append(&line)?;
+        let slot = Slot {
+            off: self.end - line.len() as u64,
+            len: (line.len() - 1) as u32,
+            number: self.lines as u32,
+            ready_control_plane: ready_control_plane(m),
+        };
+        self.index.insert(m.name.clone(), slot);
+        Ok(())
+    }
+
+    /// Append a removal; `true` when the machine had a record.
+    pub(super) fn remove(&mut self, name: &str) -> Result<bool, ProviderError> {
+        self.sync()?;
+        if !self.index.contains_key(name) {
+            return Ok(false);
+        }
+        let mut line =
+            serde_json::to_vec(&serde_json::json!({ "removed": name })).expect("serialisable");
+        line.push(b'\n');
+        self.append(&line)?;
+        self.index.remove(name);
+        Ok(true)
+    }
+
+    fn append(&mut self, line: &[u8]) -> Result<(), ProviderError> {
+        (&self.file)
+            .write_all(line)
+            .map_err(|e| io_err(&self.path.display().to_string(), e))?;
+        self.end += line.len() as u64;
+        self.lines += 1;
+        Ok(())
+    }
+
+    /// Is there a running, bootstrapped control-plane machine?
+    pub(super) fn has_ready_control_plane(&mut self) -> Result<bool, ProviderError> {
+        self.sync()?;
+        Ok(self.index.values().any(|s| s.ready_control_plane))
+    }
+
+    /// Rewrite the file with one line per machine, sorted by name (through
+    /// a temporary file and a rename); remove it when no machine is left.
+    pub(super) fn compact(&mut self) -> Result<(), ProviderError> {
+        self.sync()?;
+        let err = |e: std::io::Error| io_err(&self.path.display().to_string(), e);
+        if self.index.is_empty() {
+            match fs::remove_file(&self.path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(err(e)),
+                _ => {}
+            }
+            self.lines = 0;
+            return Ok(());
+        }
+        if self.lines == self.index.len() {
+            return Ok(());
+        }
+        let bytes = read_whole(&self.file).map_err(err)?;
+        let mut live: Vec<(&String, Slot)> = self.index.iter().map(|(n, s)| (n, *s)).collect();
+        live.sort_by(|a, b| a.0.cmp(b.0));
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".sim.tmp.")
+            .tempfile_in(dir)
+            .map_err(err)?;
+        let mut out = std::io::BufWriter::new(tmp.as_file_mut());
+        for (_, s) in &live {
+            let at = s.off as usize;
+            let line = bytes.get(at..at + s.len as usize).ok_or_else(|| {
+                io_err(&self.path.display().to_string(), "changed while compacted")
+            })?;
+            out.write_all(line).map_err(err)?;
+            out.write_all(b"\n").map_err(err)?;
+        }
+        out.flush().map_err(err)?;
+        drop(out);
+        tmp.persist(&self.path).map_err(|e| err(e.error))?;
+        self.file = open_log(&self.path).map_err(err)?;
+        self.ino = self.file.metadata().map_err(err)?.ino();
+        self.load()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provider::sim::store::SimBootstrap;
+
+    fn machine(name: &str, status: &str) -> SimMachine {
+        SimMachine {
+            name: name.into(),
+            cluster: "c".into(),
+            role: Role::Worker,
+            group: "g".into(),
+            version: "v1.31.2".into(),
+            ip: "100.64.0.10".into(),
+            provider_id: format!("sim:///c/{name}"),
+            status: status.into(),
+            labels: BTreeMap::new(),
+            bootstrap: SimBootstrap::default(),
+        }
+    }
+
+    fn paths(dir: &Path) -> (PathBuf, PathBuf) {
+        (dir.join("machines/c.jsonl"), dir.join("machines/c"))
+    }
+
+    #[test]
+    fn the_last_line_wins_and_compaction_keeps_one_line_per_machine() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, legacy) = paths(dir.path());
+        let mut log = MachineLog::open(&path, &legacy).unwrap();
+        log.put(&machine("b", "provisioning")).unwrap();
+        log.put(&machine("a", "provisioning")).unwrap();
+        log.put(&machine("b", "running")).unwrap();
+        log.put(&machine("gone", "running")).unwrap();
+        assert!(log.remove("gone").unwrap());
+        assert!(!log.remove("gone").unwrap());
+        assert_eq!(log.get("b").unwrap().unwrap().status, "running");
+        assert_eq!(log.get("gone").unwrap(), None);
+        let read = read_cluster::<SimMachine>(&path, &legacy).unwrap();
+        assert_eq!(read.keys().collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(read["b"].status, "running");
+
+        log.compact().unwrap();
+        let text = fs::read_to_string(&path).unwrap();
+        let names: Vec<String> = text
+            .lines()
+            .map(|l| serde_json::from_str::<SimMachine>(l).unwrap().name)
+            .collect();
+        assert_eq!(names, ["a", "b"]);
+        assert_eq!(read_cluster::<SimMachine>(&path, &legacy).unwrap(), read);
+        assert_eq!(
+            fs::metadata(&path).unwrap().mode() & 0o777,
+            0o600,
+            "the log is private"
+        );
+        // A log opened and never written to goes away too.
+        let empty = dir.path().join("machines/empty.jsonl");
+        MachineLog::open(&empty, &dir.path().join("machines/empty"))
+            .unwrap()
+            .compact()
+            .unwrap();
+        assert!(!empty.exists());
+        // Removing every machine removes the file.
+        log.remove("a").unwrap();
+        log.remove("b").unwrap();
+        log.compact().unwrap();
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn a_cut_short_last_line_is_skipped_then_cut_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, legacy) = paths(dir.path());
+        let mut log = MachineLog::open(&path, &legacy).unwrap();
+        log.put(&machine("a", "running")).unwrap();
+        drop(log);
+        let whole = fs::read(&path).unwrap();
+        let mut torn = whole.clone();
+        torn.extend_from_slice(&serde_json::to_vec(&machine("b", "running")).unwrap()[..30]);
+        fs::write(&path, &torn).unwrap();
+        // A reader sees only the complete line.
+        let read = read_cluster::<SimMachine>(&path, &legacy).unwrap();
+        assert_eq!(read.keys().collect::<Vec<_>>(), ["a"]);
+        // The next writer cuts the torn tail off before appending.
+        let mut log = MachineLog::open(&path, &legacy).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), whole);
+        log.put(&machine("c", "running")).unwrap();
+        let read = read_cluster::<SimMachine>(&path, &legacy).unwrap();
+        assert_eq!(read.keys().collect::<Vec<_>>(), ["a", "c"]);
+    }
+
+    #[test]
+    fn edits_behind_the_writers_back_are_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, legacy) = paths(dir.path());
+        let mut log = MachineLog::open(&path, &legacy).unwrap();
+        log.put(&machine("a", "running")).unwrap();
+        log.put(&machine("b", "running")).unwrap();
+        log.compact().unwrap();
+        // A user deletes b's line and stops a.
+        let text = fs::read_to_string(&path).unwrap();
+        let kept: String = text
+            .lines()
+            .filter(|l| !l.contains("\"name\":\"b\""))
+            .map(|l| l.replace("\"running\"", "\"stopped\"") + "\n")
+            .collect();
+        fs::write(&path, kept).unwrap();
+        assert_eq!(log.get("b").unwrap(), None);
+        assert_eq!(log.get("a").unwrap().unwrap().status, "stopped");
+        // Replaced by a rename, too.
+        let other = dir.path().join("other");
+        fs::write(&other, "").unwrap();
+        fs::rename(&other, &path).unwrap();
+        assert_eq!(log.get("a").unwrap(), None);
+    }
+
+    #[test]
+    fn a_bad_line_is_named_by_file_and_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, legacy) = paths(dir.path());
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let good = serde_json::to_string(&machine("a", "running")).unwrap();
+        fs::write(&path, format!("{good}\n\n{{\"name\": 3}}\n")).unwrap();
+        let e = read_cluster::<SimMachine>(&path, &legacy)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("c.jsonl:3: not a machine record"), "{e}");
+        assert!(e.contains("fix the line or delete it"), "{e}");
+        let e = MachineLog::open(&path, &legacy).err().unwrap().to_string();
+        assert!(e.contains("c.jsonl:3"), "{e}");
+        // A hand-written removal with spaces is a removal.
+        fs::write(&path, format!("{good}\n{{ \"removed\": \"a\" }}\n")).unwrap();
+        assert!(read_cluster::<SimMachine>(&path, &legacy)
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn records_of_the_earlier_layout_move_into_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, legacy) = paths(dir.path());
+        fs::create_dir_all(&legacy).unwrap();
+        for n in ["a", "b"] {
+            fs::write(
+                legacy.join(format!("{n}.json")),
+                serde_json::to_vec_pretty(&machine(n, "running")).unwrap(),
+            )
+            .unwrap();
+        }
+        let read = read_cluster::<SimMachine>(&path, &legacy).unwrap();
+        assert_eq!(read.keys().collect::<Vec<_>>(), ["a", "b"]);
+        let mut log = MachineLog::open(&path, &legacy).unwrap();
+        assert!(!legacy.exists(), "the old files are moved");
+        assert_eq!(log.get("b").unwrap().unwrap().status, "running");
+        assert_eq!(read_cluster::<SimMachine>(&path, &legacy).unwrap(), read);
+    }
+}
