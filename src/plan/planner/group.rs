@@ -87,6 +87,8 @@ impl<'a> ClusterPlanner<'_, 'a> {
             live,
         };
         refuse_infra_template_edits(&gm)?;
+        // Where this group's steps and changes begin.
+        let from = (self.b.steps.len(), self.b.changes.len());
         let mut report = GroupReport {
             group: gm.label.clone(),
             paused: g.paused,
@@ -124,9 +126,12 @@ impl<'a> ClusterPlanner<'_, 'a> {
             self.cp_rollout_end = self.last_cp_step;
         }
         // Pair replaced machines with their replacements for review.
-        report.replacements =
-            self.b
-                .pair_replacements(&materialised.replaced, &materialised.created, &gm.label);
+        report.replacements = self.b.pair_replacements(
+            &materialised.replaced,
+            &materialised.created,
+            &gm.label,
+            from,
+        );
         self.update_kept_machines(&gm, &materialised.deleted_names, &mut report);
         for n in &sched.not_remediated {
             self.b.warnings.push(format!(

@@ -15,7 +15,8 @@ use super::waves::Created;
 use super::{attribute_diff, Builder};
 
 /// Where the group's steps and delete changes are, by address (the last
-/// one of each address).
+/// one of each address). Only the group's own: indexing every step of the
+/// plan for each group made planning quadratic in groups × machines.
 struct Index {
     steps: BTreeMap<Address, usize>,
     delete_changes: BTreeMap<Address, usize>,
@@ -29,6 +30,7 @@ impl Builder<'_> {
         replaced: &[(Address, ReasonCode)],
         created: &[Created],
         group: &str,
+        (steps_from, changes_from): (usize, usize),
     ) -> Vec<Replacement> {
         let mut olds = replaced.iter();
         let mut shown: BTreeMap<(String, String), String> = BTreeMap::new();
@@ -38,18 +40,12 @@ impl Builder<'_> {
         }
         // Index the steps and delete changes this group produced (the tail of the lists).
         let index = Index {
-            steps: self
-                .steps
-                .iter()
-                .enumerate()
-                .map(|(i, s)| (s.address.clone(), i))
+            steps: (steps_from..self.steps.len())
+                .map(|i| (self.steps[i].address.clone(), i))
                 .collect(),
-            delete_changes: self
-                .changes
-                .iter()
-                .enumerate()
-                .filter(|(_, c)| c.action == Action::Delete)
-                .map(|(i, c)| (c.address.clone(), i))
+            delete_changes: (changes_from..self.changes.len())
+                .filter(|&i| self.changes[i].action == Action::Delete)
+                .map(|i| (self.changes[i].address.clone(), i))
                 .collect(),
         };
         for new in created {
