@@ -66,6 +66,9 @@ impl Journal {
                 let mut generation = 0u64;
                 let mut snapshotted = false;
                 let mut base_serial = 0;
+                // A batch changed a bootstrap resource since the last
+                // collection of unused documents.
+                let mut orphans = false;
                 let linger = store.linger();
                 let max_batch = store.max_batch().max(1);
                 while let Ok(first) = rx.recv() {
@@ -105,11 +108,17 @@ impl Journal {
                         }
                         st.serial += 1;
                         st.capi_version = env!("CARGO_PKG_VERSION").to_string();
-                        // Only a changed bootstrap resource can orphan a document.
-                        if touched.iter().any(|a| a.kind() == ResourceKind::Bootstrap) {
-                            st.gc_documents();
-                        }
+                        // Only a changed bootstrap resource can orphan a
+                        // document. Orphans are dropped before the state is
+                        // written whole (a snapshot, the final fold), not
+                        // after every batch: that walks every resource, and
+                        // made a 100,000-machine apply quadratic. A record
+                        // carries only the documents its resources use.
+                        orphans |= touched.iter().any(|a| a.kind() == ResourceKind::Bootstrap);
                         let write = if store.snapshot_due(snapshotted) {
+                            if std::mem::take(&mut orphans) {
+                                st.gc_documents();
+                            }
                             base_serial = st.serial;
                             Write::Snapshot(codec::encode(&st))
                         } else {
@@ -164,8 +173,12 @@ impl Journal {
                 drop(sync_tx);
                 let _ = syncer.join();
                 // The apply is over: fold the journal into the snapshot.
+                let mut st = shared.lock().unwrap();
+                if orphans {
+                    st.gc_documents();
+                }
                 if store.fold_due() {
-                    let _ = store.fold(&shared.lock().unwrap());
+                    let _ = store.fold(&st);
                 }
             })
             .expect("spawn the state writer");
@@ -310,10 +323,12 @@ mod tests {
     use super::super::store::StateError;
     use super::*;
 
-    /// Records the size of every batch appended; durable at once.
+    /// Records the size of every batch appended, and the documents each
+    /// carries; durable at once.
     #[derive(Debug, Default)]
     struct Counting {
         batches: Arc<Mutex<Vec<usize>>>,
+        documents: Arc<Mutex<Vec<Vec<String>>>>,
     }
 
     impl StateBackend for Counting {
@@ -334,6 +349,8 @@ mod tests {
         ) -> Result<Durability, StateError> {
             let n = record.upsert.len() + record.remove.len();
             self.batches.lock().unwrap().push(n);
+            let docs = record.documents.keys().cloned().collect();
+            self.documents.lock().unwrap().push(docs);
             Ok(Durability::Now)
         }
         fn fold_due(&self) -> bool {
@@ -387,5 +404,57 @@ mod tests {
         assert_eq!(batches.iter().sum::<usize>(), 10, "{batches:?}");
         assert!(batches.iter().all(|&n| n <= 3), "{batches:?}");
         assert!(batches.contains(&3), "{batches:?}");
+    }
+
+    /// A bootstrap resource whose document changes: each record carries
+    /// only the document in use, and the final state holds no orphan.
+    #[tokio::test]
+    async fn orphaned_documents_are_not_recorded_and_are_gone_at_the_end() {
+        use crate::resource::{BootstrapRole, BootstrapSpec, ProviderKind, Spec};
+        let backend = Counting::default();
+        let documents = backend.documents.clone();
+        let (journal, writer) = Journal::start(
+            State::new(String::new()),
+            StateStore::with_backend(Box::new(backend)),
+        );
+        let a = Address::parse("t/bootstrap/m-0").unwrap();
+        for sha in ["aaa", "bbb"] {
+            let address = a.clone();
+            journal
+                .commit(&a, move |st| {
+                    st.documents.insert(sha.into(), format!("document {sha}"));
+                    st.upsert(crate::state::Resource {
+                        address,
+                        kind: ResourceKind::Bootstrap,
+                        provider: ProviderKind::Local,
+                        status: crate::state::Status::Ready,
+                        attributes: Spec::Bootstrap(BootstrapSpec {
+                            machine: "m-0".into(),
+                            role: BootstrapRole::Init,
+                            kubeadm_api: "kubeadm.k8s.io/v1beta4".into(),
+                            sha256: sha.into(),
+                        }),
+                        observed: Default::default(),
+                        sensitive: Default::default(),
+                        dependencies: vec![],
+                        sequence: 0,
+                        error: None,
+                    });
+                })
+                .await
+                .expect("committed");
+        }
+        let shared = journal.close();
+        writer.join().unwrap();
+        let state = Journal::into_state(shared);
+        assert_eq!(
+            state.documents.keys().collect::<Vec<_>>(),
+            ["bbb"],
+            "the first document is an orphan"
+        );
+        assert_eq!(
+            documents.lock().unwrap().clone(),
+            [vec!["aaa".to_string()], vec!["bbb".to_string()]]
+        );
     }
 }

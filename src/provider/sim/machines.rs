@@ -93,6 +93,31 @@ impl Named for SimMachine {
     }
 }
 
+/// The part of a machine record a refresh compares: the bootstrap's files
+/// and commands are skipped while parsing, never kept (they are most of a
+/// record's size).
+#[derive(Debug, Deserialize)]
+pub(super) struct MachineView {
+    pub(super) name: String,
+    pub(super) version: String,
+    pub(super) ip: String,
+    pub(super) status: String,
+    pub(super) labels: BTreeMap<String, String>,
+    pub(super) bootstrap: BootstrapView,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct BootstrapView {
+    pub(super) started: bool,
+    pub(super) succeeded: bool,
+}
+
+impl Named for MachineView {
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
 /// The lines of one log, in order, parsed as `T`. A complete line that
 /// does not parse is an error naming the file and line, after a short
 /// second look (another process may be appending to it). No file, no lines.
@@ -381,7 +406,6 @@ impl MachineLog {
         if self.lines == self.index.len() {
             return Ok(());
         }
-        let bytes = read_whole(&self.file).map_err(err)?;
         let mut live: Vec<(&String, Slot)> = self.index.iter().map(|(n, s)| (n, *s)).collect();
         live.sort_by(|a, b| a.0.cmp(b.0));
         let dir = self.path.parent().unwrap_or(Path::new("."));
@@ -389,13 +413,14 @@ impl MachineLog {
             .prefix(".sim.tmp.")
             .tempfile_in(dir)
             .map_err(err)?;
+        // Line by line (the file can hold three lines per machine: reading
+        // it whole would add its size to the end of a large apply).
         let mut out = std::io::BufWriter::new(tmp.as_file_mut());
+        let mut line = Vec::new();
         for (_, s) in &live {
-            let at = s.off as usize;
-            let line = bytes.get(at..at + s.len as usize).ok_or_else(|| {
-                io_err(&self.path.display().to_string(), "changed while compacted")
-            })?;
-            out.write_all(line).map_err(err)?;
+            line.resize(s.len as usize, 0);
+            self.file.read_exact_at(&mut line, s.off).map_err(err)?;
+            out.write_all(&line).map_err(err)?;
             out.write_all(b"\n").map_err(err)?;
         }
         out.flush().map_err(err)?;

@@ -66,7 +66,7 @@ pub struct SimProvider {
     /// Machine records the last refresh read, by cluster and name, for the
     /// search for unknown machines that follows it: each log is read once
     /// per plan. Taken (emptied) by that search.
-    refreshed: Mutex<HashMap<String, BTreeMap<String, SimMachine>>>,
+    refreshed: Mutex<HashMap<String, BTreeMap<String, machines::MachineView>>>,
     /// The machine logs this provider wrote to, by cluster; compacted when
     /// it is dropped.
     logs: Mutex<HashMap<String, machines::MachineLog>>,
@@ -181,11 +181,11 @@ impl SimProvider {
         out
     }
 
-    /// One cluster's machine records, by name.
-    fn cluster_machines(
+    /// One cluster's machine records (or views of them), by name.
+    fn cluster_machines<T: serde::de::DeserializeOwned + machines::Named>(
         &self,
         cluster: &str,
-    ) -> Result<BTreeMap<String, SimMachine>, ProviderError> {
+    ) -> Result<BTreeMap<String, T>, ProviderError> {
         machines::read_cluster(
             &self.machine_log_path(cluster),
             &self.legacy_machine_dir(cluster),
@@ -196,29 +196,18 @@ impl SimProvider {
     /// cluster and name. A log that cannot be read counts as empty here;
     /// refresh reports it.
     pub fn machines(&self, cluster: Option<&str>) -> Vec<SimMachine> {
-        self.machines_read_once(cluster, &mut HashMap::new())
-    }
-
-    /// [`Self::machines`], taking the clusters in `already_read` instead of
-    /// reading their logs again.
-    pub(super) fn machines_read_once(
-        &self,
-        cluster: Option<&str>,
-        already_read: &mut HashMap<String, BTreeMap<String, SimMachine>>,
-    ) -> Vec<SimMachine> {
         let clusters = match cluster {
             Some(c) => vec![c.to_string()],
             None => self.machine_clusters(),
         };
-        let mut out = Vec::new();
-        for c in clusters {
-            let records = match already_read.remove(&c) {
-                Some(r) => r,
-                None => self.cluster_machines(&c).unwrap_or_default(),
-            };
-            out.extend(records.into_values());
-        }
-        out
+        clusters
+            .iter()
+            .flat_map(|c| {
+                self.cluster_machines::<SimMachine>(c)
+                    .unwrap_or_default()
+                    .into_values()
+            })
+            .collect()
     }
 
     /// Append an event to `ops.log` (used by tests to watch the simulated cloud).

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
+use super::machines::MachineView;
 use super::store::{read_json, SimLoadBalancer, SimMachine, SimNetwork};
 use super::SimProvider;
 use crate::provider::{
@@ -22,7 +23,7 @@ use crate::resource::{Address, AttributeChange, MachineSpec, Observation, Spec};
 use crate::state::Resource;
 
 /// A running machine record compared with the state.
-fn machine_changes(r: &Resource, m: &MachineSpec, sm: &SimMachine) -> Option<Observation> {
+fn machine_changes(r: &Resource, m: &MachineSpec, sm: &MachineView) -> Option<Observation> {
     let mut diffs = Vec::new();
     if sm.version != m.version.to_string() {
         diffs.push(AttributeChange {
@@ -51,7 +52,7 @@ fn machine_changes(r: &Resource, m: &MachineSpec, sm: &SimMachine) -> Option<Obs
 }
 
 /// Machine records read during one refresh, by cluster and name.
-type ReadLogs = HashMap<String, BTreeMap<String, SimMachine>>;
+type ReadLogs = HashMap<String, BTreeMap<String, MachineView>>;
 
 impl SimProvider {
     fn observe(
@@ -109,8 +110,13 @@ impl SimProvider {
     pub(super) fn unknown_machines(&self, known: &[&Resource], lineage: &str) -> Vec<Unmanaged> {
         let known: BTreeSet<&str> = known.iter().map(|r| r.address.as_str()).collect();
         let mut already_read = std::mem::take(&mut *self.refreshed.lock().unwrap());
-        self.machines_read_once(None, &mut already_read)
+        self.machine_clusters()
             .into_iter()
+            .flat_map(|c| match already_read.remove(&c) {
+                Some(records) => records,
+                None => self.cluster_machines::<MachineView>(&c).unwrap_or_default(),
+            })
+            .map(|(_, m)| m)
             .filter(|m| m.labels.get(LABEL_LINEAGE).map(String::as_str) == Some(lineage))
             .filter_map(|m| {
                 let a = m.labels.get(LABEL_ADDRESS)?.clone();
@@ -199,7 +205,7 @@ impl SimProvider {
                     .into_iter()
                     .flat_map(|c| {
                         let path = self.machine_log_path(&c);
-                        let records = self.cluster_machines(&c).unwrap_or_default();
+                        let records = self.cluster_machines::<SimMachine>(&c).unwrap_or_default();
                         records.into_values().map(move |sm| (path.clone(), sm))
                     })
                     .filter(|(_, sm)| sm.name == id || sm.provider_id == id)
