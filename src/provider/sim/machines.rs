@@ -192,6 +192,33 @@ pub(super) fn read_cluster<T: DeserializeOwned + Named>(
     Ok(out)
 }
 
+/// An exclusive `flock`, released when dropped.
+pub(super) struct DirLock<'a>(&'a fs::File);
+
+impl<'a> DirLock<'a> {
+    pub(super) fn exclusive(f: &'a fs::File) -> std::io::Result<DirLock<'a>> {
+        use std::os::fd::AsRawFd;
+        loop {
+            // SAFETY: a valid open descriptor, borrowed for the call.
+            if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } == 0 {
+                return Ok(DirLock(f));
+            }
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+    }
+}
+
+impl Drop for DirLock<'_> {
+    fn drop(&mut self) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: as above.
+        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
+    }
+}
+
 /// Where a machine's last line is, and whether it is a running,
 /// bootstrapped control-plane machine (a bootstrap token needs one).
 #[derive(Debug, Clone, Copy)]
@@ -211,7 +238,10 @@ fn ready_control_plane(m: &SimMachine) -> bool {
 pub(super) struct MachineLog {
     path: PathBuf,
     legacy_dir: PathBuf,
-    file: fs::File,
+    /// The file, while it exists: it is created by the first append and
+    /// never by looking at it, so a log removed when its last machine went
+    /// (a destroy) is not brought back empty by a later check.
+    file: Option<fs::File>,
     /// The inode and length of the file as last indexed.
     ino: u64,
     end: u64,
@@ -220,11 +250,11 @@ pub(super) struct MachineLog {
     lines: usize,
 }
 
-fn open_log(path: &Path) -> std::io::Result<fs::File> {
+fn open_log(path: &Path, create: bool) -> std::io::Result<fs::File> {
     fs::OpenOptions::new()
         .read(true)
         .append(true)
-        .create(true)
+        .create(create)
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)
@@ -240,39 +270,61 @@ fn read_whole(mut file: &fs::File) -> std::io::Result<Vec<u8>> {
 }
 
 impl MachineLog {
-    /// Open (or create) the log of the cluster, index it, and move the
-    /// earlier layout's records of the cluster into it.
+    /// Open the log of the cluster (it need not exist yet), index it, and
+    /// move the earlier layout's records of the cluster into it.
     pub(super) fn open(path: &Path, legacy_dir: &Path) -> Result<MachineLog, ProviderError> {
-        let err = |e: std::io::Error| io_err(&path.display().to_string(), e);
-        if let Some(dir) = path.parent() {
-            create_private_dir(dir).map_err(|e| io_err(&dir.display().to_string(), e))?;
-        }
-        let file = open_log(path).map_err(err)?;
         let mut log = MachineLog {
             path: path.to_path_buf(),
             legacy_dir: legacy_dir.to_path_buf(),
-            ino: file.metadata().map_err(err)?.ino(),
-            file,
+            file: None,
+            ino: 0,
             end: 0,
             index: HashMap::new(),
             lines: 0,
         };
-        log.load()?;
+        log.reopen(false)?;
         log.migrate()?;
         Ok(log)
+    }
+
+    fn err(&self, e: impl std::fmt::Display) -> ProviderError {
+        io_err(&self.path.display().to_string(), e)
+    }
+
+    /// Open the file as it is now (creating it when `create`) and index it;
+    /// no file is an empty log.
+    fn reopen(&mut self, create: bool) -> Result<(), ProviderError> {
+        if create {
+            if let Some(dir) = self.path.parent() {
+                create_private_dir(dir).map_err(|e| io_err(&dir.display().to_string(), e))?;
+            }
+        }
+        self.file = match open_log(&self.path, create) {
+            Ok(f) => Some(f),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(self.err(e)),
+        };
+        self.ino = match &self.file {
+            Some(f) => f.metadata().map_err(|e| self.err(e))?.ino(),
+            None => 0,
+        };
+        self.load()
     }
 
     /// Index the whole file; an unterminated last line (a write cut short)
     /// is cut off.
     fn load(&mut self) -> Result<(), ProviderError> {
-        let err = |e: std::io::Error| io_err(&self.path.display().to_string(), e);
-        let bytes = read_whole(&self.file).map_err(err)?;
-        let complete = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-        if complete < bytes.len() {
-            self.file.set_len(complete as u64).map_err(err)?;
-        }
         self.index.clear();
         self.lines = 0;
+        self.end = 0;
+        let Some(file) = &self.file else {
+            return Ok(());
+        };
+        let bytes = read_whole(file).map_err(|e| self.err(e))?;
+        let complete = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        if complete < bytes.len() {
+            file.set_len(complete as u64).map_err(|e| self.err(e))?;
+        }
         for (off, number, line) in complete_lines(&bytes[..complete]) {
             self.lines += 1;
             match parse_line::<SimMachine>(line).map_err(|e| bad_line(&self.path, number, &e))? {
@@ -315,29 +367,43 @@ impl MachineLog {
 
     /// Read the file again if it is no longer the one indexed.
     fn sync(&mut self) -> Result<(), ProviderError> {
-        let err = |e: std::io::Error| io_err(&self.path.display().to_string(), e);
         match fs::symlink_metadata(&self.path) {
-            Ok(md) if md.ino() == self.ino && md.len() == self.end => Ok(()),
-            Ok(md) if md.ino() == self.ino => self.load(),
-            // Replaced or removed: open what is there now.
-            Ok(_) | Err(_) => {
-                self.file = open_log(&self.path).map_err(err)?;
-                self.ino = self.file.metadata().map_err(err)?.ino();
-                self.load()
+            Ok(md) if self.file.is_some() && md.ino() == self.ino => {
+                if md.len() == self.end {
+                    Ok(())
+                } else {
+                    self.load()
+                }
             }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && self.file.is_none() => Ok(()),
+            // Created, replaced or removed behind this log's back.
+            _ => self.reopen(false),
         }
     }
 
     /// The machine's record, if it has one.
     pub(super) fn get(&mut self, name: &str) -> Result<Option<SimMachine>, ProviderError> {
         self.sync()?;
+        match self.read_slot(name)? {
+            Some(m) if m.name == name => Ok(Some(m)),
+            None => Ok(None),
+            // Edited in place to the same length: index the file again.
+            Some(_) => {
+                self.load()?;
+                Ok(self.read_slot(name)?.filter(|m| m.name == name))
+            }
+        }
+    }
+
+    /// The record at the machine's indexed line (a removal reads as none).
+    fn read_slot(&self, name: &str) -> Result<Option<SimMachine>, ProviderError> {
         let Some(slot) = self.index.get(name).copied() else {
             return Ok(None);
         };
         let mut buf = vec![0; slot.len as usize];
-        self.file
-            .read_exact_at(&mut buf, slot.off)
-            .map_err(|e| io_err(&self.path.display().to_string(), e))?;
+        let file = self.file.as_ref().expect("an indexed record has a file");
+        file.read_exact_at(&mut buf, slot.off)
+            .map_err(|e| self.err(e))?;
         match parse_line::<SimMachine>(&buf) {
             Ok(Line::Put(m)) => Ok(Some(m)),
             Ok(Line::Removed(_)) => Ok(None),
@@ -376,9 +442,11 @@ impl MachineLog {
     }
 
     fn append(&mut self, line: &[u8]) -> Result<(), ProviderError> {
-        (&self.file)
-            .write_all(line)
-            .map_err(|e| io_err(&self.path.display().to_string(), e))?;
+        if self.file.is_none() {
+            self.reopen(true)?;
+        }
+        let file = self.file.as_ref().expect("just created");
+        (&*file).write_all(line).map_err(|e| self.err(e))?;
         self.end += line.len() as u64;
         self.lines += 1;
         Ok(())
@@ -390,45 +458,59 @@ impl MachineLog {
         Ok(self.index.values().any(|s| s.ready_control_plane))
     }
 
+    /// The compaction's temporary file: one name per log, so one left by
+    /// a kill is overwritten by the next compaction or removed with the log.
+    fn compact_path(&self) -> PathBuf {
+        let name = self.path.file_name().unwrap_or_default().to_string_lossy();
+        self.path.with_file_name(format!(".{name}.compact"))
+    }
+
     /// Rewrite the file with one line per machine, sorted by name (through
     /// a temporary file and a rename); remove it when no machine is left.
     pub(super) fn compact(&mut self) -> Result<(), ProviderError> {
         self.sync()?;
-        let err = |e: std::io::Error| io_err(&self.path.display().to_string(), e);
-        if self.index.is_empty() {
-            match fs::remove_file(&self.path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(err(e)),
-                _ => {}
+        let tmp_path = self.compact_path();
+        let remove = |p: &Path| match fs::remove_file(p) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(io_err(&p.display().to_string(), e))
             }
-            self.lines = 0;
-            return Ok(());
+            _ => Ok(()),
+        };
+        if self.index.is_empty() {
+            remove(&self.path)?;
+            remove(&tmp_path)?;
+            self.file = None;
+            return self.load();
         }
         if self.lines == self.index.len() {
             return Ok(());
         }
         let mut live: Vec<(&String, Slot)> = self.index.iter().map(|(n, s)| (n, *s)).collect();
         live.sort_by(|a, b| a.0.cmp(b.0));
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".sim.tmp.")
-            .tempfile_in(dir)
-            .map_err(err)?;
+        let file = self.file.as_ref().expect("an indexed record has a file");
+        let tmp = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp_path)
+            .map_err(|e| io_err(&tmp_path.display().to_string(), e))?;
         // Line by line (the file can hold three lines per machine: reading
         // it whole would add its size to the end of a large apply).
-        let mut out = std::io::BufWriter::new(tmp.as_file_mut());
+        let mut out = std::io::BufWriter::new(tmp);
         let mut line = Vec::new();
         for (_, s) in &live {
             line.resize(s.len as usize, 0);
-            self.file.read_exact_at(&mut line, s.off).map_err(err)?;
-            out.write_all(&line).map_err(err)?;
-            out.write_all(b"\n").map_err(err)?;
+            file.read_exact_at(&mut line, s.off)
+                .map_err(|e| self.err(e))?;
+            out.write_all(&line).map_err(|e| self.err(e))?;
+            out.write_all(b"\n").map_err(|e| self.err(e))?;
         }
-        out.flush().map_err(err)?;
+        out.flush().map_err(|e| self.err(e))?;
         drop(out);
-        tmp.persist(&self.path).map_err(|e| err(e.error))?;
-        self.file = open_log(&self.path).map_err(err)?;
-        self.ino = self.file.metadata().map_err(err)?.ino();
-        self.load()
+        fs::rename(&tmp_path, &self.path).map_err(|e| self.err(e))?;
+        self.reopen(false)
     }
 }
 
@@ -586,5 +668,39 @@ mod tests {
         assert!(!legacy.exists(), "the old files are moved");
         assert_eq!(log.get("b").unwrap().unwrap().status, "running");
         assert_eq!(read_cluster::<SimMachine>(&path, &legacy).unwrap(), read);
+    }
+
+    /// Two providers on one simulator directory (as in tests; or another
+    /// process): one appends while the other appends and compacts; the
+    /// writers' lock keeps every line.
+    #[test]
+    fn two_writers_never_lose_a_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = crate::provider::sim::SimProvider::open(dir.path(), None).unwrap();
+        let b = crate::provider::sim::SimProvider::open(dir.path(), None).unwrap();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for i in 0..1500 {
+                    let m = machine(&format!("a-{i}"), "running");
+                    a.with_log("c", |l| l.put(&m)).unwrap();
+                }
+            });
+            s.spawn(|| {
+                for i in 0..300 {
+                    let name = format!("b-{i}");
+                    b.with_log("c", |l| {
+                        l.put(&machine(&name, "provisioning"))?;
+                        l.put(&machine(&name, "running"))?;
+                        l.compact()
+                    })
+                    .unwrap();
+                }
+            });
+        });
+        drop((a, b));
+        let (path, legacy) = paths(dir.path());
+        let read = read_cluster::<SimMachine>(&path, &legacy).unwrap();
+        assert_eq!(read.len(), 1800);
+        assert!(read.values().all(|m| m.status == "running"));
     }
 }

@@ -70,6 +70,8 @@ pub struct SimProvider {
     /// The machine logs this provider wrote to, by cluster; compacted when
     /// it is dropped.
     logs: Mutex<HashMap<String, machines::MachineLog>>,
+    /// The `machines` directory, whose `flock` is the writers' lock.
+    machines_dir: std::sync::OnceLock<fs::File>,
     log_seq: AtomicU64,
     /// `ops.log`, opened at the first event and kept open.
     log_file: Mutex<Option<fs::File>>,
@@ -108,6 +110,7 @@ impl SimProvider {
             ips: Mutex::new(None),
             refreshed: Mutex::new(HashMap::new()),
             logs: Mutex::new(HashMap::new()),
+            machines_dir: std::sync::OnceLock::new(),
             log_seq: AtomicU64::new(0),
             log_file: Mutex::new(None),
             lb_lock: tokio::sync::Mutex::new(()),
@@ -150,15 +153,41 @@ impl SimProvider {
         cluster: &str,
         f: impl FnOnce(&mut machines::MachineLog) -> Result<R, ProviderError>,
     ) -> Result<R, ProviderError> {
-        let mut logs = self.logs.lock().unwrap();
-        if !logs.contains_key(cluster) {
-            let log = machines::MachineLog::open(
-                &self.machine_log_path(cluster),
-                &self.legacy_machine_dir(cluster),
-            )?;
-            logs.insert(cluster.to_string(), log);
-        }
-        f(logs.get_mut(cluster).expect("just opened"))
+        self.with_logs(|logs| {
+            if !logs.contains_key(cluster) {
+                let log = machines::MachineLog::open(
+                    &self.machine_log_path(cluster),
+                    &self.legacy_machine_dir(cluster),
+                )?;
+                logs.insert(cluster.to_string(), log);
+            }
+            f(logs.get_mut(cluster).expect("just opened"))
+        })
+    }
+
+    /// Run `f` on the open machine logs, holding the writers' lock: a
+    /// `flock` on the `machines` directory (which survives a compaction's
+    /// rename), so another provider in this process or another process
+    /// never appends between a compaction's read and its rename, and a
+    /// torn last line can only be a dead writer's.
+    fn with_logs<R>(
+        &self,
+        f: impl FnOnce(&mut HashMap<String, machines::MachineLog>) -> Result<R, ProviderError>,
+    ) -> Result<R, ProviderError> {
+        let mut logs = self.logs.lock().unwrap_or_else(|e| e.into_inner());
+        let dir = self.dir.join("machines");
+        let fd = match self.machines_dir.get() {
+            Some(fd) => fd,
+            None => {
+                let err = |e: std::io::Error| store::io_err(&dir.display().to_string(), e);
+                store::create_private_dir(&dir).map_err(err)?;
+                let fd = fs::File::open(&dir).map_err(err)?;
+                self.machines_dir.get_or_init(|| fd)
+            }
+        };
+        let _held = machines::DirLock::exclusive(fd)
+            .map_err(|e| store::io_err(&dir.display().to_string(), e))?;
+        f(&mut logs)
     }
 
     /// The clusters with machine records, sorted.
@@ -288,10 +317,12 @@ impl Drop for SimProvider {
     /// Leave each machine log this provider wrote with one line per
     /// machine. Best effort: a log with superseded lines reads the same.
     fn drop(&mut self) {
-        let logs = std::mem::take(&mut *self.logs.lock().unwrap_or_else(|e| e.into_inner()));
-        for (_, mut log) in logs {
-            let _ = log.compact();
-        }
+        let _ = self.with_logs(|logs| {
+            for log in logs.values_mut() {
+                let _ = log.compact();
+            }
+            Ok(())
+        });
     }
 }
 

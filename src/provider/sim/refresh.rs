@@ -200,16 +200,15 @@ impl SimProvider {
         };
         let r = match input.spec {
             Spec::Machine(m) => {
-                let hits = self
-                    .machine_clusters()
-                    .into_iter()
-                    .flat_map(|c| {
-                        let path = self.machine_log_path(&c);
-                        let records = self.cluster_machines::<SimMachine>(&c).unwrap_or_default();
-                        records.into_values().map(move |sm| (path.clone(), sm))
-                    })
-                    .filter(|(_, sm)| sm.name == id || sm.provider_id == id)
-                    .collect();
+                let mut hits = Vec::new();
+                for c in self.machine_clusters() {
+                    let path = self.machine_log_path(&c);
+                    for sm in self.cluster_machines::<SimMachine>(&c)?.into_values() {
+                        if sm.name == id || sm.provider_id == id {
+                            hits.push((path.clone(), sm));
+                        }
+                    }
+                }
                 one(hits, "machine", id).map(|(path, sm)| {
                     let interrupted = (sm.bootstrap.started && !sm.bootstrap.succeeded).then(|| {
                         format!("its bootstrap was interrupted or failed and never runs twice, so apply could not use it; delete its line from {} and let capi apply create {}", path.display(), input.address)
