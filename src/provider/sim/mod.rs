@@ -121,8 +121,12 @@ impl SimProvider {
     /// The addresses already handed out, from every machine record.
     fn scan_ips(&self) -> ips::IpPool {
         let mut ips = ips::IpPool::default();
-        for m in self.machines(None) {
-            ips.insert_existing(&m.ip);
+        // Only the addresses: a light view, not whole records.
+        for c in self.machine_clusters() {
+            let records = self.cluster_machines::<machines::MachineView>(&c);
+            for m in records.unwrap_or_default().values() {
+                ips.insert_existing(&m.ip);
+            }
         }
         ips
     }
