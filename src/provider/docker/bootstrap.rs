@@ -1,14 +1,17 @@
 //! How bootstrap data reaches a Docker machine: as CAPD does it, capi runs
-//! the cloud-config itself inside the container (`write_files` as one
-//! archive upload to a staging directory and one script that moves each
-//! file into place; consecutive `runcmd` entries as one script in one exec,
-//! each failure reported as its own command's), in order, stopping at the
-//! first failure.
+//! the cloud-config itself inside the container, in order, stopping at the
+//! first failure, each failure reported as its own step's (command line,
+//! exit code, output). It takes one archive upload (every `write_files`
+//! entry, to a staging directory) and one exec of one script: the markers,
+//! then each file moved into place and each `runcmd` entry run, then the
+//! success sentinel checked.
 //!
-//! Bootstrap never runs twice on one machine: capi writes CAPD's "started"
-//! marker before anything runs, and copies of both markers on `/var` (a
-//! volume that survives a restart, unlike the `/run` tmpfs). A machine whose
-//! bootstrap started and did not succeed is reported failed, to be replaced.
+//! Bootstrap never runs twice on one machine: the script writes CAPD's
+//! "started" marker before anything runs, and copies of both markers on
+//! `/var` (a volume that survives a restart, unlike the `/run` tmpfs). A
+//! machine whose bootstrap started and did not succeed is reported failed,
+//! to be replaced. (The files are uploaded before the markers are read: on
+//! a machine that is adopted or refused they are removed unread.)
 //!
 //! Also here: registering a bootstrap token through a bootstrapped
 //! control-plane machine (`kubeadm token create`).
@@ -18,7 +21,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::engine::{sh, sh_args, summary_name, summary_state, STAGING};
+use super::engine::{sh_args, summary_name, summary_state};
 use super::DockerProvider;
 use crate::bootstrap::SUCCESS_SENTINEL;
 use crate::provider::cloudinit::{self, Action, FileWrite};
@@ -29,10 +32,6 @@ use crate::resource::MachineSpec;
 /// tmpfs, emptied when a container restarts, and bootstrap must still never
 /// run twice on it.
 const PERSISTENT_MARKERS: &str = "/var/lib/capi";
-
-/// The exit codes of the marker check.
-const ALREADY_SUCCEEDED: i64 = 10;
-const ALREADY_STARTED: i64 = 11;
 
 /// What the commands run so far and the failure are recorded as.
 struct Run<'a> {
@@ -95,7 +94,10 @@ impl DockerProvider {
         }
     }
 
-    /// Execute the cloud-config as CAPD does, unless it already ran here.
+    /// Execute the cloud-config as CAPD does, unless it already ran here:
+    /// every `write_files` entry in one upload to the staging directory,
+    /// then one exec of [`bootstrap_script`] (the markers, each file moved
+    /// into place and each command run, in the cloud-config's order).
     async fn run_cloud_config(
         &self,
         input: &OpInput<'_>,
@@ -111,116 +113,53 @@ impl DockerProvider {
                 json!(acts.ignored_modules),
             );
         }
-        if !self.mark_started(name, observed).await? {
-            return Ok(());
+        let steps: Vec<Step<'_>> = acts
+            .actions
+            .iter()
+            .map(|a| match a {
+                Action::Write(f) => Step::Write(f, self.engine.stage_name()),
+                Action::Run(cmd) => Step::Run(cloudinit::capd_command(cmd)),
+            })
+            .collect();
+        let files: Vec<(String, &[u8], u32)> = steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Write(f, staged) => Some((staged.clone(), f.content.as_slice(), 0o600)),
+                Step::Run(_) => None,
+            })
+            .collect();
+        if !files.is_empty() {
+            self.engine.upload(name, &files).await?;
         }
-        let mut run = Run {
+        let tag = format!("@@capi-{}", uuid::Uuid::new_v4().simple());
+        let (script, args) = bootstrap_script(&tag, &steps);
+        let (code, out) = self.engine.exec(name, &sh_args(&script, args)).await?;
+        let shown: Vec<String> = steps.iter().map(|s| r.redact(&s.shown())).collect();
+        let run = Run {
             redactor: r,
             commands: Vec::new(),
         };
-        // Consecutive write_files entries go in one upload (to the staging
-        // directory) and one exec that moves each into place, in order.
-        let mut i = 0;
-        while i < acts.actions.len() {
-            let mut writes = Vec::new();
-            while let Some(Action::Write(f)) = acts.actions.get(i) {
-                writes.push(f);
-                i += 1;
-            }
-            if !writes.is_empty() {
-                self.write_files(name, &writes, &mut run, observed).await?;
-                continue;
-            }
-            // Consecutive runcmd entries run in one exec, in order, stopping
-            // at the first failure; the last run also checks the sentinel.
-            let mut cmds = Vec::new();
-            while let Some(Action::Run(cmd)) = acts.actions.get(i) {
-                cmds.push(cloudinit::capd_command(cmd));
-                i += 1;
-            }
-            let last = i == acts.actions.len();
-            self.run_commands(name, &cmds, last, &mut run, observed)
-                .await?;
-            if last {
-                observed.insert("commands".into(), json!(run.commands));
-                observed.insert("bootstrap".into(), json!("succeeded"));
-                return Ok(());
-            }
-        }
-        observed.insert("commands".into(), json!(run.commands));
-        let (code, _) = self.engine.exec(name, &sh(&sentinel_check())).await?;
-        if code != 0 {
-            return Err(run.fail(observed, "(bootstrap)".into(), 1, &no_sentinel()));
-        }
-        observed.insert("bootstrap".into(), json!("succeeded"));
-        Ok(())
+        self.settle(name, &shown, outcome(&tag, code, &out), run, observed)
     }
 
-    /// Run `cmds` (argument vectors) in one exec, in order, stopping at the
-    /// first that fails; then, when `check_sentinel`, check that bootstrap
-    /// succeeded. A failure is reported as if each command had run alone:
-    /// its command line, its exit code, its own output. Markers carry a
-    /// random tag so that no command's output can forge one.
-    async fn run_commands(
+    /// What the bootstrap exec's outcome means for the machine: recorded in
+    /// `observed` (the commands that ran, as if each had run alone, and the
+    /// failed one).
+    fn settle(
         &self,
         name: &str,
-        cmds: &[Vec<String>],
-        check_sentinel: bool,
-        run: &mut Run<'_>,
+        shown: &[String],
+        outcome: Outcome,
+        mut run: Run<'_>,
         observed: &mut Observed,
     ) -> Result<(), ProviderError> {
-        let tag = format!("@@capi-{}", uuid::Uuid::new_v4().simple());
-        let script = commands_script(&tag, cmds, check_sentinel);
-        let (code, out) = self.engine.exec(name, &sh(&script)).await?;
-        let shown: Vec<String> = cmds
-            .iter()
-            .map(|c| run.redactor.redact(&c.join(" ")))
-            .collect();
-        match batch_outcome(&tag, code, &out) {
-            Outcome::Succeeded => {
-                run.commands.extend(shown.into_iter().map(|c| json!(c)));
-                Ok(())
-            }
-            Outcome::NoSentinel => {
-                run.commands.extend(shown.into_iter().map(|c| json!(c)));
-                Err(run.fail(observed, "(bootstrap)".into(), 1, &no_sentinel()))
-            }
-            Outcome::Failed {
-                index,
-                code,
-                output,
-            } => {
-                let index = index.min(shown.len().saturating_sub(1));
-                run.commands
-                    .extend(shown[..=index].iter().map(|c| json!(c)));
-                Err(run.fail(observed, shown[index].clone(), code, &output))
-            }
-        }
-    }
-
-    /// Never twice: check the markers and write the "started" ones. `false`:
-    /// bootstrap already succeeded here (adopted), nothing to run. A machine
-    /// whose bootstrap started (capi's or CAPD's marker) and did not succeed
-    /// is unusable and will be replaced.
-    async fn mark_started(
-        &self,
-        name: &str,
-        observed: &mut Observed,
-    ) -> Result<bool, ProviderError> {
-        let started = cloudinit::STARTED_SENTINEL;
-        let script = format!(
-            "if [ -f {SUCCESS_SENTINEL} ] || [ -f {PERSISTENT_MARKERS}/succeeded ]; then exit {ALREADY_SUCCEEDED}; \
-             elif [ -f {started} ] || [ -f {PERSISTENT_MARKERS}/started ]; then exit {ALREADY_STARTED}; fi; \
-             mkdir -p /run/cluster-api {STAGING} {PERSISTENT_MARKERS} && echo started > {started} && echo started > {PERSISTENT_MARKERS}/started"
-        );
-        let (code, _) = self.engine.exec(name, &sh(&script)).await?;
-        match code {
-            ALREADY_SUCCEEDED => {
+        match outcome {
+            Outcome::AlreadySucceeded => {
                 observed.insert("bootstrap".into(), json!("succeeded"));
                 observed.insert("adopted".into(), json!(true));
-                Ok(false)
+                Ok(())
             }
-            ALREADY_STARTED => {
+            Outcome::AlreadyStarted => {
                 observed.insert("bootstrap".into(), json!("failed"));
                 Err(ProviderError::Bootstrap {
                     command: "(interrupted)".into(),
@@ -231,55 +170,33 @@ impl DockerProvider {
                     observed: observed.clone(),
                 })
             }
-            0 => Ok(true),
-            other => Err(ProviderError::Failed(format!(
-                "cannot prepare bootstrap in {name} (exit {other}); does the image have /bin/sh?"
+            Outcome::NotPrepared(code) => Err(ProviderError::Failed(format!(
+                "cannot prepare bootstrap in {name} (exit {code}); does the image have /bin/sh?"
             ))),
-        }
-    }
-
-    /// Upload a run of `write_files` entries to the staging directory and
-    /// move each into place; on failure, the commands recorded end with the
-    /// file that failed.
-    async fn write_files(
-        &self,
-        name: &str,
-        writes: &[&FileWrite],
-        run: &mut Run<'_>,
-        observed: &mut Observed,
-    ) -> Result<(), ProviderError> {
-        let staged: Vec<String> = writes.iter().map(|_| self.engine.stage_name()).collect();
-        let files: Vec<(String, &[u8], u32)> = writes
-            .iter()
-            .zip(&staged)
-            .map(|(f, st)| (st.clone(), f.content.as_slice(), 0o600))
-            .collect();
-        self.engine.upload(name, &files).await?;
-        let (script, args) = write_script(writes, &staged);
-        let (code, out) = self.engine.exec(name, &sh_args(&script, args)).await?;
-        if code != 0 {
-            let failed = out
-                .lines()
-                .rev()
-                .find_map(|l| l.strip_prefix("capi: write_files "))
-                .and_then(|l| l.strip_suffix(" failed"))
-                .unwrap_or("(one of the files)")
-                .to_string();
-            for f in writes {
-                run.commands.push(json!(format!("write_files {}", f.path)));
-                if f.path == failed {
-                    break;
-                }
+            Outcome::Succeeded => {
+                run.commands.extend(shown.iter().map(|c| json!(c)));
+                observed.insert("commands".into(), json!(run.commands));
+                observed.insert("bootstrap".into(), json!("succeeded"));
+                Ok(())
             }
-            let command = run.redactor.redact(&format!("write_files {failed}"));
-            return Err(run.fail(observed, command, code, &out));
+            Outcome::NoSentinel => {
+                run.commands.extend(shown.iter().map(|c| json!(c)));
+                Err(run.fail(observed, "(bootstrap)".into(), 1, &no_sentinel()))
+            }
+            Outcome::Failed {
+                index,
+                code,
+                output,
+            } => {
+                if shown.is_empty() {
+                    return Err(run.fail(observed, "(bootstrap)".into(), code, &output));
+                }
+                let index = index.min(shown.len() - 1);
+                run.commands
+                    .extend(shown[..=index].iter().map(|c| json!(c)));
+                Err(run.fail(observed, shown[index].clone(), code, &output))
+            }
         }
-        run.commands.extend(
-            writes
-                .iter()
-                .map(|f| json!(format!("write_files {}", f.path))),
-        );
-        Ok(())
     }
 
     /// Register the bootstrap token through a bootstrapped control-plane
@@ -320,44 +237,115 @@ impl DockerProvider {
     }
 }
 
-/// The shell script that moves staged files into place as CAPD writes them
-/// (`mkdir -p`, `cat >`/`>>`, `chmod` unless 0644, `chown` unless root),
-/// stopping at the first failure; paths travel as arguments.
-fn write_script(writes: &[&FileWrite], staged: &[String]) -> (String, Vec<String>) {
-    let mut script = String::new();
-    let mut args = Vec::new();
-    for (k, (f, st)) in writes.iter().zip(staged).enumerate() {
-        let (s_arg, p_arg) = (2 * k + 1, 2 * k + 2);
-        args.push(st.clone());
-        args.push(f.path.clone());
-        let mut step = format!(
-            "mkdir -p \"$(dirname \"${{{p_arg}}}\")\" && cat \"${{{s_arg}}}\" {} \"${{{p_arg}}}\" && rm -f \"${{{s_arg}}}\"",
-            if f.append { ">>" } else { ">" }
-        );
-        let perm = f
-            .permissions
-            .as_deref()
-            .map(|p| p.trim().trim_matches('\''))
-            .unwrap_or("0644");
-        if perm != "0644" && perm != "644" {
-            step.push_str(&format!(" && chmod {} \"${{{p_arg}}}\"", shell_quote(perm)));
+/// One step of the bootstrap, in the cloud-config's order: a file (with
+/// the staging path it was uploaded to) or a command's argument vector.
+enum Step<'a> {
+    Write(&'a FileWrite, String),
+    Run(Vec<String>),
+}
+
+impl Step<'_> {
+    /// How the step is recorded among the machine's commands.
+    fn shown(&self) -> String {
+        match self {
+            Step::Write(f, _) => format!("write_files {}", f.path),
+            Step::Run(c) => c.join(" "),
         }
-        if let Some(o) = f
-            .owner
-            .as_deref()
-            .map(str::trim)
-            .filter(|o| *o != "root:root" && *o != "root" && !o.is_empty())
-        {
-            step.push_str(&format!(" && chown {} \"${{{p_arg}}}\"", shell_quote(o)));
+    }
+}
+
+/// The one script that bootstraps a machine, with its arguments (staged
+/// and target paths travel as arguments, never as script text):
+///
+/// 1. the markers: bootstrap that already succeeded here (CAPD's sentinel
+///    or capi's copy) is adopted (`TAG already-succeeded`); one that
+///    started and did not finish is never run again (`TAG
+///    already-started`); otherwise the "started" markers are written and
+///    `TAG ready` said before anything else runs;
+/// 2. each step announced (`TAG start K`): a file moved from staging into
+///    place as CAPD writes it (`mkdir -p`, `cat >`/`>>`, `chmod` unless
+///    0644, `chown` unless root), or a command run; the first failure says
+///    `TAG failed K CODE` and ends the script;
+/// 3. the success sentinel checked (`TAG no-sentinel` when missing) and
+///    capi's copy of it written.
+///
+/// Whatever happens, no staged file is left behind. The tag is random per
+/// run, so no command's output can forge a marker.
+fn bootstrap_script(tag: &str, steps: &[Step<'_>]) -> (String, Vec<String>) {
+    let started = cloudinit::STARTED_SENTINEL;
+    let mut args = Vec::new();
+    let mut staged = Vec::new();
+    for s in steps {
+        if let Step::Write(f, st) = s {
+            args.push(st.clone());
+            staged.push(format!("\"${{{}}}\"", args.len()));
+            args.push(f.path.clone());
+        }
+    }
+    // Inline, not a shell function: in a function `$1` would be its own.
+    let cleanup = if staged.is_empty() {
+        ":".to_string()
+    } else {
+        format!("rm -f {}", staged.join(" "))
+    };
+    let mut script = format!(
+        "if [ -f {SUCCESS_SENTINEL} ] || [ -f {PERSISTENT_MARKERS}/succeeded ]; then {cleanup}; echo '{tag} already-succeeded'; exit 0; fi\n\
+         if [ -f {started} ] || [ -f {PERSISTENT_MARKERS}/started ]; then {cleanup}; echo '{tag} already-started'; exit 0; fi\n\
+         mkdir -p /run/cluster-api {PERSISTENT_MARKERS} && echo started > {started} && echo started > {PERSISTENT_MARKERS}/started || {{ c=$?; {cleanup}; exit $c; }}\n\
+         echo '{tag} ready'\n"
+    );
+    let mut arg = 0;
+    for (k, s) in steps.iter().enumerate() {
+        script.push_str(&format!("echo '{tag} start {k}'\n"));
+        match s {
+            Step::Write(f, _) => {
+                let (s_arg, p_arg) = (arg + 1, arg + 2);
+                arg += 2;
+                script.push_str(&format!("{{ {}; }}\n", write_step(f, s_arg, p_arg)));
+            }
+            Step::Run(cmd) => {
+                let words: Vec<String> = cmd.iter().map(|w| shell_quote(w)).collect();
+                script.push_str(&words.join(" "));
+                script.push('\n');
+            }
         }
         script.push_str(&format!(
-            "{{ {step}; }} || {{ echo \"capi: write_files ${{{p_arg}}} failed\" >&2; exit 1; }}\n"
+            "c=$?; [ $c -eq 0 ] || {{ {cleanup}; echo; echo \"{tag} failed {k} $c\"; exit 1; }}\n"
         ));
     }
+    script.push_str(&format!(
+        "{} || {{ echo '{tag} no-sentinel'; exit 1; }}\n",
+        sentinel_check()
+    ));
     (script, args)
 }
 
-/// The last `lines` lines of a command's output.
+/// Moving one staged file (argument `s_arg`) into place (argument
+/// `p_arg`), as CAPD writes files.
+fn write_step(f: &FileWrite, s_arg: usize, p_arg: usize) -> String {
+    let mut step = format!(
+        "mkdir -p \"$(dirname \"${{{p_arg}}}\")\" && cat \"${{{s_arg}}}\" {} \"${{{p_arg}}}\" && rm -f \"${{{s_arg}}}\"",
+        if f.append { ">>" } else { ">" }
+    );
+    let perm = f
+        .permissions
+        .as_deref()
+        .map(|p| p.trim().trim_matches('\''))
+        .unwrap_or("0644");
+    if perm != "0644" && perm != "644" {
+        step.push_str(&format!(" && chmod {} \"${{{p_arg}}}\"", shell_quote(perm)));
+    }
+    if let Some(o) = f
+        .owner
+        .as_deref()
+        .map(str::trim)
+        .filter(|o| *o != "root:root" && *o != "root" && !o.is_empty())
+    {
+        step.push_str(&format!(" && chown {} \"${{{p_arg}}}\"", shell_quote(o)));
+    }
+    step
+}
+
 fn sentinel_check() -> String {
     format!("test -f {SUCCESS_SENTINEL} && echo success > {PERSISTENT_MARKERS}/succeeded")
 }
@@ -366,31 +354,17 @@ fn no_sentinel() -> String {
     format!("every command succeeded but the sentinel {SUCCESS_SENTINEL} is missing")
 }
 
-/// The script of [`DockerProvider::run_commands`]: each command announced
-/// (`TAG start K`), run, and on failure `TAG failed K CODE` and exit 1.
-fn commands_script(tag: &str, cmds: &[Vec<String>], check_sentinel: bool) -> String {
-    let mut script = String::new();
-    for (k, c) in cmds.iter().enumerate() {
-        let words: Vec<String> = c.iter().map(|w| shell_quote(w)).collect();
-        script.push_str(&format!(
-            "echo '{tag} start {k}'\n{}\nc=$?; [ $c -eq 0 ] || {{ echo; echo \"{tag} failed {k} $c\"; exit 1; }}\n",
-            words.join(" ")
-        ));
-    }
-    if check_sentinel {
-        script.push_str(&format!(
-            "{} || {{ echo '{tag} no-sentinel'; exit 1; }}\n",
-            sentinel_check()
-        ));
-    }
-    script
-}
-
 #[derive(Debug, PartialEq, Eq)]
 enum Outcome {
     Succeeded,
+    /// Bootstrap had succeeded here before: adopted, nothing ran.
+    AlreadySucceeded,
+    /// Bootstrap had started here before and not succeeded.
+    AlreadyStarted,
+    /// The markers could not be written (the exec's exit code).
+    NotPrepared(i64),
     NoSentinel,
-    /// Command `index` failed with `code`; `output` is its own.
+    /// Step `index` failed with `code`; `output` is its own.
     Failed {
         index: usize,
         code: i64,
@@ -398,17 +372,21 @@ enum Outcome {
     },
 }
 
-/// What the exec of [`commands_script`] says happened.
-fn batch_outcome(tag: &str, exit: i64, out: &str) -> Outcome {
+/// What the exec of [`bootstrap_script`] says happened.
+fn outcome(tag: &str, exit: i64, out: &str) -> Outcome {
+    let mut ready = false;
     let mut started = None;
     let mut own = String::new();
     for line in out.lines() {
         match line.strip_prefix(tag).map(str::trim) {
-            Some(m) if m.starts_with("start ") => {
+            Some("already-succeeded") if !ready => return Outcome::AlreadySucceeded,
+            Some("already-started") if !ready => return Outcome::AlreadyStarted,
+            Some("ready") if !ready => ready = true,
+            Some(m) if ready && m.starts_with("start ") => {
                 started = m[6..].parse::<usize>().ok();
                 own.clear();
             }
-            Some(m) if m.starts_with("failed ") => {
+            Some(m) if ready && m.starts_with("failed ") => {
                 let mut it = m[7..].split(' ');
                 let index = it.next().and_then(|k| k.parse().ok()).unwrap_or(0);
                 let code = it.next().and_then(|c| c.parse().ok()).unwrap_or(1);
@@ -418,12 +396,15 @@ fn batch_outcome(tag: &str, exit: i64, out: &str) -> Outcome {
                     output: own,
                 };
             }
-            Some("no-sentinel") => return Outcome::NoSentinel,
+            Some("no-sentinel") if ready => return Outcome::NoSentinel,
             _ => {
                 own.push_str(line);
                 own.push('\n');
             }
         }
+    }
+    if !ready {
+        return Outcome::NotPrepared(exit);
     }
     if exit == 0 {
         return Outcome::Succeeded;
@@ -449,84 +430,153 @@ fn shell_quote(s: &str) -> String {
 mod tests {
     use super::*;
 
+    fn file(
+        path: &str,
+        content: &[u8],
+        perm: Option<&str>,
+        owner: Option<&str>,
+        append: bool,
+    ) -> FileWrite {
+        FileWrite {
+            path: path.into(),
+            content: content.to_vec(),
+            permissions: perm.map(str::to_string),
+            owner: owner.map(str::to_string),
+            append,
+        }
+    }
+
     #[test]
-    fn write_script_moves_each_file_in_order() {
-        let a = FileWrite {
-            path: "/etc/a b".into(),
-            content: b"x".to_vec(),
-            permissions: Some("'0600'".into()),
-            owner: Some("nobody:nogroup".into()),
-            append: false,
-        };
-        let b = FileWrite {
-            path: "/run/b".into(),
-            content: b"y".to_vec(),
-            permissions: None,
-            owner: Some("root:root".into()),
-            append: true,
-        };
-        let (script, args) = write_script(&[&a, &b], &["/s/1".into(), "/s/2".into()]);
+    fn files_are_moved_as_capd_writes_them_and_paths_are_arguments() {
+        let a = file(
+            "/etc/a b",
+            b"x",
+            Some("'0600'"),
+            Some("nobody:nogroup"),
+            false,
+        );
+        let b = file("/run/b", b"y", None, Some("root:root"), true);
+        let steps = [
+            Step::Write(&a, "/s/1".into()),
+            Step::Run(vec!["true".into()]),
+            Step::Write(&b, "/s/2".into()),
+        ];
+        let (script, args) = bootstrap_script("@@t", &steps);
         assert_eq!(args, vec!["/s/1", "/etc/a b", "/s/2", "/run/b"]);
-        let lines: Vec<&str> = script.lines().collect();
-        assert_eq!(lines.len(), 2);
-        assert!(lines[0].contains("cat \"${1}\" > \"${2}\""), "{script}");
         assert!(
-            lines[0].contains("chmod '0600' \"${2}\"")
-                && lines[0].contains("chown 'nobody:nogroup' \"${2}\"")
+            script.contains("then rm -f \"${1}\" \"${3}\"; echo"),
+            "{script}"
+        );
+        let first = write_step(&a, 1, 2);
+        assert!(first.contains("cat \"${1}\" > \"${2}\""), "{first}");
+        assert!(
+            first.contains("chmod '0600' \"${2}\"")
+                && first.contains("chown 'nobody:nogroup' \"${2}\"")
+        );
+        let second = write_step(&b, 3, 4);
+        assert!(
+            second.contains("cat \"${3}\" >> \"${4}\"")
+                && !second.contains("chmod")
+                && !second.contains("chown")
         );
         assert!(
-            lines[1].contains("cat \"${3}\" >> \"${4}\"")
-                && !lines[1].contains("chmod")
-                && !lines[1].contains("chown")
+            script.contains(&second),
+            "the second file moves with arguments 3 and 4"
         );
-        assert!(lines[1].ends_with("|| { echo \"capi: write_files ${4} failed\" >&2; exit 1; }"));
         assert!(
             !script.contains("/etc/a b"),
             "paths are arguments, not script text"
         );
+        // The markers come before the first step.
+        let ready = script.find("@@t ready").unwrap();
+        assert!(script.find("@@t start 0").unwrap() > ready);
+        assert!(script.find("capd.bootstrap.started").unwrap() < ready);
+    }
+
+    /// Run the script in a scratch root: the sentinel and marker paths are
+    /// absolute, so the script is rewritten to point under `root`.
+    fn run_in(root: &std::path::Path, script: &str, args: &[String]) -> (i64, String) {
+        let r = root.display().to_string();
+        let script = script
+            .replace("/run/cluster-api", &format!("{r}/run/cluster-api"))
+            .replace(PERSISTENT_MARKERS, &format!("{r}{PERSISTENT_MARKERS}"));
+        let o = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(&script)
+            .arg("sh")
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            i64::from(o.status.code().unwrap()),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+        )
     }
 
     #[test]
-    fn a_batch_of_commands_reports_the_one_that_failed() {
-        let tag = "@@capi-t";
-        let cmds = vec![
-            vec!["echo".to_string(), "it's".to_string()],
-            vec!["/bin/sh".into(), "-c".into(), "echo half; exit 7".into()],
-            vec!["true".into()],
+    fn the_script_reports_the_step_that_failed_and_never_runs_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let target = root.join("etc/conf").display().to_string();
+        let staged = root.join("staged-1");
+        std::fs::write(&staged, b"content").unwrap();
+        let f = file(&target, b"content", None, None, false);
+        let steps = [
+            Step::Write(&f, staged.display().to_string()),
+            Step::Run(vec!["echo".into(), "it's".into()]),
+            Step::Run(vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                "echo half; exit 7".into(),
+            ]),
+            Step::Run(vec!["true".into()]),
         ];
-        let script = commands_script(tag, &cmds, true);
+        let tag = "@@capi-t";
+        let (script, args) = bootstrap_script(tag, &steps);
         assert!(script.contains("'echo' 'it'\\''s'"), "{script}");
-        let run = |script: &str| {
-            let o = std::process::Command::new("/bin/sh")
-                .args(["-c", script])
-                .output()
-                .unwrap();
-            (
-                i64::from(o.status.code().unwrap()),
-                String::from_utf8_lossy(&o.stdout).into_owned(),
-            )
-        };
-        let (code, out) = run(&script);
+        let (code, out) = run_in(root, &script, &args);
         assert_eq!(
-            batch_outcome(tag, code, &out),
+            outcome(tag, code, &out),
             Outcome::Failed {
-                index: 1,
+                index: 2,
                 code: 7,
                 output: "half\n\n".into()
             }
         );
-        // All succeed; the sentinel is missing here.
-        let (code, out) = run(&commands_script(tag, &cmds[2..], true));
-        assert_eq!(batch_outcome(tag, code, &out), Outcome::NoSentinel);
-        let (code, out) = run(&commands_script(tag, &cmds[2..], false));
-        assert_eq!(batch_outcome(tag, code, &out), Outcome::Succeeded);
-        // Output cannot forge a marker of another tag.
-        let forged = vec![vec![
-            "echo".to_string(),
-            "@@capi-other failed 0 3".to_string(),
-        ]];
-        let (code, out) = run(&commands_script(tag, &forged, false));
-        assert_eq!(batch_outcome(tag, code, &out), Outcome::Succeeded);
+        assert_eq!(std::fs::read(&target).unwrap(), b"content");
+        assert!(!staged.exists(), "the staged file was moved");
+        // Started and not finished: never again, and a staged file is removed.
+        std::fs::write(&staged, b"again").unwrap();
+        let (code, out) = run_in(root, &script, &args);
+        assert_eq!(outcome(tag, code, &out), Outcome::AlreadyStarted);
+        assert!(!staged.exists(), "no staged file is left behind");
+        // A fresh machine whose commands all succeed, without the sentinel.
+        let fresh = tempfile::tempdir().unwrap();
+        let (script, args) = bootstrap_script(tag, &steps[3..]);
+        let (code, out) = run_in(fresh.path(), &script, &args);
+        assert_eq!(outcome(tag, code, &out), Outcome::NoSentinel);
+        // With the sentinel: succeeded, then adopted on the next run.
+        let fresh = tempfile::tempdir().unwrap();
+        let sentinel = vec![Step::Run(vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            format!("echo success > {SUCCESS_SENTINEL}"),
+        ])];
+        let (script, args) = bootstrap_script(tag, &sentinel);
+        let (code, out) = run_in(fresh.path(), &script, &args);
+        assert_eq!(outcome(tag, code, &out), Outcome::Succeeded, "{out}");
+        let (code, out) = run_in(fresh.path(), &script, &args);
+        assert_eq!(outcome(tag, code, &out), Outcome::AlreadySucceeded);
+        // Output cannot forge a marker of another tag, nor of this one
+        // before the script says it is ready.
+        assert_eq!(
+            outcome(tag, 0, "@@capi-other failed 0 3\n@@capi-t ready\n"),
+            Outcome::Succeeded
+        );
+        assert_eq!(
+            outcome(tag, 1, "sh: mkdir: denied\n"),
+            Outcome::NotPrepared(1)
+        );
     }
 
     #[test]

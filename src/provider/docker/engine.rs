@@ -32,7 +32,7 @@ const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
 
 /// Where files are staged (in the container's writable layer) before they
 /// are moved into place; tmpfs mounts cannot receive archive uploads.
-pub(super) const STAGING: &str = "/.capi-staging";
+const STAGING: &str = "/.capi-staging";
 
 /// A connected engine.
 pub(crate) struct Engine {
@@ -81,11 +81,6 @@ fn engine_err(what: &str, e: bollard::errors::Error) -> ProviderError {
         }
         _ => ProviderError::Failed(format!("{what}: {}", root_cause(&e))),
     }
-}
-
-/// `/bin/sh -c <script>`.
-pub(super) fn sh(script: &str) -> Vec<String> {
-    vec!["/bin/sh".into(), "-c".into(), script.into()]
 }
 
 /// `/bin/sh -c <script> sh <args>...`: the arguments are `$1`, `$2`... in

@@ -332,15 +332,22 @@ impl DockerProvider {
             return "unknown (no running control-plane machine)".into();
         };
         let cp = summary_name(cp);
-        let script = "command -v kubectl >/dev/null 2>&1 && [ -f /etc/kubernetes/admin.conf ] || exit 42; \
+        const NO_KUBECTL: &str = "not checked (no kubectl in the control-plane container)";
+        if self.no_kubectl.lock().unwrap().contains(&cp) {
+            return NO_KUBECTL.into();
+        }
+        let script = "command -v kubectl >/dev/null 2>&1 || exit 43; [ -f /etc/kubernetes/admin.conf ] || exit 42; \
             kubectl --kubeconfig /etc/kubernetes/admin.conf get node \"$1\" -o 'jsonpath={.status.conditions[?(@.type==\"Ready\")].status}'";
         let cmd = super::engine::sh_args(script, [node.to_string()]);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(wait_secs);
         loop {
             let status = match self.engine.exec(&cp, &cmd).await {
+                Ok((43, _)) => {
+                    self.no_kubectl.lock().unwrap().insert(cp);
+                    return NO_KUBECTL.into();
+                }
                 Ok((42, _)) => {
-                    return "not checked (no kubectl or admin.conf in the control-plane container)"
-                        .into()
+                    return "not checked (no admin.conf in the control-plane container)".into()
                 }
                 Ok((0, out)) if out.trim() == "True" => return "Ready".into(),
                 Ok((0, out)) => format!("NotReady ({})", out.trim()),

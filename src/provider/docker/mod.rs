@@ -80,6 +80,10 @@ pub(crate) struct DockerProvider {
     lb_lock: tokio::sync::Mutex<()>,
     /// Serialises network creates and removals within this process.
     network_lock: tokio::sync::Mutex<()>,
+    /// Control-plane containers found without `kubectl`: a machine's Node
+    /// status is not asked through them again in this process (an exec per
+    /// machine saved; an image does not gain a binary while capi runs).
+    no_kubectl: std::sync::Mutex<std::collections::HashSet<String>>,
     crash: CrashHook,
 }
 
@@ -93,6 +97,7 @@ pub(crate) async fn connect(
         engine: Engine::connect(settings).await?,
         lb_lock: tokio::sync::Mutex::new(()),
         network_lock: tokio::sync::Mutex::new(()),
+        no_kubectl: Default::default(),
         crash: CrashHook {
             at: overrides.docker_crash.clone(),
             creates: AtomicU64::new(0),
