@@ -269,8 +269,12 @@ impl Step<'_> {
 /// 3. the success sentinel checked (`TAG no-sentinel` when missing) and
 ///    capi's copy of it written.
 ///
-/// Whatever happens, no staged file is left behind. The tag is random per
-/// run, so no command's output can forge a marker.
+/// Once the script runs, no staged file is left behind whatever happens
+/// (a script that cannot run at all, in an image without `/bin/sh`, leaves
+/// them in the container's staging directory, mode 0600, until the failed
+/// machine is replaced). Standard error goes to standard output, so a
+/// step's messages stay in order with the markers; every marker starts a
+/// line. The tag is random per run, so no command's output can forge one.
 fn bootstrap_script(tag: &str, steps: &[Step<'_>]) -> (String, Vec<String>) {
     let started = cloudinit::STARTED_SENTINEL;
     let mut args = Vec::new();
@@ -289,14 +293,16 @@ fn bootstrap_script(tag: &str, steps: &[Step<'_>]) -> (String, Vec<String>) {
         format!("rm -f {}", staged.join(" "))
     };
     let mut script = format!(
-        "if [ -f {SUCCESS_SENTINEL} ] || [ -f {PERSISTENT_MARKERS}/succeeded ]; then {cleanup}; echo '{tag} already-succeeded'; exit 0; fi\n\
+        "exec 2>&1\n\
+         if [ -f {SUCCESS_SENTINEL} ] || [ -f {PERSISTENT_MARKERS}/succeeded ]; then {cleanup}; echo '{tag} already-succeeded'; exit 0; fi\n\
          if [ -f {started} ] || [ -f {PERSISTENT_MARKERS}/started ]; then {cleanup}; echo '{tag} already-started'; exit 0; fi\n\
          mkdir -p /run/cluster-api {PERSISTENT_MARKERS} && echo started > {started} && echo started > {PERSISTENT_MARKERS}/started || {{ c=$?; {cleanup}; exit $c; }}\n\
          echo '{tag} ready'\n"
     );
     let mut arg = 0;
     for (k, s) in steps.iter().enumerate() {
-        script.push_str(&format!("echo '{tag} start {k}'\n"));
+        // A marker starts its own line even after output without a newline.
+        script.push_str(&format!("echo; echo '{tag} start {k}'\n"));
         match s {
             Step::Write(f, _) => {
                 let (s_arg, p_arg) = (arg + 1, arg + 2);
@@ -305,8 +311,9 @@ fn bootstrap_script(tag: &str, steps: &[Step<'_>]) -> (String, Vec<String>) {
             }
             Step::Run(cmd) => {
                 let words: Vec<String> = cmd.iter().map(|w| shell_quote(w)).collect();
-                script.push_str(&words.join(" "));
-                script.push('\n');
+                // In a subshell: a builtin (`exit`, `cd`, `set -e`) cannot
+                // end or change the rest of the script.
+                script.push_str(&format!("( {} )\n", words.join(" ")));
             }
         }
         script.push_str(&format!(
@@ -314,7 +321,7 @@ fn bootstrap_script(tag: &str, steps: &[Step<'_>]) -> (String, Vec<String>) {
         ));
     }
     script.push_str(&format!(
-        "{} || {{ echo '{tag} no-sentinel'; exit 1; }}\n",
+        "{} || {{ echo; echo '{tag} no-sentinel'; exit 1; }}\n",
         sentinel_check()
     ));
     (script, args)
@@ -550,11 +557,45 @@ mod tests {
         let (code, out) = run_in(root, &script, &args);
         assert_eq!(outcome(tag, code, &out), Outcome::AlreadyStarted);
         assert!(!staged.exists(), "no staged file is left behind");
-        // A fresh machine whose commands all succeed, without the sentinel.
+        // A fresh machine whose commands all succeed, without the sentinel
+        // (the last one's output has no final newline).
         let fresh = tempfile::tempdir().unwrap();
-        let (script, args) = bootstrap_script(tag, &steps[3..]);
+        let no_newline = [Step::Run(vec!["printf".into(), "done".into()])];
+        let (script, args) = bootstrap_script(tag, &no_newline);
         let (code, out) = run_in(fresh.path(), &script, &args);
-        assert_eq!(outcome(tag, code, &out), Outcome::NoSentinel);
+        assert_eq!(outcome(tag, code, &out), Outcome::NoSentinel, "{out}");
+        // A builtin run as a command cannot end the script: the file after
+        // it is still written, and a failing write reports its own error.
+        let fresh = tempfile::tempdir().unwrap();
+        let staged = fresh.path().join("staged-2");
+        std::fs::write(&staged, b"x").unwrap();
+        let blocked = fresh.path().join("file");
+        std::fs::write(&blocked, b"").unwrap();
+        let under_file = file(
+            &format!("{}/sub", blocked.display()),
+            b"x",
+            None,
+            None,
+            false,
+        );
+        let steps = [
+            Step::Run(vec!["exit".into(), "0".into()]),
+            Step::Write(&under_file, staged.display().to_string()),
+        ];
+        let (script, args) = bootstrap_script(tag, &steps);
+        let (code, out) = run_in(fresh.path(), &script, &args);
+        match outcome(tag, code, &out) {
+            Outcome::Failed {
+                index: 1, output, ..
+            } => {
+                assert!(
+                    output.contains("ot a directory") || output.contains("exists"),
+                    "{output}"
+                )
+            }
+            other => panic!("{other:?} from {out}"),
+        }
+        assert!(!staged.exists(), "the staged file is removed on failure");
         // With the sentinel: succeeded, then adopted on the next run.
         let fresh = tempfile::tempdir().unwrap();
         let sentinel = vec![Step::Run(vec![
