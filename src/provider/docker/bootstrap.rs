@@ -33,30 +33,24 @@ use crate::resource::MachineSpec;
 /// run twice on it.
 const PERSISTENT_MARKERS: &str = "/var/lib/capi";
 
-/// What the commands run so far and the failure are recorded as.
-struct Run<'a> {
-    redactor: &'a Redactor,
-    commands: Vec<Value>,
-}
-
-impl Run<'_> {
-    /// Record the failure in `observed` and describe it.
-    fn fail(
-        &self,
-        observed: &mut Observed,
-        command: String,
-        exit_code: i64,
-        out: &str,
-    ) -> ProviderError {
-        observed.insert("commands".into(), json!(self.commands));
-        observed.insert("bootstrap".into(), json!("failed"));
-        observed.insert("failed_command".into(), json!(command));
-        ProviderError::Bootstrap {
-            command,
-            exit_code,
-            output_tail: self.redactor.redact(&tail(out, 20)),
-            observed: observed.clone(),
-        }
+/// Record a failed bootstrap in `observed` (the steps that ran, the one
+/// that failed) and describe it; the output is redacted.
+fn failed(
+    redactor: &Redactor,
+    observed: &mut Observed,
+    ran: &[String],
+    command: String,
+    exit_code: i64,
+    out: &str,
+) -> ProviderError {
+    observed.insert("commands".into(), json!(ran));
+    observed.insert("bootstrap".into(), json!("failed"));
+    observed.insert("failed_command".into(), json!(command));
+    ProviderError::Bootstrap {
+        command,
+        exit_code,
+        output_tail: redactor.redact(&tail(out, 20)),
+        observed: observed.clone(),
     }
 }
 
@@ -135,11 +129,7 @@ impl DockerProvider {
         let (script, args) = bootstrap_script(&tag, &steps);
         let (code, out) = self.engine.exec(name, &sh_args(&script, args)).await?;
         let shown: Vec<String> = steps.iter().map(|s| r.redact(&s.shown())).collect();
-        let run = Run {
-            redactor: r,
-            commands: Vec::new(),
-        };
-        self.settle(name, &shown, outcome(&tag, code, &out), run, observed)
+        self.settle(name, &shown, outcome(&tag, code, &out), r, observed)
     }
 
     /// What the bootstrap exec's outcome means for the machine: recorded in
@@ -150,7 +140,7 @@ impl DockerProvider {
         name: &str,
         shown: &[String],
         outcome: Outcome,
-        mut run: Run<'_>,
+        r: &Redactor,
         observed: &mut Observed,
     ) -> Result<(), ProviderError> {
         match outcome {
@@ -174,14 +164,13 @@ impl DockerProvider {
                 "cannot prepare bootstrap in {name} (exit {code}); does the image have /bin/sh?"
             ))),
             Outcome::Succeeded => {
-                run.commands.extend(shown.iter().map(|c| json!(c)));
-                observed.insert("commands".into(), json!(run.commands));
+                observed.insert("commands".into(), json!(shown));
                 observed.insert("bootstrap".into(), json!("succeeded"));
                 Ok(())
             }
             Outcome::NoSentinel => {
-                run.commands.extend(shown.iter().map(|c| json!(c)));
-                Err(run.fail(observed, "(bootstrap)".into(), 1, &no_sentinel()))
+                let why = no_sentinel();
+                Err(failed(r, observed, shown, "(bootstrap)".into(), 1, &why))
             }
             Outcome::Failed {
                 index,
@@ -189,12 +178,25 @@ impl DockerProvider {
                 output,
             } => {
                 if shown.is_empty() {
-                    return Err(run.fail(observed, "(bootstrap)".into(), code, &output));
+                    return Err(failed(
+                        r,
+                        observed,
+                        &[],
+                        "(bootstrap)".into(),
+                        code,
+                        &output,
+                    ));
                 }
                 let index = index.min(shown.len() - 1);
-                run.commands
-                    .extend(shown[..=index].iter().map(|c| json!(c)));
-                Err(run.fail(observed, shown[index].clone(), code, &output))
+                let command = shown[index].clone();
+                Err(failed(
+                    r,
+                    observed,
+                    &shown[..=index],
+                    command,
+                    code,
+                    &output,
+                ))
             }
         }
     }
