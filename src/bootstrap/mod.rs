@@ -112,13 +112,7 @@ pub(crate) fn render(input: &RenderInput<'_>) -> Result<Rendered, BootstrapError
         disk_setup: spec.disk_setup.as_ref().map(parts::disk_setup),
         mounts: parts::mounts(&spec).unwrap_or_default(),
     };
-    let content = cloudinit::render(&doc).map_err(|e| {
-        err(
-            "",
-            format!("rendering the cloud-config failed: {e}"),
-            "this is a bug in capi; please report it with the manifest",
-        )
-    })?;
+    let content = cloudinit::render(&doc);
     let sha256 = hex::encode(Sha256::digest(content.as_bytes()));
     Ok(Rendered {
         content,
