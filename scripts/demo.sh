@@ -4,7 +4,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
-# The dev profile (dependencies at opt-level 1): the test command builds the
+# The dev profile (see Cargo.toml): the test command builds the
 # same artifacts, so the second README command reuses what this one built.
 cargo build --locked --bin capi
 capi="$root/target/debug/capi"
