@@ -10,6 +10,7 @@
 #      and from etcd once more with the snapshot deleted (every key read).
 #
 #   ./scripts/bench-etcd.sh            (REPEATS=3 WORKERS=1000 BIG=10000 by default)
+#   CAPI=/path/to/capi ./scripts/bench-etcd.sh   (that binary instead of a release build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPEATS=${REPEATS:-3}
@@ -17,8 +18,10 @@ WORKERS=${WORKERS:-1000}
 BIG=${BIG:-10000}
 ENDPOINTS=127.0.0.1:23791,127.0.0.1:23792,127.0.0.1:23793
 
-cargo build --release --locked -q
-B=$PWD/target/release/capi
+if [ -n "${CAPI:-}" ]; then B=$CAPI; else
+  cargo build --release --locked -q
+  B=$PWD/target/release/capi
+fi
 scripts/etcd-cluster.sh start
 W=$(mktemp -d)
 trap 'rm -rf "$W"' EXIT

@@ -1,5 +1,8 @@
-//! A small etcd v3 client over etcd's JSON gRPC gateway (`POST /v3/...`,
-//! keys and values base64), on `reqwest`: no protoc, no generated code.
+//! A small etcd v3 client on `reqwest`: the key-value calls in etcd's gRPC
+//! protocol (HTTP/2, messages by hand: see [`super::grpc`]), the others
+//! (leases, the watch, authentication) through etcd's JSON gRPC gateway
+//! (`POST /v3/...`, keys and values base64). No protoc, no generated code.
+//! Callers see one shape, the gateway's JSON, whichever carried the call.
 //!
 //! Calls are blocking (the state store is used from plain threads and from
 //! async commands alike): each runs on the client's own one-thread runtime
@@ -19,6 +22,8 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use serde_json::{json, Value};
+
+use super::grpc;
 
 /// Why a call failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -102,14 +107,18 @@ pub(crate) struct EtcdAccess {
     pub(crate) tls: TlsFiles,
 }
 
-/// The HTTP client, with the TLS files' CA and client identity.
-fn http_client(tls: &TlsFiles) -> Result<reqwest::Client, String> {
+/// The HTTP client, with the TLS files' CA and client identity; HTTP/2 from
+/// the first byte for gRPC (`h2`), HTTP/1.1 for the gateway.
+fn http_client(tls: &TlsFiles, h2: bool) -> Result<reqwest::Client, String> {
     let read = |var: &str, p: &std::path::Path| {
         std::fs::read(p).map_err(|e| format!("{var}={}: cannot read it: {e}", p.display()))
     };
     let mut b = reqwest::Client::builder()
         .connect_timeout(Duration::from_millis(500))
         .pool_idle_timeout(Duration::from_secs(30));
+    if h2 {
+        b = b.http2_prior_knowledge();
+    }
     if let Some(ca) = &tls.ca {
         let certs = reqwest::Certificate::from_pem_bundle(&read("ETCDCTL_CACERT", ca)?)
             .ok()
@@ -148,6 +157,8 @@ pub(crate) struct EtcdClient {
     /// The endpoint that answered last: tried first.
     preferred: AtomicUsize,
     http: reqwest::Client,
+    /// The HTTP/2 client the gRPC calls go through.
+    grpc: reqwest::Client,
     rt: Option<tokio::runtime::Runtime>,
     /// One request's timeout, and a whole call's (all retries).
     request_timeout: Duration,
@@ -173,13 +184,15 @@ impl EtcdClient {
             .enable_all()
             .build()
             .map_err(|e| format!("cannot start the etcd client: {e}"))?;
-        let http = http_client(&tls)?;
+        let http = http_client(&tls, false)?;
+        let grpc = http_client(&tls, true)?;
         Ok(EtcdClient {
             endpoints,
             auth,
             token: std::sync::Mutex::new(None),
             preferred: AtomicUsize::new(0),
             http,
+            grpc,
             rt: Some(rt),
             request_timeout: Duration::from_secs(2),
             call_timeout: Duration::from_secs(6),
@@ -247,50 +260,79 @@ impl EtcdClient {
     }
 
     fn send(&self, path: &str, body: &Value, token: Option<&str>) -> Result<Value, EtcdError> {
+        let grpc = match grpc::method(path) {
+            Some(m) => Some((m, grpc::request(path, body).map_err(EtcdError::Refused)?)),
+            None => None,
+        };
         let start = Instant::now();
         let n = self.endpoints.len();
         let mut i = self.preferred.load(Ordering::Relaxed);
         let mut last;
         let mut round = 0u32;
         loop {
-            let url = format!("{}{path}", self.endpoints[i % n]);
-            let mut req = self
-                .http
-                .post(&url)
-                .timeout(self.request_timeout)
-                .json(body);
-            if let Some(t) = token {
-                req = req.header("Authorization", t);
-            }
-            let answer = self.run(async move {
+            let endpoint = &self.endpoints[i % n];
+            let req = match &grpc {
+                Some((method, frame)) => {
+                    let mut req = self
+                        .grpc
+                        .post(format!("{endpoint}{method}"))
+                        .timeout(self.request_timeout)
+                        .header("content-type", "application/grpc")
+                        .header("te", "trailers")
+                        .body(frame.clone());
+                    if let Some(t) = token {
+                        req = req.header("token", t);
+                    }
+                    req
+                }
+                None => {
+                    let mut req = self
+                        .http
+                        .post(format!("{endpoint}{path}"))
+                        .timeout(self.request_timeout)
+                        .json(body);
+                    if let Some(t) = token {
+                        req = req.header("Authorization", t);
+                    }
+                    req
+                }
+            };
+            let reply = self.run(async move {
                 let resp = req.send().await.map_err(describe)?;
                 let status = resp.status();
+                let header = |name: &str| {
+                    resp.headers()
+                        .get(name)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string)
+                };
+                let grpc_status = header("grpc-status").map(|code| {
+                    let msg = header("grpc-message").unwrap_or_default();
+                    (code.parse::<i64>().unwrap_or(2), grpc::status_message(&msg))
+                });
                 let bytes = resp.bytes().await.map_err(describe)?;
-                let v: Value = serde_json::from_slice(&bytes)
-                    .map_err(|e| format!("{status}: not JSON ({e})"))?;
-                Ok::<_, String>((status, v))
+                Ok::<_, String>(Reply {
+                    status,
+                    grpc_status,
+                    bytes,
+                })
             });
-            match answer {
-                Ok((status, v)) if status.is_success() => {
+            let outcome = reply.and_then(|r| match grpc {
+                Some(_) => r.grpc(path),
+                None => r.gateway(),
+            });
+            match outcome {
+                Ok(Answer::Value(v)) => {
                     self.preferred.store(i % n, Ordering::Relaxed);
                     return Ok(v);
                 }
-                Ok((_, v)) => {
-                    let msg = v
-                        .get("error")
-                        .or_else(|| v.get("message"))
-                        .and_then(Value::as_str)
-                        .unwrap_or("unknown error")
-                        .to_string();
-                    // 14: unavailable (no leader, leader changed, stopping);
-                    // 4: deadline exceeded (no quorum).
-                    let code = int(&v, "code");
-                    if code != 14 && code != 4 {
-                        return Err(EtcdError::Refused(msg));
-                    }
-                    last = format!("{}: {msg}", self.endpoints[i % n]);
+                // 14: unavailable (no leader, leader changed, stopping);
+                // 4: deadline exceeded (no quorum).
+                Ok(Answer::Error(code, msg)) if code != 14 && code != 4 => {
+                    return Err(EtcdError::Refused(msg));
                 }
-                Err(e) => last = format!("{}: {e}", self.endpoints[i % n]),
+                Ok(Answer::Error(_, msg)) => last = format!("{endpoint}: {msg}"),
+                Err(e) => last = format!("{endpoint}: {e}"),
             }
             i += 1;
             if i % n == self.preferred.load(Ordering::Relaxed) % n {
@@ -335,6 +377,51 @@ impl EtcdClient {
             }
             false
         })
+    }
+}
+
+/// What one endpoint answered.
+struct Reply {
+    status: reqwest::StatusCode,
+    /// `grpc-status` and `grpc-message`, when the headers carry them (every
+    /// error of a unary call).
+    grpc_status: Option<(i64, String)>,
+    bytes: bytes::Bytes,
+}
+
+/// An answer, or etcd's error (a gRPC status code and its message).
+enum Answer {
+    Value(Value),
+    Error(i64, String),
+}
+
+impl Reply {
+    fn gateway(self) -> Result<Answer, String> {
+        let v: Value = serde_json::from_slice(&self.bytes)
+            .map_err(|e| format!("{}: not JSON ({e})", self.status))?;
+        if self.status.is_success() {
+            return Ok(Answer::Value(v));
+        }
+        let msg = v
+            .get("error")
+            .or_else(|| v.get("message"))
+            .and_then(Value::as_str)
+            .unwrap_or("unknown error")
+            .to_string();
+        Ok(Answer::Error(int(&v, "code"), msg))
+    }
+
+    fn grpc(self, path: &str) -> Result<Answer, String> {
+        if !self.status.is_success() {
+            return Err(format!(
+                "{}: not a gRPC answer (is it an etcd client URL?)",
+                self.status
+            ));
+        }
+        match self.grpc_status {
+            Some((code, msg)) if code != 0 => Ok(Answer::Error(code, msg)),
+            _ => grpc::answer(path, &self.bytes).map(Answer::Value),
+        }
     }
 }
 
@@ -429,11 +516,14 @@ mod tests {
     fn tls_files_configure_the_client_and_https_endpoints() {
         let dir = tempfile::tempdir().unwrap();
         let tls = pki(dir.path());
-        assert!(http_client(&tls).is_ok());
-        assert!(http_client(&TlsFiles {
-            ca: tls.ca.clone(),
-            ..TlsFiles::default()
-        })
+        assert!(http_client(&tls, false).is_ok());
+        assert!(http_client(
+            &TlsFiles {
+                ca: tls.ca.clone(),
+                ..TlsFiles::default()
+            },
+            true
+        )
         .is_ok());
         let access = EtcdAccess {
             auth: None,
@@ -444,7 +534,7 @@ mod tests {
         let c = EtcdClient::new(vec!["http://127.0.0.1:1".into()], EtcdAccess::default()).unwrap();
         assert_eq!(c.endpoints(), "http://127.0.0.1:1");
 
-        let err = |t: TlsFiles| http_client(&t).unwrap_err();
+        let err = |t: TlsFiles| http_client(&t, true).unwrap_err();
         let e = err(TlsFiles {
             key: None,
             ..tls.clone()

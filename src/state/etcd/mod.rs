@@ -32,6 +32,7 @@
 //! revision.
 
 pub(crate) mod client;
+mod grpc;
 mod load;
 pub(crate) mod lock;
 pub(crate) mod snapshot;
