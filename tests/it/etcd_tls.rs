@@ -163,4 +163,42 @@ fn the_etcd_backend_speaks_tls_with_a_client_certificate() {
     let out = run(&[], &["state", "list"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("ETCDCTL_CACERT"), "{}", stderr(&out));
+
+    // With authentication on, the member refuses a client that is no user
+    // (its certificate's name is none): over TLS etcd sends that status in
+    // the gRPC trailers, after an empty body, and capi reports the refusal
+    // (not an unreachable member). A user's credentials then work.
+    let etcdctl = |args: &[&str]| {
+        let out = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", CLIENT_URL, "--cacert"])
+            .arg(&ca_file)
+            .arg("--cert")
+            .arg(&client_file)
+            .arg("--key")
+            .arg(&client_key_file)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "etcdctl {args:?}: {}", stderr(&out));
+    };
+    etcdctl(&["user", "add", "root", "--new-user-password", "tls-pw"]);
+    etcdctl(&["auth", "enable"]);
+    let out = run(&all, &["state", "list"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("etcd refused the request"), "{err}");
+    assert!(!err.contains("no etcd endpoint answered"), "{err}");
+    let out = {
+        let mut c = capi(dir.path());
+        for (k, v) in &all {
+            c.env(k, v);
+        }
+        c.env("ETCDCTL_USER", "root:tls-pw");
+        c.args(["--state", state, "state", "list"])
+            .output()
+            .unwrap()
+    };
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("machine"), "{}", stdout(&out));
 }

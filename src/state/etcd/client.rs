@@ -1,8 +1,8 @@
-//! A small etcd v3 client on `reqwest`: the key-value calls in etcd's gRPC
-//! protocol (HTTP/2, messages by hand: see [`super::grpc`]), the others
-//! (leases, the watch, authentication) through etcd's JSON gRPC gateway
-//! (`POST /v3/...`, keys and values base64). No protoc, no generated code.
-//! Callers see one shape, the gateway's JSON, whichever carried the call.
+//! A small etcd v3 client in etcd's gRPC protocol, on `reqwest` over
+//! HTTP/2 (messages by hand: see [`super::grpc`]; no protoc, no generated
+//! code). Callers build requests and read answers in the shape of etcd's
+//! JSON gateway (`call("/v3/kv/txn", json)`, keys and values base64), which
+//! this client used before; [`super::grpc`] translates.
 //!
 //! Calls are blocking (the state store is used from plain threads and from
 //! async commands alike): each runs on the client's own one-thread runtime
@@ -107,17 +107,19 @@ pub(crate) struct EtcdAccess {
     pub(crate) tls: TlsFiles,
 }
 
-/// The HTTP client, with the TLS files' CA and client identity; HTTP/2 from
-/// the first byte for gRPC (`h2`), HTTP/1.1 for the gateway.
-fn http_client(tls: &TlsFiles, h2: bool) -> Result<reqwest::Client, String> {
+/// The HTTP/2 client, with the TLS files' CA and client identity.
+fn http_client(tls: &TlsFiles) -> Result<reqwest::Client, String> {
     let read = |var: &str, p: &std::path::Path| {
         std::fs::read(p).map_err(|e| format!("{var}={}: cannot read it: {e}", p.display()))
     };
     let mut b = reqwest::Client::builder()
         .connect_timeout(Duration::from_millis(500))
-        .pool_idle_timeout(Duration::from_secs(30));
-    if h2 {
-        b = b.http2_prior_knowledge();
+        .pool_idle_timeout(Duration::from_secs(30))
+        // HTTP/2 from the first byte: cleartext (h2c) or over TLS.
+        .http2_prior_knowledge();
+    if !tls.is_set() {
+        // Cleartext HTTP/2 cannot go through an HTTP proxy.
+        b = b.no_proxy();
     }
     if let Some(ca) = &tls.ca {
         let certs = reqwest::Certificate::from_pem_bundle(&read("ETCDCTL_CACERT", ca)?)
@@ -157,8 +159,6 @@ pub(crate) struct EtcdClient {
     /// The endpoint that answered last: tried first.
     preferred: AtomicUsize,
     http: reqwest::Client,
-    /// The HTTP/2 client the gRPC calls go through.
-    grpc: reqwest::Client,
     rt: Option<tokio::runtime::Runtime>,
     /// One request's timeout, and a whole call's (all retries).
     request_timeout: Duration,
@@ -184,15 +184,13 @@ impl EtcdClient {
             .enable_all()
             .build()
             .map_err(|e| format!("cannot start the etcd client: {e}"))?;
-        let http = http_client(&tls, false)?;
-        let grpc = http_client(&tls, true)?;
+        let http = http_client(&tls)?;
         Ok(EtcdClient {
             endpoints,
             auth,
             token: std::sync::Mutex::new(None),
             preferred: AtomicUsize::new(0),
             http,
-            grpc,
             rt: Some(rt),
             request_timeout: Duration::from_secs(2),
             call_timeout: Duration::from_secs(6),
@@ -260,10 +258,9 @@ impl EtcdClient {
     }
 
     fn send(&self, path: &str, body: &Value, token: Option<&str>) -> Result<Value, EtcdError> {
-        let grpc = match grpc::method(path) {
-            Some(m) => Some((m, grpc::request(path, body).map_err(EtcdError::Refused)?)),
-            None => None,
-        };
+        let method = grpc::method(path)
+            .ok_or_else(|| EtcdError::Refused(format!("{path} is not a call capi makes")))?;
+        let frame = grpc::request(path, body).map_err(EtcdError::Refused)?;
         let start = Instant::now();
         let n = self.endpoints.len();
         let mut i = self.preferred.load(Ordering::Relaxed);
@@ -271,56 +268,28 @@ impl EtcdClient {
         let mut round = 0u32;
         loop {
             let endpoint = &self.endpoints[i % n];
-            let req = match &grpc {
-                Some((method, frame)) => {
-                    let mut req = self
-                        .grpc
-                        .post(format!("{endpoint}{method}"))
-                        .timeout(self.request_timeout)
-                        .header("content-type", "application/grpc")
-                        .header("te", "trailers")
-                        .body(frame.clone());
-                    if let Some(t) = token {
-                        req = req.header("token", t);
-                    }
-                    req
-                }
-                None => {
-                    let mut req = self
-                        .http
-                        .post(format!("{endpoint}{path}"))
-                        .timeout(self.request_timeout)
-                        .json(body);
-                    if let Some(t) = token {
-                        req = req.header("Authorization", t);
-                    }
-                    req
-                }
-            };
+            let req = self
+                .request(endpoint, method, frame.clone(), token)
+                .timeout(self.request_timeout);
             let reply = self.run(async move {
                 let resp = req.send().await.map_err(describe)?;
                 let status = resp.status();
-                let header = |name: &str| {
-                    resp.headers()
-                        .get(name)
-                        .and_then(|v| v.to_str().ok())
-                        .map(str::to_string)
-                };
-                let grpc_status = header("grpc-status").map(|code| {
-                    let msg = header("grpc-message").unwrap_or_default();
-                    (code.parse::<i64>().unwrap_or(2), grpc::status_message(&msg))
-                });
-                let bytes = resp.bytes().await.map_err(describe)?;
+                let (parts, body) = http::Response::<reqwest::Body>::from(resp).into_parts();
+                let body = http_body_util::BodyExt::collect(body)
+                    .await
+                    .map_err(describe)?;
+                // A gRPC status comes in the headers when the answer has no
+                // message (etcd's cleartext server), else in the trailers
+                // (its TLS server, and every success).
+                let grpc_status =
+                    grpc::status(&parts.headers).or_else(|| body.trailers().and_then(grpc::status));
                 Ok::<_, String>(Reply {
                     status,
                     grpc_status,
-                    bytes,
+                    bytes: body.to_bytes(),
                 })
             });
-            let outcome = reply.and_then(|r| match grpc {
-                Some(_) => r.grpc(path),
-                None => r.gateway(),
-            });
+            let outcome = reply.and_then(|r| r.grpc(path));
             match outcome {
                 Ok(Answer::Value(v)) => {
                     self.preferred.store(i % n, Ordering::Relaxed);
@@ -349,30 +318,53 @@ impl EtcdClient {
         }
     }
 
+    /// A gRPC call's request: `method` (`/<service>/<method>`) at
+    /// `endpoint`, one frame, the token as etcd's metadata.
+    fn request(
+        &self,
+        endpoint: &str,
+        method: &str,
+        frame: Vec<u8>,
+        token: Option<&str>,
+    ) -> reqwest::RequestBuilder {
+        let mut req = self
+            .http
+            .post(format!("{endpoint}{method}"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(frame);
+        if let Some(t) = token {
+            req = req.header("token", t);
+        }
+        req
+    }
+
     /// Wait until `key` is deleted (a watch from `from_revision`), at most
     /// `max`. True when a deletion was seen; false on timeout or error (the
     /// caller checks again either way).
     pub(crate) fn wait_deleted(&self, key: &[u8], from_revision: i64, max: Duration) -> bool {
         let i = self.preferred.load(Ordering::Relaxed) % self.endpoints.len();
-        let url = format!("{}/v3/watch", self.endpoints[i]);
-        let body = json!({"create_request": {"key": b64(key), "start_revision": from_revision.to_string()}});
-        let mut req = self.http.post(&url).timeout(max).json(&body);
-        if let Ok(Some(t)) = self.token() {
-            req = req.header("Authorization", t);
-        }
+        let token = self.token().ok().flatten();
+        let req = self
+            .request(
+                &self.endpoints[i],
+                "/etcdserverpb.Watch/Watch",
+                grpc::watch_request(key, from_revision),
+                token.as_deref(),
+            )
+            .timeout(max);
         self.run(async move {
             let Ok(mut resp) = req.send().await else {
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 return false;
             };
-            let mut seen = String::new();
+            let mut buf = Vec::new();
             while let Ok(Some(chunk)) = resp.chunk().await {
-                seen.push_str(&String::from_utf8_lossy(&chunk));
-                if seen.contains("\"DELETE\"") {
-                    return true;
-                }
-                if seen.len() > 1 << 20 {
-                    seen.clear();
+                buf.extend_from_slice(&chunk);
+                match grpc::watch_saw_delete(&mut buf) {
+                    Ok(true) => return true,
+                    Ok(false) => {}
+                    Err(_) => return false,
                 }
             }
             false
@@ -396,21 +388,6 @@ enum Answer {
 }
 
 impl Reply {
-    fn gateway(self) -> Result<Answer, String> {
-        let v: Value = serde_json::from_slice(&self.bytes)
-            .map_err(|e| format!("{}: not JSON ({e})", self.status))?;
-        if self.status.is_success() {
-            return Ok(Answer::Value(v));
-        }
-        let msg = v
-            .get("error")
-            .or_else(|| v.get("message"))
-            .and_then(Value::as_str)
-            .unwrap_or("unknown error")
-            .to_string();
-        Ok(Answer::Error(int(&v, "code"), msg))
-    }
-
     fn grpc(self, path: &str) -> Result<Answer, String> {
         if !self.status.is_success() {
             return Err(format!(
@@ -420,6 +397,10 @@ impl Reply {
         }
         match self.grpc_status {
             Some((code, msg)) if code != 0 => Ok(Answer::Error(code, msg)),
+            None if self.bytes.is_empty() => Ok(Answer::Error(
+                2,
+                "etcd answered with neither a message nor a gRPC status".into(),
+            )),
             _ => grpc::answer(path, &self.bytes).map(Answer::Value),
         }
     }
@@ -516,14 +497,11 @@ mod tests {
     fn tls_files_configure_the_client_and_https_endpoints() {
         let dir = tempfile::tempdir().unwrap();
         let tls = pki(dir.path());
-        assert!(http_client(&tls, false).is_ok());
-        assert!(http_client(
-            &TlsFiles {
-                ca: tls.ca.clone(),
-                ..TlsFiles::default()
-            },
-            true
-        )
+        assert!(http_client(&tls).is_ok());
+        assert!(http_client(&TlsFiles {
+            ca: tls.ca.clone(),
+            ..TlsFiles::default()
+        })
         .is_ok());
         let access = EtcdAccess {
             auth: None,
@@ -534,7 +512,7 @@ mod tests {
         let c = EtcdClient::new(vec!["http://127.0.0.1:1".into()], EtcdAccess::default()).unwrap();
         assert_eq!(c.endpoints(), "http://127.0.0.1:1");
 
-        let err = |t: TlsFiles| http_client(&t, true).unwrap_err();
+        let err = |t: TlsFiles| http_client(&t).unwrap_err();
         let e = err(TlsFiles {
             key: None,
             ..tls.clone()

@@ -1,22 +1,24 @@
-//! The key-value calls (`Range`, `Txn`) in etcd's own gRPC protocol instead
-//! of its JSON gateway: the gateway decodes JSON and calls the member's gRPC
-//! server for every request, which cost the three members on this project's
-//! 2-core machine 45% more CPU per batch of puts (measured in
-//! docs/state-backends.md). The rest of the client (leases, the lock's
-//! watch, authentication) stays on the gateway.
+//! etcd's gRPC protocol, for every call the backend makes (key-value,
+//! leases, the lock's watch, authentication). It replaced etcd's JSON
+//! gateway, which decodes JSON and calls the member's own gRPC server for
+//! every request: that cost the three members on this project's 2-core
+//! machine 45% more CPU per batch of puts (docs/state-backends.md), and
+//! etcd refuses gateway requests from a client certificate when
+//! authentication is on.
 //!
 //! The messages are written by hand with `prost`'s derive (the fields of
 //! `etcdserverpb`'s `rpc.proto` and `mvccpb`'s `kv.proto` that capi uses,
 //! with their upstream tag numbers): no protoc, no build script. Requests
-//! arrive in the gateway's JSON shape (what the rest of the backend builds)
-//! and answers leave in it, so the callers do not know which protocol
-//! carried them: [`request`] and [`answer`] translate.
+//! arrive in the gateway's JSON shape (what the rest of the backend builds,
+//! named by the gateway's paths) and answers leave in it: [`request`] and
+//! [`answer`] translate.
 //!
 //! A unary gRPC call is an HTTP/2 POST to `/<service>/<method>` whose body
 //! is one frame (a zero byte, the length as a big-endian u32, the message);
-//! the answer is one frame too, or no body and the status (`grpc-status`,
-//! `grpc-message`) in its headers, which is how etcd's server answers every
-//! error of a unary call.
+//! the answer is one frame too and the status (`grpc-status`,
+//! `grpc-message`) comes in its trailers, or in its headers when there is no
+//! message (etcd's cleartext server answers errors that way; its TLS server
+//! sends an empty body and the status in the trailers).
 
 use prost::Message;
 use serde_json::{json, Map, Value};
@@ -189,27 +191,189 @@ pub(crate) struct TxnResponse {
     pub(crate) responses: Vec<ResponseOp>,
 }
 
+#[derive(Clone, PartialEq, Message)]
+pub(crate) struct LeaseGrantRequest {
+    #[prost(int64, tag = "1")]
+    pub(crate) ttl: i64,
+    #[prost(int64, tag = "2")]
+    pub(crate) id: i64,
+}
+
+/// `LeaseGrantResponse`, `LeaseKeepAliveResponse`, `LeaseTimeToLiveResponse`
+/// and `LeaseRevokeResponse` share their first fields (the grant's `error`
+/// is 4 where time-to-live has `grantedTTL`).
+#[derive(Clone, PartialEq, Message)]
+pub(crate) struct LeaseResponse {
+    #[prost(message, optional, tag = "1")]
+    pub(crate) header: Option<ResponseHeader>,
+    #[prost(int64, tag = "2")]
+    pub(crate) id: i64,
+    #[prost(int64, tag = "3")]
+    pub(crate) ttl: i64,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub(crate) struct LeaseGrantResponse {
+    #[prost(int64, tag = "2")]
+    pub(crate) id: i64,
+    #[prost(int64, tag = "3")]
+    pub(crate) ttl: i64,
+    #[prost(string, tag = "4")]
+    pub(crate) error: String,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub(crate) struct LeaseTimeToLiveResponse {
+    #[prost(int64, tag = "2")]
+    pub(crate) id: i64,
+    #[prost(int64, tag = "3")]
+    pub(crate) ttl: i64,
+    #[prost(int64, tag = "4")]
+    pub(crate) granted_ttl: i64,
+}
+
+/// `LeaseRevokeRequest`, `LeaseKeepAliveRequest`, `LeaseTimeToLiveRequest`
+/// (without `keys`): the lease's ID in field 1.
+#[derive(Clone, PartialEq, Message)]
+pub(crate) struct LeaseId {
+    #[prost(int64, tag = "1")]
+    pub(crate) id: i64,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub(crate) struct AuthenticateRequest {
+    #[prost(string, tag = "1")]
+    pub(crate) name: String,
+    #[prost(string, tag = "2")]
+    pub(crate) password: String,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub(crate) struct AuthenticateResponse {
+    #[prost(string, tag = "2")]
+    pub(crate) token: String,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub(crate) struct WatchCreateRequest {
+    #[prost(bytes = "vec", tag = "1")]
+    pub(crate) key: Vec<u8>,
+    #[prost(int64, tag = "3")]
+    pub(crate) start_revision: i64,
+}
+
+/// `WatchRequest` with its `create_request` (field 1 of the
+/// `request_union`).
+#[derive(Clone, PartialEq, Message)]
+pub(crate) struct WatchRequest {
+    #[prost(message, optional, tag = "1")]
+    pub(crate) create_request: Option<WatchCreateRequest>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub(crate) struct Event {
+    /// PUT 0, DELETE 1.
+    #[prost(int32, tag = "1")]
+    pub(crate) kind: i32,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub(crate) struct WatchResponse {
+    #[prost(bool, tag = "4")]
+    pub(crate) canceled: bool,
+    #[prost(message, repeated, tag = "11")]
+    pub(crate) events: Vec<Event>,
+}
+
 /// The gRPC method of a gateway path, for the calls made in gRPC.
 pub(crate) fn method(path: &str) -> Option<&'static str> {
     match path {
         "/v3/kv/range" => Some("/etcdserverpb.KV/Range"),
         "/v3/kv/txn" => Some("/etcdserverpb.KV/Txn"),
+        "/v3/lease/grant" => Some("/etcdserverpb.Lease/LeaseGrant"),
+        "/v3/lease/revoke" => Some("/etcdserverpb.Lease/LeaseRevoke"),
+        // A stream: one request, then the end of the client's side; etcd
+        // answers once and ends the call.
+        "/v3/lease/keepalive" => Some("/etcdserverpb.Lease/LeaseKeepAlive"),
+        "/v3/lease/timetolive" => Some("/etcdserverpb.Lease/LeaseTimeToLive"),
+        "/v3/auth/authenticate" => Some("/etcdserverpb.Auth/Authenticate"),
         _ => None,
     }
 }
 
-/// The request body (one gRPC frame) for a gateway-shaped JSON request.
-pub(crate) fn request(path: &str, body: &Value) -> Result<Vec<u8>, String> {
-    let msg = match path {
-        "/v3/kv/range" => range_request(body).encode_to_vec(),
-        "/v3/kv/txn" => txn_request(body)?.encode_to_vec(),
-        other => return Err(format!("{other} is not a gRPC call here")),
-    };
+/// The body of a `Watch` call that creates one watch of `key` from
+/// `start_revision` (the client's side then ends; etcd keeps the watch).
+pub(crate) fn watch_request(key: &[u8], start_revision: i64) -> Vec<u8> {
+    frame(
+        &WatchRequest {
+            create_request: Some(WatchCreateRequest {
+                key: key.to_vec(),
+                start_revision,
+            }),
+        }
+        .encode_to_vec(),
+    )
+}
+
+/// Take the complete frames off the front of `buf`: true when one of them
+/// reports a deletion; `Err` when etcd cancelled the watch or a frame does
+/// not decode.
+pub(crate) fn watch_saw_delete(buf: &mut Vec<u8>) -> Result<bool, String> {
+    let mut deleted = false;
+    while buf.len() >= 5 {
+        let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+        if buf.len() < 5 + len {
+            break;
+        }
+        let w = WatchResponse::decode(&buf[5..5 + len])
+            .map_err(|e| format!("not a watch answer ({e})"))?;
+        buf.drain(..5 + len);
+        if w.canceled {
+            return Err("etcd cancelled the watch".into());
+        }
+        deleted |= w.events.iter().any(|e| e.kind == 1);
+    }
+    Ok(deleted)
+}
+
+fn frame(msg: &[u8]) -> Vec<u8> {
     let mut frame = Vec::with_capacity(msg.len() + 5);
     frame.push(0);
     frame.extend_from_slice(&(msg.len() as u32).to_be_bytes());
-    frame.extend_from_slice(&msg);
-    Ok(frame)
+    frame.extend_from_slice(msg);
+    frame
+}
+
+/// The request body (one gRPC frame) for a gateway-shaped JSON request.
+pub(crate) fn request(path: &str, body: &Value) -> Result<Vec<u8>, String> {
+    let id = LeaseId {
+        id: int(body, "ID"),
+    };
+    let msg = match path {
+        "/v3/kv/range" => range_request(body).encode_to_vec(),
+        "/v3/kv/txn" => txn_request(body)?.encode_to_vec(),
+        "/v3/lease/grant" => LeaseGrantRequest {
+            ttl: int(body, "TTL"),
+            id: int(body, "ID"),
+        }
+        .encode_to_vec(),
+        "/v3/lease/revoke" | "/v3/lease/keepalive" | "/v3/lease/timetolive" => id.encode_to_vec(),
+        "/v3/auth/authenticate" => {
+            let text = |f: &str| {
+                body.get(f)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            AuthenticateRequest {
+                name: text("name"),
+                password: text("password"),
+            }
+            .encode_to_vec()
+        }
+        other => return Err(format!("{other} is not a gRPC call here")),
+    };
+    Ok(frame(&msg))
 }
 
 /// The answer to `path` in the gateway's JSON shape, from the body of a
@@ -217,11 +381,37 @@ pub(crate) fn request(path: &str, body: &Value) -> Result<Vec<u8>, String> {
 pub(crate) fn answer(path: &str, body: &[u8]) -> Result<Value, String> {
     let msg = unframe(body)?;
     let decoded = |e: prost::DecodeError| format!("not an etcd answer ({e})");
+    let mut m = Map::new();
     match path {
-        "/v3/kv/range" => Ok(range_json(RangeResponse::decode(msg).map_err(decoded)?)),
-        "/v3/kv/txn" => Ok(txn_json(TxnResponse::decode(msg).map_err(decoded)?)),
-        other => Err(format!("{other} is not a gRPC call here")),
+        "/v3/kv/range" => return Ok(range_json(RangeResponse::decode(msg).map_err(decoded)?)),
+        "/v3/kv/txn" => return Ok(txn_json(TxnResponse::decode(msg).map_err(decoded)?)),
+        "/v3/lease/grant" => {
+            let r = LeaseGrantResponse::decode(msg).map_err(decoded)?;
+            put_int(&mut m, "ID", r.id);
+            put_int(&mut m, "TTL", r.ttl);
+            if !r.error.is_empty() {
+                m.insert("error".into(), Value::String(r.error));
+            }
+        }
+        "/v3/lease/revoke" | "/v3/lease/keepalive" => {
+            let r = LeaseResponse::decode(msg).map_err(decoded)?;
+            m.insert("header".into(), header_json(r.header));
+            put_int(&mut m, "ID", r.id);
+            put_int(&mut m, "TTL", r.ttl);
+        }
+        "/v3/lease/timetolive" => {
+            let r = LeaseTimeToLiveResponse::decode(msg).map_err(decoded)?;
+            put_int(&mut m, "ID", r.id);
+            put_int(&mut m, "TTL", r.ttl);
+            put_int(&mut m, "grantedTTL", r.granted_ttl);
+        }
+        "/v3/auth/authenticate" => {
+            let r = AuthenticateResponse::decode(msg).map_err(decoded)?;
+            m.insert("token".into(), Value::String(r.token));
+        }
+        other => return Err(format!("{other} is not a gRPC call here")),
     }
+    Ok(Value::Object(m))
 }
 
 /// The one message of a unary answer.
@@ -244,8 +434,18 @@ fn unframe(body: &[u8]) -> Result<&[u8], String> {
     })
 }
 
+/// The gRPC status (code and message) in these headers or trailers.
+pub(crate) fn status(h: &http::HeaderMap) -> Option<(i64, String)> {
+    let text = |name: &str| h.get(name).and_then(|v| v.to_str().ok());
+    let code = text("grpc-status")?;
+    Some((
+        code.trim().parse().unwrap_or(2),
+        status_message(text("grpc-message").unwrap_or_default()),
+    ))
+}
+
 /// `grpc-message` is percent-encoded.
-pub(crate) fn status_message(raw: &str) -> String {
+fn status_message(raw: &str) -> String {
     let b = raw.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -523,10 +723,94 @@ mod tests {
     }
 
     #[test]
-    fn status_messages_are_percent_decoded() {
+    fn lease_auth_and_watch_messages_use_upstream_tags() {
+        let body = |path: &str, v: Value| request(path, &v).unwrap()[5..].to_vec();
+        // LeaseGrantRequest: TTL is field 1.
+        assert_eq!(body("/v3/lease/grant", json!({"TTL": "15"})), [0x08, 15]);
+        // Revoke, keep-alive, time-to-live: the ID in field 1.
+        for p in [
+            "/v3/lease/revoke",
+            "/v3/lease/keepalive",
+            "/v3/lease/timetolive",
+        ] {
+            assert_eq!(body(p, json!({"ID": "300"})), [0x08, 0xac, 0x02], "{p}");
+        }
+        // AuthenticateRequest: name 1, password 2.
         assert_eq!(
-            status_message("etcdserver: request is too large%0Ax%"),
-            "etcdserver: request is too large\nx%"
+            body(
+                "/v3/auth/authenticate",
+                json!({"name": "u", "password": "p"})
+            ),
+            [0x0a, 1, b'u', 0x12, 1, b'p']
         );
+        // WatchRequest.create_request (1) { key 1, start_revision 3 }.
+        assert_eq!(
+            watch_request(b"k", 9)[5..],
+            [0x0a, 5, 0x0a, 1, b'k', 0x18, 9]
+        );
+
+        let framed = |msg: Vec<u8>| frame(&msg);
+        // LeaseKeepAliveResponse { header 1 { revision 3 }, ID 2, TTL 3 }.
+        let v = answer(
+            "/v3/lease/keepalive",
+            &framed(vec![0x0a, 2, 0x18, 7, 0x10, 0xac, 0x02, 0x18, 14]),
+        )
+        .unwrap();
+        assert_eq!((int(&v, "ID"), int(&v, "TTL")), (300, 14));
+        // LeaseTimeToLiveResponse: grantedTTL is 4; an expired lease has TTL -1.
+        let mut ttl = vec![0x10, 1, 0x18];
+        ttl.extend_from_slice(&[0xff; 9]);
+        ttl.extend_from_slice(&[0x01, 0x20, 15]);
+        let v = answer("/v3/lease/timetolive", &framed(ttl)).unwrap();
+        assert_eq!(
+            (int(&v, "ID"), int(&v, "TTL"), int(&v, "grantedTTL")),
+            (1, -1, 15)
+        );
+        // LeaseGrantResponse { ID 2, TTL 3, error 4 }.
+        let v = answer("/v3/lease/grant", &framed(vec![0x10, 5, 0x18, 15])).unwrap();
+        assert_eq!((int(&v, "ID"), int(&v, "TTL")), (5, 15));
+        // AuthenticateResponse: token is 2.
+        let v = answer("/v3/auth/authenticate", &framed(vec![0x12, 2, b't', b'k'])).unwrap();
+        assert_eq!(v["token"], "tk");
+
+        // Watch answers: created (no event), then a PUT, then a DELETE
+        // (events are field 11, an event's type field 1), split anywhere.
+        let created = framed(vec![0x18, 1]);
+        let put = framed(vec![0x5a, 0]);
+        let delete = framed(vec![0x5a, 2, 0x08, 1]);
+        let mut stream: Vec<u8> = [created, put, delete].concat();
+        let mut buf = Vec::new();
+        let tail = stream.split_off(9);
+        buf.extend_from_slice(&stream);
+        assert_eq!(watch_saw_delete(&mut buf), Ok(false));
+        buf.extend_from_slice(&tail[..tail.len() - 1]);
+        assert_eq!(watch_saw_delete(&mut buf), Ok(false));
+        buf.extend_from_slice(&tail[tail.len() - 1..]);
+        assert_eq!(watch_saw_delete(&mut buf), Ok(true));
+        assert!(buf.is_empty());
+        let mut cancelled = framed(vec![0x20, 1]);
+        assert!(watch_saw_delete(&mut cancelled).is_err());
+    }
+
+    #[test]
+    fn statuses_are_read_and_their_messages_percent_decoded() {
+        let mut h = http::HeaderMap::new();
+        assert_eq!(status(&h), None);
+        h.insert("grpc-status", "3".parse().unwrap());
+        h.insert(
+            "grpc-message",
+            "etcdserver: duplicate key given in txn request%0Ax%"
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(
+            status(&h),
+            Some((
+                3,
+                "etcdserver: duplicate key given in txn request\nx%".into()
+            ))
+        );
+        h.insert("grpc-status", "x".parse().unwrap());
+        assert_eq!(status(&h).map(|s| s.0), Some(2));
     }
 }
