@@ -341,10 +341,19 @@ impl EtcdClient {
 
     /// Wait until `key` is deleted (a watch from `from_revision`), at most
     /// `max`. True when a deletion was seen; false on timeout or error (the
-    /// caller checks again either way).
+    /// caller checks again either way). A watch that cannot start or ends
+    /// early (etcd cancelled it: a compacted revision, say) still waits out
+    /// `max`, so the caller's loop never spins.
     pub(crate) fn wait_deleted(&self, key: &[u8], from_revision: i64, max: Duration) -> bool {
+        let deadline = Instant::now() + max;
         let i = self.preferred.load(Ordering::Relaxed) % self.endpoints.len();
-        let token = self.token().ok().flatten();
+        let token = match self.token() {
+            Ok(t) => t,
+            Err(_) => {
+                std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
+                return false;
+            }
+        };
         let req = self
             .request(
                 &self.endpoints[i],
@@ -352,21 +361,20 @@ impl EtcdClient {
                 grpc::watch_request(key, from_revision),
                 token.as_deref(),
             )
-            .timeout(max);
+            .timeout(deadline.saturating_duration_since(Instant::now()));
         self.run(async move {
-            let Ok(mut resp) = req.send().await else {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                return false;
-            };
-            let mut buf = Vec::new();
-            while let Ok(Some(chunk)) = resp.chunk().await {
-                buf.extend_from_slice(&chunk);
-                match grpc::watch_saw_delete(&mut buf) {
-                    Ok(true) => return true,
-                    Ok(false) => {}
-                    Err(_) => return false,
+            if let Ok(mut resp) = req.send().await {
+                let mut buf = Vec::new();
+                while let Ok(Some(chunk)) = resp.chunk().await {
+                    buf.extend_from_slice(&chunk);
+                    match grpc::watch_saw_delete(&mut buf) {
+                        Ok(true) => return true,
+                        Ok(false) => {}
+                        Err(_) => break,
+                    }
                 }
             }
+            tokio::time::sleep_until(deadline.into()).await;
             false
         })
     }

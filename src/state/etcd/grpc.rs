@@ -328,10 +328,10 @@ pub(crate) fn watch_saw_delete(buf: &mut Vec<u8>) -> Result<bool, String> {
         let w = WatchResponse::decode(&buf[5..5 + len])
             .map_err(|e| format!("not a watch answer ({e})"))?;
         buf.drain(..5 + len);
-        if w.canceled {
+        deleted |= w.events.iter().any(|e| e.kind == 1);
+        if w.canceled && !deleted {
             return Err("etcd cancelled the watch".into());
         }
-        deleted |= w.events.iter().any(|e| e.kind == 1);
     }
     Ok(deleted)
 }

@@ -137,7 +137,12 @@ impl EtcdLock {
                 });
             }
             let left = timeout.saturating_sub(start.elapsed());
-            client.wait_deleted(&key, mod_rev + 1, left.min(Duration::from_secs(1)));
+            // The key existed at the failed transaction's revision: a
+            // deletion can only come after it (and a watch from there is
+            // less likely to start below a compaction than one from the
+            // holder's own write).
+            let seen_at = int(&resp["header"], "revision").max(mod_rev);
+            client.wait_deleted(&key, seen_at + 1, left.min(Duration::from_secs(1)));
             // Our lease must outlive the wait: renew it, or take a new one.
             let alive = client
                 .call("/v3/lease/keepalive", json!({"ID": lease.to_string()}))
