@@ -70,7 +70,13 @@ pub(crate) struct LockedState {
     _lock: Box<dyn HeldLock>,
     pub(crate) store: StateStore,
     pub(crate) state: State,
+    /// Providers opened while the state loaded, which read ahead for the
+    /// refresh that follows (see [`LockedState::acquire_reading_ahead`]).
+    pub(crate) opened: Providers,
 }
+
+/// Connected providers, by kind.
+pub(crate) type Providers = BTreeMap<ProviderKind, Arc<dyn Provider>>;
 
 impl LockedState {
     pub(crate) fn acquire(
@@ -85,6 +91,43 @@ impl LockedState {
             _lock: lock,
             store,
             state,
+            opened: Providers::new(),
+        })
+    }
+
+    /// Lock, then load the state while the providers of the desired
+    /// clusters that read ahead for a refresh (the simulator: its machine
+    /// logs) do so on another thread. With `--refresh=false` it is
+    /// [`LockedState::acquire`].
+    pub(crate) async fn acquire_reading_ahead(
+        g: &GlobalSettings,
+        run: &RunSettings,
+        operation: &str,
+        desired: &Desired,
+        m: Option<&Manifest>,
+    ) -> Result<LockedState, CliError> {
+        let kinds: BTreeSet<ProviderKind> = desired
+            .clusters
+            .iter()
+            .map(|c| c.provider)
+            .filter(|k| run.refresh && k.reads_ahead())
+            .collect();
+        if kinds.is_empty() {
+            return LockedState::acquire(g, run, operation);
+        }
+        let mut store = g.store()?;
+        let lock = store.lock(operation, run.lock_timeout)?;
+        let opened = providers_for(&kinds, &provider_settings(run, m)).await?;
+        let state = std::thread::scope(|scope| {
+            scope.spawn(|| opened.values().for_each(|p| p.read_ahead()));
+            store.load()
+        })?
+        .unwrap_or_else(State::empty);
+        Ok(LockedState {
+            _lock: lock,
+            store,
+            state,
+            opened,
         })
     }
 
@@ -108,7 +151,7 @@ pub(crate) fn provider_settings(run: &RunSettings, m: Option<&Manifest>) -> Prov
 pub(crate) async fn providers_for(
     kinds: &BTreeSet<ProviderKind>,
     settings: &ProviderSettings,
-) -> Result<BTreeMap<ProviderKind, Arc<dyn Provider>>, CliError> {
+) -> Result<Providers, CliError> {
     let mut out = BTreeMap::new();
     for k in kinds {
         if *k == ProviderKind::Local {
@@ -120,10 +163,13 @@ pub(crate) async fn providers_for(
 }
 
 /// Refresh what the state knows (unless `--refresh=false`) and put the
-/// observations into the plan options. Returns the drift to show.
+/// observations into the plan options. Returns the drift to show. The
+/// providers in `opened` are used as they are (they may have read ahead);
+/// the others are connected here.
 pub(crate) async fn refresh_into(
     opts: &mut PlanOptions,
     state: &State,
+    opened: &Providers,
     run: &RunSettings,
     m: Option<&Manifest>,
     p: &Printer,
@@ -131,10 +177,15 @@ pub(crate) async fn refresh_into(
     if !run.refresh || state.resources.is_empty() {
         return Ok(Vec::new());
     }
-    let kinds = provider::refresh::providers_in(state);
-    let providers = providers_for(&kinds, &provider_settings(run, m)).await.map_err(|e| {
+    let mut kinds = provider::refresh::providers_in(state);
+    kinds.retain(|k| !opened.contains_key(k));
+    let mut providers = providers_for(&kinds, &provider_settings(run, m)).await.map_err(|e| {
         CliError::Message(format!("{e}\n  (refreshing the state needs the provider; plan without it with --refresh=false)"))
     })?;
+    let used = provider::refresh::providers_in(state);
+    for (k, p) in opened.iter().filter(|(k, _)| used.contains(k)) {
+        providers.insert(*k, p.clone());
+    }
     let r = provider::refresh::refresh(state, &providers).await?;
     for (kind, n, t) in &r.stats {
         if !p.json {
@@ -162,7 +213,7 @@ pub(crate) async fn plan_changes(
     known.sort();
     known.dedup();
     super::cluster_name::resolve_targets(&mut opts.targets, &known)?;
-    let drift = refresh_into(&mut opts, &locked.state, run, m, p).await?;
+    let drift = refresh_into(&mut opts, &locked.state, &locked.opened, run, m, p).await?;
     let mut pl = plan::plan(desired, &locked.state, &opts)?;
     pl.drift = drift;
     Ok(pl)

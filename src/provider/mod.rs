@@ -211,6 +211,13 @@ pub trait Provider: Send + Sync {
         redactor: &Redactor,
     ) -> Result<(), ProviderError>;
 
+    /// Read ahead, on a thread of its own, what the next refresh will read,
+    /// while the caller loads the state (only after the state's lock is
+    /// held, so nothing this state manages changes meanwhile). Only the
+    /// simulator has something to gain (its machine logs, parsed): see
+    /// [`ProviderKind::reads_ahead`].
+    fn read_ahead(&self) {}
+
     /// Read back resources and compare with state.
     async fn refresh(
         &self,

@@ -94,6 +94,13 @@ pub enum ProviderKind {
 }
 
 impl ProviderKind {
+    /// Whether its provider reads ahead for a refresh
+    /// (`Provider::read_ahead`): the simulator, whose refresh parses a file
+    /// per cluster. The real providers ask their APIs when refreshing.
+    pub(crate) fn reads_ahead(self) -> bool {
+        self == ProviderKind::Sim
+    }
+
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             ProviderKind::Local => "local",

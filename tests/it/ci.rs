@@ -30,6 +30,42 @@ fn drift(dir: &Path, extra: &[&str]) -> (i32, String, Vec<serde_json::Value>) {
     )
 }
 
+/// A machine log damaged behind capi's back: the plan (whose refresh reads
+/// the logs ahead, while the state loads) fails naming the file and line,
+/// and changes nothing; without the refresh the plan does not read it.
+#[test]
+fn a_damaged_machine_log_fails_the_refresh_naming_its_line() {
+    let dir = applied();
+    let path = dir.path().join("capi.state.sim/machines/demo.jsonl");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    assert!(lines.len() >= 3, "{text}");
+    lines[1] = "{\"name\": \"half a record";
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    let state_before = std::fs::read(dir.path().join("capi.state.json")).unwrap();
+    let out = capi(dir.path())
+        .args(["plan", "-f", "c.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(err.contains("demo.jsonl:2"), "{err}");
+    assert_eq!(
+        std::fs::read(dir.path().join("capi.state.json")).unwrap(),
+        state_before
+    );
+    capi(dir.path())
+        .args([
+            "plan",
+            "--refresh=false",
+            "--detailed-exitcode",
+            "-f",
+            "c.yaml",
+        ])
+        .assert()
+        .code(0);
+}
+
 #[test]
 fn drift_exit_codes_and_no_state_write() {
     let dir = applied();

@@ -21,7 +21,7 @@ pub(crate) async fn run(
 ) -> Result<ExitStatus, CliError> {
     let m = pipeline::load_manifests(ms, p)?;
     let desired = pipeline::build_desired(&m, ms)?;
-    let locked = LockedState::acquire(g, run, "apply")?;
+    let locked = LockedState::acquire_reading_ahead(g, run, "apply", &desired, Some(&m)).await?;
     let opts = super::plan::options(g, targets);
     let pl = pipeline::plan_changes(&desired, &locked, opts, run, Some(&m), p).await?;
     pipeline::show_plan(p, &pl, "apply");

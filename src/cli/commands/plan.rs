@@ -47,7 +47,7 @@ pub(crate) async fn run(
     } else {
         pipeline::build_desired(&m, ms)?
     };
-    let locked = LockedState::acquire(g, run, "plan")?;
+    let locked = LockedState::acquire_reading_ahead(g, run, "plan", &desired, Some(&m)).await?;
     let mut opts = options(g, targets);
     if flags.destroy {
         opts.operation = plan::Operation::Destroy;

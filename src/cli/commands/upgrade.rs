@@ -228,7 +228,8 @@ async fn plan_chain(
         now_unix: now,
         ..Default::default()
     };
-    let drift = pipeline::refresh_into(&mut opts, state, run, Some(m), p).await?;
+    let drift =
+        pipeline::refresh_into(&mut opts, state, &Default::default(), run, Some(m), p).await?;
     for (i, v) in steps.iter().enumerate() {
         let mi = versions(m, t, v)?;
         let desired = pipeline::build_desired(&mi, ms)?;
@@ -325,7 +326,7 @@ async fn run_chain(
             ..Default::default()
         };
         if i > 0 {
-            pipeline::refresh_into(&mut o, &locked.state, run, Some(m), p).await?;
+            pipeline::refresh_into(&mut o, &locked.state, &locked.opened, run, Some(m), p).await?;
         }
         let pl = plan::plan(&desired, &locked.state, &o)?;
         if !p.json {

@@ -67,6 +67,9 @@ pub struct SimProvider {
     /// search for unknown machines that follows it: each log is read once
     /// per plan. Taken (emptied) by that search.
     refreshed: Mutex<HashMap<String, BTreeMap<String, machines::MachineView>>>,
+    /// Machine records read ahead of a refresh, by cluster and name; taken
+    /// (emptied) by the refresh that follows.
+    read_ahead: Mutex<HashMap<String, BTreeMap<String, machines::MachineView>>>,
     /// The machine logs this provider wrote to, by cluster; compacted when
     /// it is dropped.
     logs: Mutex<HashMap<String, machines::MachineLog>>,
@@ -109,6 +112,7 @@ impl SimProvider {
             counters: Mutex::new(BTreeMap::new()),
             ips: Mutex::new(None),
             refreshed: Mutex::new(HashMap::new()),
+            read_ahead: Mutex::new(HashMap::new()),
             logs: Mutex::new(HashMap::new()),
             machines_dir: std::sync::OnceLock::new(),
             log_seq: AtomicU64::new(0),
@@ -381,6 +385,10 @@ impl Provider for SimProvider {
             Spec::Token(_) => store::remove_record(&self.token_path(cluster)).map(|_| ()),
             Spec::Pki(_) | Spec::Bootstrap(_) => Ok(()),
         }
+    }
+
+    fn read_ahead(&self) {
+        self.read_logs_ahead();
     }
 
     async fn refresh(

@@ -92,7 +92,10 @@ impl SimProvider {
         &self,
         resources: &[&Resource],
     ) -> Result<Vec<Refreshed>, ProviderError> {
-        let mut logs = ReadLogs::new();
+        // What was read ahead (every cluster's log, while the state
+        // loaded); a log that could not be read then is read again here, and
+        // its error reported.
+        let mut logs = std::mem::take(&mut *self.read_ahead.lock().unwrap());
         let out = resources
             .iter()
             .map(|r| {
@@ -104,6 +107,16 @@ impl SimProvider {
             .collect();
         *self.refreshed.lock().unwrap() = logs;
         out
+    }
+
+    /// Every cluster's machine log, parsed, for the refresh that follows.
+    pub(super) fn read_logs_ahead(&self) {
+        let logs: ReadLogs = self
+            .machine_clusters()
+            .into_iter()
+            .filter_map(|c| Some((c.clone(), self.cluster_machines(&c).ok()?)))
+            .collect();
+        *self.read_ahead.lock().unwrap() = logs;
     }
 
     /// Machine records with this state's lineage the state does not know.
