@@ -119,8 +119,12 @@ impl LockedState {
         let lock = store.lock(operation, run.lock_timeout)?;
         let opened = providers_for(&kinds, &provider_settings(run, m)).await?;
         let state = std::thread::scope(|scope| {
-            scope.spawn(|| opened.values().for_each(|p| p.read_ahead()));
-            store.load()
+            let ahead = scope.spawn(|| opened.values().for_each(|p| p.read_ahead()));
+            let loaded = store.load();
+            // A read-ahead that failed (panicked) leaves the refresh to
+            // read for itself.
+            let _ = ahead.join();
+            loaded
         })?
         .unwrap_or_else(State::empty);
         Ok(LockedState {
@@ -400,8 +404,10 @@ pub(crate) async fn approve_and_execute(
         _lock,
         mut store,
         mut state,
-        ..
+        opened,
     } = locked;
+    // The refresh's providers (and what they read ahead) are done with.
+    drop(opened);
     if super::commands::rekey::seal_for_write(&store, &mut state, p) {
         state.serial += 1;
         store.save(&state)?;

@@ -30,6 +30,24 @@ fn drift(dir: &Path, extra: &[&str]) -> (i32, String, Vec<serde_json::Value>) {
     )
 }
 
+/// A plan writes nothing: no state, and no simulated infrastructure (its
+/// refresh's provider, opened to read ahead, leaves no directory behind).
+#[test]
+fn a_plan_in_a_fresh_directory_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(example("sim/cluster.yaml"), dir.path().join("c.yaml")).unwrap();
+    capi(dir.path())
+        .args(["plan", "--detailed-exitcode", "-f", "c.yaml"])
+        .assert()
+        .code(2);
+    let left: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "c.yaml")
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
 /// A machine log damaged behind capi's back: the plan (whose refresh reads
 /// the logs ahead, while the state loads) fails naming the file and line,
 /// and changes nothing; without the refresh the plan does not read it.

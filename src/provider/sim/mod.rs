@@ -323,8 +323,12 @@ impl SimProvider {
 
 impl Drop for SimProvider {
     /// Leave each machine log this provider wrote with one line per
-    /// machine. Best effort: a log with superseded lines reads the same.
+    /// machine. Best effort: a log with superseded lines reads the same. A
+    /// provider that wrote nothing (a refresh's) touches nothing.
     fn drop(&mut self) {
+        if self.logs.get_mut().map_or(true, |l| l.is_empty()) {
+            return;
+        }
         let _ = self.with_logs(|logs| {
             for log in logs.values_mut() {
                 let _ = log.compact();
