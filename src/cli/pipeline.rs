@@ -181,12 +181,15 @@ pub(crate) async fn refresh_into(
     if !run.refresh || state.resources.is_empty() {
         return Ok(Vec::new());
     }
-    let mut kinds = provider::refresh::providers_in(state);
-    kinds.retain(|k| !opened.contains_key(k));
-    let mut providers = providers_for(&kinds, &provider_settings(run, m)).await.map_err(|e| {
+    let used = provider::refresh::providers_in(state);
+    let missing = used
+        .iter()
+        .filter(|k| !opened.contains_key(k))
+        .copied()
+        .collect();
+    let mut providers = providers_for(&missing, &provider_settings(run, m)).await.map_err(|e| {
         CliError::Message(format!("{e}\n  (refreshing the state needs the provider; plan without it with --refresh=false)"))
     })?;
-    let used = provider::refresh::providers_in(state);
     for (k, p) in opened.iter().filter(|(k, _)| used.contains(k)) {
         providers.insert(*k, p.clone());
     }
