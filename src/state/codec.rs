@@ -59,7 +59,7 @@ pub(crate) fn journal_payload(line: &str) -> Option<&str> {
     (hex::encode(Sha256::digest(json.as_bytes())) == sum).then_some(json)
 }
 
-const CHECKSUM_KEY: &str = ",\n  \"checksum\": \"";
+pub(crate) const CHECKSUM_KEY: &str = ",\n  \"checksum\": \"";
 
 /// Serialise with the trailing checksum.
 pub(crate) fn encode(state: &State) -> Vec<u8> {

@@ -8,6 +8,8 @@
 //!
 //! Persistence (I/O; used by the executor and the CLI only):
 //! - [`store`]: atomic load/save with checksum and backup, journal replay;
+//! - [`stream`]: reading an intact snapshot as it streams in (the fast path
+//!   of [`store`]'s load);
 //! - [`journal`]: the write-ahead journal apply commits through;
 //! - [`lock`]: the kernel file lock held for a whole plan/apply/destroy;
 //! - [`backend`]: the state-store trait and the handle commands use, over
@@ -23,6 +25,7 @@ pub(crate) mod lock;
 pub(crate) mod model;
 pub mod schema;
 pub(crate) mod store;
+pub(crate) mod stream;
 
 pub use backend::StateStore;
 pub(crate) use backend::{HeldLock, Location};

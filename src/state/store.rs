@@ -389,6 +389,14 @@ impl FileStore {
     }
 
     fn load_once(&self) -> Result<Option<State>, LoadError> {
+        // Read as it streams in; a file that is not intact and in the
+        // layout capi writes is read whole below, for the verdict.
+        match File::open(&self.path).and_then(super::stream::decode_streaming) {
+            Ok(Some(state)) => return self.replay(Some(state)),
+            Ok(None) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return self.replay(None),
+            Err(_) => {} // reported by the read below
+        }
         let bytes = match fs::read(&self.path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return self.replay(None),
