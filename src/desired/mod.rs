@@ -89,7 +89,7 @@ pub struct MachineGroup {
     /// Failure domains to spread over (control plane), or the one of the
     /// template (`[None]` when there is none).
     pub(crate) failure_domains: Vec<Option<String>>,
-    pub(crate) infra: InfraSpec,
+    pub(crate) infra: Shared<InfraSpec>,
     pub(crate) bootstrap_template: String,
     /// SHA-256 of the init rendering (first control-plane machine only).
     pub init_document: Option<(String, &'static str)>,
@@ -97,8 +97,8 @@ pub struct MachineGroup {
     pub join_document: (String, &'static str),
     pub rollout: Rollout,
     pub(crate) deletion_order: DeletionOrder,
-    pub(crate) labels: BTreeMap<String, String>,
-    pub(crate) annotations: BTreeMap<String, String>,
+    pub(crate) labels: Shared<BTreeMap<String, String>>,
+    pub(crate) annotations: Shared<BTreeMap<String, String>>,
     pub(crate) paused: bool,
     pub(crate) source: Source,
     /// Where the infrastructure machine template is written (its in-place
@@ -146,7 +146,9 @@ impl MachineGroup {
     pub(crate) fn machine_spec(&self, name: &str, failure_domain: &Option<String>) -> MachineSpec {
         let mut labels = self.labels.clone();
         if let Some(fd) = failure_domain {
-            labels.insert("cluster.x-k8s.io/failure-domain".into(), fd.clone());
+            labels
+                .make_mut()
+                .insert("cluster.x-k8s.io/failure-domain".into(), fd.clone());
         }
         MachineSpec {
             name: name.to_string(),

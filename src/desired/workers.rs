@@ -245,8 +245,8 @@ impl<'a> ClusterBuilder<'_, 'a> {
             name: w.key.name.clone(),
         };
         Some(MachineGroup {
-            labels: standard_labels(&self.id.name, &owner, role, &template.labels),
-            annotations: template.annotations.clone(),
+            labels: standard_labels(&self.id.name, &owner, role, &template.labels).into(),
+            annotations: template.annotations.clone().into(),
             owner,
             role,
             replicas: u32::try_from(src.replicas.max(0)).unwrap_or(u32::MAX),
@@ -255,7 +255,7 @@ impl<'a> ClusterBuilder<'_, 'a> {
             identity,
             fixed_name: src.fixed_name.then(|| w.key.name.clone()),
             failure_domains: vec![template.failure_domain.clone()],
-            infra: machine,
+            infra: machine.into(),
             bootstrap_template: format!("{}/{}", bootstrap.kind, bootstrap.name),
             init_document: init,
             join_document: join,

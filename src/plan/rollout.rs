@@ -466,7 +466,8 @@ mod tests {
                 backend: Backend::InMemory,
                 spec: serde_json::json!({}),
                 options: Default::default(),
-            },
+            }
+            .into(),
             bootstrap_template: "KubeadmConfigTemplate/t".into(),
             init_document: None,
             join_document: ("x".into(), "kubeadm.k8s.io/v1beta4"),

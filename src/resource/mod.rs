@@ -6,6 +6,7 @@
 
 mod address;
 mod observation;
+mod shared;
 mod spec_de;
 mod target;
 mod topology_note;
@@ -13,6 +14,7 @@ mod version;
 
 pub(crate) use address::{Address, ClusterId, DEFAULT_NAMESPACE};
 pub(crate) use observation::{AttributeChange, DriftEntry, DriftKind, Observation};
+pub(crate) use shared::Shared;
 pub use target::Target;
 pub(crate) use topology_note::TopologyNote;
 pub(crate) use version::Version;
@@ -313,14 +315,22 @@ pub struct MachineSpec {
     pub identity: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) failure_domain: Option<String>,
-    pub(crate) infra: InfraSpec,
+    // Shared: the machines of a group hold the same settings and labels.
+    #[schemars(with = "InfraSpec")]
+    pub(crate) infra: Shared<InfraSpec>,
     /// `KubeadmConfigTemplate/<name>` or `KubeadmControlPlane/<name>`.
     pub(crate) bootstrap_template: String,
     /// Machine labels and annotations: updated in place, never a replacement.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub(crate) labels: BTreeMap<String, String>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub(crate) annotations: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "no_entries")]
+    #[schemars(with = "BTreeMap<String, String>")]
+    pub(crate) labels: Shared<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "no_entries")]
+    #[schemars(with = "BTreeMap<String, String>")]
+    pub(crate) annotations: Shared<BTreeMap<String, String>>,
+}
+
+fn no_entries(map: &Shared<BTreeMap<String, String>>) -> bool {
+    map.is_empty()
 }
 
 /// The desired specification of a resource (its "attributes" in state).

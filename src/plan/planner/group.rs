@@ -361,7 +361,8 @@ impl<'a> ClusterPlanner<'_, 'a> {
             let desired_labels = {
                 let mut l = g.labels.clone();
                 if let Some(fd) = &m.failure_domain {
-                    l.insert("cluster.x-k8s.io/failure-domain".into(), fd.clone());
+                    l.make_mut()
+                        .insert("cluster.x-k8s.io/failure-domain".into(), fd.clone());
                 }
                 l
             };

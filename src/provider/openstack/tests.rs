@@ -73,10 +73,11 @@ fn machine(name: &str, role: Role, flavor: &str) -> Spec {
         infra: infra(
             "OpenStackMachineTemplate",
             json!({"flavor": {"filter": {"name": flavor}}, "image": {"filter": {"name": "tiny"}}, "sshKeyName": "key"}),
-        ),
+        )
+        .into(),
         bootstrap_template: "KubeadmConfigTemplate/w".into(),
-        labels: BTreeMap::new(),
-        annotations: BTreeMap::new(),
+        labels: Default::default(),
+        annotations: Default::default(),
     })
 }
 
