@@ -226,7 +226,7 @@ pub(crate) struct PlannedChange<'a> {
     wave: Option<u32>,
     before: Option<&'a Spec>,
     after: Option<&'a Spec>,
-    attributes: &'a [AttributeChange],
+    attributes: std::borrow::Cow<'a, [AttributeChange]>,
     /// Unified diff of the cloud-config.
     bootstrap_diff: Option<&'a str>,
 }
@@ -289,7 +289,7 @@ impl<'a> JsonEvent<'a> {
             wave: c.wave,
             before: c.before.as_ref(),
             after: c.after.as_ref(),
-            attributes: &c.attributes,
+            attributes: c.attribute_changes(),
             bootstrap_diff: c.bootstrap_diff.as_deref(),
         })
     }

@@ -109,6 +109,10 @@ pub struct Change {
     pub(crate) before: Option<Spec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) after: Option<Spec>,
+    /// Attribute-level changes. A machine's creation lists none here: each
+    /// attribute of `after` is a change from nothing.
+    // Derived where they are shown (`Change::attribute_changes`): 100,000
+    // new machines held ~250 MB of them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) attributes: Vec<AttributeChange>,
     /// Unified diff of the bootstrap cloud-config (replacements).
@@ -122,6 +126,35 @@ pub struct Change {
     pub(crate) group: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) wave: Option<u32>,
+}
+
+impl Change {
+    /// Its attribute-level changes: those listed, or for a machine's
+    /// creation (which lists none), every attribute of its `after` spec.
+    pub(crate) fn attribute_changes(&self) -> std::borrow::Cow<'_, [AttributeChange]> {
+        match &self.after {
+            Some(after)
+                if self.attributes.is_empty()
+                    && self.kind == ResourceKind::Machine
+                    && self.action == Action::Create =>
+            {
+                std::borrow::Cow::Owned(created_attributes(after))
+            }
+            _ => std::borrow::Cow::Borrowed(&self.attributes),
+        }
+    }
+}
+
+/// A new resource's attributes, each a change from nothing.
+pub(crate) fn created_attributes(spec: &Spec) -> Vec<AttributeChange> {
+    spec.flatten()
+        .into_iter()
+        .map(|(path, v)| AttributeChange {
+            path,
+            before: None,
+            after: Some(v),
+        })
+        .collect()
 }
 
 #[derive(

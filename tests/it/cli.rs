@@ -69,6 +69,17 @@ fn plan_json_events() {
         );
         assert!(c["actions"].is_array());
     }
+    // A new machine's event lists each attribute of its spec as a change
+    // from nothing (the plan holds them only as its `after`).
+    let machine = changes
+        .iter()
+        .find(|c| c["resource_type"] == "machine")
+        .unwrap();
+    let attributes = machine["attributes"].as_array().unwrap();
+    let name = attributes.iter().find(|a| a["path"] == "name").unwrap();
+    assert_eq!(name["after"], machine["after"]["name"], "{machine}");
+    assert!(name.get("before").is_none_or(|b| b.is_null()), "{name}");
+    assert!(attributes.iter().any(|a| a["path"] == "owner.kind"), "{machine}");
     let summary = events.last().unwrap();
     assert_eq!(
         summary["add"], 9,

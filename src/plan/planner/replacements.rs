@@ -183,7 +183,9 @@ impl Builder<'_> {
             replacement: None,
             before: None,
             after: Some(new.spec.clone()),
-            attributes: attribute_diff(None, Some(&new.spec)),
+            // Every attribute of `after`: listed where they are shown
+            // (`Change::attribute_changes`), not held.
+            attributes: vec![],
             bootstrap_diff: None,
             part_of: None,
             group: Some(group.to_string()),
