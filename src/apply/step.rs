@@ -142,7 +142,7 @@ async fn record_bootstrap_data(ctx: &Ctx, step: &Step, b: &BootstrapSpec) -> Res
                 .spec
                 .clone()
                 .expect("a bootstrap step carries its spec"),
-            observed: BTreeMap::new(),
+            observed: Observed::new(),
             sensitive: BTreeMap::new(),
             dependencies: step.dependencies.clone(),
             sequence,
@@ -292,7 +292,7 @@ async fn update_machine(
         let mut observed = observed;
         for key in ["created_unix", super::health::HEALTH_KEY] {
             if let Some(v) = r.observed.get(key) {
-                observed.entry(key.to_string()).or_insert_with(|| v.clone());
+                observed.insert_if_absent(key, || v.clone());
             }
         }
         r.observed = observed;
@@ -380,7 +380,7 @@ pub(super) async fn journal_pending(
             provider: step.provider,
             status,
             attributes: step.spec.clone().expect("create/update steps carry a spec"),
-            observed: BTreeMap::new(),
+            observed: Observed::new(),
             sensitive: BTreeMap::new(),
             dependencies: step.dependencies.clone(),
             sequence,

@@ -36,9 +36,7 @@ pub fn simulate(state: &State, plan: &Plan, now: i64) -> State {
                         observed.insert("expires_unix".into(), json!(now + t.ttl_seconds as i64));
                     }
                     Spec::Loadbalancer(_) => {
-                        observed
-                            .entry("endpoint".into())
-                            .or_insert(json!("(known after apply)"));
+                        observed.insert_if_absent("endpoint", || json!("(known after apply)"));
                     }
                     Spec::Machine(_) => {
                         observed.insert("ready".into(), json!(true));

@@ -46,7 +46,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde_json::Value;
 
 use crate::resource::{Address, ClusterId, Observation, ProviderKind, Spec};
 use crate::state::Resource;
@@ -111,7 +110,7 @@ pub enum ProviderError {
         exit_code: i64,
         output_tail: String,
         /// Observed attributes of the machine that exists but failed.
-        observed: BTreeMap<String, Value>,
+        observed: Observed,
     },
     /// The provider cannot be reached at all (no engine, no credentials).
     #[error("{0}")]
@@ -147,7 +146,7 @@ impl OpInput<'_> {
 }
 
 /// The result of a create or update: what the provider reports.
-pub(crate) type Observed = BTreeMap<String, Value>;
+pub(crate) use crate::resource::Observed;
 
 /// One resource as refresh found it.
 #[derive(Debug, Clone, PartialEq)]

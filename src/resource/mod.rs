@@ -6,6 +6,7 @@
 
 mod address;
 mod observation;
+mod observed;
 mod shared;
 mod spec_de;
 mod target;
@@ -14,6 +15,7 @@ mod version;
 
 pub(crate) use address::{Address, ClusterId, DEFAULT_NAMESPACE};
 pub(crate) use observation::{AttributeChange, DriftEntry, DriftKind, Observation};
+pub use observed::Observed;
 pub(crate) use shared::Shared;
 pub use target::Target;
 pub(crate) use topology_note::TopologyNote;

@@ -5,7 +5,9 @@
 //! (state, saved plan, journal) reuses the value it read last when they are
 //! equal, so a state read from disk shares them too.
 //!
-//! It reads and writes (JSON, schema) exactly as the value it holds.
+//! It reads and writes (JSON, schema) exactly as the value it holds. The
+//! simulator's refresh uses it too, for the strings every machine record
+//! repeats.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -100,6 +102,13 @@ pub(crate) trait Recent: PartialEq + Sized + 'static {
 thread_local! {
     static LABELS: RefCell<Vec<Arc<BTreeMap<String, String>>>> = const { RefCell::new(Vec::new()) };
     static INFRA: RefCell<Vec<Arc<InfraSpec>>> = const { RefCell::new(Vec::new()) };
+    static TEXT: RefCell<Vec<Arc<String>>> = const { RefCell::new(Vec::new()) };
+}
+
+impl Recent for String {
+    fn recent() -> &'static std::thread::LocalKey<RefCell<Vec<Arc<Self>>>> {
+        &TEXT
+    }
 }
 
 impl Recent for BTreeMap<String, String> {

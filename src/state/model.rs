@@ -6,7 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::resource::{Address, ProviderKind, ResourceKind, Spec};
+use crate::resource::{Address, Observed, ProviderKind, ResourceKind, Spec};
 
 /// Bumped when the file format changes incompatibly.
 pub(crate) const FORMAT_VERSION: u32 = 1;
@@ -95,8 +95,9 @@ pub struct Resource {
     /// The desired specification it was created (or last updated) from.
     pub attributes: Spec,
     /// What the provider reported (ids, addresses, image, ...).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub observed: BTreeMap<String, Value>,
+    #[serde(default, skip_serializing_if = "Observed::is_empty")]
+    #[schemars(with = "BTreeMap<String, Value>")]
+    pub observed: Observed,
     /// Secret material (CA keys, token). Never printed; the state file is 0600.
     /// With a state key, each value is `capi-enc:v1:<key id>:<base64>`
     /// (AES-256-GCM; see docs/state-backends.md, "Encryption at rest").
@@ -197,12 +198,15 @@ impl State {
 
     /// The distinct cluster keys in this state, sorted.
     pub(crate) fn cluster_keys(&self) -> Vec<String> {
-        let mut keys: Vec<String> = self
-            .resources
-            .iter()
-            .map(|r| r.address.cluster_key().to_string())
-            .collect();
-        keys.dedup();
+        // Resources are sorted by address, so a cluster's are together:
+        // compare with the last key kept before copying one.
+        let mut keys: Vec<String> = Vec::new();
+        for r in &self.resources {
+            let key = r.address.cluster_key();
+            if keys.last().map(String::as_str) != Some(key) {
+                keys.push(key.to_string());
+            }
+        }
         keys.sort();
         keys.dedup();
         keys

@@ -79,7 +79,10 @@ fn plan_json_events() {
     let name = attributes.iter().find(|a| a["path"] == "name").unwrap();
     assert_eq!(name["after"], machine["after"]["name"], "{machine}");
     assert!(name.get("before").is_none_or(|b| b.is_null()), "{name}");
-    assert!(attributes.iter().any(|a| a["path"] == "owner.kind"), "{machine}");
+    assert!(
+        attributes.iter().any(|a| a["path"] == "owner.kind"),
+        "{machine}"
+    );
     let summary = events.last().unwrap();
     assert_eq!(
         summary["add"], 9,

@@ -9,13 +9,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde_json::Value;
 
 use capi::apply::{self, Cancel, Executor};
 use capi::plan::{self, Operation, Plan, PlanOptions};
 use capi::provider::sim::SimProvider;
 use capi::provider::{Found, OpInput, Provider, ProviderError, Redactor, Refreshed, Unmanaged};
-use capi::resource::{ProviderKind, ResourceKind};
+use capi::resource::{Observed, ProviderKind, ResourceKind};
 use capi::state::{Resource, State, StateStore, Status};
 
 use crate::common::example;
@@ -76,7 +75,7 @@ impl Provider for Witness {
         self.inner.kind()
     }
 
-    async fn create(&self, input: &OpInput<'_>) -> Result<BTreeMap<String, Value>, ProviderError> {
+    async fn create(&self, input: &OpInput<'_>) -> Result<Observed, ProviderError> {
         let ticket = self.creates.fetch_add(1, Ordering::SeqCst);
         self.in_hand.lock().unwrap().insert(ticket);
         // Creates in hand for the whole read are journalled as creating for
@@ -104,7 +103,7 @@ impl Provider for Witness {
         &self,
         input: &OpInput<'_>,
         current: &Resource,
-    ) -> Result<BTreeMap<String, Value>, ProviderError> {
+    ) -> Result<Observed, ProviderError> {
         self.inner.update(input, current).await
     }
 

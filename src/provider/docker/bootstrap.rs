@@ -16,7 +16,6 @@
 //! Also here: registering a bootstrap token through a bootstrapped
 //! control-plane machine (`kubeadm token create`).
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -228,7 +227,7 @@ impl DockerProvider {
             );
             let (code, out) = self.engine.exec(&name, &sh_args(&script, [staged])).await?;
             if code == 0 {
-                return Ok(BTreeMap::from([("registered_with".into(), json!(name))]));
+                return Ok(Observed::from([("registered_with".into(), json!(name))]));
             }
             last = format!(
                 "registering the bootstrap token with {name} failed (exit {code}): {}",

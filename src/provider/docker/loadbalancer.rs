@@ -125,7 +125,7 @@ impl DockerProvider {
             .fixed_endpoint
             .clone()
             .unwrap_or_else(|| format!("{}:{}", ip, l.port));
-        Ok(BTreeMap::from([
+        Ok(Observed::from([
             ("container".into(), json!(name)),
             ("id".into(), json!(c.id.unwrap_or_default())),
             ("image".into(), json!(image)),

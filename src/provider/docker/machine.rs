@@ -38,7 +38,7 @@ fn machine_observed(
     network: &str,
     image: &str,
 ) -> Observed {
-    let mut o = BTreeMap::from([
+    let mut o = Observed::from([
         ("container".into(), json!(name)),
         ("id".into(), json!(c.id.clone().unwrap_or_default())),
         ("image".into(), json!(image)),

@@ -11,8 +11,6 @@
 //! the oldest, removes the unused duplicates (a duplicate in use is an error
 //! naming it) and records what it did (`note`) in the state.
 
-use std::collections::BTreeMap;
-
 use bollard::models::{Network, NetworkCreateRequest, NetworkInspect};
 use serde_json::json;
 
@@ -133,7 +131,7 @@ impl DockerProvider {
             .and_then(|c| c.first())
             .and_then(|c| c.subnet.clone())
             .unwrap_or_default();
-        let mut observed = BTreeMap::from([
+        let mut observed = Observed::from([
             ("name".into(), json!(n.name)),
             ("id".into(), json!(id)),
             ("subnet".into(), json!(subnet)),

@@ -7,7 +7,7 @@
 //! `capi import` finds a container (load balancer, machine) or a network by
 //! its id or name here, with one inspect call.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 
 use bollard::models::ContainerSummary;
 use serde_json::{json, Value};
@@ -213,7 +213,7 @@ impl DockerProvider {
                     input.address
                 )
             }),
-            observed: BTreeMap::from([
+            observed: crate::provider::Observed::from([
                 ("container".into(), json!(name)),
                 ("id".into(), json!(cid)),
             ]),
@@ -248,7 +248,10 @@ impl DockerProvider {
                     input.address
                 )
             }),
-            observed: BTreeMap::from([("name".into(), json!(name)), ("id".into(), json!(nid))]),
+            observed: crate::provider::Observed::from([
+                ("name".into(), json!(name)),
+                ("id".into(), json!(nid)),
+            ]),
             id: nid,
         })
     }

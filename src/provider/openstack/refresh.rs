@@ -439,7 +439,7 @@ impl OpenStackProvider {
             address: meta(META_ADDRESS),
             identity: meta(META_IDENTITY),
             not_adoptable: server_not_adoptable(&server, input, &m.name),
-            observed: BTreeMap::from([("server_id".into(), json!(server_id))]),
+            observed: Observed::from([("server_id".into(), json!(server_id))]),
             id: server_id,
         })
     }

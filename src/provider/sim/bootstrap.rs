@@ -8,8 +8,6 @@
 //! Also here: registering a bootstrap token, which needs a bootstrapped,
 //! running control-plane machine; only the token id is recorded.
 
-use std::collections::BTreeMap;
-
 use super::machine::observed_of;
 use super::store::{read_json, write_json, SimMachine, SimTokens};
 use super::SimProvider;
@@ -95,6 +93,6 @@ impl SimProvider {
         t.tokens.retain(|(i, _)| *i != id);
         t.tokens.push((id, expires));
         write_json(&path, &t)?;
-        Ok(BTreeMap::new())
+        Ok(Observed::new())
     }
 }

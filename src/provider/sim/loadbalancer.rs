@@ -4,8 +4,6 @@
 //! machine being deleted is drained first (weight 0, unless it is the only
 //! member).
 
-use std::collections::BTreeMap;
-
 use serde_json::json;
 
 use super::network::cidr_base;
@@ -51,7 +49,7 @@ impl SimProvider {
             .fixed_endpoint
             .clone()
             .unwrap_or_else(|| format!("{}:{}", lb.ip, lb.port));
-        Ok(BTreeMap::from([
+        Ok(Observed::from([
             ("ip".into(), json!(lb.ip)),
             ("endpoint".into(), json!(endpoint)),
         ]))

@@ -6,7 +6,6 @@
 //! (a crash came before the state write); one whose bootstrap started and
 //! did not finish is never bootstrapped again.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -42,7 +41,7 @@ async fn sleep_precisely_until(deadline: tokio::time::Instant) {
 
 /// What a machine record reports.
 pub(super) fn observed_of(m: &SimMachine, ready: bool) -> Observed {
-    let mut o = BTreeMap::new();
+    let mut o = Observed::new();
     o.insert("ip".into(), json!(m.ip));
     o.insert("provider_id".into(), json!(m.provider_id));
     o.insert("status".into(), json!(m.status));

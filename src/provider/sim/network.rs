@@ -2,8 +2,6 @@
 //! cluster (`100.<a>.<b>.0/16`, from a hash of the cluster key), from which
 //! the load balancer's and the machines' addresses come.
 
-use std::collections::BTreeMap;
-
 use serde_json::json;
 
 use super::store::{read_json, remove_record, write_json, SimNetwork};
@@ -18,7 +16,7 @@ pub(super) fn cidr_base(cluster: &str) -> (u8, u8) {
 }
 
 fn observed(net: &SimNetwork) -> Observed {
-    BTreeMap::from([
+    Observed::from([
         ("cidr".into(), json!(net.cidr)),
         ("name".into(), json!(net.name)),
     ])

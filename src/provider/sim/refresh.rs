@@ -25,7 +25,7 @@ use crate::state::Resource;
 /// A running machine record compared with the state.
 fn machine_changes(r: &Resource, m: &MachineSpec, sm: &MachineView) -> Option<Observation> {
     let mut diffs = Vec::new();
-    if sm.version != m.version.to_string() {
+    if *sm.version != m.version.to_string() {
         diffs.push(AttributeChange {
             path: "version".into(),
             before: Some(json!(m.version)),
@@ -75,8 +75,8 @@ impl SimProvider {
                 let Some(sm) = logs[cluster].get(&m.name) else {
                     return Ok(Some(Observation::Missing));
                 };
-                if sm.status != "running" && sm.status != "provisioning" {
-                    Some(Observation::Stopped(sm.status.clone()))
+                if sm.status.as_str() != "running" && sm.status.as_str() != "provisioning" {
+                    Some(Observation::Stopped(sm.status.to_string()))
                 } else if sm.bootstrap.started && !sm.bootstrap.succeeded {
                     Some(Observation::Stopped("unusable: its bootstrap was interrupted or failed, and bootstrap never runs twice".into()))
                 } else {
@@ -226,7 +226,7 @@ impl SimProvider {
                     let interrupted = (sm.bootstrap.started && !sm.bootstrap.succeeded).then(|| {
                         format!("its bootstrap was interrupted or failed and never runs twice, so apply could not use it; delete its line from {} and let capi apply create {}", path.display(), input.address)
                     });
-                    let observed = BTreeMap::from([
+                    let observed = crate::provider::Observed::from([
                         ("provider_id".into(), json!(sm.provider_id)),
                         ("ip".into(), json!(sm.ip)),
                     ]);
@@ -257,7 +257,7 @@ impl SimProvider {
                     .filter(|(_, n)| n.name == id)
                     .collect();
                 one(hits, "network", id).map(|(path, n)| {
-                    let observed = BTreeMap::from([
+                    let observed = crate::provider::Observed::from([
                         ("name".into(), json!(n.name)),
                         ("cidr".into(), json!(n.cidr)),
                     ]);
@@ -282,7 +282,7 @@ impl SimProvider {
                         l.ip.clone(),
                         &l.labels,
                         elsewhere(&path, &self.lb_path(cluster)),
-                        BTreeMap::from([("ip".into(), json!(l.ip))]),
+                        crate::provider::Observed::from([("ip".into(), json!(l.ip))]),
                     )
                 })
             }
