@@ -67,7 +67,7 @@ pub(super) async fn create(
         }) => {
             finish(ctx, &step.address, move |r| {
                 r.status = Status::Failed;
-                r.error = Some(record);
+                r.error = Some(Box::new(record));
                 if let Some(o) = observed {
                     r.observed = o;
                 }

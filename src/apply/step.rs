@@ -259,7 +259,7 @@ async fn apply_infra(ctx: &Ctx, step: &Step, spec: Spec, permit: Permit) -> Resu
             };
             finish(ctx, &step.address, move |r| {
                 r.status = Status::Failed;
-                r.error = Some(record);
+                r.error = Some(Box::new(record));
             })
             .await?;
             Err(e)

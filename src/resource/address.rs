@@ -10,6 +10,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Serialize};
@@ -82,9 +83,12 @@ pub enum AddressError {
 }
 
 /// A resource address (see the module header).
+// The text is shared: clones copy a pointer, and the addresses a state
+// names on every machine (its cluster's network, load balancer, token) are
+// stored once per read (`shared_text`).
 #[derive(Clone)]
 pub struct Address {
-    text: String,
+    text: Arc<str>,
     kind: ResourceKind,
     /// Byte offset of the first `/` (the end of the cluster part).
     cluster_end: u32,
@@ -101,7 +105,7 @@ impl Address {
             text.push_str(n);
         }
         Address {
-            text,
+            text: text.into(),
             kind,
             cluster_end,
         }
@@ -118,7 +122,7 @@ impl Address {
             text.push_str(n);
         }
         Address {
-            text,
+            text: text.into(),
             kind,
             cluster_end: self.cluster_end,
         }
@@ -157,18 +161,13 @@ impl Address {
     /// Parse and check the shape of an address.
     pub(crate) fn parse(s: &str) -> Result<Address, AddressError> {
         let (kind, cluster_end) = Self::check(s)?;
+        let text = if kind.is_named() {
+            Arc::from(s)
+        } else {
+            shared_text(s)
+        };
         Ok(Address {
-            text: s.to_string(),
-            kind,
-            cluster_end,
-        })
-    }
-
-    /// [`Address::parse`] keeping the given text (no copy).
-    fn parse_owned(s: String) -> Result<Address, AddressError> {
-        let (kind, cluster_end) = Self::check(&s)?;
-        Ok(Address {
-            text: s,
+            text,
             kind,
             cluster_end,
         })
@@ -288,8 +287,8 @@ impl Serialize for Address {
 
 impl<'de> Deserialize<'de> for Address {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        // A visitor, so that a string the reader already owns is kept
-        // rather than copied (state files hold four addresses per resource).
+        // A visitor, so that the text is read in place, copied once into
+        // the shared text (state files hold four addresses per resource).
         struct V;
         impl serde::de::Visitor<'_> for V {
             type Value = Address;
@@ -299,12 +298,34 @@ impl<'de> Deserialize<'de> for Address {
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Address, E> {
                 Address::parse(v).map_err(E::custom)
             }
-            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Address, E> {
-                Address::parse_owned(v).map_err(E::custom)
-            }
         }
-        d.deserialize_string(V)
+        d.deserialize_str(V)
     }
+}
+
+/// Unnamed addresses (a cluster's network, load balancer, token, PKI) read
+/// recently on this thread: every machine of a state depends on three.
+const RECENT: usize = 8;
+
+thread_local! {
+    static RECENT_UNNAMED: std::cell::RefCell<Vec<Arc<str>>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `text`, shared with an equal unnamed address read recently.
+fn shared_text(text: &str) -> Arc<str> {
+    RECENT_UNNAMED.with(|cell| {
+        let mut recent = cell.borrow_mut();
+        if let Some(hit) = recent.iter().find(|r| &***r == text) {
+            return Arc::clone(hit);
+        }
+        let new: Arc<str> = Arc::from(text);
+        if recent.len() == RECENT {
+            recent.remove(0);
+        }
+        recent.push(Arc::clone(&new));
+        new
+    })
 }
 
 #[cfg(test)]
@@ -328,6 +349,13 @@ mod tests {
         let s = n.sibling(ResourceKind::Bootstrap, Some("m-0"));
         assert_eq!(s.as_str(), "team:x/bootstrap/m-0");
         assert_eq!(s.name(), Some("m-0"));
+        // Unnamed addresses read one after another share their text.
+        let read = |t: &str| serde_json::from_value::<Address>(serde_json::json!(t)).unwrap();
+        let (a, b) = (read("team:x/network"), read("team:x/network"));
+        assert!(Arc::ptr_eq(&a.text, &b.text));
+        assert_eq!(a, n);
+        let (m, m2) = (read("x/machine/m-0"), read("x/machine/m-0"));
+        assert_eq!(m, m2);
         assert_eq!(s, "team:x/bootstrap/m-0".parse().unwrap());
     }
 

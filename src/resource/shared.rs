@@ -52,9 +52,11 @@ impl<T: fmt::Debug> fmt::Debug for Shared<T> {
     }
 }
 
-impl<T: Default> Default for Shared<T> {
+// Through the recent values: a state's machines without annotations share
+// one empty map.
+impl<T: Default + Recent> Default for Shared<T> {
     fn default() -> Self {
-        Shared::new(T::default())
+        T::share(T::default())
     }
 }
 

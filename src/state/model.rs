@@ -108,8 +108,10 @@ pub struct Resource {
     pub dependencies: Vec<Address>,
     /// Creation order within this state (oldest = smallest).
     pub sequence: u64,
+    // Boxed: few resources carry one, and inline it was a fifth of every
+    // resource's size.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<ErrorRecord>,
+    pub error: Option<Box<ErrorRecord>>,
 }
 
 impl State {
