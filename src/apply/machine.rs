@@ -165,10 +165,10 @@ fn resolve_bootstrap(ctx: &Ctx, s: &State, machine: &Address) -> Result<String, 
         .sha256;
     let doc = s
         .documents
-        .get(sha)
+        .get(sha.as_str())
         .ok_or_else(|| StepError::DocumentMissing {
             address: machine.clone(),
-            sha256: sha.clone(),
+            sha256: sha.to_string(),
             missing_from: DocumentSource::State,
         })?;
     refs::resolve(doc, &|n| reference_value(ctx, s, machine, n)).map_err(|missing| {

@@ -107,19 +107,21 @@ async fn record_bootstrap_data(ctx: &Ctx, step: &Step, b: &BootstrapSpec) -> Res
         Plan(Arc<BTreeMap<String, String>>),
         State(String),
     }
-    let source = if ctx.documents.contains_key(&b.sha256) {
+    let source = if ctx.documents.contains_key(b.sha256.as_str()) {
         Source::Plan(ctx.documents.clone())
     } else {
         // A saved plan may refer to a document the state holds.
-        let doc = ctx.journal.read(|s| s.documents.get(&b.sha256).cloned());
+        let doc = ctx
+            .journal
+            .read(|s| s.documents.get(b.sha256.as_str()).cloned());
         Source::State(doc.ok_or_else(|| StepError::DocumentMissing {
             address: step.address.clone(),
-            sha256: b.sha256.clone(),
+            sha256: b.sha256.to_string(),
             missing_from: DocumentSource::Plan,
         })?)
     };
     let step = step.clone();
-    let sha = b.sha256.clone();
+    let sha = b.sha256.to_string();
     let address = step.address.clone();
     commit(ctx, &address, move |st| {
         if let Entry::Vacant(e) = st.documents.entry(sha) {

@@ -56,7 +56,7 @@ impl ClusterBuilder<'_, '_> {
         let (init, join) = (init?, join?);
         let owner = Owner {
             kind: OwnerKind::KubeadmControlPlane,
-            name: k.key.name.clone(),
+            name: k.key.name.as_str().into(),
         };
         let fds: Vec<Option<String>> = if infra.control_plane_failure_domains.is_empty() {
             vec![None]
@@ -82,11 +82,11 @@ impl ClusterBuilder<'_, '_> {
             replicas: u32::try_from(kk.replicas.max(0)).unwrap_or(u32::MAX),
             version,
             name_prefix: format!("{}-{}", k.key.name, short_hash(&identity, 5)),
-            identity,
+            identity: identity.into(),
             fixed_name: None,
             failure_domains: fds,
             infra: machine.into(),
-            bootstrap_template: format!("KubeadmControlPlane/{}", k.key.name),
+            bootstrap_template: format!("KubeadmControlPlane/{}", k.key.name).into(),
             init_document: Some(init),
             join_document: join,
             rollout: Rollout::ControlPlane {

@@ -82,7 +82,7 @@ pub struct MachineGroup {
     pub(crate) replicas: u32,
     pub(crate) version: Version,
     /// Hash of what the machines are created from, without the failure domain.
-    pub identity: String,
+    pub identity: Shared<String>,
     /// Machine names are `<prefix>-<index>` (or `fixed_name`).
     pub(crate) name_prefix: String,
     pub(crate) fixed_name: Option<String>,
@@ -90,7 +90,7 @@ pub struct MachineGroup {
     /// template (`[None]` when there is none).
     pub(crate) failure_domains: Vec<Option<String>>,
     pub(crate) infra: Shared<InfraSpec>,
-    pub(crate) bootstrap_template: String,
+    pub(crate) bootstrap_template: Shared<String>,
     /// SHA-256 of the init rendering (first control-plane machine only).
     pub init_document: Option<(String, &'static str)>,
     /// SHA-256 and kubeadm API of the join rendering.
@@ -115,10 +115,12 @@ pub struct MachineGroup {
 
 impl MachineGroup {
     /// Identity of a machine of this group in a failure domain.
-    pub(crate) fn machine_identity(&self, fd: &Option<String>) -> String {
+    pub(crate) fn machine_identity(&self, fd: &Option<String>) -> Shared<String> {
         match fd {
             None => self.identity.clone(),
-            Some(f) => hash_json(&serde_json::json!({"group": self.identity, "failureDomain": f})),
+            Some(f) => {
+                hash_json(&serde_json::json!({"group": self.identity, "failureDomain": f})).into()
+            }
         }
     }
 
@@ -285,17 +287,17 @@ fn standard_labels(
             l.insert("cluster.x-k8s.io/control-plane".into(), String::new());
             l.insert(
                 "cluster.x-k8s.io/control-plane-name".into(),
-                owner.name.clone(),
+                owner.name.to_string(),
             );
         }
         OwnerKind::MachineDeployment => {
             l.insert(
                 "cluster.x-k8s.io/deployment-name".into(),
-                owner.name.clone(),
+                owner.name.to_string(),
             );
         }
         OwnerKind::MachineSet => {
-            l.insert("cluster.x-k8s.io/set-name".into(), owner.name.clone());
+            l.insert("cluster.x-k8s.io/set-name".into(), owner.name.to_string());
         }
         OwnerKind::Machine => {
             if role == Role::ControlPlane {

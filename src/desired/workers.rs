@@ -242,7 +242,7 @@ impl<'a> ClusterBuilder<'_, 'a> {
         };
         let owner = Owner {
             kind: src.owner_kind,
-            name: w.key.name.clone(),
+            name: w.key.name.as_str().into(),
         };
         Some(MachineGroup {
             labels: standard_labels(&self.id.name, &owner, role, &template.labels).into(),
@@ -252,11 +252,11 @@ impl<'a> ClusterBuilder<'_, 'a> {
             replicas: u32::try_from(src.replicas.max(0)).unwrap_or(u32::MAX),
             version,
             name_prefix: format!("{}-{}", w.key.name, short_hash(&identity, 5)),
-            identity,
+            identity: identity.into(),
             fixed_name: src.fixed_name.then(|| w.key.name.clone()),
             failure_domains: vec![template.failure_domain.clone()],
             infra: machine.into(),
-            bootstrap_template: format!("{}/{}", bootstrap.kind, bootstrap.name),
+            bootstrap_template: format!("{}/{}", bootstrap.kind, bootstrap.name).into(),
             init_document: init,
             join_document: join,
             rollout: src.rollout.clone(),

@@ -196,13 +196,7 @@ pub(crate) fn chain(
             .iter()
             .find(|v| v.major == target.major && v.minor == minor)
             .cloned()
-            .unwrap_or(Version {
-                major: target.major,
-                minor,
-                patch: 0,
-                pre: String::new(),
-                build: String::new(),
-            });
+            .unwrap_or(Version::new(target.major, minor, 0));
         steps.push(v);
     }
     if target != current {

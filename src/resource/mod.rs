@@ -16,7 +16,7 @@ mod version;
 pub(crate) use address::{Address, ClusterId, DEFAULT_NAMESPACE};
 pub(crate) use observation::{AttributeChange, DriftEntry, DriftKind, Observation};
 pub use observed::Observed;
-pub(crate) use shared::Shared;
+pub use shared::Shared;
 pub use target::Target;
 pub(crate) use topology_note::TopologyNote;
 pub(crate) use version::Version;
@@ -145,7 +145,9 @@ impl Role {
 )]
 pub struct Owner {
     pub kind: OwnerKind,
-    pub(crate) name: String,
+    // Shared: every machine of a group names it.
+    #[schemars(with = "String")]
+    pub(crate) name: Shared<String>,
 }
 
 /// The Cluster API kinds that own machines. Declared in the order of their
@@ -298,10 +300,13 @@ pub struct BootstrapSpec {
     pub(crate) machine: String,
     pub(crate) role: BootstrapRole,
     /// `kubeadm.k8s.io/v1beta3` or `v1beta4`.
-    pub(crate) kubeadm_api: String,
+    #[schemars(with = "String")]
+    pub(crate) kubeadm_api: Shared<String>,
     /// SHA-256 of the rendered document, with secrets and values known only
     /// after apply replaced by stable references (`<capi:...>`).
-    pub sha256: String,
+    // Shared: a group's machines get the same document.
+    #[schemars(with = "String")]
+    pub sha256: Shared<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -314,14 +319,16 @@ pub struct MachineSpec {
     pub version: Version,
     /// What the machine was created from, hashed (version, infrastructure
     /// template and content, bootstrap template and content, failure domain).
-    pub identity: String,
+    #[schemars(with = "String")]
+    pub identity: Shared<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) failure_domain: Option<String>,
     // Shared: the machines of a group hold the same settings and labels.
     #[schemars(with = "InfraSpec")]
     pub(crate) infra: Shared<InfraSpec>,
     /// `KubeadmConfigTemplate/<name>` or `KubeadmControlPlane/<name>`.
-    pub(crate) bootstrap_template: String,
+    #[schemars(with = "String")]
+    pub(crate) bootstrap_template: Shared<String>,
     /// Machine labels and annotations: updated in place, never a replacement.
     #[serde(default, skip_serializing_if = "no_entries")]
     #[schemars(with = "BTreeMap<String, String>")]

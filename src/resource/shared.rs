@@ -24,11 +24,18 @@ const RECENT: usize = 8;
 
 /// A value stored once and shared by the resources that hold it alike.
 #[derive(Clone, PartialEq)]
-pub(crate) struct Shared<T>(Arc<T>);
+pub struct Shared<T>(Arc<T>);
 
 impl<T> Shared<T> {
     pub(crate) fn new(value: T) -> Self {
         Shared(Arc::new(value))
+    }
+}
+
+impl<T: Recent> Shared<T> {
+    /// `value`, or the equal value read or made last on this thread.
+    pub(crate) fn recent(value: T) -> Self {
+        T::share(value)
     }
 }
 
@@ -60,6 +67,56 @@ impl<T: Default + Recent> Default for Shared<T> {
     }
 }
 
+impl<T: Eq> Eq for Shared<T> {}
+
+impl<T: PartialOrd> PartialOrd for Shared<T> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        (*self.0).partial_cmp(&*other.0)
+    }
+}
+
+impl<T: Ord> Ord for Shared<T> {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (*self.0).cmp(&*other.0)
+    }
+}
+
+impl<T: std::hash::Hash> std::hash::Hash for Shared<T> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (*self.0).hash(state)
+    }
+}
+
+impl<T: fmt::Display> fmt::Display for Shared<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl PartialEq<String> for Shared<String> {
+    fn eq(&self, other: &String) -> bool {
+        *self.0 == *other
+    }
+}
+
+impl PartialEq<str> for Shared<String> {
+    fn eq(&self, other: &str) -> bool {
+        *self.0 == other
+    }
+}
+
+impl PartialEq<&str> for Shared<String> {
+    fn eq(&self, other: &&str) -> bool {
+        *self.0 == *other
+    }
+}
+
+impl From<&str> for Shared<String> {
+    fn from(text: &str) -> Self {
+        Shared::new(text.to_string())
+    }
+}
+
 impl<T> From<T> for Shared<T> {
     fn from(value: T) -> Self {
         Shared::new(value)
@@ -80,7 +137,7 @@ impl<'de, T: Deserialize<'de> + Recent> Deserialize<'de> for Shared<T> {
 
 /// Types read into a [`Shared`]: each remembers, per thread, the last
 /// distinct values read, and hands out the one equal to a new read.
-pub(crate) trait Recent: PartialEq + Sized + 'static {
+pub trait Recent: PartialEq + Sized + 'static {
     fn recent() -> &'static std::thread::LocalKey<RefCell<Vec<Arc<Self>>>>;
 
     fn share(value: Self) -> Shared<Self> {

@@ -301,8 +301,8 @@ fn record(st: &State, mut touched: Vec<Address>) -> JournalRecord {
             Some(res) => {
                 if res.kind == ResourceKind::Bootstrap {
                     if let Spec::Bootstrap(b) = &res.attributes {
-                        if let Some(doc) = st.documents.get(&b.sha256) {
-                            r.documents.insert(b.sha256.clone(), doc.clone());
+                        if let Some(doc) = st.documents.get(b.sha256.as_str()) {
+                            r.documents.insert(b.sha256.to_string(), doc.clone());
                         }
                     }
                 }

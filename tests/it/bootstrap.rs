@@ -634,7 +634,7 @@ fn expired_token_is_rotated_first_and_nothing_else_changes() {
     let before_docs: Vec<String> = state
         .resources
         .iter()
-        .filter_map(|r| r.attributes.as_bootstrap().map(|b| b.sha256.clone()))
+        .filter_map(|r| r.attributes.as_bootstrap().map(|b| b.sha256.to_string()))
         .collect();
     capi(dir.path())
         .args(["apply", "--auto-approve", "-f", "scaled.yaml"])

@@ -449,7 +449,7 @@ fn apply_one_control_plane_two_workers_then_destroy() {
         assert_eq!(labels["io.x-k8s.kind.role"], m.role.as_str());
         assert_eq!(labels[capi::provider::LABEL_LINEAGE], state.lineage);
         assert_eq!(labels[capi::provider::LABEL_ADDRESS], r.address.as_str());
-        assert_eq!(labels[capi::provider::LABEL_IDENTITY], m.identity);
+        assert_eq!(labels[capi::provider::LABEL_IDENTITY], m.identity.as_str());
         assert_eq!(
             docker_ok(&["inspect", "-f", "{{.Config.Hostname}}", c]).trim(),
             c

@@ -125,7 +125,7 @@ pub(crate) fn mv(
     let mut moved = 0;
     for r in state.resources.iter_mut().filter(|r| owned_by(r, &old)) {
         if let Spec::Machine(m) = &mut r.attributes {
-            m.owner.name.clone_from(&new);
+            m.owner.name = new.as_str().into();
             moved += 1;
         }
     }

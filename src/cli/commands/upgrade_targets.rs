@@ -54,14 +54,8 @@ fn known_versions(m: &Manifest, via: &[Version]) -> BTreeMap<Version, String> {
     out
 }
 
-fn dot_zero(major: u64, minor: u64) -> Version {
-    Version {
-        major,
-        minor,
-        patch: 0,
-        pre: String::new(),
-        build: String::new(),
-    }
+fn dot_zero(major: u32, minor: u32) -> Version {
+    Version::new(major, minor, 0)
 }
 
 /// The next steps from a control plane at `cp` (lowest running) with
@@ -101,7 +95,7 @@ pub(crate) fn candidates(
     }
     let next: Vec<(&Version, &String)> = known
         .iter()
-        .filter(|(v, _)| v.major == cp.major && v.minor == cp.minor + 1 && v.pre.is_empty())
+        .filter(|(v, _)| v.major == cp.major && v.minor == cp.minor + 1 && !v.is_prerelease())
         .collect();
     match next.last() {
         Some((v, seen)) => out.push(Candidate {

@@ -297,8 +297,8 @@ fn finish(b: Builder<'_>) -> Result<Plan, PlanError> {
     };
     for s in &plan.steps {
         if let Some(Spec::Bootstrap(bs)) = &s.spec {
-            if let Some(d) = documents.get(&bs.sha256) {
-                plan.documents.insert(bs.sha256.clone(), d.clone());
+            if let Some(d) = documents.get(bs.sha256.as_str()) {
+                plan.documents.insert(bs.sha256.to_string(), d.clone());
             }
         }
     }

@@ -133,14 +133,14 @@ impl Builder<'_> {
         if ob.sha256 == new.sha {
             return None;
         }
-        let key = (ob.sha256.clone(), new.sha.clone());
+        let key = (ob.sha256.to_string(), new.sha.clone());
         if let Some(first) = shown.get(&key) {
             return Some(format!("(same bootstrap change as {first})\n"));
         }
         let before = self
             .state
             .documents
-            .get(&ob.sha256)
+            .get(ob.sha256.as_str())
             .cloned()
             .unwrap_or_default();
         let after = self.documents.get(&new.sha).cloned().unwrap_or_default();

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 
 use crate::desired::MachineGroup;
 use crate::resource::{
-    Address, BootstrapRole, BootstrapSpec, ProviderKind, ResourceKind, Role, Spec,
+    Address, BootstrapRole, BootstrapSpec, ProviderKind, ResourceKind, Role, Shared, Spec,
 };
 use crate::state::Resource;
 
@@ -201,8 +201,9 @@ impl<'a> ClusterPlanner<'_, 'a> {
         let bspec = Spec::Bootstrap(BootstrapSpec {
             machine: name.to_string(),
             role,
-            kubeadm_api: api.to_string(),
-            sha256: sha.clone(),
+            // Through the recent values: the group's machines share them.
+            kubeadm_api: Shared::recent(api.to_string()),
+            sha256: Shared::recent(sha.clone()),
         });
         let pki = dc.address(ResourceKind::Pki, None);
         let network = dc.address(ResourceKind::Network, None);

@@ -214,7 +214,7 @@ impl DockerProvider {
         let cluster = &input.cluster.name;
         self.engine.ensure_image(image).await?;
         let mut labels = base_labels(input, "machine");
-        labels.insert(LABEL_IDENTITY.into(), m.identity.clone());
+        labels.insert(LABEL_IDENTITY.into(), m.identity.to_string());
         labels.insert(LABEL_KIND_CLUSTER.into(), cluster.clone());
         labels.insert(LABEL_KIND_ROLE.into(), m.role.as_str().into());
         if let Some(fd) = &m.failure_domain {

@@ -209,7 +209,7 @@ fn machine_finding(l: &Listed, o: &Observed, m: &MachineSpec, f: &mut Finding) {
     let ident = s
         .pointer(&format!("/metadata/{META_IDENTITY}"))
         .and_then(Value::as_str);
-    if ident.is_some_and(|i| i != m.identity) {
+    if ident.is_some_and(|i| m.identity != i) {
         f.changed(
             &format!("metadata.{META_IDENTITY}"),
             json!(m.identity),

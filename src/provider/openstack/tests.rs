@@ -68,7 +68,7 @@ fn machine(name: &str, role: Role, flavor: &str) -> Spec {
             name: "md".into(),
         },
         version: Version::parse("v1.31.2").unwrap(),
-        identity: format!("id-{flavor}"),
+        identity: format!("id-{flavor}").into(),
         failure_domain: Some("nova".into()),
         infra: infra(
             "OpenStackMachineTemplate",

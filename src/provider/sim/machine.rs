@@ -188,7 +188,7 @@ impl SimProvider {
         }
         let ip = self.allocate_ip(cluster, &spec.name)?;
         let mut labels = Self::labels(input);
-        labels.insert(LABEL_IDENTITY.into(), spec.identity.clone());
+        labels.insert(LABEL_IDENTITY.into(), spec.identity.to_string());
         let m = SimMachine {
             name: spec.name.clone(),
             cluster: cluster.to_string(),
@@ -220,7 +220,8 @@ impl SimProvider {
     ) -> Result<Observed, ProviderError> {
         self.with_log(input.address.cluster_key(), |l| match l.get(&m.name)? {
             Some(mut sm) => {
-                sm.labels.insert(LABEL_IDENTITY.into(), m.identity.clone());
+                sm.labels
+                    .insert(LABEL_IDENTITY.into(), m.identity.to_string());
                 l.put(&sm)?;
                 Ok(current.observed.clone())
             }
