@@ -6,6 +6,9 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+/// The largest major, minor or patch number accepted.
+const MAX_PART: u32 = 1 << 30;
+
 /// A Kubernetes version, `v`-prefixed semver (`v1.31.2`, `v1.37.0-rc.1`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(into = "String", try_from = "String")]
@@ -78,8 +81,14 @@ impl Version {
                     "{s:?} is not a semantic version: {p:?} is not a number"
                 ))
             } else {
+                // Bounded well below u32::MAX: upgrade paths add to the
+                // minor version (`minor + 1`) and must not overflow.
                 p.parse::<u32>()
-                    .map_err(|e| format!("{s:?} is not a supported version: {p:?}: {e}"))
+                    .ok()
+                    .filter(|&n| n <= MAX_PART)
+                    .ok_or_else(|| {
+                        format!("{s:?} is not a supported version: {p:?} is above {MAX_PART}")
+                    })
             }
         };
         let ok_ident = |x: &str| {
@@ -169,6 +178,6 @@ mod tests {
             .unwrap_err()
             .contains("not a supported version"));
         // Carried by every machine in a state: the rare parts are boxed.
-        assert!(std::mem::size_of::<Version>() <= 24);
+        assert!(size_of::<Version>() <= 24);
     }
 }
