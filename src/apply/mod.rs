@@ -160,8 +160,10 @@ pub async fn apply(plan: &Plan, state: State, store: StateStore, exec: Executor)
         run_step,
     )
     .await;
-    drop(ctx);
+    // The writer folds the journal into the final snapshot while the
+    // providers close (the simulator compacts its machine logs).
     let shared = journal.close();
+    drop(ctx);
     let _ = tokio::task::spawn_blocking(move || writer.join()).await;
     let final_state = Journal::into_state(shared);
     ApplyReport::new(

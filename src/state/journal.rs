@@ -17,7 +17,7 @@
 //! transaction and hands back the wait for its answer (a few in flight, see
 //! `state::etcd`), after gathering the changes of a short `linger` into one.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, RwLock};
 
 use tokio::sync::oneshot;
 
@@ -37,8 +37,9 @@ struct Msg {
 
 #[derive(Clone)]
 pub(crate) struct Journal {
-    state: Arc<Mutex<State>>,
-    tx: std::sync::mpsc::Sender<Msg>,
+    state: Arc<RwLock<State>>,
+    /// `None` closes the journal (see [`Journal::close`]).
+    tx: std::sync::mpsc::Sender<Option<Msg>>,
 }
 
 impl Journal {
@@ -50,8 +51,8 @@ impl Journal {
         // The checksum is recomputed on every write; an old one would only
         // force a copy of the whole state before each encode.
         state.checksum = None;
-        let state = Arc::new(Mutex::new(state));
-        let (tx, rx) = std::sync::mpsc::channel::<Msg>();
+        let state = Arc::new(RwLock::new(state));
+        let (tx, rx) = std::sync::mpsc::channel::<Option<Msg>>();
         let shared = state.clone();
         let handle = std::thread::Builder::new()
             .name("capi-state-writer".into())
@@ -71,31 +72,10 @@ impl Journal {
                 let mut orphans = false;
                 let linger = store.linger();
                 let max_batch = store.max_batch().max(1);
-                while let Ok(first) = rx.recv() {
-                    let mut batch = vec![first];
-                    if !linger.is_zero() {
-                        let until = std::time::Instant::now() + linger;
-                        while let Some(left) =
-                            until.checked_duration_since(std::time::Instant::now())
-                        {
-                            if batch.len() >= max_batch {
-                                break;
-                            }
-                            match rx.recv_timeout(left) {
-                                Ok(m) => batch.push(m),
-                                Err(_) => break,
-                            }
-                        }
-                    }
-                    // The rest stays queued for the next batch.
-                    while batch.len() < max_batch {
-                        match rx.try_recv() {
-                            Ok(m) => batch.push(m),
-                            Err(_) => break,
-                        }
-                    }
+                while let Ok(Some(first)) = rx.recv() {
+                    let (batch, closed) = gather(&rx, first, linger, max_batch);
                     let (write, acks) = {
-                        let mut st = shared.lock().unwrap();
+                        let mut st = shared.write().unwrap();
                         let mut acks = Vec::with_capacity(batch.len());
                         let mut touched = Vec::with_capacity(batch.len());
                         for m in batch {
@@ -115,10 +95,17 @@ impl Journal {
                         // made a 100,000-machine apply quadratic. A record
                         // carries only the documents its resources use.
                         orphans |= touched.iter().any(|a| a.kind() == ResourceKind::Bootstrap);
-                        let write = if store.snapshot_due(snapshotted) {
-                            if std::mem::take(&mut orphans) {
-                                st.gc_documents();
-                            }
+                        let snapshot = store.snapshot_due(snapshotted);
+                        if snapshot && std::mem::take(&mut orphans) {
+                            st.gc_documents();
+                        }
+                        // Encoded under a read lock: steps reading the
+                        // state (every machine create does) go on while a
+                        // large snapshot is encoded. Only this thread
+                        // changes the state, so it is the one just changed.
+                        drop(st);
+                        let st = shared.read().unwrap();
+                        let write = if snapshot {
                             base_serial = st.serial;
                             Write::Snapshot(codec::encode(&st))
                         } else {
@@ -169,11 +156,14 @@ impl Journal {
                             }
                         }
                     }
+                    if closed {
+                        break;
+                    }
                 }
                 drop(sync_tx);
                 let _ = syncer.join();
                 // The apply is over: fold the journal into the snapshot.
-                let mut st = shared.lock().unwrap();
+                let mut st = shared.write().unwrap();
                 if orphans {
                     st.gc_documents();
                 }
@@ -195,11 +185,11 @@ impl Journal {
     ) -> Result<(), String> {
         let (ack, rx) = oneshot::channel();
         self.tx
-            .send(Msg {
+            .send(Some(Msg {
                 address: address.clone(),
                 mutation: Box::new(f),
                 ack,
-            })
+            }))
             .map_err(|_| "the state writer stopped".to_string())?;
         rx.await
             .map_err(|_| "the state writer stopped".to_string())?
@@ -207,22 +197,25 @@ impl Journal {
 
     /// Read the current in-memory state.
     pub(crate) fn read<T>(&self, f: impl FnOnce(&State) -> T) -> T {
-        f(&self.state.lock().unwrap())
+        f(&self.state.read().unwrap())
     }
 
-    /// Stop: no more commits from this handle (the writer ends once every
-    /// clone is gone); the state, to take with [`Journal::into_state`]
-    /// once the writer has ended.
-    pub(crate) fn close(self) -> Arc<Mutex<State>> {
+    /// Stop: the writer makes what was committed durable, folds the
+    /// journal into the snapshot and ends, even while other clones of the
+    /// handle live on (their later commits fail); the state, to take with
+    /// [`Journal::into_state`] once the writer has ended and every clone
+    /// is gone.
+    pub(crate) fn close(self) -> Arc<RwLock<State>> {
+        let _ = self.tx.send(None);
         self.state
     }
 
     /// The final state of a closed journal: moved out when the writer has
     /// ended (no copy of a large state at the end of an apply), else copied.
-    pub(crate) fn into_state(shared: Arc<Mutex<State>>) -> State {
+    pub(crate) fn into_state(shared: Arc<RwLock<State>>) -> State {
         match Arc::try_unwrap(shared) {
             Ok(m) => m.into_inner().unwrap_or_else(|e| e.into_inner()),
-            Err(shared) => shared.lock().unwrap().clone(),
+            Err(shared) => shared.read().unwrap().clone(),
         }
     }
 }
@@ -238,6 +231,43 @@ struct SyncRequest {
     /// Which journal file (a snapshot starts a new one).
     generation: u64,
     acks: Vec<oneshot::Sender<Result<(), String>>>,
+}
+
+/// A batch: `first`, what joins it within `linger`, then whatever is
+/// already queued, up to `max_batch` changes (the rest stays queued for the
+/// next batch); and whether the journal was closed meanwhile.
+fn gather(
+    rx: &std::sync::mpsc::Receiver<Option<Msg>>,
+    first: Msg,
+    linger: std::time::Duration,
+    max_batch: usize,
+) -> (Vec<Msg>, bool) {
+    let mut batch = vec![first];
+    let mut closed = false;
+    if !linger.is_zero() {
+        let until = std::time::Instant::now() + linger;
+        while let Some(left) = until.checked_duration_since(std::time::Instant::now()) {
+            if batch.len() >= max_batch {
+                break;
+            }
+            match rx.recv_timeout(left) {
+                Ok(Some(m)) => batch.push(m),
+                Ok(None) => {
+                    closed = true;
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+    }
+    while batch.len() < max_batch && !closed {
+        match rx.try_recv() {
+            Ok(Some(m)) => batch.push(m),
+            Ok(None) => closed = true,
+            Err(_) => break,
+        }
+    }
+    (batch, closed)
 }
 
 /// Make appended results durable: every request waiting when the disk
@@ -322,6 +352,7 @@ mod tests {
     use super::super::lock::{LockError, LockInfo};
     use super::super::store::StateError;
     use super::*;
+    use std::sync::Mutex;
 
     /// Records the size of every batch appended, and the documents each
     /// carries; durable at once.
@@ -404,6 +435,44 @@ mod tests {
         assert_eq!(batches.iter().sum::<usize>(), 10, "{batches:?}");
         assert!(batches.iter().all(|&n| n <= 3), "{batches:?}");
         assert!(batches.contains(&3), "{batches:?}");
+    }
+
+    /// Closing one handle ends the writer while a clone lives on (the
+    /// apply's step context holds one while its providers close): what was
+    /// committed is in the final state, the writer ends, and a commit
+    /// through the clone afterwards fails instead of waiting.
+    #[tokio::test]
+    async fn closing_ends_the_writer_while_a_clone_lives_on() {
+        let (journal, writer) = Journal::start(
+            State::new(String::new()),
+            StateStore::with_backend(Box::new(Counting::default())),
+        );
+        let clone = journal.clone();
+        let a = Address::parse("t/machine/m-0").unwrap();
+        journal
+            .commit(&a, |st| {
+                st.take_sequence();
+            })
+            .await
+            .expect("committed");
+        let shared = journal.close();
+        // (A writer that waited for every clone would never end: the
+        // bound only turns that hang into a failure.)
+        tokio::time::timeout(
+            Duration::from_secs(60),
+            tokio::task::spawn_blocking(move || writer.join()),
+        )
+        .await
+        .expect("the writer ended while a clone lived on")
+        .unwrap()
+        .expect("the writer did not panic");
+        let late = clone.commit(&a, |st| {
+            st.take_sequence();
+        });
+        assert_eq!(late.await, Err("the state writer stopped".to_string()));
+        drop(clone);
+        let st = Journal::into_state(shared);
+        assert_eq!(st.serial, 1, "one batch was written");
     }
 
     /// A bootstrap resource whose document changes: each record carries

@@ -493,6 +493,7 @@ impl MachineLog {
 
     /// Rewrite the file with one line per machine, sorted by name (through
     /// a temporary file and a rename); remove it when no machine is left.
+    /// The log indexes the new file when it is next used.
     pub(super) fn compact(&mut self) -> Result<(), ProviderError> {
         self.sync()?;
         let tmp_path = self.compact_path();
@@ -536,7 +537,21 @@ impl MachineLog {
         out.flush().map_err(|e| self.err(e))?;
         drop(out);
         fs::rename(&tmp_path, &self.path).map_err(|e| self.err(e))?;
-        self.reopen(false)
+        // Indexed again by the next use, if there is one: at the end of a
+        // command (the usual caller) reading the new file back would only
+        // add its parse to the command's time.
+        self.forget();
+        Ok(())
+    }
+
+    /// Drop the index and the open file: the next operation's
+    /// [`MachineLog::sync`] opens and indexes the file as it is then.
+    fn forget(&mut self) {
+        self.file = None;
+        self.ino = 0;
+        self.end = 0;
+        self.lines = 0;
+        self.index.clear();
     }
 }
 
@@ -594,6 +609,12 @@ mod tests {
             0o600,
             "the log is private"
         );
+        // The log indexes the compacted file when it is used again.
+        assert_eq!(log.get("b").unwrap().unwrap().status, "running");
+        log.put(&machine("c", "provisioning")).unwrap();
+        let read = read_cluster::<SimMachine>(&path, &legacy).unwrap();
+        assert_eq!(read.keys().collect::<Vec<_>>(), ["a", "b", "c"]);
+        assert!(log.remove("c").unwrap());
         // A log opened and never written to goes away too.
         let empty = dir.path().join("machines/empty.jsonl");
         MachineLog::open(&empty, &dir.path().join("machines/empty"))
