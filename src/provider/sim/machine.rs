@@ -24,21 +24,6 @@ fn duration_of(v: &Value) -> Option<Duration> {
     Some(Duration::from_secs_f64(secs.max(0.0)))
 }
 
-/// Sleep until `deadline` to within a fraction of a millisecond. tokio's
-/// timer ticks in whole milliseconds and wakes up to one tick late (measured:
-/// 1.05 ms on average for a 20 ms sleep), which would add 5% to every
-/// simulated operation; the last stretch is slept on a blocking thread.
-async fn sleep_precisely_until(deadline: tokio::time::Instant) {
-    const COARSE_SLACK: Duration = Duration::from_millis(2);
-    if let Some(early) = deadline.checked_sub(COARSE_SLACK) {
-        tokio::time::sleep_until(early).await;
-    }
-    let rest = deadline.saturating_duration_since(tokio::time::Instant::now());
-    if !rest.is_zero() {
-        let _ = tokio::task::spawn_blocking(move || std::thread::sleep(rest)).await;
-    }
-}
-
 /// What a machine record reports.
 pub(super) fn observed_of(m: &SimMachine, ready: bool) -> Observed {
     let mut o = Observed::new();
@@ -124,7 +109,7 @@ impl SimProvider {
     ) -> Result<Observed, ProviderError> {
         // The simulated latency is the whole operation's duration, the
         // simulator's own bookkeeping included.
-        let began = tokio::time::Instant::now();
+        let began = std::time::Instant::now();
         let cluster = input.address.cluster_key();
         let group = spec.owner.to_string();
         let version = spec.version.to_string();
@@ -151,7 +136,7 @@ impl SimProvider {
         let acts = super::bootstrap::actions(input)?;
         let wait = self.startup_time(spec);
         if !wait.is_zero() {
-            sleep_precisely_until(began + wait).await;
+            super::timer::sleep_until(began + wait).await;
         }
         self.run_bootstrap(input, &mut m, acts)?;
         self.log("machine-ready", input.address, &group, &version);

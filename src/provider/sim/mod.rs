@@ -32,6 +32,7 @@ mod machines;
 mod network;
 mod refresh;
 mod store;
+mod timer;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
