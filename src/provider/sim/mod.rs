@@ -10,7 +10,7 @@
 //! (members and reloads, like CAPD's haproxy), [`machine`], [`bootstrap`]
 //! (the simulated run, and token registration), [`refresh`]; the records
 //! and their crash-safe writes are in [`store`], the machine logs in
-//! [`machines`].
+//! [`machines`], the clock that ends simulated durations in [`timer`].
 //!
 //! Machines take the provisioning time of their `DevMachineTemplate`
 //! (`inMemory.{vm,node,apiServer,etcd}.provisioning.startupDuration`, with
