@@ -659,6 +659,9 @@ mod tests {
         log.put(&machine("a", "running")).unwrap();
         log.put(&machine("b", "running")).unwrap();
         log.compact().unwrap();
+        // Indexed again (the compaction left the log unindexed), so the
+        // edits below are found by comparing the file with the index.
+        assert_eq!(log.get("b").unwrap().unwrap().status, "running");
         // A user deletes b's line and stops a.
         let text = fs::read_to_string(&path).unwrap();
         let kept: String = text
@@ -674,6 +677,17 @@ mod tests {
         fs::write(&other, "").unwrap();
         fs::rename(&other, &path).unwrap();
         assert_eq!(log.get("a").unwrap(), None);
+        // Two lines of the same length swapped in place: the file's size is
+        // unchanged, a's indexed line now names b, and the log indexes the
+        // file again.
+        log.put(&machine("a", "running")).unwrap();
+        log.put(&machine("b", "running")).unwrap();
+        let text = fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0].len(), lines[1].len());
+        fs::write(&path, format!("{}\n{}\n", lines[1], lines[0])).unwrap();
+        assert_eq!(log.get("a").unwrap().unwrap().name, "a");
+        assert_eq!(log.get("b").unwrap().unwrap().name, "b");
     }
 
     #[test]

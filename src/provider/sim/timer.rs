@@ -65,17 +65,20 @@ struct Timer {
 /// The process's timer thread, started at the first sleep.
 fn timer() -> &'static Timer {
     static TIMER: OnceLock<&'static Timer> = OnceLock::new();
-    TIMER.get_or_init(|| {
-        let t: &'static Timer = Box::leak(Box::new(Timer {
-            heap: Mutex::new(Heap::default()),
-            changed: Condvar::new(),
-        }));
-        std::thread::Builder::new()
-            .name("capi-sim-timer".into())
-            .spawn(move || run(t))
-            .expect("spawn the simulator's timer thread");
-        t
-    })
+    TIMER.get_or_init(start_timer)
+}
+
+/// A timer and its thread (they live as long as the process).
+fn start_timer() -> &'static Timer {
+    let t: &'static Timer = Box::leak(Box::new(Timer {
+        heap: Mutex::new(Heap::default()),
+        changed: Condvar::new(),
+    }));
+    std::thread::Builder::new()
+        .name("capi-sim-timer".into())
+        .spawn(move || run(t))
+        .expect("spawn the simulator's timer thread");
+    t
 }
 
 /// Wake every sleeper whose deadline has passed; sleep until the next.
@@ -83,6 +86,7 @@ fn run(t: &'static Timer) {
     // The kernel may delay a timed wait by the thread's timer slack (50 µs
     // by default); 1 µs keeps the wake-up on the deadline.
     // SAFETY: prctl with PR_SET_TIMERSLACK takes one integer argument.
+    #[cfg(target_os = "linux")]
     unsafe {
         libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong);
     }
@@ -99,7 +103,8 @@ fn run(t: &'static Timer) {
             drop(heap);
             for e in fired {
                 e.done.store(true, Ordering::Release);
-                if let Some(w) = e.waker.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                let waker = e.waker.lock().unwrap_or_else(|e| e.into_inner()).take();
+                if let Some(w) = waker {
                     w.wake();
                 }
             }
@@ -123,12 +128,15 @@ pub(super) fn sleep_until(deadline: Instant) -> Sleep {
     Sleep {
         deadline,
         entry: None,
+        timer: None,
     }
 }
 
 pub(super) struct Sleep {
     deadline: Instant,
     entry: Option<Arc<Entry>>,
+    /// The timer to wait on; `None`: the process's.
+    timer: Option<&'static Timer>,
 }
 
 impl Future for Sleep {
@@ -154,7 +162,7 @@ impl Future for Sleep {
             done: AtomicBool::new(false),
             waker: Mutex::new(Some(cx.waker().clone())),
         });
-        let t = timer();
+        let t = self.timer.unwrap_or_else(timer);
         let mut heap = t.heap.lock().unwrap_or_else(|e| e.into_inner());
         let earliest = heap
             .due
@@ -200,12 +208,19 @@ mod tests {
             let (deadline, woke) = t.await.unwrap();
             assert!(woke >= deadline, "woke before its deadline");
         }
-        // A sleeper registered after a much later one wakes at its own
-        // deadline, not at the later one's.
+        // On a timer of its own (no other test's sleeper can wake its
+        // thread): a sleeper registered after a much later one wakes at its
+        // own deadline, which only the notice of an earlier deadline allows.
+        let own = start_timer();
+        let on = |deadline| Sleep {
+            deadline,
+            entry: None,
+            timer: Some(own),
+        };
         let late_deadline = Instant::now() + Duration::from_secs(2);
-        let late = tokio::spawn(sleep_until(late_deadline));
+        let late = tokio::spawn(on(late_deadline));
         tokio::time::sleep(Duration::from_millis(1)).await;
-        sleep_until(Instant::now() + Duration::from_millis(2)).await;
+        on(Instant::now() + Duration::from_millis(2)).await;
         assert!(
             Instant::now() < late_deadline,
             "waited for the later deadline"
