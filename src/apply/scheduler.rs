@@ -15,7 +15,7 @@
 //! a large cluster, all ready at once, took 80 MB as tasks. 64 keep the
 //! group commits large; with 256, the scheduler spent 1.5-5 ms starting
 //! them the moment a join token was issued, and the first workers waited
-//! for that (3 + 1,000 machines at 20 ms: the first worker started 4-6 ms
+//! for that (3 + 1,000 machines at 20 ms: the first worker started 3-4 ms
 //! later than with 64; at latency 0 the two take the same time).
 //!
 //! It knows steps only by their place in the plan's order and whether they
