@@ -144,8 +144,14 @@ pub(crate) trait StateBackend: Send + std::fmt::Debug {
     fn max_batch(&self) -> usize {
         usize::MAX
     }
-    /// Fold: `state` is the state after every record appended.
-    fn fold(&mut self, state: &State) -> Result<(), StateError> {
+    /// Fold: `state` is the state after every record appended; `encode`
+    /// gives what [`encode`] would (the apply's writer keeps most of it
+    /// encoded already).
+    fn fold(
+        &mut self,
+        state: &State,
+        encode: &mut dyn FnMut(&State) -> Vec<u8>,
+    ) -> Result<(), StateError> {
         self.write_bytes(&encode(state))
     }
     /// Lock the state for `operation`, waiting up to `timeout`; writes from
@@ -313,8 +319,12 @@ impl StateStore {
         self.backend.max_batch()
     }
 
-    pub(crate) fn fold(&mut self, state: &State) -> Result<(), StateError> {
-        self.backend.fold(state)
+    pub(crate) fn fold(
+        &mut self,
+        state: &State,
+        encode: &mut dyn FnMut(&State) -> Vec<u8>,
+    ) -> Result<(), StateError> {
+        self.backend.fold(state, encode)
     }
 
     pub(crate) fn lock(

@@ -3,9 +3,13 @@
 //! ([`super::store`]) decides where the bytes go; this file decides what they
 //! are.
 
+use std::collections::{BTreeMap, HashMap};
+
+use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
-use super::model::{State, FORMAT_VERSION};
+use super::model::{Resource, State, FORMAT_VERSION};
+use crate::resource::Address;
 
 /// The first line of a journal: which snapshot its records follow.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
@@ -20,11 +24,11 @@ pub(crate) struct JournalRecord {
     pub(crate) serial: u64,
     pub(crate) next_sequence: u64,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub(crate) upsert: Vec<super::model::Resource>,
+    pub(crate) upsert: Vec<Resource>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub(crate) remove: Vec<crate::resource::Address>,
-    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    pub(crate) documents: std::collections::BTreeMap<String, String>,
+    pub(crate) remove: Vec<Address>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) documents: BTreeMap<String, String>,
 }
 
 impl JournalRecord {
@@ -89,6 +93,85 @@ pub(crate) fn encode_checksummed(value: &impl serde::Serialize) -> Vec<u8> {
     body.extend_from_slice(sum.as_bytes());
     body.extend_from_slice(b"\"\n}\n");
     body
+}
+
+/// The resources of a state as a snapshot encodes them, kept by an apply's
+/// journal writer: a resource is encoded when a batch changes it (the
+/// writer knows which ones a batch touched), so a snapshot, the final fold
+/// above all, copies bytes instead of encoding every resource again.
+/// Only valid for the state whose every change is passed to
+/// [`EncodedResources::changed`].
+#[derive(Default)]
+pub(crate) struct EncodedResources(HashMap<Address, Box<RawValue>>);
+
+fn encode_resource(r: &Resource) -> Box<RawValue> {
+    serde_json::value::to_raw_value(r).expect("serialises")
+}
+
+impl EncodedResources {
+    /// Encode the resources at `touched` as they are now in `state` (and
+    /// forget those it no longer holds).
+    pub(crate) fn changed(&mut self, state: &State, touched: &[Address]) {
+        for a in touched {
+            match state.get(a) {
+                Some(r) => {
+                    self.0.insert(a.clone(), encode_resource(r));
+                }
+                None => {
+                    self.0.remove(a);
+                }
+            }
+        }
+    }
+
+    /// [`encode`] of `state`, with the resources encoded earlier copied and
+    /// the others encoded and kept.
+    pub(crate) fn encode(&mut self, state: &State) -> Vec<u8> {
+        // Listing every field: a field added to `State` must be added here.
+        let State {
+            format_version,
+            serial,
+            lineage,
+            capi_version,
+            next_sequence,
+            resources,
+            documents,
+            checksum: _,
+        } = state;
+        for r in resources {
+            if !self.0.contains_key(&r.address) {
+                self.0.insert(r.address.clone(), encode_resource(r));
+            }
+        }
+        let view = SnapshotView {
+            format_version: *format_version,
+            serial: *serial,
+            lineage,
+            capi_version,
+            next_sequence: *next_sequence,
+            resources: resources.iter().map(|r| &*self.0[&r.address]).collect(),
+            documents,
+        };
+        encode_checksummed(&view)
+    }
+}
+
+/// [`State`] as [`encode`] writes it (without its checksum), with the
+/// resources already encoded.
+#[derive(serde::Serialize)]
+struct SnapshotView<'a> {
+    format_version: u32,
+    serial: u64,
+    lineage: &'a str,
+    capi_version: &'a str,
+    next_sequence: u64,
+    resources: Vec<&'a RawValue>,
+    #[serde(skip_serializing_if = "no_documents")]
+    documents: &'a BTreeMap<String, String>,
+}
+
+fn no_documents(d: &&BTreeMap<String, String>) -> bool {
+    d.is_empty()
 }
 
 /// How many nesting levels [`ShallowPretty`] indents.
@@ -268,5 +351,63 @@ mod tests {
             "{\n  \"a\": 1,\n  \"empty\": [],\n  \"list\": [\n    {\"x\":{\"y\":[1,2]},\"z\":\"s\"},\n    {\"x\":{}}\n  ],\n  \"map\": {\n    \"k\": {\"deep\":true}\n  }\n}"
         );
         assert_eq!(serde_json::from_str::<serde_json::Value>(&text).unwrap(), v);
+    }
+
+    fn pki(address: &str, days: u32) -> Resource {
+        use crate::resource::*;
+        Resource {
+            address: Address::parse(address).unwrap(),
+            kind: ResourceKind::Pki,
+            provider: ProviderKind::Local,
+            status: crate::state::Status::Ready,
+            attributes: Spec::Pki(PkiSpec {
+                encryption_algorithm: "ECDSA-P256".into(),
+                ca_validity_days: days,
+                external_etcd: false,
+            }),
+            observed: [("note".to_string(), serde_json::json!("caf\u{e9} \"q\"\n"))].into(),
+            sensitive: [("ca.key".to_string(), "<sealed>".to_string())].into(),
+            dependencies: vec![],
+            sequence: days as u64,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn kept_encodings_write_the_same_bytes_as_a_fresh_encode() {
+        let mut st = State::new("lineage".into());
+        st.serial = 7;
+        st.next_sequence = 3;
+        for (a, d) in [("a/pki", 1), ("b/pki", 2), ("c/pki", 3)] {
+            st.upsert(pki(a, d));
+        }
+        let mut kept = EncodedResources::default();
+        assert_eq!(kept.encode(&st), encode(&st), "nothing kept yet");
+        // Changes passed on: one resource changed, one removed, one added,
+        // documents added.
+        st.upsert(pki("b/pki", 20));
+        st.remove(&Address::parse("c/pki").unwrap());
+        st.upsert(pki("bb/pki", 4));
+        st.documents.insert("sha".into(), "#cloud-config\n".into());
+        st.serial = 8;
+        let touched = ["b/pki", "c/pki", "bb/pki"].map(|a| Address::parse(a).unwrap());
+        kept.changed(&st, &touched);
+        let bytes = kept.encode(&st);
+        assert_eq!(
+            String::from_utf8(bytes.clone()).unwrap(),
+            String::from_utf8(encode(&st)).unwrap()
+        );
+        let decoded = decode(&bytes).unwrap();
+        assert!(decoded.checksum.is_some());
+        assert_eq!(
+            State {
+                checksum: None,
+                ..decoded
+            },
+            st
+        );
+        // A change not passed on is not seen: the encodings are kept.
+        st.upsert(pki("a/pki", 10));
+        assert_ne!(kept.encode(&st), encode(&st));
     }
 }

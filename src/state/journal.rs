@@ -70,11 +70,13 @@ impl Journal {
                 // A batch changed a bootstrap resource since the last
                 // collection of unused documents.
                 let mut orphans = false;
+                // The resources as a snapshot encodes them (see there).
+                let mut encoded = codec::EncodedResources::default();
                 let linger = store.linger();
                 let max_batch = store.max_batch().max(1);
                 while let Ok(Some(first)) = rx.recv() {
                     let (batch, closed) = gather(&rx, first, linger, max_batch);
-                    let (write, acks) = {
+                    let (write, acks, touched) = {
                         let mut st = shared.write().unwrap();
                         let mut acks = Vec::with_capacity(batch.len());
                         let mut touched = Vec::with_capacity(batch.len());
@@ -105,13 +107,17 @@ impl Journal {
                         // changes the state, so it is the one just changed.
                         drop(st);
                         let st = shared.read().unwrap();
+                        touched.sort();
+                        touched.dedup();
                         let write = if snapshot {
                             base_serial = st.serial;
-                            Write::Snapshot(codec::encode(&st))
+                            encoded.changed(&st, &touched);
+                            touched.clear();
+                            Write::Snapshot(encoded.encode(&st))
                         } else {
-                            Write::Record(st.lineage.clone(), record(&st, touched))
+                            Write::Record(st.lineage.clone(), record(&st, &touched))
                         };
-                        (write, acks)
+                        (write, acks, touched)
                     };
                     match write {
                         Write::Snapshot(bytes) => {
@@ -156,6 +162,10 @@ impl Journal {
                             }
                         }
                     }
+                    // Once the batch is on its way to the disk.
+                    if !touched.is_empty() {
+                        encoded.changed(&shared.read().unwrap(), &touched);
+                    }
                     if closed {
                         break;
                     }
@@ -168,7 +178,7 @@ impl Journal {
                     st.gc_documents();
                 }
                 if store.fold_due() {
-                    let _ = store.fold(&st);
+                    let _ = store.fold(&st, &mut |st| encoded.encode(st));
                 }
             })
             .expect("spawn the state writer");
@@ -318,16 +328,14 @@ enum Write {
 
 /// The journal record of a batch: the touched resources as they are now (or
 /// their removal), with the bootstrap documents they refer to.
-fn record(st: &State, mut touched: Vec<Address>) -> JournalRecord {
-    touched.sort();
-    touched.dedup();
+fn record(st: &State, touched: &[Address]) -> JournalRecord {
     let mut r = JournalRecord {
         serial: st.serial,
         next_sequence: st.next_sequence,
         ..Default::default()
     };
     for a in touched {
-        match st.get(&a) {
+        match st.get(a) {
             Some(res) => {
                 if res.kind == ResourceKind::Bootstrap {
                     if let Spec::Bootstrap(b) = &res.attributes {
@@ -338,7 +346,7 @@ fn record(st: &State, mut touched: Vec<Address>) -> JournalRecord {
                 }
                 r.upsert.push(res.clone());
             }
-            None => r.remove.push(a),
+            None => r.remove.push(a.clone()),
         }
     }
     r

@@ -488,8 +488,13 @@ impl StateBackend for EtcdStore {
         BATCH
     }
 
-    /// The records are in the keys already: only the snapshot is rebuilt.
-    fn fold(&mut self, state: &State) -> Result<(), StateError> {
+    /// The records are in the keys already: only the snapshot is rebuilt
+    /// (when it is stale, which only the write knows: it encodes itself).
+    fn fold(
+        &mut self,
+        state: &State,
+        _encode: &mut dyn FnMut(&State) -> Vec<u8>,
+    ) -> Result<(), StateError> {
         self.write_snapshot(state)
     }
 
