@@ -1,12 +1,17 @@
 //! The simulated bootstrap: the cloud-config is parsed as CAPD would
 //! (`write_files` and `runcmd`) and every file and command is recorded on
-//! the machine, in order, nothing run. The "started" mark is written before
-//! the first action, so an interrupted bootstrap is never run again. With
-//! failure injection, the first kubeadm command of the chosen bootstrap
-//! fails.
+//! the machine, in order, nothing run. The record (started, what ran, how
+//! it ended) is one line of the machine log, written in one `write`: a
+//! kill leaves either no bootstrap, which the next apply runs, or a whole
+//! one, never half of one. A record that says started and not finished
+//! (from an earlier layout, or edited) is never bootstrapped again, as
+//! CAPD's started marker. With failure injection, the first kubeadm command
+//! of the chosen bootstrap fails.
 //!
 //! Also here: registering a bootstrap token, which needs a bootstrapped,
 //! running control-plane machine; only the token id is recorded.
+
+use std::sync::{Arc, Mutex};
 
 use super::machine::observed_of;
 use super::store::{read_json, write_json, SimMachine, SimTokens};
@@ -14,9 +19,30 @@ use super::SimProvider;
 use crate::provider::cloudinit::{self, Action, Actions};
 use crate::provider::{Observed, OpInput, ProviderError};
 
-/// The machine's cloud-config as CAPD would run it.
-pub(super) fn actions(input: &OpInput<'_>) -> Result<Actions, ProviderError> {
-    cloudinit::actions(input.bootstrap.unwrap_or_default()).map_err(ProviderError::Failed)
+/// The cloud-config documents parsed last, with what they parsed to: the
+/// machines of a group share one document, parsed once instead of once per
+/// machine. A few are kept (groups of one cluster apply side by side).
+#[derive(Default)]
+pub(super) struct Parsed(Mutex<Vec<(String, Arc<Actions>)>>);
+
+/// How many documents [`Parsed`] keeps.
+const PARSED_KEPT: usize = 8;
+
+impl SimProvider {
+    /// The machine's cloud-config as CAPD would run it.
+    pub(super) fn actions(&self, input: &OpInput<'_>) -> Result<Arc<Actions>, ProviderError> {
+        let doc = input.bootstrap.unwrap_or_default();
+        if let Some((_, a)) = self.parsed.0.lock().unwrap().iter().find(|(d, _)| d == doc) {
+            return Ok(a.clone());
+        }
+        let parsed = Arc::new(cloudinit::actions(doc).map_err(ProviderError::Failed)?);
+        let mut kept = self.parsed.0.lock().unwrap();
+        if kept.len() >= PARSED_KEPT {
+            kept.remove(0);
+        }
+        kept.push((doc.to_string(), parsed.clone()));
+        Ok(parsed)
+    }
 }
 
 /// A machine whose bootstrap started and never finished.
@@ -37,19 +63,20 @@ impl SimProvider {
         &self,
         input: &OpInput<'_>,
         m: &mut SimMachine,
-        acts: Actions,
+        acts: &Actions,
     ) -> Result<(), ProviderError> {
         let cluster = input.address.cluster_key();
         let write = |m: &SimMachine| self.with_log(cluster, |l| l.put(m));
+        // Nothing runs between the mark and the end, so one line holds
+        // both (see the module header).
         m.bootstrap.started = true;
         m.bootstrap.ignored_modules = acts.ignored_modules.clone();
-        write(m)?;
         let fail_bootstrap = self.inject("bootstrap", &input.address.to_string());
-        for a in acts.actions {
+        for a in &acts.actions {
             match a {
-                Action::Write(f) => m.bootstrap.files.push(f.path),
+                Action::Write(f) => m.bootstrap.files.push(f.path.clone()),
                 Action::Run(cmd) => {
-                    let cmd = cloudinit::capd_command(&cmd);
+                    let cmd = cloudinit::capd_command(cmd);
                     let is_kubeadm = cmd.join(" ").contains("kubeadm ");
                     m.bootstrap.commands.push(cmd.clone());
                     if fail_bootstrap && is_kubeadm {

@@ -133,12 +133,12 @@ impl SimProvider {
         };
         // Read the cloud-config before the machine "boots": the simulator's
         // bookkeeping belongs inside the simulated duration.
-        let acts = super::bootstrap::actions(input)?;
+        let acts = self.actions(input)?;
         let wait = self.startup_time(spec);
         if !wait.is_zero() {
             super::timer::sleep_until(began + wait).await;
         }
-        self.run_bootstrap(input, &mut m, acts)?;
+        self.run_bootstrap(input, &mut m, &acts)?;
         self.log("machine-ready", input.address, &group, &version);
         if spec.role == Role::ControlPlane {
             let (name, ip) = (m.name.clone(), m.ip.clone());

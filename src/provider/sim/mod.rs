@@ -80,6 +80,8 @@ pub struct SimProvider {
     /// `ops.log`, opened at the first event and kept open.
     log_file: Mutex<Option<fs::File>>,
     lb_lock: tokio::sync::Mutex<()>,
+    /// Cloud-config documents parsed (see [`bootstrap::Parsed`]).
+    parsed: bootstrap::Parsed,
 }
 
 /// A deterministic 64-bit hash of some strings.
@@ -119,6 +121,7 @@ impl SimProvider {
             log_seq: AtomicU64::new(0),
             log_file: Mutex::new(None),
             lb_lock: tokio::sync::Mutex::new(()),
+            parsed: bootstrap::Parsed::default(),
         };
         Ok(p)
     }
