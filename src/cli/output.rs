@@ -5,7 +5,7 @@
 
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use super::args::OutputFormat;
 use super::json::JsonEvent;
@@ -26,6 +26,23 @@ pub(crate) struct Printer {
     pub(crate) live: bool,
     /// The version line has been written.
     versioned: Arc<AtomicBool>,
+    /// Output held back while a burst is written (see [`Printer::hold`]);
+    /// shared by clones, so what they write keeps its order.
+    held: Arc<Mutex<Option<Held>>>,
+}
+
+/// What [`Printer::hold`] keeps until [`Printer::release`].
+#[derive(Debug, Default)]
+struct Held {
+    out: Vec<u8>,
+    err: Vec<u8>,
+}
+
+/// Write and flush one stream (a write error, such as a closed pipe, is
+/// ignored as everywhere else in this gate).
+fn write_now(mut w: impl Write, bytes: &[u8]) {
+    let _ = w.write_all(bytes);
+    let _ = w.flush();
 }
 
 impl Printer {
@@ -43,6 +60,40 @@ impl Printer {
             full: false,
             live: stderr_tty && !dumb_terminal,
             versioned: Arc::new(AtomicBool::new(false)),
+            held: Arc::default(),
+        }
+    }
+
+    /// Hold stdout and stderr output back until [`Printer::release`]: the
+    /// progress reporter writes each burst of apply events (50 machines
+    /// ending together at parallelism 50) with one `write` per stream
+    /// instead of one or two per line. Prompts are never held.
+    pub(crate) fn hold(&self) {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        held.get_or_insert_with(Held::default);
+    }
+
+    /// Write what was held, stdout first.
+    pub(crate) fn release(&self) {
+        let held = self.held.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(h) = held {
+            if !h.out.is_empty() {
+                write_now(std::io::stdout().lock(), &h.out);
+            }
+            if !h.err.is_empty() {
+                write_now(std::io::stderr().lock(), &h.err);
+            }
+        }
+    }
+
+    /// `bytes` on stdout (`err`: stderr), now or when held output is released.
+    fn put(&self, err: bool, bytes: &[u8]) {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        match held.as_mut() {
+            Some(h) if err => h.err.extend_from_slice(bytes),
+            Some(h) => h.out.extend_from_slice(bytes),
+            None if err => write_now(std::io::stderr().lock(), bytes),
+            None => write_now(std::io::stdout().lock(), bytes),
         }
     }
 
@@ -55,9 +106,7 @@ impl Printer {
 
     /// Data: the plan, the state, the graph.
     pub(crate) fn data(&self, s: &str) {
-        let mut out = std::io::stdout().lock();
-        let _ = out.write_all(s.as_bytes());
-        let _ = out.flush();
+        self.put(false, s.as_bytes());
     }
 
     /// A whole document on stdout, for `-o json` (pretty) or `-o yaml`.
@@ -87,16 +136,15 @@ impl Printer {
     }
 
     fn write_event(&self, e: &JsonEvent<'_>) {
-        let line = e.line(time::OffsetDateTime::now_utc());
-        let mut out = std::io::stdout().lock();
-        let _ = out.write_all(&line);
-        let _ = out.flush();
+        self.put(false, &e.line(time::OffsetDateTime::now_utc()));
     }
 
-    /// Messages for people (stderr).
+    /// Messages for people (stderr), one line each.
     pub(crate) fn message(&self, s: &str) {
-        let mut err = std::io::stderr().lock();
-        let _ = writeln!(err, "{s}");
+        let mut line = String::with_capacity(s.len() + 1);
+        line.push_str(s);
+        line.push('\n');
+        self.put(true, line.as_bytes());
     }
 
     /// A question on stderr, answered on the same line.

@@ -107,6 +107,9 @@ struct Reporter {
 }
 
 /// Report every event until the executor drops its sender.
+/// The most events the reporter writes together.
+const BURST: usize = 1024;
+
 pub(crate) async fn report(printer: Printer, tally: Tally, mut rx: UnboundedReceiver<Event>) {
     let bar = (printer.live && !printer.json).then(|| {
         let b = indicatif::ProgressBar::new(tally.total() as u64);
@@ -130,7 +133,17 @@ pub(crate) async fn report(printer: Printer, tally: Tally, mut rx: UnboundedRece
     loop {
         tokio::select! {
             e = rx.recv() => match e {
-                Some(e) => r.event(&e),
+                Some(e) => {
+                    // What is already queued goes out with it, in one write
+                    // per stream (a burst: the machines of a wave end together).
+                    r.printer.hold();
+                    r.event(&e);
+                    for _ in 0..BURST {
+                        let Ok(e) = rx.try_recv() else { break };
+                        r.event(&e);
+                    }
+                    r.printer.release();
+                }
                 None => break,
             },
             _ = tick.tick() => r.heartbeat(),
