@@ -100,32 +100,68 @@ pub(crate) fn encode_checksummed(value: &impl serde::Serialize) -> Vec<u8> {
 /// writer knows which ones a batch touched), so a snapshot, the final fold
 /// above all, copies bytes instead of encoding every resource again.
 /// Only valid for the state whose every change is passed to
-/// [`EncodedResources::changed`].
-#[derive(Default)]
-pub(crate) struct EncodedResources(HashMap<Address, Box<RawValue>>);
+/// [`EncodedResources::changed`]. At most [`KEPT_MAX`] bytes are kept (a
+/// copy of a 100,000-machine state would be ~120 MB more at the peak); the
+/// other resources are encoded by each snapshot, as without this.
+pub(crate) struct EncodedResources {
+    kept: HashMap<Address, Box<RawValue>>,
+    bytes: usize,
+    /// [`KEPT_MAX`] and [`KEPT_ROOM`], smaller in tests.
+    max: usize,
+    room: usize,
+}
+
+impl Default for EncodedResources {
+    fn default() -> Self {
+        EncodedResources {
+            kept: HashMap::new(),
+            bytes: 0,
+            max: KEPT_MAX,
+            room: KEPT_ROOM,
+        }
+    }
+}
+
+/// The most encoded bytes [`EncodedResources`] keeps: all of a 10,000-machine
+/// state (~12 MB).
+const KEPT_MAX: usize = 32 << 20;
 
 fn encode_resource(r: &Resource) -> Box<RawValue> {
     serde_json::value::to_raw_value(r).expect("serialises")
 }
+
+/// A resource too large to be kept whole is rare; below this much room,
+/// no more are encoded to be kept.
+const KEPT_ROOM: usize = 16 << 10;
 
 impl EncodedResources {
     /// Encode the resources at `touched` as they are now in `state` (and
     /// forget those it no longer holds).
     pub(crate) fn changed(&mut self, state: &State, touched: &[Address]) {
         for a in touched {
-            match state.get(a) {
-                Some(r) => {
-                    self.0.insert(a.clone(), encode_resource(r));
-                }
-                None => {
-                    self.0.remove(a);
-                }
+            if let Some(old) = self.kept.remove(a) {
+                self.bytes -= old.get().len();
+            }
+            if let Some(r) = state.get(a) {
+                self.keep(r);
             }
         }
     }
 
+    /// Encode `r` and keep it, while there is room.
+    fn keep(&mut self, r: &Resource) {
+        if self.bytes + self.room > self.max {
+            return;
+        }
+        let raw = encode_resource(r);
+        if self.bytes + raw.get().len() <= self.max {
+            self.bytes += raw.get().len();
+            self.kept.insert(r.address.clone(), raw);
+        }
+    }
+
     /// [`encode`] of `state`, with the resources encoded earlier copied and
-    /// the others encoded and kept.
+    /// the others encoded (and kept, while there is room).
     pub(crate) fn encode(&mut self, state: &State) -> Vec<u8> {
         // Listing every field: a field added to `State` must be added here.
         let State {
@@ -139,8 +175,8 @@ impl EncodedResources {
             checksum: _,
         } = state;
         for r in resources {
-            if !self.0.contains_key(&r.address) {
-                self.0.insert(r.address.clone(), encode_resource(r));
+            if !self.kept.contains_key(&r.address) {
+                self.keep(r);
             }
         }
         let view = SnapshotView {
@@ -149,10 +185,33 @@ impl EncodedResources {
             lineage,
             capi_version,
             next_sequence: *next_sequence,
-            resources: resources.iter().map(|r| &*self.0[&r.address]).collect(),
+            resources: resources
+                .iter()
+                .map(|r| match self.kept.get(&r.address) {
+                    Some(raw) => Item::Kept(raw),
+                    None => Item::Fresh(r),
+                })
+                .collect(),
             documents,
         };
         encode_checksummed(&view)
+    }
+}
+
+/// One resource of a [`SnapshotView`]: its kept encoding, or the resource
+/// itself, encoded as the snapshot is written (the same bytes: a resource
+/// is two levels deep, where the snapshot is compact).
+enum Item<'a> {
+    Kept(&'a RawValue),
+    Fresh(&'a Resource),
+}
+
+impl serde::Serialize for Item<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Item::Kept(raw) => raw.serialize(s),
+            Item::Fresh(r) => r.serialize(s),
+        }
     }
 }
 
@@ -165,7 +224,7 @@ struct SnapshotView<'a> {
     lineage: &'a str,
     capi_version: &'a str,
     next_sequence: u64,
-    resources: Vec<&'a RawValue>,
+    resources: Vec<Item<'a>>,
     #[serde(skip_serializing_if = "no_documents")]
     documents: &'a BTreeMap<String, String>,
 }
@@ -407,7 +466,23 @@ mod tests {
             st
         );
         // A change not passed on is not seen: the encodings are kept.
+        let mut unseen = st.clone();
+        unseen.upsert(pki("a/pki", 10));
+        assert_ne!(kept.encode(&unseen), encode(&unseen));
+
+        // With room for some only, the others are encoded as the snapshot
+        // is written: the same bytes.
+        let one = encode_resource(&pki("a/pki", 1)).get().len();
+        let mut some = EncodedResources {
+            max: 2 * one + 1,
+            room: 0,
+            ..Default::default()
+        };
+        assert_eq!(some.encode(&st), encode(&st));
+        assert_eq!(some.kept.len(), 2, "of {}", st.resources.len());
         st.upsert(pki("a/pki", 10));
-        assert_ne!(kept.encode(&st), encode(&st));
+        some.changed(&st, &[Address::parse("a/pki").unwrap()]);
+        assert_eq!(some.encode(&st), encode(&st));
+        assert!(some.bytes <= some.max);
     }
 }
