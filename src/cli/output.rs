@@ -31,7 +31,17 @@ pub(crate) struct Printer {
     held: Arc<Mutex<Option<Held>>>,
 }
 
-/// What [`Printer::hold`] keeps until [`Printer::release`].
+/// Output held by [`Printer::hold`], released when this is dropped (a
+/// panic while it is held unwinds through here too).
+pub(crate) struct Holding<'a>(&'a Printer);
+
+impl Drop for Holding<'_> {
+    fn drop(&mut self) {
+        self.0.release();
+    }
+}
+
+/// What [`Printer::hold`] keeps until it is released.
 #[derive(Debug, Default)]
 struct Held {
     out: Vec<u8>,
@@ -64,16 +74,18 @@ impl Printer {
         }
     }
 
-    /// Hold stdout and stderr output back until [`Printer::release`]: the
+    /// Hold stdout and stderr output back until the guard is dropped: the
     /// progress reporter writes each burst of apply events (50 machines
     /// ending together at parallelism 50) with one `write` per stream
     /// instead of one or two per line. Prompts are never held.
-    pub(crate) fn hold(&self) {
+    pub(crate) fn hold(&self) -> Holding<'_> {
         let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
         held.get_or_insert_with(Held::default);
+        Holding(self)
     }
 
-    /// Write what was held, stdout first.
+    /// Write what was held, stdout first (also before an exit that skips
+    /// the guards' drops).
     pub(crate) fn release(&self) {
         let held = self.held.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(h) = held {

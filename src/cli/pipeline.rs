@@ -518,6 +518,8 @@ async fn execute(
         printer.message(&format!("\n{}: no new operations start; waiting for the ones in flight to finish and saving the state. Press Ctrl-C again to exit at once (the state stays valid; operations in flight are left for the next apply to resolve).", first.describe()));
         let second = interrupts.next().await;
         printer.message("\nTwo interrupts received: exiting now.");
+        // An exit runs no destructor: write what a burst may be holding.
+        printer.release();
         std::process::exit(second.exit_code());
     });
     // A lock that is lost (an etcd lease not renewed) stops new operations.

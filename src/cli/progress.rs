@@ -136,13 +136,13 @@ pub(crate) async fn report(printer: Printer, tally: Tally, mut rx: UnboundedRece
                 Some(e) => {
                     // What is already queued goes out with it, in one write
                     // per stream (a burst: the machines of a wave end together).
-                    r.printer.hold();
+                    let printer = r.printer.clone();
+                    let _held = printer.hold();
                     r.event(&e);
                     for _ in 0..BURST {
                         let Ok(e) = rx.try_recv() else { break };
                         r.event(&e);
                     }
-                    r.printer.release();
                 }
                 None => break,
             },

@@ -162,8 +162,9 @@ impl Journal {
                             }
                         }
                     }
-                    // Once the batch is on its way to the disk.
-                    if !touched.is_empty() {
+                    // Once the batch is on its way to the disk; only for a
+                    // backend that writes snapshots (etcd never does).
+                    if snapshotted && !touched.is_empty() {
                         encoded.changed(&shared.read().unwrap(), &touched);
                     }
                     if closed {
@@ -187,7 +188,9 @@ impl Journal {
 
     /// Apply a mutation and wait until it is durable on disk.
     /// `f` may change the resource at `address`, the documents and the
-    /// sequence counter, nothing else.
+    /// sequence counter, nothing else: the batch's record and the writer's
+    /// kept encodings (see [`codec::EncodedResources`]) hold only the
+    /// resources at the addresses committed.
     pub(crate) async fn commit(
         &self,
         address: &Address,
@@ -481,6 +484,63 @@ mod tests {
         drop(clone);
         let st = Journal::into_state(shared);
         assert_eq!(st.serial, 1, "one batch was written");
+    }
+
+    /// Snapshots written from kept encodings (mid-run, then the final fold)
+    /// are the bytes of a fresh encode of the state, through upserts,
+    /// removals and resources changed again after a snapshot.
+    #[tokio::test]
+    async fn snapshots_from_kept_encodings_are_fresh_encodes() {
+        use crate::resource::{PkiSpec, ProviderKind, Spec};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.json");
+        let (journal, writer) = Journal::start(State::new(String::new()), StateStore::new(&path));
+        // ~1.5 KB a record: 400 commits pass the 256 KiB after which the
+        // journal is folded into a snapshot mid-run.
+        let note = "x".repeat(1500);
+        for i in 0..400u32 {
+            let a = Address::parse(&format!("c{}/pki", i % 37)).unwrap();
+            let (address, note) = (a.clone(), note.clone());
+            journal
+                .commit(&a, move |st| {
+                    if i % 11 == 0 {
+                        st.remove(&address);
+                        return;
+                    }
+                    let mut observed = crate::resource::Observed::new();
+                    observed.insert("note".into(), serde_json::json!(format!("{i} {note}")));
+                    st.upsert(crate::state::Resource {
+                        address,
+                        kind: ResourceKind::Pki,
+                        provider: ProviderKind::Local,
+                        status: crate::state::Status::Ready,
+                        attributes: Spec::Pki(PkiSpec {
+                            encryption_algorithm: "ECDSA-P256".into(),
+                            ca_validity_days: i,
+                            external_etcd: false,
+                        }),
+                        observed,
+                        sensitive: Default::default(),
+                        dependencies: vec![],
+                        sequence: i.into(),
+                        error: None,
+                    });
+                })
+                .await
+                .expect("committed");
+        }
+        let shared = journal.close();
+        writer.join().unwrap();
+        let state = Journal::into_state(shared);
+        assert!(state.serial > 1 && state.resources.len() > 20);
+        assert!(
+            !path.with_extension("json.journal").exists(),
+            "folded at the end"
+        );
+        assert_eq!(
+            String::from_utf8(std::fs::read(&path).unwrap()).unwrap(),
+            String::from_utf8(codec::encode(&state)).unwrap()
+        );
     }
 
     /// A bootstrap resource whose document changes: each record carries

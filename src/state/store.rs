@@ -492,14 +492,19 @@ impl FileStore {
         }
         write_private_atomic(&self.path, bytes).map_err(err)?;
         // The snapshot holds everything the journal did.
+        let ours = self.journal.is_some();
         self.journal = None;
         self.journal_bytes = 0;
         self.snapshot_bytes = bytes.len() as u64;
-        // Not synced: a journal the snapshot holds whole is harmless if a
-        // crash brings it back (its every record is at or below the
-        // snapshot's serial, so a load skips them, and the next apply
-        // replaces the file before it appends).
+        // A journal this store appended to follows this lineage and the
+        // snapshot holds it whole: harmless if a crash brings it back (its
+        // every record is at or below the snapshot's serial, so a load
+        // skips them; the next apply replaces the file before it appends),
+        // so its removal is not synced. Another one (a crashed run's, under
+        // a state pushed over it with another lineage) would make the state
+        // unreadable: its removal is made durable.
         match fs::remove_file(self.journal_path()) {
+            Ok(()) if !ours => sync_dir(&dir_of(&self.path)),
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(err(e)),
