@@ -106,10 +106,10 @@ struct Reporter {
     in_flight: BTreeMap<Address, InFlight>,
 }
 
-/// Report every event until the executor drops its sender.
 /// The most events the reporter writes together.
 const BURST: usize = 1024;
 
+/// Report every event until the executor drops its sender.
 pub(crate) async fn report(printer: Printer, tally: Tally, mut rx: UnboundedReceiver<Event>) {
     let bar = (printer.live && !printer.json).then(|| {
         let b = indicatif::ProgressBar::new(tally.total() as u64);

@@ -4,7 +4,9 @@
 //! operations share one fsync instead of queueing for it. The first write of
 //! a run is a full snapshot; later ones append the changed resources to the
 //! store's journal file, compacted into a new snapshot when the journal has
-//! grown as large as the snapshot and when the apply ends.
+//! grown as large as the snapshot and when the apply ends. The writer keeps
+//! each resource encoded from the batch that last changed it, so those
+//! snapshots copy bytes ([`codec::EncodedResources`]).
 //!
 //! The fsyncs run on a thread of their own: while the disk makes one batch
 //! durable, the writer already appends the next, and every batch waiting
