@@ -56,10 +56,12 @@ pub const LABEL_LINEAGE: &str = "capi.x-k8s.io/lineage";
 pub const LABEL_ADDRESS: &str = "capi.x-k8s.io/address";
 pub const LABEL_IDENTITY: &str = "capi.x-k8s.io/identity";
 
-/// Secret strings that must never appear in messages.
+/// Secret strings that must never appear in messages. Shared: every
+/// provider call of an apply takes a copy, which is a pointer, not the
+/// keys' PEM lines again.
 #[derive(Debug, Clone, Default)]
 pub struct Redactor {
-    secrets: Vec<String>,
+    secrets: Arc<Vec<String>>,
 }
 
 impl Redactor {
@@ -78,18 +80,21 @@ impl Redactor {
         }
         secrets.extend(extra);
         secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-        Redactor { secrets }
+        Redactor {
+            secrets: Arc::new(secrets),
+        }
     }
 
     /// Add more secret values.
     pub(crate) fn add(&mut self, values: impl IntoIterator<Item = String>) {
         let old = std::mem::take(&mut self.secrets);
+        let old = Arc::try_unwrap(old).unwrap_or_else(|shared| (*shared).clone());
         *self = Redactor::new(old.into_iter().chain(values));
     }
 
     pub(crate) fn redact(&self, text: &str) -> String {
         let mut t = text.to_string();
-        for s in &self.secrets {
+        for s in self.secrets.iter() {
             if t.contains(s.as_str()) {
                 t = t.replace(s.as_str(), "(sensitive)");
             }
