@@ -488,12 +488,33 @@ mod tests {
         assert_eq!(st.serial, 1, "one batch was written");
     }
 
+    /// A ready resource of the local provider, of the kind its address says.
+    fn local_resource(
+        address: Address,
+        attributes: Spec,
+        observed: crate::resource::Observed,
+        sequence: u64,
+    ) -> crate::state::Resource {
+        crate::state::Resource {
+            kind: address.kind(),
+            address,
+            provider: crate::resource::ProviderKind::Local,
+            status: crate::state::Status::Ready,
+            attributes,
+            observed,
+            sensitive: Default::default(),
+            dependencies: vec![],
+            sequence,
+            error: None,
+        }
+    }
+
     /// Snapshots written from kept encodings (mid-run, then the final fold)
     /// are the bytes of a fresh encode of the state, through upserts,
     /// removals and resources changed again after a snapshot.
     #[tokio::test]
     async fn snapshots_from_kept_encodings_are_fresh_encodes() {
-        use crate::resource::{PkiSpec, ProviderKind, Spec};
+        use crate::resource::PkiSpec;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.json");
         let (journal, writer) = Journal::start(State::new(String::new()), StateStore::new(&path));
@@ -511,22 +532,12 @@ mod tests {
                     }
                     let mut observed = crate::resource::Observed::new();
                     observed.insert("note".into(), serde_json::json!(format!("{i} {note}")));
-                    st.upsert(crate::state::Resource {
-                        address,
-                        kind: ResourceKind::Pki,
-                        provider: ProviderKind::Local,
-                        status: crate::state::Status::Ready,
-                        attributes: Spec::Pki(PkiSpec {
-                            encryption_algorithm: "ECDSA-P256".into(),
-                            ca_validity_days: i,
-                            external_etcd: false,
-                        }),
-                        observed,
-                        sensitive: Default::default(),
-                        dependencies: vec![],
-                        sequence: i.into(),
-                        error: None,
+                    let pki = Spec::Pki(PkiSpec {
+                        encryption_algorithm: "ECDSA-P256".into(),
+                        ca_validity_days: i,
+                        external_etcd: false,
                     });
+                    st.upsert(local_resource(address, pki, observed, i.into()));
                 })
                 .await
                 .expect("committed");
@@ -549,7 +560,7 @@ mod tests {
     /// only the document in use, and the final state holds no orphan.
     #[tokio::test]
     async fn orphaned_documents_are_not_recorded_and_are_gone_at_the_end() {
-        use crate::resource::{BootstrapRole, BootstrapSpec, ProviderKind, Spec};
+        use crate::resource::{BootstrapRole, BootstrapSpec};
         let backend = Counting::default();
         let documents = backend.documents.clone();
         let (journal, writer) = Journal::start(
@@ -562,23 +573,13 @@ mod tests {
             journal
                 .commit(&a, move |st| {
                     st.documents.insert(sha.into(), format!("document {sha}"));
-                    st.upsert(crate::state::Resource {
-                        address,
-                        kind: ResourceKind::Bootstrap,
-                        provider: ProviderKind::Local,
-                        status: crate::state::Status::Ready,
-                        attributes: Spec::Bootstrap(BootstrapSpec {
-                            machine: "m-0".into(),
-                            role: BootstrapRole::Init,
-                            kubeadm_api: "kubeadm.k8s.io/v1beta4".into(),
-                            sha256: sha.into(),
-                        }),
-                        observed: Default::default(),
-                        sensitive: Default::default(),
-                        dependencies: vec![],
-                        sequence: 0,
-                        error: None,
+                    let bootstrap = Spec::Bootstrap(BootstrapSpec {
+                        machine: "m-0".into(),
+                        role: BootstrapRole::Init,
+                        kubeadm_api: "kubeadm.k8s.io/v1beta4".into(),
+                        sha256: sha.into(),
                     });
+                    st.upsert(local_resource(address, bootstrap, Default::default(), 0));
                 })
                 .await
                 .expect("committed");
