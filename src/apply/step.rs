@@ -438,10 +438,15 @@ pub(super) async fn operate(
     spec: &Spec,
     x: Extras<'_>,
 ) -> Result<Observed, ProviderError> {
+    // Providers read the infrastructure their resource depends on; the
+    // local dependencies (PKI, bootstrap data) and the token reach them
+    // resolved (`bootstrap`, `token`), so they are not copied out of the
+    // state for every machine.
     let (deps, lineage) = ctx.journal.read(|s| {
         (
             step.dependencies
                 .iter()
+                .filter(|d| provider_reads(d.kind()))
                 .filter_map(|d| s.get(d).cloned())
                 .collect::<Vec<_>>(),
             s.lineage.clone(),
@@ -463,6 +468,15 @@ pub(super) async fn operate(
         (Op::Update, Some(cur)) => provider.update(&input, cur).await,
         _ => provider.create(&input).await,
     }
+}
+
+/// The kinds of dependency a provider's create or update is given
+/// ([`OpInput::deps`]).
+fn provider_reads(kind: ResourceKind) -> bool {
+    matches!(
+        kind,
+        ResourceKind::Network | ResourceKind::Loadbalancer | ResourceKind::Machine
+    )
 }
 
 /// `operate` with the step's provider, failures as step errors.

@@ -134,8 +134,10 @@ pub struct OpInput<'a> {
     pub(crate) cluster: &'a ClusterId,
     pub(crate) lineage: &'a str,
     pub(crate) spec: &'a Spec,
-    /// Resources this one depends on, as recorded in state (network, load
-    /// balancer...), by kind.
+    /// The infrastructure this resource depends on (network, load balancer,
+    /// machines), as recorded in state. Local dependencies (PKI, bootstrap
+    /// data) and the token are not here: they arrive resolved, in
+    /// `bootstrap` and `token`.
     pub(crate) deps: Vec<&'a Resource>,
     /// For machines: the cloud-config with every reference resolved.
     pub(crate) bootstrap: Option<&'a str>,
