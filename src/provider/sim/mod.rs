@@ -43,7 +43,6 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde_json::json;
 use sha2::{Digest, Sha256};
 
 pub use self::store::{SimBootstrap, SimMachine};
@@ -92,6 +91,19 @@ fn h64(parts: &[&str]) -> u64 {
         h.update([0]);
     }
     u64::from_be_bytes(h.finalize()[..8].try_into().unwrap())
+}
+
+/// One line of `ops.log` (its fields in the order `serde_json` writes a map's
+/// keys, as the lines have always been written).
+#[derive(serde::Serialize)]
+struct OpsLine<'a> {
+    address: &'a Address,
+    already_gone: bool,
+    event: &'a str,
+    group: &'a str,
+    pid: u32,
+    seq: u64,
+    version: &'a str,
 }
 
 impl SimProvider {
@@ -267,15 +279,26 @@ impl SimProvider {
         version: &str,
         already_gone: bool,
     ) {
+        static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
         let mut file = self.log_file.lock().unwrap();
         let seq = self.log_seq.fetch_add(1, Ordering::SeqCst);
-        let line = json!({"seq": seq, "pid": std::process::id(), "event": event, "address": address, "group": group, "version": version, "already_gone": already_gone}).to_string();
+        let mut line = serde_json::to_vec(&OpsLine {
+            address,
+            already_gone,
+            event,
+            group,
+            pid: *PID.get_or_init(std::process::id),
+            seq,
+            version,
+        })
+        .expect("serialises");
+        line.push(b'\n');
         if file.is_none() {
             let _ = store::create_private_dir(&self.dir);
             *file = store::open_private(&self.dir.join("ops.log"), true).ok();
         }
         if let Some(f) = file.as_mut() {
-            let _ = f.write_all(format!("{line}\n").as_bytes());
+            let _ = f.write_all(&line);
         }
     }
 
