@@ -82,7 +82,13 @@ pub(crate) fn encode(state: &State) -> Vec<u8> {
 /// readable and line-diffable while a 20,000-resource state stays ~30%
 /// smaller and faster to read than fully indented JSON.
 pub(crate) fn encode_checksummed(value: &impl serde::Serialize) -> Vec<u8> {
-    let mut body = Vec::new();
+    encode_checksummed_into(value, Vec::new())
+}
+
+/// [`encode_checksummed`] into `body` (empty; sized for the text when
+/// the caller knows about how long it is: a megabyte grown by doubling is
+/// copied and faulted in again at every step).
+fn encode_checksummed_into(value: &impl serde::Serialize, mut body: Vec<u8>) -> Vec<u8> {
     let mut ser = serde_json::Serializer::with_formatter(&mut body, ShallowPretty::default());
     value.serialize(&mut ser).expect("serialises");
     // body ends with "\n}"; its hash covers exactly these bytes.
@@ -194,7 +200,10 @@ impl EncodedResources {
                 .collect(),
             documents,
         };
-        encode_checksummed(&view)
+        // The kept bytes, with room for the indentation, the fields and
+        // the documents.
+        let room = self.bytes + self.bytes / 16 + 64 * 1024;
+        encode_checksummed_into(&view, Vec::with_capacity(room))
     }
 }
 
