@@ -133,6 +133,14 @@ pub(crate) trait StateBackend: Send + std::fmt::Debug {
     ) -> Result<Durability, StateError>;
     /// Whether the end of an apply must fold appended records into a snapshot.
     fn fold_due(&self) -> bool;
+    /// A snapshot of serial `base_serial` was just written and the apply
+    /// goes on: get ready for the next append now, while the commit that
+    /// follows is being made (a file store creates its journal). An error is
+    /// left for that append to meet and report.
+    fn prepare_append(&mut self, _lineage: &str, _base_serial: u64) {}
+    /// The apply is over and [`StateBackend::fold_due`] said no: remove
+    /// what [`StateBackend::prepare_append`] made and nothing used.
+    fn finish_unfolded(&mut self) {}
     /// How long the apply's writer waits after a first change for others
     /// to join its batch (a write that costs per request, not per byte).
     fn linger(&self) -> Duration {
@@ -193,7 +201,13 @@ impl StateBackend for FileStore {
         self.journal_handle().map(Durability::Sync)
     }
     fn fold_due(&self) -> bool {
-        self.journal_len().0 > 0
+        self.journal_has_records()
+    }
+    fn prepare_append(&mut self, lineage: &str, base_serial: u64) {
+        let _ = self.open_journal(lineage, base_serial);
+    }
+    fn finish_unfolded(&mut self) {
+        self.discard_empty_journal();
     }
     fn lock(&mut self, operation: &str, timeout: Duration) -> Result<Box<dyn HeldLock>, LockError> {
         let lock = StateLock::acquire(self.path(), operation, timeout)?;
@@ -309,6 +323,14 @@ impl StateStore {
 
     pub(crate) fn fold_due(&self) -> bool {
         self.backend.fold_due()
+    }
+
+    pub(crate) fn prepare_append(&mut self, lineage: &str, base_serial: u64) {
+        self.backend.prepare_append(lineage, base_serial)
+    }
+
+    pub(crate) fn finish_unfolded(&mut self) {
+        self.backend.finish_unfolded()
     }
 
     pub(crate) fn linger(&self) -> Duration {

@@ -115,20 +115,25 @@ impl Journal {
                             base_serial = st.serial;
                             encoded.changed(&st, &touched);
                             touched.clear();
-                            Write::Snapshot(encoded.encode(&st))
+                            Write::Snapshot(st.lineage.clone(), encoded.encode(&st))
                         } else {
                             Write::Record(st.lineage.clone(), record(&st, &touched))
                         };
                         (write, acks, touched)
                     };
                     match write {
-                        Write::Snapshot(bytes) => {
+                        Write::Snapshot(lineage, bytes) => {
                             // Written and fsynced in place.
                             generation += 1;
                             let result = store.write_bytes(&bytes).map_err(|e| e.to_string());
                             snapshotted |= result.is_ok();
                             for ack in acks {
                                 let _ = ack.send(result.clone());
+                            }
+                            // The next journal is created while the steps
+                            // acknowledged go on, not in the next commit.
+                            if result.is_ok() && !closed {
+                                store.prepare_append(&lineage, base_serial);
                             }
                         }
                         Write::Record(lineage, r) => {
@@ -182,6 +187,8 @@ impl Journal {
                 }
                 if store.fold_due() {
                     let _ = store.fold(&st, &mut |st| encoded.encode(st));
+                } else {
+                    store.finish_unfolded();
                 }
             })
             .expect("spawn the state writer");
@@ -327,7 +334,8 @@ fn sync_loop(rx: std::sync::mpsc::Receiver<SyncRequest>) {
 }
 
 enum Write {
-    Snapshot(Vec<u8>),
+    /// The state's lineage and the snapshot's bytes.
+    Snapshot(String, Vec<u8>),
     Record(String, JournalRecord),
 }
 

@@ -19,7 +19,10 @@
 //! appends each group of changes to `<state>.journal` (one checksummed line
 //! per commit, fsynced before the operation continues) and rewrites the
 //! snapshot when the journal has grown as large as the snapshot, and at the
-//! end. Loading reads the snapshot and replays the journal's records newer
+//! end. The apply's writer creates the next journal as soon as a snapshot is
+//! written ([`FileStore::open_journal`]), so the commit after it only
+//! appends; a journal that holds only its header is removed when the apply
+//! ends. Loading reads the snapshot and replays the journal's records newer
 //! than it. Only an unterminated last line is a torn append (a crash in the
 //! middle of it, never acknowledged) and is ignored; a complete line whose
 //! checksum fails is corruption, wherever it is. Every snapshot write removes
@@ -117,9 +120,10 @@ pub(crate) struct FileStore {
     path: PathBuf,
     guard: Option<WriteGuard>,
     backup_done: bool,
-    /// The journal open for appends, and its size.
+    /// The journal open for appends, its size and its header's.
     journal: Option<File>,
     journal_bytes: u64,
+    header_bytes: u64,
     snapshot_bytes: u64,
 }
 
@@ -131,6 +135,7 @@ impl FileStore {
             backup_done: false,
             journal: None,
             journal_bytes: 0,
+            header_bytes: 0,
             snapshot_bytes: 0,
         }
     }
@@ -164,6 +169,11 @@ impl FileStore {
     /// that snapshot: the journal writer compacts when the first reaches the second.
     pub(crate) fn journal_len(&self) -> (u64, u64) {
         (self.journal_bytes, self.snapshot_bytes)
+    }
+
+    /// Whether the open journal holds a record (not only its header).
+    pub(crate) fn journal_has_records(&self) -> bool {
+        self.journal_bytes > self.header_bytes
     }
 
     /// A second handle on the open journal file, to make it durable from
@@ -204,30 +214,77 @@ impl FileStore {
             path: path.display().to_string(),
             source: e,
         };
-        if self.journal.is_none() {
-            // The snapshot before this append removed any journal; whatever
-            // has the name now was planted: replace it, never write through it.
-            match fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(err(e)),
-            }
-            let mut f = create_new_private(&path).map_err(err)?;
-            let header = journal_line(&JournalHeader {
-                lineage: lineage.to_string(),
-                base_serial,
-            });
-            f.write_all(&header).map_err(err)?;
-            f.sync_all().map_err(err)?;
-            sync_dir(&dir_of(&self.path));
-            self.journal_bytes = header.len() as u64;
-            self.journal = Some(f);
-        }
+        self.open_journal_unguarded(lineage, base_serial)?;
         let line = journal_line(record);
         let f = self.journal.as_mut().expect("opened above");
         f.write_all(&line).map_err(err)?;
         self.journal_bytes += line.len() as u64;
         Ok(())
+    }
+
+    /// Create the journal that follows the snapshot last written by this
+    /// store (serial `base_serial`), unless it is open already. The apply's
+    /// writer calls this right after a snapshot, while the commit that
+    /// follows is being made; otherwise the next append does.
+    pub(crate) fn open_journal(
+        &mut self,
+        lineage: &str,
+        base_serial: u64,
+    ) -> Result<(), StateError> {
+        self.check_guard()?;
+        let opened = self.open_journal_unguarded(lineage, base_serial);
+        self.explain_failure(opened)
+    }
+
+    fn open_journal_unguarded(
+        &mut self,
+        lineage: &str,
+        base_serial: u64,
+    ) -> Result<(), StateError> {
+        if self.journal.is_some() {
+            return Ok(());
+        }
+        let path = self.journal_path();
+        let err = |e: std::io::Error| StateError::Write {
+            path: path.display().to_string(),
+            source: e,
+        };
+        // The snapshot before this removed any journal; whatever has the
+        // name now was planted: replace it, never write through it.
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(err(e)),
+        }
+        let mut f = create_new_private(&path).map_err(err)?;
+        let header = journal_line(&JournalHeader {
+            lineage: lineage.to_string(),
+            base_serial,
+        });
+        f.write_all(&header).map_err(err)?;
+        // The name is made durable now; the header becomes durable with the
+        // first record (the syncer's fdatasync of this file covers both),
+        // before that record is acknowledged. A crash before then leaves an
+        // empty journal or one with a torn header line, which a load skips
+        // as it skips any torn last line.
+        sync_dir(&dir_of(&self.path));
+        self.journal_bytes = header.len() as u64;
+        self.header_bytes = header.len() as u64;
+        self.journal = Some(f);
+        Ok(())
+    }
+
+    /// The apply is over and nothing was appended since the last snapshot:
+    /// remove the journal [`FileStore::open_journal`] created for it (a
+    /// header alone; if a crash brings it back, a load finds nothing to
+    /// replay and the next append replaces it).
+    pub(crate) fn discard_empty_journal(&mut self) {
+        if self.journal.is_some() && !self.journal_has_records() {
+            self.journal = None;
+            self.journal_bytes = 0;
+            self.header_bytes = 0;
+            let _ = fs::remove_file(self.journal_path());
+        }
     }
 
     /// Replay the journal (if any) onto the snapshot just loaded.
@@ -495,6 +552,7 @@ impl FileStore {
         let ours = self.journal.is_some();
         self.journal = None;
         self.journal_bytes = 0;
+        self.header_bytes = 0;
         self.snapshot_bytes = bytes.len() as u64;
         // A journal this store appended to follows this lineage and the
         // snapshot holds it whole: harmless if a crash brings it back (its
@@ -520,241 +578,4 @@ fn with_suffix(p: &Path, suffix: &str) -> PathBuf {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::resource::*;
-    use crate::state::codec::encode;
-    use crate::state::model::*;
-
-    fn sample() -> State {
-        let mut s = State::new("lin".into());
-        s.upsert(Resource {
-            address: Address::parse("c/pki").unwrap(),
-            kind: ResourceKind::Pki,
-            provider: ProviderKind::Local,
-            status: Status::Ready,
-            attributes: Spec::Pki(PkiSpec {
-                encryption_algorithm: "RSA-2048".into(),
-                ca_validity_days: 3650,
-                external_etcd: false,
-            }),
-            observed: Default::default(),
-            sensitive: [("ca.key".to_string(), "secret".to_string())].into(),
-            dependencies: vec![],
-            sequence: 1,
-            error: None,
-        });
-        s
-    }
-
-    #[test]
-    fn roundtrip_and_checksum() {
-        let s = sample();
-        let bytes = encode(&s);
-        let back = decode(&bytes).unwrap();
-        assert_eq!(back.resources, s.resources);
-        assert!(back.checksum.unwrap().starts_with("sha256:"));
-        // Every truncation is refused.
-        for cut in [0, 1, bytes.len() / 2, bytes.len() - 3] {
-            assert!(decode(&bytes[..cut]).is_err(), "cut at {cut}");
-        }
-        // A flipped byte inside the body is refused.
-        let mut bad = bytes.clone();
-        let i = bad.iter().position(|&b| b == b'l').unwrap();
-        bad[i] = b'L';
-        assert!(decode(&bad).unwrap_err().contains("checksum mismatch"));
-    }
-
-    #[test]
-    fn atomic_save_backup_and_mode() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("capi.state.json");
-        let mut store = FileStore::new(&p);
-        assert!(store.load().unwrap().is_none());
-        let mut s = sample();
-        store.save(&s).unwrap();
-        assert_eq!(
-            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
-        s.serial = 5;
-        let mut store2 = FileStore::new(&p);
-        store2.save(&s).unwrap();
-        s.serial = 6;
-        store2.save(&s).unwrap();
-        // backup = what was there before this run's first write
-        let backup = decode(&fs::read(store2.backup_path()).unwrap()).unwrap();
-        assert_eq!(backup.serial, 0);
-        assert_eq!(store2.load().unwrap().unwrap().serial, 6);
-        // No temp files left behind.
-        let names: Vec<_> = fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert_eq!(names.len(), 2, "{names:?}");
-    }
-
-    #[test]
-    fn journal_records_replay_onto_the_snapshot() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("capi.state.json");
-        let mut store = FileStore::new(&p);
-        let mut s = sample();
-        s.serial = 1;
-        store.save(&s).unwrap();
-        // serial 2 upserts a copy under a new address, serial 3 removes the original
-        let mut copy = s.resources[0].clone();
-        copy.address = Address::parse("c/token").unwrap();
-        let r2 = JournalRecord {
-            serial: 2,
-            next_sequence: 7,
-            upsert: vec![(*copy).clone()],
-            ..Default::default()
-        };
-        store.append("lin", 1, &r2).unwrap();
-        let r3 = JournalRecord {
-            serial: 3,
-            next_sequence: 7,
-            remove: vec![Address::parse("c/pki").unwrap()],
-            ..Default::default()
-        };
-        store.append("lin", 1, &r3).unwrap();
-        store.journal_handle().unwrap().sync_data().unwrap();
-        let jp = store.journal_path();
-        assert_eq!(
-            fs::metadata(&jp).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
-        let loaded = FileStore::new(&p).load().unwrap().unwrap();
-        assert_eq!(loaded.serial, 3);
-        assert_eq!(loaded.next_sequence, 7);
-        assert_eq!(loaded.resources, vec![copy.clone()]);
-
-        // A torn last line (a crash mid-append) is ignored.
-        let whole = fs::read(&jp).unwrap();
-        fs::write(&jp, &whole[..whole.len() - 5]).unwrap();
-        let loaded = FileStore::new(&p).load().unwrap().unwrap();
-        assert_eq!(loaded.serial, 2);
-        assert_eq!(loaded.resources.len(), 2);
-
-        // Damage before the last line is corruption, never silently skipped.
-        let mut bad = whole.clone();
-        let second_line = bad.iter().position(|&b| b == b'\n').unwrap() + 3;
-        bad[second_line] ^= 1;
-        fs::write(&jp, &bad).unwrap();
-        let err = FileStore::new(&p).load().unwrap_err().to_string();
-        assert!(err.contains("line 2 is damaged"), "{err}");
-
-        // A snapshot written after the records makes them redundant: they
-        // are skipped if the journal survived a crash before its removal.
-        fs::write(&jp, &whole).unwrap();
-        let mut later = loaded.clone();
-        later.serial = 3;
-        later.resources = vec![copy.clone()];
-        fs::write(&p, encode(&later)).unwrap();
-        let loaded = FileStore::new(&p).load().unwrap().unwrap();
-        assert_eq!(loaded.serial, 3);
-        assert_eq!(loaded.resources, vec![copy]);
-
-        // Writing a snapshot removes the journal.
-        let mut store = FileStore::new(&p);
-        store.save(&loaded).unwrap();
-        assert!(!jp.exists());
-    }
-
-    #[test]
-    fn corrupt_is_refused_with_backup_hint() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("s.json");
-        fs::write(&p, b"{\"format_version\": 1, \"ser").unwrap();
-        let err = FileStore::new(&p).load().unwrap_err().to_string();
-        assert!(err.contains("corrupt"), "{err}");
-        assert!(err.contains("s.json.backup"), "{err}");
-        assert_eq!(fs::read(&p).unwrap(), b"{\"format_version\": 1, \"ser");
-    }
-
-    /// Two records after a snapshot of serial 1: serials 2 and 3.
-    fn journalled(dir: &Path) -> (PathBuf, Vec<u8>) {
-        let p = dir.join("capi.state.json");
-        let mut store = FileStore::new(&p);
-        let mut s = sample();
-        s.serial = 1;
-        store.save(&s).unwrap();
-        for serial in [2, 3] {
-            let mut r = s.resources[0].clone();
-            r.sequence = serial;
-            let rec = JournalRecord {
-                serial,
-                next_sequence: 9,
-                upsert: vec![*r],
-                ..Default::default()
-            };
-            store.append("lin", 1, &rec).unwrap();
-        }
-        store.journal_handle().unwrap().sync_data().unwrap();
-        let jp = store.journal_path();
-        (p, fs::read(jp).unwrap())
-    }
-
-    #[test]
-    fn a_complete_last_line_with_a_bad_checksum_is_corruption_not_a_torn_write() {
-        let dir = tempfile::tempdir().unwrap();
-        let (p, whole) = journalled(dir.path());
-        let jp = FileStore::new(&p).journal_path();
-        // Flip a byte inside the last line, keeping its newline: that line
-        // was complete, so it was acknowledged.
-        let mut bad = whole.clone();
-        let at = bad.len() - 10;
-        bad[at] ^= 1;
-        fs::write(&jp, &bad).unwrap();
-        let err = FileStore::new(&p).load().unwrap_err().to_string();
-        assert!(err.contains("line 3 is damaged"), "{err}");
-        assert!(err.contains("not a torn write"), "{err}");
-        // Without its newline, the same damage is a torn append: ignored.
-        fs::write(&jp, &bad[..bad.len() - 1]).unwrap();
-        let loaded = FileStore::new(&p).load().unwrap().unwrap();
-        assert_eq!(loaded.serial, 2);
-    }
-
-    #[test]
-    fn a_reader_racing_a_compaction_reads_again_instead_of_reporting_corruption() {
-        let dir = tempfile::tempdir().unwrap();
-        let (p, _) = journalled(dir.path());
-        // The writer compacted (snapshot serial 3) and started a new journal;
-        // a reader that read the old snapshot (serial 1) now reads that journal.
-        let store = FileStore::new(&p);
-        let now = store.load().unwrap().unwrap();
-        let old = fs::read(&p).unwrap();
-        let mut compacted = now.clone();
-        compacted.serial = 3;
-        let mut w = FileStore::new(&p);
-        w.save(&compacted).unwrap();
-        let mut r = compacted.resources[0].clone();
-        r.sequence = 4;
-        w.append(
-            "lin",
-            3,
-            &JournalRecord {
-                serial: 4,
-                next_sequence: 9,
-                upsert: vec![*r],
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        w.journal_handle().unwrap().sync_data().unwrap();
-        let new_snapshot = fs::read(&p).unwrap();
-        fs::write(&p, &old).unwrap();
-        // The new snapshot lands while the reader retries.
-        let p2 = p.clone();
-        let t = std::thread::spawn(move || {
-            std::thread::sleep(std::time::Duration::from_millis(30));
-            write_private_atomic(&p2, &new_snapshot).unwrap();
-        });
-        let loaded = FileStore::new(&p).load().unwrap().unwrap();
-        t.join().unwrap();
-        assert_eq!(loaded.serial, 4);
-    }
-}
+mod tests;
