@@ -105,7 +105,7 @@ pub(crate) enum Durability {
     /// Already.
     Now,
     /// Once this file is synced.
-    Sync(File),
+    Sync(Arc<File>),
     /// Once this wait returns `Ok` (a write in flight).
     Wait(Box<dyn FnOnce() -> Result<(), String> + Send>),
 }

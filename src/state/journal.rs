@@ -243,7 +243,7 @@ impl Journal {
 }
 
 enum Durable {
-    File(std::fs::File),
+    File(Arc<std::fs::File>),
     /// A write in flight (etcd): durable when this returns `Ok`.
     Wait(Box<dyn FnOnce() -> Result<(), String> + Send>),
 }

@@ -120,8 +120,9 @@ pub(crate) struct FileStore {
     path: PathBuf,
     guard: Option<WriteGuard>,
     backup_done: bool,
-    /// The journal open for appends, its size and its header's.
-    journal: Option<File>,
+    /// The journal open for appends (shared with the thread that syncs
+    /// it), its size and its header's.
+    journal: Option<Arc<File>>,
     journal_bytes: u64,
     header_bytes: u64,
     snapshot_bytes: u64,
@@ -176,16 +177,16 @@ impl FileStore {
         self.journal_bytes > self.header_bytes
     }
 
-    /// A second handle on the open journal file, to make it durable from
-    /// another thread while appends go on.
-    pub(crate) fn journal_handle(&self) -> Result<File, StateError> {
-        let err = |e: std::io::Error| StateError::Write {
-            path: self.journal_path().display().to_string(),
-            source: e,
-        };
+    /// The open journal file, shared, to make it durable from another
+    /// thread while appends go on (a pointer, not a second descriptor: one
+    /// `dup` and one `close` less per commit).
+    pub(crate) fn journal_handle(&self) -> Result<Arc<File>, StateError> {
         match &self.journal {
-            Some(f) => f.try_clone().map_err(err),
-            None => Err(err(std::io::Error::other("no journal is open"))),
+            Some(f) => Ok(f.clone()),
+            None => Err(StateError::Write {
+                path: self.journal_path().display().to_string(),
+                source: std::io::Error::other("no journal is open"),
+            }),
         }
     }
 
@@ -216,8 +217,8 @@ impl FileStore {
         };
         self.open_journal_unguarded(lineage, base_serial)?;
         let line = journal_line(record);
-        let f = self.journal.as_mut().expect("opened above");
-        f.write_all(&line).map_err(err)?;
+        let f = self.journal.as_deref().expect("opened above");
+        (&mut &*f).write_all(&line).map_err(err)?;
         self.journal_bytes += line.len() as u64;
         Ok(())
     }
@@ -270,7 +271,7 @@ impl FileStore {
         sync_dir(&dir_of(&self.path));
         self.journal_bytes = header.len() as u64;
         self.header_bytes = header.len() as u64;
-        self.journal = Some(f);
+        self.journal = Some(Arc::new(f));
         Ok(())
     }
 
