@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::bootstrap::interrupted;
+use super::machines::MachineLog;
 use super::network::cidr_base;
 use super::store::{SimBootstrap, SimMachine, SimMember};
 use super::{h64, SimProvider};
@@ -48,6 +49,13 @@ pub(super) fn observed_of(m: &SimMachine, ready: bool) -> Observed {
         );
     }
     o
+}
+
+/// A machine looked up in its cluster's log: there already (a re-run
+/// adopts it), or recorded just now.
+enum Found {
+    Existing(SimMachine),
+    New(SimMachine),
 }
 
 impl SimProvider {
@@ -113,8 +121,15 @@ impl SimProvider {
         let cluster = input.address.cluster_key();
         let group = spec.owner.to_string();
         let version = spec.version.to_string();
-        let mut m = match self.with_log(cluster, |l| l.get(&spec.name))? {
-            Some(m) => {
+        // One turn of the log's lock looks the machine up and, when it is
+        // new, records it (the lock and its checks cost several system
+        // calls; a new machine took two turns).
+        let found = self.with_log(cluster, |l| match l.get(&spec.name)? {
+            Some(m) => Ok(Found::Existing(m)),
+            None => self.new_machine(l, input, spec, &group).map(Found::New),
+        })?;
+        let mut m = match found {
+            Found::Existing(m) => {
                 self.check_owner(&m.labels, input, "machine")?;
                 if m.bootstrap.succeeded {
                     // Adopted (a crash came between its bootstrap and the
@@ -129,7 +144,7 @@ impl SimProvider {
                 }
                 m
             }
-            None => self.new_machine(input, spec, &group)?,
+            Found::New(m) => m,
         };
         // Read the cloud-config before the machine "boots": the simulator's
         // bookkeeping belongs inside the simulated duration.
@@ -157,9 +172,11 @@ impl SimProvider {
         Ok(observed_of(&m, true))
     }
 
-    /// Record a new machine, provisioning (logged before it exists).
+    /// Record a new machine in `log` (whose lock the caller holds),
+    /// provisioning (logged before it exists).
     fn new_machine(
         &self,
+        log: &mut MachineLog,
         input: &OpInput<'_>,
         spec: &MachineSpec,
         group: &str,
@@ -192,7 +209,7 @@ impl SimProvider {
             group,
             &spec.version.to_string(),
         );
-        self.with_log(cluster, |l| l.put(&m))?;
+        log.put(&m)?;
         Ok(m)
     }
 
