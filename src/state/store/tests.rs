@@ -75,15 +75,21 @@ fn atomic_save_backup_and_mode() {
     assert_eq!(names.len(), 2, "{names:?}");
 }
 
-#[test]
-fn journal_records_replay_onto_the_snapshot() {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("capi.state.json");
+/// A store in `dir` whose snapshot is [`sample`] at serial 1.
+fn saved_at_serial_one(dir: &Path) -> (PathBuf, FileStore, State) {
+    let p = dir.join("capi.state.json");
     let mut store = FileStore::new(&p);
     let mut s = sample();
     s.serial = 1;
     store.save(&s).unwrap();
+    (p, store, s)
+}
+
+#[test]
+fn journal_records_replay_onto_the_snapshot() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (p, mut store, s) = saved_at_serial_one(dir.path());
     // serial 2 upserts a copy under a new address, serial 3 removes the original
     let mut copy = s.resources[0].clone();
     copy.address = Address::parse("c/token").unwrap();
@@ -163,11 +169,7 @@ fn corrupt_is_refused_with_backup_hint() {
 #[test]
 fn a_journal_opened_after_a_snapshot_holds_nothing_until_an_append() {
     let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("capi.state.json");
-    let mut store = FileStore::new(&p);
-    let mut s = sample();
-    s.serial = 1;
-    store.save(&s).unwrap();
+    let (p, mut store, _) = saved_at_serial_one(dir.path());
     store.open_journal("lin", 1).unwrap();
     let jp = store.journal_path();
     let header = fs::read(&jp).unwrap();
@@ -219,11 +221,7 @@ fn a_journal_opened_after_a_snapshot_holds_nothing_until_an_append() {
 
 /// Two records after a snapshot of serial 1: serials 2 and 3.
 fn journalled(dir: &Path) -> (PathBuf, Vec<u8>) {
-    let p = dir.join("capi.state.json");
-    let mut store = FileStore::new(&p);
-    let mut s = sample();
-    s.serial = 1;
-    store.save(&s).unwrap();
+    let (p, mut store, s) = saved_at_serial_one(dir);
     for serial in [2, 3] {
         let mut r = s.resources[0].clone();
         r.sequence = serial;
