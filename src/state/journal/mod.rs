@@ -407,7 +407,12 @@ fn sync_loop(rx: std::sync::mpsc::Receiver<SyncRequest>, shared: &Failure) {
         let mut files = Vec::with_capacity(group.len());
         for r in group {
             if let Some(e) = failure.refusal() {
-                // Appended after a batch that failed: never durable.
+                // Appended after a batch that failed: never durable. A
+                // write in flight is still waited for, so none outlives
+                // the journal and races the final snapshot.
+                if let Durable::Wait(wait) = r.durable {
+                    let _ = wait();
+                }
                 for ack in r.acks {
                     let _ = ack.send(Err(e.clone()));
                 }
