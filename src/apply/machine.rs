@@ -16,7 +16,10 @@ use super::context::Ctx;
 use super::error::{DocumentSource, StepError};
 use super::health;
 use super::permit::Permit;
-use super::step::{finish, interrupted, journal_pending, operate, take_back, Extras};
+use super::scheduler::Release;
+use super::step::{
+    finish, finish_releasing, interrupted, journal_pending, operate, take_back, Extras,
+};
 
 /// Create the machine of a create step, then gate on its health.
 pub(super) async fn create(
@@ -24,6 +27,7 @@ pub(super) async fn create(
     step: &Step,
     spec: Spec,
     permit: Permit,
+    release: Release,
 ) -> Result<(), StepError> {
     interrupted(step, &permit)?;
     health::recheck_before_create(ctx, &step.address).await?;
@@ -42,23 +46,24 @@ pub(super) async fn create(
     let now = ctx.now();
     match r {
         Ok(observed) => {
-            finish(ctx, &step.address, move |r| {
+            let ready = move |r: &mut crate::state::Resource| {
                 r.status = Status::Ready;
                 r.observed = observed;
                 // For spec.rolloutAfter: machines created before it roll.
                 r.observed
                     .insert("created_unix".into(), serde_json::json!(now));
                 r.error = None;
-            })
-            .await?;
+            };
+            if !(step.health_gate && ctx.health.is_some()) {
+                return finish_releasing(ctx, &step.address, release, ready).await;
+            }
             // The machine is recorded as ready; a failing health gate stops
             // the rollout without undoing it, and the state says the machine
-            // has not passed (a later apply checks it again).
-            if step.health_gate && ctx.health.is_some() {
-                health::record(ctx, &step.address, health::PENDING).await?;
-                health::checked(ctx, &step.address).await?;
-            }
-            Ok(())
+            // has not passed (a later apply checks it again). Its dependents
+            // wait for the gate.
+            finish(ctx, &step.address, ready).await?;
+            health::record(ctx, &step.address, health::PENDING).await?;
+            health::checked(ctx, &step.address).await
         }
         Err(Failed {
             error,

@@ -9,8 +9,9 @@
 //!
 //! This file owns the executor's public face (`Executor`, `Cancel`,
 //! `Event`, `apply`); the rooms behind it:
-//! - scheduler.rs: the order, the permits (a `Semaphore`), the running
-//!   steps (a `JoinSet`), failure skipping and cancellation;
+//! - scheduler/: the order, the permits (a `Semaphore`), the running
+//!   steps (a `JoinSet`), dependents released once a step's last commit is
+//!   queued, failure skipping and cancellation;
 //! - step.rs: running one step, a function per operation and kind, and the
 //!   journal writes around provider calls;
 //! - machine.rs: machine creates, with bootstrap reference resolution;
@@ -144,10 +145,10 @@ pub async fn apply(plan: &Plan, state: State, store: StateStore, exec: Executor)
         scratch: tempfile::tempdir().expect("a temporary directory"),
         key,
     });
-    let run_step = |s: &Step, permit| {
+    let run_step = |s: &Step, permit, release| {
         let (ctx, s) = (ctx.clone(), s.clone());
         async move {
-            step::run(&ctx, &s, permit)
+            step::run(&ctx, &s, permit, release)
                 .await
                 .map_err(|e| e.redacted(&ctx.redactor()))
         }

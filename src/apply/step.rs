@@ -6,7 +6,9 @@
 //! durable) first and its result after. Machine creates and every provider
 //! delete are staged (see permit.rs): the intent is written before the
 //! provider slot is taken; the others take their slot first. The slot is released as soon
-//! as the provider call returns, before the result is written.
+//! as the provider call returns, before the result is written. A step's last
+//! commit releases its dependents once it is queued ([`commit_releasing`]);
+//! the step ends when it is durable.
 
 use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
@@ -25,9 +27,16 @@ use super::context::Ctx;
 use super::error::{DocumentSource, StepError, Verb};
 use super::machine;
 use super::permit::Permit;
+use super::scheduler::Release;
 
-/// Run one step to its end (its result durable in the state).
-pub(super) async fn run(ctx: &Ctx, step: &Step, permit: Permit) -> Result<(), StepError> {
+/// Run one step to its end (its result durable in the state). Its
+/// dependents may start earlier, once its result is queued (`release`).
+pub(super) async fn run(
+    ctx: &Ctx,
+    step: &Step,
+    permit: Permit,
+    release: Release,
+) -> Result<(), StepError> {
     if step.op == Op::Delete {
         return delete(ctx, step, permit).await;
     }
@@ -36,15 +45,19 @@ pub(super) async fn run(ctx: &Ctx, step: &Step, permit: Permit) -> Result<(), St
         .clone()
         .expect("create and update steps carry a spec");
     match &spec {
-        Spec::Bootstrap(b) => record_bootstrap_data(ctx, step, b).await,
-        Spec::Pki(p) => generate_pki(ctx, step, p).await,
+        Spec::Bootstrap(b) => record_bootstrap_data(ctx, step, b, release).await,
+        Spec::Pki(p) => generate_pki(ctx, step, p, release).await,
         Spec::Token(t) => {
             let ttl_seconds = t.ttl_seconds;
-            issue_token(ctx, step, spec, ttl_seconds, permit).await
+            issue_token(ctx, step, spec, ttl_seconds, permit, release).await
         }
-        Spec::Network(_) | Spec::Loadbalancer(_) => apply_infra(ctx, step, spec, permit).await,
-        Spec::Machine(_) if step.op == Op::Update => update_machine(ctx, step, spec, permit).await,
-        Spec::Machine(_) => machine::create(ctx, step, spec, permit).await,
+        Spec::Network(_) | Spec::Loadbalancer(_) => {
+            apply_infra(ctx, step, spec, permit, release).await
+        }
+        Spec::Machine(_) if step.op == Op::Update => {
+            update_machine(ctx, step, spec, permit, release).await
+        }
+        Spec::Machine(_) => machine::create(ctx, step, spec, permit, release).await,
     }
 }
 
@@ -99,7 +112,12 @@ async fn delete(ctx: &Ctx, step: &Step, permit: Permit) -> Result<(), StepError>
 }
 
 /// Put a machine's bootstrap data (and its document) into the state.
-async fn record_bootstrap_data(ctx: &Ctx, step: &Step, b: &BootstrapSpec) -> Result<(), StepError> {
+async fn record_bootstrap_data(
+    ctx: &Ctx,
+    step: &Step,
+    b: &BootstrapSpec,
+    release: Release,
+) -> Result<(), StepError> {
     // Machines of one template share a document: it is copied into the
     // state only by the first of them to commit (thousands of these steps
     // can wait for the writer at once).
@@ -123,7 +141,7 @@ async fn record_bootstrap_data(ctx: &Ctx, step: &Step, b: &BootstrapSpec) -> Res
     let step = step.clone();
     let sha = b.sha256.to_string();
     let address = step.address.clone();
-    commit(ctx, &address, move |st| {
+    commit_releasing(ctx, &address, release, move |st| {
         if let Entry::Vacant(e) = st.documents.entry(sha) {
             let doc = match source {
                 Source::Plan(docs) => docs[e.key()].clone(),
@@ -155,7 +173,12 @@ async fn record_bootstrap_data(ctx: &Ctx, step: &Step, b: &BootstrapSpec) -> Res
 }
 
 /// Generate a cluster's certificates and keys (on a blocking thread).
-async fn generate_pki(ctx: &Ctx, step: &Step, p: &PkiSpec) -> Result<(), StepError> {
+async fn generate_pki(
+    ctx: &Ctx,
+    step: &Step,
+    p: &PkiSpec,
+    release: Release,
+) -> Result<(), StepError> {
     journal_pending(ctx, step, Status::Creating).await?;
     let (alg, days, ext) = (
         p.encryption_algorithm.clone(),
@@ -172,7 +195,7 @@ async fn generate_pki(ctx: &Ctx, step: &Step, p: &PkiSpec) -> Result<(), StepErr
         })?;
     ctx.add_secrets(pki.secret.values().cloned());
     let key = ctx.key.clone();
-    finish(ctx, &step.address, move |r| {
+    finish_releasing(ctx, &step.address, release, move |r| {
         r.status = Status::Ready;
         r.observed = pki
             .public
@@ -197,6 +220,7 @@ async fn issue_token(
     spec: Spec,
     ttl_seconds: u64,
     permit: Permit,
+    release: Release,
 ) -> Result<(), StepError> {
     let permit = slot(step, permit).await?;
     journal_pending(ctx, step, pending_status(step.op)).await?;
@@ -217,7 +241,7 @@ async fn issue_token(
     let observed = observed?;
     let id = bootstrap::token::id(&token).to_string();
     let key = ctx.key.clone();
-    finish(ctx, &step.address, move |r| {
+    finish_releasing(ctx, &step.address, release, move |r| {
         r.status = Status::Ready;
         r.attributes = spec;
         r.observed = observed;
@@ -232,7 +256,13 @@ async fn issue_token(
 
 /// Create or update a network or load balancer; a failure is recorded on
 /// the resource.
-async fn apply_infra(ctx: &Ctx, step: &Step, spec: Spec, permit: Permit) -> Result<(), StepError> {
+async fn apply_infra(
+    ctx: &Ctx,
+    step: &Step,
+    spec: Spec,
+    permit: Permit,
+    release: Release,
+) -> Result<(), StepError> {
     let permit = slot(step, permit).await?;
     journal_pending(ctx, step, pending_status(step.op)).await?;
     let current = ctx.journal.read(|s| s.get(&step.address).cloned());
@@ -244,7 +274,7 @@ async fn apply_infra(ctx: &Ctx, step: &Step, spec: Spec, permit: Permit) -> Resu
     drop(permit);
     match r {
         Ok(observed) => {
-            finish(ctx, &step.address, move |r| {
+            finish_releasing(ctx, &step.address, release, move |r| {
                 r.status = Status::Ready;
                 r.attributes = spec;
                 r.observed = observed;
@@ -275,6 +305,7 @@ async fn update_machine(
     step: &Step,
     spec: Spec,
     permit: Permit,
+    release: Release,
 ) -> Result<(), StepError> {
     let permit = slot(step, permit).await?;
     journal_pending(ctx, step, Status::Updating).await?;
@@ -286,7 +317,7 @@ async fn update_machine(
     let observed = provider_call(ctx, step, &spec, extras).await;
     drop(permit);
     let observed = observed?;
-    finish(ctx, &step.address, move |r| {
+    finish_releasing(ctx, &step.address, release, move |r| {
         r.status = Status::Ready;
         r.attributes = spec;
         // What capi itself records (creation time, health-check verdict)
@@ -416,6 +447,44 @@ pub(super) async fn finish(
         }
     })
     .await
+}
+
+/// [`finish`] for a step's last commit: its dependents may start once the
+/// record is applied and queued (see [`commit_releasing`]).
+pub(super) async fn finish_releasing(
+    ctx: &Ctx,
+    address: &Address,
+    release: Release,
+    f: impl FnOnce(&mut Resource) + Send + 'static,
+) -> Result<(), StepError> {
+    let a = address.clone();
+    commit_releasing(ctx, address, release, move |st| {
+        if let Some(r) = st.get_mut(&a) {
+            f(r);
+        }
+    })
+    .await
+}
+
+/// A step's last commit: its dependents are released as soon as it is
+/// applied and queued, and the step ends once it is durable. Safe because
+/// every provider call waits for its own intent to be durable, written
+/// after this commit, and the journal acknowledges nothing after a failed
+/// write ([`crate::state::Journal::commit_applied`]): a dependent never
+/// acts on a result that does not become durable.
+async fn commit_releasing(
+    ctx: &Ctx,
+    address: &Address,
+    release: Release,
+    f: impl FnOnce(&mut State) + Send + 'static,
+) -> Result<(), StepError> {
+    let pending = ctx
+        .journal
+        .commit_applied(address, f)
+        .await
+        .map_err(StepError::StateWrite)?;
+    release.now();
+    pending.durable().await.map_err(StepError::StateWrite)
 }
 
 /// What a create or update passes to the provider besides the step.

@@ -1,5 +1,7 @@
 //! The state journal used during apply: every mutation is applied to the
-//! in-memory state and made durable before the caller continues. Concurrent
+//! in-memory state and made durable before the caller continues (or, with
+//! [`Journal::commit_applied`], the caller continues once it is applied and
+//! queued, and waits for its durability after). Concurrent
 //! mutations are committed together (group commit), so hundreds of parallel
 //! operations share one fsync instead of queueing for it. The first write of
 //! a run is a full snapshot; later ones append the changed resources to the
@@ -44,6 +46,9 @@ struct Msg {
     address: Address,
     mutation: Mutation,
     ack: Ack,
+    /// Told once the mutation is applied to the in-memory state, before
+    /// the batch is written ([`Journal::commit_applied`]).
+    applied: Option<oneshot::Sender<()>>,
 }
 
 #[derive(Clone)]
@@ -88,10 +93,37 @@ impl Journal {
                 address: address.clone(),
                 mutation: Box::new(f),
                 ack,
+                applied: None,
             }))
             .map_err(|_| "the state writer stopped".to_string())?;
         rx.await
             .map_err(|_| "the state writer stopped".to_string())?
+    }
+
+    /// Apply a mutation; return once it is applied to the in-memory state
+    /// and queued behind every commit before it, with the wait for its
+    /// durability. A commit made after this returns is written after this
+    /// one, and is durable only if this one is (see the module's header on
+    /// failures): so a step that calls a provider only once its own intent
+    /// is durable may start as soon as what it depends on is queued.
+    pub(crate) async fn commit_applied(
+        &self,
+        address: &Address,
+        f: impl FnOnce(&mut State) + Send + 'static,
+    ) -> Result<Pending, String> {
+        let stopped = || "the state writer stopped".to_string();
+        let (ack, durable) = oneshot::channel();
+        let (applied, is_applied) = oneshot::channel();
+        self.tx
+            .send(Some(Msg {
+                address: address.clone(),
+                mutation: Box::new(f),
+                ack,
+                applied: Some(applied),
+            }))
+            .map_err(|_| stopped())?;
+        is_applied.await.map_err(|_| stopped())?;
+        Ok(Pending(durable))
     }
 
     /// Read the current in-memory state.
@@ -116,6 +148,18 @@ impl Journal {
             Ok(m) => m.into_inner().unwrap_or_else(|e| e.into_inner()),
             Err(shared) => shared.read().unwrap().clone(),
         }
+    }
+}
+
+/// A commit applied and queued ([`Journal::commit_applied`]): wait for it
+/// to be durable.
+pub(crate) struct Pending(oneshot::Receiver<Result<(), String>>);
+
+impl Pending {
+    pub(crate) async fn durable(self) -> Result<(), String> {
+        self.0
+            .await
+            .map_err(|_| "the state writer stopped".to_string())?
     }
 }
 
@@ -192,10 +236,12 @@ impl Writer {
         let mut st = self.shared.write().unwrap();
         let mut acks = Vec::with_capacity(batch.len());
         let mut touched = Vec::with_capacity(batch.len());
+        let mut applied = Vec::new();
         for m in batch {
             (m.mutation)(&mut st);
             acks.push(m.ack);
             touched.push(m.address);
+            applied.extend(m.applied);
         }
         if st.lineage.is_empty() {
             st.lineage = uuid::Uuid::new_v4().to_string();
@@ -217,6 +263,9 @@ impl Writer {
         // machine create does) go on while a large snapshot is encoded.
         // Only this thread changes the state, so it is the one just changed.
         drop(st);
+        for a in applied {
+            let _ = a.send(());
+        }
         let st = self.shared.read().unwrap();
         touched.sort();
         touched.dedup();
