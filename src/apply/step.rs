@@ -38,7 +38,7 @@ pub(super) async fn run(
     release: Release,
 ) -> Result<(), StepError> {
     if step.op == Op::Delete {
-        return delete(ctx, step, permit).await;
+        return delete(ctx, step, permit, release).await;
     }
     let spec = step
         .spec
@@ -63,7 +63,7 @@ pub(super) async fn run(
 
 /// Mark the resource deleting, delete it at its provider (local resources
 /// have none), then remove it from the state.
-async fn delete(ctx: &Ctx, step: &Step, permit: Permit) -> Result<(), StepError> {
+async fn delete(ctx: &Ctx, step: &Step, permit: Permit, release: Release) -> Result<(), StepError> {
     let Some(existing) = ctx.journal.read(|s| s.get(&step.address).cloned()) else {
         return Ok(());
     };
@@ -105,7 +105,7 @@ async fn delete(ctx: &Ctx, step: &Step, permit: Permit) -> Result<(), StepError>
         r.map_err(|e| provider_failure(ctx, Verb::Deleting, &step.address, &e))?;
     }
     let a = step.address.clone();
-    commit(ctx, &step.address, move |st| {
+    commit_releasing(ctx, &step.address, release, move |st| {
         st.remove(&a);
     })
     .await
