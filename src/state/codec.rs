@@ -154,6 +154,11 @@ impl EncodedResources {
         }
     }
 
+    /// Nothing is kept (no snapshot was encoded from these).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.kept.is_empty()
+    }
+
     /// Encode `r` and keep it, while there is room.
     fn keep(&mut self, r: &Resource) {
         if self.bytes + self.room > self.max {

@@ -20,10 +20,10 @@
 //!
 //! A step's dependents start when it ends, or earlier when it says so
 //! ([`Release`]): once its last commit is applied and queued, before that
-//! commit is durable. A step that then fails (its commit did not become
-//! durable) skips the dependents that have not started; those that have
-//! started fail at their own first write, which the journal refuses after
-//! a failed one, before any of them calls a provider.
+//! commit is durable. A step that then fails (its commit was not
+//! acknowledged as durable) skips the dependents that have not started;
+//! those that have started fail at their own first write, which the journal
+//! refuses after a failed one, before any of them calls a provider.
 //!
 //! It knows steps only by their place in the plan's order and whether they
 //! need a permit: running one is the caller's function.

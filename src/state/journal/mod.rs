@@ -14,14 +14,19 @@
 //! durable, the writer already appends the next, and every batch waiting
 //! when the disk becomes free shares the next fsync. No commit is
 //! acknowledged before it is durable, so only the last line of the journal
-//! can ever be torn.
+//! can ever be torn, and commits are acknowledged in the order they were
+//! written, snapshots included: an `Ok` says every commit before it is
+//! durable too.
 //!
-//! The first write or sync that fails stops the journal: every later commit
-//! fails with it and nothing more is appended ([`Failure`]). After a failed
-//! fsync the file's tail is unknown (Linux may drop the pages it could not
-//! write and report the next fsync as a success), so no later commit may be
-//! acknowledged as durable. The apply's end still tries one snapshot of the
-//! whole state, a new file made durable on its own.
+//! The first write or sync that fails stops the journal ([`Failure`]):
+//! every later commit fails with it, and the writer appends nothing more
+//! once it knows (what it appended before it knew is refused by the
+//! syncer). After a failed fsync the file's tail is unknown (Linux may drop
+//! the pages it could not write and report the next fsync as a success), so
+//! no later commit may be acknowledged as durable. The apply's end then
+//! tries to write the whole state as one snapshot: the file backend writes
+//! a new file, made durable on its own; etcd writes nothing after a failed
+//! transaction (the next apply resolves the intents left pending).
 //!
 //! A backend decides how a batch becomes durable ([`Durability`]): the file
 //! backend hands back its journal to sync; etcd sends the batch as a
@@ -47,8 +52,9 @@ struct Msg {
     mutation: Mutation,
     ack: Ack,
     /// Told once the mutation is applied to the in-memory state, before
-    /// the batch is written ([`Journal::commit_applied`]).
-    applied: Option<oneshot::Sender<()>>,
+    /// the batch is written ([`Journal::commit_applied`]); or why the batch
+    /// will not be written (the journal stopped at a failure).
+    applied: Option<oneshot::Sender<Result<(), String>>>,
 }
 
 #[derive(Clone)]
@@ -102,10 +108,11 @@ impl Journal {
 
     /// Apply a mutation; return once it is applied to the in-memory state
     /// and queued behind every commit before it, with the wait for its
-    /// durability. A commit made after this returns is written after this
-    /// one, and is durable only if this one is (see the module's header on
-    /// failures): so a step that calls a provider only once its own intent
-    /// is durable may start as soon as what it depends on is queued.
+    /// durability (an error at once if the journal has stopped). A commit
+    /// made after this returns is written after this one and acknowledged
+    /// after it, never as durable unless this one is (see the module's
+    /// header): so a step that calls a provider only once its own intent is
+    /// acknowledged may start as soon as what it depends on is queued.
     pub(crate) async fn commit_applied(
         &self,
         address: &Address,
@@ -122,7 +129,7 @@ impl Journal {
                 applied: Some(applied),
             }))
             .map_err(|_| stopped())?;
-        is_applied.await.map_err(|_| stopped())?;
+        is_applied.await.map_err(|_| stopped())??;
         Ok(Pending(durable))
     }
 
@@ -218,9 +225,11 @@ impl Writer {
             let (batch, closed) = gather(rx, first, linger, max_batch);
             let (write, acks, touched) = self.apply(batch);
             self.write(write, acks, closed);
-            // Once the batch is on its way to the disk; only for a backend
-            // that writes snapshots (etcd never does).
-            if self.snapshotted && !touched.is_empty() {
+            // Once the batch is on its way to the disk; only once a snapshot
+            // was encoded (etcd's never are): from then on the kept
+            // encodings follow every change, refused ones too, which the
+            // fold after a failure writes.
+            if !self.encoded.is_empty() && !touched.is_empty() {
                 self.encoded.changed(&self.shared.read().unwrap(), &touched);
             }
             if closed {
@@ -263,8 +272,9 @@ impl Writer {
         // machine create does) go on while a large snapshot is encoded.
         // Only this thread changes the state, so it is the one just changed.
         drop(st);
+        let queued = refused.clone().map_or(Ok(()), Err);
         for a in applied {
-            let _ = a.send(());
+            let _ = a.send(queued.clone());
         }
         let st = self.shared.read().unwrap();
         touched.sort();
@@ -298,9 +308,8 @@ impl Writer {
                 if let Err(e) = &result {
                     self.failure.set(e);
                 }
-                for ack in acks {
-                    let _ = ack.send(result.clone());
-                }
+                // Acknowledged after the records before it.
+                self.sync(Durable::Done(result.clone()), acks);
                 // The next journal is created while the steps acknowledged
                 // go on, not in the next commit.
                 if result.is_ok() && !closed {
@@ -313,11 +322,7 @@ impl Writer {
             Write::Record(lineage, r) => match self.store.append(&lineage, self.base_serial, &r) {
                 Ok(Durability::Sync(file)) => self.sync(Durable::File(file), acks),
                 Ok(Durability::Wait(wait)) => self.sync(Durable::Wait(wait), acks),
-                Ok(Durability::Now) => {
-                    for ack in acks {
-                        let _ = ack.send(Ok(()));
-                    }
-                }
+                Ok(Durability::Now) => self.sync(Durable::Done(Ok(())), acks),
                 Err(e) => {
                     let e = e.to_string();
                     self.failure.set(&e);
@@ -388,6 +393,9 @@ enum Durable {
     File(Arc<std::fs::File>),
     /// A write in flight (etcd): durable when this returns `Ok`.
     Wait(Box<dyn FnOnce() -> Result<(), String> + Send>),
+    /// Written and made durable already (a snapshot; a backend's write
+    /// durable at once), or failed: acknowledged in its turn.
+    Done(Result<(), String>),
 }
 
 struct SyncRequest {
@@ -434,9 +442,12 @@ fn gather(
     (batch, closed)
 }
 
-/// Make appended results durable: every request waiting when the disk
-/// becomes free shares one fdatasync per journal file; writes in flight are
-/// waited for one by one, in order.
+/// Make appended results durable and acknowledge every batch in the order
+/// it was written: requests waiting when the disk becomes free share one
+/// fdatasync per run of records on one journal file; writes in flight are
+/// waited for one by one; a batch already durable (a snapshot, a write the
+/// backend made durable at once) is acknowledged in its turn. So an `Ok`
+/// means every batch before it is durable too.
 ///
 /// After the first of its syncs or waits that fails, every request it gets
 /// fails too, and the writer is told to write nothing more (`shared`).
@@ -448,62 +459,66 @@ fn sync_loop(rx: std::sync::mpsc::Receiver<SyncRequest>, shared: &Failure) {
         failure.set(e);
         shared.set(e);
     };
+    // Records on one journal file, not synced yet.
+    let mut run: Vec<(Arc<std::fs::File>, u64, Vec<Ack>)> = Vec::new();
+    let sync_run = |run: &mut Vec<(Arc<std::fs::File>, u64, Vec<Ack>)>| {
+        let Some((file, _, _)) = run.last() else {
+            return;
+        };
+        let result = match failure.refusal() {
+            Some(e) => Err(e),
+            None => file
+                .sync_data()
+                .map_err(|e| format!("making the state journal durable: {e}")),
+        };
+        if let Err(e) = &result {
+            failed(e);
+        }
+        for (_, _, acks) in run.drain(..) {
+            for ack in acks {
+                let _ = ack.send(result.clone());
+            }
+        }
+    };
     while let Ok(first) = rx.recv() {
         let mut group = vec![first];
         while let Ok(r) = rx.try_recv() {
             group.push(r);
         }
-        let mut files = Vec::with_capacity(group.len());
         for r in group {
-            if let Some(e) = failure.refusal() {
-                // Appended after a batch that failed: never durable. A
-                // write in flight is still waited for, so none outlives
-                // the journal and races the final snapshot.
-                if let Durable::Wait(wait) = r.durable {
+            let (durable, acks) = match r.durable {
+                Durable::File(f) => {
+                    if run.last().is_some_and(|(_, g, _)| *g != r.generation) {
+                        sync_run(&mut run);
+                    }
+                    run.push((f, r.generation, r.acks));
+                    continue;
+                }
+                other => (other, r.acks),
+            };
+            // Everything before this request is acknowledged first.
+            sync_run(&mut run);
+            let result = match (failure.refusal(), durable) {
+                // Written after a batch that failed: never acknowledged. A
+                // write in flight is still waited for, so none outlives the
+                // journal and races the final snapshot.
+                (Some(e), Durable::Wait(wait)) => {
                     let _ = wait();
+                    Err(e)
                 }
-                for ack in r.acks {
-                    let _ = ack.send(Err(e.clone()));
-                }
-                continue;
-            }
-            match r.durable {
-                Durable::Wait(wait) => {
-                    let result = wait();
-                    if let Err(e) = &result {
-                        failed(e);
-                    }
-                    for ack in r.acks {
-                        let _ = ack.send(result.clone());
-                    }
-                }
-                Durable::File(f) => files.push((f, r.generation, r.acks)),
-            }
-        }
-        let mut group = files;
-        while !group.is_empty() {
-            let generation = group[0].1;
-            let (same, rest): (Vec<_>, Vec<_>) = group.into_iter().partition(|r| r.1 == generation);
-            group = rest;
-            let result = match failure.refusal() {
-                // A file synced before this one in the group failed.
-                Some(e) => Err(e),
-                None => same
-                    .last()
-                    .expect("non-empty")
-                    .0
-                    .sync_data()
-                    .map_err(|e| format!("making the state journal durable: {e}")),
+                (Some(e), _) => Err(e),
+                (None, Durable::Wait(wait)) => wait(),
+                (None, Durable::Done(result)) => result,
+                (None, Durable::File(_)) => unreachable!("records are synced in runs"),
             };
             if let Err(e) = &result {
                 failed(e);
             }
-            for (_, _, acks) in same {
-                for ack in acks {
-                    let _ = ack.send(result.clone());
-                }
+            for ack in acks {
+                let _ = ack.send(result.clone());
             }
         }
+        sync_run(&mut run);
     }
 }
 

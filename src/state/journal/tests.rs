@@ -139,6 +139,10 @@ enum Fails {
     /// fsync, an etcd transaction that fails), while the writer goes on
     /// appending the next batches.
     Durability,
+    /// As `Durability`, and the batches after it are durable as soon as
+    /// they are written (as etcd's large commits are): they are still
+    /// acknowledged only in their turn, after the failure.
+    DurabilityThenNow,
 }
 
 /// One change per batch; the `fail_at`-th append (from 1) fails as
@@ -170,6 +174,9 @@ impl StateBackend for Failing {
     ) -> Result<Durability, StateError> {
         let mut n = self.appends.lock().unwrap();
         *n += 1;
+        if *n > self.fail_at && matches!(self.fails, Fails::DurabilityThenNow) {
+            return Ok(Durability::Now);
+        }
         if *n != self.fail_at {
             return Ok(Durability::Wait(Box::new(|| Ok(()))));
         }
@@ -178,7 +185,7 @@ impl StateBackend for Failing {
                 path: "journal".into(),
                 source: std::io::Error::other("disk on fire"),
             }),
-            Fails::Durability => Ok(Durability::Wait(Box::new(|| {
+            Fails::Durability | Fails::DurabilityThenNow => Ok(Durability::Wait(Box::new(|| {
                 // Slow to fail: the batches behind it are appended
                 // meanwhile, as they are when an fsync fails.
                 std::thread::sleep(Duration::from_millis(50));
@@ -211,15 +218,15 @@ impl StateBackend for Failing {
     }
 }
 
-/// Ten commits at once, the third one's write failing either way: the
+/// Ten commits at once, the third one's write failing in each way: the
 /// two before it are durable, it fails, and every commit after it fails
-/// too, even one whose own write went out (its durability would say
-/// nothing of the failed batch before it). After a failed write nothing
-/// more is appended. The end writes the whole state, all ten changes,
-/// in one snapshot although no fold was due.
+/// too, even one whose own write went out or was durable at once (its
+/// durability would say nothing of the failed batch before it). After a
+/// failed write nothing more is appended. The end writes the whole state,
+/// every change, in one snapshot although no fold was due.
 #[tokio::test]
 async fn after_a_failed_write_every_later_commit_fails() {
-    for fails in [Fails::Write, Fails::Durability] {
+    for fails in [Fails::Write, Fails::Durability, Fails::DurabilityThenNow] {
         let appends = Arc::new(Mutex::new(0));
         let folded = Arc::new(Mutex::new(Vec::new()));
         let backend = Failing {
@@ -244,6 +251,14 @@ async fn after_a_failed_write_every_later_commit_fails() {
             }
         });
         let results = futures::future::join_all(commits).await;
+        // A commit that would release a step's dependents is refused too,
+        // before anything is released.
+        let a = Address::parse("t/machine/m-late").unwrap();
+        let late = journal.commit_applied(&a, |st| {
+            st.take_sequence();
+        });
+        let e = late.await.err().expect("refused, not queued");
+        assert!(e.contains("stopped at an earlier failed write ("), "{e}");
         drop(journal);
         writer.join().unwrap();
         assert!(
@@ -266,9 +281,98 @@ async fn after_a_failed_write_every_later_commit_fails() {
         }
         let folded = folded.lock().unwrap();
         assert_eq!(folded.len(), 1, "{fails:?}: one snapshot at the end");
-        // Sequences start at 1: ten changes took ten.
-        assert_eq!(folded[0].next_sequence, 11, "{fails:?}: every change in it");
+        // Sequences start at 1: eleven changes took eleven.
+        assert_eq!(folded[0].next_sequence, 12, "{fails:?}: every change in it");
     }
+}
+
+/// Its first snapshot fails to write; the snapshots after it succeed.
+#[derive(Debug, Default)]
+struct FirstSnapshotFails {
+    written: Arc<Mutex<Vec<Vec<u8>>>>,
+}
+
+impl StateBackend for FirstSnapshotFails {
+    fn load(&self) -> Result<Option<State>, StateError> {
+        Ok(None)
+    }
+    fn write_bytes(&mut self, bytes: &[u8]) -> Result<(), StateError> {
+        let mut written = self.written.lock().unwrap();
+        written.push(bytes.to_vec());
+        if written.len() == 1 {
+            return Err(StateError::Write {
+                path: "state".into(),
+                source: std::io::Error::other("disk on fire"),
+            });
+        }
+        Ok(())
+    }
+    fn snapshot_due(&self, snapshotted: bool) -> bool {
+        !snapshotted
+    }
+    fn append(
+        &mut self,
+        _lineage: &str,
+        _base_serial: u64,
+        _record: &JournalRecord,
+    ) -> Result<Durability, StateError> {
+        unreachable!("nothing is appended after a failed snapshot")
+    }
+    fn fold_due(&self) -> bool {
+        false
+    }
+    fn max_batch(&self) -> usize {
+        1
+    }
+    fn lock(&mut self, _op: &str, _t: Duration) -> Result<Box<dyn HeldLock>, LockError> {
+        unreachable!("the journal does not lock")
+    }
+    fn force_unlock(&self, _id: &str) -> Result<LockInfo, LockError> {
+        unreachable!("the journal does not unlock")
+    }
+    fn set_migrated(&mut self, _s: &State, _to: Option<&str>) -> Result<(), StateError> {
+        Ok(())
+    }
+}
+
+/// The first snapshot fails; the commits after it are refused but change
+/// the state in memory. The snapshot written at the end holds those
+/// changes: its bytes are a fresh encode of the final state, not the
+/// encodings kept from the failed snapshot.
+#[tokio::test]
+async fn the_fold_after_a_failed_first_snapshot_holds_every_change() {
+    use crate::resource::PkiSpec;
+    let backend = FirstSnapshotFails::default();
+    let written = backend.written.clone();
+    let (journal, writer) = Journal::start(
+        State::new(String::new()),
+        StateStore::with_backend(Box::new(backend)),
+    );
+    let a = Address::parse("c/pki").unwrap();
+    for days in [1, 2] {
+        let address = a.clone();
+        let r = journal
+            .commit(&a, move |st| {
+                let pki = Spec::Pki(PkiSpec {
+                    encryption_algorithm: "ECDSA-P256".into(),
+                    ca_validity_days: days,
+                    external_etcd: false,
+                });
+                st.upsert(local_resource(address, pki, Default::default(), 1));
+            })
+            .await;
+        assert!(r.is_err(), "{days}: {r:?}");
+    }
+    let shared = journal.close();
+    writer.join().unwrap();
+    let state = Journal::into_state(shared);
+    let written = written.lock().unwrap();
+    assert_eq!(written.len(), 2, "the failed snapshot, then the fold");
+    assert_eq!(
+        String::from_utf8(written[1].clone()).unwrap(),
+        String::from_utf8(codec::encode(&state)).unwrap()
+    );
+    assert!(String::from_utf8_lossy(&written[1]).contains("\"caValidityDays\":2"));
 }
 
 /// A ready resource of the local provider, of the kind its address says.
