@@ -23,7 +23,8 @@
 //! commit is durable. A step that then fails (its commit was not
 //! acknowledged as durable) skips the dependents that have not started;
 //! those that have started fail at their own first write, which the journal
-//! refuses after a failed one, before any of them calls a provider.
+//! does not acknowledge after a failed one, before any of them calls a
+//! provider.
 //!
 //! It knows steps only by their place in the plan's order and whether they
 //! need a permit: running one is the caller's function.

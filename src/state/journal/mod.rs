@@ -14,9 +14,9 @@
 //! durable, the writer already appends the next, and every batch waiting
 //! when the disk becomes free shares the next fsync. No commit is
 //! acknowledged before it is durable, so only the last line of the journal
-//! can ever be torn, and commits are acknowledged in the order they were
-//! written, snapshots included: an `Ok` says every commit before it is
-//! durable too.
+//! can ever be torn, and every `Ok` is sent in the order the commits were
+//! written, snapshots included: it says every commit before it is durable
+//! too (a refusal may come sooner; it claims nothing).
 //!
 //! The first write or sync that fails stops the journal ([`Failure`]):
 //! every later commit fails with it, and the writer appends nothing more
@@ -109,8 +109,8 @@ impl Journal {
     /// Apply a mutation; return once it is applied to the in-memory state
     /// and queued behind every commit before it, with the wait for its
     /// durability (an error at once if the journal has stopped). A commit
-    /// made after this returns is written after this one and acknowledged
-    /// after it, never as durable unless this one is (see the module's
+    /// made after this returns is written after this one, and its `Ok`
+    /// comes after this one's, never unless this one is durable (see the module's
     /// header): so a step that calls a provider only once its own intent is
     /// acknowledged may start as soon as what it depends on is queued.
     pub(crate) async fn commit_applied(
