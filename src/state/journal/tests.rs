@@ -9,6 +9,25 @@ use super::super::store::StateError;
 use super::*;
 use std::sync::Mutex;
 
+/// The methods of a [`StateBackend`] the journal never calls, for the
+/// backends of these tests: nothing to load, no lock.
+macro_rules! nothing_but_a_journal {
+    () => {
+        fn load(&self) -> Result<Option<State>, StateError> {
+            Ok(None)
+        }
+        fn lock(&mut self, _op: &str, _t: Duration) -> Result<Box<dyn HeldLock>, LockError> {
+            unreachable!("the journal does not lock")
+        }
+        fn force_unlock(&self, _id: &str) -> Result<LockInfo, LockError> {
+            unreachable!("the journal does not unlock")
+        }
+        fn set_migrated(&mut self, _s: &State, _to: Option<&str>) -> Result<(), StateError> {
+            Ok(())
+        }
+    };
+}
+
 /// Records the size of every batch appended, and the documents each
 /// carries; durable at once.
 #[derive(Debug, Default)]
@@ -18,9 +37,7 @@ struct Counting {
 }
 
 impl StateBackend for Counting {
-    fn load(&self) -> Result<Option<State>, StateError> {
-        Ok(None)
-    }
+    nothing_but_a_journal!();
     fn write_bytes(&mut self, _bytes: &[u8]) -> Result<(), StateError> {
         Ok(())
     }
@@ -47,15 +64,6 @@ impl StateBackend for Counting {
     }
     fn max_batch(&self) -> usize {
         3
-    }
-    fn lock(&mut self, _op: &str, _t: Duration) -> Result<Box<dyn HeldLock>, LockError> {
-        unreachable!("the journal does not lock")
-    }
-    fn force_unlock(&self, _id: &str) -> Result<LockInfo, LockError> {
-        unreachable!("the journal does not unlock")
-    }
-    fn set_migrated(&mut self, _s: &State, _to: Option<&str>) -> Result<(), StateError> {
-        Ok(())
     }
 }
 
@@ -157,9 +165,7 @@ struct Failing {
 }
 
 impl StateBackend for Failing {
-    fn load(&self) -> Result<Option<State>, StateError> {
-        Ok(None)
-    }
+    nothing_but_a_journal!();
     fn write_bytes(&mut self, _bytes: &[u8]) -> Result<(), StateError> {
         unreachable!("folds are kept by `fold`")
     }
@@ -206,15 +212,6 @@ impl StateBackend for Failing {
     }
     fn max_batch(&self) -> usize {
         1
-    }
-    fn lock(&mut self, _op: &str, _t: Duration) -> Result<Box<dyn HeldLock>, LockError> {
-        unreachable!("the journal does not lock")
-    }
-    fn force_unlock(&self, _id: &str) -> Result<LockInfo, LockError> {
-        unreachable!("the journal does not unlock")
-    }
-    fn set_migrated(&mut self, _s: &State, _to: Option<&str>) -> Result<(), StateError> {
-        Ok(())
     }
 }
 
@@ -293,9 +290,7 @@ struct FirstSnapshotFails {
 }
 
 impl StateBackend for FirstSnapshotFails {
-    fn load(&self) -> Result<Option<State>, StateError> {
-        Ok(None)
-    }
+    nothing_but_a_journal!();
     fn write_bytes(&mut self, bytes: &[u8]) -> Result<(), StateError> {
         let mut written = self.written.lock().unwrap();
         written.push(bytes.to_vec());
@@ -323,15 +318,6 @@ impl StateBackend for FirstSnapshotFails {
     }
     fn max_batch(&self) -> usize {
         1
-    }
-    fn lock(&mut self, _op: &str, _t: Duration) -> Result<Box<dyn HeldLock>, LockError> {
-        unreachable!("the journal does not lock")
-    }
-    fn force_unlock(&self, _id: &str) -> Result<LockInfo, LockError> {
-        unreachable!("the journal does not unlock")
-    }
-    fn set_migrated(&mut self, _s: &State, _to: Option<&str>) -> Result<(), StateError> {
-        Ok(())
     }
 }
 
