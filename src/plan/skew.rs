@@ -73,8 +73,8 @@ pub(crate) fn check(state: &State, dc: &DesiredCluster) -> Result<(), PlanError>
                     g.owner, g.version, cp.version
                 ),
                 help: format!(
-                    "upgrade the control plane to v{}.{} first, or keep the workers at {}",
-                    g.version.major, g.version.minor, cp.version
+                    "upgrade the control plane to v{}.{} first (`capi upgrade --to v{}.{}.<patch>` moves it one minor at a time), or keep the workers at {}",
+                    g.version.major, g.version.minor, g.version.major, g.version.minor, cp.version
                 ),
                 file: g.source.file.clone(),
                 line: g.source.line,

@@ -1,4 +1,5 @@
-//! `capi validate`: read and check the manifests, report every problem.
+//! `capi validate`: read and check the manifests, report every problem
+//! (the version-skew rules the manifests alone can break included).
 
 use super::super::output::Printer;
 use super::super::pipeline;
@@ -8,6 +9,13 @@ use super::super::{CliError, ExitStatus};
 pub(crate) fn run(ms: &ManifestSettings, p: &Printer) -> Result<ExitStatus, CliError> {
     let m = pipeline::load_manifests(ms, p)?;
     let d = pipeline::build_desired(&m, ms)?;
+    // The version rules the manifests alone can break (workers newer than
+    // their control plane, or too far behind it), as a plan against an
+    // empty state checks them.
+    let empty = crate::state::State::empty();
+    for dc in &d.clusters {
+        crate::plan::skew::check(&empty, dc)?;
+    }
     let machines: u32 = d
         .clusters
         .iter()

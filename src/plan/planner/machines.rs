@@ -115,7 +115,12 @@ pub(super) fn delete_reason(
             ReasonCode::Outdated,
         ),
         ReasonCode::ScaleDown => (
-            format!("{} scaled down to {} replicas", g.owner, g.replicas),
+            format!(
+                "{} scaled down to {} replica{}",
+                g.owner,
+                g.replicas,
+                if g.replicas == 1 { "" } else { "s" }
+            ),
             ReasonCode::ScaleDown,
         ),
         other => ("no longer wanted".into(), other),

@@ -84,6 +84,15 @@ pub enum PlanError {
         address: String,
         message: String,
     },
+    #[error("cluster {cluster} is on the {state} provider in the state, and the manifests now put it on {desired}: a cluster cannot move between providers, and its new machines would be created on {desired} next to the {state} ones.\n  {help}\n  (declared in {file}:{line})")]
+    ProviderChanged {
+        cluster: String,
+        state: String,
+        desired: ProviderKind,
+        help: String,
+        file: String,
+        line: u32,
+    },
     #[error(
         "the plan failed its own consistency check: {0}. This is a bug in capi; please report it"
     )]
@@ -122,6 +131,32 @@ impl Builder<'_> {
     }
 }
 
+/// Why `--replace` refuses a resource that every machine of its cluster
+/// depends on while the cluster has machines: a new PKI is a new CA that
+/// the running machines do not trust; a network cannot be removed under the
+/// machines attached to it (OpenStack refuses, Docker keeps it). A load
+/// balancer can be: it comes back at the same endpoint, as it does when
+/// one deleted outside capi is created again.
+fn not_replaceable(state: &State, a: &Address) -> Option<String> {
+    let what = match a.kind() {
+        ResourceKind::Pki => {
+            "the cluster's certificate authorities, which every machine and kubeconfig trusts"
+        }
+        ResourceKind::Network => "the network every machine is attached to",
+        _ => return None,
+    };
+    let machines = state
+        .cluster_resources(a.cluster_key())
+        .filter(|r| r.address.kind() == ResourceKind::Machine)
+        .count();
+    (machines > 0).then(|| {
+        format!(
+            "it is {what}; replacing it under the cluster's {machines} machine(s) would break them, and Cluster API has no such operation either. Replace machines instead, or remove the cluster with `capi destroy {}` and apply it again",
+            a.cluster_key()
+        )
+    })
+}
+
 fn provider_of(kind: ResourceKind, cluster: ProviderKind) -> ProviderKind {
     if kind.is_local() {
         ProviderKind::Local
@@ -142,6 +177,9 @@ pub fn plan_with_report(
     opts: &PlanOptions,
 ) -> Result<(Plan, PlanReport), PlanError> {
     check_addresses(desired, state, opts)?;
+    if opts.operation == Operation::Apply {
+        check_providers(desired, state)?;
+    }
     let mut b = Builder {
         state,
         desired,
@@ -169,15 +207,64 @@ pub fn plan_with_report(
     Ok((finish(b)?, report))
 }
 
-/// `--replace` must name a resource in the state, `--target` a resource in
-/// the state or the manifests, a cluster, or a machine group one of them has.
+/// A cluster stays on the provider it was created on: a plan whose
+/// manifests (or `--provider`) put a cluster with infrastructure in the
+/// state on another provider is refused, not planned as a mixed cluster (a
+/// rehearsal on the simulator must never reach real infrastructure).
+fn check_providers(desired: &Desired, state: &State) -> Result<(), PlanError> {
+    // The providers each desired cluster has in the state, in one pass over
+    // it (it may hold 100,000 machines).
+    let mut on: BTreeMap<String, BTreeSet<ProviderKind>> = desired
+        .clusters
+        .iter()
+        .map(|dc| (dc.id.key(), BTreeSet::new()))
+        .collect();
+    for r in state
+        .resources
+        .iter()
+        .filter(|r| r.provider != ProviderKind::Local)
+    {
+        if let Some(set) = on.get_mut(r.address.cluster_key()) {
+            set.insert(r.provider);
+        }
+    }
+    for dc in &desired.clusters {
+        let set = &on[&dc.id.key()];
+        if set.is_empty() || (set.len() == 1 && set.contains(&dc.provider)) {
+            continue;
+        }
+        let names: Vec<&str> = set.iter().map(|p| p.as_str()).collect();
+        return Err(PlanError::ProviderChanged {
+            cluster: dc.id.key(),
+            state: names.join(" and "),
+            desired: dc.provider,
+            help: if set.len() == 1 {
+                format!("To go on with the cluster where it is, pass --provider {} (as when it was applied); to move it, remove it first with `capi destroy {}`.", names[0], dc.id.key())
+            } else {
+                format!("An earlier capi planned it onto two providers: `capi state list` shows its resources; remove the ones on the wrong provider with `capi state rm` (and what they left behind by hand), or remove the cluster with `capi destroy {}`.", dc.id.key())
+            },
+            file: dc.source.file.clone(),
+            line: dc.source.line,
+        });
+    }
+    Ok(())
+}
+
+/// `--replace` must name a resource in the state that can be replaced on
+/// its own, `--target` a resource in the state or the manifests, a cluster,
+/// or a machine group one of them has.
 fn check_addresses(desired: &Desired, state: &State, opts: &PlanOptions) -> Result<(), PlanError> {
     for a in &opts.replace {
-        if state.get(a).is_none() {
+        let message = if state.get(a).is_none() {
+            Some("no such resource in the state (see `capi state list`)".to_string())
+        } else {
+            not_replaceable(state, a)
+        };
+        if let Some(message) = message {
             return Err(PlanError::BadAddress {
                 flag: "replace",
                 address: a.to_string(),
-                message: "no such resource in the state (see `capi state list`)".into(),
+                message,
             });
         }
     }
