@@ -656,6 +656,48 @@ fn network_in_use_by_a_foreign_container_is_kept() {
     );
 }
 
+/// Two states with the same cluster name on one engine: the second's load
+/// balancer is refused (the container is the first's), and the replacement
+/// of that failed create, which its next apply plans, must not remove the
+/// first state's container; neither may its destroy.
+#[test]
+fn another_states_containers_are_never_removed() {
+    if !engine() {
+        return;
+    }
+    let mut first = TestCluster::new("own");
+    first.vars.insert("WORKER_MACHINE_COUNT", "0".into());
+    first.apply();
+    let before = first.containers();
+    assert_eq!(before.len(), 2, "{before:?}");
+    let mut second = TestCluster::new("own");
+    second.vars.insert("WORKER_MACHINE_COUNT", "0".into());
+    assert_eq!(second.name, first.name);
+    for _ in 0..2 {
+        let o = second.run(&["apply", "--auto-approve", "-f", "c.yaml"]);
+        assert!(!o.status.success(), "{}", stdout(&o));
+        assert!(
+            stderr(&o).contains("is not") && stderr(&o).contains("of this state"),
+            "{}",
+            stderr(&o)
+        );
+        assert_eq!(
+            first.containers(),
+            before,
+            "the first state's containers changed"
+        );
+    }
+    let o = second.run(&["destroy", "--auto-approve"]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(
+        first.containers(),
+        before,
+        "the first state's containers changed"
+    );
+    let (code, out) = first.plan_code();
+    assert_eq!(code, 0, "{out}");
+}
+
 #[test]
 fn scale_worker_upgrade_and_control_plane_replacement() {
     if !engine() {

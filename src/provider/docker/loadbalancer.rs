@@ -135,8 +135,17 @@ impl DockerProvider {
         ]))
     }
 
-    pub(super) async fn delete_lb(&self, cluster: &str) -> Result<(), ProviderError> {
-        self.engine.remove_container(&lb_name(cluster)).await
+    pub(super) async fn delete_lb(
+        &self,
+        r: &crate::state::Resource,
+        cluster: &str,
+        lineage: &str,
+    ) -> Result<(), ProviderError> {
+        let name = lb_name(cluster);
+        if !self.removable(&name, r, lineage).await? {
+            return Ok(());
+        }
+        self.engine.remove_container(&name).await
     }
 
     async fn write_lb_config(

@@ -300,6 +300,9 @@ impl DockerProvider {
             .and_then(Value::as_str)
             .map(str::to_string)
             .unwrap_or_else(|| container_name(cluster, &m.name));
+        if !self.removable(&name, r, lineage).await? {
+            return Ok(());
+        }
         if m.role == Role::ControlPlane {
             // Drain first: weight 0 and a reload.
             self.reconfigure_lb(cluster, lineage, Some(&name), None)

@@ -204,6 +204,27 @@ fn check_owner(
     }
 }
 
+impl DockerProvider {
+    /// Whether the container `name` may be removed for `r`: it is gone
+    /// (removing it is a no-op), or it carries this state's lineage and
+    /// `r`'s address. Another state's container (a create of `r` refused
+    /// because of it, now deleted to be replaced) is left alone: a delete
+    /// never removes what this state did not create.
+    async fn removable(
+        &self,
+        name: &str,
+        r: &Resource,
+        lineage: &str,
+    ) -> Result<bool, ProviderError> {
+        let Some(c) = self.engine.inspect(name).await? else {
+            return Ok(true);
+        };
+        let labels = engine::labels_of(&c);
+        let get = |k: &str| labels.and_then(|l| l.get(k)).map(String::as_str);
+        Ok(get(LABEL_LINEAGE) == Some(lineage) && get(LABEL_ADDRESS) == Some(r.address.as_str()))
+    }
+}
+
 // ------------------------------------------------------------ dispatch
 
 #[async_trait]
@@ -245,7 +266,7 @@ impl Provider for DockerProvider {
         let cluster = r.address.cluster_name();
         match &r.attributes {
             Spec::Network(n) => self.delete_network(&n.name).await,
-            Spec::Loadbalancer(_) => self.delete_lb(cluster).await,
+            Spec::Loadbalancer(_) => self.delete_lb(r, cluster, lineage).await,
             Spec::Machine(m) => self.delete_machine(r, m, lineage).await,
             Spec::Token(_) | Spec::Pki(_) | Spec::Bootstrap(_) => Ok(()),
         }

@@ -55,8 +55,13 @@ impl SimProvider {
         ]))
     }
 
-    pub(super) fn delete_lb(&self, cluster: &str) -> Result<(), ProviderError> {
-        remove_record(&self.lb_path(cluster)).map(|_| ())
+    /// Remove the load balancer, if this state's (see `owned_by`).
+    pub(super) fn delete_lb(&self, cluster: &str, lineage: &str) -> Result<(), ProviderError> {
+        let path = self.lb_path(cluster);
+        match read_json::<SimLoadBalancer>(&path)? {
+            Some(lb) if !Self::owned_by(&lb.labels, lineage) => Ok(()),
+            _ => remove_record(&path).map(|_| ()),
+        }
     }
 
     /// Change the members and count a reload. No load balancer: nothing to

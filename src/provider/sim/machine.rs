@@ -234,15 +234,25 @@ impl SimProvider {
         })
     }
 
-    /// Remove the record; a control-plane machine is drained from the load
-    /// balancer first and dropped from it after.
+    /// Remove the record (this state's: see `owned_by`); a control-plane
+    /// machine is drained from the load balancer first and dropped from it
+    /// after.
     pub(super) async fn delete_machine(
         &self,
         r: &Resource,
         m: &MachineSpec,
+        lineage: &str,
     ) -> Result<(), ProviderError> {
         let cluster = r.address.cluster_key();
+        // Another state's record: none of this state's to remove.
+        let theirs = |l: &mut MachineLog| -> Result<bool, ProviderError> {
+            Ok(l.get(&m.name)?
+                .is_some_and(|found| !Self::owned_by(&found.labels, lineage)))
+        };
         if m.role == Role::ControlPlane {
+            if self.with_log(cluster, theirs)? {
+                return Ok(());
+            }
             // Drain first: weight 0 and a reload, unless it is the only member.
             let name = m.name.clone();
             self.reconfigure_lb(cluster, |lb| {
@@ -254,7 +264,16 @@ impl SimProvider {
             })
             .await?;
         }
-        let removed = self.with_log(cluster, |l| l.remove(&m.name))?;
+        // A worker's check and removal share one turn of the log's lock.
+        let removed = self.with_log(cluster, |l| {
+            if theirs(l)? {
+                return Ok(None);
+            }
+            l.remove(&m.name).map(Some)
+        })?;
+        let Some(removed) = removed else {
+            return Ok(());
+        };
         self.log_with(
             "machine-deleted",
             &r.address,

@@ -328,6 +328,14 @@ impl SimProvider {
         l
     }
 
+    /// Whether an object with these labels may be deleted by the state of
+    /// `lineage`: another state's (a create refused because of it, now
+    /// deleted to be replaced) is left alone, so a delete never removes
+    /// what this state did not create.
+    fn owned_by(labels: &BTreeMap<String, String>, lineage: &str) -> bool {
+        labels.get(LABEL_LINEAGE).is_some_and(|l| l == lineage)
+    }
+
     /// An object that exists already may be adopted only when it is this
     /// state's.
     fn check_owner(
@@ -398,7 +406,7 @@ impl Provider for SimProvider {
     async fn delete(
         &self,
         r: &Resource,
-        _lineage: &str,
+        lineage: &str,
         _redactor: &Redactor,
     ) -> Result<(), ProviderError> {
         let cluster = r.address.cluster_key();
@@ -409,9 +417,9 @@ impl Provider for SimProvider {
             )));
         }
         match &r.attributes {
-            Spec::Network(_) => self.delete_network(cluster),
-            Spec::Loadbalancer(_) => self.delete_lb(cluster),
-            Spec::Machine(m) => self.delete_machine(r, m).await,
+            Spec::Network(_) => self.delete_network(cluster, lineage),
+            Spec::Loadbalancer(_) => self.delete_lb(cluster, lineage),
+            Spec::Machine(m) => self.delete_machine(r, m, lineage).await,
             // A deleted token is no longer registered with the cluster.
             Spec::Token(_) => store::remove_record(&self.token_path(cluster)).map(|_| ()),
             Spec::Pki(_) | Spec::Bootstrap(_) => Ok(()),
@@ -425,9 +433,9 @@ impl Provider for SimProvider {
     async fn refresh(
         &self,
         resources: &[&Resource],
-        _lineage: &str,
+        lineage: &str,
     ) -> Result<Vec<Refreshed>, ProviderError> {
-        self.read_back(resources)
+        self.read_back(resources, lineage)
     }
 
     async fn unmanaged(

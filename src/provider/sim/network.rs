@@ -51,11 +51,16 @@ impl SimProvider {
         Ok(observed(&net))
     }
 
-    /// Remove the network; the cluster's machine log goes with it when it
-    /// holds no machine (a destroy killed before its log was compacted
-    /// leaves one with only removals).
-    pub(super) fn delete_network(&self, cluster: &str) -> Result<(), ProviderError> {
-        remove_record(&self.network_path(cluster))?;
+    /// Remove the network (this state's: see `owned_by`); the cluster's
+    /// machine log goes with it when it holds no machine (a destroy killed
+    /// before its log was compacted leaves one with only removals).
+    pub(super) fn delete_network(&self, cluster: &str, lineage: &str) -> Result<(), ProviderError> {
+        let path = self.network_path(cluster);
+        match read_json::<SimNetwork>(&path)? {
+            Some(net) if !Self::owned_by(&net.labels, lineage) => return Ok(()),
+            _ => {}
+        }
+        remove_record(&path)?;
         if self.machine_log_path(cluster).exists() {
             self.with_log(cluster, |l| l.compact())?;
         }

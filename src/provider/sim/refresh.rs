@@ -55,24 +55,31 @@ fn machine_changes(r: &Resource, m: &MachineSpec, sm: &MachineView) -> Option<Ob
 type ReadLogs = HashMap<String, BTreeMap<String, MachineView>>;
 
 impl SimProvider {
+    /// A record of another state where this one's was (the two states'
+    /// simulators share a directory) is this state's object missing.
     fn observe(
         &self,
         r: &Resource,
+        lineage: &str,
         logs: &mut ReadLogs,
     ) -> Result<Option<Observation>, ProviderError> {
         let cluster = r.address.cluster_key();
+        let ours = |labels: &BTreeMap<String, String>| Self::owned_by(labels, lineage);
         Ok(match &r.attributes {
             Spec::Network(_) => read_json::<SimNetwork>(&self.network_path(cluster))?
-                .is_none()
+                .is_none_or(|n| !ours(&n.labels))
                 .then_some(Observation::Missing),
             Spec::Loadbalancer(_) => read_json::<SimLoadBalancer>(&self.lb_path(cluster))?
-                .is_none()
+                .is_none_or(|lb| !ours(&lb.labels))
                 .then_some(Observation::Missing),
             Spec::Machine(m) => {
                 if !logs.contains_key(cluster) {
                     logs.insert(cluster.to_string(), self.cluster_machines(cluster)?);
                 }
-                let Some(sm) = logs[cluster].get(&m.name) else {
+                let Some(sm) = logs[cluster]
+                    .get(&m.name)
+                    .filter(|sm| sm.labels.get(LABEL_LINEAGE).is_some_and(|l| l == lineage))
+                else {
                     return Ok(Some(Observation::Missing));
                 };
                 if sm.status.as_str() != "running" && sm.status.as_str() != "provisioning" {
@@ -91,6 +98,7 @@ impl SimProvider {
     pub(super) fn read_back(
         &self,
         resources: &[&Resource],
+        lineage: &str,
     ) -> Result<Vec<Refreshed>, ProviderError> {
         // What was read ahead (every cluster's log, while the state
         // loaded); a log that could not be read then is read again here, and
@@ -101,7 +109,7 @@ impl SimProvider {
             .map(|r| {
                 Ok(Refreshed {
                     address: r.address.clone(),
-                    observation: self.observe(r, &mut logs)?,
+                    observation: self.observe(r, lineage, &mut logs)?,
                 })
             })
             .collect();
