@@ -401,9 +401,19 @@ impl JsonEvent<'_> {
                 replace,
                 remove,
                 failed,
+                interrupted,
+                operation,
                 ..
             } => format!(
-                "Apply complete! Resources: {add} added, {change} changed, {replace} replaced, {remove} destroyed, {} failed.",
+                "{} {}! Resources: {add} added, {change} changed, {replace} replaced, {remove} destroyed, {} failed.",
+                if *operation == "destroy" { "Destroy" } else { "Apply" },
+                if !failed.is_empty() {
+                    "failed"
+                } else if *interrupted {
+                    "interrupted"
+                } else {
+                    "complete"
+                },
                 failed.len()
             ),
             JsonEvent::DriftSummary { checked, drifted, .. } => {

@@ -72,6 +72,24 @@ pub(crate) enum CliError {
 }
 
 impl CliError {
+    /// Where the error comes from, for its JSON diagnostics: one per
+    /// place (an unset variable may be used in several), or one without.
+    fn locations(&self) -> Vec<(Option<String>, Option<u32>)> {
+        let at = |file: &str, line: u32| vec![(Some(file.to_string()), Some(line))];
+        match self {
+            CliError::Plan(
+                PlanError::Immutable { file, line, .. }
+                | PlanError::VersionSkew { file, line, .. }
+                | PlanError::ProviderChanged { file, line, .. },
+            ) => at(file, *line),
+            CliError::Manifest(ManifestError::MissingVariables(vars)) if !vars.is_empty() => vars
+                .iter()
+                .map(|v| (Some(v.file.clone()), Some(v.line)))
+                .collect(),
+            _ => vec![(None, None)],
+        }
+    }
+
     fn report(&self, p: &Printer) -> u8 {
         match self {
             CliError::Manifest(ManifestError::Invalid { problems, files })
@@ -109,10 +127,16 @@ impl CliError {
             }
             other => {
                 if p.json {
-                    p.emit(&json::JsonEvent::message(
-                        json::DiagnosticSeverity::Error,
-                        other.to_string(),
-                    ));
+                    for (file, line) in other.locations() {
+                        p.emit(&json::JsonEvent::Diagnostic {
+                            severity: json::DiagnosticSeverity::Error,
+                            message: other.to_string(),
+                            help: None,
+                            file,
+                            line,
+                            column: None,
+                        });
+                    }
                 }
                 p.error(&other.to_string());
             }

@@ -24,6 +24,7 @@ pub mod manifests;
 mod openstack;
 mod proptests;
 mod rollout;
+mod safety;
 mod scenarios;
 pub mod schema;
 mod state_edit;

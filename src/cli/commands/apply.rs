@@ -53,14 +53,21 @@ pub(crate) async fn run_saved(
     })?;
     // The manifests it was made from, read again with today's variables.
     let mut ms = ms.clone();
-    if ms.files.is_empty() {
-        if pf.manifest_files.iter().any(|f| f == "-") {
-            return Err(CliError::Usage(
-                "the plan was made from stdin: pass the same manifests again with -f -".into(),
-            ));
-        }
-        ms.files = pf.manifest_files.iter().map(PathBuf::from).collect();
+    let given: Vec<String> = ms.files.iter().map(|f| f.display().to_string()).collect();
+    if !given.is_empty() && !same_files(&given, &pf.manifest_files) {
+        return Err(CliError::Usage(format!(
+            "the plan {} was made from {}; a saved plan is applied with the manifests it was made from: leave out -f (or pass the same files)",
+            file.display(),
+            pf.manifest_files.join(", ")
+        )));
     }
+    // Read under the names the plan was made with (its digest covers them).
+    if ms.files.is_empty() && pf.manifest_files.iter().any(|f| f == "-") {
+        return Err(CliError::Usage(
+            "the plan was made from stdin: pass the same manifests again with -f -".into(),
+        ));
+    }
+    ms.files = pf.manifest_files.iter().map(PathBuf::from).collect();
     let m = pipeline::load_manifests(&ms, p)?;
     let locked = LockedState::acquire(g, run, "apply")?;
     plan::file::check_fresh(
@@ -75,7 +82,12 @@ pub(crate) async fn run_saved(
         .map_err(|e| CliError::Message(format!("the saved plan is not consistent: {e}")))?;
     let pl = pf.plan;
     if pl.is_empty() {
-        p.data("No changes. Your infrastructure matches the configuration.\n");
+        if p.json {
+            // The stream every command writes: the version line first.
+            pipeline::show_plan(p, &pl, "apply");
+        } else {
+            p.data("No changes. Your infrastructure matches the configuration.\n");
+        }
         return Ok(ExitStatus::Success);
     }
     if !p.json {
@@ -91,4 +103,17 @@ pub(crate) async fn run_saved(
         approved: true,
     };
     pipeline::approve_and_execute(pl, locked, run, a, Some(&m), &op, p).await
+}
+
+/// The same manifest files, however each was spelled (`c.yaml`, `./c.yaml`).
+fn same_files(a: &[String], b: &[String]) -> bool {
+    let canonical = |f: &String| {
+        std::fs::canonicalize(f)
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| f.clone())
+    };
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| x == y || canonical(x) == canonical(y))
 }

@@ -382,6 +382,9 @@ pub(crate) async fn run(
         .collect::<Result<_, _>>()?;
     let m = pipeline::load_manifests(ms, p)?;
     let mut t = select(&m, u)?;
+    if u.write {
+        versioned_files(&m, &t.sel, &target)?;
+    }
     let key = t.key.clone();
     let locked = LockedState::acquire(g, run, "upgrade")?;
     let cp_running = current_cp_version(&locked.state, &key);
@@ -457,31 +460,52 @@ pub(crate) async fn run(
     Ok(ExitStatus::Success)
 }
 
-fn write_versions(
+/// The manifest files with the new versions in, without writing them: an
+/// error if any edit cannot be made (stdin, a file that cannot be read or
+/// written, a line that moved). Checked before an upgrade starts, so
+/// `--write` never fails after the machines were rolled.
+fn versioned_files(
     m: &Manifest,
     sel: &Selection<'_>,
     target: &Version,
-    p: &Printer,
-) -> Result<(), CliError> {
+) -> Result<(Vec<edit::VersionEdit>, BTreeMap<String, String>), CliError> {
     let edits = edit::version_edits(m, sel, target, target);
-    // Check every edit first; write only when all apply.
     let mut files: BTreeMap<String, String> = BTreeMap::new();
     for e in &edits {
         if e.file == "<stdin>" {
             return Err(CliError::Usage(
-                "--write cannot update manifests read from stdin".into(),
+                "--write cannot update manifests read from stdin: pass the manifest files with -f, or leave out --write and update the versions yourself".into(),
             ));
         }
         let text = match files.get(&e.file) {
             Some(t) => t.clone(),
-            None => std::fs::read_to_string(&e.file)
-                .map_err(|err| CliError::Message(format!("cannot read {}: {err}", e.file)))?,
+            None => {
+                std::fs::OpenOptions::new()
+                    .append(true)
+                    .open(&e.file)
+                    .map_err(|err| {
+                        CliError::Message(format!("--write: cannot write {}: {err}", e.file))
+                    })?;
+                std::fs::read_to_string(&e.file)
+                    .map_err(|err| CliError::Message(format!("cannot read {}: {err}", e.file)))?
+            }
         };
         let new = edit::apply_edit(&text, e.line, &e.new).map_err(|err| {
             CliError::Message(format!("{}:{}: {} ({})", e.file, e.line, err, e.object))
         })?;
         files.insert(e.file.clone(), new);
     }
+    Ok((edits, files))
+}
+
+fn write_versions(
+    m: &Manifest,
+    sel: &Selection<'_>,
+    target: &Version,
+    p: &Printer,
+) -> Result<(), CliError> {
+    // Every edit is checked first; files are written only when all apply.
+    let (edits, files) = versioned_files(m, sel, target)?;
     for (f, text) in &files {
         std::fs::write(f, text)
             .map_err(|err| CliError::Message(format!("cannot write {f}: {err}")))?;

@@ -1,0 +1,365 @@
+//! What a new user's first week found (2026-12-07): manifests that hold no
+//! Cluster API object, a cluster rehearsed on the simulator and then planned
+//! without `--provider sim`, `--replace` of the PKI or network under machines,
+//! two states sharing a simulator directory, `upgrade --write` from stdin,
+//! and `apply PLANFILE --json` with nothing to do. Each is refused or
+//! handled before anything is lost.
+
+use std::path::Path;
+
+use crate::common::{capi, example, stderr, stdout};
+
+fn copy_example(dir: &Path, rel: &str, to: &str) {
+    std::fs::copy(example(rel), dir.join(to)).unwrap();
+}
+
+fn run(dir: &Path, args: &[&str]) -> std::process::Output {
+    capi(dir).args(args).output().unwrap()
+}
+
+fn ok(dir: &Path, args: &[&str]) -> String {
+    let o = run(dir, args);
+    assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+    stdout(&o)
+}
+
+fn state_bytes(dir: &Path, name: &str) -> Vec<u8> {
+    std::fs::read(dir.join(name)).unwrap()
+}
+
+#[test]
+fn manifests_with_no_cluster_api_object_are_refused_not_planned_as_a_destroy() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    copy_example(d, "sim/cluster.yaml", "c.yaml");
+    ok(d, &["apply", "-f", "c.yaml", "--auto-approve"]);
+    let before = state_bytes(d, "capi.state.json");
+    std::fs::write(d.join("comment.yaml"), "# rendered from a template\n").unwrap();
+    std::fs::write(d.join("dashes.yaml"), "---\n---\n").unwrap();
+    std::fs::write(
+        d.join("cm.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\ndata: {a: b}\n",
+    )
+    .unwrap();
+    for (file, what) in [
+        ("comment.yaml", "only comments"),
+        ("dashes.yaml", "only comments"),
+        ("cm.yaml", "objects capi does not manage"),
+    ] {
+        for cmd in [
+            vec!["plan", "-f", file],
+            vec!["apply", "-f", file, "--auto-approve"],
+            vec!["validate", "-f", file],
+        ] {
+            let o = run(d, &cmd);
+            assert_eq!(o.status.code(), Some(1), "{cmd:?}: {}", stdout(&o));
+            let err = stderr(&o);
+            assert!(
+                err.contains(&format!("{file} holds no Cluster API object")) && err.contains(what),
+                "{cmd:?}: {err}"
+            );
+            assert!(err.contains("capi destroy"), "{cmd:?}: {err}");
+            assert!(
+                !stdout(&o).contains("to destroy"),
+                "{cmd:?}: {}",
+                stdout(&o)
+            );
+        }
+    }
+    assert_eq!(
+        state_bytes(d, "capi.state.json"),
+        before,
+        "the state changed"
+    );
+    // Next to real manifests, a comment-only file is harmless.
+    let out = ok(d, &["plan", "-f", "c.yaml", "-f", "comment.yaml"]);
+    assert!(out.contains("No changes"), "{out}");
+}
+
+#[test]
+fn a_cluster_rehearsed_on_the_simulator_is_not_extended_onto_another_provider() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    copy_example(d, "docker/cluster.yaml", "c.yaml");
+    ok(
+        d,
+        &[
+            "apply",
+            "-f",
+            "c.yaml",
+            "--provider",
+            "sim",
+            "--auto-approve",
+        ],
+    );
+    let before = state_bytes(d, "capi.state.json");
+    // One more worker, planned without --provider sim: refused, not a
+    // Docker machine next to simulated ones.
+    let more = ["--var", "WORKER_MACHINE_COUNT=3"];
+    for cmd in [
+        vec!["plan", "-f", "c.yaml"],
+        vec!["apply", "-f", "c.yaml", "--auto-approve"],
+        vec![
+            "upgrade",
+            "--to",
+            "v1.31.3",
+            "-f",
+            "c.yaml",
+            "--auto-approve",
+        ],
+    ] {
+        let cmd: Vec<&str> = cmd.into_iter().chain(more).collect();
+        let o = run(d, &cmd);
+        assert_eq!(o.status.code(), Some(1), "{cmd:?}: {}", stdout(&o));
+        let err = stderr(&o);
+        assert!(
+            err.contains("is on the sim provider in the state")
+                && err.contains("now put it on docker")
+                && err.contains("--provider sim")
+                && err.contains("c.yaml:"),
+            "{cmd:?}: {err}"
+        );
+    }
+    assert_eq!(
+        state_bytes(d, "capi.state.json"),
+        before,
+        "the state changed"
+    );
+    let out = ok(
+        d,
+        &[
+            "plan",
+            "-f",
+            "c.yaml",
+            "--provider",
+            "sim",
+            more[0],
+            more[1],
+        ],
+    );
+    assert!(out.contains("1 to add"), "{out}");
+    // Removing it creates nothing: no --provider needed.
+    let out = ok(d, &["plan", "-destroy", "-f", "c.yaml"]);
+    assert!(out.contains("to destroy"), "{out}");
+}
+
+#[test]
+fn replace_refuses_what_every_machine_depends_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    copy_example(d, "sim/cluster.yaml", "c.yaml");
+    ok(d, &["apply", "-f", "c.yaml", "--auto-approve"]);
+    for (addr, what) in [
+        ("demo/pki", "certificate authorities"),
+        ("demo/network", "network every machine is attached to"),
+    ] {
+        let o = run(d, &["plan", "-f", "c.yaml", "--replace", addr]);
+        assert_eq!(o.status.code(), Some(1), "{addr}: {}", stdout(&o));
+        let err = stderr(&o);
+        assert!(
+            err.contains(addr) && err.contains(what) && err.contains("5 machine(s)"),
+            "{addr}: {err}"
+        );
+    }
+    // A machine and the load balancer still can be.
+    let list = ok(d, &["state", "list"]);
+    let machine = list
+        .lines()
+        .find(|l| l.starts_with("demo/machine/"))
+        .expect("a machine in the state");
+    let out = ok(d, &["plan", "-f", "c.yaml", "--replace", machine]);
+    assert!(out.contains("1 to replace"), "{out}");
+    let out = ok(
+        d,
+        &["plan", "-f", "c.yaml", "--replace", "demo/loadbalancer"],
+    );
+    assert!(out.contains("1 to replace"), "{out}");
+}
+
+/// `s.json` and `s` both keep their simulator in `s.sim`: the second state's
+/// network is refused (it belongs to the first), and the replacement of its
+/// failed network that the next apply plans must not delete the first's.
+#[test]
+fn two_states_sharing_a_simulator_never_delete_each_others_objects() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    copy_example(d, "sim/cluster.yaml", "c.yaml");
+    ok(
+        d,
+        &[
+            "apply",
+            "-f",
+            "c.yaml",
+            "--auto-approve",
+            "--state",
+            "s.json",
+        ],
+    );
+    let net = d.join("s.sim/networks/demo.json");
+    let owner = std::fs::read_to_string(&net).unwrap();
+    let o = run(
+        d,
+        &["apply", "-f", "c.yaml", "--auto-approve", "--state", "s"],
+    );
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("belongs to another state"),
+        "{}",
+        stderr(&o)
+    );
+    // The next apply replaces the failed network: its delete leaves the
+    // other state's record alone, and its create is refused again.
+    let o = run(
+        d,
+        &["apply", "-f", "c.yaml", "--auto-approve", "--state", "s"],
+    );
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("belongs to another state"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(std::fs::read_to_string(&net).unwrap(), owner);
+    let o = run(d, &["drift", "--state", "s.json"]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    // Seen from the second state, another state's record is not its own.
+    let o = run(d, &["drift", "--state", "s"]);
+    assert_ne!(o.status.code(), Some(0), "{}", stdout(&o));
+    // Destroying the second state removes nothing of the first.
+    ok(d, &["destroy", "--auto-approve", "--state", "s"]);
+    assert_eq!(std::fs::read_to_string(&net).unwrap(), owner);
+    let o = run(d, &["drift", "--state", "s.json"]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+}
+
+#[test]
+fn upgrade_write_from_stdin_is_refused_before_anything_rolls() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    copy_example(d, "sim/cluster.yaml", "c.yaml");
+    ok(d, &["apply", "-f", "c.yaml", "--auto-approve"]);
+    let before = state_bytes(d, "capi.state.json");
+    let o = capi(d)
+        .args([
+            "upgrade",
+            "--to",
+            "v1.31.3",
+            "--write",
+            "-f",
+            "-",
+            "--auto-approve",
+        ])
+        .write_stdin(std::fs::read(d.join("c.yaml")).unwrap())
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("--write cannot update manifests read from stdin"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!stdout(&o).contains("Apply complete"), "{}", stdout(&o));
+    assert_eq!(
+        state_bytes(d, "capi.state.json"),
+        before,
+        "machines were rolled"
+    );
+}
+
+#[test]
+fn applying_a_saved_plan_with_nothing_to_do_speaks_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    copy_example(d, "sim/cluster.yaml", "c.yaml");
+    ok(d, &["apply", "-f", "c.yaml", "--auto-approve"]);
+    ok(d, &["plan", "-f", "c.yaml", "-out", "p.plan"]);
+    let out = ok(d, &["apply", "p.plan", "--json"]);
+    let events: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert_eq!(
+        events.first().map(|e| &e["type"]),
+        Some(&"version".into()),
+        "{out}"
+    );
+    let summary = events
+        .iter()
+        .find(|e| e["type"] == "change_summary")
+        .unwrap_or_else(|| panic!("no change_summary: {out}"));
+    assert_eq!(summary["add"], 0, "{out}");
+}
+
+#[test]
+fn a_leading_byte_order_mark_is_read_as_editors_write_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut bytes = vec![0xEF, 0xBB, 0xBF];
+    bytes.extend(std::fs::read(example("sim/cluster.yaml")).unwrap());
+    std::fs::write(d.join("bom.yaml"), bytes).unwrap();
+    let out = ok(d, &["validate", "-f", "bom.yaml"]);
+    assert!(out.contains("valid"), "{out}");
+    let out = ok(d, &["plan", "-f", "bom.yaml"]);
+    assert!(out.contains("to add"), "{out}");
+}
+
+#[test]
+fn a_saved_plan_is_applied_with_the_manifests_it_was_made_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    copy_example(d, "sim/cluster.yaml", "c.yaml");
+    copy_example(d, "sim/cluster.yaml", "other.yaml");
+    ok(d, &["plan", "-f", "c.yaml", "-out", "p.plan"]);
+    let o = run(d, &["apply", "p.plan", "-f", "other.yaml"]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("was made from c.yaml") && err.contains("leave out -f"),
+        "{err}"
+    );
+    // The same file, spelled differently, is the same file.
+    let out = ok(d, &["apply", "p.plan", "-f", "./c.yaml"]);
+    assert!(out.contains("Apply complete!"), "{out}");
+}
+
+#[test]
+fn validate_refuses_workers_newer_than_their_control_plane() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let text = std::fs::read_to_string(example("sim/cluster.yaml")).unwrap();
+    // The MachineDeployment's version is the second one in the file.
+    let at = text.rfind("version: v1.31.2").expect("a worker version");
+    let newer = format!("{}version: v1.32.0{}", &text[..at], &text[at + 16..]);
+    std::fs::write(d.join("c.yaml"), newer).unwrap();
+    let o = run(d, &["validate", "-f", "c.yaml"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("would be newer than the control plane") && err.contains("c.yaml:"),
+        "{err}"
+    );
+}
+
+#[test]
+fn json_diagnostics_of_plan_errors_and_unset_variables_carry_their_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let text = std::fs::read_to_string(example("sim/cluster.yaml")).unwrap();
+    let unset = text.replacen("version: v1.31.2", "version: ${KUBE_VERSION}", 1);
+    std::fs::write(d.join("vars.yaml"), unset).unwrap();
+    let at = text.rfind("version: v1.31.2").expect("a worker version");
+    let newer = format!("{}version: v1.32.0{}", &text[..at], &text[at + 16..]);
+    std::fs::write(d.join("skew.yaml"), newer).unwrap();
+    for file in ["vars.yaml", "skew.yaml"] {
+        let o = run(d, &["plan", "-f", file, "--json"]);
+        assert_eq!(o.status.code(), Some(1), "{file}");
+        let out = stdout(&o);
+        let diag = out
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .find(|e| e["type"] == "diagnostic")
+            .unwrap_or_else(|| panic!("{file}: no diagnostic in {out}"));
+        assert_eq!(diag["file"], file, "{out}");
+        assert!(diag["line"].as_u64().is_some_and(|l| l > 1), "{out}");
+    }
+}
