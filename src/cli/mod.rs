@@ -71,11 +71,14 @@ pub(crate) enum CliError {
     Message(String),
 }
 
+/// A JSON diagnostic's own message (else the error's), file and line.
+type JsonPlace = (Option<String>, Option<String>, Option<u32>);
+
 impl CliError {
-    /// Where the error comes from, for its JSON diagnostics: one per
-    /// place (an unset variable may be used in several), or one without.
-    fn locations(&self) -> Vec<(Option<String>, Option<u32>)> {
-        let at = |file: &str, line: u32| vec![(Some(file.to_string()), Some(line))];
+    /// The error's JSON diagnostics: a message of their own (else the
+    /// error's), a file and a line. One per unset variable's use, or one.
+    fn locations(&self) -> Vec<JsonPlace> {
+        let at = |file: &str, line: u32| vec![(None, Some(file.to_string()), Some(line))];
         match self {
             CliError::Plan(
                 PlanError::Immutable { file, line, .. }
@@ -84,9 +87,15 @@ impl CliError {
             ) => at(file, *line),
             CliError::Manifest(ManifestError::MissingVariables(vars)) if !vars.is_empty() => vars
                 .iter()
-                .map(|v| (Some(v.file.clone()), Some(v.line)))
+                .map(|v| {
+                    let message = format!(
+                        "variable {} is not set: pass --var {}=VALUE (or --var-file, or the environment), or give it a default with ${{{}:=VALUE}}",
+                        v.name, v.name, v.name
+                    );
+                    (Some(message), Some(v.file.clone()), Some(v.line))
+                })
                 .collect(),
-            _ => vec![(None, None)],
+            _ => vec![(None, None, None)],
         }
     }
 
@@ -127,10 +136,10 @@ impl CliError {
             }
             other => {
                 if p.json {
-                    for (file, line) in other.locations() {
+                    for (message, file, line) in other.locations() {
                         p.emit(&json::JsonEvent::Diagnostic {
                             severity: json::DiagnosticSeverity::Error,
-                            message: other.to_string(),
+                            message: message.unwrap_or_else(|| other.to_string()),
                             help: None,
                             file,
                             line,

@@ -176,7 +176,6 @@ impl Budget {
     }
 }
 
-/// The text of a file, or where its first byte that is not UTF-8 is.
 /// The text of a manifest. A leading byte-order mark (which YAML allows and
 /// Windows editors write) is dropped; lines and columns are unchanged.
 fn utf8(name: &str, bytes: Vec<u8>) -> Result<String, ManifestError> {
@@ -187,6 +186,7 @@ fn utf8(name: &str, bytes: Vec<u8>) -> Result<String, ManifestError> {
     Ok(text)
 }
 
+/// The text of a file, or where its first byte that is not UTF-8 is.
 fn text_of(name: &str, bytes: Vec<u8>) -> Result<String, ManifestError> {
     String::from_utf8(bytes).map_err(|e| {
         let bytes = e.as_bytes();
@@ -368,12 +368,6 @@ pub(crate) fn parse_with(
     if files.iter().all(|f| f.text.trim().is_empty()) && problems.is_empty() {
         return Err(ManifestError::NoManifests("the manifests are empty".into()));
     }
-    // Manifests that hold nothing capi manages (only comments, `---`, a
-    // ConfigMap: a template that rendered to nothing) would plan the
-    // destruction of everything in the state: refused, as empty ones are.
-    if objects.is_empty() && broken.is_empty() && !problems.iter().any(Problem::is_error) {
-        return Err(ManifestError::NoManifests(no_objects(&files, others)));
-    }
     let index = drop_duplicates(&mut objects, &files, &mut problems);
     let mut manifest = Manifest {
         files,
@@ -404,24 +398,6 @@ pub(crate) fn parse_with(
     }
     manifest.warnings = problems;
     Ok(manifest)
-}
-
-/// Why manifests with no object capi manages are refused, naming the files.
-fn no_objects(files: &[SourceFile], others: usize) -> String {
-    let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
-    let shown = match names.len() {
-        0..=3 => names.join(", "),
-        n => format!("{}, … ({n} files)", names[..3].join(", ")),
-    };
-    let what = if others == 0 {
-        "only comments or `---` separators".to_string()
-    } else {
-        format!("only objects capi does not manage ({others}, such as ConfigMaps)")
-    };
-    let verb = if names.len() == 1 { "holds" } else { "hold" };
-    format!(
-        "{shown} {verb} no Cluster API object ({what}); planning from them would destroy everything in the state. Pass the files that define the clusters, or run `capi destroy` to remove them on purpose"
-    )
 }
 
 /// Report the objects defined twice and drop the second definitions (in

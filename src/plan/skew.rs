@@ -1,4 +1,5 @@
-//! Version skew rules, enforced at plan time:
+//! Version skew rules, enforced at plan time (and by `capi validate`, with
+//! no state: the rules the manifests alone can break):
 //! - the control plane moves at most one minor version per step;
 //! - workers are never newer than the control plane, nor more than three
 //!   minors older;

@@ -1,5 +1,5 @@
-//! What a new user's first week found (2026-12-07): manifests that hold no
-//! Cluster API object, a cluster rehearsed on the simulator and then planned
+//! What a new user's first week found (2026-12-07): manifests that define
+//! no cluster, a cluster rehearsed on the simulator and then planned
 //! without `--provider sim`, `--replace` of the PKI or network under machines,
 //! two states sharing a simulator directory, `upgrade --write` from stdin,
 //! and `apply PLANFILE --json` with nothing to do. Each is refused or
@@ -28,7 +28,7 @@ fn state_bytes(dir: &Path, name: &str) -> Vec<u8> {
 }
 
 #[test]
-fn manifests_with_no_cluster_api_object_are_refused_not_planned_as_a_destroy() {
+fn manifests_that_define_no_cluster_are_refused_not_planned_as_a_destroy() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     copy_example(d, "sim/cluster.yaml", "c.yaml");
@@ -41,24 +41,25 @@ fn manifests_with_no_cluster_api_object_are_refused_not_planned_as_a_destroy() {
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\ndata: {a: b}\n",
     )
     .unwrap();
-    for (file, what) in [
-        ("comment.yaml", "only comments"),
-        ("dashes.yaml", "only comments"),
-        ("cm.yaml", "objects capi does not manage"),
-    ] {
+    // Credentials kept apart from the clusters.
+    std::fs::write(
+        d.join("secret.yaml"),
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: creds}\nstringData: {a: b}\n",
+    )
+    .unwrap();
+    for file in ["comment.yaml", "dashes.yaml", "cm.yaml", "secret.yaml"] {
         for cmd in [
             vec!["plan", "-f", file],
             vec!["apply", "-f", file, "--auto-approve"],
-            vec!["validate", "-f", file],
         ] {
             let o = run(d, &cmd);
             assert_eq!(o.status.code(), Some(1), "{cmd:?}: {}", stdout(&o));
             let err = stderr(&o);
             assert!(
-                err.contains(&format!("{file} holds no Cluster API object")) && err.contains(what),
+                err.contains("the manifests define no cluster, and the state holds 1 (demo)")
+                    && err.contains("capi destroy"),
                 "{cmd:?}: {err}"
             );
-            assert!(err.contains("capi destroy"), "{cmd:?}: {err}");
             assert!(
                 !stdout(&o).contains("to destroy"),
                 "{cmd:?}: {}",
@@ -71,9 +72,12 @@ fn manifests_with_no_cluster_api_object_are_refused_not_planned_as_a_destroy() {
         before,
         "the state changed"
     );
-    // Next to real manifests, a comment-only file is harmless.
-    let out = ok(d, &["plan", "-f", "c.yaml", "-f", "comment.yaml"]);
+    // Next to real manifests, such a file is harmless; a deliberate destroy
+    // plan is not refused.
+    let out = ok(d, &["plan", "-f", "c.yaml", "-f", "secret.yaml"]);
     assert!(out.contains("No changes"), "{out}");
+    let out = ok(d, &["plan", "-destroy", "-f", "comment.yaml"]);
+    assert!(out.contains("to destroy"), "{out}");
 }
 
 #[test]
@@ -113,9 +117,8 @@ fn a_cluster_rehearsed_on_the_simulator_is_not_extended_onto_another_provider() 
         assert_eq!(o.status.code(), Some(1), "{cmd:?}: {}", stdout(&o));
         let err = stderr(&o);
         assert!(
-            err.contains("is on the sim provider in the state")
-                && err.contains("now put it on docker")
-                && err.contains("--provider sim")
+            err.contains("is on the sim provider in the state, and this plan puts it on docker")
+                && err.contains("pass --provider sim again")
                 && err.contains("c.yaml:"),
             "{cmd:?}: {err}"
         );
@@ -362,4 +365,64 @@ fn json_diagnostics_of_plan_errors_and_unset_variables_carry_their_place() {
         assert_eq!(diag["file"], file, "{out}");
         assert!(diag["line"].as_u64().is_some_and(|l| l > 1), "{out}");
     }
+}
+
+#[test]
+fn the_json_summary_of_a_failed_apply_says_it_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    copy_example(d, "sim/cluster.yaml", "c.yaml");
+    let o = capi(d)
+        .env("CAPI_SIM_FAIL", "bootstrap:1")
+        .args(["apply", "-f", "c.yaml", "--auto-approve", "--json"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let out = stdout(&o);
+    let summary = out
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|e| e["type"] == "apply_summary")
+        .unwrap_or_else(|| panic!("no apply_summary: {out}"));
+    let message = summary["@message"].as_str().unwrap();
+    assert!(message.starts_with("Apply failed!"), "{message}");
+    assert!(!summary["failed"].as_array().unwrap().is_empty(), "{out}");
+}
+
+/// The same with the load balancer: the second state's network is its own
+/// (the first's record was removed by hand), its load balancer the first's.
+#[test]
+fn a_load_balancer_of_another_state_is_never_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    copy_example(d, "sim/cluster.yaml", "c.yaml");
+    ok(
+        d,
+        &[
+            "apply",
+            "-f",
+            "c.yaml",
+            "--auto-approve",
+            "--state",
+            "s.json",
+        ],
+    );
+    std::fs::remove_file(d.join("s.sim/networks/demo.json")).unwrap();
+    let lb = d.join("s.sim/loadbalancers/demo.json");
+    let owner = std::fs::read_to_string(&lb).unwrap();
+    for _ in 0..2 {
+        let o = run(
+            d,
+            &["apply", "-f", "c.yaml", "--auto-approve", "--state", "s"],
+        );
+        assert!(!o.status.success());
+        let err = stderr(&o);
+        assert!(
+            err.contains("load balancer") && err.contains("belongs to another state"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read_to_string(&lb).unwrap(), owner);
+    }
+    ok(d, &["destroy", "--auto-approve", "--state", "s"]);
+    assert_eq!(std::fs::read_to_string(&lb).unwrap(), owner);
 }

@@ -99,6 +99,12 @@ pub(crate) fn run(a: &GenerateArgs, env: &Env, p: &Printer) -> Result<ExitStatus
             .unwrap_or_else(|| "default".into()),
     );
     if let Some(k) = &a.kubernetes_version {
+        // Checked here, not in the built-in template it would be written into.
+        crate::resource::Version::parse(k).map_err(|e| {
+            CliError::Usage(format!(
+                "--kubernetes-version {k}: {e}; give a full version, such as --kubernetes-version v1.31.2"
+            ))
+        })?;
         v.set("KUBERNETES_VERSION", k);
     }
     let cp = a

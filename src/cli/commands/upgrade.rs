@@ -382,9 +382,6 @@ pub(crate) async fn run(
         .collect::<Result<_, _>>()?;
     let m = pipeline::load_manifests(ms, p)?;
     let mut t = select(&m, u)?;
-    if u.write {
-        versioned_files(&m, &t.sel, &target)?;
-    }
     let key = t.key.clone();
     let locked = LockedState::acquire(g, run, "upgrade")?;
     let cp_running = current_cp_version(&locked.state, &key);
@@ -393,6 +390,10 @@ pub(crate) async fn run(
     let workers_only = t.kcp.is_none()
         || (!u.md.is_empty() && cp_running.as_ref().is_some_and(|(_, max)| target <= *max));
     t.sel.control_plane = !workers_only;
+    // The edits --write will make, checked now that the selection is final.
+    if u.write {
+        versioned_files(&m, &t.sel, &target)?;
+    }
     let (current, running_max, mut steps) = if workers_only {
         let current = workers_skew(&locked.state, &t, cp_running.as_ref(), &target)?;
         (current.clone(), current, vec![target.clone()])

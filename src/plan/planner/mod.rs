@@ -84,7 +84,9 @@ pub enum PlanError {
         address: String,
         message: String,
     },
-    #[error("cluster {cluster} is on the {state} provider in the state, and the manifests now put it on {desired}: a cluster cannot move between providers, and its new machines would be created on {desired} next to the {state} ones.\n  {help}\n  (declared in {file}:{line})")]
+    #[error("the manifests define no cluster, and the state holds {count} ({list}): planned from them, every one would be destroyed.\n  Pass the files that define the clusters (manifests rendered to nothing, or holding only Secrets, ConfigMaps or templates, define none); to remove the clusters, run `capi destroy`")]
+    NoClusters { count: usize, list: String },
+    #[error("cluster {cluster} is on {state} in the state, and this plan puts it on {desired}: a cluster cannot move between providers, and its new machines would be created on {desired} next to the others.\n  {help}\n  (declared in {file}:{line})")]
     ProviderChanged {
         cluster: String,
         state: String,
@@ -178,7 +180,8 @@ pub fn plan_with_report(
 ) -> Result<(Plan, PlanReport), PlanError> {
     check_addresses(desired, state, opts)?;
     if opts.operation == Operation::Apply {
-        check_providers(desired, state)?;
+        check_some_cluster(desired, state)?;
+        check_providers(desired, state, &opts.targets)?;
     }
     let mut b = Builder {
         state,
@@ -207,15 +210,47 @@ pub fn plan_with_report(
     Ok((finish(b)?, report))
 }
 
+/// Manifests that define no cluster (a template rendered to nothing, only
+/// Secrets or templates) would plan the destruction of every cluster in the
+/// state: refused, as empty manifests are. `capi destroy` does that.
+fn check_some_cluster(desired: &Desired, state: &State) -> Result<(), PlanError> {
+    if !desired.clusters.is_empty() {
+        return Ok(());
+    }
+    let keys = state.cluster_keys();
+    if keys.is_empty() {
+        return Ok(());
+    }
+    Err(PlanError::NoClusters {
+        count: keys.len(),
+        list: keys.into_iter().collect::<Vec<_>>().join(", "),
+    })
+}
+
 /// A cluster stays on the provider it was created on: a plan whose
-/// manifests (or `--provider`) put a cluster with infrastructure in the
+/// manifests (or `--provider sim`) put a cluster with infrastructure in the
 /// state on another provider is refused, not planned as a mixed cluster (a
 /// rehearsal on the simulator must never reach real infrastructure).
-fn check_providers(desired: &Desired, state: &State) -> Result<(), PlanError> {
-    // The providers each desired cluster has in the state, in one pass over
-    // it (it may hold 100,000 machines).
-    let mut on: BTreeMap<String, BTreeSet<ProviderKind>> = desired
+/// Paused clusters are left as they are, and with `--target` only the
+/// clusters it names are planned.
+fn check_providers(desired: &Desired, state: &State, targets: &[Target]) -> Result<(), PlanError> {
+    let planned = |key: &str| {
+        targets.is_empty()
+            || targets.iter().any(|t| match t {
+                Target::Resource(a) => a.cluster_key() == key,
+                Target::Cluster(k) => k == key,
+                // A group may be in any cluster.
+                Target::Group { .. } => true,
+            })
+    };
+    let checked: Vec<&crate::desired::DesiredCluster> = desired
         .clusters
+        .iter()
+        .filter(|dc| !dc.paused && planned(&dc.id.key()))
+        .collect();
+    // The providers each of them has in the state, in one pass over it (it
+    // may hold 100,000 machines).
+    let mut on: BTreeMap<String, BTreeSet<ProviderKind>> = checked
         .iter()
         .map(|dc| (dc.id.key(), BTreeSet::new()))
         .collect();
@@ -228,21 +263,31 @@ fn check_providers(desired: &Desired, state: &State) -> Result<(), PlanError> {
             set.insert(r.provider);
         }
     }
-    for dc in &desired.clusters {
+    for dc in checked {
         let set = &on[&dc.id.key()];
         if set.is_empty() || (set.len() == 1 && set.contains(&dc.provider)) {
             continue;
         }
         let names: Vec<&str> = set.iter().map(|p| p.as_str()).collect();
+        let key = dc.id.key();
+        let help = if set.len() > 1 {
+            format!("An earlier capi planned it onto two providers: `capi state list` shows its resources; remove those on the wrong one with `capi state rm` (and what they left behind, by hand), or remove the cluster with `capi destroy {key}`.")
+        } else if names[0] == "sim" {
+            format!("It was applied with --provider sim (a rehearsal): pass --provider sim again to go on with it there, or remove it with `capi destroy {key}` before applying it for real.")
+        } else if dc.provider == ProviderKind::Sim {
+            format!("It runs on {}: plan it without --provider sim (a rehearsal is for clusters not applied yet, or applied with it).", names[0])
+        } else {
+            format!("Its infrastructure kinds changed: restore those it was created with, or remove it with `capi destroy {key}` and apply it again.")
+        };
         return Err(PlanError::ProviderChanged {
-            cluster: dc.id.key(),
-            state: names.join(" and "),
+            cluster: key,
+            state: format!(
+                "the {} provider{}",
+                names.join(" and "),
+                if names.len() > 1 { "s" } else { "" }
+            ),
             desired: dc.provider,
-            help: if set.len() == 1 {
-                format!("To go on with the cluster where it is, pass --provider {} (as when it was applied); to move it, remove it first with `capi destroy {}`.", names[0], dc.id.key())
-            } else {
-                format!("An earlier capi planned it onto two providers: `capi state list` shows its resources; remove the ones on the wrong provider with `capi state rm` (and what they left behind by hand), or remove the cluster with `capi destroy {}`.", dc.id.key())
-            },
+            help,
             file: dc.source.file.clone(),
             line: dc.source.line,
         });

@@ -438,14 +438,31 @@ fn removed_groups_and_clusters_are_deleted() {
         .collect();
     assert_eq!(sorted(removed), sorted(machines_of(&state, "t-md-")));
 
-    let (plan, report) = planned(&Desired::default(), &state, &opts());
+    // Manifests that define no cluster at all are refused (they would
+    // destroy every cluster); a cluster left out of them is removed.
+    assert!(matches!(
+        plan_with_report(&Desired::default(), &state, &opts()),
+        Err(PlanError::NoClusters { count: 1, .. })
+    ));
+    let yaml = Cluster::default()
+        .yaml()
+        .replace("metadata: {name: ", "metadata: {namespace: other, name: ");
+    let m = crate::manifest::load_str("o.yaml", &yaml, &Default::default()).unwrap();
+    let another = crate::desired::build(&m, &Default::default()).unwrap();
+    assert_eq!(another.clusters[0].id.key(), "other:t");
+    let (plan, report) = planned(&another, &state, &opts());
     let ClusterDisposition::Removed { reason, deleted } = &report.cluster("t").unwrap().disposition
     else {
         panic!("the cluster is removed: {report:?}");
     };
     assert_eq!(*reason, ReasonCode::Removed);
     assert_eq!(deleted.len(), state.resources.len());
-    assert_eq!(plan.summary.destroy, plan.reviewed_changes().count());
+    assert_eq!(
+        plan.summary.destroy,
+        plan.reviewed_changes()
+            .filter(|c| c.action == Action::Delete)
+            .count()
+    );
     // Workers go first.
     assert!(deleted[0].name().unwrap().starts_with("t-md-"));
 

@@ -58,8 +58,9 @@ impl SimProvider {
     /// Remove the load balancer, if this state's (see `owned_by`).
     pub(super) fn delete_lb(&self, cluster: &str, lineage: &str) -> Result<(), ProviderError> {
         let path = self.lb_path(cluster);
-        match read_json::<SimLoadBalancer>(&path)? {
-            Some(lb) if !Self::owned_by(&lb.labels, lineage) => Ok(()),
+        // An unreadable record is removed, as before: whose it is cannot be told.
+        match read_json::<SimLoadBalancer>(&path) {
+            Ok(Some(lb)) if !Self::owned_by(&lb.labels, lineage) => Ok(()),
             _ => remove_record(&path).map(|_| ()),
         }
     }
