@@ -426,3 +426,27 @@ fn a_load_balancer_of_another_state_is_never_deleted() {
     ok(d, &["destroy", "--auto-approve", "--state", "s"]);
     assert_eq!(std::fs::read_to_string(&lb).unwrap(), owner);
 }
+
+#[test]
+fn generate_names_a_bad_kubernetes_version_not_its_built_in_template() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = run(
+        dir.path(),
+        &[
+            "generate",
+            "cluster",
+            "c",
+            "--flavor",
+            "sim",
+            "--kubernetes-version",
+            "1.31",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.contains("--kubernetes-version 1.31") && err.contains("v1.31.2"),
+        "{err}"
+    );
+    assert!(!err.contains("cluster-template"), "{err}");
+}
