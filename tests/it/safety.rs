@@ -450,3 +450,22 @@ fn generate_names_a_bad_kubernetes_version_not_its_built_in_template() {
     );
     assert!(!err.contains("cluster-template"), "{err}");
 }
+
+#[test]
+fn a_reference_into_another_namespace_names_the_namespaces() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let text = std::fs::read_to_string(example("sim/cluster.yaml")).unwrap();
+    assert_eq!(text.matches("namespace: default").count(), 1);
+    let moved = text.replace("namespace: default", "namespace: other");
+    std::fs::write(d.join("c.yaml"), moved).unwrap();
+    let o = run(d, &["validate", "-f", "c.yaml"]);
+    assert_eq!(o.status.code(), Some(1));
+    // The help is wrapped to the terminal's width.
+    let err = stderr(&o).split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        err.contains("there is no KubeadmControlPlane in namespace \"other\"")
+            && err.contains("KubeadmControlPlanes in namespace default"),
+        "{err}"
+    );
+}

@@ -45,7 +45,22 @@ impl V<'_> {
             .collect();
         let more = all.count();
         if names.is_empty() {
-            format!("there is no {kind} in the manifests")
+            // Objects of the kind in another namespace: the likely mistake.
+            let elsewhere: std::collections::BTreeSet<&str> = self
+                .m
+                .of_kind(kind)
+                .map(|o| o.key.namespace.as_str())
+                .filter(|n| *n != ns)
+                .collect();
+            if elsewhere.is_empty() {
+                format!("there is no {kind} in the manifests")
+            } else {
+                let list: Vec<&str> = elsewhere.into_iter().take(3).collect();
+                format!(
+                    "there is no {kind} in namespace {ns:?}, where references resolve; the manifests have {kind}s in namespace {} (set the same metadata.namespace on the objects that refer to each other)",
+                    list.join(", ")
+                )
+            }
         } else if more > 0 {
             format!(
                 "{kind}s in the manifests: {} and {more} more",
