@@ -469,3 +469,85 @@ fn a_reference_into_another_namespace_names_the_namespaces() {
         "{err}"
     );
 }
+
+/// The state forgets a cluster's PKI, bootstrap data and machines (`capi
+/// state rm`, as the refusal to remove the PKI alone suggests); the next
+/// apply makes a new PKI and plans machines at the same addresses. The
+/// machines that exist were bootstrapped under the old certificate
+/// authority: they are refused, not silently adopted under the new one.
+#[test]
+fn a_machine_the_state_forgot_is_not_adopted_under_a_new_pki() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    copy_example(d, "sim/cluster.yaml", "c.yaml");
+    ok(d, &["apply", "-f", "c.yaml", "--auto-approve"]);
+    let forget: Vec<String> = ok(d, &["state", "list"])
+        .lines()
+        .filter(|l| {
+            !l.ends_with("/network") && !l.ends_with("/loadbalancer") && !l.ends_with("/token")
+        })
+        .map(str::to_string)
+        .collect();
+    let mut rm = vec!["state", "rm"];
+    rm.extend(forget.iter().map(String::as_str));
+    ok(d, &rm);
+    let o = run(d, &["apply", "-f", "c.yaml", "--auto-approve"]);
+    assert!(!o.status.success(), "{}", stdout(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("carries this state's labels, but the state had no record of it")
+            && err.contains("capi import"),
+        "{err}"
+    );
+    assert!(!stdout(&o).contains("Apply complete"), "{}", stdout(&o));
+}
+
+#[test]
+fn a_machine_group_name_two_clusters_share_is_not_a_target() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let text = std::fs::read_to_string(example("sim/cluster.yaml"))
+        .unwrap()
+        .replace("demo-md-0", "workers");
+    std::fs::write(d.join("c1.yaml"), text.replace("demo", "c1")).unwrap();
+    // The second cluster in a namespace of its own (same group names).
+    let ns2 = text
+        .replace("demo", "c2")
+        .replace("\n  namespace: default", "")
+        .replace(
+            "metadata:\n  name: ",
+            "metadata:\n  namespace: ns2\n  name: ",
+        );
+    assert_eq!(ns2.matches("namespace: ns2").count(), 7, "{ns2}");
+    std::fs::write(d.join("c2.yaml"), ns2).unwrap();
+    let files = ["-f", "c1.yaml", "-f", "c2.yaml"];
+    let mut apply = vec!["apply", "--auto-approve"];
+    apply.extend(files);
+    ok(d, &apply);
+    for cmd in [
+        vec!["plan", "--target", "md/workers"],
+        vec!["destroy", "--target", "md/workers", "--auto-approve"],
+    ] {
+        let cmd: Vec<&str> = cmd.into_iter().chain(files).collect();
+        let o = run(d, &cmd);
+        assert_eq!(o.status.code(), Some(1), "{cmd:?}: {}", stdout(&o));
+        let err = stderr(&o);
+        assert!(
+            err.contains(
+                "more than one cluster has a MachineDeployment named \"workers\" (c1, ns2:c2)"
+            ),
+            "{cmd:?}: {err}"
+        );
+    }
+    assert_eq!(
+        ok(d, &["state", "list"])
+            .lines()
+            .filter(|l| l.contains("/machine/"))
+            .count(),
+        10
+    );
+    // One cluster's group, by its cluster.
+    let mut plan = vec!["plan", "--target", "c1"];
+    plan.extend(files);
+    assert!(ok(d, &plan).contains("No changes"));
+}

@@ -332,13 +332,24 @@ fn check_addresses(desired: &Desired, state: &State, opts: &PlanOptions) -> Resu
             }),
             Target::Group { kind, name } => {
                 let owners = known_owners(desired, state);
-                (!owners.iter().any(|o| o.kind == *kind && o.name == *name)).then(|| {
+                let clusters = group_clusters(desired, state, *kind, name);
+                if !owners.iter().any(|o| o.kind == *kind && o.name == *name) {
                     let list: Vec<String> = owners.iter().map(|o| o.to_string()).collect();
-                    format!(
+                    Some(format!(
                         "no such machine group in the manifests or the state; groups: {}",
                         list.join(", ")
-                    )
-                })
+                    ))
+                } else if clusters.len() > 1 {
+                    // Not every cluster's group of that name: one of them.
+                    let list: Vec<&str> = clusters.iter().map(String::as_str).collect();
+                    Some(format!(
+                        "more than one cluster has a {} named {name:?} ({}): target the cluster instead (`--target CLUSTER`), or a machine of the group",
+                        kind.as_str(),
+                        list.join(", ")
+                    ))
+                } else {
+                    None
+                }
             }
         };
         if let Some(message) = message {
@@ -353,6 +364,31 @@ fn check_addresses(desired: &Desired, state: &State, opts: &PlanOptions) -> Resu
 }
 
 /// Every group that owns machines, in the manifests or the state.
+/// The clusters (keys) that have a machine group of this kind and name,
+/// in the manifests or the state.
+fn group_clusters(
+    desired: &Desired,
+    state: &State,
+    kind: OwnerKind,
+    name: &str,
+) -> BTreeSet<String> {
+    let is = |o: &Owner| o.kind == kind && o.name == name;
+    let mut out: BTreeSet<String> = desired
+        .clusters
+        .iter()
+        .filter(|c| c.groups.iter().any(|g| is(&g.owner)))
+        .map(|c| c.id.key())
+        .collect();
+    out.extend(
+        state
+            .resources
+            .iter()
+            .filter(|r| r.attributes.as_machine().is_some_and(|m| is(&m.owner)))
+            .map(|r| r.address.cluster_key().to_string()),
+    );
+    out
+}
+
 fn known_owners(desired: &Desired, state: &State) -> BTreeSet<Owner> {
     let mut out: BTreeSet<Owner> = desired
         .clusters

@@ -347,7 +347,7 @@ impl SimProvider {
         match labels.get(LABEL_LINEAGE) {
             Some(l) if l == input.lineage => Ok(()),
             other => Err(ProviderError::Conflict(format!(
-                "simulated {what} for {} already exists and belongs to another state (lineage {}); delete it from {} or use a different cluster name",
+                "simulated {what} for {} already exists and belongs to another state (lineage {}), which keeps its simulated infrastructure in the same directory, {} (state files named alike, such as `s` and `s.json`, share one): use another state path or another cluster name; do not delete the record, it is that state's",
                 input.address,
                 other.map(String::as_str).unwrap_or("unknown"),
                 self.dir.display()
