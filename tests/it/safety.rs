@@ -177,6 +177,19 @@ fn replace_refuses_what_every_machine_depends_on() {
         &["plan", "-f", "c.yaml", "--replace", "demo/loadbalancer"],
     );
     assert!(out.contains("1 to replace"), "{out}");
+    // What a replacement would not change is said, not ignored.
+    let bootstrap = list
+        .lines()
+        .find(|l| l.starts_with("demo/bootstrap/"))
+        .expect("bootstrap data in the state");
+    for (addr, why) in [
+        ("demo/token", "rotates the join token"),
+        (bootstrap, "replace the machine"),
+    ] {
+        let o = run(d, &["plan", "-f", "c.yaml", "--replace", addr]);
+        assert_eq!(o.status.code(), Some(1), "{addr}: {}", stdout(&o));
+        assert!(stderr(&o).contains(why), "{addr}: {}", stderr(&o));
+    }
 }
 
 /// `s.json` and `s` both keep their simulator in `s.sim`: the second state's

@@ -140,6 +140,16 @@ impl Builder<'_> {
 /// balancer can be: it comes back at the same endpoint, as it does when
 /// one deleted outside capi is created again.
 fn not_replaceable(state: &State, a: &Address) -> Option<String> {
+    // What a replacement would not change: said, not ignored.
+    match a.kind() {
+        ResourceKind::Token => {
+            return Some("capi rotates the join token itself before it expires; it is not replaced on demand".into())
+        }
+        ResourceKind::Bootstrap => {
+            return Some("bootstrap data is rendered for its machine and runs once: replace the machine (`--replace` of its address) to run it again".into())
+        }
+        _ => {}
+    }
     let what = match a.kind() {
         ResourceKind::Pki => {
             "the cluster's certificate authorities, which every machine and kubeconfig trusts"
