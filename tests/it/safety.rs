@@ -564,3 +564,28 @@ fn a_machine_group_name_two_clusters_share_is_not_a_target() {
     plan.extend(files);
     assert!(ok(d, &plan).contains("No changes"));
 }
+
+#[test]
+fn drift_says_which_ignores_match_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    copy_example(d, "sim/cluster.yaml", "c.yaml");
+    ok(d, &["apply", "-f", "c.yaml", "--auto-approve"]);
+    let o = run(
+        d,
+        &[
+            "drift",
+            "--ignore",
+            "demo/machine/typo",
+            "--ignore",
+            "demo/network.cidr",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("--ignore demo/machine/typo: no resource"),
+        "{err}"
+    );
+    assert!(!err.contains("demo/network.cidr"), "{err}");
+}

@@ -4,8 +4,9 @@
 //! drift; 2: drift; 1: error. Unapplied manifest changes are not drift.
 
 use crate::resource::{DriftEntry, DriftKind};
+use crate::state::State;
 
-use super::super::json::JsonEvent;
+use super::super::json::{DiagnosticSeverity, JsonEvent};
 use super::super::output::Printer;
 use super::super::pipeline;
 use super::super::settings::{GlobalSettings, ManifestSettings, RunSettings};
@@ -41,6 +42,24 @@ pub(crate) fn apply_ignores(drift: Vec<DriftEntry>, ignores: &[String]) -> Vec<D
         .collect()
 }
 
+/// An `--ignore` that names no resource of the state and nothing found
+/// now (a typo, another state's address) is said, not silently kept.
+fn unmatched_ignores(state: &State, drift: &[DriftEntry], ignores: &[String], p: &Printer) {
+    let names = |i: &str, a: &str| i == a || i.strip_prefix(a).is_some_and(|r| r.starts_with('.'));
+    for i in ignores {
+        let known = state.resources.iter().any(|r| names(i, r.address.as_str()))
+            || drift.iter().any(|d| names(i, d.address.as_str()));
+        if !known {
+            let w = format!("--ignore {i}: no resource of the state has this address, and nothing found now does (see `capi state list`)");
+            if p.json {
+                p.emit(&JsonEvent::message(DiagnosticSeverity::Warning, w));
+            } else {
+                p.warning(&w);
+            }
+        }
+    }
+}
+
 pub(crate) async fn run(
     g: &GlobalSettings,
     ms: &ManifestSettings,
@@ -66,6 +85,7 @@ pub(crate) async fn run(
     let start = std::time::Instant::now();
     let r = crate::provider::refresh::refresh(&state, &providers).await?;
     let elapsed = start.elapsed();
+    unmatched_ignores(&state, &r.drift, ignores, p);
     let drift = apply_ignores(r.drift, ignores);
     let checked: usize = r.stats.iter().map(|(_, n, _)| n).sum();
     if p.json {
