@@ -41,7 +41,7 @@ pub(super) async fn create(
     let Some(permit) = permit.slot().await else {
         return take_back(ctx, &step.address, before).await;
     };
-    let r = provider_create(ctx, step, &spec, &doc, before.is_none()).await;
+    let r = provider_create(ctx, step, &spec, &doc).await;
     drop(permit);
     let now = ctx.now();
     match r {
@@ -96,7 +96,6 @@ async fn provider_create(
     step: &Step,
     spec: &Spec,
     doc: &str,
-    new_to_state: bool,
 ) -> Result<crate::provider::Observed, Failed> {
     let p = ctx.provider(step.provider).map_err(|error| Failed {
         record: ErrorRecord {
@@ -110,7 +109,6 @@ async fn provider_create(
     })?;
     let extras = Extras {
         bootstrap: Some(doc),
-        new_to_state,
         ..Extras::default()
     };
     operate(ctx, p.as_ref(), step, spec, extras)

@@ -496,9 +496,6 @@ pub(super) struct Extras<'a> {
     pub(super) token: Option<(&'a str, i64)>,
     /// The resource as the state has it (an update needs it).
     pub(super) current: Option<&'a Resource>,
-    /// A machine create the state had no record of (see
-    /// [`OpInput::new_to_state`]).
-    pub(super) new_to_state: bool,
 }
 
 /// Call the provider for a create or update step: an update when the step
@@ -535,7 +532,6 @@ pub(super) async fn operate(
         bootstrap: x.bootstrap,
         token: x.token,
         redactor: &redactor,
-        new_to_state: x.new_to_state,
     };
     match (step.op, x.current) {
         (Op::Update, Some(cur)) => provider.update(&input, cur).await,

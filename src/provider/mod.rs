@@ -144,23 +144,6 @@ pub struct OpInput<'a> {
     /// For tokens: the token and its expiry (unix seconds).
     pub(crate) token: Option<(&'a str, i64)>,
     pub(crate) redactor: &'a Redactor,
-    /// For machine creates: the state had no record of the machine before
-    /// this create. An existing machine of this state at its address is then
-    /// refused, not adopted: adoption is for a create the state recorded (an
-    /// interrupted one, an import); one the state forgot (`capi state rm`)
-    /// was bootstrapped under whatever PKI the cluster had then.
-    pub(crate) new_to_state: bool,
-}
-
-/// The refusal of a machine create that found this state's machine at its
-/// address although the state had no record of it (see
-/// [`OpInput::new_to_state`]): `what` names the object, `remove` says how
-/// to delete it.
-pub(crate) fn forgotten(input: &OpInput<'_>, what: &str, remove: &str) -> ProviderError {
-    ProviderError::Conflict(format!(
-        "{what} for {} already exists and carries this state's labels, but the state had no record of it (removed with `capi state rm`?): it is not adopted, for it was bootstrapped under the cluster's PKI of then, which may have changed. Keep it with `capi import {} <id>` (then check it), or {remove}",
-        input.address, input.address
-    ))
 }
 
 impl OpInput<'_> {

@@ -484,12 +484,12 @@ fn a_reference_into_another_namespace_names_the_namespaces() {
 }
 
 /// The state forgets a cluster's PKI, bootstrap data and machines (`capi
-/// state rm`, as the refusal to remove the PKI alone suggests); the next
-/// apply makes a new PKI and plans machines at the same addresses. The
-/// machines that exist were bootstrapped under the old certificate
-/// authority: they are refused, not silently adopted under the new one.
+/// state rm`, as the refusal to remove the PKI alone suggests), keeping its
+/// network, load balancer and join token. The next apply would make a new
+/// PKI and adopt the machines that exist, bootstrapped under the old
+/// certificate authority: refused, and the state's backup brings it back.
 #[test]
-fn a_machine_the_state_forgot_is_not_adopted_under_a_new_pki() {
+fn a_cluster_whose_control_plane_ran_gets_no_new_pki() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     copy_example(d, "sim/cluster.yaml", "c.yaml");
@@ -504,15 +504,29 @@ fn a_machine_the_state_forgot_is_not_adopted_under_a_new_pki() {
     let mut rm = vec!["state", "rm"];
     rm.extend(forget.iter().map(String::as_str));
     ok(d, &rm);
-    let o = run(d, &["apply", "-f", "c.yaml", "--auto-approve"]);
-    assert!(!o.status.success(), "{}", stdout(&o));
-    let err = stderr(&o);
-    assert!(
-        err.contains("carries this state's labels, but the state had no record of it")
-            && err.contains("capi import"),
-        "{err}"
+    let before = state_bytes(d, "capi.state.json");
+    for cmd in [
+        vec!["plan", "-f", "c.yaml"],
+        vec!["apply", "-f", "c.yaml", "--auto-approve"],
+    ] {
+        let o = run(d, &cmd);
+        assert_eq!(o.status.code(), Some(1), "{cmd:?}: {}", stdout(&o));
+        let err = stderr(&o);
+        assert!(
+            err.contains("cluster demo has its join token in the state but not its PKI")
+                && err.contains("capi state push"),
+            "{cmd:?}: {err}"
+        );
+    }
+    assert_eq!(
+        state_bytes(d, "capi.state.json"),
+        before,
+        "the state changed"
     );
-    assert!(!stdout(&o).contains("Apply complete"), "{}", stdout(&o));
+    // The backup (the state before the `state rm`) puts everything back.
+    std::fs::copy(d.join("capi.state.json.backup"), d.join("capi.state.json")).unwrap();
+    let out = ok(d, &["plan", "-f", "c.yaml"]);
+    assert!(out.contains("No changes"), "{out}");
 }
 
 #[test]

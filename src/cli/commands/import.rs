@@ -248,7 +248,6 @@ pub(crate) async fn run(
         bootstrap: None,
         token: None,
         redactor: &redactor,
-        new_to_state: false,
     };
     let found = provider.lookup(&input, id).await?;
     check_labels(&found, &a, &state.lineage)?;

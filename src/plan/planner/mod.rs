@@ -84,6 +84,8 @@ pub enum PlanError {
         address: String,
         message: String,
     },
+    #[error("cluster {cluster} has its join token in the state but not its PKI (removed with `capi state rm`?): its control plane ran, so machines bootstrapped under its certificate authority exist, and a new PKI would be a new CA they do not trust (and that capi would adopt them under).\n  Put the PKI back: restore the state from its backup or an earlier `capi state pull` (`capi state push FILE --force`); or remove the whole cluster with `capi destroy {cluster}` first")]
+    PkiLost { cluster: String },
     #[error("the manifests define no cluster, and the state holds {count} ({list}): planned from them, every one would be destroyed.\n  Pass the files that define the clusters (manifests rendered to nothing, or holding only Secrets, ConfigMaps or templates, define none); to remove the clusters, run `capi destroy`")]
     NoClusters { count: usize, list: String },
     #[error("cluster {cluster} is on {state} in the state, and this plan puts it on {desired}: a cluster cannot move between providers, and its new machines would be created on {desired} next to the others.\n  {help}\n  (declared in {file}:{line})")]
@@ -191,6 +193,7 @@ pub fn plan_with_report(
     check_addresses(desired, state, opts)?;
     if opts.operation == Operation::Apply {
         check_some_cluster(desired, state)?;
+        check_pki_kept(desired, state)?;
         check_providers(desired, state, &opts.targets)?;
     }
     let mut b = Builder {
@@ -235,6 +238,29 @@ fn check_some_cluster(desired: &Desired, state: &State) -> Result<(), PlanError>
         count: keys.len(),
         list: keys.into_iter().collect::<Vec<_>>().join(", "),
     })
+}
+
+/// A cluster whose control plane ran (its join token is in the state) gets
+/// no new PKI: the machines that exist, forgotten by the state or not,
+/// trust the old certificate authority, and a create adopts a machine of
+/// this state it finds at its address.
+fn check_pki_kept(desired: &Desired, state: &State) -> Result<(), PlanError> {
+    // One pass over the state (it may hold 100,000 machines).
+    let (mut pki, mut token) = (BTreeSet::new(), BTreeSet::new());
+    for r in state.resources.iter() {
+        match r.address.kind() {
+            ResourceKind::Pki => pki.insert(r.address.cluster_key()),
+            ResourceKind::Token => token.insert(r.address.cluster_key()),
+            _ => false,
+        };
+    }
+    for dc in desired.clusters.iter().filter(|dc| !dc.paused) {
+        let key = dc.id.key();
+        if token.contains(key.as_str()) && !pki.contains(key.as_str()) {
+            return Err(PlanError::PkiLost { cluster: key });
+        }
+    }
+    Ok(())
 }
 
 /// A cluster stays on the provider it was created on: a plan whose
@@ -342,7 +368,7 @@ fn check_addresses(desired: &Desired, state: &State, opts: &PlanOptions) -> Resu
             }),
             Target::Group { kind, name } => {
                 let owners = known_owners(desired, state);
-                let clusters = group_clusters(desired, state, *kind, name);
+                let clusters = group_clusters(desired, state, opts.operation, *kind, name);
                 if !owners.iter().any(|o| o.kind == *kind && o.name == *name) {
                     let list: Vec<String> = owners.iter().map(|o| o.to_string()).collect();
                     Some(format!(
@@ -373,12 +399,13 @@ fn check_addresses(desired: &Desired, state: &State, opts: &PlanOptions) -> Resu
     Ok(())
 }
 
-/// Every group that owns machines, in the manifests or the state.
 /// The clusters (keys) that have a machine group of this kind and name,
-/// in the manifests or the state.
+/// in the state or, for an apply, in the manifests (paused ones left out:
+/// they are not planned).
 fn group_clusters(
     desired: &Desired,
     state: &State,
+    operation: Operation,
     kind: OwnerKind,
     name: &str,
 ) -> BTreeSet<String> {
@@ -386,6 +413,7 @@ fn group_clusters(
     let mut out: BTreeSet<String> = desired
         .clusters
         .iter()
+        .filter(|c| operation == Operation::Apply && !c.paused)
         .filter(|c| c.groups.iter().any(|g| is(&g.owner)))
         .map(|c| c.id.key())
         .collect();
@@ -399,6 +427,7 @@ fn group_clusters(
     out
 }
 
+/// Every group that owns machines, in the manifests or the state.
 fn known_owners(desired: &Desired, state: &State) -> BTreeSet<Owner> {
     let mut out: BTreeSet<Owner> = desired
         .clusters

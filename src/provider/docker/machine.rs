@@ -170,16 +170,7 @@ impl DockerProvider {
         let custom = m.infra.spec.get("customImage").and_then(Value::as_str);
         let image = image::node_image(&m.version, custom);
         match self.engine.inspect(&name).await? {
-            Some(c) => {
-                check_owner(labels_of(&c), input, &name)?;
-                if input.new_to_state {
-                    return Err(crate::provider::forgotten(
-                        input,
-                        &format!("container {name}"),
-                        &format!("remove it (docker rm -f -v {name})"),
-                    ));
-                }
-            }
+            Some(c) => check_owner(labels_of(&c), input, &name)?,
             None => {
                 // By id: Docker refuses an ambiguous network name.
                 let network_id = self.network_id(&network).await?;

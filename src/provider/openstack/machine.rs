@@ -351,13 +351,6 @@ impl OpenStackProvider {
             .into_iter()
             .next();
         let server = match existing {
-            Some(s) if input.new_to_state => {
-                return Err(crate::provider::forgotten(
-                    input,
-                    &format!("server {}", sid(&s)),
-                    &format!("delete it (openstack server delete {})", sid(&s)),
-                ));
-            }
             Some(s) => {
                 tracing::info!(
                     "{}: adopting server {} created before an interruption",

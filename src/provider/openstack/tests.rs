@@ -119,7 +119,6 @@ impl World {
             bootstrap: Some("#cloud-config\nruncmd: [kubeadm init]\n"),
             token: None,
             redactor: &self.redactor,
-            new_to_state: false,
         };
         let o = self.p.create(&input).await?;
         Ok(res(address, spec.clone(), o))
@@ -143,7 +142,6 @@ impl World {
             bootstrap: None,
             token: None,
             redactor: &self.redactor,
-            new_to_state: false,
         };
         self.p.lookup(&input, id).await
     }
@@ -329,7 +327,6 @@ async fn refresh_lists_once_per_type_and_reports_drift() {
         bootstrap: None,
         token: None,
         redactor: &w.redactor,
-        new_to_state: false,
     };
     w.p.update(&input, &net).await.unwrap();
     assert_eq!(w.api.all(Kind::SecurityGroupRule).len(), 12);
@@ -347,7 +344,6 @@ async fn refresh_lists_once_per_type_and_reports_drift() {
         bootstrap: None,
         token: None,
         redactor: &w.redactor,
-        new_to_state: false,
     };
     w.p.update(&input, &net).await.unwrap();
     assert_eq!(

@@ -131,16 +131,6 @@ impl SimProvider {
         let mut m = match found {
             Found::Existing(m) => {
                 self.check_owner(&m.labels, input, "machine")?;
-                if input.new_to_state {
-                    return Err(crate::provider::forgotten(
-                        input,
-                        &format!("simulated machine {}", m.name),
-                        &format!(
-                            "delete its line from {}",
-                            self.dir.join("machines").display()
-                        ),
-                    ));
-                }
                 if m.bootstrap.succeeded {
                     // Adopted (a crash came between its bootstrap and the
                     // state write): announce it again, the log may have
