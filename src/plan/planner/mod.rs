@@ -5,6 +5,13 @@
 //! proto-steps to a shared [`Builder`] and each returns a report of what it
 //! decided. The proto-steps are then ordered (`order.rs`) and the finished
 //! plan is checked (`check.rs`).
+//!
+//! Before any cluster is planned, the options and an apply's inputs are
+//! checked for what would cost machines: `--replace` and `--target`
+//! addresses (the PKI or network under machines, a group several clusters
+//! have), manifests that define no cluster while the state has some, a
+//! cluster whose PKI is gone while its control plane ran, a cluster moving
+//! to another provider.
 
 mod cluster;
 mod group;
