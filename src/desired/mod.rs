@@ -223,14 +223,19 @@ struct Builder<'a> {
 }
 
 impl Builder<'_> {
+    /// Report a problem once (a control plane's spec is rendered for its
+    /// first machine and for the others: the same problem twice).
     fn problem(&mut self, o: &Object, pointer: &str, message: String, help: String) {
-        self.problems.push(Problem::error(
+        let p = Problem::error(
             o.origin.file,
             &self.m.files[o.origin.file].name,
             o.origin.pos_of(pointer),
             message,
             help,
-        ));
+        );
+        if !self.problems.contains(&p) {
+            self.problems.push(p);
+        }
     }
 
     fn source(&self, o: &Object) -> Source {

@@ -179,17 +179,20 @@ fn health_checks_belong_to_their_cluster() {
 }
 
 #[test]
-fn a_group_that_fails_to_render_is_reported_on_its_bootstrap_object() {
+fn a_group_whose_version_cannot_be_rendered_is_reported_at_its_version() {
     let text = [CLUSTER.to_string(), machine("d-cp-a", true)]
         .concat()
         .replace("v1.31.2", "v1.20.1");
     let problems = build_text(&text, &Default::default()).unwrap_err();
-    // Init and join are both rendered (and both refused).
-    assert_eq!(problems.len(), 2, "{problems:#?}");
-    assert!(problems[0]
-        .message
-        .starts_with("KubeadmConfig \"d-cp\" (used by Machine \"d-cp-a\")"));
+    // Init and join are both rendered (and both refused): reported once.
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    assert!(problems[0].message.starts_with("Machine \"d-cp-a\": "));
     assert!(problems[0].message.contains("v1.20.1"), "{problems:#?}");
+    let line = text[..text.find("version: v1.20.1").unwrap()]
+        .matches('\n')
+        .count()
+        + 1;
+    assert_eq!(problems[0].pos.line as usize, line, "{problems:#?}");
 }
 
 #[test]

@@ -7,7 +7,7 @@
 
 use crate::bootstrap::{self, BootstrapError, RenderInput};
 use crate::manifest::raw::KubeadmConfigSpec;
-use crate::manifest::{Body, DeletionOrder, MachineTemplate, Object, Strategy};
+use crate::manifest::{Body, DeletionOrder, Kind, MachineTemplate, Object, Strategy};
 use crate::resource::{
     hash_json, short_hash, BootstrapRole, InfraSpec, Owner, OwnerKind, Role, Version,
 };
@@ -316,18 +316,23 @@ impl<'a> ClusterBuilder<'_, 'a> {
         }
     }
 
+    /// A problem with no field of the bootstrap spec (the Kubernetes
+    /// version) is reported where the group's version is written; one with a
+    /// field, in the bootstrap template that has it.
     fn render_problem(&mut self, r: &Rendering<'_, 'a>, e: BootstrapError) {
         let w = r.src.object;
-        let target = r.bootstrap.object.unwrap_or(w);
-        let pointer = if e.field.is_empty() {
-            if std::ptr::eq(target, w) {
-                "/spec/template/spec/version".to_string()
+        if e.field.is_empty() {
+            let version = if w.key.kind == Kind::Machine {
+                "/spec/version"
             } else {
-                r.bootstrap.spec_base.clone()
-            }
-        } else {
-            format!("{}{}", r.bootstrap.spec_base, e.field)
-        };
+                "/spec/template/spec/version"
+            };
+            let msg = format!("{}: {}", w.key, e.message);
+            self.b.problem(w, version, msg, e.help);
+            return;
+        }
+        let target = r.bootstrap.object.unwrap_or(w);
+        let pointer = format!("{}{}", r.bootstrap.spec_base, e.field);
         let msg = format!("{} (used by {}): {}", target.key, w.key, e.message);
         self.b.problem(target, &pointer, msg, e.help);
     }

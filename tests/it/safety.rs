@@ -603,3 +603,24 @@ fn drift_says_which_ignores_match_nothing() {
     );
     assert!(!err.contains("demo/network.cidr"), "{err}");
 }
+
+#[test]
+fn an_unsupported_worker_version_is_reported_once_at_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let text = std::fs::read_to_string(example("sim/cluster.yaml")).unwrap();
+    let at = text.rfind("version: v1.31.2").expect("a worker version");
+    let old = format!("{}version: v1.21.0{}", &text[..at], &text[at + 16..]);
+    let line = text[..at].matches('\n').count() + 1;
+    std::fs::write(d.join("c.yaml"), old).unwrap();
+    let o = run(d, &["validate", "-f", "c.yaml"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.contains(&format!(
+            "c.yaml:{line}: MachineDeployment \"demo-md-0\": Kubernetes v1.21.0"
+        )),
+        "{err}"
+    );
+    assert_eq!(err.matches("is not supported").count(), 1, "{err}");
+}
