@@ -23,6 +23,19 @@ fn ok(dir: &Path, args: &[&str]) -> String {
     stdout(&o)
 }
 
+/// The sim example as `c.yaml` in `dir`, applied.
+fn applied_example(dir: &Path) {
+    copy_example(dir, "sim/cluster.yaml", "c.yaml");
+    ok(dir, &["apply", "-f", "c.yaml", "--auto-approve"]);
+}
+
+/// One JSON event per line of `out`.
+fn json_events(out: &str) -> Vec<serde_json::Value> {
+    out.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
 fn state_bytes(dir: &Path, name: &str) -> Vec<u8> {
     std::fs::read(dir.join(name)).unwrap()
 }
@@ -31,8 +44,7 @@ fn state_bytes(dir: &Path, name: &str) -> Vec<u8> {
 fn manifests_that_define_no_cluster_are_refused_not_planned_as_a_destroy() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    copy_example(d, "sim/cluster.yaml", "c.yaml");
-    ok(d, &["apply", "-f", "c.yaml", "--auto-approve"]);
+    applied_example(d);
     let before = state_bytes(d, "capi.state.json");
     std::fs::write(d.join("comment.yaml"), "# rendered from a template\n").unwrap();
     std::fs::write(d.join("dashes.yaml"), "---\n---\n").unwrap();
@@ -150,8 +162,7 @@ fn a_cluster_rehearsed_on_the_simulator_is_not_extended_onto_another_provider() 
 fn replace_refuses_what_every_machine_depends_on() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    copy_example(d, "sim/cluster.yaml", "c.yaml");
-    ok(d, &["apply", "-f", "c.yaml", "--auto-approve"]);
+    applied_example(d);
     for (addr, what) in [
         ("demo/pki", "certificate authorities"),
         ("demo/network", "network every machine is attached to"),
@@ -252,8 +263,7 @@ fn two_states_sharing_a_simulator_never_delete_each_others_objects() {
 fn upgrade_write_from_stdin_is_refused_before_anything_rolls() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    copy_example(d, "sim/cluster.yaml", "c.yaml");
-    ok(d, &["apply", "-f", "c.yaml", "--auto-approve"]);
+    applied_example(d);
     let before = state_bytes(d, "capi.state.json");
     let o = capi(d)
         .args([
@@ -286,14 +296,10 @@ fn upgrade_write_from_stdin_is_refused_before_anything_rolls() {
 fn applying_a_saved_plan_with_nothing_to_do_speaks_json() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    copy_example(d, "sim/cluster.yaml", "c.yaml");
-    ok(d, &["apply", "-f", "c.yaml", "--auto-approve"]);
+    applied_example(d);
     ok(d, &["plan", "-f", "c.yaml", "-out", "p.plan"]);
     let out = ok(d, &["apply", "p.plan", "--json"]);
-    let events: Vec<serde_json::Value> = out
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect();
+    let events = json_events(&out);
     assert_eq!(
         events.first().map(|e| &e["type"]),
         Some(&"version".into()),
@@ -370,9 +376,8 @@ fn json_diagnostics_of_plan_errors_and_unset_variables_carry_their_place() {
         let o = run(d, &["plan", "-f", file, "--json"]);
         assert_eq!(o.status.code(), Some(1), "{file}");
         let out = stdout(&o);
-        let diag = out
-            .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        let diag = json_events(&out)
+            .into_iter()
             .find(|e| e["type"] == "diagnostic")
             .unwrap_or_else(|| panic!("{file}: no diagnostic in {out}"));
         assert_eq!(diag["file"], file, "{out}");
@@ -392,9 +397,8 @@ fn the_json_summary_of_a_failed_apply_says_it_failed() {
         .unwrap();
     assert!(!o.status.success());
     let out = stdout(&o);
-    let summary = out
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+    let summary = json_events(&out)
+        .into_iter()
         .find(|e| e["type"] == "apply_summary")
         .unwrap_or_else(|| panic!("no apply_summary: {out}"));
     let message = summary["@message"].as_str().unwrap();
@@ -492,8 +496,7 @@ fn a_reference_into_another_namespace_names_the_namespaces() {
 fn a_cluster_whose_control_plane_ran_gets_no_new_pki() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    copy_example(d, "sim/cluster.yaml", "c.yaml");
-    ok(d, &["apply", "-f", "c.yaml", "--auto-approve"]);
+    applied_example(d);
     let forget: Vec<String> = ok(d, &["state", "list"])
         .lines()
         .filter(|l| {
@@ -583,8 +586,7 @@ fn a_machine_group_name_two_clusters_share_is_not_a_target() {
 fn drift_says_which_ignores_match_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    copy_example(d, "sim/cluster.yaml", "c.yaml");
-    ok(d, &["apply", "-f", "c.yaml", "--auto-approve"]);
+    applied_example(d);
     let o = run(
         d,
         &[
