@@ -89,8 +89,15 @@ pub(crate) enum LockError {
     HolderAlive { info: LockInfo },
 }
 
-fn check_identity(lock_path: &Path, file: &File) -> Result<(), String> {
-    if names_inode(lock_path, file) {
+/// The device and inode of an open file (they cannot change while it is
+/// open).
+fn identity(file: &File) -> std::io::Result<(u64, u64)> {
+    file.metadata().map(|m| (m.dev(), m.ino()))
+}
+
+fn check_identity(lock_path: &Path, held: (u64, u64)) -> Result<(), String> {
+    let names = fs::metadata(lock_path).is_ok_and(|m| (m.dev(), m.ino()) == held);
+    if names {
         Ok(())
     } else {
         Err(format!(
@@ -252,12 +259,13 @@ impl StateLock {
     /// A guard for the state store, checking [`StateLock::check`] before
     /// every write.
     pub(crate) fn guard(&self) -> Result<WriteGuard, LockError> {
-        let file = self.file.try_clone().map_err(|e| LockError::Io {
+        // Read once: only the path's side is checked before each write.
+        let held = identity(&self.file).map_err(|e| LockError::Io {
             path: self.lock_path.display().to_string(),
             source: e,
         })?;
         let path = self.lock_path.clone();
-        Ok(WriteGuard::new(move || check_identity(&path, &file)))
+        Ok(WriteGuard::new(move || check_identity(&path, held)))
     }
 
     /// Remove a stale lock-info file recorded under `id`. Refuses while the

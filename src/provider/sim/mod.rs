@@ -179,10 +179,11 @@ impl SimProvider {
     ) -> Result<R, ProviderError> {
         self.with_logs(|logs| {
             if !logs.contains_key(cluster) {
-                let log = machines::MachineLog::open(
+                let mut log = machines::MachineLog::open(
                     &self.machine_log_path(cluster),
                     &self.legacy_machine_dir(cluster),
                 )?;
+                log.begin_turn();
                 logs.insert(cluster.to_string(), log);
             }
             f(logs.get_mut(cluster).expect("just opened"))
@@ -211,7 +212,10 @@ impl SimProvider {
         };
         let _held = machines::DirLock::exclusive(fd)
             .map_err(|e| store::io_err(&dir.display().to_string(), e))?;
-        f(&mut logs)
+        logs.values_mut().for_each(machines::MachineLog::begin_turn);
+        let r = f(&mut logs);
+        logs.values_mut().for_each(machines::MachineLog::end_turn);
+        r
     }
 
     /// The clusters with machine records, sorted.
