@@ -459,22 +459,61 @@ impl JsonEvent<'_> {
 
     /// The whole line: the envelope fields, then the event's own.
     pub(crate) fn line(&self, now: time::OffsetDateTime) -> Vec<u8> {
-        let body = serde_json::to_vec(self).expect("events serialise");
+        let mut line = Vec::new();
+        // Writing to a vector cannot fail.
+        let _ = self.write_line(now, &mut line);
+        line
+    }
+
+    /// Write the line to `w` as it is serialised: no copy of it is built
+    /// (a plan's `plan` event is megabytes).
+    pub(crate) fn write_line<W: std::io::Write + ?Sized>(
+        &self,
+        now: time::OffsetDateTime,
+        w: &mut W,
+    ) -> std::io::Result<()> {
         let stamp = now
             .format(&time::format_description::well_known::Rfc3339)
             .expect("a UTC time formats as RFC 3339");
-        let head = serde_json::json!({
-            "@level": self.level(),
-            "@message": self.human(),
-            "@timestamp": stamp,
-        });
-        let mut line = serde_json::to_vec(&head).expect("the envelope serialises");
-        // `{...}` + `,` + the event's fields without its `{`.
-        line.pop();
-        line.push(b',');
-        line.extend_from_slice(&body[1..]);
-        line.push(b'\n');
-        line
+        // `{"@level":…,"@message":…,"@timestamp":…,` then the event's fields
+        // without its opening `{`.
+        w.write_all(b"{\"@level\":\"")?;
+        w.write_all(self.level().as_bytes())?;
+        w.write_all(b"\",\"@message\":")?;
+        serde_json::to_writer(&mut *w, &self.human())?;
+        w.write_all(b",\"@timestamp\":\"")?;
+        w.write_all(stamp.as_bytes())?;
+        w.write_all(b"\",")?;
+        serde_json::to_writer(
+            SkipFirst {
+                inner: &mut *w,
+                skip: true,
+            },
+            self,
+        )?;
+        w.write_all(b"\n")
+    }
+}
+
+/// A writer that drops the first byte written to it (an object's `{`).
+struct SkipFirst<W> {
+    inner: W,
+    skip: bool,
+}
+
+impl<W: std::io::Write> std::io::Write for SkipFirst<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.skip && !buf.is_empty() {
+            debug_assert_eq!(buf[0], b'{', "an event serialises as an object");
+            let n = self.inner.write(&buf[1..])?;
+            self.skip = false;
+            return Ok(n + 1);
+        }
+        self.inner.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
     }
 }
 
@@ -515,19 +554,22 @@ pub(crate) fn emit_plan(printer: &Printer, p: &Plan, operation: &str) {
     emit_plan_body(printer, p, operation);
 }
 
-/// The plan events without the leading version line.
+/// The plan events without the leading version line (thousands of lines
+/// for a large plan: written as one stream).
 pub(crate) fn emit_plan_body(printer: &Printer, p: &Plan, operation: &str) {
-    for w in &p.warnings {
-        printer.emit(&JsonEvent::message(DiagnosticSeverity::Warning, w.clone()));
-    }
-    for d in &p.drift {
-        printer.emit(&JsonEvent::drift(d));
-    }
-    for c in &p.changes {
-        printer.emit(&JsonEvent::planned_change(c));
-    }
-    printer.emit(&JsonEvent::Plan { plan: p });
-    printer.emit(&JsonEvent::change_summary(p, operation));
+    printer.emit_all(|emit| {
+        for w in &p.warnings {
+            emit(&JsonEvent::message(DiagnosticSeverity::Warning, w.clone()));
+        }
+        for d in &p.drift {
+            emit(&JsonEvent::drift(d));
+        }
+        for c in &p.changes {
+            emit(&JsonEvent::planned_change(c));
+        }
+        emit(&JsonEvent::Plan { plan: p });
+        emit(&JsonEvent::change_summary(p, operation));
+    });
 }
 
 /// Counts by event type, for tests.

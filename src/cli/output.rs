@@ -151,6 +151,37 @@ impl Printer {
         self.put(false, &e.line(time::OffsetDateTime::now_utc()));
     }
 
+    /// Many events in a row (a plan's thousands), as [`Printer::emit`]
+    /// writes them: each line is serialised straight into a 64 KiB buffer on
+    /// stdout (or into the held output), so no line is built whole in memory
+    /// and the stream takes a `write` per 64 KiB instead of one per line.
+    pub(crate) fn emit_all(&self, events: impl FnOnce(&mut dyn FnMut(&JsonEvent<'_>))) {
+        // Held for the whole stream: nothing another clone writes lands
+        // inside it.
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let line = |w: &mut dyn Write, e: &JsonEvent<'_>| {
+            let first = !self.versioned.swap(true, Ordering::Relaxed);
+            let now = time::OffsetDateTime::now_utc();
+            if matches!(e, JsonEvent::Version { .. }) {
+                if !first {
+                    return;
+                }
+            } else if first {
+                let _ = JsonEvent::version().write_line(now, &mut *w);
+            }
+            let _ = e.write_line(now, w);
+        };
+        match held.as_mut() {
+            Some(h) => events(&mut |e| line(&mut h.out, e)),
+            None => {
+                let mut out =
+                    std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
+                events(&mut |e| line(&mut out, e));
+                let _ = out.flush();
+            }
+        }
+    }
+
     /// Messages for people (stderr), one line each.
     pub(crate) fn message(&self, s: &str) {
         let mut line = String::with_capacity(s.len() + 1);
