@@ -79,6 +79,7 @@ pub(crate) fn finalize(
     targets: &[Target],
 ) -> Result<(Vec<Change>, Vec<Step>), PlanError> {
     add_dependency_edges(&mut protos, state);
+    check_resource_targets(&protos, state, targets)?;
     let keep = targeted(&protos, state, targets);
     let order = topological_order(&protos, &keep)?;
     let steps = renumber(protos, &keep, &order);
@@ -93,6 +94,48 @@ pub(crate) fn finalize(
         })
         .collect();
     Ok((changes, steps))
+}
+
+/// A `--target` address must name a resource in the state or one this plan
+/// would write: a misspelt machine name would otherwise plan nothing and
+/// say "No changes" (names of machines still to be created are chosen by
+/// the plan, the same each time, and shown by `capi plan`).
+fn check_resource_targets(
+    protos: &[ProtoStep],
+    state: &State,
+    targets: &[Target],
+) -> Result<(), PlanError> {
+    for t in targets {
+        let Target::Resource(a) = t else { continue };
+        if state.get(a).is_some() || protos.iter().any(|p| &p.address == a) {
+            continue;
+        }
+        let mut near: Vec<String> = protos
+            .iter()
+            .map(|p| &p.address)
+            .chain(state.resources.iter().map(|r| &r.address))
+            .filter(|x| x.cluster_key() == a.cluster_key() && x.kind() == a.kind())
+            .map(|x| x.to_string())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let more = near.len().saturating_sub(5);
+        near.truncate(5);
+        let hint = match (near.is_empty(), more) {
+            (true, _) => "see `capi state list` and `capi plan` for the addresses".to_string(),
+            (false, 0) => format!("addresses of that kind: {}", near.join(", ")),
+            (false, n) => format!(
+                "addresses of that kind: {} and {n} more (`capi state list`, `capi plan`)",
+                near.join(", ")
+            ),
+        };
+        return Err(PlanError::BadAddress {
+            flag: "target",
+            address: a.to_string(),
+            message: format!("no resource in the state or in this plan has that address; {hint}"),
+        });
+    }
+    Ok(())
 }
 
 /// Creates and updates wait for the writes of what they depend on (and for

@@ -975,6 +975,27 @@ fn target_names_a_cluster_or_a_machine_group_on_plan_and_destroy() {
         "{}",
         stderr(&out)
     );
+    // A machine address nothing has (misspelt) is an error naming some
+    // there are, not "No changes"; one the plan would create is targeted.
+    let out = run(&["plan", "--target", "c1/machine/c1-md-typo", "-f", "c.yaml"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("no resource in the state or in this plan has that address"),
+        "{err}"
+    );
+    assert!(err.contains("c1/machine/c1-cp-"), "{err}");
+    let new_machine = planned("c1")
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("# ")?
+                .strip_suffix(" will be created")
+        })
+        .map(str::to_string)
+        .expect("a machine to create");
+    let text = planned(&new_machine);
+    assert!(text.contains("Plan: 1 to add,"), "{text}");
     // destroy --target: only the group's machines and their bootstrap data.
     let out = run(&["destroy", "--auto-approve", "--target", "md/c1-md"]);
     assert!(out.status.success(), "{}", stderr(&out));
