@@ -557,19 +557,31 @@ pub(crate) fn emit_plan(printer: &Printer, p: &Plan, operation: &str) {
 /// The plan events without the leading version line (thousands of lines
 /// for a large plan: written as one stream).
 pub(crate) fn emit_plan_body(printer: &Printer, p: &Plan, operation: &str) {
-    printer.emit_all(|emit| {
-        for w in &p.warnings {
-            emit(&JsonEvent::message(DiagnosticSeverity::Warning, w.clone()));
-        }
-        for d in &p.drift {
-            emit(&JsonEvent::drift(d));
-        }
-        for c in &p.changes {
-            emit(&JsonEvent::planned_change(c));
-        }
-        emit(&JsonEvent::Plan { plan: p });
-        emit(&JsonEvent::change_summary(p, operation));
+    printer.emit_all(|emit| plan_events(p, operation, emit));
+}
+
+/// [`emit_plan`] on a thread of its own while the caller goes on (an apply
+/// that asks nothing starts while its plan is written); every later line
+/// waits for these (see [`Printer::emit_all_behind`]).
+pub(crate) fn emit_plan_behind(printer: &Printer, p: Plan, operation: &'static str) {
+    printer.emit_all_behind(move |emit| {
+        emit(&JsonEvent::version());
+        plan_events(&p, operation, emit);
     });
+}
+
+fn plan_events(p: &Plan, operation: &str, emit: &mut dyn FnMut(&JsonEvent<'_>)) {
+    for w in &p.warnings {
+        emit(&JsonEvent::message(DiagnosticSeverity::Warning, w.clone()));
+    }
+    for d in &p.drift {
+        emit(&JsonEvent::drift(d));
+    }
+    for c in &p.changes {
+        emit(&JsonEvent::planned_change(c));
+    }
+    emit(&JsonEvent::Plan { plan: p });
+    emit(&JsonEvent::change_summary(p, operation));
 }
 
 /// Counts by event type, for tests.

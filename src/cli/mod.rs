@@ -213,6 +213,8 @@ pub fn run() -> ExitCode {
         Ok(status) => status.code(),
         Err(e) => e.report(&printer),
     };
+    // Output still being written on its own thread ends before the process.
+    printer.finish();
     // A prompt abandoned by an interrupt leaves a blocking read of stdin
     // behind: do not wait for it.
     rt.shutdown_background();

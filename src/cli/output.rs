@@ -29,6 +29,59 @@ pub(crate) struct Printer {
     /// Output held back while a burst is written (see [`Printer::hold`]);
     /// shared by clones, so what they write keeps its order.
     held: Arc<Mutex<Option<Held>>>,
+    /// Closed while events are written on a thread of their own
+    /// ([`Printer::emit_all_behind`]): every other write waits for it.
+    gate: Arc<Gate>,
+}
+
+/// See [`Printer::emit_all_behind`].
+#[derive(Debug, Default)]
+struct Gate {
+    closed: Mutex<bool>,
+    opened: std::sync::Condvar,
+}
+
+impl Gate {
+    fn wait(&self) {
+        let mut closed = self.closed.lock().unwrap_or_else(|e| e.into_inner());
+        while *closed {
+            closed = self.opened.wait(closed).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Close it once it is open (one writer behind at a time).
+    fn close(&self) {
+        let mut closed = self.closed.lock().unwrap_or_else(|e| e.into_inner());
+        while *closed {
+            closed = self.opened.wait(closed).unwrap_or_else(|e| e.into_inner());
+        }
+        *closed = true;
+    }
+
+    fn is_closed(&self) -> bool {
+        *self.closed.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Background work: where it competes with the command's own threads for
+/// a core, they go first (Linux's nice value is per thread). Best effort.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: setpriority takes plain integers; `who` 0 is the calling
+    // thread on Linux.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, 10);
+    }
+}
+
+/// Opens the gate when the writing thread ends, by return or by panic.
+struct Opener(Arc<Gate>);
+
+impl Drop for Opener {
+    fn drop(&mut self) {
+        *self.0.closed.lock().unwrap_or_else(|e| e.into_inner()) = false;
+        self.0.opened.notify_all();
+    }
 }
 
 /// Output held by [`Printer::hold`], released when this is dropped (a
@@ -71,6 +124,7 @@ impl Printer {
             live: stderr_tty && !dumb_terminal,
             versioned: Arc::new(AtomicBool::new(false)),
             held: Arc::default(),
+            gate: Arc::default(),
         }
     }
 
@@ -87,6 +141,7 @@ impl Printer {
     /// Write what was held, stdout first (also before an exit that skips
     /// the guards' drops).
     pub(crate) fn release(&self) {
+        self.gate.wait();
         let held = self.held.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(h) = held {
             if !h.out.is_empty() {
@@ -100,6 +155,7 @@ impl Printer {
 
     /// `bytes` on stdout (`err`: stderr), now or when held output is released.
     fn put(&self, err: bool, bytes: &[u8]) {
+        self.gate.wait();
         let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
         match held.as_mut() {
             Some(h) if err => h.err.extend_from_slice(bytes),
@@ -136,19 +192,20 @@ impl Printer {
     /// version line: it is written before the first other event, and a
     /// version event asked for later is not repeated.
     pub(crate) fn emit(&self, e: &JsonEvent<'_>) {
+        self.emit_at(e, time::OffsetDateTime::now_utc());
+    }
+
+    /// [`Printer::emit`] of an event that happened `at`.
+    pub(crate) fn emit_at(&self, e: &JsonEvent<'_>, at: time::OffsetDateTime) {
         let first = !self.versioned.swap(true, Ordering::Relaxed);
         if matches!(e, JsonEvent::Version { .. }) {
             if !first {
                 return;
             }
         } else if first {
-            self.write_event(&JsonEvent::version());
+            self.put(false, &JsonEvent::version().line(at));
         }
-        self.write_event(e);
-    }
-
-    fn write_event(&self, e: &JsonEvent<'_>) {
-        self.put(false, &e.line(time::OffsetDateTime::now_utc()));
+        self.put(false, &e.line(at));
     }
 
     /// Many events in a row (a plan's thousands), as [`Printer::emit`]
@@ -156,12 +213,73 @@ impl Printer {
     /// stdout (or into the held output), so no line is built whole in memory
     /// and the stream takes a `write` per 64 KiB instead of one per line.
     pub(crate) fn emit_all(&self, events: impl FnOnce(&mut dyn FnMut(&JsonEvent<'_>))) {
+        self.gate.wait();
+        self.emit_all_now(events, None);
+    }
+
+    /// [`Printer::emit_all`] on a thread of its own while the caller goes
+    /// on, every line stamped with the time of this call. Every other write
+    /// of this printer and its clones waits until these events are written
+    /// ([`Printer::written`] waits without blocking a runtime thread), and
+    /// so does the end of the command ([`Printer::finish`]). The thread runs
+    /// at a lower priority (nice 10).
+    pub(crate) fn emit_all_behind(
+        &self,
+        events: impl FnOnce(&mut dyn FnMut(&JsonEvent<'_>)) + Send + 'static,
+    ) {
+        self.gate.close();
+        // Stamped now, when the plan is final: the apply's first events,
+        // written after these, happen later.
+        let at = time::OffsetDateTime::now_utc();
+        let (me, opener) = (self.clone(), Opener(self.gate.clone()));
+        let ours = Arc::new(Mutex::new(Some(events)));
+        let theirs = ours.clone();
+        let spawned = std::thread::Builder::new()
+            .name("capi-output".into())
+            .spawn(move || {
+                let _opener = opener;
+                lower_priority();
+                let events = theirs.lock().unwrap_or_else(|e| e.into_inner()).take();
+                if let Some(events) = events {
+                    me.emit_all_now(events, Some(at));
+                }
+            });
+        if spawned.is_err() {
+            // No thread (its opener was dropped with it, the gate is open
+            // again): written here instead.
+            let events = ours.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some(events) = events {
+                self.emit_all_now(events, Some(at));
+            }
+        }
+    }
+
+    /// Wait, without blocking a runtime thread, until what
+    /// [`Printer::emit_all_behind`] writes is written.
+    pub(crate) async fn written(&self) {
+        if self.gate.is_closed() {
+            let gate = self.gate.clone();
+            let _ = tokio::task::spawn_blocking(move || gate.wait()).await;
+        }
+    }
+
+    /// The end of the command: wait for output still being written.
+    pub(crate) fn finish(&self) {
+        self.gate.wait();
+    }
+
+    /// Each line stamped `at`, or when it is written.
+    fn emit_all_now(
+        &self,
+        events: impl FnOnce(&mut dyn FnMut(&JsonEvent<'_>)),
+        at: Option<time::OffsetDateTime>,
+    ) {
         // Held for the whole stream: nothing another clone writes lands
         // inside it.
         let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
         let line = |w: &mut dyn Write, e: &JsonEvent<'_>| {
             let first = !self.versioned.swap(true, Ordering::Relaxed);
-            let now = time::OffsetDateTime::now_utc();
+            let now = at.unwrap_or_else(time::OffsetDateTime::now_utc);
             if matches!(e, JsonEvent::Version { .. }) {
                 if !first {
                     return;
@@ -192,6 +310,7 @@ impl Printer {
 
     /// A question on stderr, answered on the same line.
     pub(crate) fn prompt(&self, s: &str) {
+        self.gate.wait();
         let mut err = std::io::stderr().lock();
         let _ = err.write_all(s.as_bytes());
         let _ = err.flush();
@@ -230,6 +349,7 @@ impl Printer {
         .with_width(100);
         let mut s = String::new();
         if handler.render_report(&mut s, d).is_ok() {
+            self.gate.wait();
             let mut err = std::io::stderr().lock();
             let _ = err.write_all(s.as_bytes());
         }

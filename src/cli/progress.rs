@@ -104,6 +104,9 @@ struct Reporter {
     bar: Option<indicatif::ProgressBar>,
     tally: Tally,
     in_flight: BTreeMap<Address, InFlight>,
+    /// When the event being reported arrived, if not now (it waited for
+    /// the plan to be written).
+    at: Option<time::OffsetDateTime>,
 }
 
 /// The most events the reporter writes together.
@@ -111,6 +114,26 @@ const BURST: usize = 1024;
 
 /// Report every event until the executor drops its sender.
 pub(crate) async fn report(printer: Printer, tally: Tally, mut rx: UnboundedReceiver<Event>) {
+    // The plan may still be being written (`apply --auto-approve --json`):
+    // its events come first; these are kept, each with the time it came.
+    let mut early = Vec::new();
+    {
+        let written = printer.written();
+        tokio::pin!(written);
+        loop {
+            tokio::select! {
+                biased;
+                () = &mut written => break,
+                e = rx.recv() => match e {
+                    Some(e) => early.push((e, time::OffsetDateTime::now_utc())),
+                    None => {
+                        written.await;
+                        break;
+                    }
+                },
+            }
+        }
+    }
     let bar = (printer.live && !printer.json).then(|| {
         let b = indicatif::ProgressBar::new(tally.total() as u64);
         b.set_style(
@@ -127,7 +150,17 @@ pub(crate) async fn report(printer: Printer, tally: Tally, mut rx: UnboundedRece
         bar,
         tally,
         in_flight: BTreeMap::new(),
+        at: None,
     };
+    if !early.is_empty() {
+        let printer = r.printer.clone();
+        let _held = printer.hold();
+        for (e, at) in early {
+            r.at = Some(at);
+            r.event(&e);
+        }
+        r.at = None;
+    }
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
@@ -155,6 +188,13 @@ pub(crate) async fn report(printer: Printer, tally: Tally, mut rx: UnboundedRece
 }
 
 impl Reporter {
+    fn emit(&self, e: &JsonEvent<'_>) {
+        match self.at {
+            Some(at) => self.printer.emit_at(e, at),
+            None => self.printer.emit(e),
+        }
+    }
+
     /// A line for scrollback: above the bar, or on its own without one.
     fn line(&self, text: String) {
         match &self.bar {
@@ -187,7 +227,7 @@ impl Reporter {
                 op,
             } => {
                 if self.printer.json {
-                    self.printer.emit(&JsonEvent::ApplySkipped {
+                    self.emit(&JsonEvent::ApplySkipped {
                         address,
                         action: *op,
                         because,
@@ -200,12 +240,12 @@ impl Reporter {
             }
             Event::Interrupted => {
                 if self.printer.json {
-                    self.printer.emit(&JsonEvent::Interrupted {});
+                    self.emit(&JsonEvent::Interrupted {});
                 }
             }
             Event::HealthCheck(a) => {
                 if self.printer.json {
-                    self.printer.emit(&JsonEvent::HealthCheck {
+                    self.emit(&JsonEvent::HealthCheck {
                         cluster: &a.cluster,
                         after: &a.machine,
                         attempt: a.attempt,
@@ -233,7 +273,7 @@ impl Reporter {
             },
         );
         if self.printer.json {
-            self.printer.emit(&JsonEvent::ApplyStart {
+            self.emit(&JsonEvent::ApplyStart {
                 address,
                 action: op,
             });
@@ -247,12 +287,12 @@ impl Reporter {
     fn finished(&mut self, address: &Address, op: Op, elapsed: Duration, error: Option<String>) {
         if self.printer.json {
             match &error {
-                None => self.printer.emit(&JsonEvent::ApplyComplete {
+                None => self.emit(&JsonEvent::ApplyComplete {
                     address,
                     action: op,
                     elapsed_seconds: elapsed.as_secs_f64(),
                 }),
-                Some(err) => self.printer.emit(&JsonEvent::ApplyErrored {
+                Some(err) => self.emit(&JsonEvent::ApplyErrored {
                     address,
                     action: op,
                     error: err.clone(),
@@ -302,7 +342,7 @@ impl Reporter {
         }
         for (address, op, elapsed) in due {
             if self.printer.json {
-                self.printer.emit(&JsonEvent::ApplyProgress {
+                self.emit(&JsonEvent::ApplyProgress {
                     address: &address,
                     action: op,
                     elapsed_seconds: elapsed.as_secs_f64(),

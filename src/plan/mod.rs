@@ -268,6 +268,45 @@ impl Plan {
         self.changes.shrink_to_fit();
     }
 
+    /// A copy with what [`Plan::shed_review`] keeps: what an apply runs and
+    /// counts, for the executor while the whole plan is still being written
+    /// out (`capi apply --auto-approve --json`).
+    pub(crate) fn for_execution(&self) -> Plan {
+        let changes = self
+            .reviewed_changes()
+            .map(|c| Change {
+                address: c.address.clone(),
+                kind: c.kind,
+                provider: c.provider,
+                action: c.action,
+                reason_code: c.reason_code,
+                reason: c.reason.clone(),
+                replacement: c.replacement.clone(),
+                before: None,
+                after: None,
+                attributes: Vec::new(),
+                bootstrap_diff: None,
+                part_of: None,
+                group: c.group.clone(),
+                wave: c.wave,
+            })
+            .collect();
+        Plan {
+            format_version: self.format_version,
+            capi_version: self.capi_version.clone(),
+            operation: self.operation,
+            prior_lineage: self.prior_lineage.clone(),
+            prior_serial: self.prior_serial,
+            changes,
+            steps: self.steps.clone(),
+            rollouts: self.rollouts.clone(),
+            documents: self.documents.clone(),
+            drift: self.drift.clone(),
+            warnings: self.warnings.clone(),
+            summary: self.summary.clone(),
+        }
+    }
+
     /// Changes a person reviews (bootstrap data is reviewed with its machine).
     pub(crate) fn reviewed_changes(&self) -> impl Iterator<Item = &Change> {
         self.changes.iter().filter(|c| c.part_of.is_none())

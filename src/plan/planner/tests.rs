@@ -180,6 +180,31 @@ fn address(name: &str) -> Address {
     name.parse().unwrap()
 }
 
+/// The executor's copy of a plan is the plan with its review shed, field
+/// for field (a field added to `Change` or `Plan` must be carried over).
+#[test]
+fn the_copy_for_execution_is_the_plan_without_its_review() {
+    let c = Cluster::default();
+    let upgraded = Cluster {
+        version: "v1.32.0",
+        worker_version: "v1.32.0",
+        ..Cluster::default()
+    };
+    for (desired, state) in [
+        (c.desired(), State::empty()),
+        (upgraded.desired(), applied(&c)),
+    ] {
+        let (plan, _) = planned(&desired, &state, &opts());
+        assert!(plan
+            .changes
+            .iter()
+            .any(|c| c.part_of.is_some() || c.before.is_some()));
+        let mut shed = plan.clone();
+        shed.shed_review();
+        assert_eq!(plan.for_execution(), shed);
+    }
+}
+
 #[test]
 fn fresh_cluster_creates_everything_one_control_plane_machine_at_a_time() {
     let (plan, report) = planned(&Cluster::default().desired(), &State::empty(), &opts());
