@@ -11,9 +11,10 @@
 //!
 //! A [`MachineLog`] is the writer's view of one cluster's file: where each
 //! machine's last line is, so a record is read back with one `pread`. It
-//! checks before every operation that the file is still the one it indexed
-//! (another provider in the process, or a hand edit, may have changed it)
-//! and reads it again if not. When the command that wrote ends,
+//! checks once in each turn of the writers' lock (the first operation of
+//! the turn) that the file is still the one it indexed (another provider
+//! in the process, another process, or a hand edit may have changed it
+//! between turns) and reads it again if not. When the command that wrote ends,
 //! [`MachineLog::compact`] rewrites the file with one line per machine,
 //! sorted by name, through a temporary file and a rename: deleting a
 //! machine's line is how a user simulates losing it, editing its `status`
