@@ -30,7 +30,8 @@ pub(crate) struct Printer {
     /// shared by clones, so what they write keeps its order.
     held: Arc<Mutex<Option<Held>>>,
     /// Closed while events are written on a thread of their own
-    /// ([`Printer::emit_all_behind`]): every other write waits for it.
+    /// ([`Printer::emit_all_behind`]): every other write to stdout, and a
+    /// question, waits for it; messages on stderr do not.
     gate: Arc<Gate>,
 }
 
@@ -58,6 +59,11 @@ impl Gate {
         *closed = true;
     }
 
+    fn open(&self) {
+        *self.closed.lock().unwrap_or_else(|e| e.into_inner()) = false;
+        self.opened.notify_all();
+    }
+
     fn is_closed(&self) -> bool {
         *self.closed.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -79,8 +85,7 @@ struct Opener(Arc<Gate>);
 
 impl Drop for Opener {
     fn drop(&mut self) {
-        *self.0.closed.lock().unwrap_or_else(|e| e.into_inner()) = false;
-        self.0.opened.notify_all();
+        self.0.open();
     }
 }
 
@@ -155,7 +160,11 @@ impl Printer {
 
     /// `bytes` on stdout (`err`: stderr), now or when held output is released.
     fn put(&self, err: bool, bytes: &[u8]) {
-        self.gate.wait();
+        // Only stdout is ordered behind events written on their own thread:
+        // a message for people (an interrupt's) is not held up by them.
+        if !err {
+            self.gate.wait();
+        }
         let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
         match held.as_mut() {
             Some(h) if err => h.err.extend_from_slice(bytes),
@@ -197,6 +206,9 @@ impl Printer {
 
     /// [`Printer::emit`] of an event that happened `at`.
     pub(crate) fn emit_at(&self, e: &JsonEvent<'_>, at: time::OffsetDateTime) {
+        // Before the version line is claimed: events written behind write
+        // it first.
+        self.gate.wait();
         let first = !self.versioned.swap(true, Ordering::Relaxed);
         if matches!(e, JsonEvent::Version { .. }) {
             if !first {
@@ -219,10 +231,10 @@ impl Printer {
 
     /// [`Printer::emit_all`] on a thread of its own while the caller goes
     /// on, every line stamped with the time of this call. Every other write
-    /// of this printer and its clones waits until these events are written
-    /// ([`Printer::written`] waits without blocking a runtime thread), and
-    /// so does the end of the command ([`Printer::finish`]). The thread runs
-    /// at a lower priority (nice 10).
+    /// of this printer and its clones to stdout (and a question) waits until
+    /// these events are written ([`Printer::written`] waits without blocking
+    /// a runtime thread), and so does the end of the command
+    /// ([`Printer::finish`]). The thread runs at a lower priority (nice 10).
     pub(crate) fn emit_all_behind(
         &self,
         events: impl FnOnce(&mut dyn FnMut(&JsonEvent<'_>)) + Send + 'static,
@@ -245,8 +257,8 @@ impl Printer {
                 }
             });
         if spawned.is_err() {
-            // No thread (its opener was dropped with it, the gate is open
-            // again): written here instead.
+            // No thread: written here instead.
+            self.gate.open();
             let events = ours.lock().unwrap_or_else(|e| e.into_inner()).take();
             if let Some(events) = events {
                 self.emit_all_now(events, Some(at));
@@ -266,6 +278,15 @@ impl Printer {
     /// The end of the command: wait for output still being written.
     pub(crate) fn finish(&self) {
         self.gate.wait();
+    }
+
+    /// Before an exit at once (a second interrupt): write what is held,
+    /// unless events are still being written behind (nothing is held then;
+    /// waiting for them could wait for a stalled stdout).
+    pub(crate) fn release_for_exit(&self) {
+        if !self.gate.is_closed() {
+            self.release();
+        }
     }
 
     /// Each line stamped `at`, or when it is written.
@@ -349,7 +370,6 @@ impl Printer {
         .with_width(100);
         let mut s = String::new();
         if handler.render_report(&mut s, d).is_ok() {
-            self.gate.wait();
             let mut err = std::io::stderr().lock();
             let _ = err.write_all(s.as_bytes());
         }

@@ -519,7 +519,7 @@ async fn execute(
         let second = interrupts.next().await;
         printer.message("\nTwo interrupts received: exiting now.");
         // An exit runs no destructor: write what a burst may be holding.
-        printer.release();
+        printer.release_for_exit();
         std::process::exit(second.exit_code());
     });
     // A lock that is lost (an etcd lease not renewed) stops new operations.

@@ -259,13 +259,19 @@ impl StateLock {
     /// A guard for the state store, checking [`StateLock::check`] before
     /// every write.
     pub(crate) fn guard(&self) -> Result<WriteGuard, LockError> {
-        // Read once: only the path's side is checked before each write.
-        let held = identity(&self.file).map_err(|e| LockError::Io {
+        // Kept open (its inode cannot be reused while the guard lives) and
+        // read once: only the path's side is checked before each write.
+        let io = |e| LockError::Io {
             path: self.lock_path.display().to_string(),
             source: e,
-        })?;
+        };
+        let file = self.file.try_clone().map_err(io)?;
+        let held = identity(&file).map_err(io)?;
         let path = self.lock_path.clone();
-        Ok(WriteGuard::new(move || check_identity(&path, held)))
+        Ok(WriteGuard::new(move || {
+            let _pinned = &file;
+            check_identity(&path, held)
+        }))
     }
 
     /// Remove a stale lock-info file recorded under `id`. Refuses while the

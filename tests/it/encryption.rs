@@ -104,6 +104,25 @@ fn sensitive_values_are_encrypted_and_need_the_key_only_where_used() {
         "{err}"
     );
     assert_eq!(state(d), stored);
+    // The same with --json, where the plan is written while the apply
+    // starts and the refusal comes at once: the version line first and
+    // once, the whole plan, then the error.
+    for _ in 0..5 {
+        let out = run(
+            d,
+            None,
+            &["apply", "--auto-approve", "--json", "-f", "c.yaml"],
+        );
+        assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+        let events = json_events(&stdout(&out));
+        let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+        assert_eq!(types[0], "version", "{types:?}");
+        assert_eq!(types.iter().filter(|t| **t == "version").count(), 1);
+        let summary = types.iter().position(|t| *t == "change_summary");
+        let error = types.iter().position(|t| *t == "diagnostic");
+        assert!(summary.is_some() && summary < error, "{types:?}");
+    }
+    assert_eq!(state(d), stored);
 
     // A wrong key: the same clear error, for any command; nothing written.
     for args in [&["kubeconfig", "demo"][..], &["plan", "-f", "c.yaml"]] {

@@ -505,7 +505,13 @@ impl MachineLog {
             self.reopen(true)?;
         }
         let file = self.file.as_ref().expect("just created");
-        (&*file).write_all(line).map_err(|e| self.err(e))?;
+        if let Err(e) = (&*file).write_all(line) {
+            // Part of the line may be there: the next operation, even in
+            // this turn, indexes the file again.
+            self.checked = false;
+            self.ino = 0;
+            return Err(self.err(e));
+        }
         self.end += line.len() as u64;
         self.lines += 1;
         Ok(())
