@@ -561,12 +561,13 @@ pub(crate) fn emit_plan_body(printer: &Printer, p: &Plan, operation: &str) {
 }
 
 /// [`emit_plan`] on a thread of its own while the caller goes on (an apply
-/// that asks nothing starts while its plan is written); every later line
-/// waits for these (see [`Printer::emit_all_behind`]).
-pub(crate) fn emit_plan_behind(printer: &Printer, p: Plan, operation: &'static str) {
+/// or destroy that asks nothing starts while its plan is written); every
+/// later line waits for these (see [`Printer::emit_all_behind`]).
+pub(crate) fn emit_plan_behind(printer: &Printer, p: Plan, operation: &str) {
+    let operation = operation.to_string();
     printer.emit_all_behind(move |emit| {
         emit(&JsonEvent::version());
-        plan_events(&p, operation, emit);
+        plan_events(&p, &operation, emit);
     });
 }
 

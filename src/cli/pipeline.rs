@@ -227,6 +227,28 @@ pub(crate) async fn plan_changes(
 }
 
 /// The plan, as text on stdout or as JSON events.
+/// Show the plan, ask (unless approved), execute. When nothing is asked
+/// and the output is JSON, the plan's events (megabytes for thousands of
+/// machines) are written on a thread of their own while the execution
+/// starts on a copy of what it runs; every later line waits for them.
+pub(crate) async fn show_and_execute(
+    pl: Plan,
+    locked: LockedState,
+    run: &RunSettings,
+    a: &ApplySettings,
+    m: Option<&Manifest>,
+    op: &Operation<'_>,
+    p: &Printer,
+) -> Result<ExitStatus, CliError> {
+    if p.json && a.auto_approve && !pl.is_empty() {
+        let runs = pl.for_execution();
+        json::emit_plan_behind(p, pl, op.name);
+        return approve_and_execute(runs, locked, run, a, m, op, p).await;
+    }
+    show_plan(p, &pl, op.name);
+    approve_and_execute(pl, locked, run, a, m, op, p).await
+}
+
 pub(crate) fn show_plan(p: &Printer, pl: &Plan, operation: &str) {
     if p.json {
         json::emit_plan(p, pl, operation);

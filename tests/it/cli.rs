@@ -932,50 +932,56 @@ fn describe_show_and_state_show_speak_json_and_yaml() {
     );
 }
 
-/// `apply --auto-approve --json` writes its plan while the apply starts:
-/// the stream is still the plan's events first (version line once, every
-/// planned change, the whole plan, the summary), then the apply's, in time
-/// order; the `plan` event is the plan as reviewed, not the executor's copy.
+/// `apply` and `destroy --auto-approve --json` write their plan while the
+/// operations start: the stream is still the plan's events first (version
+/// line once, every planned change, the whole plan, the summary), then the
+/// operations', in time order; the `plan` event is the plan as reviewed,
+/// not the executor's copy.
 #[test]
-fn auto_approved_json_apply_writes_the_whole_plan_before_the_apply_events() {
+fn auto_approved_json_apply_and_destroy_write_the_whole_plan_first() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("c.yaml"), BASE).unwrap();
-    let out = capi(dir.path())
-        .args(["apply", "--auto-approve", "--json", "-f", "c.yaml"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
-    let events = json_events(&stdout(&out));
-    let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
-    assert_eq!(types[0], "version");
-    assert_eq!(types.iter().filter(|t| **t == "version").count(), 1);
-    let summary = types.iter().position(|t| *t == "change_summary").unwrap();
-    let first_apply = types.iter().position(|t| *t == "apply_start").unwrap();
-    assert!(summary < first_apply, "{types:?}");
-    assert!(
-        types[..summary]
+    let check = |args: &[&str]| {
+        let out = capi(dir.path()).args(args).output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        let events = json_events(&stdout(&out));
+        let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+        assert_eq!(types[0], "version");
+        assert_eq!(types.iter().filter(|t| **t == "version").count(), 1);
+        let summary = types.iter().position(|t| *t == "change_summary").unwrap();
+        let first_apply = types.iter().position(|t| *t == "apply_start").unwrap();
+        assert!(summary < first_apply, "{types:?}");
+        assert!(
+            types[..summary]
+                .iter()
+                .all(|t| matches!(*t, "version" | "planned_change" | "plan")),
+            "{types:?}"
+        );
+        assert_eq!(*types.last().unwrap(), "apply_summary");
+        // Times never go back (UTC, compared with nine fraction digits).
+        let times: Vec<String> = events
             .iter()
-            .all(|t| matches!(*t, "version" | "planned_change" | "plan")),
-        "{types:?}"
-    );
-    assert_eq!(*types.last().unwrap(), "apply_summary");
+            .map(|e| {
+                let t = e["@timestamp"].as_str().unwrap().strip_suffix('Z').unwrap();
+                let (secs, frac) = t.split_once('.').unwrap_or((t, ""));
+                format!("{secs}.{frac:0<9}")
+            })
+            .collect();
+        assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
+        let plan = events[types.iter().position(|t| *t == "plan").unwrap()]["plan"].clone();
+        let planned = types.iter().filter(|t| **t == "planned_change").count();
+        assert_eq!(planned, plan["changes"].as_array().unwrap().len());
+        plan
+    };
     // The plan as reviewed: every change with its specs, bootstrap data too.
-    let plan = &events[types.iter().position(|t| *t == "plan").unwrap()]["plan"];
+    let plan = check(&["apply", "--auto-approve", "--json", "-f", "c.yaml"]);
     let changes = plan["changes"].as_array().unwrap();
     assert!(changes.iter().any(|c| c["part_of"].is_string()), "{plan}");
     assert!(changes.iter().any(|c| c["after"].is_object()), "{plan}");
-    let planned = types.iter().filter(|t| **t == "planned_change").count();
-    assert_eq!(planned, changes.len());
-    // Times never go back (UTC, compared with nine fraction digits).
-    let times: Vec<String> = events
-        .iter()
-        .map(|e| {
-            let t = e["@timestamp"].as_str().unwrap().strip_suffix('Z').unwrap();
-            let (secs, frac) = t.split_once('.').unwrap_or((t, ""));
-            format!("{secs}.{frac:0<9}")
-        })
-        .collect();
-    assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
+    let plan = check(&["destroy", "--auto-approve", "--json"]);
+    let changes = plan["changes"].as_array().unwrap();
+    assert!(changes.iter().any(|c| c["before"].is_object()), "{plan}");
+    assert!(changes.iter().all(|c| c["action"] == "delete"), "{plan}");
 }
 
 #[test]

@@ -29,16 +29,7 @@ pub(crate) async fn run(
         question: "apply these changes",
         approved: false,
     };
-    if p.json && a.auto_approve && !pl.is_empty() {
-        // Nothing to ask: the plan's events (megabytes for thousands of
-        // machines) are written on a thread of their own while the apply
-        // starts on a copy of what it runs; every later line waits for them.
-        let runs = pl.for_execution();
-        crate::cli::json::emit_plan_behind(p, pl, "apply");
-        return pipeline::approve_and_execute(runs, locked, run, a, Some(&m), &op, p).await;
-    }
-    pipeline::show_plan(p, &pl, "apply");
-    pipeline::approve_and_execute(pl, locked, run, a, Some(&m), &op, p).await
+    pipeline::show_and_execute(pl, locked, run, a, Some(&m), &op, p).await
 }
 
 /// `capi apply FILE`: apply exactly a saved plan, refusing a stale one.

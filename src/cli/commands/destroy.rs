@@ -48,11 +48,10 @@ pub(crate) async fn run(
         ..Default::default()
     };
     let pl = plan::plan(&Default::default(), &locked.state, &opts)?;
-    pipeline::show_plan(p, &pl, "destroy");
     let op = Operation {
         name: "destroy",
         question: "destroy all the resources",
         approved: false,
     };
-    pipeline::approve_and_execute(pl, locked, run, a, m.as_ref(), &op, p).await
+    pipeline::show_and_execute(pl, locked, run, a, m.as_ref(), &op, p).await
 }
