@@ -226,7 +226,6 @@ pub(crate) async fn plan_changes(
     Ok(pl)
 }
 
-/// The plan, as text on stdout or as JSON events.
 /// Show the plan, ask (unless approved), execute. When nothing is asked
 /// and the output is JSON, the plan's events (megabytes for thousands of
 /// machines) are written on a thread of their own while the execution
@@ -249,6 +248,7 @@ pub(crate) async fn show_and_execute(
     approve_and_execute(pl, locked, run, a, m, op, p).await
 }
 
+/// The plan, as text on stdout or as JSON events.
 pub(crate) fn show_plan(p: &Printer, pl: &Plan, operation: &str) {
     if p.json {
         json::emit_plan(p, pl, operation);
