@@ -165,7 +165,7 @@ pub async fn apply(plan: &Plan, state: State, store: StateStore, exec: Executor)
     // providers close (the simulator compacts its machine logs).
     let shared = journal.close();
     drop(ctx);
-    let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+    let _ = writer.ended().await;
     let final_state = Journal::into_state(shared);
     ApplyReport::new(
         plan,

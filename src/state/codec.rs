@@ -3,7 +3,7 @@
 //! ([`super::store`]) decides where the bytes go; this file decides what they
 //! are.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
@@ -110,7 +110,9 @@ fn encode_checksummed_into(value: &impl serde::Serialize, mut body: Vec<u8>) -> 
 /// copy of a 100,000-machine state would be ~120 MB more at the peak); the
 /// other resources are encoded by each snapshot, as without this.
 pub(crate) struct EncodedResources {
-    kept: HashMap<Address, Box<RawValue>>,
+    /// hashbrown's default hasher: every snapshot looks up each resource,
+    /// and SipHash made the lookups of a 1,000-machine fold 0.4 ms.
+    kept: hashbrown::HashMap<Address, Box<RawValue>>,
     bytes: usize,
     /// [`KEPT_MAX`] and [`KEPT_ROOM`], smaller in tests.
     max: usize,
@@ -120,7 +122,7 @@ pub(crate) struct EncodedResources {
 impl Default for EncodedResources {
     fn default() -> Self {
         EncodedResources {
-            kept: HashMap::new(),
+            kept: hashbrown::HashMap::new(),
             bytes: 0,
             max: KEPT_MAX,
             room: KEPT_ROOM,
@@ -185,9 +187,13 @@ impl EncodedResources {
             documents,
             checksum: _,
         } = state;
-        for r in resources {
-            if !self.kept.contains_key(&r.address) {
-                self.keep(r);
+        // `kept` holds only resources of the state (`changed` forgets the
+        // others): as many as the state has means every one is kept.
+        if self.kept.len() < resources.len() {
+            for r in resources {
+                if !self.kept.contains_key(&r.address) {
+                    self.keep(r);
+                }
             }
         }
         let view = SnapshotView {
