@@ -215,7 +215,7 @@ pub(crate) struct PlannedChange<'a> {
     resource_type: ResourceKind,
     provider: ProviderKind,
     action: Action,
-    /// Terraform's list: replace is `["create", "delete"]`.
+    /// Terraform's list, in the order they run: a replacement is `["create", "delete"]`, or `["delete", "create"]` when the old resource goes first (`delete_first` in the plan).
     actions: &'static [&'static str],
     reason_code: ReasonCode,
     reason: &'a str,
@@ -280,7 +280,7 @@ impl<'a> JsonEvent<'a> {
             resource_type: c.kind,
             provider: c.provider,
             action: c.action,
-            actions: c.action.terraform_actions(),
+            actions: c.shown().terraform_actions(),
             reason_code: c.reason_code,
             reason: &c.reason,
             replacement: c.replacement.as_ref(),

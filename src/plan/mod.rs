@@ -41,23 +41,48 @@ pub(crate) enum Action {
     Delete,
 }
 
-impl Action {
+/// How a change is shown: its action, with a replacement's order told
+/// apart as Terraform does (`+/-` creates the replacement first, `-/+`
+/// destroys first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Shown {
+    Create,
+    Update,
+    Replace,
+    ReplaceDeleteFirst,
+    Delete,
+}
+
+impl Shown {
     pub(crate) fn symbol(self) -> &'static str {
         match self {
-            Action::Create => "+",
-            Action::Update => "~",
-            Action::Replace => "+/-",
-            Action::Delete => "-",
+            Shown::Create => "+",
+            Shown::Update => "~",
+            Shown::Replace => "+/-",
+            Shown::ReplaceDeleteFirst => "-/+",
+            Shown::Delete => "-",
         }
     }
 
-    /// Terraform's JSON action list.
+    /// What the plan's legend says the symbol means.
+    pub(crate) fn legend(self) -> &'static str {
+        match self {
+            Shown::Create => "create",
+            Shown::Update => "update in-place",
+            Shown::Replace => "create replacement and then destroy",
+            Shown::ReplaceDeleteFirst => "destroy and then create replacement",
+            Shown::Delete => "destroy",
+        }
+    }
+
+    /// Terraform's JSON action list (its order is the order they run in).
     pub(crate) fn terraform_actions(self) -> &'static [&'static str] {
         match self {
-            Action::Create => &["create"],
-            Action::Update => &["update"],
-            Action::Replace => &["create", "delete"],
-            Action::Delete => &["delete"],
+            Shown::Create => &["create"],
+            Shown::Update => &["update"],
+            Shown::Replace => &["create", "delete"],
+            Shown::ReplaceDeleteFirst => &["delete", "create"],
+            Shown::Delete => &["delete"],
         }
     }
 }
@@ -105,6 +130,12 @@ pub struct Change {
     /// For replacements: the resource that replaces this one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) replacement: Option<Address>,
+    /// A replacement whose old resource is deleted before its replacement
+    /// is created: in a rollout that may not surge (`maxSurge: 0`), a
+    /// standalone Machine replaced under its own name, the cluster's
+    /// infrastructure. Shown `-/+`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub(crate) delete_first: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) before: Option<Spec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -128,7 +159,22 @@ pub struct Change {
     pub(crate) wave: Option<u32>,
 }
 
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
 impl Change {
+    /// How it is shown (its symbol, its Terraform action list).
+    pub(crate) fn shown(&self) -> Shown {
+        match self.action {
+            Action::Create => Shown::Create,
+            Action::Update => Shown::Update,
+            Action::Replace if self.delete_first => Shown::ReplaceDeleteFirst,
+            Action::Replace => Shown::Replace,
+            Action::Delete => Shown::Delete,
+        }
+    }
+
     /// Its attribute-level changes: those listed, or for a machine's
     /// creation (which lists none), every attribute of its `after` spec.
     pub(crate) fn attribute_changes(&self) -> std::borrow::Cow<'_, [AttributeChange]> {
@@ -282,6 +328,7 @@ impl Plan {
                 reason_code: c.reason_code,
                 reason: c.reason.clone(),
                 replacement: c.replacement.clone(),
+                delete_first: c.delete_first,
                 before: None,
                 after: None,
                 attributes: Vec::new(),

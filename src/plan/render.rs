@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::resource::{ResourceKind, Spec};
 
-use super::{Action, Change, Plan};
+use super::{Action, Change, Plan, Shown};
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Style {
@@ -30,12 +30,12 @@ impl Style {
             s.to_string()
         }
     }
-    fn action(&self, a: Action) -> String {
+    fn action(&self, a: Shown) -> String {
         let code = match a {
-            Action::Create => "32",
-            Action::Update => "33",
-            Action::Replace => "35",
-            Action::Delete => "31",
+            Shown::Create => "32",
+            Shown::Update => "33",
+            Shown::Replace | Shown::ReplaceDeleteFirst => "35",
+            Shown::Delete => "31",
         };
         self.paint(code, a.symbol())
     }
@@ -106,21 +106,15 @@ pub fn render_plan(plan: &Plan, style: Style) -> String {
         render_warnings(plan, &mut out, style);
         return out;
     }
-    let used: Vec<Action> = {
-        let mut v: Vec<Action> = plan.reviewed_changes().map(|c| c.action).collect();
+    let used: Vec<Shown> = {
+        let mut v: Vec<Shown> = plan.reviewed_changes().map(Change::shown).collect();
         v.sort();
         v.dedup();
         v
     };
     out.push_str("capi will perform the following actions. Resource actions are indicated with the following symbols:\n");
     for a in &used {
-        let text = match a {
-            Action::Create => "create",
-            Action::Update => "update in-place",
-            Action::Replace => "create replacement and then destroy",
-            Action::Delete => "destroy",
-        };
-        let _ = writeln!(out, "  {} {text}", style.action(*a));
+        let _ = writeln!(out, "  {} {}", style.action(*a), a.legend());
     }
     out.push('\n');
     let bootstrap_of: BTreeMap<String, &Change> = plan
@@ -237,7 +231,7 @@ fn render_change(c: &Change, bootstrap: Option<&Change>, out: &mut String, style
     let _ = writeln!(
         out,
         "{:>3} {kind} \"{}\" {{",
-        style.action(c.action),
+        style.action(c.shown()),
         c.address.name().unwrap_or(kind)
     );
     let is_machine = c.kind == ResourceKind::Machine;
@@ -253,7 +247,7 @@ fn render_change(c: &Change, bootstrap: Option<&Change>, out: &mut String, style
                 let _ = writeln!(
                     out,
                     "      {} {k} = {}",
-                    style.action(Action::Create),
+                    style.action(Shown::Create),
                     value(v)
                 );
             }
@@ -261,14 +255,14 @@ fn render_change(c: &Change, bootstrap: Option<&Change>, out: &mut String, style
                 let _ = writeln!(
                     out,
                     "      {} keys = (sensitive, generated during apply)",
-                    style.action(Action::Create)
+                    style.action(Shown::Create)
                 );
             }
             if c.kind == ResourceKind::Token {
                 let _ = writeln!(
                     out,
                     "      {} token = (sensitive, generated during apply)",
-                    style.action(Action::Create)
+                    style.action(Shown::Create)
                 );
             }
             if let Some(b) = bootstrap
@@ -278,7 +272,7 @@ fn render_change(c: &Change, bootstrap: Option<&Change>, out: &mut String, style
                 let _ = writeln!(
                     out,
                     "      {} bootstrap = \"{b}\"",
-                    style.action(Action::Create)
+                    style.action(Shown::Create)
                 );
             }
             if hidden > 0 {
@@ -300,7 +294,7 @@ fn render_change(c: &Change, bootstrap: Option<&Change>, out: &mut String, style
                 let _ = writeln!(
                     out,
                     "      {} {} = {before} -> {after}",
-                    style.action(Action::Update),
+                    style.action(Shown::Update),
                     a.path
                 );
             }
@@ -312,7 +306,7 @@ fn render_change(c: &Change, bootstrap: Option<&Change>, out: &mut String, style
                     let _ = writeln!(
                         out,
                         "      {} bootstrap = \"{b}\"",
-                        style.action(Action::Update)
+                        style.action(Shown::Update)
                     );
                 }
             }
@@ -338,7 +332,7 @@ fn render_change(c: &Change, bootstrap: Option<&Change>, out: &mut String, style
                         let _ = writeln!(
                             out,
                             "      {} {k} = {}",
-                            style.action(Action::Delete),
+                            style.action(Shown::Delete),
                             value(v)
                         );
                     }

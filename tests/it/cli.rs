@@ -93,6 +93,51 @@ fn plan_json_events() {
     insta::assert_json_snapshot!("plan_json_first_changes", first);
 }
 
+/// A replacement that deletes first (a control plane that may not surge)
+/// lists Terraform's actions in the order they run, and the `plan` event
+/// says so; the text plan shows `-/+` (tests/scenarios/kcp-3-surge-0).
+#[test]
+fn delete_first_replacements_list_delete_then_create() {
+    let scenario = repo().join("tests/scenarios/kcp-3-surge-0");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        scenario.join("state.json"),
+        dir.path().join("capi.state.json"),
+    )
+    .unwrap();
+    let out = capi(dir.path())
+        .args(["plan", "--json", "--refresh=false", "-f"])
+        .arg(scenario.join("manifest.yaml"))
+        .env("CAPI_NOW", "2030-01-01T00:00:00Z")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let events = json_events(&stdout(&out));
+    let replaced: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e["type"] == "planned_change" && e["action"] == "replace")
+        .collect();
+    assert_eq!(replaced.len(), 3, "three control-plane machines");
+    for c in &replaced {
+        assert_eq!(c["actions"], serde_json::json!(["delete", "create"]), "{c}");
+    }
+    let plan = events.iter().find(|e| e["type"] == "plan").unwrap();
+    let in_plan: Vec<&serde_json::Value> = plan["plan"]["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["action"] == "replace")
+        .collect();
+    assert_eq!(in_plan.len(), 3);
+    assert!(
+        in_plan.iter().all(|c| c["delete_first"] == true),
+        "{in_plan:?}"
+    );
+    let text = std::fs::read_to_string(scenario.join("plan.txt")).unwrap();
+    assert!(text.contains("-/+ destroy and then create replacement"));
+    assert!(!text.contains("+/-"), "{text}");
+}
+
 #[test]
 fn error_rendering_of_validation_problems() {
     let dir = tempfile::tempdir().unwrap();

@@ -136,6 +136,7 @@ impl Singleton {
             reason_code: code,
             reason,
             replacement: None,
+            delete_first: false,
             attributes: attribute_diff(before.as_ref(), Some(&self.spec)),
             before,
             after: Some(self.spec.clone()),
@@ -188,6 +189,7 @@ impl Singleton {
     ) -> Decision {
         let mut c = self.change(Action::Replace, code, reason, before);
         c.replacement = Some(self.address.clone());
+        c.delete_first = true;
         b.change(c);
         let d = b.step(ProtoStep::delete(self.address.clone(), self.provider));
         let mut s = self.create_step();

@@ -125,6 +125,7 @@ impl ClusterPlanner<'_, '_> {
                 reason_code: ReasonCode::Removed,
                 reason: "its machine no longer exists".into(),
                 replacement: None,
+                delete_first: false,
                 before: Some(r.attributes.clone()),
                 after: None,
                 attributes: vec![],
@@ -186,6 +187,7 @@ pub(super) fn remove_cluster(
             reason.clone()
         },
         replacement: None,
+        delete_first: false,
         before: Some(r.attributes.clone()),
         after: None,
         attributes: vec![],

@@ -90,6 +90,10 @@ impl Builder<'_> {
             c.action = Action::Replace;
             c.reason_code = code;
             c.replacement = Some(new.address.clone());
+            // Every step of a wave waits for the whole wave before it: an
+            // old machine deleted in an earlier wave than its partner is
+            // created in is gone before the new one exists.
+            c.delete_first = matches!((c.wave, new.wave), (Some(d), Some(n)) if d < n);
             c.after = Some(new.spec.clone());
             c.attributes = attribute_diff(old_spec.as_ref(), Some(&new.spec));
             c.wave = new.wave;
@@ -106,6 +110,7 @@ impl Builder<'_> {
             reason_code: code,
             reason: "bootstrap data of the replacement machine".into(),
             replacement: None,
+            delete_first: false,
             before: None,
             after: self.step_spec(index, &bs_addr),
             attributes: vec![],
@@ -181,6 +186,7 @@ impl Builder<'_> {
             reason_code: code,
             reason: text,
             replacement: None,
+            delete_first: false,
             before: None,
             after: Some(new.spec.clone()),
             // Every attribute of `after`: listed where they are shown
@@ -199,6 +205,7 @@ impl Builder<'_> {
             reason_code: code,
             reason: "bootstrap data of the new machine".into(),
             replacement: None,
+            delete_first: false,
             before: None,
             after: self.step_spec(index, &bs_addr),
             attributes: vec![],

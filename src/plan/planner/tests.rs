@@ -6,7 +6,7 @@ use crate::plan::simulate::simulate;
 use crate::resource::{Address, Observation};
 use crate::state::{State, Status};
 
-use super::super::{Action, Op, Operation, Plan, ReasonCode};
+use super::super::{Action, Change, Op, Operation, Plan, ReasonCode};
 use super::*;
 
 /// 2030-01-01T00:00:00Z.
@@ -307,6 +307,52 @@ fn worker_upgrade_pairs_each_old_machine_with_a_new_one() {
             c.replacement,
             Some(address(&format!("t/machine/{}", r.new)))
         );
+    }
+}
+
+/// A rollout that may not surge deletes each old machine before its
+/// replacement exists, and the plan says so as Terraform does (`-/+`,
+/// actions delete then create); one that surges creates first (`+/-`).
+#[test]
+fn a_rollout_without_surge_replaces_delete_first() {
+    let state = applied(&Cluster {
+        version: "v1.31.1",
+        worker_version: "v1.31.1",
+        ..Default::default()
+    });
+    let yaml = Cluster::default().yaml().replacen(
+        "  replicas: 3\n",
+        "  replicas: 3\n  rollout: {strategy: {type: RollingUpdate, rollingUpdate: {maxSurge: 0}}}\n",
+        1,
+    );
+    let m = crate::manifest::load_str("t.yaml", &yaml, &Default::default()).unwrap();
+    let desired = crate::desired::build(&m, &Default::default()).unwrap();
+    let (plan, _) = planned(&desired, &state, &opts());
+    let replaced = |prefix: &str| -> Vec<&Change> {
+        plan.changes
+            .iter()
+            .filter(|c| c.action == Action::Replace)
+            .filter(|c| c.address.name().is_some_and(|n| n.starts_with(prefix)))
+            .collect()
+    };
+    let cps = replaced("t-cp-");
+    assert_eq!(cps.len(), 3, "every control-plane machine is replaced");
+    for c in &cps {
+        assert!(
+            c.delete_first,
+            "{} is deleted before its replacement",
+            c.address
+        );
+        assert_eq!(c.shown().symbol(), "-/+");
+        assert_eq!(c.shown().terraform_actions(), ["delete", "create"]);
+    }
+    // The MachineDeployment's default strategy (maxSurge 1) creates first.
+    let workers = replaced("t-md-");
+    assert_eq!(workers.len(), 2, "every worker is replaced");
+    for c in &workers {
+        assert!(!c.delete_first, "{} is replaced create-first", c.address);
+        assert_eq!(c.shown().symbol(), "+/-");
+        assert_eq!(c.shown().terraform_actions(), ["create", "delete"]);
     }
 }
 

@@ -28,6 +28,7 @@ impl ClusterPlanner<'_, '_> {
                 reason_code: ReasonCode::New,
                 reason: "joining machines need a bootstrap token".into(),
                 replacement: None,
+                delete_first: false,
                 before: None,
                 after: Some(token_spec.clone()),
                 attributes: attribute_diff(None, Some(&token_spec)),
@@ -84,6 +85,7 @@ impl ClusterPlanner<'_, '_> {
             reason_code: ReasonCode::TokenExpired,
             reason,
             replacement: None,
+            delete_first: false,
             before: Some(r.attributes.clone()),
             after: Some(token_spec.clone()),
             attributes: vec![AttributeChange {
