@@ -380,6 +380,60 @@ fn rule_machine_deployment_surge_and_unavailable_zero() {
 }
 
 #[test]
+fn rule_unknown_rollout_strategy_points_at_its_type() {
+    // v1beta2's spec.rollout.strategy and v1beta1's spec.strategy.
+    for field in ["rollout:\n    strategy:", "strategy:"] {
+        let text = BASE.replace(
+            "  replicas: 2\n  template:",
+            &format!("  replicas: 2\n  {field}\n      type: Bogus\n  template:"),
+        );
+        let p = one(&text);
+        assert!(
+            p.message.contains("unknown rollout strategy \"Bogus\""),
+            "{}",
+            p.message
+        );
+        assert_eq!(
+            p.pos.line,
+            line_of(&text, "type: Bogus", "kind: MachineDeployment"),
+            "{field}"
+        );
+        assert!(p.help.contains("RollingUpdate or OnDelete"));
+    }
+}
+
+#[test]
+fn rule_health_check_threshold_points_at_its_field() {
+    let mhc = |api: &str, remediation: &str| {
+        format!(
+            "{BASE}---\napiVersion: cluster.x-k8s.io/{api}\nkind: MachineHealthCheck\nmetadata:\n  name: c1-mhc\nspec:\n  clusterName: c1\n  selector:\n    matchLabels: {{cluster.x-k8s.io/deployment-name: c1-md}}\n{remediation}\n"
+        )
+    };
+    for (api, remediation, field) in [
+        (
+            "v1beta2",
+            "  remediation:\n    triggerIf:\n      unhealthyLessThanOrEqualTo: 140%",
+            "unhealthyLessThanOrEqualTo: 140%",
+        ),
+        ("v1beta1", "  maxUnhealthy: 140%", "maxUnhealthy: 140%"),
+    ] {
+        let text = mhc(api, remediation);
+        let p = one(&text);
+        assert!(
+            p.message
+                .contains("unhealthy threshold 140% is out of range"),
+            "{}",
+            p.message
+        );
+        assert_eq!(
+            p.pos.line,
+            line_of(&text, field, "kind: MachineHealthCheck"),
+            "{api}"
+        );
+    }
+}
+
+#[test]
 fn rule_malformed_version() {
     let text = BASE.replace("      version: v1.31.2\n", "      version: v1.31\n");
     let p = one(&text);

@@ -19,6 +19,12 @@ pub(super) fn parse_deployment(
     name: &str,
 ) -> Option<Body> {
     let spec: raw::MachineDeploymentSpec = ctx.typed(root, "/spec")?;
+    // v1beta2's spec.rollout.strategy, else v1beta1's spec.strategy.
+    let strategy_path = if spec.rollout.as_ref().is_some_and(|r| r.strategy.is_some()) {
+        "/spec/rollout/strategy"
+    } else {
+        "/spec/strategy"
+    };
     let strategy = spec
         .rollout
         .as_ref()
@@ -34,7 +40,7 @@ pub(super) fn parse_deployment(
         Some("OnDelete") => Strategy::OnDelete,
         Some(other) => {
             ctx.error(
-                "/spec",
+                &format!("{strategy_path}/type"),
                 format!("MachineDeployment {name:?}: unknown rollout strategy {other:?}"),
                 "use RollingUpdate or OnDelete",
             );

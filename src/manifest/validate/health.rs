@@ -29,9 +29,17 @@ pub(super) fn check_health_check(v: &mut V<'_>, o: &Object, mhc: &MachineHealthC
     }
     if let TriggerIf::AtMost(IntOrPercent::Percent(p)) = mhc.trigger_if {
         if !(0..=100).contains(&p) {
+            // v1beta2's field, else v1beta1's.
+            let field = [
+                "/spec/remediation/triggerIf/unhealthyLessThanOrEqualTo",
+                "/spec/maxUnhealthy",
+            ]
+            .into_iter()
+            .find(|f| o.origin.spans.contains_key(*f))
+            .unwrap_or("/spec");
             v.err(
                 o,
-                "/spec",
+                field,
                 format!("{}: unhealthy threshold {p}% is out of range", o.key),
                 "use a percentage between 0% and 100%".into(),
             );
