@@ -158,6 +158,36 @@ fn a_cluster_rehearsed_on_the_simulator_is_not_extended_onto_another_provider() 
     assert!(out.contains("to destroy"), "{out}");
 }
 
+/// `plan -destroy` needs no manifests, as `capi destroy` does; the plan it
+/// saves is applied without any, and refused with some.
+#[test]
+fn a_destroy_plan_needs_no_manifests() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    applied_example(d);
+    let listed = ok(d, &["state", "list"]);
+    let out = ok(d, &["plan", "-destroy", "-out", "d.plan"]);
+    assert!(
+        out.contains("Plan: 0 to add, 0 to change, 0 to replace,") && out.contains("to destroy"),
+        "{out}"
+    );
+    let o = run(d, &["apply", "-f", "c.yaml", "d.plan"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("was made without manifests"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(ok(d, &["state", "list"]), listed, "nothing was destroyed");
+    let out = ok(d, &["apply", "d.plan"]);
+    assert!(out.contains("destroyed"), "{out}");
+    assert_eq!(ok(d, &["state", "list"]).trim(), "");
+    // A plan to apply still needs its manifests.
+    let o = run(d, &["plan"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("no manifests given"), "{}", stderr(&o));
+}
+
 #[test]
 fn replace_refuses_what_every_machine_depends_on() {
     let dir = tempfile::tempdir().unwrap();

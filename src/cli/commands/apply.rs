@@ -53,6 +53,12 @@ pub(crate) async fn run_saved(
     // The manifests it was made from, read again with today's variables.
     let mut ms = ms.clone();
     let given: Vec<String> = ms.files.iter().map(|f| f.display().to_string()).collect();
+    if !given.is_empty() && pf.manifest_files.is_empty() {
+        return Err(CliError::Usage(format!(
+            "the plan {} was made without manifests (`capi plan -destroy`); apply it without -f",
+            file.display()
+        )));
+    }
     if !given.is_empty() && !same_files(&given, &pf.manifest_files) {
         return Err(CliError::Usage(format!(
             "the plan {} was made from {}; a saved plan is applied with the manifests it was made from: leave out -f (or pass the same files)",
@@ -67,14 +73,25 @@ pub(crate) async fn run_saved(
         ));
     }
     ms.files = pf.manifest_files.iter().map(PathBuf::from).collect();
-    let m = pipeline::load_manifests(&ms, p)?;
+    // A destroy plan made without manifests is applied without any.
+    let m = if ms.files.is_empty() {
+        if pf.plan.operation != plan::Operation::Destroy {
+            return Err(CliError::Message(format!(
+                "the plan file {} names no manifests, and only a destroy plan is made without them",
+                file.display()
+            )));
+        }
+        None
+    } else {
+        Some(pipeline::load_manifests(&ms, p)?)
+    };
     let locked = LockedState::acquire(g, run, "apply")?;
     plan::file::check_fresh(
         &pf,
         &locked.state.lineage,
         locked.state.serial,
-        &m.source_digest,
-        &m.variables_digest(),
+        m.as_ref().map_or("", |m| m.source_digest.as_str()),
+        &m.as_ref().map(|m| m.variables_digest()).unwrap_or_default(),
     )
     .map_err(|e| CliError::Message(e.to_string()))?;
     plan::check::check(&pf.plan, &locked.state)
@@ -101,7 +118,7 @@ pub(crate) async fn run_saved(
         question: "apply these changes",
         approved: true,
     };
-    pipeline::approve_and_execute(pl, locked, run, a, Some(&m), &op, p).await
+    pipeline::approve_and_execute(pl, locked, run, a, m.as_ref(), &op, p).await
 }
 
 /// The same manifest files, however each was spelled (`c.yaml`, `./c.yaml`).

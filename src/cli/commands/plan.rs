@@ -40,19 +40,23 @@ pub(crate) async fn run(
     p: &Printer,
 ) -> Result<ExitStatus, CliError> {
     let (detailed, out) = (flags.detailed, flags.out);
-    let m = pipeline::load_manifests(ms, p)?;
-    // A destroy plan wants nothing of the manifests but their credentials.
-    let desired = if flags.destroy {
-        Default::default()
+    // A destroy plan wants nothing of the manifests but their credentials,
+    // so, as `capi destroy`, it needs none.
+    let m = if flags.destroy && ms.files.is_empty() {
+        None
     } else {
-        pipeline::build_desired(&m, ms)?
+        Some(pipeline::load_manifests(ms, p)?)
     };
-    let locked = LockedState::acquire_reading_ahead(g, run, "plan", &desired, Some(&m)).await?;
+    let desired = match &m {
+        Some(m) if !flags.destroy => pipeline::build_desired(m, ms)?,
+        _ => Default::default(),
+    };
+    let locked = LockedState::acquire_reading_ahead(g, run, "plan", &desired, m.as_ref()).await?;
     let mut opts = options(g, targets);
     if flags.destroy {
         opts.operation = plan::Operation::Destroy;
     }
-    let pl = pipeline::plan_changes(&desired, &locked, opts, run, Some(&m), p).await?;
+    let pl = pipeline::plan_changes(&desired, &locked, opts, run, m.as_ref(), p).await?;
     pipeline::show_plan(p, &pl, "plan");
     if let Some(path) = out {
         let f = plan::file::PlanFile {
@@ -60,8 +64,12 @@ pub(crate) async fn run(
             format_version: plan::PLAN_FORMAT_VERSION,
             capi_version: env!("CARGO_PKG_VERSION").into(),
             manifest_files: ms.files.iter().map(|f| f.display().to_string()).collect(),
-            manifest_digest: m.source_digest.clone(),
-            variables_digest: m.variables_digest(),
+            // Empty without manifests (a destroy plan): applied without any.
+            manifest_digest: m
+                .as_ref()
+                .map(|m| m.source_digest.clone())
+                .unwrap_or_default(),
+            variables_digest: m.as_ref().map(|m| m.variables_digest()).unwrap_or_default(),
             provider_override: ms.provider_override_name(),
             plan: pl.clone(),
             checksum: None,
