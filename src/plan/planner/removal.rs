@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::resource::{Address, Owner, ResourceKind, Role};
+use crate::resource::{Address, Owner, OwnerKind, ResourceKind, Role};
 use crate::state::Resource;
 
 use super::super::{Action, Change, ReasonCode};
@@ -86,15 +86,34 @@ impl ClusterPlanner<'_, '_> {
         for m in orphans.iter().filter_map(|r| r.attributes.as_machine()) {
             *counts.entry(&m.owner).or_default() += 1;
         }
+        // Groups of the manifests that own no machine yet: one of the same
+        // kind may be the vanished one under a new name.
+        let owning: BTreeSet<&Owner> = self
+            .b
+            .state
+            .cluster_resources(&self.key)
+            .filter_map(|r| r.attributes.as_machine().map(|m| &m.owner))
+            .collect();
+        let new_groups: Vec<&Owner> = self
+            .dc
+            .groups
+            .iter()
+            .map(|g| &g.owner)
+            .filter(|o| !owning.contains(o))
+            .collect();
         let ns = &self.dc.id.namespace;
+        let mut warnings = Vec::new();
         for (owner, n) in counts {
-            self.b.warnings.push(format!(
+            let mut w = format!(
                 "{} {ns}/{} is no longer in the manifests: its {n} machine{} will be destroyed",
                 owner.kind,
                 owner.name,
                 if n == 1 { "" } else { "s" }
-            ));
+            );
+            w.push_str(&rename_hint(&self.key, owner, &new_groups));
+            warnings.push(w);
         }
+        self.b.warnings.extend(warnings);
     }
 
     /// Bootstrap data whose machine is gone from state.
@@ -229,5 +248,24 @@ pub(super) fn remove_cluster(
     ClusterDisposition::Removed {
         reason: code,
         deleted,
+    }
+}
+
+/// For a group that left the manifests while one new group of its kind
+/// came in: how to keep its machines if that is a rename (`capi state mv`
+/// gives them the new owner; otherwise the plan destroys them and creates
+/// the new group's). Empty when no such group came in, or several did, or
+/// the group is a standalone Machine (whose name cannot change).
+fn rename_hint(cluster: &str, gone: &Owner, new_groups: &[&Owner]) -> String {
+    if gone.kind == OwnerKind::Machine {
+        return String::new();
+    }
+    let mut same_kind = new_groups.iter().filter(|o| o.kind == gone.kind);
+    match (same_kind.next(), same_kind.next()) {
+        (Some(new), None) => format!(
+            "; if it was renamed to {}, `capi state mv {cluster}/{}/{} {cluster}/{}/{}` gives the new name these machines instead",
+            new.name, gone.kind, gone.name, new.kind, new.name
+        ),
+        _ => String::new(),
     }
 }

@@ -493,6 +493,36 @@ fn the_token_rotates_when_it_expires_before_machines_join() {
     assert_eq!(steps(&report).token, TokenDecision::Keep);
 }
 
+/// A group renamed in the manifests looks like one gone and one new: the
+/// warning says how to keep the machines (`capi state mv`), when exactly
+/// one new group of its kind came in.
+#[test]
+fn a_renamed_group_is_warned_with_the_state_mv_that_keeps_its_machines() {
+    let state = applied(&Cluster::default());
+    let renamed = |yaml: String| {
+        let m = crate::manifest::load_str("t.yaml", &yaml, &Default::default()).unwrap();
+        let desired = crate::desired::build(&m, &Default::default()).unwrap();
+        planned(&desired, &state, &opts()).0.warnings
+    };
+    let one = Cluster::default()
+        .yaml()
+        .replace("metadata: {name: t-md}", "metadata: {name: t-workers}");
+    let warnings = renamed(one.clone());
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains("MachineDeployment default/t-md is no longer in the manifests: its 2 machines will be destroyed; if it was renamed to t-workers, `capi state mv t/MachineDeployment/t-md t/MachineDeployment/t-workers`"),
+        "{warnings:?}"
+    );
+    // Two new groups: which one is meant cannot be told.
+    let md = &one[one
+        .find("---\napiVersion: cluster.x-k8s.io/v1beta2\nkind: MachineDeployment")
+        .unwrap()..];
+    let two = format!("{one}{}", md.replace("t-workers", "t-more"));
+    let warnings = renamed(two);
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].ends_with("will be destroyed"), "{warnings:?}");
+}
+
 #[test]
 fn removed_groups_and_clusters_are_deleted() {
     let state = applied(&Cluster::default());
