@@ -201,10 +201,7 @@ impl EtcdStore {
         StateError::Corrupt {
             path: format!("{} (key {})", self.location, String::from_utf8_lossy(key)),
             reason: reason.to_string(),
-            backup: self.location.clone(),
-            backup_note:
-                " (etcd keeps no backup; restore a `capi state pull` copy with `capi state push`)"
-                    .into(),
+            advice: "etcd keeps no backup: restore a copy made with `capi state pull` with `capi state push`".into(),
         }
     }
 

@@ -46,12 +46,12 @@ pub enum StateError {
         #[source]
         source: std::io::Error,
     },
-    #[error("state file {path} is corrupt: {reason}.\n  It was not modified. The previous good state is in {backup}{backup_note}; inspect both, then copy the backup over the state if it is right")]
+    #[error("state file {path} is corrupt: {reason}.\n  It was not modified. {advice}")]
     Corrupt {
         path: String,
         reason: String,
-        backup: String,
-        backup_note: String,
+        /// What to do: where a good copy is, if there is one.
+        advice: String,
     },
     #[error("state file {path} could not be read consistently: {reason}.\n  Another capi ({holder}) is writing it right now; nothing is wrong with the files. Wait for it to finish and run this again; do not copy or edit the state files while it runs")]
     Busy {
@@ -298,8 +298,7 @@ impl FileStore {
                     "it is a symlink (to {}), which capi never creates; remove it",
                     target.display()
                 ),
-                backup: self.path.display().to_string(),
-                backup_note: " (the snapshot the journal follows)".into(),
+                advice: self.journal_advice(),
             }
             .into());
         }
@@ -318,8 +317,7 @@ impl FileStore {
             LoadError::Failed(StateError::Corrupt {
                 path: path.display().to_string(),
                 reason,
-                backup: self.path.display().to_string(),
-                backup_note: " (the snapshot the journal follows)".into(),
+                advice: self.journal_advice(),
             })
         };
         let Some(mut state) = state else {
@@ -441,8 +439,7 @@ impl FileStore {
         Err(self.busy_or(StateError::Corrupt {
             path: self.journal_path().display().to_string(),
             reason: last,
-            backup: self.path.display().to_string(),
-            backup_note: " (the snapshot the journal should follow)".into(),
+            advice: self.journal_advice(),
         }))
     }
 
@@ -498,18 +495,31 @@ impl FileStore {
                 ours: env!("CARGO_PKG_VERSION").into(),
             };
         }
-        let backup = self.backup_path();
-        let note = match fs::read(&backup) {
-            Ok(b) if decode(&b).is_ok() => " (it loads and its checksum is valid)".to_string(),
-            Ok(_) => " (but it does not load either)".to_string(),
-            Err(_) => " (but there is no backup file)".to_string(),
+        let backup = self.backup_path().display().to_string();
+        let own_copy =
+            "restore it from a copy of your own (the output of `capi state pull`, version control)";
+        let advice = match fs::read(self.backup_path()) {
+            Ok(b) if decode(&b).is_ok() => format!(
+                "The previous good state is in {backup} (it loads and its checksum is valid): inspect both, then copy the backup over the state if it is right"
+            ),
+            Ok(_) => format!("Its backup {backup} does not load either: {own_copy}"),
+            Err(_) => format!(
+                "There is no backup ({backup} is kept by the first write of a command that changes an existing state). If the file was edited by hand, undo the edit (the checksum covers all of it); otherwise {own_copy}"
+            ),
         };
         StateError::Corrupt {
             path: self.path.display().to_string(),
             reason,
-            backup: backup.display().to_string(),
-            backup_note: note,
+            advice,
         }
+    }
+
+    /// What to do about a damaged journal.
+    fn journal_advice(&self) -> String {
+        format!(
+            "The journal holds the operations recorded since the snapshot {} was written: inspect both; moving the journal aside loads the snapshot alone, and what those operations created is then unrecorded (`capi import` adopts it)",
+            self.path.display()
+        )
     }
 
     /// Write atomically. The first call of a run preserves the previous file as

@@ -297,3 +297,31 @@ fn a_reader_racing_a_compaction_reads_again_instead_of_reporting_corruption() {
     t.join().unwrap();
     assert_eq!(loaded.serial, 4);
 }
+
+/// A corrupt state's message says where a good copy is, and never points
+/// at a backup that is not there.
+#[test]
+fn a_corrupt_state_says_what_can_restore_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("capi.state.json");
+    let good = encode(&sample());
+    let mut bad = good.clone();
+    let at = bad.iter().position(|&b| b == b'"').unwrap() + 1;
+    bad[at] ^= 1;
+    fs::write(&p, &bad).unwrap();
+    let err = FileStore::new(&p).load().unwrap_err().to_string();
+    assert!(err.contains("is corrupt"), "{err}");
+    assert!(err.contains("There is no backup"), "{err}");
+    assert!(!err.contains("previous good state"), "{err}");
+    fs::write(dir.path().join("capi.state.json.backup"), b"{").unwrap();
+    let err = FileStore::new(&p).load().unwrap_err().to_string();
+    assert!(err.contains("does not load either"), "{err}");
+    assert!(err.contains("a copy of your own"), "{err}");
+    fs::write(dir.path().join("capi.state.json.backup"), &good).unwrap();
+    let err = FileStore::new(&p).load().unwrap_err().to_string();
+    assert!(
+        err.contains("The previous good state is in")
+            && err.contains("it loads and its checksum is valid"),
+        "{err}"
+    );
+}
