@@ -215,7 +215,7 @@ pub(crate) struct PlannedChange<'a> {
     resource_type: ResourceKind,
     provider: ProviderKind,
     action: Action,
-    /// Terraform's list, in the order they run: a replacement is `["create", "delete"]`, or `["delete", "create"]` when the old resource goes first (`delete_first` in the plan).
+    /// Terraform's list, in the order they run: a replacement is `["create", "delete"]`, or `["delete", "create"]` when the old resource goes first or in the same rollout wave (`delete_first` in the plan).
     actions: &'static [&'static str],
     reason_code: ReasonCode,
     reason: &'a str,

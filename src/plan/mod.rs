@@ -131,9 +131,10 @@ pub struct Change {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) replacement: Option<Address>,
     /// A replacement whose old resource is deleted before its replacement
-    /// is created: in a rollout that may not surge (`maxSurge: 0`), a
-    /// standalone Machine replaced under its own name, the cluster's
-    /// infrastructure. Shown `-/+`.
+    /// is created, or while it is (the same rollout wave): in a rollout
+    /// that may not surge (`maxSurge: 0`), an `OnDelete` `--replace`, a
+    /// remediation, a standalone Machine replaced under its own name, the
+    /// cluster's infrastructure. Shown `-/+`.
     #[serde(default, skip_serializing_if = "is_false")]
     pub(crate) delete_first: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -263,8 +263,17 @@ fn rename_hint(cluster: &str, gone: &Owner, new_groups: &[&Owner]) -> String {
     let mut same_kind = new_groups.iter().filter(|o| o.kind == gone.kind);
     match (same_kind.next(), same_kind.next()) {
         (Some(new), None) => format!(
-            "; if it was renamed to {}, `capi state mv {cluster}/{}/{} {cluster}/{}/{}` gives the new name these machines instead",
-            new.name, gone.kind, gone.name, new.kind, new.name
+            "; if it was renamed to {}, `capi state mv {cluster}/{}/{} {cluster}/{}/{}` gives the new name these machines instead{}",
+            new.name,
+            gone.kind,
+            gone.name,
+            new.kind,
+            new.name,
+            if gone.kind == OwnerKind::KubeadmControlPlane {
+                " (a KubeadmControlPlane's name is part of its machines' identity: they are then replaced one by one, not all destroyed)"
+            } else {
+                ""
+            }
         ),
         _ => String::new(),
     }

@@ -92,8 +92,11 @@ impl Builder<'_> {
             c.replacement = Some(new.address.clone());
             // Every step of a wave waits for the whole wave before it: an
             // old machine deleted in an earlier wave than its partner is
-            // created in is gone before the new one exists.
-            c.delete_first = matches!((c.wave, new.wave), (Some(d), Some(n)) if d < n);
+            // created in is gone before the new one exists; in the same
+            // wave (OnDelete's `--replace`, a remediation) both run at once,
+            // and it may be: as Cluster API's controllers do there, the
+            // plan says the old one goes first (capacity can drop).
+            c.delete_first = matches!((c.wave, new.wave), (Some(d), Some(n)) if d <= n);
             c.after = Some(new.spec.clone());
             c.attributes = attribute_diff(old_spec.as_ref(), Some(&new.spec));
             c.wave = new.wave;

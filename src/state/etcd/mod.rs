@@ -201,7 +201,10 @@ impl EtcdStore {
         StateError::Corrupt {
             path: format!("{} (key {})", self.location, String::from_utf8_lossy(key)),
             reason: reason.to_string(),
-            advice: "etcd keeps no backup: restore a copy made with `capi state pull` with `capi state push`".into(),
+            advice: format!(
+                "etcd keeps no backup, and capi cannot push over a state it cannot read: restore the keys from an etcd snapshot (`etcdctl snapshot restore`), or, with no capi running, remove them (`etcdctl del --prefix {}`) and push a copy saved earlier with `capi state pull` (`capi state push FILE`)",
+                self.prefix
+            ),
         }
     }
 

@@ -517,7 +517,7 @@ impl FileStore {
     /// What to do about a damaged journal.
     fn journal_advice(&self) -> String {
         format!(
-            "The journal holds the operations recorded since the snapshot {} was written: inspect both; moving the journal aside loads the snapshot alone, and what those operations created is then unrecorded (`capi import` adopts it)",
+            "The state is the snapshot {} with the operations this journal recorded since: keep a copy of both before any repair. Moving the journal aside loses those operations: machines created since are then unrecorded (`capi import` adopts them), but certificate authorities and join tokens generated since cannot be recovered that way",
             self.path.display()
         )
     }
