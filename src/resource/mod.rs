@@ -17,6 +17,7 @@ pub(crate) use address::{Address, ClusterId, DEFAULT_NAMESPACE};
 pub(crate) use observation::{AttributeChange, DriftEntry, DriftKind, Observation};
 pub use observed::Observed;
 pub use shared::Shared;
+pub(crate) use target::parse_group;
 pub use target::Target;
 pub(crate) use topology_note::TopologyNote;
 pub(crate) use version::Version;

@@ -48,14 +48,32 @@ impl Target {
             "cluster" => cluster_key(name)
                 .map(Target::Cluster)
                 .ok_or_else(|| format!("{s:?}: write Cluster/NAME or Cluster/NAMESPACE:NAME")),
-            "kubeadmcontrolplane" | "kcp" => group(OwnerKind::KubeadmControlPlane),
-            "machinedeployment" | "md" => group(OwnerKind::MachineDeployment),
-            "machineset" | "ms" => group(OwnerKind::MachineSet),
+            k if group_kind(k).is_some() => group(group_kind(k).expect("matched")),
             _ => Err(format!(
                 "{address_error}; or name a cluster (CLUSTER, Cluster/NAME) or a machine group (KubeadmControlPlane/NAME, MachineDeployment/NAME, MachineSet/NAME)"
             )),
         }
     }
+}
+
+/// The machine-group kind a `--target` or `state mv` names (lowercase).
+fn group_kind(lowercase: &str) -> Option<OwnerKind> {
+    match lowercase {
+        "kubeadmcontrolplane" | "kcp" => Some(OwnerKind::KubeadmControlPlane),
+        "machinedeployment" | "md" => Some(OwnerKind::MachineDeployment),
+        "machineset" | "ms" => Some(OwnerKind::MachineSet),
+        _ => None,
+    }
+}
+
+/// `KIND/NAME` as a machine group, where only a group makes sense (`capi
+/// state mv`): a group named like a resource kind (`md/network`) would
+/// otherwise read as a resource address. `None`: not `KIND/NAME` of a
+/// group kind.
+pub(crate) fn parse_group(s: &str) -> Option<(OwnerKind, String)> {
+    let (kind, name) = s.split_once('/')?;
+    let kind = group_kind(&kind.to_ascii_lowercase())?;
+    (!name.is_empty() && !name.contains('/')).then(|| (kind, name.to_string()))
 }
 
 fn kind_name(kind: OwnerKind) -> &'static str {
@@ -141,5 +159,28 @@ mod tests {
         );
         assert!(Target::parse("MachineDeployment/").is_err());
         assert!(Target::parse("bad name").is_err());
+    }
+
+    /// Where only a group makes sense, one named like a resource kind is
+    /// still a group (as an address, `md/network` is cluster md's network).
+    #[test]
+    fn groups_named_like_resource_kinds() {
+        assert_eq!(
+            Target::parse("md/network").unwrap(),
+            Target::Resource(Address::parse("md/network").unwrap())
+        );
+        for (s, kind) in [
+            ("md/network", OwnerKind::MachineDeployment),
+            ("MachineDeployment/pki", OwnerKind::MachineDeployment),
+            ("kcp/token", OwnerKind::KubeadmControlPlane),
+            ("MachineSet/loadbalancer", OwnerKind::MachineSet),
+        ] {
+            let (k, name) = parse_group(s).unwrap();
+            assert_eq!(k, kind, "{s}");
+            assert_eq!(name, s.split_once('/').unwrap().1, "{s}");
+        }
+        assert_eq!(parse_group("demo/network"), None);
+        assert_eq!(parse_group("md/"), None);
+        assert_eq!(parse_group("md/a/b"), None);
     }
 }

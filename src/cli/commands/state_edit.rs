@@ -165,6 +165,9 @@ fn group_arg(s: &str) -> Result<(Option<String>, OwnerKind, String), CliError> {
             _ => return Err(usage(format!("{c:?} is not a cluster name"))),
         },
     };
+    if let Some((kind, name)) = crate::resource::parse_group(rest) {
+        return Ok((cluster, kind, name));
+    }
     match Target::parse(rest) {
         Ok(Target::Group { kind, name }) => Ok((cluster, kind, name)),
         Ok(other) => Err(usage(format!("{s:?} names {other}, not a machine group"))),
