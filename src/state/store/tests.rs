@@ -132,6 +132,12 @@ fn journal_records_replay_onto_the_snapshot() {
     fs::write(&jp, &bad).unwrap();
     let err = FileStore::new(&p).load().unwrap_err().to_string();
     assert!(err.contains("line 2 is damaged"), "{err}");
+    // It says what moving the journal aside would lose.
+    assert!(
+        err.contains("Moving the journal aside loses those operations")
+            && err.contains("cannot be recovered that way"),
+        "{err}"
+    );
 
     // A snapshot written after the records makes them redundant: they
     // are skipped if the journal survived a crash before its removal.
